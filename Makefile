@@ -1,0 +1,35 @@
+# snnchip: the two commands a fresh machine needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.snnchip-setup
+TORCH  ?= torch==2.13.0
+LAVA   := lava-nc==0.10.0
+
+.PHONY: setup test demo lint clean setup-lavadl
+
+setup: $(STAMP)
+
+# Torch first (a CPU build here; a CUDA user installs their own torch beforehand and the range in
+# pyproject.toml accepts it), then the project, then lava-nc without its declared Python <3.11 pin.
+$(STAMP): pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "snnchip needs Python >= 3.10"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev,onnx]"
+	$(BIN)/python -m pip install -q --ignore-requires-python --no-deps "$(LAVA)"
+	$(BIN)/python -c 'import snnchip.lava_compat as c; c.import_lava(); print("setup ok:", c.versions())'
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/snn-pipeline configs/demo.toml
+
+clean:
+	rm -rf $(VENV) build *.egg-info runs .pytest_cache

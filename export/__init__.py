@@ -1,0 +1,1 @@
+"""snnchip.export: checkpoint <-> NIR, the NIR reference executor, Loihi fixed-point quantization, ONNX, netx."""

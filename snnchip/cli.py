@@ -1,0 +1,243 @@
+"""The CLI face: ``snn-train``, ``snn-export``, ``snn-run``, ``snn-validate``, ``snn-bench``, ``snn-pipeline``.
+
+Each command is a thin wrapper: this module owns the argument contract (DESIGN.md, "CLI contracts")
+and imports the stage that does the work lazily, inside the command. It is the only core module
+that imports stages. Any ``SnnchipError`` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from snnchip import __version__
+from snnchip.errors import SnnchipError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _parser(prog: str, description: str, examples: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s (snnchip) {__version__}")
+    return p
+
+
+def _stage(module: str, func: str) -> Handler:
+    """Resolve ``module.func`` lazily; a stage that is not built yet says so plainly."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
+            raise SnnchipError(f"{module} is not available in this snnchip build") from None
+        raise
+    return getattr(mod, func)
+
+
+def _main(parser: argparse.ArgumentParser, route: Callable[[argparse.Namespace], Handler],
+          argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    try:
+        return int(route(args)(args) or 0)
+    except SnnchipError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def add_interpretation_arguments(p: argparse.ArgumentParser) -> None:
+    """How a foreign NIR graph is read in discrete time (see ``snnchip.spec.Interpretation``).
+
+    Our own graphs carry their exact semantics in ``metadata['snnchip']`` and ignore these.
+    """
+    g = p.add_argument_group("interpretation of foreign NIR graphs")
+    g.add_argument("--dt", type=float, default=1.0, help="time step for continuous-time NIR neurons (default 1)")
+    g.add_argument("--discretization", choices=["euler", "exact"], default="euler",
+                   help="forward Euler (default) or exact exponential decay")
+    g.add_argument("--reset", choices=["v_reset", "zero", "subtract"], default="v_reset",
+                   help="reset after a spike: NIR's reset to v_reset (default), to zero, or subtract θ")
+    g.add_argument("--spike-compare", choices=["gt", "ge"], default="gt",
+                   help="spike when v > θ (NIR, default) or v >= θ")
+
+
+def interpretation_from_args(args: argparse.Namespace):  # -> snnchip.spec.Interpretation
+    from snnchip.spec import Interpretation
+
+    return Interpretation(dt=args.dt, discretization=args.discretization, reset=args.reset,
+                          compare=args.spike_compare)
+
+
+# ---------------------------------------------------------------------------------------- snn-train
+def train_parser() -> argparse.ArgumentParser:
+    p = _parser(
+        "snn-train",
+        "Train a spiking network with BPTT or an online rule (OTTT, SLTT, SAF, EM-PF, event-driven BP).",
+        "  snn-train --dataset digits --model mlp --method ottt-a --T 6 --epochs 20 --out runs/mlp\n"
+        "  snn-train --dataset digits --model convnet --method sltt-k --k 2 --T 6 --out runs/conv\n"
+        "  snn-train --dataset mnist --data-dir ~/data/mnist --model mlp --hidden 400 --method saf-e --out r\n",
+    )
+    p.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist, fashion-mnist, "
+                   "cifar10, dvs")
+    p.add_argument("--data-dir", default=None, help="directory with the local dataset files")
+    p.add_argument("--model", default="mlp", help="mlp, convnet, vgg, mlp-feedback, ...")
+    p.add_argument("--hidden", default="128", help="comma-separated hidden widths for mlp (default 128)")
+    p.add_argument("--method", default="ottt-a", help="bptt, ottt-o, ottt-a, sltt, sltt-k, saf-e, saf-f, "
+                   "empf, edbp")
+    p.add_argument("--T", type=int, default=6, help="time steps (default 6)")
+    p.add_argument("--k", type=int, default=None, help="SLTT-K: steps with backward per batch")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default depends on optimizer)")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="adam")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--mse-alpha", type=float, default=0.05, help="loss (1-α)·CE + α·MSE (default 0.05)")
+    p.add_argument("--encoding", choices=["direct", "rate"], default="direct")
+    p.add_argument("--lam", type=float, default=None, help="LIF leak λ (default per method)")
+    p.add_argument("--theta", type=float, default=1.0, help="threshold θ (default 1)")
+    p.add_argument("--reset", choices=["subtract", "zero"], default="subtract")
+    p.add_argument("--spike", choices=["ge", "gt"], default="ge")
+    p.add_argument("--surrogate", choices=["sigmoid", "triangle", "rectangle"], default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
+    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer iterations")
+    p.add_argument("--resume", action="store_true", help="resume exactly from OUT/model.pt")
+    p.add_argument("--out", required=True, help="run directory (model.pt, metrics.json, curves.png)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def train(argv: Sequence[str] | None = None) -> int:
+    return _main(train_parser(), lambda a: _stage("snnchip.train.cli", "run"), argv)
+
+
+# --------------------------------------------------------------------------------------- snn-export
+EXPORT_TARGETS = ("nir", "loihi", "onnx", "netx")
+
+
+def export_parser() -> argparse.ArgumentParser:
+    p = _parser(
+        "snn-export",
+        "Export a trained model.pt (or a .nir graph) to NIR, a Loihi 2 deploy directory, ONNX or netx HDF5.",
+        "  snn-export runs/mlp/model.pt --target nir -o model.nir\n"
+        "  snn-export runs/mlp/model.pt --target loihi -o deploy/mlp\n"
+        "  snn-export snntorch_graph.nir --target loihi --reset zero -o deploy/foreign\n"
+        "  snn-export runs/mlp/model.pt --target onnx -o model.onnx\n",
+    )
+    p.add_argument("model", help="model.pt written by snn-train, or a .nir graph")
+    p.add_argument("--target", choices=EXPORT_TARGETS, required=True)
+    p.add_argument("-o", "--out", required=True, help="output file (nir, onnx, netx) or directory (loihi)")
+    p.add_argument("--T", type=int, default=None, help="time steps for a foreign .nir graph")
+    add_interpretation_arguments(p)
+    return p
+
+
+def export(argv: Sequence[str] | None = None) -> int:
+    return _main(export_parser(), lambda a: _stage("snnchip.export.cli", "run"), argv)
+
+
+# ------------------------------------------------------------------------------------------ snn-run
+RUN_BACKENDS = {
+    "reference": ("snnchip.export.cli", "run_graph"),
+    "chip": ("snnchip.hw_sim.cli", "run_graph"),
+    "lava": ("snnchip.deploy.cli", "run_graph"),
+}
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = _parser(
+        "snn-run",
+        "Run a NIR graph or a deploy directory on inputs [T, batch, *features]; write outputs and spikes.",
+        "  snn-run model.nir --input x.npy --out y.npz\n"
+        "  snn-run deploy/mlp --input x.npy --out y.npz --backend chip\n"
+        "  snn-run deploy/mlp --input x.npy --out y.npz --backend lava --lava-cfg fixed_pt\n",
+    )
+    p.add_argument("graph", help="a .nir file or a deploy directory from snn-export --target loihi")
+    p.add_argument("--input", required=True, help=".npy array of shape [T, batch, *features]")
+    p.add_argument("--out", required=True, help=".npz with 'output' [T, batch, n_out] and 'spikes/<layer>'")
+    p.add_argument("--backend", choices=list(RUN_BACKENDS), default="reference")
+    p.add_argument("--lava-cfg", choices=["fixed_pt", "floating_pt"], default="fixed_pt")
+    add_interpretation_arguments(p)
+    return p
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return _main(run_parser(), lambda a: _stage(*RUN_BACKENDS[a.backend]), argv)
+
+
+# ------------------------------------------------------------------------------------- snn-validate
+def validate_parser() -> argparse.ArgumentParser:
+    p = _parser(
+        "snn-validate",
+        "Run the equivalence ladder: float model = NIR reference; float vs bit-exact chip; chip = Lava.",
+        "  snn-validate runs/mlp/model.pt --dataset digits --json report.json --plots plots/\n"
+        "  snn-validate deploy/mlp --dataset digits --samples 200 --lava-samples 5 --json r.json\n",
+    )
+    p.add_argument("model", help="model.pt or a deploy directory")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--samples", type=int, default=None, help="samples on the bit-exact chip (default: test set)")
+    p.add_argument("--lava-samples", type=int, default=20, help="samples run in Lava (default 20)")
+    p.add_argument("--json", default=None, help="write the report as JSON here")
+    p.add_argument("--plots", default=None, help="directory for the plots")
+    p.add_argument("--min-agreement", type=float, default=0.98, help="class-decision agreement gate")
+    return p
+
+
+def validate(argv: Sequence[str] | None = None) -> int:
+    return _main(validate_parser(), lambda a: _stage("snnchip.hw_sim.cli", "validate"), argv)
+
+
+# ---------------------------------------------------------------------------------------- snn-bench
+BENCHES = {
+    "train": ("snnchip.train.bench", "run"),
+    "hwsim": ("snnchip.hw_sim.bench", "run"),
+    "peers": ("snnchip.train.bench", "run_peers"),
+}
+
+
+def bench_parser() -> argparse.ArgumentParser:
+    p = _parser(
+        "snn-bench",
+        "Benchmarks (time per iteration, peak memory, simulator speed); tables, plots and --json output.",
+        "  snn-bench train --model mlp --methods bptt,ottt-a,sltt --T 4,8,16,32 --json out.json\n"
+        "  snn-bench hwsim --json hwsim.json\n",
+    )
+    p.add_argument("which", choices=list(BENCHES))
+    p.add_argument("--model", default="mlp")
+    p.add_argument("--methods", default="bptt,ottt-o,ottt-a,sltt,sltt-k,saf-e,saf-f")
+    p.add_argument("--T", default="4,8,16,32", help="comma-separated time steps")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot", default=None)
+    return p
+
+
+def bench(argv: Sequence[str] | None = None) -> int:
+    return _main(bench_parser(), lambda a: _stage(*BENCHES[a.which]), argv)
+
+
+# ------------------------------------------------------------------------------------- snn-pipeline
+def pipeline_parser() -> argparse.ArgumentParser:
+    p = _parser(
+        "snn-pipeline",
+        "Train -> export -> validate from one TOML config, everything under one run directory.",
+        "  snn-pipeline configs/demo.toml\n  snn-pipeline configs/demo.toml --out runs/demo2\n",
+    )
+    p.add_argument("config", help="TOML config (see configs/)")
+    p.add_argument("--out", default=None, help="run directory (default: from the config)")
+    return p
+
+
+def pipeline(argv: Sequence[str] | None = None) -> int:
+    return _main(pipeline_parser(), lambda a: _stage("snnchip.hw_sim.pipeline", "run"), argv)

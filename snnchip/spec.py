@@ -1,0 +1,260 @@
+"""The network specification: one source of truth for layers and neuron semantics.
+
+Every stage reads the neuron equations' parameters from here (DESIGN.md, "Neuron semantics").
+Discrete time t = 1..T, dt = 1; within a step, layer l+1 sees layer l's output of the same step.
+
+The spec is a plain, JSON-serialisable description. Trainable tensors live in the checkpoint's
+``state_dict``; training-only parametrisations (weight standardisation, scale factors, binary
+weights, membrane BN) are named in ``LayerSpec.options`` so that ``snnchip.train`` can rebuild the
+module, and are folded into plain weights before export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from snnchip.errors import SpecError
+
+NEURON_KINDS = ("lif", "empf", "srm", "readout")
+RESET_MODES = ("subtract", "zero")
+SPIKE_CONDITIONS = ("ge", "gt")
+SURROGATES = ("sigmoid", "triangle", "rectangle")
+LAYER_OPS = ("linear", "conv2d", "avgpool", "sumpool", "flatten")
+ENCODINGS = ("direct", "rate")
+SYNAPTIC_OPS = ("linear", "conv2d")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise SpecError(msg)
+
+
+def _choice(value: str, options: tuple[str, ...], what: str) -> None:
+    _check(value in options, f"unknown {what} {value!r}; valid: {', '.join(options)}")
+
+
+@dataclass(frozen=True)
+class NeuronSpec:
+    """Neuron after a synaptic layer, with input current I[t] = W x[t] + b.
+
+    ``lif`` (OTTT, SLTT, SAF, BPTT):
+        u[t] = λ·v[t-1] + I[t];  s[t] = H(u[t] − θ)  (``ge``: u ≥ θ, ``gt``: u > θ);
+        v[t] = u[t] − θ·s[t] (``subtract``)  or  v[t] = u[t]·(1 − s[t]) (``zero``).
+    ``empf`` (EM-PF, Eq. 3): m[t] = λ[t]⊙v[t-1] + I[t]; s[t] = ReLU(m[t] − θ[t]); v[t] = m[t] − s[t];
+        ``lam``/``theta`` are the initial values of the learnable per-step λ[t], θ[t].
+    ``srm`` (event-driven BP, S14–S16): current-based LIF with decays 1 − 1/τs (current) and
+        1 − 1/τm (voltage), both traces reset at a spike; ``lam`` is unused.
+    ``readout``: non-spiking, o[t] = I[t]; the class score is Σ_t o[t].
+
+    ``surrogate`` is dH/du used by the surrogate-gradient rules: sigmoid with ``slope``
+    (σ'(slope·(u − θ))·slope), triangle with γ = θ, or rectangle of width ``slope``⁻¹·… (see train/).
+    """
+
+    kind: str = "lif"
+    lam: float = 0.5
+    theta: float = 1.0
+    reset: str = "subtract"
+    spike: str = "ge"
+    surrogate: str = "sigmoid"
+    slope: float = 4.0
+    tau_m: float = 5.0
+    tau_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        _choice(self.kind, NEURON_KINDS, "neuron kind")
+        _choice(self.reset, RESET_MODES, "reset mode")
+        _choice(self.spike, SPIKE_CONDITIONS, "spike condition")
+        _choice(self.surrogate, SURROGATES, "surrogate")
+        for name in ("lam", "theta", "slope", "tau_m", "tau_s"):
+            _check(math.isfinite(getattr(self, name)), f"neuron {name} must be finite, got {getattr(self, name)}")
+        _check(0.0 <= self.lam <= 1.0, f"neuron leak λ must be in [0, 1], got {self.lam}")
+        _check(self.theta > 0, f"neuron threshold θ must be > 0, got {self.theta}")
+        if self.kind == "srm":
+            _check(self.tau_m > 1 and self.tau_s > 1 and self.tau_m != self.tau_s,
+                   f"SRM needs τm, τs > 1 and τm ≠ τs, got τm={self.tau_m}, τs={self.tau_s}")
+
+    @property
+    def spiking(self) -> bool:
+        return self.kind != "readout"
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer: a synaptic or shape op, optionally followed by a neuron.
+
+    ``linear``: ``out_features``; ``conv2d``: ``out_channels``, ``kernel_size``, ``stride``, ``padding``;
+    ``avgpool``/``sumpool``: ``kernel_size``, ``stride`` (default = kernel); ``flatten``: no parameter.
+    ``options`` holds training-side parametrisations that export folds away (``weight_std``,
+    ``scale``, ``binary``, ``bn``, ...).
+    """
+
+    name: str
+    op: str
+    out_features: int | None = None
+    out_channels: int | None = None
+    kernel_size: int | None = None
+    stride: int | None = None
+    padding: int = 0
+    bias: bool = True
+    neuron: NeuronSpec | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _choice(self.op, LAYER_OPS, f"op of layer {self.name!r}")
+        _check(bool(self.name) and "." not in self.name and "/" not in self.name,
+               f"layer name {self.name!r} must be non-empty without '.' or '/'")
+        if self.op == "linear":
+            _check(self.out_features is not None and self.out_features > 0,
+                   f"linear layer {self.name!r} needs out_features > 0")
+        if self.op == "conv2d":
+            _check(self.out_channels is not None and self.out_channels > 0,
+                   f"conv2d layer {self.name!r} needs out_channels > 0")
+        if self.op in ("conv2d", "avgpool", "sumpool"):
+            _check(self.kernel_size is not None and self.kernel_size > 0,
+                   f"layer {self.name!r} ({self.op}) needs kernel_size > 0")
+            _check(self.padding >= 0, f"layer {self.name!r}: padding must be >= 0")
+        if self.neuron is not None:
+            _check(self.op in SYNAPTIC_OPS or self.neuron.kind != "readout",
+                   f"layer {self.name!r}: a readout must follow a synaptic op")
+
+    @property
+    def synaptic(self) -> bool:
+        return self.op in SYNAPTIC_OPS
+
+    @property
+    def effective_stride(self) -> int:
+        return self.stride if self.stride is not None else (1 if self.op == "conv2d" else self.kernel_size)
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-sample output shape for a per-sample input shape (channels first, no batch)."""
+        if self.op == "flatten":
+            return (math.prod(in_shape),)
+        if self.op == "linear":
+            _check(len(in_shape) == 1, f"linear layer {self.name!r} needs a flat input, got shape {in_shape}")
+            return (self.out_features,)
+        _check(len(in_shape) == 3, f"layer {self.name!r} ({self.op}) needs a (C, H, W) input, got {in_shape}")
+        c, h, w = in_shape
+        k, s, p = self.kernel_size, self.effective_stride, self.padding
+        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        _check(oh > 0 and ow > 0, f"layer {self.name!r}: kernel {k} does not fit input {in_shape}")
+        return (self.out_channels if self.op == "conv2d" else c, oh, ow)
+
+
+@dataclass(frozen=True)
+class FeedbackSpec:
+    """A recurrent edge with one step of delay: I_dst[t] += W_fb · s_src[t−1].
+
+    W_fb is a dense map from the (flattened) output of layer ``src`` to the (flattened)
+    pre-neuron current of layer ``dst``; ``src`` comes at or after ``dst`` (OTTT supplement VGG-F /
+    R400, SAF feedback section). Its weight is ``feedback.<src>__<dst>.weight`` in the state dict.
+    """
+
+    src: str
+    dst: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.src}__{self.dst}"
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A sequential network (plus optional feedback edges), its time steps and how it was trained."""
+
+    input_shape: tuple[int, ...]
+    layers: tuple[LayerSpec, ...]
+    T: int
+    num_classes: int
+    feedback: tuple[FeedbackSpec, ...] = ()
+    encoding: str = "direct"
+    method: str = "bptt"
+    model: str = "custom"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "feedback", tuple(self.feedback))
+        _check(isinstance(self.T, int) and self.T > 0, f"T (time steps) must be a positive integer, got {self.T}")
+        _check(len(self.input_shape) > 0 and all(d > 0 for d in self.input_shape),
+               f"input_shape must be positive, got {self.input_shape}")
+        _choice(self.encoding, ENCODINGS, "input encoding")
+        _check(len(self.layers) > 0, "a network needs at least one layer")
+        names = [layer.name for layer in self.layers]
+        _check(len(set(names)) == len(names), f"layer names must be unique, got {names}")
+        last = self.layers[-1]
+        _check(last.neuron is not None and last.neuron.kind == "readout" and last.synaptic,
+               f"the last layer ({last.name!r}) must be a synaptic layer with a readout neuron")
+        shapes = self.shapes()
+        _check(shapes[-1] == (self.num_classes,),
+               f"the readout produces shape {shapes[-1]} but num_classes is {self.num_classes}")
+        index = {n: i for i, n in enumerate(names)}
+        for fb in self.feedback:
+            _check(fb.src in index and fb.dst in index, f"feedback edge {fb} names an unknown layer")
+            _check(index[fb.src] >= index[fb.dst], f"feedback edge {fb} must go from a later layer back")
+            _check(self.layers[index[fb.src]].neuron is not None and self.layers[index[fb.src]].neuron.spiking,
+                   f"feedback source {fb.src!r} must be a spiking layer")
+            _check(self.layers[index[fb.dst]].synaptic, f"feedback target {fb.dst!r} must be a synaptic layer")
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Per-sample output shape of every layer, in order."""
+        out, shape = [], self.input_shape
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            out.append(shape)
+        return out
+
+    def layer(self, name: str) -> LayerSpec:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise SpecError(f"no layer named {name!r}; layers: {[la.name for la in self.layers]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkSpec:
+        """Rebuild a spec from ``to_dict`` output; unknown or missing fields raise ``SpecError``."""
+        if not isinstance(data, dict):
+            raise SpecError(f"a network spec must be a dict, got {type(data).__name__}")
+        try:
+            layers = tuple(
+                LayerSpec(**{**la, "neuron": NeuronSpec(**la["neuron"]) if la.get("neuron") else None})
+                for la in data["layers"]
+            )
+            feedback = tuple(FeedbackSpec(**fb) for fb in data.get("feedback", ()))
+            rest = {k: v for k, v in data.items() if k not in ("layers", "feedback")}
+            return cls(layers=layers, feedback=feedback, **rest)
+        except SpecError:
+            raise
+        except (KeyError, TypeError) as exc:
+            raise SpecError(f"malformed network spec: {exc}") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    """How to read a foreign NIR graph in discrete time (NIR itself has no dt).
+
+    ``discretization``: ``euler`` (v += dt/τ·(v_leak − v + R·I)) or ``exact`` (v decays by e^{−dt/τ});
+    ``reset``: ``v_reset`` (NIR's reset to v_reset), ``zero``, or ``subtract`` (v −= θ);
+    ``compare``: ``gt`` (NIR's v > θ) or ``ge``.
+    """
+
+    dt: float = 1.0
+    discretization: str = "euler"
+    reset: str = "v_reset"
+    compare: str = "gt"
+
+    def __post_init__(self) -> None:
+        _check(math.isfinite(self.dt) and self.dt > 0, f"dt must be > 0, got {self.dt}")
+        _choice(self.discretization, ("euler", "exact"), "discretization")
+        _choice(self.reset, ("v_reset", "zero", "subtract"), "reset interpretation")
+        _choice(self.compare, SPIKE_CONDITIONS, "spike comparison")
