@@ -1,0 +1,193 @@
+"""Write a network as NIR exactly per docs/nir-schema.md (schema version 1).
+
+Neurons use standard NIR nodes with the forward-Euler mapping for dt = 1, so a plain NIR reader
+gets as close as NIR allows: the LIF u[t] = λ·v[t−1] + I[t] is written as
+τ·dv/dt = (v_leak − v) + r·I with τ = 1/(1 − λ), r = τ, v_leak = 0 (Euler: v += (−v + τ·I)/τ),
+v_threshold = θ, v_reset = 0; λ = 1 becomes ``nir.IF(r=1)``; the readout o[t] = W·s[t] + b is an
+Affine followed by ``nir.I(r=1)`` whose state is Σ_{τ≤t} o[τ]. The exact semantics (λ, θ, reset,
+spike comparison) travel in ``metadata["snnchip"]``; ``interpretation_report`` lists what a reader
+that ignores it gets wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+
+from snnchip.atomic import atomic_path
+from snnchip.errors import SpecError, UnsupportedNodeError
+from snnchip.spec import Interpretation, LayerSpec, NetworkSpec, NeuronSpec
+
+from .nir_import import SCHEMA_VERSION, check_graph, read_graph, snnchip_semantics
+
+Params = dict[str, dict[str, np.ndarray]]
+
+
+def _param(params: Params, key: str, field: str, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        value = np.asarray(params[key][field], dtype=np.float32)
+    except KeyError:
+        raise SpecError(f"parameters lack {key}.{field}; pass plain_parameters(model) of the same spec") from None
+    if value.shape != shape:
+        raise SpecError(f"parameter {key}.{field} has shape {value.shape}, the spec needs {shape}")
+    return value
+
+
+def _synapse(layer: LayerSpec, in_shape: tuple[int, ...], out_shape: tuple[int, ...], params: Params) -> nir.NIRNode:
+    if layer.op == "linear":
+        weight = _param(params, layer.name, "weight", (out_shape[0], in_shape[0]))
+        if not layer.bias:
+            return nir.Linear(weight=weight)
+        return nir.Affine(weight=weight, bias=_param(params, layer.name, "bias", out_shape))
+    if layer.op == "conv2d":
+        k = layer.kernel_size
+        weight = _param(params, layer.name, "weight", (out_shape[0], in_shape[0], k, k))
+        bias = _param(params, layer.name, "bias", out_shape[:1]) if layer.bias else np.zeros(out_shape[0], np.float32)
+        return nir.Conv2d(input_shape=in_shape[1:], weight=weight, stride=layer.effective_stride,
+                          padding=layer.padding, dilation=1, groups=1, bias=bias)
+    if layer.op in ("avgpool", "sumpool"):
+        pool = nir.AvgPool2d if layer.op == "avgpool" else nir.SumPool2d
+        return pool(kernel_size=np.array([layer.kernel_size] * 2), stride=np.array([layer.effective_stride] * 2),
+                    padding=np.array([layer.padding] * 2))
+    return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
+
+
+def _neuron(layer: LayerSpec, shape: tuple[int, ...]) -> nir.NIRNode:
+    neuron: NeuronSpec = layer.neuron
+    meta = {"snnchip": {"version": SCHEMA_VERSION, "layer": layer.name, "kind": neuron.kind, "lam": neuron.lam,
+                        "theta": neuron.theta, "reset": neuron.reset, "spike": neuron.spike,
+                        "discretization": "euler", "dt": 1.0}}
+    ones = np.ones(shape, np.float32)
+    if neuron.kind == "readout":
+        return nir.I(r=ones, metadata=meta)
+    if neuron.kind != "lif":
+        raise UnsupportedNodeError(f"layer {layer.name!r}: NIR export of neuron kind {neuron.kind!r} is not "
+                                   "defined yet (docs/nir-schema.md); it lands with its issue")
+    if neuron.lam == 1.0:
+        return nir.IF(r=ones, v_threshold=ones * neuron.theta, v_reset=0 * ones, metadata=meta)
+    tau = ones / (1.0 - neuron.lam)
+    return nir.LIF(tau=tau, r=tau.copy(), v_leak=0 * ones, v_threshold=ones * neuron.theta, v_reset=0 * ones,
+                   metadata=meta)
+
+
+def spec_to_nir(spec: NetworkSpec, params: Params) -> nir.NIRGraph:
+    """The NIR graph of ``spec`` with folded ``params`` (``plain_parameters(model)``), per docs/nir-schema.md."""
+    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(spec.input_shape)})}
+    edges: list[tuple[str, str]] = []
+    prev, in_shape = "input", spec.input_shape
+    neuron_of: dict[str, str] = {}
+    for layer, out_shape in zip(spec.layers, spec.shapes(), strict=True):
+        nodes[layer.name] = _synapse(layer, in_shape, out_shape, params)
+        edges.append((prev, layer.name))
+        prev, in_shape = layer.name, out_shape
+        if layer.neuron is not None:
+            neuron_of[layer.name] = f"{layer.name}_neuron"
+            nodes[neuron_of[layer.name]] = _neuron(layer, out_shape)
+            edges.append((prev, neuron_of[layer.name]))
+            prev = neuron_of[layer.name]
+    shapes = dict(zip((la.name for la in spec.layers), spec.shapes(), strict=True))
+    for fb in spec.feedback:
+        if len(shapes[fb.src]) != 1 or len(shapes[fb.dst]) != 1:
+            raise UnsupportedNodeError(f"feedback {fb.key}: NIR 1.0.8 has no reshape node, so feedback is exported "
+                                       f"only between flat layers (got {shapes[fb.src]} -> {shapes[fb.dst]})")
+        name = f"feedback_{fb.key}"
+        weight = _param(params, f"feedback.{fb.key}", "weight", (shapes[fb.dst][0], shapes[fb.src][0]))
+        nodes[name] = nir.Linear(weight=weight)
+        edges += [(neuron_of[fb.src], name), (name, neuron_of[fb.dst])]
+    nodes["output"] = nir.Output(output_type={"output": np.array([spec.num_classes])})
+    edges.append((prev, "output"))
+    meta = {"snnchip": {"version": SCHEMA_VERSION, "T": spec.T, "encoding": spec.encoding, "method": spec.method,
+                        "model": spec.model, "spec_json": spec.to_json()}}
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
+    check_graph(graph, where=f"export of {spec.model!r}")
+    return graph
+
+
+def write_nir(graph: nir.NIRGraph, path: str | os.PathLike) -> None:
+    """Write ``graph`` with ``nir.write`` to a temp file, then rename it onto ``path`` (atomic)."""
+    with atomic_path(path) as tmp:
+        nir.write(tmp, graph)
+
+
+def model_graph(path: str | os.PathLike, interpretation: Interpretation | None = None) -> nir.NIRGraph:
+    """The NIR graph of a ``model.pt`` (via ``snnchip.train``) or a ``.nir`` file (read and checked).
+
+    For a foreign ``.nir`` (no ``metadata["snnchip"]``) and a given ``interpretation``, the
+    interpretation is recorded in ``graph.metadata["snnchip_interpretation"]`` so that every later
+    consumer reads the graph the same way (docs/nir-schema.md, "Foreign graphs").
+    """
+    path = Path(path)
+    if path.suffix == ".pt":
+        from snnchip.train import load_model, plain_parameters
+
+        model, checkpoint = load_model(path)
+        return spec_to_nir(checkpoint.spec, plain_parameters(model))
+    graph = read_graph(path)
+    if interpretation is not None and "snnchip" not in graph.metadata:
+        graph.metadata["snnchip_interpretation"] = {
+            "dt": interpretation.dt, "discretization": interpretation.discretization,
+            "reset": interpretation.reset, "compare": interpretation.compare}
+    return graph
+
+
+def interpretation_report(graph: nir.NIRGraph) -> list[str]:
+    """Per neuron node, what a reader that follows plain NIR (ignoring ``metadata["snnchip"]``) gets wrong."""
+    checked = check_graph(graph)
+    lines = []
+    for name in checked.order:
+        meta = snnchip_semantics(checked.nodes[name], name)
+        if meta is None or "kind" not in meta:
+            continue
+        lines.append(f"{name} ({type(checked.nodes[name]).__name__}, layer {meta['layer']}, {meta['kind']}):")
+        lines += [f"  - {issue}" for issue in _issues(meta)]
+    if not lines:
+        lines.append("foreign graph: no snnchip metadata; readers apply their own interpretation")
+    if checked.back_edges:
+        lines.append("recurrent edges close cycles: we deliver the previous step's spikes (one step delay); "
+                     "NIR does not define the timing of a cycle")
+    return lines
+
+
+def _issues(meta: dict[str, Any]) -> list[str]:
+    if meta["kind"] == "readout":
+        return ["integrator state = cumulative readout Σ o[t]; a reader wanting o[t] must difference it; "
+                "exact under Euler with dt = 1 (r = 1)"]
+    lam, theta = float(meta["lam"]), float(meta["theta"])
+    issues = []
+    if meta["reset"] == "subtract":
+        issues.append(f"subtractive reset (v -= θ = {theta:g}) stored only in metadata: a plain NIR reader "
+                      "resets v to v_reset = 0")
+    if meta["spike"] == "ge":
+        issues.append(f"spike on u >= θ; NIR compares v > θ (differs only when u == {theta:g} exactly)")
+    if lam == 1.0:
+        issues.append("λ = 1 written as IF (r = 1): exact under any dt = 1 discretization")
+    else:
+        tau = 1.0 / (1.0 - lam)
+        back = 1.0 - 1.0 / tau
+        exactness = "exact" if back == lam else f"off by {abs(back - lam):.1e}"
+        issues.append(f"λ = {lam:g} as τ = {tau:.6g}: Euler dt = 1 round trip 1 − 1/τ is {exactness}; an "
+                      f"exact-exponential reader decays by e^(−1/τ) = {math.exp(-1.0 / tau):.6g} and scales "
+                      f"the input by r(1 − e^(−1/τ)) = {tau * (1 - math.exp(-1.0 / tau)):.6g} instead of 1")
+    return issues
+
+
+def cli_export(args: argparse.Namespace) -> int:
+    """``snn-export MODEL --target nir -o OUT``: write the graph atomically and print the interpretation report."""
+    from snnchip.cli import interpretation_from_args
+
+    graph = model_graph(args.model, interpretation_from_args(args))
+    write_nir(graph, args.out)
+    checked = check_graph(graph)
+    print(f"wrote {args.out}: {len(checked.nodes)} nodes, {len(checked.edges)} edges "
+          f"({len(checked.back_edges)} recurrent)")
+    print("interpretation report (what a plain NIR reader would get wrong):")
+    for line in interpretation_report(graph):
+        print(f"  {line}")
+    return 0
+
