@@ -1,0 +1,95 @@
+"""Chip resource and energy estimate for a deployed network (an estimate, and labelled as one).
+
+Resources per layer come from the float NIR graph: neurons, synaptic connections, and unique synaptic
+weights (memory, at the deployed 8-bit mantissa). Activity comes from spike counts measured on the
+bit-exact simulator: synaptic operations SynOps = Σ_l (spikes into l) · (mean fan-out into l), neuron
+updates = neurons · T.
+
+Sources (cited, not measured here):
+- Loihi 2 limits: Intel Labs, "Taking Neuromorphic Computing to the Next Level with Loihi 2",
+  technology brief, 2021: 128 neuromorphic cores per chip, up to 8,192 neurons per core (1 M per chip),
+  up to 120 M synapses per chip (we budget 120 M / 128 cores per core).
+- Energy per operation: M. Davies et al., "Loihi: A Neuromorphic Manycore Processor with On-Chip
+  Learning", IEEE Micro 38(1), 2018, Table 1 (Loihi 1, measured at 0.75 V): synaptic spike operation
+  23.6 pJ, neuron update 52 pJ (inactive) / 81 pJ (active), within-tile spike energy 1.7 pJ. Per-op
+  energies of Loihi 2 are not published in this form; the Loihi 1 figures give an order of magnitude.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+CORES_PER_CHIP = 128
+NEURONS_PER_CORE = 8192
+SYNAPSES_PER_CORE = 120_000_000 // CORES_PER_CHIP
+E_SYNOP_PJ = 23.6
+E_NEURON_UPDATE_PJ = 52.0
+E_NEURON_SPIKE_EXTRA_PJ = 81.0 - 52.0
+E_SPIKE_PJ = 1.7
+WEIGHT_BITS = 8
+
+
+def layer_resources(graph: Any) -> list[dict[str, Any]]:
+    """Neurons, connections and unique weights of each synaptic node feeding a neuron in a NIR graph."""
+    import nir
+
+    layers = []
+    for name, node in graph.nodes.items():
+        if isinstance(node, (nir.Affine, nir.Linear)):
+            w = np.asarray(node.weight)
+            layers.append({"layer": name, "neurons": int(w.shape[0]), "fan_in": int(w.shape[1]),
+                           "connections": int(w.size), "weights": int(w.size)})
+        elif isinstance(node, nir.Conv2d):
+            w = np.asarray(node.weight)
+            out_hw = _conv_out(node)
+            neurons = int(w.shape[0] * math.prod(out_hw))
+            per_neuron = int(np.prod(w.shape[1:]))
+            in_neurons = int(w.shape[1] * math.prod(np.asarray(node.input_shape).tolist()))
+            layers.append({"layer": name, "neurons": neurons, "fan_in": in_neurons,
+                           "connections": neurons * per_neuron, "weights": int(w.size)})
+    return layers
+
+
+def _conv_out(node: Any) -> tuple[int, int]:
+    h, w = (int(v) for v in np.asarray(node.input_shape).tolist())
+    k = np.asarray(node.weight).shape[-2:]
+    s = np.broadcast_to(np.asarray(node.stride), (2,))
+    p = np.broadcast_to(np.asarray(node.padding), (2,)) if not isinstance(node.padding, str) else (0, 0)
+    return (h + 2 * int(p[0]) - int(k[0])) // int(s[0]) + 1, (w + 2 * int(p[1]) - int(k[1])) // int(s[1]) + 1
+
+
+def estimate(layers: list[dict[str, Any]], spikes_in: list[float], spikes_out: float, T: int) -> dict[str, Any]:
+    """Cores, memory, SynOps and energy per inference.
+
+    ``spikes_in[i]``: spikes (or graded events) arriving at ``layers[i]`` per inference, summed over T;
+    ``spikes_out``: spikes emitted by all neurons per inference.
+    """
+    if len(spikes_in) != len(layers):
+        raise ValueError(f"need one input-spike count per layer ({len(layers)}), got {len(spikes_in)}")
+    per_layer, synops = [], 0.0
+    for layer, s_in in zip(layers, spikes_in, strict=True):
+        fan_out = layer["connections"] / max(layer["fan_in"], 1)
+        ops = float(s_in) * fan_out
+        synops += ops
+        cores = max(math.ceil(layer["neurons"] / NEURONS_PER_CORE), math.ceil(layer["connections"] / SYNAPSES_PER_CORE))
+        per_layer.append({**layer, "cores": cores, "synops": ops,
+                          "synaptic_memory_bytes": layer["weights"] * WEIGHT_BITS // 8})
+    neurons = sum(la["neurons"] for la in layers)
+    updates = neurons * T
+    energy_pj = synops * E_SYNOP_PJ + updates * E_NEURON_UPDATE_PJ + spikes_out * (E_NEURON_SPIKE_EXTRA_PJ + E_SPIKE_PJ)
+    return {
+        "label": "estimate: Loihi 2 limits (Intel 2021 brief), Loihi 1 per-op energies (Davies et al. 2018)",
+        "layers": per_layer,
+        "neurons": neurons,
+        "synapses": sum(la["connections"] for la in layers),
+        "synaptic_memory_bytes": sum(la["synaptic_memory_bytes"] for la in per_layer),
+        "cores": sum(la["cores"] for la in per_layer),
+        "chips": math.ceil(sum(la["cores"] for la in per_layer) / CORES_PER_CHIP),
+        "synops": synops,
+        "neuron_updates": updates,
+        "spikes": spikes_out,
+        "energy_uJ": energy_pj * 1e-6,
+    }
