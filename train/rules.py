@@ -1,0 +1,174 @@
+"""Learning rules as small strategies over one shared time loop (``run_iteration``).
+
+A rule only says which view flows between layers, whether the temporal graph is cut every step,
+at which steps backward runs and on which loss, and when the optimizer steps:
+
+- ``bptt``    full graph; L = ℓ(mean_t o[t], y); one backward.
+- ``ottt-o``  OTTT (Xiao et al. 2022): trace view, state detached each step, L[t] = ℓ(o[t], y)/T with
+              backward every step, optimizer step every step. ``ottt-a``: same, one optimizer step.
+- ``sltt``    SLTT (Meng et al. 2023, Eq. 12–14): spike view, state detached, L[t] = ℓ(o[t], y)/T,
+              backward every step (spatial path only). ``sltt-k``: backward at K steps drawn without
+              replacement per iteration (Algorithm 1), the others forward under no_grad.
+- ``saf-e``   SAF (Eq. 6): accumulation view, per-step loss L_E[t] = ℓ(o[t], y)/T, optimizer step every
+              step (Algorithm 1). ``saf-f`` (Eq. 7): only the final step has a graph, loss
+              L_F = ℓ(Ô[T]/Λ, y) on the weighted rate, Λ = Σ_{t=1..T} λ^{T−t}.
+ℓ = (1−α)·CE + α·MSE(one-hot) (OTTT supplement, Sec. C). Online rules keep only the current step's graph.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from snnchip.errors import SpecError
+from snnchip.spec import NetworkSpec
+
+from .model import SpikingNet, detach_state
+from .views import SafView, SpikeView, TraceView
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    view: str  # spike | trace | saf
+    online: bool  # cut the temporal graph every step
+    loss: str  # mean | step | final
+    step_every_t: bool = False
+    sampled: bool = False  # SLTT-K
+
+
+RULES = {r.name: r for r in (
+    Rule("bptt", "spike", online=False, loss="mean"),
+    Rule("ottt-o", "trace", online=True, loss="step", step_every_t=True),
+    Rule("ottt-a", "trace", online=True, loss="step"),
+    Rule("sltt", "spike", online=True, loss="step"),
+    Rule("sltt-k", "spike", online=True, loss="step", sampled=True),
+    Rule("saf-e", "saf", online=True, loss="step", step_every_t=True),
+    Rule("saf-f", "saf", online=True, loss="final"),
+)}
+METHODS = tuple(RULES)
+
+
+def get_rule(method: str) -> Rule:
+    if method not in RULES:
+        raise SpecError(f"unknown training method {method!r}; valid: {', '.join(METHODS)}")
+    return RULES[method]
+
+
+def mixed_loss(out: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
+    """ℓ(o, y) = (1−α)·CE(o, y) + α·MSE(o, one_hot(y))."""
+    ce = F.cross_entropy(out, y)
+    if alpha == 0:
+        return ce
+    return (1 - alpha) * ce + alpha * F.mse_loss(out, F.one_hot(y, out.shape[-1]).to(out.dtype))
+
+
+def shared_lambda(spec: NetworkSpec) -> float:
+    """The λ of the traces (OTTT) and accumulations (SAF): all LIF layers must share it."""
+    lams = {la.neuron.lam for la in spec.layers if la.neuron is not None and la.neuron.spiking}
+    if len(lams) > 1:
+        raise SpecError(f"OTTT/SAF traces need one λ for all LIF layers, got {sorted(lams)}")
+    return lams.pop() if lams else 0.0
+
+
+def make_view(rule: Rule, spec: NetworkSpec):
+    if rule.view == "spike":
+        return SpikeView()
+    lam = shared_lambda(spec)
+    if rule.view == "trace":
+        return TraceView(lam)
+    bad = [la.name for la in spec.layers if la.neuron is not None and la.neuron.spiking
+           and la.neuron.reset != "subtract"]
+    if bad:
+        raise SpecError(f"SAF equals the LIF only with subtractive reset; layers {bad} reset to zero")
+    return SafView(lam)
+
+
+def time_major(x: torch.Tensor, spec: NetworkSpec, T: int | None = None) -> torch.Tensor:
+    """Inputs [T, B, *input_shape]: x as given if it has a time axis, else repeated (direct encoding) or
+    sampled as Bernoulli spikes with probability x (rate encoding) for T = ``T`` or ``spec.T`` steps."""
+    if x.dim() == len(spec.input_shape) + 2:
+        return x
+    if x.dim() != len(spec.input_shape) + 1 or tuple(x.shape[1:]) != spec.input_shape:
+        raise SpecError(f"input of shape {tuple(x.shape)} does not match [batch, *{spec.input_shape}] "
+                        f"or [T, batch, *{spec.input_shape}]")
+    steps = T or spec.T
+    if spec.encoding == "rate":
+        return torch.bernoulli(x.clamp(0, 1).unsqueeze(0).expand(steps, *x.shape))
+    return x.unsqueeze(0).expand(steps, *x.shape)
+
+
+def run_iteration(model: SpikingNet, x: torch.Tensor, y: torch.Tensor, method: str, T: int | None = None,
+                  k: int | None = None, mse_alpha: float = 0.0, step: Callable[[], None] | None = None,
+                  backward: Callable[[torch.Tensor], None] | None = None,
+                  rng: random.Random | None = None) -> tuple[float, torch.Tensor]:
+    """One training iteration of ``method`` on a batch; returns (summed loss, class scores Σ_t o[t]).
+
+    Gradients accumulate into ``.grad``; ``step()`` (optimizer step + zero_grad) is called every step
+    for ottt-o/saf-e and once at the end otherwise; ``backward(loss)`` defaults to ``loss.backward()``.
+    """
+    rule = get_rule(method)
+    xs = time_major(x, model.spec, T)
+    steps = xs.shape[0]
+    bp_steps = _backward_steps(rule, steps, k, rng or random)
+    view = make_view(rule, model.spec)
+    backward = backward or (lambda loss: loss.backward())
+    state: dict = {}
+    outputs, total = [], 0.0
+    score = None
+    for t in range(steps):
+        if rule.online:
+            state = detach_state(state)
+        with torch.set_grad_enabled(t in bp_steps):
+            o, state, _ = model.step(xs[t], state, view)
+            score = o.detach() if score is None else score + o.detach()
+            if not rule.online:
+                outputs.append(o)
+            elif t in bp_steps:
+                loss = _online_loss(rule, model, o, state, y, mse_alpha, steps)
+                backward(loss)
+                total += loss.item()
+                if rule.step_every_t and step is not None:
+                    step()
+    if not rule.online:
+        loss = mixed_loss(torch.stack(outputs).mean(0), y, mse_alpha)
+        backward(loss)
+        total = loss.item()
+    if not rule.step_every_t and step is not None:
+        step()
+    return total, score
+
+
+def _backward_steps(rule: Rule, T: int, k: int | None, rng: random.Random) -> set[int]:
+    if rule.loss == "final":
+        return {T - 1}
+    if not rule.sampled:
+        return set(range(T))
+    if k is None or not 0 < k <= T:
+        raise SpecError(f"sltt-k needs 0 < K <= T, got K={k}, T={T}")
+    return set(rng.sample(range(T), k))
+
+
+def _online_loss(rule: Rule, model: SpikingNet, o, state, y, alpha: float, T: int) -> torch.Tensor:
+    if rule.loss == "step":
+        return mixed_loss(o, y, alpha) / T
+    lam = shared_lambda(model.spec)
+    weight = sum(lam ** (T - 1 - t) for t in range(T))
+    return mixed_loss(state["o:" + model.readout_name] / weight, y, alpha)
+
+
+def gradients(model: SpikingNet, x: torch.Tensor, y: torch.Tensor, method: str, T: int | None = None,
+              **opts) -> dict[str, torch.Tensor]:
+    """The gradient ``method`` accumulates over one iteration (summed over steps), without optimizer step.
+
+    ``opts``: ``k`` (sltt-k), ``mse_alpha``, ``rng`` (random.Random for sltt-k's steps).
+    """
+    model.zero_grad(set_to_none=True)
+    run_iteration(model, x, y, method, T, **opts)
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return grads

@@ -1,0 +1,80 @@
+"""Synaptic ops (linear, conv2d) with optional scaled weight standardisation, and the shape ops.
+
+Scaled weight standardisation (OTTT supplement, Eq. 6, as in the OTTT code):
+    Ŵ_i = gain_i · (W_i − mean(W_i)) / sqrt(var(W_i)·N + ε),   N = fan-in, statistics along the input dims.
+``plain_weight()`` returns Ŵ, the weight the layer really applies; export folds it away.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snnchip.spec import LayerSpec
+
+WS_EPS = 1e-4
+
+
+class Synapse(nn.Module):
+    """I = W x + b for ``linear`` (W [out, in]) or ``conv2d`` (W [Cout, Cin, k, k])."""
+
+    def __init__(self, layer: LayerSpec, in_shape: tuple[int, ...]):
+        super().__init__()
+        self.conv = layer.op == "conv2d"
+        if self.conv:
+            ref = nn.Conv2d(in_shape[0], layer.out_channels, layer.kernel_size, bias=layer.bias)
+            self.stride, self.padding = layer.effective_stride, layer.padding
+        else:
+            ref = nn.Linear(in_shape[0], layer.out_features, bias=layer.bias)
+        self.weight = ref.weight
+        self.bias = ref.bias
+        self.weight_std = bool(layer.options.get("weight_std", False))
+        if self.weight_std:
+            self.gain = nn.Parameter(torch.ones((self.weight.shape[0],) + (1,) * (self.weight.dim() - 1)))
+
+    def plain_weight(self) -> torch.Tensor:
+        if not self.weight_std:
+            return self.weight
+        dims = tuple(range(1, self.weight.dim()))
+        fan_in = math.prod(self.weight.shape[1:])
+        mean = self.weight.mean(dim=dims, keepdim=True)
+        var = self.weight.var(dim=dims, keepdim=True)
+        return self.gain * (self.weight - mean) / torch.sqrt(var * fan_in + WS_EPS)
+
+    def kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """W x, without the bias."""
+        if self.conv:
+            return F.conv2d(x, self.plain_weight(), None, self.stride, self.padding)
+        return F.linear(x, self.plain_weight())
+
+    def add_bias(self, current: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if bias is None:
+            return current
+        return current + (bias.view(-1, 1, 1) if self.conv else bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.add_bias(self.kernel(x), self.bias)
+
+
+def shape_op(layer: LayerSpec) -> nn.Module:
+    """avgpool, sumpool (= k²·avgpool) or flatten of the per-sample dims."""
+    if layer.op == "flatten":
+        return nn.Flatten(start_dim=1)
+    k, s, p = layer.kernel_size, layer.effective_stride, layer.padding
+    if layer.op == "avgpool":
+        return nn.AvgPool2d(k, s, p, count_include_pad=True)
+    return SumPool2d(k, s, p)
+
+
+class SumPool2d(nn.Module):
+    """Sum over each k×k window (zero padding)."""
+
+    def __init__(self, k: int, s: int, p: int):
+        super().__init__()
+        self.k, self.s, self.p = k, s, p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, self.k, self.s, self.p, count_include_pad=True) * (self.k * self.k)
