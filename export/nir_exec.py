@@ -1,0 +1,323 @@
+"""The NIR reference executor: any checked NIR graph run in PyTorch, discrete time, batched.
+
+Every step t = 1..T visits the nodes in the order of ``check_graph`` (layer l+1 sees layer l's
+output of the same step); a recurrent (back) edge delivers its source's value of step t − 1
+(zeros at t = 1). Several edges into one node add up. Every neuron, ours or foreign, runs through
+one step function, ``neuron_step``, on discrete parameters (a, b, c, θ) compiled per node:
+
+    i[t] = a_syn·i[t−1] + b_syn·x[t]           (current-based nodes only; otherwise i[t] = x[t])
+    u[t] = a·v[t−1] + b·i[t] + c
+    s[t] = H(u[t] − θ)   with u ≥ θ (``ge``) or u > θ (``gt``)      (spiking nodes only)
+    v[t] = u − θ·s (``subtract``), u·(1 − s) (``zero``) or u + (v_reset − u)·s (``v_reset``)
+
+Spiking nodes output s, non-spiking ones (LI, I, CubaLI) output v.
+
+* Our nodes (``metadata["snnchip"]``, docs/nir-schema.md) follow it exactly: ``lif`` has a = λ,
+  b = 1, c = 0 with the stored θ, reset and comparison; ``readout`` (nir.I) has a = b = 1, so its
+  output is Σ_{τ≤t} o[τ]. A kind, version or discretization we cannot honour raises
+  ``UnsupportedNodeError``.
+* Foreign nodes follow NIR's ODEs under the ``Interpretation``: with d = e^{−dt/τ} (``exact``) or
+  d = 1 − dt/τ (``euler``), a = d, b = (1 − d)·r, c = (1 − d)·v_leak (LIF, LI); IF and I have
+  a = 1, b = dt·r; CubaLIF/CubaLI add a_syn = d(τ_syn), b_syn = (1 − d(τ_syn))·w_in. The exact
+  form holds each ODE's input constant over a step (the synaptic current of the step drives v).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import nir
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snnchip.atomic import atomic_path
+from snnchip.errors import DataError, NIRFormatError, UnsupportedNodeError
+from snnchip.spec import Interpretation
+
+from .nir_import import NEURON_TYPES, SPIKING_TYPES, CheckedGraph, check_graph, snnchip_semantics
+
+Tensor = torch.Tensor
+
+
+# ------------------------------------------------------------------------------------ neuron step
+@dataclass
+class NeuronParams:
+    """Discrete-time parameters of one neuron node (see the module docstring for the equations)."""
+
+    a: Tensor
+    b: Tensor
+    c: Tensor
+    theta: Tensor | None  # None: the node does not spike and outputs v
+    reset: str = "subtract"  # subtract | zero | v_reset
+    compare: str = "ge"  # ge | gt
+    v_reset: Tensor | float = 0.0
+    syn: tuple[Tensor, Tensor] | None = None  # (a_syn, b_syn) of a current-based node
+    semantics: str = "snnchip v1"
+
+
+def neuron_step(p: NeuronParams, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """One step of the neuron: returns (spikes or v, new state {"v", and "i" when current-based})."""
+    new: dict[str, Tensor] = {}
+    if p.syn is not None:
+        x = new["i"] = p.syn[0] * state["i"] + p.syn[1] * x
+    u = p.a * state["v"] + p.b * x + p.c
+    if p.theta is None:
+        new["v"] = u
+        return u, new
+    s = (u >= p.theta if p.compare == "ge" else u > p.theta).to(u.dtype)
+    if p.reset == "subtract":
+        new["v"] = u - p.theta * s
+    elif p.reset == "zero":
+        new["v"] = u * (1 - s)
+    else:
+        new["v"] = u + (p.v_reset - u) * s
+    return s, new
+
+
+def _tensor(value: Any, dtype: torch.dtype) -> Tensor:
+    return torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype)
+
+
+def compile_neuron(name: str, node: nir.NIRNode, interpretation: Interpretation,
+                   dtype: torch.dtype = torch.float32) -> NeuronParams:
+    """Discrete parameters of a neuron node: from ``metadata["snnchip"]`` if present, else from NIR + interpretation."""
+    meta = snnchip_semantics(node, name)
+    t = lambda v: _tensor(v, dtype)  # noqa: E731
+    if meta is not None:
+        if meta["discretization"] != "euler" or float(meta["dt"]) != 1.0:
+            raise UnsupportedNodeError(f"node {name!r}: snnchip metadata asks for {meta['discretization']} with "
+                                       f"dt={meta['dt']}; this executor honours only euler, dt=1 (schema v1)")
+        kind = meta["kind"]
+        if kind == "lif" and isinstance(node, (nir.LIF, nir.IF)):
+            return NeuronParams(t(meta["lam"]), t(1.0), t(0.0), t(meta["theta"]), meta["reset"], meta["spike"])
+        if kind == "readout" and isinstance(node, nir.I):
+            return NeuronParams(t(1.0), t(1.0), t(0.0), None)
+        raise UnsupportedNodeError(f"node {name!r}: snnchip neuron kind {kind!r} on a {type(node).__name__} node "
+                                   "cannot be executed by this reference executor yet (supported: lif on LIF/IF, "
+                                   "readout on I); upgrade snnchip")
+    dt = interpretation.dt
+    decay = (lambda tau: np.exp(-dt / tau)) if interpretation.discretization == "exact" else (lambda tau: 1 - dt / tau)
+    syn = None
+    if isinstance(node, (nir.CubaLIF, nir.CubaLI)):
+        d_syn = decay(np.asarray(node.tau_syn, np.float64))
+        syn = (t(d_syn), t((1 - d_syn) * node.w_in))
+    if isinstance(node, (nir.IF, nir.I)):
+        a, b, c = t(1.0), t(dt * np.asarray(node.r, np.float64)), t(0.0)
+    else:
+        d = decay(np.asarray(node.tau_mem if syn is not None else node.tau, np.float64))
+        a, b, c = t(d), t((1 - d) * node.r), t((1 - d) * node.v_leak)
+    spiking = isinstance(node, SPIKING_TYPES)
+    return NeuronParams(a, b, c, t(node.v_threshold) if spiking else None, interpretation.reset,
+                        interpretation.compare, t(node.v_reset) if spiking else 0.0, syn,
+                        semantics=f"NIR {type(node).__name__} read as {interpretation}")
+
+
+# ------------------------------------------------------------------------------------ other nodes
+def _ints(value: Any, n: int = 2) -> tuple[int, ...] | str:
+    """n ints from an int or a sequence (or torch's 'same'/'valid' padding string)."""
+    if isinstance(value, (str, bytes)):
+        return value.decode() if isinstance(value, bytes) else value
+    return tuple(int(v) for v in np.broadcast_to(np.asarray(value).reshape(-1), (n,)))
+
+
+def _stateless(name: str, node: nir.NIRNode, in_shape: tuple[int, ...], interpretation: Interpretation,
+               dtype: torch.dtype):
+    """The per-step function y = f(x) of a node without state (x batched: [B, *in_shape])."""
+    t = lambda v: _tensor(v, dtype)  # noqa: E731
+    if isinstance(node, (nir.Input, nir.Output)):
+        return lambda x: x
+    if isinstance(node, nir.Affine):
+        w, b = t(node.weight), t(node.bias)
+        return lambda x: x @ w.T + b
+    if isinstance(node, nir.Linear):
+        w = t(node.weight)
+        return lambda x: x @ w.T
+    if isinstance(node, nir.Scale):
+        s = t(node.scale)
+        return lambda x: x * s
+    if isinstance(node, nir.Threshold):
+        th = t(node.threshold)
+        return lambda x: (x >= th if interpretation.compare == "ge" else x > th).to(x.dtype)
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        conv = F.conv1d if isinstance(node, nir.Conv1d) else F.conv2d
+        w, b = t(node.weight), t(np.broadcast_to(node.bias, (node.weight.shape[0],)))
+        n = w.ndim - 2
+        kw = {k: _ints(getattr(node, k), n) for k in ("stride", "padding", "dilation")}
+        return lambda x: conv(x, w, b, groups=int(node.groups), **kw)
+    if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+        divisor = 1 if isinstance(node, nir.SumPool2d) else None
+        k, s, p = _ints(node.kernel_size), _ints(node.stride), _ints(node.padding)
+        return lambda x: F.avg_pool2d(x, k, s, p, count_include_pad=True, divisor_override=divisor)
+    if isinstance(node, nir.Flatten):
+        nd = len(in_shape)
+        start, end = int(node.start_dim) % nd, int(node.end_dim) % nd
+        return lambda x: x.flatten(start + 1, end + 1)
+    raise UnsupportedNodeError(f"node {name!r}: {type(node).__name__} has no executor implementation")
+
+
+@dataclass
+class _Op:
+    """One node's step: ``neuron`` (NeuronParams), ``delay`` (steps per element) or a stateless ``fn``."""
+
+    neuron: NeuronParams | None = None
+    delay: Tensor | None = None
+    fn: Any = None
+
+    def init_state(self, batch: int, shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Tensor]:
+        zeros = torch.zeros((batch, *shape), dtype=dtype)
+        if self.neuron is not None:
+            return {"v": zeros, **({"i": zeros} if self.neuron.syn is not None else {})}
+        if self.delay is not None:
+            return {"hist": torch.zeros((int(self.delay.max()) + 1, batch, *shape), dtype=dtype)}
+        return {}
+
+    def step(self, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.neuron is not None:
+            return neuron_step(self.neuron, x, state)
+        if self.delay is not None:  # y[t] = x[t − d]
+            hist = torch.cat([x[None], state["hist"][:-1]])
+            idx = self.delay.expand(x.shape)[None]
+            return torch.gather(hist, 0, idx)[0], {"hist": hist}
+        return self.fn(x), state
+
+
+# -------------------------------------------------------------------------------------- executor
+@dataclass
+class ExecResult:
+    """``output`` [T, B, n_out]; ``spikes`` {layer or node: [T, B, *shape]}; ``states`` {node: v [T, B, *shape]}
+    (current-based nodes add ``<node>/i``); ``interpretation``: the one applied to foreign nodes, or None
+    when every neuron followed ``metadata["snnchip"]``; ``semantics``: how each neuron node was read."""
+
+    output: Tensor
+    spikes: dict[str, Tensor]
+    states: dict[str, Tensor]
+    interpretation: Interpretation | None
+    semantics: dict[str, str] = field(default_factory=dict)
+
+
+class NIRExecutor:
+    """Run a NIR graph in discrete time; see the module docstring for the semantics."""
+
+    def __init__(self, graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.checked: CheckedGraph = check_graph(graph)
+        recorded = graph.metadata.get("snnchip_interpretation") if isinstance(graph.metadata, dict) else None
+        if interpretation is None and isinstance(recorded, dict):
+            interpretation = Interpretation(**{k: (v.decode() if isinstance(v, bytes) else v.item()
+                                                   if isinstance(v, np.generic) else v) for k, v in recorded.items()})
+        self.interpretation = interpretation or Interpretation()
+        self.T, self.dtype = T, dtype
+        if len(self.checked.inputs) != 1 or len(self.checked.outputs) != 1:
+            raise UnsupportedNodeError(f"the executor runs graphs with one Input and one Output; this one has "
+                                       f"inputs {self.checked.inputs} and outputs {self.checked.outputs}")
+        self.ops: dict[str, _Op] = {}
+        self.spike_names: dict[str, str] = {}
+        self.semantics: dict[str, str] = {}
+        for name in self.checked.order:
+            self.ops[name] = self._compile(name)
+
+    def _compile(self, name: str) -> _Op:
+        node, checked = self.checked.nodes[name], self.checked
+        if isinstance(node, NEURON_TYPES):
+            params = compile_neuron(name, node, self.interpretation, self.dtype)
+            self.semantics[name] = params.semantics
+            if params.theta is not None:
+                meta = snnchip_semantics(node, name)
+                self.spike_names[name] = meta["layer"] if meta else name
+            return _Op(neuron=params)
+        if isinstance(node, nir.Delay):
+            steps = np.rint(np.asarray(node.delay, np.float64) / self.interpretation.dt).astype(np.int64)
+            return _Op(delay=torch.as_tensor(np.broadcast_to(steps, checked.shapes[name]).copy()))
+        if isinstance(node, nir.Threshold):
+            self.spike_names[name] = name
+        preds = [a for a, _ in checked.predecessors(name)]
+        in_shape = checked.shapes[preds[0]] if preds else checked.shapes[name]
+        return _Op(fn=_stateless(name, node, in_shape, self.interpretation, self.dtype))
+
+    def run(self, x: Tensor | np.ndarray) -> ExecResult:
+        """Run on ``x`` [T, B, *input_shape]; returns outputs, spikes and membrane traces of every step."""
+        c = self.checked
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).to(self.dtype)
+        in_shape = c.shapes[c.inputs[0]]
+        if x.ndim != 2 + len(in_shape) or tuple(x.shape[2:]) != in_shape:
+            raise DataError(f"input has shape {tuple(x.shape)}; this graph takes [T, batch, *{in_shape}]")
+        if self.T is not None and x.shape[0] != self.T:
+            raise DataError(f"input has {x.shape[0]} time steps; the executor was built for T={self.T}")
+        if not torch.isfinite(x).all():
+            raise DataError("input contains NaN or infinite values")
+        batch = x.shape[1]
+        state = {n: op.init_state(batch, c.shapes[n], self.dtype) for n, op in self.ops.items()}
+        preds = {n: c.predecessors(n) for n in c.order}
+        prev = {a: torch.zeros((batch, *c.shapes[a]), dtype=self.dtype) for a, _ in c.back_edges}
+        outputs, spikes, states = [], {n: [] for n in self.spike_names}, {}
+        for t in range(x.shape[0]):
+            vals: dict[str, Tensor] = {}
+            for name in c.order:
+                if name == c.inputs[0]:
+                    vals[name] = x[t]
+                    continue
+                inp = sum(prev[a] if back else vals[a] for a, back in preds[name])
+                vals[name], state[name] = self.ops[name].step(inp, state[name])
+                for key, value in state[name].items():
+                    if key != "hist":
+                        states.setdefault(name if key == "v" else f"{name}/{key}", []).append(value)
+            prev = {a: vals[a] for a in prev}
+            outputs.append(vals[c.outputs[0]].reshape(batch, -1))
+            for n in spikes:
+                spikes[n].append(vals[n])
+        used = any(not s.startswith("snnchip") for s in self.semantics.values())
+        return ExecResult(torch.stack(outputs), {self.spike_names[n]: torch.stack(v) for n, v in spikes.items()},
+                          {n: torch.stack(v) for n, v in states.items()},
+                          self.interpretation if used else None, dict(self.semantics))
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def load_input(path: str | os.PathLike) -> np.ndarray:
+    """A ``.npy`` array [T, batch, *features] of finite numbers, or a ``DataError`` saying what is wrong."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read a .npy array ({exc})") from None
+    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
+        raise DataError(f"{path}: expected a numeric array, got dtype {x.dtype}")
+    if x.ndim < 3:
+        raise DataError(f"{path}: expected shape [T, batch, *features], got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{path}: input contains NaN or infinite values")
+    return x
+
+
+def cli_run(args: argparse.Namespace) -> int:
+    """``snn-run GRAPH --input x.npy --out y.npz --backend reference``."""
+    from snnchip.cli import interpretation_from_args
+
+    from .nir_export import model_graph
+
+    if os.path.isdir(args.graph):
+        raise NIRFormatError(f"{args.graph} is a directory; the reference backend runs a .nir (or model.pt) file; "
+                             "use --backend chip or lava for a deploy directory")
+    graph = model_graph(args.graph)
+    x = load_input(args.input)
+    result = NIRExecutor(graph, interpretation_from_args(args)).run(x)
+    arrays = {"output": result.output.numpy(), **{f"spikes/{k}": v.numpy() for k, v in result.spikes.items()}}
+    with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    T, batch = x.shape[:2]
+    print(f"ran {args.graph} on {args.input}: T={T}, batch={batch}, features={tuple(x.shape[2:])}")
+    print(f"output {tuple(arrays['output'].shape)} -> {args.out}")
+    for layer, s in result.spikes.items():
+        print(f"  spikes/{layer:<20} {tuple(s.shape)}  rate {float(s.mean()):.4f}")
+    final = result.output[-1]
+    shown = min(batch, 8)
+    print(f"argmax of output[T-1] (first {shown}): {final[:shown].argmax(-1).tolist()}")
+    if result.interpretation is None:
+        print("semantics: metadata['snnchip'] v1 for every neuron (exact; interpretation options ignored)")
+    else:
+        i = result.interpretation
+        print(f"semantics: foreign nodes read with dt={i.dt}, {i.discretization}, reset={i.reset}, "
+              f"compare={i.compare}")
+    return 0
