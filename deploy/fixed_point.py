@@ -1,0 +1,88 @@
+"""The chip's arithmetic as pure NumPy functions: shared by our Lava process models and hw_sim.
+
+They reproduce lava-nc 0.10.0's bit-accurate models (``PyDenseModelBitAcc``, ``PyLifModelBitAcc``)
+for du = 4095 (no current state) and zero neuron bias, the only configuration deploy uses, and add
+our reset/compare options. Works on any leading batch dimensions; integers are int64.
+
+Dense (fixed_pt): w' = truncate(clip(w)) by sign mode (mixed: clip to [−256, 255], drop the lowest
+bit, rounding toward −∞; excitatory [0, 255]; inhibitory [−255, 0]); a = Σ_j w'_ij·s_j, then
+a << e (e > 0) or a >> −e (e ≤ 0, floor).
+
+Neuron (fixed_pt), per step with input a and threshold mantissa vth:
+    u = wrap24(a << 6)                       (Lava's current with du = 4095: the old u decays to 0)
+    v = clip(decay(v, dv) + u, −(2^23 − 1), 2^23 − 1),  decay(x, d) = sign(p)·(|p| >> 12), p = x·(4096 − d)
+    s = v ≥ vth << 6 (ge)  or  v > vth << 6 (gt)
+    v = v − (vth << 6)·s (subtract)  or  v·(1 − s) (zero)
+wrap24 is Lava's single wrap: x > 2^23 → x − 2^24, then x ≤ −2^23 → x + 2^24.
+The readout integrator is the same with dv = 0 and no spike.
+
+Floating point (floating_pt): a = W·s;  v = v·(1 − dv) + a;  s = v ≥ vth (or >);  reset as above.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+V_LIMIT = 2**23 - 1
+WRAP = 2**23
+SHIFT = 6
+
+
+def effective_weights(weight: np.ndarray, num_weight_bits: int = 8) -> np.ndarray:
+    """Lava Dense's clip + truncation by sign mode (``lava.utils.weightutils``), as int64."""
+    w = np.asarray(weight).astype(np.int64)
+    if w.min(initial=0) >= 0:
+        mode_sign, mixed = 1, 0
+    elif w.max(initial=0) <= 0:
+        mode_sign, mixed = -1, 0
+    else:
+        mode_sign, mixed = 1, 1
+    w = mode_sign * w
+    w = np.clip(w, -(2**8) * mixed, 2**8 - 1)
+    drop = 8 - num_weight_bits + mixed
+    return mode_sign * ((w >> drop) << drop)
+
+
+def dense_fixed(w_eff: np.ndarray, weight_exp: int, s: np.ndarray) -> np.ndarray:
+    """a = (w_eff · s) shifted by ``weight_exp``; ``s`` is [..., n_in] binary or graded, result [..., n_out]."""
+    s = np.asarray(s)
+    if float(np.abs(s).max(initial=0)) * float(np.abs(w_eff).sum(axis=1).max(initial=0)) < 2.0**52:
+        a = (s.astype(np.float64) @ w_eff.T.astype(np.float64)).astype(np.int64)  # exact: every sum < 2^52
+    else:
+        a = s.astype(np.int64) @ w_eff.T
+    return a << weight_exp if weight_exp > 0 else a >> -weight_exp
+
+
+def wrap24(x: np.ndarray) -> np.ndarray:
+    w = np.where(x > WRAP, x - 2 * WRAP, x)
+    return np.where(w <= -WRAP, x + 2 * WRAP, w)
+
+
+def decay(x: np.ndarray, d: int) -> np.ndarray:
+    p = x * (4096 - d)
+    return np.sign(p) * (np.abs(p) >> 12)
+
+
+def neuron_step_fixed(v: np.ndarray, a_in: np.ndarray, dv: int, vth: int, reset: str, spike: str,
+                      spiking: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fixed-point step; returns (u, v, s) as int64, int64, bool (see the module docstring)."""
+    u = wrap24(np.asarray(a_in, dtype=np.int64) << SHIFT)
+    v = np.clip(decay(np.asarray(v, dtype=np.int64), dv) + u, -V_LIMIT, V_LIMIT)
+    if not spiking:
+        return u, v, np.zeros(v.shape, dtype=bool)
+    th = np.int64(vth) << SHIFT
+    s = v >= th if spike == "ge" else v > th
+    v = v - th * s if reset == "subtract" else np.where(s, 0, v)
+    return u, v, s
+
+
+def neuron_step_float(v: np.ndarray, a_in: np.ndarray, dv: float, vth: float, reset: str, spike: str,
+                      spiking: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One floating-point step (Lava's float LIF with du = 1, plus our reset/compare); returns (u, v, s)."""
+    u = np.asarray(a_in, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64) * (1 - dv) + u
+    if not spiking:
+        return u, v, np.zeros(v.shape, dtype=bool)
+    s = v >= vth if spike == "ge" else v > vth
+    v = v - vth * s if reset == "subtract" else np.where(s, 0.0, v)
+    return u, v, s

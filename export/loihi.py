@@ -1,0 +1,173 @@
+"""The Loihi deploy directory: ``model.nir`` (float), ``params.npz`` (integers), ``manifest.json``.
+
+``export_loihi`` lowers and quantizes a NIR graph (or a ``model.pt``) and writes the directory
+atomically; ``load_deploy`` reads it back into a ``Deployment`` (the float stages and the integer
+parameters) for hw_sim and deploy. Stage k (1-based) of a deployment runs with k steps of Lava
+latency: software step t of stage k is Lava step t + k; a run lasts T + depth steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+
+from snnchip import lava_compat
+from snnchip.atomic import atomic_dir
+from snnchip.errors import DeployError, NIRFormatError
+from snnchip.export.lowering import LoweredNet, Stage, lower
+from snnchip.export.quantize import QStage, QuantizedNet, format_report, quantize
+from snnchip.spec import Interpretation
+
+FORMAT = {"name": "snnchip-loihi-deploy", "version": 1}
+FILES = ("model.nir", "params.npz", "manifest.json")
+_STAGE_KEYS = ("name", "kind", "in_shape", "out_shape", "weight_exp", "num_message_bits", "dv", "vth", "scale",
+               "reset", "spike")
+
+
+def process_of(q: QStage) -> str:
+    """The Lava process a stage's neurons run on: Lava's own LIF only where it is exact."""
+    if not q.spiking:
+        return "snnchip.Integrator"
+    return "lava.LIF" if (q.reset, q.spike) == ("zero", "gt") else "snnchip.SubLIF"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A quantized network ready for hw_sim or Lava: float stages, integer stages, manifest."""
+
+    net: LoweredNet
+    qnet: QuantizedNet
+    manifest: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def depth(self) -> int:
+        return len(self.qnet.stages)
+
+    @property
+    def T(self) -> int:
+        return int(self.qnet.T)
+
+
+def _read_graph(graph_or_path: nir.NIRGraph | str | os.PathLike) -> nir.NIRGraph:
+    if isinstance(graph_or_path, nir.NIRGraph):
+        return graph_or_path
+    path = Path(graph_or_path)
+    if path.suffix == ".pt":
+        from snnchip.export.nir_export import model_graph
+
+        return model_graph(path)
+    try:
+        return nir.read(path)
+    except Exception as exc:  # nir/h5py raise many types for a bad file
+        raise NIRFormatError(f"{path}: not a readable NIR graph ({type(exc).__name__}: {exc})") from None
+
+
+def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None) -> dict[str, Any]:
+    stages = []
+    for k, q in enumerate(qnet.stages, start=1):
+        entry = {key: getattr(q, key) for key in _STAGE_KEYS}
+        entry.update(in_shape=list(q.in_shape), out_shape=list(q.out_shape), process=process_of(q), latency=k,
+                     lam=net.stages[k - 1].lam, theta=net.stages[k - 1].theta)
+        stages.append(entry)
+    report = qnet.report
+    return {
+        "format": FORMAT,
+        "versions": lava_compat.versions(),
+        "T": qnet.T,
+        "encoding": qnet.encoding,
+        "input": {"shape": list(qnet.input_shape), "handling": "graded spikes xq = round(x * 2^q) from a "
+                  "RingBuffer into the first Dense (num_message_bits = 24, weight_exp includes -q)",
+                  "frac_bits": qnet.input_frac_bits, "range": qnet.input_range},
+        "interpretation": None if interp is None else dataclasses.asdict(interp),
+        "latency": {"per_stage": {q.name: k for k, q in enumerate(qnet.stages, start=1)},
+                    "lava_steps": "T + depth", "depth": len(qnet.stages)},
+        "stages": stages,
+        "quantization": report,
+        "resources": {"per_stage": {r["stage"]: {"neurons": r["neurons"], "synapses": r["synapses"]} for r in report},
+                      "neurons": sum(r["neurons"] for r in report), "synapses": sum(r["synapses"] for r in report)},
+    }
+
+
+def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
+                          input_range: float = 1.0, input_frac_bits: int = 8) -> Deployment:
+    """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes)."""
+    net = lower(graph, interpretation, T)
+    if net.T is None:
+        raise DeployError("the number of time steps T is unknown (a foreign graph carries none): pass T / --T")
+    qnet = quantize(net, net.T, input_range, input_frac_bits)
+    return Deployment(net, qnet, _manifest(net, qnet, interpretation))
+
+
+def export_loihi(graph_or_path: nir.NIRGraph | str | os.PathLike, out_dir: str | os.PathLike,
+                 interpretation: Interpretation | None = None, T: int | None = None) -> Path:
+    """Write the deploy directory for a NIR graph, a ``.nir`` file or a ``model.pt``; return its path."""
+    graph = _read_graph(graph_or_path)
+    dep = deployment_from_graph(graph, interpretation, T)
+    arrays = {}
+    for st, q in zip(dep.net.stages, dep.qnet.stages):
+        arrays.update({f"{q.name}/weight": q.weight, f"{q.name}/bias": q.bias,
+                       f"{q.name}/weight_float": st.weight, f"{q.name}/bias_float": st.bias})
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        nir.write(tmp / "model.nir", graph)
+        np.savez(tmp / "params.npz", **arrays)
+        (tmp / "manifest.json").write_text(json.dumps(dep.manifest, indent=2), encoding="utf-8")
+    return out
+
+
+def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
+    """Read a deploy directory; a missing or corrupt file raises ``DeployError`` naming it."""
+    path = Path(deploy_dir)
+    if not path.is_dir():
+        raise DeployError(f"{path}: not a deploy directory (write one with `snn-export MODEL --target loihi -o DIR`)")
+    missing = [f for f in FILES if not (path / f).is_file()]
+    if missing:
+        raise DeployError(f"{path}: missing {', '.join(missing)}; re-run `snn-export --target loihi`")
+    try:
+        man = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DeployError(f"{path / 'manifest.json'}: corrupt ({exc})") from None
+    if not isinstance(man, dict) or man.get("format") != FORMAT:
+        raise DeployError(f"{path / 'manifest.json'}: not a snnchip deploy manifest of version {FORMAT['version']}")
+    try:
+        with np.load(path / "params.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        net_stages, q_stages = [], []
+        for s in man["stages"]:
+            name = s["name"]
+            shapes = dict(in_shape=tuple(s["in_shape"]), out_shape=tuple(s["out_shape"]))
+            net_stages.append(Stage(name=name, kind=s["kind"], weight=arrays[f"{name}/weight_float"],
+                                    bias=arrays[f"{name}/bias_float"], lam=s["lam"], theta=s["theta"],
+                                    reset=s["reset"], spike=s["spike"], **shapes))
+            q_stages.append(QStage(**{**{k: s[k] for k in _STAGE_KEYS}, **shapes},
+                                   weight=arrays[f"{name}/weight"], bias=arrays[f"{name}/bias"]))
+        inp = man["input"]
+        net = LoweredNet(tuple(inp["shape"]), tuple(net_stages), man["T"], man["encoding"])
+        qnet = QuantizedNet(net.input_shape, tuple(q_stages), man["T"], man["encoding"], inp["frac_bits"],
+                            inp["range"], man["quantization"])
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise DeployError(f"{path}: params.npz or manifest.json is corrupt or inconsistent ({type(exc).__name__}: "
+                          f"{exc})") from None
+    return Deployment(net, qnet, man, path)
+
+
+def cli_export(args: argparse.Namespace) -> int:
+    """``snn-export MODEL --target loihi -o DIR``: write the deploy directory and print the report."""
+    from snnchip.cli import interpretation_from_args
+
+    out = export_loihi(args.model, args.out, interpretation_from_args(args), args.T)
+    dep = load_deploy(out)
+    print(format_report(dep.qnet.report))
+    res = dep.manifest["resources"]
+    print(f"wrote {out}: {dep.depth} stages, {res['neurons']} neurons, {res['synapses']} synapses, "
+          f"T = {dep.T}, Lava latency {dep.depth} steps (run T + {dep.depth})")
+    return 0

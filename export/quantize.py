@@ -1,0 +1,210 @@
+"""Float stages -> Loihi 2 fixed-point parameters (pure, deterministic; no Lava import).
+
+Equations (docs/loihi-fixed-point.md has the derivation). Each stage gets a scale c > 0: a real
+membrane value x is the 24-bit integer V = 64·c·x (Lava shifts activations and thresholds by 2^6).
+
+- weights: Dense mantissas m (8 bits; mixed sign: even values in [−256, 254] because Lava drops the
+  lowest bit; excitatory [0, 255]; inhibitory [−255, 0]) and a shared exponent e ≤ 0 with
+  m·2^e ≈ c·W. Lava's Dense sends a = (Σ m·s) << e (>> −e for e < 0, rounding toward −∞).
+- threshold: vth = c·θ, an integer ≤ 2^17 − 1 (c is adjusted so that c·θ is exact).
+- leak: dv = round(4096·(1 − λ)) (12 bits); no current state (du = 4095).
+- bias: an integer in activation units, bq = round(c·b), injected each step through the neuron's
+  input (V += 64·bq), so that it starts with the stage's first input (see docs: latency).
+- real-valued input: graded spikes xq = round(x·2^q) (24-bit payload), first Dense uses e − q.
+
+Scale choice: candidates c ∈ {2^⌊log2 c*⌋, c*} with c* = min(c_w, c_head), c_w = m_max / max|W|
+(full mantissa range), c_head = (2^23 − 1) / (64·B) the 24-bit headroom for the one-step bound
+B = θ + max_i(Σ_j |W_ij|·x_max + |b_i|) (readout: T·max_i(...)); the candidate with the smallest
+maximal weight/bias error wins (ties: the power of two). A bound the headroom cannot meet raises
+``QuantizationError``; a T-step worst case that could saturate warns (``SaturationWarning``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from snnchip.export.lowering import LoweredNet, Stage
+
+from snnchip.errors import QuantizationError
+
+V_MAX = 2**23 - 1  # 24-bit signed state
+VTH_MAX = 2**17 - 1
+ACT_SHIFT = 6  # Lava: activations and thresholds are shifted left by 6
+ACT_SHIFT_SCALE = 2**ACT_SHIFT
+DECAY_UNITY = 4096  # 12-bit decays
+MESSAGE_BITS = 24  # graded-spike payload of the input
+INT32_MAX = 2**31 - 1
+
+
+class SaturationWarning(UserWarning):
+    """A stage's worst-case membrane over T steps exceeds the 24-bit state (it may saturate)."""
+
+
+@dataclass(frozen=True)
+class QStage:
+    """Integer parameters of one stage, exactly as deploy hands them to Lava."""
+
+    name: str
+    kind: str  # "lif" | "readout"
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    weight: np.ndarray  # int32 Dense weights [n_out, n_in], exact under Lava's sign-mode truncation
+    weight_exp: int
+    bias: np.ndarray  # int32 [n_out], activation units (V += 64·bias each step)
+    num_message_bits: int  # 24 for the graded input of the first stage, else 0 (binary spikes)
+    dv: int
+    vth: int  # 0 for the readout
+    scale: float  # c: V = 64·c·x
+    reset: str = "subtract"
+    spike: str = "ge"
+
+    @property
+    def spiking(self) -> bool:
+        return self.kind == "lif"
+
+
+@dataclass(frozen=True)
+class QuantizedNet:
+    input_shape: tuple[int, ...]
+    stages: tuple[QStage, ...]
+    T: int | None
+    encoding: str
+    input_frac_bits: int
+    input_range: float
+    report: list[dict] = field(default_factory=list)
+
+
+def mantissa_range(weight: np.ndarray) -> tuple[int, int, int]:
+    """(lowest, highest, step) of the 8-bit mantissa grid for this weight matrix's sign mode."""
+    if weight.size and weight.min() < 0 < weight.max():
+        return -256, 254, 2
+    if weight.size and weight.max() <= 0 and weight.min() < 0:
+        return -255, 0, 1
+    return 0, 255, 1
+
+
+def to_mantissa(y: np.ndarray, lo: int, hi: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Round ``y`` to the mantissa grid (multiples of ``step`` in [lo, hi]); also return the clipped mask."""
+    m = step * np.round(y / step)
+    return np.clip(m, lo, hi).astype(np.int64), (m < lo) | (m > hi)
+
+
+def dequantize_weight(q: QStage, input_frac_bits: int = 0) -> np.ndarray:
+    """Real weights the chip applies: Ŵ = m·2^e/c (the first stage's e includes −q of its graded input)."""
+    e = q.weight_exp + (input_frac_bits if q.num_message_bits else 0)
+    return q.weight.astype(np.float64) * 2.0**e / q.scale
+
+
+def encode_input(x: np.ndarray, frac_bits: int) -> np.ndarray:
+    """Real-valued input -> graded-spike payload xq = clip(round(x·2^q), ±(2^23 − 1)) (int64)."""
+    lim = 2 ** (MESSAGE_BITS - 1) - 1
+    return np.clip(np.round(np.asarray(x, np.float64) * 2.0**frac_bits), -lim, lim).astype(np.int64)
+
+
+def _candidate(stage: Stage, c: float) -> tuple[float, dict]:
+    w, b = stage.weight, stage.bias
+    lo, hi, step = mantissa_range(w)
+    wabs = float(np.abs(w).max()) if w.size else 0.0
+    vth = 0
+    if stage.spiking:
+        vth = min(VTH_MAX, max(1, math.floor(c * stage.theta * (1 + 1e-12))))
+        c = vth / stage.theta
+    e = min(0, math.ceil(math.log2(c * wabs / hi))) if wabs > 0 else 0
+    y = w * c / 2.0**e
+    m, clipped = to_mantissa(y, lo, hi, step)
+    w_hat = m * 2.0**e / c
+    bq = np.round(b * c)
+    werr = np.abs(w - w_hat)
+    berr = np.abs(b - bq / c)
+    score = max(float(werr.max(initial=0.0)), float(berr.max(initial=0.0)))
+    if stage.spiking:
+        score = max(score, abs(stage.theta - vth / c))
+    return score, dict(c=c, e=e, m=m, vth=vth, bq=bq, clipped=clipped, werr=werr, berr=berr)
+
+
+def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | None) -> tuple[QStage, dict]:
+    """Quantize one stage; ``frac_bits`` is q for the graded-input first stage, ``None`` for binary spikes."""
+    w, b = stage.weight, stage.bias
+    row = float((np.abs(w).sum(axis=1) * x_max + np.abs(b)).max(initial=0.0))
+    if stage.spiking:
+        bound = stage.theta + row
+    else:
+        if T is None:
+            raise QuantizationError(f"stage {stage.name!r}: the readout's 24-bit headroom needs T; pass T")
+        bound = T * row
+    c_head = V_MAX / (ACT_SHIFT_SCALE * bound) if bound > 0 else float(VTH_MAX)
+    lo, hi, _ = mantissa_range(w)
+    wabs = float(np.abs(w).max()) if w.size else 0.0
+    c_star = min(max(abs(lo), hi) / wabs if wabs > 0 else c_head, c_head)
+    if stage.spiking and c_star * stage.theta < 1:
+        raise QuantizationError(
+            f"stage {stage.name!r}: one-step membrane bound {bound:.4g} (θ = {stage.theta:.4g} + max input "
+            f"{row:.4g}) needs scale ≤ {c_head:.4g}, which gives a threshold mantissa < 1; reduce the weights or "
+            "raise θ")
+    cands = [2.0 ** math.floor(math.log2(c_star)), c_star]
+    _, best = min((_candidate(stage, c) for c in cands), key=lambda sc: sc[0])
+    c, e, m, vth, bq = best["c"], best["e"], best["m"], best["vth"], best["bq"]
+    if frac_bits is not None:
+        worst = float(np.abs(m).sum(axis=1).max(initial=0)) * x_max * 2.0**frac_bits
+        if worst > INT32_MAX:
+            raise QuantizationError(f"stage {stage.name!r}: graded input sum up to {worst:.3g} overflows Lava's "
+                                    f"int32 Dense accumulator; lower input_frac_bits (now {frac_bits})")
+    lam = stage.lam if stage.spiking else 1.0
+    dv = min(DECAY_UNITY - 1, round(DECAY_UNITY * (1 - lam)))
+    steps_bound = None
+    may_saturate = False
+    if stage.spiking and T is not None:
+        steps_bound = stage.theta + row * sum(lam**k for k in range(T))
+        may_saturate = ACT_SHIFT_SCALE * c * steps_bound > V_MAX
+        if may_saturate:
+            warnings.warn(SaturationWarning(
+                f"stage {stage.name!r}: worst-case membrane over T={T} steps is {steps_bound:.4g} (real) = "
+                f"{ACT_SHIFT_SCALE * c * steps_bound:.4g} (int) > 2^23 − 1; it saturates if inputs stay maximal"),
+                stacklevel=3)
+    q = QStage(name=stage.name, kind=stage.kind, in_shape=stage.in_shape, out_shape=stage.out_shape,
+               weight=m.astype(np.int32), weight_exp=int(e - (frac_bits or 0)), bias=bq.astype(np.int32),
+               num_message_bits=MESSAGE_BITS if frac_bits is not None else 0, dv=int(dv), vth=int(vth),
+               scale=float(c), reset=stage.reset, spike=stage.spike)
+    werr, n = best["werr"], w.size
+    report = dict(
+        stage=stage.name, kind=stage.kind, neurons=int(w.shape[0]), synapses=int(np.count_nonzero(m)),
+        scale=float(c), weight_exp=int(e), vth=int(vth), dv=int(dv), lam=float(lam),
+        lam_q=1 - dv / DECAY_UNITY, theta=float(stage.theta) if stage.spiking else None,
+        theta_q=vth / c if stage.spiking else None,
+        clipped_fraction=float(best["clipped"].sum() / n) if n else 0.0,
+        max_abs_weight_error=float(werr.max(initial=0.0)), mean_abs_weight_error=float(werr.mean()) if n else 0.0,
+        max_abs_bias_error=float(best["berr"].max(initial=0.0)),
+        state_bound_int=float(ACT_SHIFT_SCALE * c * bound),
+        state_bound_T_int=None if steps_bound is None else float(ACT_SHIFT_SCALE * c * steps_bound),
+        may_saturate=bool(may_saturate),
+    )
+    return q, report
+
+
+
+def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, input_frac_bits: int = 8
+             ) -> QuantizedNet:
+    """Quantize every stage of ``net``; the first reads graded real inputs with |x| ≤ ``input_range``."""
+    steps = T if T is not None else net.T
+    stages, report = [], []
+    for i, st in enumerate(net.stages):
+        q, r = quantize_stage(st, steps, input_range if i == 0 else 1.0, input_frac_bits if i == 0 else None)
+        stages.append(q)
+        report.append(r)
+    return QuantizedNet(net.input_shape, tuple(stages), steps, net.encoding, input_frac_bits, input_range, report)
+
+
+def format_report(report: list[dict]) -> str:
+    """The quantization report as a fixed-width table."""
+    head = f"{'stage':<12}{'kind':<8}{'neurons':>8}{'synapses':>10}{'scale':>10}{'exp':>5}{'vth':>8}{'dv':>6}" \
+           f"{'clipped':>9}{'max|dW|':>10}{'mean|dW|':>10}  saturate?"
+    lines = [head, "-" * len(head)]
+    for r in report:
+        lines.append(f"{r['stage']:<12}{r['kind']:<8}{r['neurons']:>8}{r['synapses']:>10}{r['scale']:>10.4g}"
+                     f"{r['weight_exp']:>5}{r['vth']:>8}{r['dv']:>6}{r['clipped_fraction']:>9.2%}"
+                     f"{r['max_abs_weight_error']:>10.3g}{r['mean_abs_weight_error']:>10.3g}  "
+                     f"{'MAY' if r['may_saturate'] else 'no'}")
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""Small NIR graphs in our schema (docs/nir-schema.md) for benchmarks and tests, with random weights.
+
+``mlp_graph`` builds input → (Affine → LIF)* → Affine → I (readout) → output; ``conv_graph`` builds
+input → Conv2d → LIF → SumPool2d/AvgPool2d → Flatten → Affine → I → output.
+"""
+
+from __future__ import annotations
+
+import nir
+import numpy as np
+
+
+def neuron_node(layer: str, shape: tuple[int, ...], lam: float = 0.5, theta: float = 1.0, reset: str = "subtract",
+                spike: str = "ge") -> nir.NIRNode:
+    """A LIF/IF neuron node with ``metadata['snnchip']`` (Euler mapping for dt = 1)."""
+    meta = {"snnchip": {"version": 1, "layer": layer, "kind": "lif", "lam": lam, "theta": theta, "reset": reset,
+                        "spike": spike, "discretization": "euler", "dt": 1.0}}
+    ones = np.ones(shape)
+    if lam == 1.0:
+        return nir.IF(r=ones, v_threshold=theta * ones, v_reset=0 * ones, metadata=meta)
+    tau = 1.0 / (1.0 - lam)
+    return nir.LIF(tau=tau * ones, r=tau * ones, v_leak=0 * ones, v_threshold=theta * ones, v_reset=0 * ones,
+                   metadata=meta)
+
+
+def readout_node(layer: str, n: int) -> nir.NIRNode:
+    meta = {"snnchip": {"version": 1, "layer": layer, "kind": "readout", "lam": 1.0, "theta": 1.0,
+                        "reset": "subtract", "spike": "ge", "discretization": "euler", "dt": 1.0}}
+    return nir.I(r=np.ones(n), metadata=meta)
+
+
+def _graph(nodes: dict, order: list[str], T: int) -> nir.NIRGraph:
+    edges = list(zip(order[:-1], order[1:]))
+    meta = {"snnchip": {"version": 1, "T": T, "encoding": "direct", "method": "bptt", "model": "custom"}}
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+
+
+def mlp_graph(sizes: tuple[int, ...], T: int, seed: int = 0, lam: float = 0.5, theta: float = 1.0,
+              reset: str = "subtract", spike: str = "ge", gain: float = 1.5, bias: bool = True) -> nir.NIRGraph:
+    """An MLP ``sizes[0] → ... → sizes[-1]`` with LIF hidden layers and a readout."""
+    rng = np.random.default_rng(seed)
+    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array([sizes[0]])})}
+    order = ["input"]
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        name = f"fc{i}"
+        w = rng.normal(0, gain / np.sqrt(n_in), (n_out, n_in))
+        b = rng.normal(0, 0.1, n_out) if bias else np.zeros(n_out)
+        nodes[name] = nir.Affine(weight=w, bias=b)
+        last = i == len(sizes) - 1
+        nodes[f"{name}_neuron"] = readout_node(name, n_out) if last else neuron_node(name, (n_out,), lam, theta,
+                                                                                    reset, spike)
+        order += [name, f"{name}_neuron"]
+    nodes["output"] = nir.Output(output_type={"output": np.array([sizes[-1]])})
+    return _graph(nodes, order + ["output"], T)
+
+
+def conv_graph(in_shape: tuple[int, int, int] = (1, 8, 8), channels: int = 4, classes: int = 3, T: int = 4,
+               seed: int = 0, pool: str = "sum", lam: float = 0.5, reset: str = "subtract",
+               spike: str = "ge") -> nir.NIRGraph:
+    """Conv2d(3×3, padding 1) → LIF → 2×2 pool → Flatten → Affine → readout."""
+    rng = np.random.default_rng(seed)
+    c, h, w = in_shape
+    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
+    nodes["conv1"] = nir.Conv2d(input_shape=(h, w), weight=rng.normal(0, 0.6, (channels, c, 3, 3)), stride=1,
+                                padding=1, dilation=1, groups=1, bias=rng.normal(0, 0.1, channels))
+    nodes["conv1_neuron"] = neuron_node("conv1", (channels, h, w), lam, 1.0, reset, spike)
+    pool_cls = nir.SumPool2d if pool == "sum" else nir.AvgPool2d
+    nodes["pool1"] = pool_cls(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))
+    nodes["flat"] = nir.Flatten(input_type={"input": np.array([channels, h // 2, w // 2])}, start_dim=0, end_dim=-1)
+    n_flat = channels * (h // 2) * (w // 2)
+    nodes["fc2"] = nir.Affine(weight=rng.normal(0, 1.0 / np.sqrt(n_flat), (classes, n_flat)),
+                              bias=rng.normal(0, 0.1, classes))
+    nodes["fc2_neuron"] = readout_node("fc2", classes)
+    nodes["output"] = nir.Output(output_type={"output": np.array([classes])})
+    order = ["input", "conv1", "conv1_neuron", "pool1", "flat", "fc2", "fc2_neuron", "output"]
+    return _graph(nodes, order, T)
