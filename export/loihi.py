@@ -18,12 +18,12 @@ from typing import Any
 
 import nir
 import numpy as np
+from snnchip.export.lowering import LoweredNet, Stage, lower
+from snnchip.export.quantize import QStage, QuantizedNet, format_report, quantize
 
 from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
 from snnchip.errors import DeployError, NIRFormatError
-from snnchip.export.lowering import LoweredNet, Stage, lower
-from snnchip.export.quantize import QStage, QuantizedNet, format_report, quantize
 from snnchip.spec import Interpretation
 
 FORMAT = {"name": "snnchip-loihi-deploy", "version": 1}
@@ -113,7 +113,7 @@ def export_loihi(graph_or_path: nir.NIRGraph | str | os.PathLike, out_dir: str |
     graph = _read_graph(graph_or_path)
     dep = deployment_from_graph(graph, interpretation, T)
     arrays = {}
-    for st, q in zip(dep.net.stages, dep.qnet.stages):
+    for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
         arrays.update({f"{q.name}/weight": q.weight, f"{q.name}/bias": q.bias,
                        f"{q.name}/weight_float": st.weight, f"{q.name}/bias_float": st.bias})
     out = Path(out_dir)

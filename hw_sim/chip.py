@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
-
 from snnchip.deploy.fixed_point import dense_fixed, effective_weights, neuron_step_fixed
 from snnchip.deploy.result import RunResult
-from snnchip.errors import DeployError
 from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.quantize import encode_input
+
+from snnchip.errors import DeployError
 
 
 def check_input(x: np.ndarray, input_shape: tuple[int, ...], T: int) -> np.ndarray:
@@ -54,7 +54,7 @@ class ChipSimulator:
         feed = np.zeros((steps, B, xs.shape[2]), dtype=np.int64)
         feed[:T] = encode_input(xs, qnet.input_frac_bits)
         spikes, states = {}, {}
-        for q, w in zip(qnet.stages, self.weights):
+        for q, w in zip(qnet.stages, self.weights, strict=True):
             n = w.shape[0]
             v = np.zeros((B, n), dtype=np.int64)
             us, vs, ss = (np.zeros((steps, B, n), dtype=dt) for dt in (np.int64, np.int64, bool))

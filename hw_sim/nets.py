@@ -30,7 +30,7 @@ def readout_node(layer: str, n: int) -> nir.NIRNode:
 
 
 def _graph(nodes: dict, order: list[str], T: int) -> nir.NIRGraph:
-    edges = list(zip(order[:-1], order[1:]))
+    edges = list(zip(order[:-1], order[1:], strict=False))
     meta = {"snnchip": {"version": 1, "T": T, "encoding": "direct", "method": "bptt", "model": "custom"}}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
 
@@ -41,7 +41,7 @@ def mlp_graph(sizes: tuple[int, ...], T: int, seed: int = 0, lam: float = 0.5, t
     rng = np.random.default_rng(seed)
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array([sizes[0]])})}
     order = ["input"]
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False), start=1):
         name = f"fc{i}"
         w = rng.normal(0, gain / np.sqrt(n_in), (n_out, n_in))
         b = rng.normal(0, 0.1, n_out) if bias else np.zeros(n_out)
