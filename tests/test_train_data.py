@@ -1,0 +1,74 @@
+"""Dataset loaders on tiny files written here in each real format."""
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+from snnchip.train.data import bin_events, load_dataset
+
+from snnchip.errors import DataError
+
+
+def _idx(path, arr, gz):
+    raw = bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}i", *arr.shape) + arr.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        raw = gzip.compress(raw)
+    path.write_bytes(raw)
+
+
+def test_digits_split_and_shapes():
+    ds = load_dataset("digits")
+    assert ds.input_shape == (1, 8, 8) and ds.num_classes == 10
+    assert len(ds.x_train) + len(ds.x_test) == 1797 and 0 <= ds.x_train.min() and ds.x_train.max() <= 1
+    assert load_dataset("digits", flat=True).input_shape == (64,)
+    assert np.array_equal(ds.y_test.numpy(), load_dataset("digits").y_test.numpy())
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_idx(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 5), ("t10k", 3)):
+        _idx(tmp_path / f"{part}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), gz)
+        _idx(tmp_path / f"{part}-labels-idx1-ubyte", rng.integers(0, 10, n), gz)
+    ds = load_dataset("fashion-mnist", tmp_path)
+    assert ds.x_train.shape == (5, 1, 28, 28) and ds.y_test.shape == (3,) and ds.x_train.max() <= 1
+
+
+def test_mnist_missing_file_names_it(tmp_path):
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.*IDX"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_cifar10_batches(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [1, 7]}
+        (tmp_path / name).write_bytes(pickle.dumps(d))
+    ds = load_dataset("cifar10", tmp_path)
+    assert ds.x_train.shape == (10, 3, 32, 32) and ds.x_test.shape == (2, 3, 32, 32)
+    (tmp_path / "test_batch").unlink()
+    with pytest.raises(DataError, match="test_batch"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_dvs_npz_binning(tmp_path):
+    for part in ("train", "test"):
+        (tmp_path / part).mkdir()
+        for i in range(2):
+            np.savez(tmp_path / part / f"{i}.npz", x=np.array([0, 3, 3]), y=np.array([1, 2, 2]), p=np.array([0, 1, 1]),
+                     t=np.array([0, 50, 100]), label=np.array(i), sensor_size=np.array([4, 3]))
+    ds = load_dataset("dvs", tmp_path, T=2)
+    assert ds.temporal and ds.x_train.shape == (2, 2, 2, 3, 4) and ds.num_classes == 2
+    frames = bin_events(np.array([0, 3, 3]), np.array([1, 2, 2]), np.array([0, 1, 1]), np.array([0, 50, 100]), 2,
+                        (4, 3))
+    assert frames[0, 0, 1, 0] == 1 and frames[1, 1, 2, 3] == 1 and frames.sum() == 2
+
+
+def test_unknown_dataset_and_missing_dir():
+    with pytest.raises(DataError, match="valid: digits"):
+        load_dataset("imagenet")
+    with pytest.raises(DataError, match="--data-dir"):
+        load_dataset("mnist")

@@ -1,0 +1,169 @@
+"""Datasets, read from local files only (no downloads), as float tensors scaled to [0, 1].
+
+- ``digits``: scikit-learn's embedded 8×8 digits, a fixed stratified 75/25 split (random_state 0),
+  pixel/16; shape (1, 8, 8), or (64,) with ``flat=True``.
+- ``mnist`` / ``fashion-mnist``: the four IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+  ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each raw or ``.gz``) in ``data_dir``; (1, 28, 28).
+- ``cifar10``: the python-pickle batches ``data_batch_1..5`` and ``test_batch`` in ``data_dir`` (or its
+  ``cifar-10-batches-py``); (3, 32, 32).
+- ``dvs``: ``data_dir/{train,test}/*.npz``, each one sample with event arrays ``x``, ``y``, ``p`` (0/1),
+  ``t`` and its ``label`` (optional ``sensor_size`` = (W, H), default 128×128); events are binned into T
+  equal time windows of counts, clipped to 1: x [N, T, 2, H, W] (time-major per sample).
+The input encoding (direct / rate) is applied per step by ``rules.time_major``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from snnchip.errors import DataError
+
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "dvs")
+
+
+@dataclass
+class Dataset:
+    """Train and test tensors; ``x_*`` is [N, *input_shape], or [N, T, *input_shape] when ``temporal``."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    input_shape: tuple[int, ...]
+    num_classes: int
+    temporal: bool = False
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, flat: bool = False, T: int = 6) -> Dataset:
+    """Load ``name`` (see module doc); ``flat`` flattens static images to vectors (MLPs)."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    if name == "digits":
+        ds = _digits()
+    else:
+        if data_dir is None:
+            raise DataError(f"dataset {name!r} needs --data-dir with its local files ({_FORMATS[name]})")
+        root = Path(data_dir).expanduser()
+        ds = _dvs(root, T) if name == "dvs" else (_cifar10(root) if name == "cifar10" else _idx_pair(root))
+    if flat and not ds.temporal:
+        ds.x_train, ds.x_test = ds.x_train.flatten(1), ds.x_test.flatten(1)
+        ds.input_shape = (int(np.prod(ds.input_shape)),)
+    return ds
+
+
+_FORMATS = {
+    "mnist": "IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+             "t10k-labels-idx1-ubyte, raw or .gz",
+    "fashion-mnist": "IDX files as for mnist",
+    "cifar10": "python-pickle batches data_batch_1..5 and test_batch",
+    "dvs": "train/ and test/ folders of .npz files with arrays x, y, p, t and label",
+}
+
+
+def _dataset(xtr, ytr, xte, yte, num_classes: int, temporal: bool = False) -> Dataset:
+    xtr, xte = torch.as_tensor(xtr, dtype=torch.float32), torch.as_tensor(xte, dtype=torch.float32)
+    shape = tuple(xtr.shape[2:] if temporal else xtr.shape[1:])
+    return Dataset(xtr, torch.as_tensor(ytr, dtype=torch.long), xte, torch.as_tensor(yte, dtype=torch.long),
+                   shape, num_classes, temporal)
+
+
+def _digits() -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.25, stratify=d.target, random_state=0)
+    return _dataset(xtr, ytr, xte, yte, 10)
+
+
+def _open(path: Path, fmt: str) -> bytes:
+    for candidate in (path, path.with_name(path.name + ".gz")):
+        if candidate.is_file():
+            raw = candidate.read_bytes()
+            return gzip.decompress(raw) if candidate.suffix == ".gz" else raw
+    raise DataError(f"{path}[.gz]: no such file (expected {fmt})")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (raw or .gz): magic 0x0000 08 ndim (uint8 data), big-endian int32 dims, then the data."""
+    raw = _open(path, "an IDX file of unsigned bytes")
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex()}, expected 000008nn)")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, ">i4", count=ndim, offset=4)
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path}: truncated IDX file ({data.size} bytes of data for shape {tuple(dims)})")
+    return data.reshape(dims)
+
+
+def _idx_pair(root: Path) -> Dataset:
+    split = {}
+    for part in ("train", "t10k"):
+        images = read_idx(root / f"{part}-images-idx3-ubyte")
+        labels = read_idx(root / f"{part}-labels-idx1-ubyte")
+        if images.ndim != 3 or labels.shape != (images.shape[0],):
+            raise DataError(f"{root}: {part} images {images.shape} and labels {labels.shape} do not match")
+        split[part] = (images[:, None].astype(np.float32) / 255.0, labels.astype(np.int64))
+    return _dataset(*split["train"], *split["t10k"], 10)
+
+
+def _cifar10(root: Path) -> Dataset:
+    if (root / "cifar-10-batches-py").is_dir():
+        root = root / "cifar-10-batches-py"
+
+    def batch(name: str):
+        path = root / name
+        if not path.is_file():
+            raise DataError(f"{path}: no such file (expected a CIFAR-10 python-pickle batch, {_FORMATS['cifar10']})")
+        with open(path, "rb") as fh:
+            try:
+                d = pickle.load(fh, encoding="bytes")
+                return np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], np.int64)
+            except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
+                raise DataError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
+
+    train = [batch(f"data_batch_{i}") for i in range(1, 6)]
+    xte, yte = batch("test_batch")
+    xtr, ytr = np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train])
+    return _dataset(xtr / np.float32(255), ytr, xte / np.float32(255), yte, 10)
+
+
+def bin_events(x, y, p, t, T: int, size: tuple[int, int]) -> np.ndarray:
+    """Events binned into T equal windows over [t_min, t_max]: frames [T, 2, H, W] of counts clipped to 1."""
+    w, h = size
+    frames = np.zeros((T, 2, h, w), np.float32)
+    if len(t):
+        t = np.asarray(t, np.float64)
+        span = max(t.max() - t.min(), 1e-12)
+        b = np.minimum(((t - t.min()) / span * T).astype(np.int64), T - 1)
+        np.add.at(frames, (b, np.asarray(p, np.int64), np.asarray(y, np.int64), np.asarray(x, np.int64)), 1.0)
+    return np.minimum(frames, 1.0)
+
+
+def _dvs(root: Path, T: int) -> Dataset:
+    parts = {}
+    for part in ("train", "test"):
+        files = sorted((root / part).glob("*.npz"))
+        if not files:
+            raise DataError(f"{root / part}: no .npz event files (expected {_FORMATS['dvs']})")
+        xs, ys = [], []
+        for f in files:
+            with np.load(f) as z:
+                missing = [k for k in ("x", "y", "p", "t", "label") if k not in z]
+                if missing:
+                    raise DataError(f"{f}: missing arrays {missing} (expected {_FORMATS['dvs']})")
+                size = tuple(int(v) for v in z["sensor_size"]) if "sensor_size" in z else (128, 128)
+                xs.append(bin_events(z["x"], z["y"], z["p"], z["t"], T, size))
+                ys.append(int(z["label"]))
+        parts[part] = (np.stack(xs), np.asarray(ys))
+    num_classes = int(max(parts["train"][1].max(), parts["test"][1].max())) + 1
+    return _dataset(*parts["train"], *parts["test"], num_classes, temporal=True)
