@@ -79,7 +79,7 @@ def neuron_step(p: NeuronParams, x: Tensor, state: dict[str, Tensor]) -> tuple[T
 
 
 def _tensor(value: Any, dtype: torch.dtype) -> Tensor:
-    return torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype)
+    return torch.tensor(np.array(value, dtype=np.float64), dtype=dtype)
 
 
 def compile_neuron(name: str, node: nir.NIRNode, interpretation: Interpretation,

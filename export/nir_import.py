@@ -256,10 +256,11 @@ def _window(node, name: str, shape: Shape, kernel: Shape, dilation: Shape, n: in
 
 def _out_shape(name: str, node: nir.NIRNode, shape: Shape) -> Shape:
     """Per-sample output shape of ``node`` for per-sample input ``shape``; checks the node's fields."""
-    if isinstance(node, nir.Output):
-        declared = _declared(node.output_type.get("output"), name, "output shape")
+    if isinstance(node, (nir.Input, nir.Output)):  # a subgraph's Input receives, an Output passes on
+        port = "input" if isinstance(node, nir.Input) else "output"
+        declared = _declared(getattr(node, f"{port}_type").get(port), name, f"{port} shape")
         if declared is not None and math.prod(declared) != math.prod(shape):
-            raise NIRFormatError(f"Output {name!r} declares shape {declared} but receives {shape}")
+            raise NIRFormatError(f"{type(node).__name__} {name!r} declares shape {declared} but receives {shape}")
         return shape
     if isinstance(node, (nir.Affine, nir.Linear)):
         w = _array(node, name, "weight")
