@@ -8,6 +8,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from snnchip.atomic import atomic_path
+from snnchip.errors import DeployError
+
+
+def check_input(x: np.ndarray, input_shape: tuple[int, ...], T: int) -> np.ndarray:
+    """Validate ``x`` [T, B, *input_shape]; return it as float64 [T, B, n_in]."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim < 2 or tuple(x.shape[2:]) != tuple(input_shape) or x.shape[0] != T:
+        raise DeployError(f"input has shape {x.shape}; expected [T={T}, batch, *{tuple(input_shape)}]")
+    return x.reshape(x.shape[0], x.shape[1], -1)
 
 
 @dataclass

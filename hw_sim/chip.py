@@ -15,19 +15,9 @@ import os
 
 import numpy as np
 from snnchip.deploy.fixed_point import dense_fixed, effective_weights, neuron_step_fixed
-from snnchip.deploy.result import RunResult
+from snnchip.deploy.result import RunResult, check_input
 from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.quantize import encode_input
-
-from snnchip.errors import DeployError
-
-
-def check_input(x: np.ndarray, input_shape: tuple[int, ...], T: int) -> np.ndarray:
-    """Validate ``x`` [T, B, *input_shape]; return it as float64 [T, B, n_in]."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim < 2 or tuple(x.shape[2:]) != tuple(input_shape) or x.shape[0] != T:
-        raise DeployError(f"input has shape {x.shape}; expected [T={T}, batch, *{tuple(input_shape)}]")
-    return x.reshape(x.shape[0], x.shape[1], -1)
 
 
 def to_lava_timing(a: np.ndarray, k: int, steps: int) -> np.ndarray:

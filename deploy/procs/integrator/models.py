@@ -1,0 +1,47 @@
+"""Integrator process models: fixed_pt (bit-exact chip arithmetic) and floating_pt. NumPy only."""
+
+from __future__ import annotations
+
+import numpy as np
+from snnchip.deploy.fixed_point import neuron_step_fixed, neuron_step_float
+from snnchip.deploy.procs.integrator.process import Integrator
+
+from snnchip import lava_compat
+
+_decorator = lava_compat.lava_module("magma.core.decorator")
+_model = lava_compat.lava_module("magma.core.model.py.model")
+_ports = lava_compat.lava_module("magma.core.model.py.ports")
+_type = lava_compat.lava_module("magma.core.model.py.type")
+_resources = lava_compat.lava_module("magma.core.resources")
+_protocol = lava_compat.lava_module("magma.core.sync.protocols.loihi_protocol")
+implements, requires, tag = _decorator.implements, _decorator.requires, _decorator.tag
+PyInPort, LavaPyType = _ports.PyInPort, _type.LavaPyType
+CPU, LoihiProtocol, PyLoihiProcessModel = _resources.CPU, _protocol.LoihiProtocol, _model.PyLoihiProcessModel
+
+
+@implements(proc=Integrator, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyIntegratorModelFixed(PyLoihiProcessModel):
+    """``neuron_step_fixed`` with dv = 0 and no spike: u = wrap24(a << 6); v = clip(v + u)."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    u: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+
+    def run_spk(self) -> None:
+        self.u[:], self.v[:], _ = neuron_step_fixed(self.v, self.a_in.recv(), 0, 0, "zero", "gt", spiking=False)
+
+
+@implements(proc=Integrator, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyIntegratorModelFloat(PyLoihiProcessModel):
+    """``neuron_step_float`` with dv = 0 and no spike: u = a; v = v + u."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    u: np.ndarray = LavaPyType(np.ndarray, float)
+    v: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self) -> None:
+        self.u[:], self.v[:], _ = neuron_step_float(self.v, self.a_in.recv(), 0.0, 0.0, "zero", "gt", spiking=False)

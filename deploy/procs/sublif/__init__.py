@@ -1,0 +1,1 @@
+"""SubLIF: a LIF without current state, with subtractive or zero reset and a ≥ or > threshold."""

@@ -1,0 +1,31 @@
+"""The SubLIF process (ports and variables only; the equations are in ``models.py``)."""
+
+from __future__ import annotations
+
+from snnchip import lava_compat
+
+_process = lava_compat.lava_module("magma.core.process.process")
+_variable = lava_compat.lava_module("magma.core.process.variable")
+_ports = lava_compat.lava_module("magma.core.process.ports.ports")
+
+
+class SubLIF(_process.AbstractProcess):
+    """LIF neuron, one step per Lava step, with input a (DESIGN.md, "Neuron semantics"):
+
+        u = a;  v = (1 − dv)·v + u;  s = v ≥ vth (``spike="ge"``) or v > vth (``"gt"``);
+        v = v − vth·s (``reset="subtract"``) or v·(1 − s) (``"zero"``).
+
+    fixed_pt: dv is a 12-bit decay (λ = 1 − dv/4096), vth a threshold mantissa compared after << 6,
+    a is shifted << 6 into 24-bit u and v (``snnchip.deploy.fixed_point.neuron_step_fixed``);
+    floating_pt: dv = 1 − λ and vth = θ as floats.
+    """
+
+    def __init__(self, *, shape: tuple[int, ...], dv: int | float, vth: int | float, reset: str = "subtract",
+                 spike: str = "ge", name: str | None = None) -> None:
+        super().__init__(shape=shape, reset=reset, spike=spike, name=name)
+        self.a_in = _ports.InPort(shape=shape)
+        self.s_out = _ports.OutPort(shape=shape)
+        self.u = _variable.Var(shape=shape, init=0)
+        self.v = _variable.Var(shape=shape, init=0)
+        self.dv = _variable.Var(shape=(1,), init=dv)
+        self.vth = _variable.Var(shape=(1,), init=vth)
