@@ -1,0 +1,60 @@
+"""Trainer and snn-train: outputs, exact resume, NaN handling, bad input."""
+
+import json
+
+import pytest
+import torch
+from snnchip.train import trainer
+from snnchip.train.trainer import TrainConfig, fit
+
+from snnchip.checkpoint import load_checkpoint
+from snnchip.cli import train as snn_train
+from snnchip.errors import TrainingError
+
+SMALL = {"hidden": "16", "T": 2, "batch_size": 256, "quiet": True}
+
+
+def test_fit_writes_outputs_and_resumes_exactly(tmp_path):
+    full = fit(TrainConfig(out=str(tmp_path / "a"), method="ottt-o", epochs=3, **SMALL))
+    assert len(full["epochs"]) == 3 and full["final_test_acc"] > 0.3
+    for name in ("model.pt", "metrics.json", "curves.png"):
+        assert (tmp_path / "a" / name).stat().st_size > 0
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert set(m["epochs"][0]) >= {"train_loss", "test_acc", "time_s", "peak_memory_bytes", "firing_rate"}
+    ckpt = load_checkpoint(tmp_path / "a" / "model.pt")
+    assert ckpt.spec.method == "ottt-o" and ckpt.spec.options["mse_alpha"] == 0.05
+
+    steps = full["epochs"][0]["steps"]
+    fit(TrainConfig(out=str(tmp_path / "b"), method="ottt-o", epochs=3, max_steps=steps, **SMALL))
+    assert load_checkpoint(tmp_path / "b" / "model.pt").extra["epoch"] == 1
+    fit(TrainConfig(out=str(tmp_path / "b"), method="ottt-o", epochs=3, resume=True, **SMALL))
+    resumed = load_checkpoint(tmp_path / "b" / "model.pt")
+    for k, v in ckpt.state_dict.items():
+        torch.testing.assert_close(resumed.state_dict[k], v, atol=0, rtol=0)
+
+
+def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = TrainConfig(out=str(tmp_path), method="sltt", epochs=2, **SMALL)
+    fit(TrainConfig(**{**cfg.__dict__, "max_steps": 1}))
+    monkeypatch.setattr(trainer, "run_iteration", lambda *a, **k: (float("nan"), None))
+    with pytest.raises(TrainingError, match="last good checkpoint"):
+        fit(TrainConfig(**{**cfg.__dict__, "resume": True}))
+    assert load_checkpoint(tmp_path / "model.pt").extra["global_step"] == 1
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--method", "nope"], "valid: bptt"),
+    (["--model", "resnet"], "valid: mlp"),
+    (["--dataset", "imagenet"], "valid: digits"),
+    (["--T", "0"], "positive"),
+    (["--method", "sltt-k", "--k", "7", "--T", "3"], "K <= T"),
+])
+def test_snn_train_bad_input_exits_2_with_the_valid_choices(tmp_path, capsys, argv, msg):
+    assert snn_train([*argv, "--out", str(tmp_path), "--epochs", "1"]) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_snn_train_cli_runs(tmp_path, capsys):
+    rc = snn_train(["--model", "convnet", "--method", "saf-f", "--T", "2", "--epochs", "1", "--max-steps", "2",
+                    "--batch-size", "32", "--quiet", "--out", str(tmp_path)])
+    assert rc == 0 and "test accuracy" in capsys.readouterr().out

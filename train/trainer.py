@@ -1,0 +1,265 @@
+"""The training loop: ``fit(config)`` trains a spec-built model with one learning rule.
+
+Cosine learning-rate schedule (per epoch), evaluation with ``simulate`` every epoch, ``metrics.json``
+(written atomically), ``curves.png`` and ``model.pt`` (every epoch; optimizer, scheduler, scaler and RNG
+state in ``extra`` for an exact ``resume``). A non-finite loss raises ``TrainingError`` and leaves the last
+good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from snnchip.atomic import atomic_path, write_text_atomic
+from snnchip.checkpoint import load_checkpoint, save_checkpoint
+from snnchip.errors import SpecError, TrainingError
+from snnchip.spec import NetworkSpec, NeuronSpec
+
+from .data import Dataset, load_dataset
+from .inference import simulate
+from .model import SpikingNet, build_model
+from .rules import get_rule, mixed_loss, run_iteration
+from .zoo import model_spec
+
+DEFAULT_LR = {"sgd": 0.1, "adam": 2e-3, "adamw": 2e-3}
+SLTT_LAMBDA = 1 - 1 / 1.1
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``snn-train`` takes (its option names); ``None`` means the method's default."""
+
+    out: str
+    dataset: str = "digits"
+    data_dir: str | None = None
+    model: str = "mlp"
+    hidden: str = "128"
+    method: str = "ottt-a"
+    T: int = 6
+    k: int | None = None
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float | None = None
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    mse_alpha: float = 0.05
+    encoding: str = "direct"
+    lam: float | None = None
+    theta: float = 1.0
+    reset: str = "subtract"
+    spike: str = "ge"
+    surrogate: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    max_steps: int | None = None
+    resume: bool = False
+    quiet: bool = False
+
+    @classmethod
+    def from_namespace(cls, ns: Any) -> TrainConfig:
+        return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)})
+
+
+def neuron_for(cfg: TrainConfig) -> NeuronSpec:
+    """Method defaults (DESIGN.md): λ = 0.5 and sigmoid for BPTT/OTTT/SAF, λ = 1 − 1/1.1 and triangle for SLTT."""
+    sltt = cfg.method.startswith("sltt")
+    lam = cfg.lam if cfg.lam is not None else (SLTT_LAMBDA if sltt else 0.5)
+    surrogate = cfg.surrogate or ("triangle" if sltt else "sigmoid")
+    return NeuronSpec(lam=lam, theta=cfg.theta, reset=cfg.reset, spike=cfg.spike, surrogate=surrogate)
+
+
+def check_config(cfg: TrainConfig) -> None:
+    get_rule(cfg.method)
+    if cfg.T <= 0:
+        raise SpecError(f"--T must be a positive number of time steps, got {cfg.T}")
+    if cfg.method == "sltt-k" and (cfg.k is None or not 0 < cfg.k <= cfg.T):
+        raise SpecError(f"sltt-k needs --k with 0 < K <= T (T={cfg.T}), got {cfg.k}")
+    if cfg.epochs <= 0 or cfg.batch_size <= 0:
+        raise SpecError(f"--epochs and --batch-size must be positive, got {cfg.epochs}, {cfg.batch_size}")
+
+
+def build_spec(cfg: TrainConfig, ds: Dataset) -> NetworkSpec:
+    try:
+        hidden = tuple(int(h) for h in str(cfg.hidden).split(",") if h.strip())
+    except ValueError:
+        raise SpecError(f"--hidden must be comma-separated integers, got {cfg.hidden!r}") from None
+    return model_spec(cfg.model, ds.input_shape, ds.num_classes, cfg.T, neuron_for(cfg), hidden=hidden,
+                      encoding=cfg.encoding, method=cfg.method,
+                      options={"k": cfg.k, "mse_alpha": cfg.mse_alpha})
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") or (name == "cuda" and not torch.cuda.is_available()):
+        raise SpecError(f"--device {name!r} is not available here; valid: auto, cpu" +
+                        (", cuda" if torch.cuda.is_available() else ""))
+    return torch.device(name)
+
+
+def make_optimizer(cfg: TrainConfig, model: SpikingNet) -> torch.optim.Optimizer:
+    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.optimizer]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+
+
+def _batches(ds_x: torch.Tensor, ds_y: torch.Tensor, batch_size: int, temporal: bool, device, generator=None):
+    order = torch.randperm(len(ds_x), generator=generator) if generator is not None else torch.arange(len(ds_x))
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        x = ds_x[idx].to(device)
+        yield (x.transpose(0, 1) if temporal else x), ds_y[idx].to(device)
+
+
+def evaluate(model: SpikingNet, ds: Dataset, device, mse_alpha: float, batch_size: int = 256) -> dict[str, Any]:
+    """Test accuracy and loss on Σ_t o[t] (loss ℓ(mean_t o[t], y)) and firing rate per spiking layer."""
+    correct, loss_sum, n = 0, 0.0, 0
+    spikes: dict[str, float] = {}
+    for x, y in _batches(ds.x_test, ds.y_test, batch_size, ds.temporal, device):
+        res = simulate(model, x)
+        score = res.output[-1]
+        correct += int((score.argmax(-1) == y).sum())
+        loss_sum += float(mixed_loss(score / res.output.shape[0], y, mse_alpha)) * len(y)
+        n += len(y)
+        for name, s in res.spikes.items():
+            spikes[name] = spikes.get(name, 0.0) + float(s.float().mean(dim=tuple(range(2, s.dim()))).sum() /
+                                                         s.shape[0])
+    return {"test_acc": correct / n, "test_loss": loss_sum / n, "firing_rate": {k: v / n for k, v in spikes.items()}}
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated(device)), "peak_memory_kind": "cuda_allocated"}
+    scale = 1 if sys.platform == "darwin" else 1024
+    return {"peak_memory_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale),
+            "peak_memory_kind": "process_max_rss"}
+
+
+def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
+    """Train per ``cfg``; returns the metrics written to ``OUT/metrics.json``."""
+    check_config(cfg)
+    out = Path(cfg.out)
+    ds = dataset or load_dataset(cfg.dataset, cfg.data_dir, flat=cfg.model.startswith("mlp"), T=cfg.T)
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    spec = build_spec(cfg, ds)
+    model = build_model(spec).to(device)
+    opt = make_optimizer(cfg, model)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    history: list[dict[str, Any]] = []
+    start_epoch, global_step = 0, 0
+    if cfg.resume:
+        start_epoch, global_step, history = _restore(out / "model.pt", spec, model, opt, sched, scaler)
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.max_steps is not None and global_step >= cfg.max_steps:
+            break
+        t0 = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        stats, global_step = _train_epoch(cfg, model, ds, device, opt, scaler, amp, epoch, global_step, out)
+        sched.step()
+        record = {"epoch": epoch + 1, **stats, "time_s": time.perf_counter() - t0,
+                  **evaluate(model, ds, device, cfg.mse_alpha), **peak_memory(device),
+                  "lr": opt.param_groups[0]["lr"], "steps": global_step}
+        history.append(record)
+        metrics = _metrics(cfg, history)
+        extra = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "global_step": global_step,
+                 "history_json": json.dumps(history)}
+        save_checkpoint(out / "model.pt", spec, model.state_dict(), metrics, extra)
+        write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+        _plot(history, out / "curves.png")
+    return _metrics(cfg, history)
+
+
+def _train_epoch(cfg, model, ds, device, opt, scaler, amp, epoch, global_step, out):
+    model.train()
+    gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+    rng = random.Random(cfg.seed * 100003 + epoch)
+    loss_sum, correct, n = 0.0, 0, 0
+    n_batches = math.ceil(len(ds.x_train) / cfg.batch_size)
+    from tqdm import tqdm
+
+    bar = tqdm(_batches(ds.x_train, ds.y_train, cfg.batch_size, ds.temporal, device, gen), total=n_batches,
+               desc=f"epoch {epoch + 1}/{cfg.epochs} {cfg.method}", disable=cfg.quiet, leave=False)
+
+    def step():
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    for x, y in bar:
+        if cfg.max_steps is not None and global_step >= cfg.max_steps:
+            break
+        with torch.autocast(device.type, enabled=amp):
+            loss, score = run_iteration(model, x, y, cfg.method, cfg.T if not ds.temporal else None, k=cfg.k,
+                                        mse_alpha=cfg.mse_alpha, step=step,
+                                        backward=lambda lo: scaler.scale(lo).backward(), rng=rng)
+        if not math.isfinite(loss):
+            last = f"the last good checkpoint {out / 'model.pt'} is kept" if (out / "model.pt").exists() \
+                else "no checkpoint was written yet"
+            raise TrainingError(f"loss became {loss} at epoch {epoch + 1}, iteration {global_step + 1} "
+                                f"({cfg.method}); {last}. Try a lower --lr or --mse-alpha.")
+        global_step += 1
+        loss_sum += loss * len(y)
+        correct += int((score.argmax(-1) == y).sum())
+        n += len(y)
+        bar.set_postfix(loss=f"{loss:.3f}")
+    bar.close()
+    return {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1)}, global_step
+
+
+def _restore(path: Path, spec, model, opt, sched, scaler) -> tuple[int, int, list]:
+    ckpt = load_checkpoint(path)
+    if ckpt.spec != spec:
+        raise TrainingError(f"{path}: cannot resume, the checkpoint's network spec differs from these options")
+    model.load_state_dict(ckpt.state_dict)
+    opt.load_state_dict(ckpt.extra["optimizer"])
+    sched.load_state_dict(ckpt.extra["scheduler"])
+    scaler.load_state_dict(ckpt.extra["scaler"])
+    torch.set_rng_state(ckpt.extra["torch_rng"])
+    return int(ckpt.extra["epoch"]), int(ckpt.extra["global_step"]), json.loads(ckpt.extra["history_json"])
+
+
+def _metrics(cfg: TrainConfig, history: list[dict[str, Any]]) -> dict[str, Any]:
+    accs = [h["test_acc"] for h in history]
+    return {"config": dataclasses.asdict(cfg), "epochs": history,
+            "final_test_acc": accs[-1] if accs else None, "best_test_acc": max(accs) if accs else None}
+
+
+def _plot(history: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(ep, [h["train_loss"] for h in history], label="train")
+    a.plot(ep, [h["test_loss"] for h in history], label="test")
+    a.set(xlabel="epoch", ylabel="loss")
+    b.plot(ep, [h["train_acc"] for h in history], label="train")
+    b.plot(ep, [h["test_acc"] for h in history], label="test")
+    b.set(xlabel="epoch", ylabel="accuracy")
+    for ax in (a, b):
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
