@@ -1,0 +1,156 @@
+"""``snn-bench train``: median time per training iteration and peak memory per method and T, and the cosine
+similarity of SLTT's gradient with BPTT's (SLTT paper, Fig. 3).
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over one iteration (minus what was allocated
+before); on CPU the peak bytes of the tensors autograd keeps for backward (live saved tensors, counted
+with ``torch.autograd.graph.saved_tensors_hooks``), i.e. the activation memory a rule needs, excluding
+parameters and optimizer state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from snnchip.atomic import atomic_path, write_text_atomic
+from snnchip.errors import SpecError
+from snnchip.spec import NeuronSpec
+
+from .data import load_dataset
+from .model import SpikingNet, build_model
+from .rules import get_rule, gradients, run_iteration
+from .trainer import SLTT_LAMBDA, pick_device
+from .zoo import model_spec
+
+
+def saved_tensor_peak(model: SpikingNet, x, y, method: str, T: int, **opts) -> int:
+    """Peak bytes of live tensors saved for backward during one iteration of ``method`` (no optimizer step)."""
+    live, peak = [0], [0]
+
+    class Packed:
+        def __init__(self, t: torch.Tensor):
+            self.t, self.n = t, t.numel() * t.element_size()
+            live[0] += self.n
+            peak[0] = max(peak[0], live[0])
+
+        def __del__(self):
+            live[0] -= self.n
+
+    with torch.autograd.graph.saved_tensors_hooks(Packed, lambda p: p.t):
+        run_iteration(model, x, y, method, T, **opts)
+    model.zero_grad(set_to_none=True)
+    return peak[0]
+
+
+def _peak_memory(model, x, y, method, T, device, **opts) -> int:
+    if device.type != "cuda":
+        return saved_tensor_peak(model, x, y, method, T, **opts)
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run_iteration(model, x, y, method, T, **opts)
+    model.zero_grad(set_to_none=True)
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device) - base)
+
+
+def _time_iteration(model, x, y, method, T, opt, device, repeats: int, **opts) -> float:
+    def step():
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    times = []
+    for _ in range(repeats + 1):  # the first run warms up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        run_iteration(model, x, y, method, T, step=step, **opts)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def _cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    va = torch.cat([a[k].flatten() for k in sorted(a)])
+    vb = torch.cat([b[k].flatten() for k in sorted(a)])
+    return float(torch.nn.functional.cosine_similarity(va, vb, dim=0))
+
+
+def benchmark(model_name: str, methods: list[str], Ts: list[int], batch_size: int, repeats: int,
+              device: torch.device) -> dict[str, Any]:
+    """Digits batch of ``batch_size``; each method with its default neuron (DESIGN.md), seed 0."""
+    for m in methods:
+        get_rule(m)
+    ds = load_dataset("digits", flat=model_name.startswith("mlp"))
+    x, y = ds.x_train[:batch_size].to(device), ds.y_train[:batch_size].to(device)
+    rows, cosines = [], {}
+    for T in Ts:
+        for method in methods:
+            sltt = method.startswith("sltt")
+            neuron = NeuronSpec(lam=SLTT_LAMBDA if sltt else 0.5, surrogate="triangle" if sltt else "sigmoid")
+            torch.manual_seed(0)
+            model = build_model(model_spec(model_name, ds.input_shape, ds.num_classes, T, neuron)).to(device)
+            opts = {"k": max(1, T // 4), "rng": random.Random(0), "mse_alpha": 0.05}
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+            rows.append({"method": method, "T": T, "k": opts["k"] if method == "sltt-k" else None,
+                         "time_per_iter_s": _time_iteration(model, x, y, method, T, opt, device, repeats, **opts),
+                         "peak_memory_bytes": _peak_memory(model, x, y, method, T, device, **opts)})
+        torch.manual_seed(0)
+        neuron = NeuronSpec(lam=SLTT_LAMBDA, surrogate="triangle")
+        model = build_model(model_spec(model_name, ds.input_shape, ds.num_classes, T, neuron)).to(device)
+        cosines[str(T)] = _cosine(gradients(model, x, y, "sltt"), gradients(model, x, y, "bptt"))
+    kind = "cuda_max_allocated" if device.type == "cuda" else "autograd_saved_tensor_bytes"
+    return {"model": model_name, "device": str(device), "batch_size": batch_size, "memory_kind": kind,
+            "rows": rows, "cosine_sltt_bptt": cosines}
+
+
+def plot_memory(result: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(r["method"] for r in result["rows"]):
+        pts = [(r["T"], r["peak_memory_bytes"] / 2**20) for r in result["rows"] if r["method"] == method]
+        ax.plot(*zip(*pts, strict=True), marker="o", label=method)
+    ax.set(xlabel="T (time steps)", ylabel=f"peak memory (MiB, {result['memory_kind']})",
+           title=f"{result['model']} on {result['device']}")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        Ts = [int(t) for t in str(args.T).split(",") if t.strip()]
+    except ValueError:
+        raise SpecError(f"--T must be comma-separated integers, got {args.T!r}") from None
+    if not Ts or min(Ts) <= 0:
+        raise SpecError(f"--T needs positive time steps, got {args.T!r}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    result = benchmark(args.model, methods, Ts, args.batch_size, args.repeats, pick_device(args.device))
+    print(f"snn-bench train: {result['model']}, batch {result['batch_size']}, {result['device']} "
+          f"(memory: {result['memory_kind']})")
+    print(f"  {'method':8} {'T':>4} {'ms/iter':>9} {'peak MiB':>9}")
+    for r in result["rows"]:
+        ms, mib = 1e3 * r["time_per_iter_s"], r["peak_memory_bytes"] / 2**20
+        print(f"  {r['method']:8} {r['T']:>4} {ms:>9.2f} {mib:>9.3f}")
+    print("  cos(SLTT, BPTT) gradient: " + ", ".join(f"T={t}: {c:.4f}" for t, c in result["cosine_sltt_bptt"].items()))
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=2))
+    if args.plot:
+        plot_memory(result, args.plot)
+    if args.json or args.plot:
+        print("  wrote " + ", ".join(str(Path(p)) for p in (args.json, args.plot) if p))
+    return 0
