@@ -239,3 +239,20 @@ def test_surrogates_match_their_formulas():
         p = LIF.from_spec(NeuronSpec(surrogate=name))
         (grad,) = torch.autograd.grad(p.fire(x + 1.0).sum(), x)
         torch.testing.assert_close(grad, ref)
+
+
+def test_saf_f_gradient_is_eq7():
+    T, lam = 5, 0.5
+    model = two_layer(lam=lam, T=T)
+    x, y = data()
+    W1, b1, W2, b2 = params(model)
+    us, ss, _ = lif_reference(x, W1, b1, W2, b2, lam, T)
+    ax = sum(lam ** (T - 1 - t) * x for t in range(T))
+    a1 = sum(lam ** (T - 1 - t) * ss[t] for t in range(T))
+    big_lambda = sum(lam ** (T - 1 - t) for t in range(T))
+    o_hat = a1 @ W2.T + big_lambda * b2  # Ô[T] = W â[T] + b Σ_{k<T} λ^k
+    g_o = ce_grad(o_hat / big_lambda, y, 1) / big_lambda  # L_F = ℓ(Ô[T]/Λ, y)
+    g_u = (g_o @ W2) * sigmoid_sg(us[-1] - 1.0)
+    g = gradients(model, x, y, "saf-f")
+    torch.testing.assert_close(g["out.weight"], g_o.T @ a1, atol=1e-6, rtol=1e-5)  # Eq. 7: â^l[T]·g_Û[T]
+    torch.testing.assert_close(g["fc1.weight"], g_u.T @ ax, atol=1e-6, rtol=1e-5)

@@ -126,3 +126,12 @@ def test_errors_name_the_valid_choices():
         gradients(zero, x, y, "saf-e")
     with pytest.raises(SpecError, match="does not match"):
         simulate(model, torch.rand(2, 9))
+
+
+def test_vgg_is_ottt_config_a_with_ws_and_scale():
+    spec = vgg((3, 32, 32), 10, 6, NeuronSpec())
+    convs = [la for la in spec.layers if la.op == "conv2d"]
+    assert [c.out_channels for c in convs] == [64, 128, 256, 256, 512, 512, 512, 512]
+    assert all(c.options == {"weight_std": True, "scale": 2.74} for c in convs)
+    assert [la.op for la in spec.layers if la.op == "avgpool"] == ["avgpool"] * 4  # 3 pools + global pool
+    assert spec.shapes()[-3] == (512, 1, 1)
