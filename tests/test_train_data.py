@@ -72,3 +72,14 @@ def test_unknown_dataset_and_missing_dir():
         load_dataset("imagenet")
     with pytest.raises(DataError, match="--data-dir"):
         load_dataset("mnist")
+
+
+def test_load_dataset_follows_a_spec():
+    from snnchip.train import model_spec
+
+    from snnchip.spec import NeuronSpec
+
+    ds = load_dataset("digits", spec=model_spec("mlp", (64,), 10, 3, NeuronSpec()))
+    assert ds.input_shape == (64,) and ds.test[0].shape[1:] == (64,)
+    with pytest.raises(DataError, match="expects"):
+        load_dataset("digits", spec=model_spec("mlp", (32,), 10, 3, NeuronSpec()))

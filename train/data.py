@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from snnchip.errors import DataError
+from snnchip.spec import NetworkSpec
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "dvs")
 
@@ -40,9 +41,27 @@ class Dataset:
     num_classes: int
     temporal: bool = False
 
+    @property
+    def train(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x_train, self.y_train
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, flat: bool = False, T: int = 6) -> Dataset:
-    """Load ``name`` (see module doc); ``flat`` flattens static images to vectors (MLPs)."""
+    @property
+    def test(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x_test, self.y_test
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, flat: bool = False, T: int = 6,
+                 spec: NetworkSpec | None = None) -> Dataset:
+    """Load ``name`` (see module doc); ``flat`` flattens static images to vectors (MLPs).
+
+    With ``spec``, ``flat`` and ``T`` follow the spec and the samples must have its ``input_shape``.
+    """
+    if spec is not None:
+        ds = load_dataset(name, data_dir, flat=len(spec.input_shape) == 1, T=spec.T)
+        if ds.input_shape != spec.input_shape:
+            raise DataError(f"dataset {name!r} has samples of shape {ds.input_shape}, but the model expects "
+                            f"{spec.input_shape}")
+        return ds
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
     if name == "digits":
