@@ -135,3 +135,12 @@ def test_vgg_is_ottt_config_a_with_ws_and_scale():
     assert all(c.options == {"weight_std": True, "scale": 2.74} for c in convs)
     assert [la.op for la in spec.layers if la.op == "avgpool"] == ["avgpool"] * 4  # 3 pools + global pool
     assert spec.shapes()[-3] == (512, 1, 1)
+
+
+@pytest.mark.parametrize("method,calls", [("bptt", 1), ("ottt-o", 4), ("ottt-a", 1), ("sltt", 1), ("sltt-k", 1),
+                                          ("saf-e", 4), ("saf-f", 1)])
+def test_optimizer_steps_per_iteration(method, calls):
+    model = build_model(model_spec("mlp", (8,), 3, 4, NeuronSpec(), hidden=(4,)))
+    counter = []
+    run_iteration(model, torch.rand(2, 8), torch.tensor([0, 1]), method, k=2, step=lambda: counter.append(1))
+    assert len(counter) == calls
