@@ -33,6 +33,19 @@ def test_fit_writes_outputs_and_resumes_exactly(tmp_path):
         torch.testing.assert_close(resumed.state_dict[k], v, atol=0, rtol=0)
 
 
+def test_resume_mid_epoch_is_exact_with_random_steps_and_rate_coding(tmp_path):
+    opts = {**SMALL, "method": "sltt-k", "k": 1, "encoding": "rate", "epochs": 2}
+    full = fit(TrainConfig(out=str(tmp_path / "a"), **opts))
+    for stop in (2, 8):  # inside epoch 1, then inside epoch 2
+        fit(TrainConfig(out=str(tmp_path / "b"), max_steps=stop, resume=stop > 2, **opts))
+    fit(TrainConfig(out=str(tmp_path / "b"), resume=True, **opts))
+    a, b = load_checkpoint(tmp_path / "a" / "model.pt"), load_checkpoint(tmp_path / "b" / "model.pt")
+    for k, v in a.state_dict.items():
+        torch.testing.assert_close(b.state_dict[k], v, atol=0, rtol=0)
+    assert [h["epoch"] for h in b.metrics["epochs"]] == [1, 2]
+    assert b.metrics["final_test_acc"] == full["final_test_acc"]
+
+
 def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = TrainConfig(out=str(tmp_path), method="sltt", epochs=2, **SMALL)
     fit(TrainConfig(**{**cfg.__dict__, "max_steps": 1}))

@@ -126,7 +126,17 @@ def _batches(ds_x: torch.Tensor, ds_y: torch.Tensor, batch_size: int, temporal: 
 
 
 def evaluate(model: SpikingNet, ds: Dataset, device, mse_alpha: float, batch_size: int = 256) -> dict[str, Any]:
-    """Test accuracy and loss on Σ_t o[t] (loss ℓ(mean_t o[t], y)) and firing rate per spiking layer."""
+    """Test accuracy and loss on Σ_t o[t] (loss ℓ(mean_t o[t], y)) and firing rate per spiking layer.
+
+    Rate-coded inputs are drawn from a fixed seed inside a forked RNG: evaluation is reproducible and never
+    shifts the training random stream (so a resumed run equals an uninterrupted one).
+    """
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        return _evaluate(model, ds, device, mse_alpha, batch_size)
+
+
+def _evaluate(model: SpikingNet, ds: Dataset, device, mse_alpha: float, batch_size: int) -> dict[str, Any]:
     correct, loss_sum, n = 0, 0.0, 0
     spikes: dict[str, float] = {}
     for x, y in _batches(ds.x_test, ds.y_test, batch_size, ds.temporal, device):
@@ -162,50 +172,73 @@ def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    history: list[dict[str, Any]] = []
-    start_epoch, global_step = 0, 0
+    pos = Progress(rng_state=random.Random(_epoch_seed(cfg, 0)).getstate())
     if cfg.resume:
-        start_epoch, global_step, history = _restore(out / "model.pt", spec, model, opt, sched, scaler)
-    for epoch in range(start_epoch, cfg.epochs):
-        if cfg.max_steps is not None and global_step >= cfg.max_steps:
-            break
+        pos = _restore(out / "model.pt", spec, model, opt, sched, scaler)
+    while pos.epoch < cfg.epochs and (cfg.max_steps is None or pos.global_step < cfg.max_steps):
         t0 = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        stats, global_step = _train_epoch(cfg, model, ds, device, opt, scaler, amp, epoch, global_step, out)
-        sched.step()
-        record = {"epoch": epoch + 1, **stats, "time_s": time.perf_counter() - t0,
-                  **evaluate(model, ds, device, cfg.mse_alpha), **peak_memory(device),
-                  "lr": opt.param_groups[0]["lr"], "steps": global_step}
-        history.append(record)
-        metrics = _metrics(cfg, history)
+        stats = _train_epoch(cfg, model, ds, device, opt, scaler, amp, pos, out)
+        complete = pos.batch == 0
+        record = {"epoch": pos.epoch + (0 if complete else 1), **stats, "complete": complete,
+                  "time_s": time.perf_counter() - t0, **evaluate(model, ds, device, cfg.mse_alpha),
+                  **peak_memory(device), "lr": opt.param_groups[0]["lr"], "steps": pos.global_step}
+        if complete:
+            sched.step()
+        if pos.history and pos.history[-1]["epoch"] == record["epoch"]:
+            pos.history.pop()  # the rest of an epoch interrupted by --max-steps replaces its partial record
+        pos.history.append(record)
+        metrics = _metrics(cfg, pos.history)
         extra = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "global_step": global_step,
-                 "history_json": json.dumps(history)}
+                 "torch_rng": torch.get_rng_state(), **pos.to_extra()}
         save_checkpoint(out / "model.pt", spec, model.state_dict(), metrics, extra)
         write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
-        _plot(history, out / "curves.png")
-    return _metrics(cfg, history)
+        _plot(pos.history, out / "curves.png")
+    return _metrics(cfg, pos.history)
 
 
-def _train_epoch(cfg, model, ds, device, opt, scaler, amp, epoch, global_step, out):
+def _epoch_seed(cfg: TrainConfig, epoch: int) -> int:
+    return cfg.seed * 100003 + epoch
+
+
+@dataclass
+class Progress:
+    """Where training stands: epoch (0-based, in progress), batches done in it, SLTT-K's sampler state."""
+
+    epoch: int = 0
+    batch: int = 0
+    global_step: int = 0
+    rng_state: tuple = ()
+    history: list = dataclasses.field(default_factory=list)
+
+    def to_extra(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
+                "rule_rng": self.rng_state, "history_json": json.dumps(self.history)}
+
+
+def _train_epoch(cfg, model, ds, device, opt, scaler, amp, pos: Progress, out) -> dict[str, float]:
+    """Train from batch ``pos.batch`` of epoch ``pos.epoch`` to its end or to --max-steps; advances ``pos``."""
     model.train()
-    gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-    rng = random.Random(cfg.seed * 100003 + epoch)
+    gen = torch.Generator().manual_seed(_epoch_seed(cfg, pos.epoch))
+    rng = random.Random()
+    rng.setstate(pos.rng_state)
     loss_sum, correct, n = 0.0, 0, 0
     n_batches = math.ceil(len(ds.x_train) / cfg.batch_size)
     from tqdm import tqdm
 
-    bar = tqdm(_batches(ds.x_train, ds.y_train, cfg.batch_size, ds.temporal, device, gen), total=n_batches,
-               desc=f"epoch {epoch + 1}/{cfg.epochs} {cfg.method}", disable=cfg.quiet, leave=False)
+    bar = tqdm(total=n_batches, initial=pos.batch, desc=f"epoch {pos.epoch + 1}/{cfg.epochs} {cfg.method}",
+               disable=cfg.quiet, leave=False)
 
     def step():
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=True)
 
-    for x, y in bar:
-        if cfg.max_steps is not None and global_step >= cfg.max_steps:
+    for i, (x, y) in enumerate(_batches(ds.x_train, ds.y_train, cfg.batch_size, ds.temporal, device, gen)):
+        if i < pos.batch:
+            continue
+        if cfg.max_steps is not None and pos.global_step >= cfg.max_steps:
             break
         with torch.autocast(device.type, enabled=amp):
             loss, score = run_iteration(model, x, y, cfg.method, cfg.T if not ds.temporal else None, k=cfg.k,
@@ -214,18 +247,24 @@ def _train_epoch(cfg, model, ds, device, opt, scaler, amp, epoch, global_step, o
         if not math.isfinite(loss):
             last = f"the last good checkpoint {out / 'model.pt'} is kept" if (out / "model.pt").exists() \
                 else "no checkpoint was written yet"
-            raise TrainingError(f"loss became {loss} at epoch {epoch + 1}, iteration {global_step + 1} "
+            raise TrainingError(f"loss became {loss} at epoch {pos.epoch + 1}, iteration {pos.global_step + 1} "
                                 f"({cfg.method}); {last}. Try a lower --lr or --mse-alpha.")
-        global_step += 1
+        pos.global_step += 1
+        pos.batch = i + 1
         loss_sum += loss * len(y)
         correct += int((score.argmax(-1) == y).sum())
         n += len(y)
+        bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
     bar.close()
-    return {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1)}, global_step
+    if pos.batch >= n_batches:
+        pos.epoch, pos.batch = pos.epoch + 1, 0
+        rng = random.Random(_epoch_seed(cfg, pos.epoch))
+    pos.rng_state = rng.getstate()
+    return {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1)}
 
 
-def _restore(path: Path, spec, model, opt, sched, scaler) -> tuple[int, int, list]:
+def _restore(path: Path, spec, model, opt, sched, scaler) -> Progress:
     ckpt = load_checkpoint(path)
     if ckpt.spec != spec:
         raise TrainingError(f"{path}: cannot resume, the checkpoint's network spec differs from these options")
@@ -234,7 +273,9 @@ def _restore(path: Path, spec, model, opt, sched, scaler) -> tuple[int, int, lis
     sched.load_state_dict(ckpt.extra["scheduler"])
     scaler.load_state_dict(ckpt.extra["scaler"])
     torch.set_rng_state(ckpt.extra["torch_rng"])
-    return int(ckpt.extra["epoch"]), int(ckpt.extra["global_step"]), json.loads(ckpt.extra["history_json"])
+    e = ckpt.extra
+    return Progress(int(e["epoch"]), int(e["batch"]), int(e["global_step"]), tuple(e["rule_rng"]),
+                    json.loads(e["history_json"]))
 
 
 def _metrics(cfg: TrainConfig, history: list[dict[str, Any]]) -> dict[str, Any]:
