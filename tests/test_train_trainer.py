@@ -71,3 +71,20 @@ def test_snn_train_cli_runs(tmp_path, capsys):
     rc = snn_train(["--model", "convnet", "--method", "saf-f", "--T", "2", "--epochs", "1", "--max-steps", "2",
                     "--batch-size", "32", "--quiet", "--out", str(tmp_path)])
     assert rc == 0 and "test accuracy" in capsys.readouterr().out
+
+
+def test_fit_on_dvs_events(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for part in ("train", "test"):
+        (tmp_path / "dvs" / part).mkdir(parents=True)
+        for i in range(4):
+            n = 50
+            np.savez(tmp_path / "dvs" / part / f"{i}.npz", x=rng.integers(0, 8, n), y=rng.integers(0, 8, n),
+                     p=rng.integers(0, 2, n), t=np.sort(rng.random(n)), label=np.array(i % 2),
+                     sensor_size=np.array([8, 8]))
+    m = fit(TrainConfig(out=str(tmp_path / "run"), dataset="dvs", data_dir=str(tmp_path / "dvs"), model="convnet",
+                        method="saf-e", T=3, epochs=1, batch_size=2, quiet=True))
+    assert load_checkpoint(tmp_path / "run" / "model.pt").spec.input_shape == (2, 8, 8)
+    assert m["epochs"][0]["steps"] == 2
