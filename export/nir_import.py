@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ KNOWN_TYPES = {cls.__name__: cls for cls in (
 # How each node type stores its defining fields in the HDF5 file (besides "type" and "metadata").
 _STORED_AS = {"Input": ("shape",), "Output": ("shape",), "NIRGraph": ("nodes", "edges"), "Flatten": ()}
 Shape = tuple[int, ...]
+PARSE_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -81,6 +84,38 @@ def _prescan(group: Any, where: str, path: Path) -> None:
             _prescan(group["nodes"][name], f"{where}.{name}" if where else name, path)
 
 
+def _parse_in_child(path: Path) -> None:
+    """Read every dataset in a forked child first: on some corrupt heaps HDF5 loops forever in C code.
+
+    A child that hangs past ``PARSE_TIMEOUT_S`` (+1 s per 10 MB) is killed and the file reported corrupt;
+    ordinary read errors are left to the in-process read, which names them.
+    """
+    if not hasattr(os, "fork"):
+        return
+    pid = os.fork()
+    if pid == 0:  # child: touch every dataset, report only success or failure
+        code = 1
+        try:
+            import h5py
+
+            def touch(_name: str, obj: Any) -> None:
+                if isinstance(obj, h5py.Dataset):
+                    obj[()]
+
+            with h5py.File(path, "r") as f:
+                f.visititems(touch)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + PARSE_TIMEOUT_S + path.stat().st_size / 1e7
+    while not os.waitpid(pid, os.WNOHANG)[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise NIRFormatError(f"{path}: the HDF5 library hangs reading this file; it is corrupt, re-export it")
+        time.sleep(0.002)
+
+
 def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
     """Read a ``.nir`` file with ``nir.read`` and check it; every failure is a named snnchip error."""
     import h5py
@@ -88,6 +123,7 @@ def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
     path = Path(path)
     if not path.is_file():
         raise NIRFormatError(f"{path}: no such NIR file")
+    _parse_in_child(path)
     try:
         with h5py.File(path, "r") as f:
             if "node" not in f:
@@ -125,6 +161,12 @@ def snnchip_semantics(node: nir.NIRNode, name: str) -> dict[str, Any] | None:
                    if k not in meta]
         if missing:
             raise NIRFormatError(f"node {name!r}: snnchip metadata lacks {missing} (docs/nir-schema.md)")
+        for key, options in (("reset", ("subtract", "zero")), ("spike", ("ge", "gt"))):
+            if meta[key] not in options:
+                raise UnsupportedNodeError(f"node {name!r}: snnchip metadata {key}={meta[key]!r}; known: {options}")
+        for key in ("lam", "theta", "dt"):
+            if not isinstance(meta[key], (int, float)) or not math.isfinite(meta[key]):
+                raise NIRFormatError(f"node {name!r}: snnchip metadata {key}={meta[key]!r} is not a finite number")
     return meta
 
 
