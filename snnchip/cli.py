@@ -37,7 +37,10 @@ def _stage(module: str, func: str) -> Handler:
         if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
             raise SnnchipError(f"{module} is not available in this snnchip build") from None
         raise
-    return getattr(mod, func)
+    handler = getattr(mod, func, None)
+    if handler is None:
+        raise SnnchipError(f"{module}.{func} is not available in this snnchip build")
+    return handler
 
 
 def _main(parser: argparse.ArgumentParser, route: Callable[[argparse.Namespace], Handler],
@@ -200,7 +203,6 @@ def validate(argv: Sequence[str] | None = None) -> int:
 BENCHES = {
     "train": ("snnchip.train.bench", "run"),
     "hwsim": ("snnchip.hw_sim.bench", "run"),
-    "peers": ("snnchip.train.bench", "run_peers"),
 }
 
 
