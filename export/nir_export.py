@@ -124,10 +124,10 @@ def model_graph(path: str | os.PathLike, interpretation: Interpretation | None =
     """
     path = Path(path)
     if path.suffix == ".pt":
-        from snnchip.train import load_model, plain_parameters
+        from snnchip.train import load_model, plain_parameters, plain_spec
 
         model, checkpoint = load_model(path)
-        return spec_to_nir(checkpoint.spec, plain_parameters(model))
+        return spec_to_nir(plain_spec(checkpoint.spec), plain_parameters(model))
     graph = read_graph(path)
     if interpretation is not None and "snnchip" not in graph.metadata:
         graph.metadata["snnchip_interpretation"] = {
