@@ -160,7 +160,7 @@ def _stateless(name: str, node: nir.NIRNode, in_shape: tuple[int, ...], interpre
 
 
 @dataclass
-class _Op:
+class NodeOp:
     """One node's step: ``neuron`` (NeuronParams), ``delay`` (steps per element) or a stateless ``fn``."""
 
     neuron: NeuronParams | None = None
@@ -214,13 +214,13 @@ class NIRExecutor:
         if len(self.checked.inputs) != 1 or len(self.checked.outputs) != 1:
             raise UnsupportedNodeError(f"the executor runs graphs with one Input and one Output; this one has "
                                        f"inputs {self.checked.inputs} and outputs {self.checked.outputs}")
-        self.ops: dict[str, _Op] = {}
+        self.ops: dict[str, NodeOp] = {}
         self.spike_names: dict[str, str] = {}
         self.semantics: dict[str, str] = {}
         for name in self.checked.order:
             self.ops[name] = self._compile(name)
 
-    def _compile(self, name: str) -> _Op:
+    def _compile(self, name: str) -> NodeOp:
         node, checked = self.checked.nodes[name], self.checked
         if isinstance(node, NEURON_TYPES):
             params = compile_neuron(name, node, self.interpretation, self.dtype)
@@ -228,15 +228,15 @@ class NIRExecutor:
             if params.theta is not None:
                 meta = snnchip_semantics(node, name)
                 self.spike_names[name] = meta["layer"] if meta else name
-            return _Op(neuron=params)
+            return NodeOp(neuron=params)
         if isinstance(node, nir.Delay):
             steps = np.rint(np.asarray(node.delay, np.float64) / self.interpretation.dt).astype(np.int64)
-            return _Op(delay=torch.as_tensor(np.broadcast_to(steps, checked.shapes[name]).copy()))
+            return NodeOp(delay=torch.as_tensor(np.broadcast_to(steps, checked.shapes[name]).copy()))
         if isinstance(node, nir.Threshold):
             self.spike_names[name] = name
         preds = [a for a, _ in checked.predecessors(name)]
         in_shape = checked.shapes[preds[0]] if preds else checked.shapes[name]
-        return _Op(fn=_stateless(name, node, in_shape, self.interpretation, self.dtype))
+        return NodeOp(fn=_stateless(name, node, in_shape, self.interpretation, self.dtype))
 
     def run(self, x: Tensor | np.ndarray) -> ExecResult:
         """Run on ``x`` [T, B, *input_shape]; returns outputs, spikes and membrane traces of every step."""

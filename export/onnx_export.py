@@ -1,0 +1,223 @@
+"""ONNX target: a network's NIR graph as a *stateful single-step* ONNX model, plus its driver ``run_onnx``.
+
+Why one step with explicit state rather than an unrolled T-step graph: the model's size does not
+grow with T, T is chosen at run time (as in ``snn-run``), and it streams (one call per sensor frame)
+on any ONNX runtime, which is how a neuromorphic model is used online. The cost is a Python loop
+over t in the driver, which is cheap next to the step itself.
+
+The model computes, for one time step t (all tensors batched, float32):
+
+    inputs   x [B, *input_shape], state.<node>.v (+ state.<node>.i for current-based neurons),
+             state.<src>.out for every recurrent edge src -> dst (its value at t − 1)
+    outputs  output [B, n_out] (the Output node: the readout integrator Σ_{τ≤t} o[τ] for our graphs),
+             spikes.<layer> for every spiking node, and new_state.<...> matching every state input.
+
+The equations are those of ``snnchip.export.nir_exec`` (same NeuronParams, compiled once per node by
+``compile_neuron``): i = a_syn·i + b_syn·x; u = a·v + b·i + c; s = [u ≥ θ] or [u > θ];
+v = u − θ·s | u − u·s | u + (v_reset − u)·s. Synapses map to MatMul/Add, Conv, AveragePool
+(×k² for sum pooling) and Reshape. Delay nodes are not exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from snnchip.atomic import atomic_path
+from snnchip.errors import DataError, UnsupportedNodeError
+from snnchip.spec import Interpretation
+
+from .nir_exec import NeuronParams, NIRExecutor
+
+OPSET = 17
+
+
+class _Builder:
+    """Accumulates ONNX nodes, initializers and value names while walking the graph in execution order."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.count = 0
+
+    def const(self, value, name: str) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        return name
+
+    def ints(self, value, name: str) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.int64), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs) -> str:
+        self.count += 1
+        out = out or f"t{self.count}_{op_type}"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"n{self.count}_{op_type}", **attrs))
+        return out
+
+
+def _window_attrs(node: nir.NIRNode, n: int, kernel: tuple[int, ...]) -> dict:
+    def ints(v):
+        return [int(a) for a in np.broadcast_to(np.asarray(v).reshape(-1), (n,))]
+
+    dil = ints(node.dilation) if hasattr(node, "dilation") else [1] * n
+    pad = node.padding.decode() if isinstance(node.padding, bytes) else node.padding
+    if isinstance(pad, str):  # torch 'same': total = dilation·(k − 1), left = total // 2
+        totals = [0 if pad == "valid" else d * (k - 1) for d, k in zip(dil, kernel, strict=True)]
+        pads = [t // 2 for t in totals] + [t - t // 2 for t in totals]
+    else:
+        pads = ints(pad) * 2
+    attrs = {"strides": ints(node.stride), "pads": pads}
+    if hasattr(node, "dilation"):
+        attrs["dilations"] = dil
+    return attrs
+
+
+def _synapse(b: _Builder, name: str, node: nir.NIRNode, x: str, out_shape: tuple[int, ...]) -> str:
+    if isinstance(node, (nir.Input, nir.Output)):
+        return x
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        y = b.op("MatMul", [x, b.const(np.asarray(node.weight).T, f"{name}.weight_t")])
+        return b.op("Add", [y, b.const(node.bias, f"{name}.bias")]) if isinstance(node, nir.Affine) else y
+    if isinstance(node, nir.Scale):
+        return b.op("Mul", [x, b.const(node.scale, f"{name}.scale")])
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        w = np.asarray(node.weight)
+        bias = np.broadcast_to(node.bias, (w.shape[0],))
+        return b.op("Conv", [x, b.const(w, f"{name}.weight"), b.const(bias, f"{name}.bias")],
+                    group=int(node.groups), **_window_attrs(node, w.ndim - 2, w.shape[2:]))
+    if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+        kernel = [int(k) for k in np.broadcast_to(np.asarray(node.kernel_size).reshape(-1), (2,))]
+        y = b.op("AveragePool", [x], kernel_shape=kernel, count_include_pad=1, **_window_attrs(node, 2, kernel))
+        if isinstance(node, nir.SumPool2d):
+            y = b.op("Mul", [y, b.const(float(np.prod(kernel)), f"{name}.area")])
+        return y
+    if isinstance(node, nir.Flatten):
+        return b.op("Reshape", [x, b.ints([0, *out_shape], f"{name}.shape")])
+    raise UnsupportedNodeError(f"node {name!r}: {type(node).__name__} has no ONNX export (supported: Affine, "
+                               "Linear, Scale, Conv1d/2d, Avg/SumPool2d, Flatten and the NIR neurons)")
+
+
+def _neuron(b: _Builder, name: str, p: NeuronParams, x: str, state: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The ONNX ops of ``nir_exec.neuron_step`` for one node; returns (output, new state names)."""
+    new: dict[str, str] = {}
+    if p.syn is not None:
+        x = new["i"] = b.op("Add", [b.op("Mul", [b.const(p.syn[0], f"{name}.a_syn"), state["i"]]),
+                                    b.op("Mul", [b.const(p.syn[1], f"{name}.b_syn"), x])])
+    u = b.op("Add", [b.op("Add", [b.op("Mul", [b.const(p.a, f"{name}.a"), state["v"]]),
+                                  b.op("Mul", [b.const(p.b, f"{name}.b"), x])]), b.const(p.c, f"{name}.c")])
+    if p.theta is None:
+        new["v"] = u
+        return u, new
+    theta = b.const(p.theta, f"{name}.theta")
+    s = b.op("Cast", [b.op("GreaterOrEqual" if p.compare == "ge" else "Greater", [u, theta])], to=TensorProto.FLOAT)
+    if p.reset == "subtract":
+        new["v"] = b.op("Sub", [u, b.op("Mul", [theta, s])])
+    elif p.reset == "zero":
+        new["v"] = b.op("Sub", [u, b.op("Mul", [u, s])])
+    else:
+        new["v"] = b.op("Add", [u, b.op("Mul", [b.op("Sub", [b.const(p.v_reset, f"{name}.v_reset"), u]), s])])
+    return s, new
+
+
+def onnx_model(graph: nir.NIRGraph, interpretation: Interpretation | None = None) -> onnx.ModelProto:
+    """The single-step ONNX model of a NIR graph (ours exactly; foreign ones under ``interpretation``)."""
+    ex = NIRExecutor(graph, interpretation)
+    c = ex.checked
+    b = _Builder()
+    value_info = lambda n, shape: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["B", *shape])  # noqa: E731
+    inputs = [value_info("x", c.shapes[c.inputs[0]])]
+    outputs: list[onnx.ValueInfoProto] = []
+    prev = {a: f"state.{a}.out" for a, _ in sorted(c.back_edges)}
+    inputs += [value_info(v, c.shapes[a]) for a, v in prev.items()]
+    vals: dict[str, str] = {c.inputs[0]: "x"}
+    for name in c.order[1:]:
+        preds = [prev[a] if back else vals[a] for a, back in c.predecessors(name)]
+        x = preds[0]
+        for other in preds[1:]:
+            x = b.op("Add", [x, other])
+        op = ex.ops[name]
+        if op.delay is not None:
+            raise UnsupportedNodeError(f"node {name!r}: Delay nodes have no ONNX export")
+        if op.neuron is None:
+            vals[name] = _synapse(b, name, c.nodes[name], x, c.shapes[name])
+            continue
+        state = {k: f"state.{name}.{k}" for k in (("v", "i") if op.neuron.syn is not None else ("v",))}
+        inputs += [value_info(s, c.shapes[name]) for s in state.values()]
+        vals[name], new = _neuron(b, name, op.neuron, x, state)
+        for k, v in new.items():
+            outputs.append(value_info(b.op("Identity", [v], f"new_state.{name}.{k}"), c.shapes[name]))
+    out_shape = [int(np.prod(c.shapes[c.outputs[0]]))]
+    outputs.insert(0, value_info(b.op("Reshape", [vals[c.outputs[0]], b.ints([0, -1], "output.shape")], "output"),
+                                 out_shape))
+    for name, layer in ex.spike_names.items():
+        outputs.append(value_info(b.op("Identity", [vals[name]], f"spikes.{layer}"), c.shapes[name]))
+    for a, v in prev.items():
+        outputs.append(value_info(b.op("Identity", [vals[a]], f"new_{v}"), c.shapes[a]))
+    g = helper.make_graph(b.nodes, "snnchip_step", inputs, outputs, b.inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="snnchip")
+    model.ir_version = 8  # readable by every onnxruntime of the last years
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_onnx(model: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Save ``model`` to a temp file and rename it onto ``path`` (atomic)."""
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+
+
+@dataclass
+class OnnxResult:
+    """``output`` [T, B, n_out] and ``spikes`` {layer: [T, B, *shape]} from ``run_onnx``."""
+
+    output: np.ndarray
+    spikes: dict[str, np.ndarray]
+
+
+def run_onnx(path: str | os.PathLike, x: np.ndarray) -> OnnxResult:
+    """Drive the single-step model over x [T, B, *input_shape]: states start at zero, each step's
+    ``new_state.*`` feeds the next step's ``state.*``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    specs = {i.name: i.shape for i in sess.get_inputs()}
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != len(specs["x"]) + 1 or list(x.shape[2:]) != list(specs["x"][1:]):
+        raise DataError(f"input has shape {x.shape}; the model takes [T, batch, *{tuple(specs['x'][1:])}]")
+    batch = x.shape[1]
+    state = {n: np.zeros([batch, *s[1:]], np.float32) for n, s in specs.items() if n != "x"}
+    names = [o.name for o in sess.get_outputs()]
+    outs, spikes = [], {n[len("spikes."):]: [] for n in names if n.startswith("spikes.")}
+    for t in range(x.shape[0]):
+        res = dict(zip(names, sess.run(names, {"x": x[t], **state}), strict=True))
+        state = {n: res[f"new_{n}"] for n in state}
+        outs.append(res["output"])
+        for layer in spikes:
+            spikes[layer].append(res[f"spikes.{layer}"])
+    return OnnxResult(np.stack(outs), {k: np.stack(v) for k, v in spikes.items()})
+
+
+def cli_export(args: argparse.Namespace) -> int:
+    """``snn-export MODEL --target onnx -o OUT.onnx``: export and check the model by running it once."""
+    from snnchip.cli import interpretation_from_args
+
+    from .nir_export import model_graph
+
+    graph = model_graph(args.model, interpretation_from_args(args))
+    model = onnx_model(graph, interpretation_from_args(args))
+    write_onnx(model, args.out)
+    ins = [i.name for i in model.graph.input]
+    outs = [o.name for o in model.graph.output]
+    print(f"wrote {args.out}: single-step ONNX model (opset {OPSET}), {len(model.graph.node)} ops")
+    print(f"  inputs:  {', '.join(ins)}")
+    print(f"  outputs: {', '.join(outs)}")
+    print("  drive it over time with snnchip.export.onnx_export.run_onnx(path, x[T, B, ...])")
+    in_shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    run_onnx(args.out, np.zeros((1, 1, *in_shape), np.float32))  # onnxruntime loads and runs it
+    return 0
