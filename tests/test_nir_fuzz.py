@@ -76,7 +76,8 @@ def test_bit_flipped_file(flips):
 
 
 @FUZZ
-@given(st.sampled_from(NODE_NAMES), st.text(st.characters(exclude_characters='\x00'), min_size=1, max_size=12))
+@given(st.sampled_from(NODE_NAMES),
+       st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=12))
 def test_unknown_node_type_is_unsupported(node, type_name):
     def edit(root):
         del root["nodes"][node]["type"]
