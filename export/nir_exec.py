@@ -38,7 +38,14 @@ from snnchip.atomic import atomic_path
 from snnchip.errors import DataError, NIRFormatError, UnsupportedNodeError
 from snnchip.spec import Interpretation
 
-from .nir_import import NEURON_TYPES, SPIKING_TYPES, CheckedGraph, check_graph, snnchip_semantics
+from .nir_import import (
+    NEURON_TYPES,
+    SPIKING_TYPES,
+    CheckedGraph,
+    check_graph,
+    recorded_interpretation,
+    snnchip_semantics,
+)
 
 Tensor = torch.Tensor
 
@@ -205,11 +212,7 @@ class NIRExecutor:
     def __init__(self, graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
                  dtype: torch.dtype = torch.float32) -> None:
         self.checked: CheckedGraph = check_graph(graph)
-        recorded = graph.metadata.get("snnchip_interpretation") if isinstance(graph.metadata, dict) else None
-        if interpretation is None and isinstance(recorded, dict):
-            interpretation = Interpretation(**{k: (v.decode() if isinstance(v, bytes) else v.item()
-                                                   if isinstance(v, np.generic) else v) for k, v in recorded.items()})
-        self.interpretation = interpretation or Interpretation()
+        self.interpretation = interpretation or recorded_interpretation(graph) or Interpretation()
         self.T, self.dtype = T, dtype
         if len(self.checked.inputs) != 1 or len(self.checked.outputs) != 1:
             raise UnsupportedNodeError(f"the executor runs graphs with one Input and one Output; this one has "

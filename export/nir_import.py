@@ -26,6 +26,7 @@ import nir
 import numpy as np
 
 from snnchip.errors import NIRFormatError, UnsupportedNodeError
+from snnchip.spec import Interpretation
 
 SCHEMA_VERSION = 1
 NEURON_TYPES = (nir.LIF, nir.IF, nir.LI, nir.I, nir.CubaLIF, nir.CubaLI)
@@ -168,6 +169,17 @@ def snnchip_semantics(node: nir.NIRNode, name: str) -> dict[str, Any] | None:
             if not isinstance(meta[key], (int, float)) or not math.isfinite(meta[key]):
                 raise NIRFormatError(f"node {name!r}: snnchip metadata {key}={meta[key]!r} is not a finite number")
     return meta
+
+
+def recorded_interpretation(graph: nir.NIRGraph) -> Interpretation | None:
+    """The interpretation ``model_graph`` recorded in ``metadata["snnchip_interpretation"]`` of a foreign graph."""
+    recorded = graph.metadata.get("snnchip_interpretation") if isinstance(graph.metadata, dict) else None
+    if recorded is None:
+        return None
+    try:
+        return Interpretation(**{k: _plain(v) for k, v in dict(recorded).items()})
+    except (TypeError, ValueError) as exc:
+        raise NIRFormatError(f"graph metadata snnchip_interpretation is invalid: {exc}") from None
 
 
 def _plain(value: Any) -> Any:
@@ -367,8 +379,8 @@ def check_graph(graph: nir.NIRGraph, where: str = "graph") -> CheckedGraph:
     if not isinstance(graph, nir.NIRGraph):
         raise NIRFormatError(f"{where}: expected a nir.NIRGraph, got {type(graph).__name__}")
     nodes, edges = _flatten(graph)
-    inputs = [n for n, v in nodes.items() if isinstance(v, nir.Input) and "." not in n]
-    outputs = [n for n, v in nodes.items() if isinstance(v, nir.Output) and "." not in n]
+    inputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Input)]
+    outputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Output)]
     if not inputs or not outputs:
         raise NIRFormatError(f"{where}: the graph needs at least one Input and one Output node "
                              f"(has {len(inputs)} and {len(outputs)})")

@@ -170,3 +170,27 @@ def test_delay_node_shifts_by_steps():
     x = np.arange(8, dtype=float).reshape(4, 1, 2) + 1
     out = NIRExecutor(g).run(x).output[:, 0].tolist()
     assert out == [[0, 0], [1, 0], [3, 2], [5, 4]]
+
+
+def test_recorded_interpretation_travels_with_the_graph(tmp_path):
+    from snnchip.export.nir_export import model_graph
+
+    write_nir(two_neuron_graph(), tmp_path / "g.nir")
+    graph = model_graph(tmp_path / "g.nir", Interpretation(reset="subtract", compare="ge"))
+    write_nir(graph, tmp_path / "g2.nir")
+    result = NIRExecutor(read_graph(tmp_path / "g2.nir")).run(np.tile(np.array([0.625, 1.0]), (3, 1, 1)))
+    assert result.interpretation == Interpretation(reset="subtract", compare="ge")
+    assert result.spikes["lif"][:, 0, 1].tolist() == TRACES[("subtract", "ge")][0]
+
+
+@pytest.mark.parametrize(("change", "message"), [({"kind": "empf"}, "empf"), ({"version": 2}, "version"),
+                                                 ({"reset": "soft"}, "reset"), ({"dt": 0.5}, "dt")])
+def test_executor_refuses_semantics_it_cannot_honour(change, message):
+    from snnchip.errors import UnsupportedNodeError
+
+    g = two_neuron_graph()
+    g.nodes["lif"].metadata = {"snnchip": {"version": 1, "layer": "h", "kind": "lif", "lam": 0.5, "theta": 1.0,
+                                           "reset": "subtract", "spike": "ge", "discretization": "euler", "dt": 1.0,
+                                           **change}}
+    with pytest.raises(UnsupportedNodeError, match=message):
+        NIRExecutor(g)
