@@ -57,24 +57,25 @@ def test_exact_discretization_and_dt():
     assert result.states["lif"][0, 0, 0].item() == pytest.approx((1 - a) * 2.0 * 0.625, abs=1e-12)
 
 
-def lif_chain(beta: float, theta: float, w1, b1, w2, b2) -> nir.NIRGraph:
-    """snnTorch's Leaky export: τ = 1/(1 − β), r = τ, scalar-free arrays; Affine -> LIF -> Affine -> LIF."""
+def lif_chain(beta: float, theta: float, w1, b1, w2, b2, dt: float = 1.0) -> nir.NIRGraph:
+    """snnTorch's Leaky export: τ = dt/(1 − β), r = τ/dt (snnTorch writes dt = 1e-4); Affine -> LIF -> Affine -> LIF."""
     def lif(n):
-        tau = np.full(n, 1 / (1 - beta))
-        return nir.LIF(tau=tau, r=tau, v_leak=np.zeros(n), v_threshold=np.full(n, theta), v_reset=np.zeros(n))
+        tau = np.full(n, dt / (1 - beta))
+        return nir.LIF(tau=tau, r=tau / dt, v_leak=np.zeros(n), v_threshold=np.full(n, theta), v_reset=np.zeros(n))
     nodes = {"input": nir.Input(np.array([w1.shape[1]])), "fc1": nir.Affine(w1, b1), "lif1": lif(w1.shape[0]),
              "fc2": nir.Affine(w2, b2), "lif2": lif(w2.shape[0]), "output": nir.Output(np.array([w2.shape[0]]))}
     names = list(nodes)
     return nir.NIRGraph(nodes=nodes, edges=list(zip(names, names[1:], strict=False)), type_check=False)
 
 
-def test_snntorch_leaky_chain_matches_hand_loop(tmp_path):
+@pytest.mark.parametrize("dt", [1.0, 1e-4])
+def test_snntorch_leaky_chain_matches_hand_loop(dt, tmp_path):
     rng = np.random.default_rng(0)
     w1, b1 = rng.normal(0, 1, (6, 4)), rng.normal(0.5, 0.2, 6)
     w2, b2 = rng.normal(0, 1, (3, 6)), rng.normal(0.5, 0.2, 3)
-    write_nir(lif_chain(0.8, 1.0, w1, b1, w2, b2), tmp_path / "snntorch.nir")
+    write_nir(lif_chain(0.8, 1.0, w1, b1, w2, b2, dt), tmp_path / "snntorch.nir")
     x = rng.uniform(0, 1, (8, 5, 4))
-    result = NIRExecutor(read_graph(tmp_path / "snntorch.nir"), Interpretation(reset="subtract"),
+    result = NIRExecutor(read_graph(tmp_path / "snntorch.nir"), Interpretation(dt=dt, reset="subtract"),
                          dtype=torch.float64).run(x)
     v1, v2, outs = np.zeros((5, 6)), np.zeros((5, 3)), []
     for t in range(8):  # Euler dt = 1: v = 0.8 v + I; spike on v > 1; v -= 1
@@ -128,7 +129,8 @@ def test_recurrent_cubalif_subgraph(edge_style, tmp_path):
 def test_conv_sumpool_flatten_with_scalar_params(scalar, tmp_path):
     """Norse-style conv net: Conv2d(input_shape), IF/LI with scalar parameters, SumPool2d, unbatched Flatten.
 
-    0-d parameters cannot pass nir.write (h5py refuses compression of scalars), so they run in memory.
+    0-d parameters cannot pass nir.write (h5py refuses compression of scalars), so they run in memory, with
+    snnTorch's undeclared shapes (Conv2d input_shape=None, Flatten input_type=None) that nir.write cannot store.
     """
     sc = lambda v: np.full(scalar, v)  # noqa: E731
     rng = np.random.default_rng(2)
@@ -136,10 +138,11 @@ def test_conv_sumpool_flatten_with_scalar_params(scalar, tmp_path):
     w_fc = rng.normal(0, 0.3, (2, 3 * 3 * 3))
     nodes = {
         "input": nir.Input(np.array([1, 6, 6])),
-        "conv": nir.Conv2d(input_shape=(6, 6), weight=w, stride=1, padding=1, dilation=1, groups=1, bias=b),
+        "conv": nir.Conv2d(input_shape=(6, 6) if scalar else None, weight=w, stride=1, padding=1, dilation=1,
+                           groups=1, bias=b),
         "if": nir.IF(r=sc(1.0), v_threshold=sc(0.8), v_reset=sc(0.0)),
         "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
-        "flat": nir.Flatten(input_type={"input": np.array([3, 3, 3])}, start_dim=0, end_dim=-1),
+        "flat": nir.Flatten(input_type={"input": np.array([3, 3, 3]) if scalar else None}, start_dim=0, end_dim=-1),
         "fc": nir.Linear(w_fc),
         "li": nir.LI(tau=sc(4.0), r=sc(4.0), v_leak=sc(0.0)),
         "output": nir.Output(np.array([2])),

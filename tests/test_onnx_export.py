@@ -10,7 +10,7 @@ import torch
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_export import spec_to_nir, write_nir
 from snnchip.export.onnx_export import onnx_model, run_onnx, write_onnx
-from test_nir_foreign import recurrent_cubalif
+from test_nir_foreign import TRACES, recurrent_cubalif, two_neuron_graph
 from test_nir_roundtrip import convnet, mlp_feedback, random_params
 
 from snnchip.errors import DataError
@@ -45,6 +45,14 @@ def test_onnx_foreign_recurrent_cubalif(reset, tmp_path):
     graph = recurrent_cubalif(rng.normal(0.4, 0.5, (4, 3)), rng.normal(0, 0.5, (4, 4)), 0.5, 0.75, 1.0, "plain")
     x = rng.uniform(0, 1, (10, 2, 3)).astype(np.float32)
     assert_same(graph, x, tmp_path, Interpretation(reset=reset, discretization="exact"))
+
+
+@pytest.mark.parametrize(("reset", "compare"), list(TRACES))
+def test_onnx_hand_computed_trace(reset, compare, tmp_path):
+    """Inputs that hit θ exactly: guards the comparison and each reset in the ONNX ops."""
+    x = np.tile(np.array([0.625, 1.0], np.float32), (3, 1, 1))
+    got = assert_same(two_neuron_graph(), x, tmp_path, Interpretation(reset=reset, compare=compare))
+    assert got.spikes["lif"][:, 0, 1].tolist() == TRACES[(reset, compare)][0]
 
 
 @pytest.mark.parametrize("name", ["mlp-feedback", "convnet"])
