@@ -24,7 +24,7 @@ from snnchip.atomic import atomic_path
 from snnchip.errors import SpecError, UnsupportedNodeError
 from snnchip.spec import Interpretation, LayerSpec, NetworkSpec, NeuronSpec
 
-from .nir_import import SCHEMA_VERSION, check_graph, read_graph, snnchip_semantics
+from .nir_import import SCHEMA_VERSION, check_graph, read_graph, recorded_interpretation, snnchip_semantics
 
 Params = dict[str, dict[str, np.ndarray]]
 
@@ -147,7 +147,10 @@ def interpretation_report(graph: nir.NIRGraph) -> list[str]:
         lines.append(f"{name} ({type(checked.nodes[name]).__name__}, layer {meta['layer']}, {meta['kind']}):")
         lines += [f"  - {issue}" for issue in _issues(meta)]
     if not lines:
-        lines.append("foreign graph: no snnchip metadata; readers apply their own interpretation")
+        recorded = recorded_interpretation(graph)
+        lines.append("foreign graph (no snnchip metadata): " + (
+            f"recorded interpretation dt={recorded.dt}, {recorded.discretization}, reset={recorded.reset}, "
+            f"compare={recorded.compare}" if recorded else "each reader applies its own interpretation"))
     if checked.back_edges:
         lines.append("recurrent edges close cycles: we deliver the previous step's spikes (one step delay); "
                      "NIR does not define the timing of a cycle")

@@ -398,6 +398,8 @@ def check_graph(graph: nir.NIRGraph, where: str = "graph") -> CheckedGraph:
             shapes[name] = shape
             continue
         fwd = {shapes[a] for a, is_back in incoming[name] if not is_back}
+        if not fwd:
+            raise NIRFormatError(f"{where}: node {name!r} is fed only by recurrent edges; give it a forward input")
         if len(fwd) != 1:
             raise NIRFormatError(f"{where}: node {name!r} receives inputs of different shapes {sorted(fwd)}")
         try:
