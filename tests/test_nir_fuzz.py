@@ -134,3 +134,41 @@ def test_inconsistent_shapes_and_edges(n_in, w_in, w_out, lif_n, out_n, dangling
     except NIRFormatError as exc:
         assert not consistent
         assert any(repr(n) in str(exc) for n in ("fc", "lif", "output", "ghost"))
+
+
+OFFSET = st.sampled_from([0, 0, 0, 1, -1])
+
+
+@settings(max_examples=150, deadline=None)
+@given(c_in=st.integers(1, 3), size=st.integers(1, 9), k=st.integers(1, 4), stride=st.integers(1, 3),
+       pad=st.integers(0, 2), pool=st.integers(1, 3), off_cin=OFFSET, off_decl=OFFSET, off_flat=OFFSET, off_fc=OFFSET)
+def test_conv_pool_flatten_shapes_agree_with_torch(c_in, size, k, stride, pad, pool, off_cin, off_decl, off_flat,
+                                                   off_fc):
+    """check_graph accepts exactly the graphs whose layers torch can chain (torch is the shape oracle)."""
+    import torch
+    import torch.nn.functional as F
+
+    w = np.ones((2, max(1, c_in + off_cin), k, k))
+    try:
+        numel = F.avg_pool2d(F.conv2d(torch.zeros(1, c_in, size, size), torch.as_tensor(w).float(), stride=stride,
+                                      padding=pad), pool, pool)[0].numel()
+    except RuntimeError:
+        numel = 0
+    declared, flat, fc_in = max(1, size + off_decl), max(1, numel + off_flat), max(1, numel + off_fc)
+    ok = numel > 0 and declared == size and flat == numel and fc_in == numel
+    nodes = {"input": nir.Input(np.array([c_in, size, size])),
+             "conv": nir.Conv2d(input_shape=(declared, declared), weight=w, stride=stride, padding=pad, dilation=1,
+                                groups=1, bias=np.zeros(2)),
+             "pool": nir.AvgPool2d(kernel_size=np.array([pool, pool]), stride=np.array([pool, pool]),
+                                   padding=np.array([0, 0])),
+             "flat": nir.Flatten(input_type={"input": np.array([flat])}, start_dim=0, end_dim=-1),
+             "fc": nir.Linear(np.ones((3, fc_in))), "output": nir.Output(np.array([3]))}
+    names = list(nodes)
+    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(names, names[1:], strict=False)), type_check=False)
+    try:
+        check_graph(graph)
+        assert ok
+        assert NIRExecutor(graph).run(np.ones((1, 2, c_in, size, size))).output.shape == (1, 2, 3)
+    except NIRFormatError as exc:
+        assert not ok, exc
+        assert any(repr(n) in str(exc) for n in names)
