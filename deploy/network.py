@@ -42,6 +42,22 @@ def _actor_errors(proc: object) -> str:
     return "\n".join(texts)
 
 
+def _terminate(proc: object) -> None:
+    """Stop a failed run: Lava's own ``stop()`` waits for workers that are gone and hangs, so terminate the
+    workers that are still alive, then release the shared memory (no orphan process, no /dev/shm/psm_*)."""
+    runtime = getattr(proc, "runtime", None)
+    if runtime is None:
+        return
+    infra = runtime._messaging_infrastructure
+    for actor in infra.actors:
+        if not actor._closed and actor.is_alive():  # Lava closes the workers it could join
+            actor.terminate()
+            actor.join(5)
+    infra.stop()
+    runtime._watchdog_manager.stop()
+    runtime._is_running = runtime._is_started = False
+
+
 class _Graph:
     """The processes of one run configuration, built for a given first sample."""
 
@@ -146,9 +162,12 @@ class LavaNetwork:
                         s[name][:, b] = sink.data.get().T != 0
         except RuntimeError as exc:
             detail = _actor_errors(graph.source)
+            _terminate(graph.source)
             raise DeployError(f"the Lava run failed ({exc})" + (f":\n{detail}" if detail else "")) from exc
-        finally:
-            graph.source.stop()
+        except BaseException:
+            _terminate(graph.source)
+            raise
+        graph.source.stop()
         return self._result(u, v, s, timing, states)
 
     def _result(self, u: dict, v: dict, s: dict, timing: str, states: bool) -> RunResult:

@@ -20,10 +20,28 @@ PyOutPort = _ports.PyOutPort
 CPU, LoihiProtocol, PyLoihiProcessModel = _resources.CPU, _protocol.LoihiProtocol, _model.PyLoihiProcessModel
 
 
+class _SubLIFModel(PyLoihiProcessModel):
+    """Shared run_spk: one ``step`` per Lava step; on a failure it still sends (zero) spikes before
+    raising, so that downstream processes do not block forever and Lava can report the error."""
+
+    step = None
+
+    def run_spk(self) -> None:
+        a_in = self.a_in.recv()
+        try:
+            u, v, s = type(self).step(self.v, a_in, self.dv.item(), self.vth.item(), self.proc_params["reset"],
+                                      self.proc_params["spike"])
+        except Exception:
+            self.s_out.send(np.zeros(self.v.shape))
+            raise
+        self.u[:], self.v[:] = u, v
+        self.s_out.send(s)
+
+
 @implements(proc=SubLIF, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PySubLIFModelFixed(PyLoihiProcessModel):
+class PySubLIFModelFixed(_SubLIFModel):
     """``neuron_step_fixed``: u = wrap24(a << 6); v = clip(decay(v, dv) + u); s = v ≥/> vth << 6; reset."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
@@ -32,18 +50,13 @@ class PySubLIFModelFixed(PyLoihiProcessModel):
     v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     dv: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
     vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
-
-    def run_spk(self) -> None:
-        u, v, s = neuron_step_fixed(self.v, self.a_in.recv(), int(self.dv[0]), int(self.vth[0]),
-                                    self.proc_params["reset"], self.proc_params["spike"])
-        self.u[:], self.v[:] = u, v
-        self.s_out.send(s.astype(np.int32))
+    step = staticmethod(neuron_step_fixed)
 
 
 @implements(proc=SubLIF, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PySubLIFModelFloat(PyLoihiProcessModel):
+class PySubLIFModelFloat(_SubLIFModel):
     """``neuron_step_float``: u = a; v = (1 − dv)·v + u; s = v ≥/> vth; reset."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
@@ -52,9 +65,4 @@ class PySubLIFModelFloat(PyLoihiProcessModel):
     v: np.ndarray = LavaPyType(np.ndarray, float)
     dv: np.ndarray = LavaPyType(np.ndarray, float)
     vth: np.ndarray = LavaPyType(np.ndarray, float)
-
-    def run_spk(self) -> None:
-        u, v, s = neuron_step_float(self.v, self.a_in.recv(), float(self.dv[0]), float(self.vth[0]),
-                                    self.proc_params["reset"], self.proc_params["spike"])
-        self.u[:], self.v[:] = u, v
-        self.s_out.send(s.astype(float))
+    step = staticmethod(neuron_step_float)
