@@ -305,7 +305,7 @@ def cli_run(args: argparse.Namespace) -> int:
                              "use --backend chip or lava for a deploy directory")
     graph = model_graph(args.graph)
     x = load_input(args.input)
-    result = NIRExecutor(graph, interpretation_from_args(args)).run(x)
+    result = NIRExecutor(graph, interpretation_from_args(args, recorded_interpretation(graph))).run(x)
     arrays = {"output": result.output.numpy(), **{f"spikes/{k}": v.numpy() for k, v in result.spikes.items()}}
     with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)

@@ -59,23 +59,32 @@ def _main(parser: argparse.ArgumentParser, route: Callable[[argparse.Namespace],
 def add_interpretation_arguments(p: argparse.ArgumentParser) -> None:
     """How a foreign NIR graph is read in discrete time (see ``snnchip.spec.Interpretation``).
 
-    Our own graphs carry their exact semantics in ``metadata['snnchip']`` and ignore these.
+    Our own graphs carry their exact semantics in ``metadata['snnchip']`` and ignore these. A foreign
+    graph re-exported by snnchip records the interpretation it was exported with; options given here
+    override it, options left out keep it (or NIR's defaults when nothing is recorded).
     """
     g = p.add_argument_group("interpretation of foreign NIR graphs")
-    g.add_argument("--dt", type=float, default=1.0, help="time step for continuous-time NIR neurons (default 1)")
-    g.add_argument("--discretization", choices=["euler", "exact"], default="euler",
+    g.add_argument("--dt", type=float, default=None, help="time step for continuous-time NIR neurons (default 1)")
+    g.add_argument("--discretization", choices=["euler", "exact"], default=None,
                    help="forward Euler (default) or exact exponential decay")
-    g.add_argument("--reset", choices=["v_reset", "zero", "subtract"], default="v_reset",
+    g.add_argument("--reset", choices=["v_reset", "zero", "subtract"], default=None,
                    help="reset after a spike: NIR's reset to v_reset (default), to zero, or subtract θ")
-    g.add_argument("--spike-compare", choices=["gt", "ge"], default="gt",
+    g.add_argument("--spike-compare", choices=["gt", "ge"], default=None,
                    help="spike when v > θ (NIR, default) or v >= θ")
 
 
-def interpretation_from_args(args: argparse.Namespace):  # -> snnchip.spec.Interpretation
+def interpretation_from_args(args: argparse.Namespace, recorded=None):  # -> Interpretation | None
+    """The interpretation the options ask for, on top of ``recorded`` (or NIR's defaults); None if none given."""
+    from dataclasses import replace
+
     from snnchip.spec import Interpretation
 
-    return Interpretation(dt=args.dt, discretization=args.discretization, reset=args.reset,
-                          compare=args.spike_compare)
+    given = {"dt": args.dt, "discretization": args.discretization, "reset": args.reset,
+             "compare": args.spike_compare}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return recorded
+    return replace(recorded or Interpretation(), **given)
 
 
 # ---------------------------------------------------------------------------------------- snn-train
@@ -85,7 +94,8 @@ def train_parser() -> argparse.ArgumentParser:
         "Train a spiking network with BPTT or an online rule (OTTT, SLTT, SAF, EM-PF, event-driven BP).",
         "  snn-train --dataset digits --model mlp --method ottt-a --T 6 --epochs 20 --out runs/mlp\n"
         "  snn-train --dataset digits --model convnet --method sltt-k --k 2 --T 6 --out runs/conv\n"
-        "  snn-train --dataset mnist --data-dir ~/data/mnist --model mlp --hidden 400 --method saf-e --out r\n",
+        "  snn-train --dataset mnist --data-dir ~/data/mnist --model mlp --hidden 400 --method saf-e --out r\n"
+        "  snn-train --dataset digits --model convnet --method empf --empf-variant bn --T 4 --out runs/empf\n",
     )
     p.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist, fashion-mnist, "
                    "cifar10, dvs")
@@ -96,6 +106,12 @@ def train_parser() -> argparse.ArgumentParser:
                    "empf, edbp")
     p.add_argument("--T", type=int, default=6, help="time steps (default 6)")
     p.add_argument("--k", type=int, default=None, help="SLTT-K: steps with backward per batch")
+    p.add_argument("--empf-variant", choices=["vanilla", "learnable", "bn", "parallel"], default="bn",
+                   help="EM-PF neuron: fixed λ/θ, learnable per-step λ[t]/θ[t], + membrane BN (default), parallel")
+    p.add_argument("--random-bp", action="store_true", help="EM-PF: backward at one random step per batch")
+    p.add_argument("--seca", choices=["none", "i", "ii"], default="none", help="EM-PF channel attention (conv)")
+    p.add_argument("--binary-first-last", action="store_true",
+                   help="EM-PF: binarise the first and last synaptic layers too (default: full precision)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default depends on optimizer)")
@@ -110,6 +126,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate", choices=["sigmoid", "triangle", "rectangle"], default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
+    p.add_argument("--nproc", type=int, default=1, help="run N data-parallel processes on this machine via "
+                   "torchrun (--batch-size is the global batch); multi-node: torchrun -m snnchip.train.cli")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer iterations")
     p.add_argument("--resume", action="store_true", help="resume exactly from OUT/model.pt")
