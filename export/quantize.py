@@ -12,10 +12,13 @@ membrane value x is the 24-bit integer V = 64·c·x (Lava shifts activations and
   input (V += 64·bq), so that it starts with the stage's first input (see docs: latency).
 - real-valued input: graded spikes xq = round(x·2^q) (24-bit payload), first Dense uses e − q.
 
-Scale choice: candidates c ∈ {2^⌊log2 c*⌋, c*} with c* = min(c_w, c_head), c_w = m_max / max|W|
-(full mantissa range), c_head = (2^23 − 1) / (64·B) the 24-bit headroom for the one-step bound
-B = θ + max_i(Σ_j |W_ij|·x_max + |b_i|) (readout: T·max_i(...)); the candidate with the smallest
-maximal weight/bias error wins (ties: the power of two). A bound the headroom cannot meet raises
+Scale choice: the weight grid is 2^e/c with e = ⌈log2(c·max|W| / m_max)⌉, i.e. always the full
+mantissa, so a larger c only refines the membrane (threshold, bias, leak rounding). c is therefore
+taken as large as the 24-bit headroom allows: c_head = (2^23 − 1) / (64·B) for the one-step bound
+B = θ + max_i(Σ_j |W_ij|·x_max + |b_i|) (readout: B = T·max_i(...)). Candidates
+c ∈ {2^⌊log2 c_head⌋, c_head}, each rounded down so that vth = c·θ is an integer; the one with the
+smallest maximal weight/bias/threshold error wins (ties: the power of two, which is lossless for
+parameters on a binary grid). A bound the headroom cannot meet raises
 ``QuantizationError``; a T-step worst case that could saturate warns (``SaturationWarning``).
 """
 
@@ -86,6 +89,13 @@ def mantissa_range(weight: np.ndarray) -> tuple[int, int, int]:
     return 0, 255, 1
 
 
+def _exponent(w: np.ndarray, c: float, lo: int, hi: int) -> int:
+    """The smallest e with every c·W/2^e inside [lo, hi] (0 for an all-zero matrix)."""
+    need = [math.log2(c * float(w.max()) / hi)] if hi > 0 and w.max(initial=0) > 0 else []
+    need += [math.log2(c * float(-w.min()) / -lo)] if lo < 0 and w.min(initial=0) < 0 else []
+    return math.ceil(max(need)) if need else 0
+
+
 def to_mantissa(y: np.ndarray, lo: int, hi: int, step: int) -> tuple[np.ndarray, np.ndarray]:
     """Round ``y`` to the mantissa grid (multiples of ``step`` in [lo, hi]); also return the clipped mask."""
     m = step * np.round(y / step)
@@ -107,12 +117,11 @@ def encode_input(x: np.ndarray, frac_bits: int) -> np.ndarray:
 def _candidate(stage: Stage, c: float) -> tuple[float, dict]:
     w, b = stage.weight, stage.bias
     lo, hi, step = mantissa_range(w)
-    wabs = float(np.abs(w).max()) if w.size else 0.0
     vth = 0
     if stage.spiking:
         vth = min(VTH_MAX, max(1, math.floor(c * stage.theta * (1 + 1e-12))))
         c = vth / stage.theta
-    e = min(0, math.ceil(math.log2(c * wabs / hi))) if wabs > 0 else 0
+    e = _exponent(w, c, lo, hi)
     y = w * c / 2.0**e
     m, clipped = to_mantissa(y, lo, hi, step)
     w_hat = m * 2.0**e / c
@@ -129,22 +138,22 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
     """Quantize one stage; ``frac_bits`` is q for the graded-input first stage, ``None`` for binary spikes."""
     w, b = stage.weight, stage.bias
     row = float((np.abs(w).sum(axis=1) * x_max + np.abs(b)).max(initial=0.0))
-    if stage.spiking:
-        bound = stage.theta + row
-    else:
-        if T is None:
-            raise QuantizationError(f"stage {stage.name!r}: the readout's 24-bit headroom needs T; pass T")
-        bound = T * row
+    if T is None and not stage.spiking:
+        raise QuantizationError(f"stage {stage.name!r}: the readout's 24-bit headroom needs T; pass T")
+    lam = stage.lam if stage.spiking else 1.0
+    theta0 = stage.theta if stage.spiking else 0.0
+    one_step = theta0 + row
+    full = one_step if T is None else theta0 + row * sum(lam**k for k in range(T))
+    bound = full
+    if stage.spiking and V_MAX / (ACT_SHIFT_SCALE * full) * stage.theta < 1:
+        bound = one_step  # the T-step worst case does not fit: keep one step, warn below
     c_head = V_MAX / (ACT_SHIFT_SCALE * bound) if bound > 0 else float(VTH_MAX)
-    lo, hi, _ = mantissa_range(w)
-    wabs = float(np.abs(w).max()) if w.size else 0.0
-    c_star = min(max(abs(lo), hi) / wabs if wabs > 0 else c_head, c_head)
-    if stage.spiking and c_star * stage.theta < 1:
+    if stage.spiking and c_head * stage.theta < 1:
         raise QuantizationError(
             f"stage {stage.name!r}: one-step membrane bound {bound:.4g} (θ = {stage.theta:.4g} + max input "
             f"{row:.4g}) needs scale ≤ {c_head:.4g}, which gives a threshold mantissa < 1; reduce the weights or "
             "raise θ")
-    cands = [2.0 ** math.floor(math.log2(c_star)), c_star]
+    cands = [2.0 ** math.floor(math.log2(c_head)), c_head]
     _, best = min((_candidate(stage, c) for c in cands), key=lambda sc: sc[0])
     c, e, m, vth, bq = best["c"], best["e"], best["m"], best["vth"], best["bq"]
     if frac_bits is not None:
@@ -152,18 +161,12 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
         if worst > INT32_MAX:
             raise QuantizationError(f"stage {stage.name!r}: graded input sum up to {worst:.3g} overflows Lava's "
                                     f"int32 Dense accumulator; lower input_frac_bits (now {frac_bits})")
-    lam = stage.lam if stage.spiking else 1.0
     dv = min(DECAY_UNITY - 1, round(DECAY_UNITY * (1 - lam)))
-    steps_bound = None
-    may_saturate = False
-    if stage.spiking and T is not None:
-        steps_bound = stage.theta + row * sum(lam**k for k in range(T))
-        may_saturate = ACT_SHIFT_SCALE * c * steps_bound > V_MAX
-        if may_saturate:
-            warnings.warn(SaturationWarning(
-                f"stage {stage.name!r}: worst-case membrane over T={T} steps is {steps_bound:.4g} (real) = "
-                f"{ACT_SHIFT_SCALE * c * steps_bound:.4g} (int) > 2^23 − 1; it saturates if inputs stay maximal"),
-                stacklevel=3)
+    may_saturate = ACT_SHIFT_SCALE * c * full > V_MAX * (1 + 1e-9)
+    if may_saturate:
+        warnings.warn(SaturationWarning(
+            f"stage {stage.name!r}: worst-case membrane over T={T} steps is {full:.4g} (real) = "
+            f"{ACT_SHIFT_SCALE * c * full:.4g} (int) > 2^23 − 1; it saturates if inputs stay maximal"), stacklevel=3)
     q = QStage(name=stage.name, kind=stage.kind, in_shape=stage.in_shape, out_shape=stage.out_shape,
                weight=m.astype(np.int32), weight_exp=int(e - (frac_bits or 0)), bias=bq.astype(np.int32),
                num_message_bits=MESSAGE_BITS if frac_bits is not None else 0, dv=int(dv), vth=int(vth),
@@ -177,8 +180,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
         clipped_fraction=float(best["clipped"].sum() / n) if n else 0.0,
         max_abs_weight_error=float(werr.max(initial=0.0)), mean_abs_weight_error=float(werr.mean()) if n else 0.0,
         max_abs_bias_error=float(best["berr"].max(initial=0.0)),
-        state_bound_int=float(ACT_SHIFT_SCALE * c * bound),
-        state_bound_T_int=None if steps_bound is None else float(ACT_SHIFT_SCALE * c * steps_bound),
+        state_bound_int=float(ACT_SHIFT_SCALE * c * one_step), state_bound_T_int=float(ACT_SHIFT_SCALE * c * full),
         may_saturate=bool(may_saturate),
     )
     return q, report
