@@ -16,7 +16,8 @@ Scale choice: the weight grid is 2^e/c with e = ⌈log2(c·max|W| / m_max)⌉, i
 mantissa, so a larger c only refines the membrane (threshold, bias, leak rounding). c is therefore
 taken as large as the 24-bit headroom allows: c_head = (2^23 − 1) / (64·B) for the one-step bound
 B = θ + max_i(Σ_j |W_ij|·x_max + |b_i|) (readout: B = T·max_i(...)). Candidates
-c ∈ {2^⌊log2 c_head⌋, c_head}, each rounded down so that vth = c·θ is an integer; the one with the
+c ∈ {2^⌊log2 c_head⌋, c_head, c_fit·2^⌊log2(c_head/c_fit)⌋} (c_fit = m_max / max|W|: the
+mantissa filled exactly), each rounded down so that vth = c·θ is an integer; the one with the
 smallest maximal weight/bias/threshold error wins (ties: the power of two, which is lossless for
 parameters on a binary grid). A bound the headroom cannot meet raises
 ``QuantizationError``; a T-step worst case that could saturate warns (``SaturationWarning``).
@@ -153,7 +154,11 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
             f"stage {stage.name!r}: one-step membrane bound {bound:.4g} (θ = {stage.theta:.4g} + max input "
             f"{row:.4g}) needs scale ≤ {c_head:.4g}, which gives a threshold mantissa < 1; reduce the weights or "
             "raise θ")
+    lo, hi, _ = mantissa_range(w)
     cands = [2.0 ** math.floor(math.log2(c_head)), c_head]
+    if w.size and np.abs(w).max() > 0:  # the largest c ≤ c_head at which max|W| fills the mantissa exactly
+        c_fit = (hi if hi > 0 else -lo) / float(np.abs(w).max())
+        cands.append(c_fit * 2.0 ** math.floor(math.log2(c_head / c_fit)))
     _, best = min((_candidate(stage, c) for c in cands), key=lambda sc: sc[0])
     c, e, m, vth, bq = best["c"], best["e"], best["m"], best["vth"], best["bq"]
     if frac_bits is not None:
