@@ -1,0 +1,231 @@
+"""Lava: our process models vs the equations, and the bit-exact simulator vs Lava fixed_pt, step by step."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import multiprocessing
+
+import nir
+import numpy as np
+import pytest
+from snnchip.deploy import build
+from snnchip.export.loihi import deployment_from_graph
+from snnchip.hw_sim.chip import ChipSimulator
+from snnchip.hw_sim.nets import conv_graph, mlp_graph
+
+from snnchip import lava_compat
+from snnchip.errors import DeployError
+
+pytestmark = pytest.mark.lava
+V_LIM = 2**23 - 1
+
+
+def _hand_fixed(v, a, dv, vth, reset, spike):
+    """DESIGN.md fixed-point neuron (du = 4095, no bias), written independently of snnchip.deploy."""
+    u = a.astype(np.int64) * 64
+    p = v * (4096 - dv)
+    v = np.clip(np.sign(p) * (np.abs(p) // 4096) + u, -V_LIM, V_LIM)
+    th = vth * 64
+    s = (v >= th) if spike == "ge" else (v > th)
+    v = v - th * s if reset == "subtract" else v * (1 - s)
+    return u, v, s
+
+
+def _hand_float(v, a, lam, theta, reset, spike):
+    u = a
+    v = lam * v + u
+    s = (v >= theta) if spike == "ge" else (v > theta)
+    v = v - theta * s if reset == "subtract" else v * (1 - s)
+    return u, v, s
+
+
+def _run_process(proc, data, cfg, spiking=True):
+    """Feed ``data`` [n, steps] into ``proc.a_in``; return u, v, s per step."""
+    Source = lava_compat.lava_module("proc.io.source").RingBuffer
+    Sink = lava_compat.lava_module("proc.io.sink").RingBuffer
+    RunSteps = lava_compat.lava_module("magma.core.run_conditions").RunSteps
+    run_cfg = lava_compat.lava_module("magma.core.run_configs").Loihi2SimCfg(select_tag=cfg)
+    n, steps = data.shape
+    src = Source(data=data)
+    src.s_out.connect(proc.a_in)
+    sink = None
+    if spiking:
+        sink = Sink(shape=(n,), buffer=steps)
+        proc.s_out.connect(sink.a_in)
+    us, vs = [], []
+    try:
+        for _ in range(steps):
+            src.run(condition=RunSteps(num_steps=1), run_cfg=run_cfg)
+            us.append(proc.u.get())
+            vs.append(proc.v.get())
+        s = sink.data.get().T != 0 if spiking else None
+    finally:
+        src.stop()
+    return np.array(us), np.array(vs), s
+
+
+@pytest.mark.parametrize("reset,spike", [("subtract", "ge"), ("subtract", "gt"), ("zero", "ge")])
+def test_sublif_fixed_pt_equals_equations_including_saturation(reset, spike):
+    from snnchip.deploy.procs.sublif.process import SubLIF
+
+    rng = np.random.default_rng(1)
+    n, steps, dv, vth = 12, 24, 300, 5000
+    data = rng.integers(-3000, 9000, (n, steps))
+    data[:3] = rng.integers(2**15, 2**16, (3, steps))  # drives v into the +2^23 clip
+    data[3:5] = -rng.integers(2**15, 2**16, (2, steps))  # and into the −2^23 clip
+    u, v, s = _run_process(SubLIF(shape=(n,), dv=dv, vth=vth, reset=reset, spike=spike), data, "fixed_pt")
+    hv = np.zeros(n, np.int64)
+    for t in range(steps):
+        hu, hv, hs = _hand_fixed(hv, data[:, t], dv, vth, reset, spike)
+        np.testing.assert_array_equal(u[t], hu, err_msg=f"u at step {t}")
+        np.testing.assert_array_equal(v[t], hv, err_msg=f"v at step {t}")
+        np.testing.assert_array_equal(s[t], hs, err_msg=f"s at step {t}")
+    assert s.any() and (v == -V_LIM).any(), "the test must spike and saturate"
+
+
+def test_sublif_floating_pt_equals_equations():
+    from snnchip.deploy.procs.sublif.process import SubLIF
+
+    rng = np.random.default_rng(2)
+    n, steps, lam, theta = 10, 16, 0.8, 1.3
+    data = rng.normal(0.3, 1.0, (n, steps))
+    u, v, s = _run_process(SubLIF(shape=(n,), dv=1 - lam, vth=theta, reset="subtract", spike="ge"), data,
+                           "floating_pt")
+    hv = np.zeros(n)
+    for t in range(steps):
+        hu, hv, hs = _hand_float(hv, data[:, t], lam, theta, "subtract", "ge")
+        np.testing.assert_allclose(v[t], hv, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(s[t], hs)
+    assert s.any()
+
+
+@pytest.mark.parametrize("cfg", ["fixed_pt", "floating_pt"])
+def test_integrator_equals_equations(cfg):
+    from snnchip.deploy.procs.integrator.process import Integrator
+
+    rng = np.random.default_rng(3)
+    n, steps = 6, 12
+    if cfg == "fixed_pt":
+        data = rng.integers(-2**16, 2**16, (n, steps))
+        data[0] = 2**16 - 1
+    else:
+        data = rng.normal(size=(n, steps))
+    u, v, _ = _run_process(Integrator(shape=(n,)), data, cfg, spiking=False)
+    if cfg == "fixed_pt":
+        hv = np.zeros(n, np.int64)
+        for t in range(steps):
+            hv = np.clip(hv + data[:, t] * 64, -V_LIM, V_LIM)
+            np.testing.assert_array_equal(v[t], hv)
+        np.testing.assert_array_equal(u, (data * 64).T)
+        assert (np.abs(v) == V_LIM).any(), "the test must saturate"
+    else:
+        np.testing.assert_allclose(v, np.cumsum(data, axis=1).T, atol=1e-12)
+
+
+def _assert_same(a, b):
+    np.testing.assert_array_equal(a.output_raw, b.output_raw)
+    assert a.spikes.keys() == b.spikes.keys() and a.states.keys() == b.states.keys()
+    for k in a.spikes:
+        np.testing.assert_array_equal(a.spikes[k], b.spikes[k], err_msg=f"spikes of {k}")
+    for k in a.states:
+        for var in ("u", "v"):
+            np.testing.assert_array_equal(a.states[k][var], b.states[k][var], err_msg=f"{var} of {k}")
+
+
+NETS = {
+    "mlp-subtract-ge": lambda: mlp_graph((6, 8, 5, 3), T=6, seed=1, gain=2.5),
+    "mlp-zero-gt-lava-lif": lambda: mlp_graph((6, 8, 3), T=6, seed=2, reset="zero", spike="gt", gain=2.5),
+    "mlp-zero-ge-if": lambda: mlp_graph((6, 8, 3), T=6, seed=3, reset="zero", lam=1.0, gain=2.5),
+    "conv-pool-flatten": lambda: conv_graph(in_shape=(1, 6, 6), channels=2, classes=3, T=4, seed=4),
+}
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_chip_simulator_equals_lava_fixed_pt_every_step(name):
+    dep = deployment_from_graph(NETS[name]())
+    x = np.random.default_rng(5).uniform(0, 1, (dep.T, 2, *dep.qnet.input_shape))
+    for timing in ("lava", "software"):
+        sim = ChipSimulator(dep).run(x, timing=timing)
+        _assert_same(sim, build(dep).run(x, timing=timing))
+    assert sum(int(s.sum()) for s in sim.spikes.values()) > 0
+    if name == "mlp-zero-gt-lava-lif":
+        assert [s["process"] for s in dep.manifest["stages"]] == ["lava.LIF", "snnchip.Integrator"]
+
+
+def test_saturating_network_is_bit_exact():
+    dep = deployment_from_graph(mlp_graph((5, 6, 3), T=6, seed=6, lam=1.0))
+    rng = np.random.default_rng(7)
+    big = [dataclasses.replace(q, weight=(2 * rng.integers(-127, 128, q.weight.shape)).astype(np.int32),
+                               weight_exp=q.weight_exp + 9, vth=2**17 - 1)
+           for q in dep.qnet.stages]
+    big[-1] = dataclasses.replace(big[-1], vth=0)
+    dep = dataclasses.replace(dep, qnet=dataclasses.replace(dep.qnet, stages=tuple(big)))
+    x = rng.uniform(0, 1, (6, 2, 5))
+    sim = ChipSimulator(dep).run(x, timing="lava")
+    _assert_same(sim, build(dep).run(x, timing="lava"))
+    assert any((np.abs(s["v"]) == V_LIM).any() for s in sim.states.values()), "the test must saturate"
+
+
+def test_floating_pt_network_equals_float_equations():
+    dep = deployment_from_graph(mlp_graph((6, 8, 3), T=5, seed=8, gain=2.5))
+    x = np.random.default_rng(9).uniform(0, 1, (5, 2, 6))
+    res = build(dep).run(x, cfg="floating_pt")
+    feed = x
+    for st in dep.net.stages:
+        v, outs = np.zeros((2, st.weight.shape[0])), []
+        for t in range(5):
+            a = feed[t] @ st.weight.T + st.bias
+            if st.spiking:
+                _, v, s = _hand_float(v, a, st.lam, st.theta, st.reset, st.spike)
+                outs.append(s.astype(float))
+            else:
+                v = v + a
+                outs.append(v)
+        feed = np.array(outs)
+        if st.spiking:
+            np.testing.assert_array_equal(res.spikes[st.name], feed.astype(bool))
+    np.testing.assert_allclose(res.output, feed, atol=1e-9)
+    assert res.output_raw is None
+
+
+def test_foreign_lif_graph_deploys_on_lavas_builtin_lif():
+    rng = np.random.default_rng(10)
+    nodes = {"in": nir.Input(input_type={"input": np.array([5])}),
+             "fc1": nir.Affine(weight=rng.normal(0, 1.5, (7, 5)), bias=np.zeros(7)),
+             "lif1": nir.LIF(tau=np.full(7, 2.0), r=np.full(7, 2.0), v_leak=np.zeros(7),
+                             v_threshold=np.full(7, 0.8), v_reset=np.zeros(7)),
+             "fc2": nir.Linear(weight=rng.normal(0, 1.5, (3, 7))),
+             "lif2": nir.LIF(tau=np.full(3, 2.0), r=np.full(3, 2.0), v_leak=np.zeros(3),
+                             v_threshold=np.full(3, 0.5), v_reset=np.zeros(3)),
+             "out": nir.Output(output_type={"output": np.array([3])})}
+    g = nir.NIRGraph(nodes=nodes, edges=[("in", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"),
+                                         ("lif2", "out")])
+    dep = deployment_from_graph(g, T=6)
+    assert [s["process"] for s in dep.manifest["stages"]] == ["lava.LIF", "lava.LIF"]
+    x = rng.uniform(0, 1, (6, 2, 5))
+    sim = ChipSimulator(dep).run(x)
+    _assert_same(sim, build(dep).run(x))
+    np.testing.assert_array_equal(sim.output, sim.spikes["lif2"])
+    assert sim.spikes["lif1"].any()
+
+
+def test_runner_stops_lava_on_an_exception_mid_run(monkeypatch):
+    from snnchip.deploy.procs.sublif import models
+
+    original = models.PySubLIFModelFixed.step
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ValueError("injected failure at the third step")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(models.PySubLIFModelFixed, "step", staticmethod(failing))
+    dep = deployment_from_graph(mlp_graph((4, 5, 2), T=5))
+    shm_before = set(glob.glob("/dev/shm/psm_*"))
+    with pytest.raises(DeployError, match="injected failure at the third step"):
+        build(dep).run(np.ones((5, 2, 4)))
+    assert multiprocessing.active_children() == []
+    assert set(glob.glob("/dev/shm/psm_*")) - shm_before == set()
