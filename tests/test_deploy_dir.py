@@ -1,0 +1,92 @@
+"""The Loihi deploy directory: writing, reading, errors, and the snn-export / snn-run commands."""
+
+from __future__ import annotations
+
+import json
+
+import nir
+import numpy as np
+import pytest
+from snnchip.export.loihi import deployment_from_graph, export_loihi, load_deploy
+from snnchip.hw_sim.chip import ChipSimulator
+from snnchip.hw_sim.nets import mlp_graph
+
+from snnchip import cli
+from snnchip.errors import DeployError
+
+
+@pytest.fixture
+def deploy_dir(tmp_path):
+    return export_loihi(mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5), tmp_path / "dep")
+
+
+def test_directory_holds_float_graph_integer_params_and_manifest(deploy_dir):
+    assert sorted(p.name for p in deploy_dir.iterdir()) == ["manifest.json", "model.nir", "params.npz"]
+    man = json.loads((deploy_dir / "manifest.json").read_text())
+    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 1}
+    assert man["versions"]["lava-nc"] == "0.10.0" and man["T"] == 4
+    assert man["latency"]["per_stage"] == {"fc1": 1, "fc2": 2} and man["input"]["frac_bits"] == 8
+    assert man["resources"]["neurons"] == 11 and man["resources"]["per_stage"]["fc1"]["synapses"] <= 48
+    assert {"clipped_fraction", "max_abs_weight_error", "mean_abs_weight_error"} <= set(man["quantization"][0])
+    with np.load(deploy_dir / "params.npz") as z:
+        assert z["fc1/weight"].dtype == np.int32 and z["fc1/weight_float"].dtype == np.float64
+    assert set(nir.read(deploy_dir / "model.nir").nodes) >= {"fc1", "fc1_neuron", "fc2_neuron"}
+
+
+def test_load_round_trips_the_in_memory_deployment(deploy_dir):
+    dep = load_deploy(deploy_dir)
+    mem = deployment_from_graph(mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5))
+    for a, b in zip(dep.qnet.stages, mem.qnet.stages, strict=True):
+        np.testing.assert_array_equal(a.weight, b.weight)
+        assert (a.weight_exp, a.dv, a.vth, a.scale) == (b.weight_exp, b.dv, b.vth, b.scale)
+    x = np.random.default_rng(0).uniform(0, 1, (4, 3, 6))
+    np.testing.assert_array_equal(ChipSimulator(deploy_dir).run(x).output_raw, ChipSimulator(mem).run(x).output_raw)
+
+
+def test_missing_or_corrupt_files_raise_deploy_error(deploy_dir, tmp_path):
+    with pytest.raises(DeployError, match="not a deploy directory"):
+        load_deploy(tmp_path / "nowhere")
+    (deploy_dir / "params.npz").write_bytes(b"garbage")
+    with pytest.raises(DeployError, match="params.npz"):
+        load_deploy(deploy_dir)
+    (deploy_dir / "manifest.json").write_text("{not json")
+    with pytest.raises(DeployError, match="manifest.json.*corrupt"):
+        load_deploy(deploy_dir)
+    (deploy_dir / "model.nir").unlink()
+    with pytest.raises(DeployError, match="missing model.nir"):
+        load_deploy(deploy_dir)
+
+
+def test_export_replaces_an_existing_directory_atomically(deploy_dir):
+    old = (deploy_dir / "manifest.json").read_text()
+    export_loihi(mlp_graph((6, 8, 3), T=7, seed=1, gain=2.5), deploy_dir)
+    assert json.loads((deploy_dir / "manifest.json").read_text())["T"] == 7 and old != ""
+    assert [p.name for p in deploy_dir.parent.iterdir()] == ["dep"]
+
+
+def test_snn_export_and_snn_run_chip(tmp_path, capsys):
+    graph = tmp_path / "m.nir"
+    nir.write(graph, mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5))
+    assert cli.export([str(graph), "--target", "loihi", "-o", str(tmp_path / "dep")]) == 0
+    out = capsys.readouterr().out
+    assert "max|dW|" in out and "fc1" in out and "Lava latency 2 steps" in out
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).uniform(0, 1, (4, 2, 6)))
+    args = [str(tmp_path / "dep"), "--input", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npz")]
+    assert cli.run(args + ["--backend", "chip"]) == 0
+    with np.load(tmp_path / "y.npz") as z:
+        assert z["output"].shape == (4, 2, 3) and z["spikes/fc1"].shape == (4, 2, 8)
+    assert cli.run([str(tmp_path / "nowhere"), "--input", str(tmp_path / "x.npy"), "--out", "y.npz",
+                    "--backend", "chip"]) == 2
+
+
+@pytest.mark.lava
+def test_snn_run_lava_matches_chip(tmp_path):
+    dep = export_loihi(mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5), tmp_path / "dep")
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).uniform(0, 1, (4, 2, 6)))
+    base = [str(dep), "--input", str(tmp_path / "x.npy")]
+    assert cli.run(base + ["--out", str(tmp_path / "c.npz"), "--backend", "chip"]) == 0
+    assert cli.run(base + ["--out", str(tmp_path / "l.npz"), "--backend", "lava", "--lava-cfg", "fixed_pt"]) == 0
+    with np.load(tmp_path / "c.npz") as c, np.load(tmp_path / "l.npz") as la:
+        assert set(c.files) == set(la.files)
+        for k in c.files:
+            np.testing.assert_array_equal(c[k], la[k])
