@@ -1,0 +1,82 @@
+"""The bit-exact chip simulator without Lava: exactness on representable networks, timing, errors."""
+
+from __future__ import annotations
+
+import nir
+import numpy as np
+import pytest
+from snnchip.deploy.fixed_point import dense_fixed, effective_weights
+from snnchip.export.loihi import deployment_from_graph
+from snnchip.hw_sim.chip import ChipSimulator
+from snnchip.hw_sim.nets import mlp_graph
+
+from snnchip.errors import DeployError
+
+
+def _float_reference(net, x):
+    """DESIGN.md's equations in float: spikes per layer and the readout's running sum."""
+    feed, spikes = x.reshape(x.shape[0], x.shape[1], -1), {}
+    for st in net.stages:
+        v, outs = np.zeros((x.shape[1], st.weight.shape[0])), []
+        for t in range(x.shape[0]):
+            u = st.lam * v + feed[t] @ st.weight.T + st.bias
+            if st.spiking:
+                s = u >= st.theta if st.spike == "ge" else u > st.theta
+                v = u - st.theta * s if st.reset == "subtract" else u * (1 - s)
+                outs.append(s.astype(float))
+            else:
+                v = u
+                outs.append(v)
+        feed = np.array(outs)
+        if st.spiking:
+            spikes[st.name] = feed.astype(bool)
+    return feed, spikes
+
+
+def _binary_grid_graph(lam, reset, T=5, seed=0):
+    """Weights, biases on a 1/8 grid, θ = 1: exactly representable in Loihi fixed point."""
+    g = mlp_graph((6, 10, 4), T=T, seed=seed, lam=lam, reset=reset)
+    rng = np.random.default_rng(seed)
+    for name, n_out, n_in in (("fc1", 10, 6), ("fc2", 4, 10)):
+        g.nodes[name] = nir.Affine(weight=rng.integers(-8, 9, (n_out, n_in)) / 8,
+                                   bias=rng.integers(-2, 3, n_out) / 8)
+    return g
+
+
+@pytest.mark.parametrize("lam,reset", [(1.0, "subtract"), (0.5, "subtract"), (0.5, "zero")])
+def test_exactly_representable_network_equals_float_semantics(lam, reset):
+    dep = deployment_from_graph(_binary_grid_graph(lam, reset))
+    assert all(r["max_abs_weight_error"] == 0 and r["max_abs_bias_error"] == 0 for r in dep.qnet.report)
+    x = np.random.default_rng(1).integers(0, 257, (5, 8, 6)) / 256  # on the 8-bit input grid
+    res = ChipSimulator(dep).run(x)
+    out, spikes = _float_reference(dep.net, x)
+    for k, s in spikes.items():
+        np.testing.assert_array_equal(res.spikes[k], s, err_msg=k)
+    np.testing.assert_array_equal(res.output, out)
+    assert res.spikes["fc1"].any() and not res.spikes["fc1"].all()
+
+
+def test_lava_timing_is_software_timing_shifted_by_latency():
+    dep = deployment_from_graph(mlp_graph((6, 8, 5, 3), T=4, seed=2, gain=2.5))
+    x = np.random.default_rng(3).uniform(0, 1, (4, 2, 6))
+    sw, lv = ChipSimulator(dep).run(x), ChipSimulator(dep).run(x, timing="lava")
+    assert lv.output.shape == (4 + 3, 2, 3) and sw.latency == {"fc1": 1, "fc2": 2, "fc3": 3}
+    for name, k in sw.latency.items():
+        np.testing.assert_array_equal(lv.states[name]["v"][k:k + 4], sw.states[name]["v"])
+        assert not lv.states[name]["v"][:k].any()
+    np.testing.assert_array_equal(lv.output_raw[3:], sw.output_raw)
+
+
+def test_dense_reproduces_lavas_weight_truncation():
+    w = np.array([[203, -3, 0], [255, 7, -256]])
+    np.testing.assert_array_equal(effective_weights(w), [[202, -4, 0], [254, 6, -256]])
+    np.testing.assert_array_equal(effective_weights(np.array([[203, 7]])), [[203, 7]])
+    np.testing.assert_array_equal(effective_weights(np.array([[-203, -7]])), [[-203, -7]])
+    s = np.array([[1, 0, 1]])
+    np.testing.assert_array_equal(dense_fixed(effective_weights(w), -1, s), [[101, -1]])
+
+
+def test_bad_input_shape_names_the_expected_one():
+    dep = deployment_from_graph(mlp_graph((6, 8, 3), T=4))
+    with pytest.raises(DeployError, match=r"expected \[T=4, batch, \*\(6,\)\]"):
+        ChipSimulator(dep).run(np.zeros((4, 2, 5)))
