@@ -19,11 +19,12 @@ from typing import Any
 import nir
 import numpy as np
 from snnchip.export.lowering import LoweredNet, Stage, lower
+from snnchip.export.nir_import import recorded_interpretation
 from snnchip.export.quantize import QStage, QuantizedNet, format_report, quantize
 
 from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
-from snnchip.errors import DeployError, NIRFormatError
+from snnchip.errors import DeployError
 from snnchip.spec import Interpretation
 
 FORMAT = {"name": "snnchip-loihi-deploy", "version": 1}
@@ -60,15 +61,9 @@ class Deployment:
 def _read_graph(graph_or_path: nir.NIRGraph | str | os.PathLike) -> nir.NIRGraph:
     if isinstance(graph_or_path, nir.NIRGraph):
         return graph_or_path
-    path = Path(graph_or_path)
-    if path.suffix == ".pt":
-        from snnchip.export.nir_export import model_graph
+    from snnchip.export.nir_export import model_graph
 
-        return model_graph(path)
-    try:
-        return nir.read(path)
-    except Exception as exc:  # nir/h5py raise many types for a bad file
-        raise NIRFormatError(f"{path}: not a readable NIR graph ({type(exc).__name__}: {exc})") from None
+    return model_graph(graph_or_path)
 
 
 def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None) -> dict[str, Any]:
@@ -87,7 +82,7 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
         "input": {"shape": list(qnet.input_shape), "handling": "graded spikes xq = round(x * 2^q) from a "
                   "RingBuffer into the first Dense (num_message_bits = 24, weight_exp includes -q)",
                   "frac_bits": qnet.input_frac_bits, "range": qnet.input_range},
-        "interpretation": None if interp is None else dataclasses.asdict(interp),
+        "interpretation": None if interp is None else dataclasses.asdict(interp),  # foreign graphs only
         "latency": {"per_stage": {q.name: k for k, q in enumerate(qnet.stages, start=1)},
                     "lava_steps": "T + depth", "depth": len(qnet.stages)},
         "stages": stages,
@@ -101,6 +96,10 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
                           input_range: float = 1.0, input_frac_bits: int = 8) -> Deployment:
     """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes)."""
     net = lower(graph, interpretation, T)
+    if "snnchip" not in (graph.metadata or {}):
+        interpretation = interpretation or recorded_interpretation(graph) or Interpretation()
+    else:
+        interpretation = None  # our own graph: its metadata fixes the semantics
     if net.T is None:
         raise DeployError("the number of time steps T is unknown (a foreign graph carries none): pass T / --T")
     qnet = quantize(net, net.T, input_range, input_frac_bits)
@@ -164,7 +163,8 @@ def cli_export(args: argparse.Namespace) -> int:
     """``snn-export MODEL --target loihi -o DIR``: write the deploy directory and print the report."""
     from snnchip.cli import interpretation_from_args
 
-    out = export_loihi(args.model, args.out, interpretation_from_args(args), args.T)
+    graph = _read_graph(args.model)
+    out = export_loihi(graph, args.out, interpretation_from_args(args, recorded_interpretation(graph)), args.T)
     dep = load_deploy(out)
     print(format_report(dep.qnet.report))
     res = dep.manifest["resources"]

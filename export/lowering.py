@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import nir
 import numpy as np
+from snnchip.export.nir_import import recorded_interpretation
 
 from snnchip.errors import UnsupportedNodeError
 from snnchip.spec import Interpretation
@@ -170,9 +171,17 @@ def _neuron(name: str, node: object, interp: Interpretation) -> tuple[dict, np.n
 
 
 def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None) -> LoweredNet:
-    """Lower ``graph`` to a chain of ``Stage``s; ``T`` overrides the graph's ``metadata['snnchip']['T']``."""
-    interp = interpretation or Interpretation()
+    """Lower ``graph`` to a chain of ``Stage``s; ``T`` overrides the graph's ``metadata['snnchip']['T']``.
+
+    Foreign neurons are read with ``interpretation``, else the one recorded in the graph
+    (``metadata['snnchip_interpretation']``), else NIR's defaults (Euler, dt = 1, reset to v_reset, >).
+    """
+    interp = interpretation or recorded_interpretation(graph) or Interpretation()
     nodes = graph.nodes
+    for src, dst in graph.edges:
+        if src not in nodes or dst not in nodes:
+            raise UnsupportedNodeError(f"edge {src!r} -> {dst!r} names a node that is not at the top level of the "
+                                       "graph (nested subgraphs are not supported on the chip yet)")
     succ: dict[str, list[str]] = {n: [] for n in nodes}
     npred: dict[str, int] = {n: 0 for n in nodes}
     for src, dst in graph.edges:
