@@ -80,3 +80,13 @@ def test_bad_input_shape_names_the_expected_one():
     dep = deployment_from_graph(mlp_graph((6, 8, 3), T=4))
     with pytest.raises(DeployError, match=r"expected \[T=4, batch, \*\(6,\)\]"):
         ChipSimulator(dep).run(np.zeros((4, 2, 5)))
+
+
+@pytest.mark.lava
+@pytest.mark.slow
+def test_hwsim_bench_reports_speed_and_bit_exactness():
+    from snnchip.hw_sim.bench import bench_network
+
+    row = bench_network("tiny", mlp_graph((6, 8, 3), T=3, gain=2.5), batch=4, repeats=1)
+    assert row["bit_exact"] is True and row["lava_samples"] == 4
+    assert row["sim_s_per_sample_step_b4"] > 0 and row["speedup_b1"] > 0 and row["neurons"] == 11
