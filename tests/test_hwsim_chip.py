@@ -5,6 +5,7 @@ from __future__ import annotations
 import nir
 import numpy as np
 import pytest
+import torch
 from snnchip.deploy.fixed_point import dense_fixed, effective_weights
 from snnchip.export.loihi import deployment_from_graph
 from snnchip.hw_sim.chip import ChipSimulator
@@ -90,3 +91,27 @@ def test_hwsim_bench_reports_speed_and_bit_exactness():
     row = bench_network("tiny", mlp_graph((6, 8, 3), T=3, gain=2.5), batch=4, repeats=1)
     assert row["bit_exact"] is True and row["lava_samples"] == 4
     assert {"sim_s_per_sample_step_b4", "lava_s_per_sample_step", "speedup_b4"} <= set(row) and row["neurons"] == 11
+
+
+def test_chip_equals_nir_reference_executor_on_an_exported_spec():
+    """Rung 3 vs rung 2 of the equivalence ladder on parameters that fixed point represents exactly."""
+    from snnchip.export.nir_exec import NIRExecutor
+    from snnchip.export.nir_export import spec_to_nir
+
+    from snnchip.spec import LayerSpec, NetworkSpec, NeuronSpec
+
+    spec = NetworkSpec(input_shape=(1, 6, 6), T=4, num_classes=3, layers=(
+        LayerSpec("conv1", "conv2d", out_channels=2, kernel_size=3, padding=1, neuron=NeuronSpec(lam=0.5)),
+        LayerSpec("pool1", "avgpool", kernel_size=2),
+        LayerSpec("flat", "flatten"),
+        LayerSpec("fc2", "linear", out_features=3, neuron=NeuronSpec(kind="readout"))))
+    rng = np.random.default_rng(11)
+    params = {"conv1": {"weight": rng.integers(-8, 9, (2, 1, 3, 3)) / 8, "bias": rng.integers(-2, 3, 2) / 8},
+              "fc2": {"weight": rng.integers(-8, 9, (3, 18)) / 8, "bias": rng.integers(-2, 3, 3) / 8}}
+    graph = spec_to_nir(spec, params)
+    x = rng.integers(0, 257, (4, 3, 1, 6, 6)) / 256
+    ref = NIRExecutor(graph, dtype=torch.float64).run(x)
+    chip = ChipSimulator(deployment_from_graph(graph)).run(x)
+    np.testing.assert_array_equal(chip.spikes["conv1"], ref.spikes["conv1"].numpy().astype(bool))
+    np.testing.assert_array_equal(chip.output, ref.output.numpy())
+    assert chip.spikes["conv1"].any()
