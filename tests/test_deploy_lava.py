@@ -167,10 +167,13 @@ def test_saturating_network_is_bit_exact():
     assert any((np.abs(s["v"]) == V_LIM).any() for s in sim.states.values()), "the test must saturate"
 
 
-def test_floating_pt_network_equals_float_equations():
-    dep = deployment_from_graph(mlp_graph((6, 8, 3), T=5, seed=8, gain=2.5))
+@pytest.mark.parametrize("reset,spike", [("subtract", "ge"), ("zero", "gt")])
+def test_floating_pt_network_equals_float_equations_and_leaves_nothing_behind(reset, spike):
+    dep = deployment_from_graph(mlp_graph((6, 8, 3), T=5, seed=8, gain=2.5, reset=reset, spike=spike))
     x = np.random.default_rng(9).uniform(0, 1, (5, 2, 6))
+    shm_before = set(glob.glob("/dev/shm/psm_*"))
     res = build(dep).run(x, cfg="floating_pt")
+    assert multiprocessing.active_children() == [] and set(glob.glob("/dev/shm/psm_*")) - shm_before == set()
     feed = x
     for st in dep.net.stages:
         v, outs = np.zeros((2, st.weight.shape[0])), []
