@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from snnchip.deploy.result import RunResult, check_input
+from snnchip.deploy.result import RunResult, assemble, check_input, check_timing
 from snnchip.export.loihi import Deployment, load_deploy, process_of
 from snnchip.export.quantize import encode_input
 
@@ -125,8 +125,7 @@ class LavaNetwork:
         """Run inputs ``x`` [T, B, *input_shape]; ``states=False`` skips the per-step u/v reads (faster)."""
         if cfg not in CFGS:
             raise DeployError(f"unknown Lava run configuration {cfg!r}; valid: {', '.join(CFGS)}")
-        if timing not in ("software", "lava"):
-            raise ValueError(f"timing must be 'software' or 'lava', got {timing!r}")
+        check_timing(timing)
         dep, qnet = self.dep, self.dep.qnet
         T, steps, fixed = dep.T, dep.T + dep.depth, cfg == "fixed_pt"
         xs = check_input(x, qnet.input_shape, T)
@@ -168,29 +167,7 @@ class LavaNetwork:
             _terminate(graph.source)
             raise
         graph.source.stop()
-        return self._result(u, v, s, timing, states)
-
-    def _result(self, u: dict, v: dict, s: dict, timing: str, states: bool) -> RunResult:
-        qnet, T = self.dep.qnet, self.dep.T
-        latency = {q.name: k for k, q in enumerate(qnet.stages, start=1)}
-
-        def cut(a: np.ndarray, k: int) -> np.ndarray:
-            return a[k:k + T] if timing == "software" else a
-
-        shapes = {q.name: q.out_shape for q in qnet.stages}
-        spikes = {k: cut(a, latency[k]).reshape(-1, a.shape[1], *shapes[k]) for k, a in s.items()}
-        st = {k: {"u": cut(u[k], latency[k]).reshape(-1, u[k].shape[1], *shapes[k]),
-                  "v": cut(v[k], latency[k]).reshape(-1, v[k].shape[1], *shapes[k])} for k in u} if states else {}
-        last = qnet.stages[-1]
-        if last.spiking:
-            raw = spikes[last.name].reshape(spikes[last.name].shape[:2] + (-1,)).astype(np.int64)
-            output = raw.astype(np.float64)
-        elif v[last.name].dtype == np.int64:
-            raw = cut(v[last.name], latency[last.name])
-            output = raw / (64.0 * last.scale)
-        else:
-            raw, output = None, cut(v[last.name], latency[last.name])
-        return RunResult(output=output, output_raw=raw, spikes=spikes, states=st, latency=latency, timing=timing)
+        return assemble(qnet.stages, u, v, s, T, timing, fixed, keep_states=states)
 
 
 def build(deployment: Deployment | str | os.PathLike) -> LavaNetwork:

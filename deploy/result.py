@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from snnchip.export.quantize import QStage
 
 from snnchip.atomic import atomic_path
 from snnchip.errors import DeployError
+
+TIMINGS = ("software", "lava")
 
 
 def check_input(x: np.ndarray, input_shape: tuple[int, ...], T: int) -> np.ndarray:
@@ -17,6 +21,11 @@ def check_input(x: np.ndarray, input_shape: tuple[int, ...], T: int) -> np.ndarr
     if x.ndim < 2 or tuple(x.shape[2:]) != tuple(input_shape) or x.shape[0] != T:
         raise DeployError(f"input has shape {x.shape}; expected [T={T}, batch, *{tuple(input_shape)}]")
     return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def check_timing(timing: str) -> None:
+    if timing not in TIMINGS:
+        raise ValueError(f"timing must be one of {TIMINGS}, got {timing!r}")
 
 
 @dataclass
@@ -47,3 +56,28 @@ class RunResult:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
+
+
+def assemble(stages: Sequence[QStage], u: dict[str, np.ndarray], v: dict[str, np.ndarray],
+             s: dict[str, np.ndarray], T: int, timing: str, fixed: bool, keep_states: bool = True) -> RunResult:
+    """A ``RunResult`` from per-stage arrays on Lava's clock ([T + depth, B, n]; stage k's step t is t + k).
+
+    ``u``/``v`` must hold the readout (and every stage when ``keep_states``), ``s`` every spiking stage.
+    The output is the readout's v (/ (64·c) in fixed point) or, without a readout, the last spikes.
+    """
+    latency = {q.name: k for k, q in enumerate(stages, start=1)}
+
+    def view(a: np.ndarray, q: QStage) -> np.ndarray:
+        a = a[latency[q.name]:latency[q.name] + T] if timing == "software" else a
+        return a.reshape(a.shape[0], a.shape[1], *q.out_shape)
+
+    spikes = {q.name: view(s[q.name], q) for q in stages if q.spiking}
+    states = {q.name: {"u": view(u[q.name], q), "v": view(v[q.name], q)} for q in stages} if keep_states else {}
+    last = stages[-1]
+    if last.spiking:
+        raw = spikes[last.name].reshape(*spikes[last.name].shape[:2], -1).astype(np.int64)
+        output = raw.astype(np.float64)
+    else:
+        state = view(v[last.name], last)
+        raw, output = (state, state / (64.0 * last.scale)) if fixed else (None, state)
+    return RunResult(output=output, output_raw=raw, spikes=spikes, states=states, latency=latency, timing=timing)
