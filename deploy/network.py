@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from snnchip.deploy.result import RunResult, assemble, check_input, check_timing
-from snnchip.export.loihi import Deployment, load_deploy, process_of
-from snnchip.export.quantize import encode_input
 
 from snnchip import lava_compat
+from snnchip.deploy.result import RunResult, assemble, check_input, check_timing
 from snnchip.errors import DeployError
+from snnchip.export.loihi import Deployment, load_deploy, process_of
+from snnchip.export.quantize import encode_input
 
 CFGS = ("fixed_pt", "floating_pt")
 

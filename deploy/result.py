@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from snnchip.export.quantize import QStage
 
 from snnchip.atomic import atomic_path
 from snnchip.errors import DeployError
+from snnchip.export.quantize import QStage
 
 TIMINGS = ("software", "lava")
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import nir
 import numpy as np
-from snnchip.export.lowering import LoweredNet, Stage, lower
-from snnchip.export.nir_import import recorded_interpretation
-from snnchip.export.quantize import QStage, QuantizedNet, format_report, quantize
 
 from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
 from snnchip.errors import DeployError
+from snnchip.export.lowering import LoweredNet, Stage, lower
+from snnchip.export.nir_import import recorded_interpretation
+from snnchip.export.quantize import QStage, QuantizedNet, format_report, quantize
 from snnchip.spec import Interpretation
 
 FORMAT = {"name": "snnchip-loihi-deploy", "version": 1}

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import nir
 import numpy as np
-from snnchip.export.nir_import import recorded_interpretation
 
 from snnchip.errors import UnsupportedNodeError
+from snnchip.export.nir_import import recorded_interpretation
 from snnchip.spec import Interpretation
 
 LINEAR_TYPES = (nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d, nir.Flatten)

@@ -30,9 +30,9 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from snnchip.export.lowering import LoweredNet, Stage
 
 from snnchip.errors import QuantizationError
+from snnchip.export.lowering import LoweredNet, Stage
 
 V_MAX = 2**23 - 1  # 24-bit signed state
 VTH_MAX = 2**17 - 1

@@ -13,12 +13,12 @@ import json
 import time
 
 import numpy as np
+
+from snnchip.atomic import write_text_atomic
 from snnchip.deploy.network import build
 from snnchip.export.loihi import deployment_from_graph
 from snnchip.hw_sim.chip import ChipSimulator
 from snnchip.hw_sim.nets import conv_graph, mlp_graph
-
-from snnchip.atomic import write_text_atomic
 
 LAVA_SAMPLES = 2
 

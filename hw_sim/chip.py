@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+
 from snnchip.deploy.fixed_point import dense_fixed, effective_weights, neuron_step_fixed
 from snnchip.deploy.result import RunResult, assemble, check_input, check_timing
 from snnchip.export.loihi import Deployment, load_deploy

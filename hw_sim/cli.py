@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+
 from snnchip.hw_sim.chip import ChipSimulator
 
 
@@ -17,3 +18,10 @@ def run_graph(args: argparse.Namespace) -> int:
     print(f"chip (bit-exact fixed point): input {x.shape} -> output {res.output.shape}; spike rates: {rates}; "
           f"wrote {args.out}")
     return 0
+
+
+def validate(args: argparse.Namespace) -> int:
+    """``snn-validate``: the equivalence ladder (see ``snnchip.hw_sim.validate``)."""
+    from snnchip.hw_sim.validate import cli_validate
+
+    return cli_validate(args)

@@ -7,12 +7,12 @@ import json
 import nir
 import numpy as np
 import pytest
-from snnchip.export.loihi import deployment_from_graph, export_loihi, load_deploy
-from snnchip.hw_sim.chip import ChipSimulator
-from snnchip.hw_sim.nets import mlp_graph
 
 from snnchip import cli
 from snnchip.errors import DeployError
+from snnchip.export.loihi import deployment_from_graph, export_loihi, load_deploy
+from snnchip.hw_sim.chip import ChipSimulator
+from snnchip.hw_sim.nets import mlp_graph
 
 
 @pytest.fixture

@@ -9,13 +9,13 @@ import multiprocessing
 import nir
 import numpy as np
 import pytest
+
+from snnchip import lava_compat
 from snnchip.deploy import build
+from snnchip.errors import DeployError
 from snnchip.export.loihi import deployment_from_graph
 from snnchip.hw_sim.chip import ChipSimulator
 from snnchip.hw_sim.nets import conv_graph, mlp_graph
-
-from snnchip import lava_compat
-from snnchip.errors import DeployError
 
 pytestmark = pytest.mark.lava
 V_LIM = 2**23 - 1

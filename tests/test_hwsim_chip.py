@@ -6,12 +6,12 @@ import nir
 import numpy as np
 import pytest
 import torch
+
 from snnchip.deploy.fixed_point import dense_fixed, effective_weights
+from snnchip.errors import DeployError
 from snnchip.export.loihi import deployment_from_graph
 from snnchip.hw_sim.chip import ChipSimulator
 from snnchip.hw_sim.nets import mlp_graph
-
-from snnchip.errors import DeployError
 
 
 def _float_reference(net, x):
@@ -97,7 +97,6 @@ def test_chip_equals_nir_reference_executor_on_an_exported_spec():
     """Rung 3 vs rung 2 of the equivalence ladder on parameters that fixed point represents exactly."""
     from snnchip.export.nir_exec import NIRExecutor
     from snnchip.export.nir_export import spec_to_nir
-
     from snnchip.spec import LayerSpec, NetworkSpec, NeuronSpec
 
     spec = NetworkSpec(input_shape=(1, 6, 6), T=4, num_classes=3, layers=(

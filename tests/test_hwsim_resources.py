@@ -5,6 +5,7 @@ from __future__ import annotations
 import nir
 import numpy as np
 import pytest
+
 from snnchip.hw_sim import resources
 
 

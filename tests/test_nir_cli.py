@@ -8,9 +8,9 @@ import nir
 import numpy as np
 import pytest
 import torch
+
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_export import spec_to_nir, write_nir
-
 from snnchip.spec import LayerSpec, NetworkSpec, NeuronSpec
 
 BIN = Path(sys.executable).parent

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_export import write_nir
 from snnchip.export.nir_import import read_graph
-
 from snnchip.spec import Interpretation
 
 

@@ -8,11 +8,11 @@ import nir
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from snnchip.errors import DataError, NIRFormatError, UnsupportedNodeError
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_export import spec_to_nir, write_nir
 from snnchip.export.nir_import import check_graph, read_graph
-
-from snnchip.errors import DataError, NIRFormatError, UnsupportedNodeError
 from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
 
 OURS = (NIRFormatError, UnsupportedNodeError)

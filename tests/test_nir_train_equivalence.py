@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_export import model_graph, spec_to_nir, write_nir
-
 from snnchip.spec import NeuronSpec
 
 train = pytest.importorskip("snnchip.train")

@@ -11,6 +11,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from snnchip.errors import QuantizationError, UnsupportedNodeError
 from snnchip.export.lowering import Stage, lower
 from snnchip.export.quantize import (
     SaturationWarning,
@@ -21,8 +23,6 @@ from snnchip.export.quantize import (
     quantize_stage,
 )
 from snnchip.hw_sim.nets import conv_graph, mlp_graph, neuron_node, readout_node
-
-from snnchip.errors import QuantizationError, UnsupportedNodeError
 from snnchip.spec import Interpretation
 
 

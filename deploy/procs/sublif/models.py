@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from snnchip.deploy.fixed_point import neuron_step_fixed, neuron_step_float
-from snnchip.deploy.procs.sublif.process import SubLIF
 
 from snnchip import lava_compat
+from snnchip.deploy.fixed_point import neuron_step_fixed, neuron_step_float
+from snnchip.deploy.procs.sublif.process import SubLIF
 
 _decorator = lava_compat.lava_module("magma.core.decorator")
 _model = lava_compat.lava_module("magma.core.model.py.model")
