@@ -1,17 +1,28 @@
-"""snnchip.train: LIF neurons, learning rules (BPTT, OTTT, SLTT, SAF), models, data, trainer.
+"""snnchip.train: LIF and EM-PF neurons, learning rules (BPTT, OTTT, SLTT, SAF, EM-PF), models, data, trainer.
 
 Other stages use ``build_model(spec)``, ``plain_parameters(model)`` (+ ``plain_spec(spec)``),
 ``simulate(model, x)`` and ``load_model(path)``.
 """
 
-from .inference import SimResult, load_model, simulate
-from .model import SpikingNet, build_model, plain_parameters, plain_spec
+from .empf import configure_empf
+from .inference import SimResult, load_model, simulate, simulate_parallel
+from .model import (
+    SpikingNet,
+    build_model,
+    fold_empf_bn,
+    from_plain,
+    parameter_memory_bits,
+    plain_parameters,
+    plain_spec,
+)
 from .rules import METHODS, gradients, run_iteration
 from .zoo import MODELS, convnet, mlp, mlp_feedback, model_spec, vgg
 
 __all__ = [
-    "METHODS", "MODELS", "SimResult", "SpikingNet", "build_model", "convnet", "fit", "gradients", "load_model",
-    "mlp", "mlp_feedback", "model_spec", "plain_parameters", "plain_spec", "run_iteration", "simulate", "vgg",
+    "METHODS", "MODELS", "SimResult", "SpikingNet", "build_model", "configure_empf", "convnet", "fit",
+    "fold_empf_bn", "from_plain", "gradients", "load_model", "mlp", "mlp_feedback", "model_spec",
+    "parameter_memory_bits", "plain_parameters", "plain_spec", "run_iteration", "simulate", "simulate_parallel",
+    "vgg",
 ]
 
 

@@ -1,4 +1,5 @@
-"""Inference with the LIF recursion: the reference every later stage (NIR, chip, Lava) is compared with."""
+"""Inference with the LIF / EM-PF recursion: the reference every later stage (NIR, chip, Lava) is compared with;
+``simulate_parallel`` runs parallel EM-PF networks with all time steps at once."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from snnchip.checkpoint import Checkpoint, load_checkpoint
-from snnchip.errors import CheckpointError
+from snnchip.errors import CheckpointError, SpecError
 
 from .model import SpikingNet, build_model
 from .rules import time_major
@@ -41,6 +42,34 @@ def simulate(model: SpikingNet, x: torch.Tensor, T: int | None = None) -> SimRes
                 for name, v in s.items():
                     spikes.setdefault(name, []).append(v)
         return SimResult(torch.cumsum(torch.stack(outs), 0), {n: torch.stack(v) for n, v in spikes.items()})
+    finally:
+        model.train(was_training)
+
+
+def simulate_parallel(model: SpikingNet, x: torch.Tensor, T: int | None = None) -> SimResult:
+    """``simulate`` for networks whose EM-PF layers are all the parallel variant (EM-PF paper, Fig. 2(a),
+    Algorithm 1 line 10): no neuron carries state, so each layer runs on all T steps at once, time folded into
+    the batch (I[1..T] = W x[1..T] + b in one call; s[t] = ReLU(I[t] − θ[t]))."""
+    bad = [n for n, p in model.neurons.items() if getattr(p, "variant", None) != "parallel"]
+    if bad or model.spec.feedback:
+        raise SpecError(f"simulate_parallel needs parallel EM-PF neurons only and no feedback; layers {bad} carry "
+                        f"state")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            xs = time_major(x, model.spec, T)
+            steps, batch = xs.shape[:2]
+            h, spikes = xs.reshape(steps * batch, *xs.shape[2:]), {}
+            for layer in model.spec.layers:
+                h = getattr(model, layer.name)(h)
+                if layer.neuron is not None and not layer.neuron.spiking:
+                    out = h.view(steps, batch, *h.shape[1:])
+                    return SimResult(torch.cumsum(out, 0), spikes)
+                if layer.name in model.neurons:
+                    spikes[layer.name] = model.neurons[layer.name].fire_all(h.view(steps, batch, *h.shape[1:]))
+                    h = spikes[layer.name].reshape(h.shape) * model.scales[layer.name]
+        raise AssertionError("unreachable: the spec guarantees a final readout")
     finally:
         model.train(was_training)
 

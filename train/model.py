@@ -9,6 +9,10 @@ spikes with a presynaptic trace (OTTT), or spike accumulations (SAF). The neuron
 A layer's ``options["scale"]`` multiplies its neuron's output before the next layer (OTTT VGG);
 ``options["weight_std"]`` standardises its weight (``synapse.py``). ``plain_parameters`` folds both
 into plain weights.
+
+EM-PF layers (neuron kind ``empf``, ``empf.py``) have per-step parameters in ``empf.<layer>.*``; the step
+index t travels in the state (``state["t"]``). ``fold_empf_bn`` folds every EM-PF variant into the ``folded``
+form (EM-PF Eq. 7–8), which ``plain_parameters`` exports.
 """
 
 from __future__ import annotations
@@ -23,28 +27,35 @@ from torch import nn
 from snnchip.errors import SpecError
 from snnchip.spec import LayerSpec, NetworkSpec
 
+from .empf import EMPF, FOLDED_KEYS, layer_variant
 from .neuron import LIF
 from .synapse import Synapse, shape_op
 
 FOLDED_OPTIONS = ("weight_std", "scale")
+RESERVED_NAMES = ("feedback", "empf")
 State = dict
 
 
 class SpikingNet(nn.Module):
-    """The trainable network of a spec; parameters are ``<layer>.weight|bias|gain`` and
-    ``feedback.<src>__<dst>.weight``."""
+    """The trainable network of a spec; parameters are ``<layer>.weight|bias|gain``,
+    ``feedback.<src>__<dst>.weight`` and ``empf.<layer>.*`` (EM-PF neurons)."""
 
     def __init__(self, spec: NetworkSpec):
         super().__init__()
         self.spec = spec
         shapes = spec.shapes()
         in_shapes = [spec.input_shape, *shapes[:-1]]
-        self.neurons: dict[str, LIF] = {}
+        self.neurons: dict[str, LIF | EMPF] = {}
         self.scales: dict[str, float] = {}
-        for layer, in_shape in zip(spec.layers, in_shapes, strict=True):
+        self.empf = nn.ModuleDict()
+        for layer, in_shape, shape in zip(spec.layers, in_shapes, shapes, strict=True):
             _check_supported(layer)
             self.add_module(layer.name, Synapse(layer, in_shape) if layer.synaptic else shape_op(layer))
-            if layer.neuron is not None and layer.neuron.spiking:
+            if layer.neuron is not None and layer.neuron.kind == "empf":
+                self.empf[layer.name] = EMPF(layer.neuron, layer_variant(layer), spec.T, shape)
+                self.neurons[layer.name] = self.empf[layer.name]
+                self.scales[layer.name] = float(layer.options.get("scale", 1.0))
+            elif layer.neuron is not None and layer.neuron.spiking:
                 self.neurons[layer.name] = LIF.from_spec(layer.neuron)
                 self.scales[layer.name] = float(layer.options.get("scale", 1.0))
         index = {layer.name: i for i, layer in enumerate(spec.layers)}
@@ -61,7 +72,7 @@ class SpikingNet(nn.Module):
 
     def step(self, x: torch.Tensor, state: State, view) -> tuple[torch.Tensor, State, dict[str, torch.Tensor]]:
         """One time step: (x[t], state[t-1]) -> (readout o[t], state[t], spikes s[t] per spiking layer)."""
-        new: State = {}
+        new: State = {"t": state.get("t", 0) + 1}
         spikes: dict[str, torch.Tensor] = {}
         h = view.source(x, state, new)
         for layer in self.spec.layers:
@@ -86,14 +97,14 @@ class SpikingNet(nn.Module):
 
 
 def _check_supported(layer: LayerSpec) -> None:
-    if layer.name == "feedback":
-        raise SpecError("a layer may not be named 'feedback' (reserved for feedback weights)")
+    if layer.name in RESERVED_NAMES:
+        raise SpecError(f"a layer may not be named {layer.name!r} (reserved: {', '.join(RESERVED_NAMES)})")
     if layer.synaptic and layer.neuron is None:
-        raise SpecError(f"layer {layer.name!r}: snnchip.train needs a neuron (lif or readout) after every "
+        raise SpecError(f"layer {layer.name!r}: snnchip.train needs a neuron (lif, empf or readout) after every "
                         f"synaptic layer")
-    if layer.neuron is not None and layer.neuron.kind not in ("lif", "readout"):
+    if layer.neuron is not None and layer.neuron.kind not in ("lif", "empf", "readout"):
         raise SpecError(f"layer {layer.name!r}: neuron kind {layer.neuron.kind!r} is not supported by "
-                        f"snnchip.train yet; supported: lif, readout")
+                        f"snnchip.train yet; supported: lif, empf, readout")
 
 
 def detach_state(state: State) -> State:
@@ -117,6 +128,11 @@ def plain_parameters(model: SpikingNet) -> dict[str, dict[str, np.ndarray]]:
     layer has none) and ``{"feedback.<src>__<dst>": {"weight": [n_dst, n_src]}}``. A neuron's scale c
     is folded into every weight that reads its output: W·(c·s) = (c·W)·s. Use them with
     ``plain_spec(spec)``, which drops the folded options.
+
+    Binary layers export sign(W_f) (exactly ±1). An EM-PF layer's entry also has ``lam``, ``theta``,
+    ``input_scale``, ``reset_offset``, each float32 [T, C] (C = out_features or out_channels, broadcast over
+    H, W): the ``folded`` form m = λ̂[t]·v[t−1] + a[t]·(W x + b); s = ReLU(m − θ̂[t]); v = m − s + r[t]
+    (EM-PF Eq. 7–8, membrane BN folded with its running statistics, i.e. eval mode).
     """
     out: dict[str, dict[str, np.ndarray]] = {}
     scale_in = 1.0
@@ -124,9 +140,16 @@ def plain_parameters(model: SpikingNet) -> dict[str, dict[str, np.ndarray]]:
         for layer in model.spec.layers:
             if layer.synaptic:
                 syn: Synapse = getattr(model, layer.name)
+                if syn.seca is not None:
+                    raise SpecError(f"layer {layer.name!r}: SECA (EM-PF Eq. 9–10) is an input-dependent gate "
+                                    f"that plain weights cannot express; SECA models train and simulate only")
+                if syn.binary and scale_in != 1.0:
+                    raise SpecError(f"layer {layer.name!r}: a binary weight cannot absorb the scale {scale_in}")
                 entry = {"weight": _np(syn.plain_weight() * scale_in)}
                 if syn.bias is not None:
                     entry["bias"] = _np(syn.bias)
+                if layer.name in model.empf:
+                    entry.update({k: _np(v) for k, v in model.empf[layer.name].folded().items()})
                 out[layer.name] = entry
             if layer.name in model.scales:
                 scale_in = model.scales[layer.name]
@@ -140,7 +163,51 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def plain_spec(spec: NetworkSpec) -> NetworkSpec:
-    """The spec without the options ``plain_parameters`` folds away (weight_std, scale)."""
-    layers = tuple(dataclasses.replace(la, options={k: v for k, v in la.options.items() if k not in FOLDED_OPTIONS})
-                   for la in spec.layers)
-    return dataclasses.replace(spec, layers=layers)
+    """The spec without the options ``plain_parameters`` folds away (weight_std, scale); EM-PF layers become the
+    ``folded`` variant. ``binary`` stays (sign of ±1 is itself: it tells export the weights fit in 1 bit)."""
+    def options(la: LayerSpec) -> dict:
+        opts = {k: v for k, v in la.options.items() if k not in FOLDED_OPTIONS}
+        return {**opts, "empf": "folded"} if la.neuron is not None and la.neuron.kind == "empf" else opts
+
+    return dataclasses.replace(spec, layers=tuple(dataclasses.replace(la, options=options(la)) for la in spec.layers))
+
+
+def from_plain(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]]) -> SpikingNet:
+    """The model of ``plain_spec(spec)`` loaded with ``plain_parameters`` (strict: every tensor must be given)."""
+    model = build_model(plain_spec(spec))
+    state = {}
+    for name, entry in params.items():
+        for k, v in entry.items():
+            prefix = f"empf.{name}" if k in FOLDED_KEYS else name
+            state[f"{prefix}.{k}"] = torch.from_numpy(np.asarray(v))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def fold_empf_bn(model: SpikingNet) -> SpikingNet:
+    """A copy of ``model`` in eval mode whose EM-PF layers are the ``folded`` form (EM-PF Eq. 7–8): membrane BN
+    (running statistics), α, β and the per-step λ, θ become per-step, per-channel λ̂, θ̂, input scale and reset
+    offset. Synaptic weights (binary, standardised, scaled) are kept as they are; the copy computes the same
+    spikes and outputs as ``model.eval()``."""
+    spec = model.spec
+    layers = tuple(dataclasses.replace(la, options={**la.options, "empf": "folded"})
+                   if la.neuron is not None and la.neuron.kind == "empf" else la for la in spec.layers)
+    folded = build_model(dataclasses.replace(spec, layers=layers)).to(next(model.parameters()).device)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("empf.")}
+    for name, neuron in model.empf.items():
+        state.update({f"empf.{name}.{k}": v for k, v in neuron.folded().items()})
+    folded.load_state_dict(state, strict=True)
+    return folded.eval()
+
+
+def parameter_memory_bits(model: SpikingNet) -> dict[str, float]:
+    """Parameter memory of the trainable tensors: ``float_bits`` (every value 32-bit) vs ``binary_bits`` (weights of
+    binary synapses, incl. SECA-II's BConv, at 1 bit, the rest 32-bit), and their ratio (EM-PF paper Sec. 5.1)."""
+    total = binary = 0
+    for name, p in model.named_parameters():
+        total += p.numel()
+        module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+        if name.endswith("weight") and (getattr(module, "binary", False) or name.endswith("seca.bconv.weight")):
+            binary += p.numel()
+    float_bits, binary_bits = 32 * total, 32 * (total - binary) + binary
+    return {"float_bits": float_bits, "binary_bits": binary_bits, "ratio": float_bits / max(binary_bits, 1)}

@@ -89,6 +89,10 @@ class LIF:
         """v = u − θ·s (subtract) or u·(1 − s) (zero)."""
         return u - self.theta * s if self.subtract else u * (1 - s)
 
+    def step(self, current: torch.Tensor, v: torch.Tensor | None, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The neuron interface views call (``empf.EMPF.step`` is the other one); the LIF has no per-step parameters."""
+        return lif_step(current, v, self)
+
 
 def lif_step(current: torch.Tensor, v: torch.Tensor | None, p: LIF) -> tuple[torch.Tensor, torch.Tensor]:
     """One LIF step: (I[t], v[t-1]) -> (s[t], v[t]); ``v=None`` means v[0] = 0."""

@@ -12,6 +12,10 @@ at which steps backward runs and on which loss, and when the optimizer steps:
 - ``saf-e``   SAF (Eq. 6): accumulation view, per-step loss L_E[t] = ℓ(o[t], y)/T, optimizer step every
               step (Algorithm 1). ``saf-f`` (Eq. 7): only the final step has a graph, loss
               L_F = ℓ(Ô[T]/Λ, y) on the weighted rate, Λ = Σ_{t=1..T} λ^{T−t}.
+- ``empf``    EM-PF online training (EM-PF paper, Eq. 4–5, Algorithm 1): spike view (floating-point spikes),
+              state detached every step, L[t] = ℓ(o[t], y)/T with backward every step, one optimizer step.
+              ``empf-random-bp``: backward at one random step per batch (random BP = the sltt-k sampler, K = 1).
+              Needs EM-PF neurons (``empf.configure_empf``); bptt also runs on EM-PF nets (STBP).
 ℓ = (1−α)·CE + α·MSE(one-hot) (OTTT supplement, Sec. C). Online rules keep only the current step's graph.
 """
 
@@ -39,6 +43,7 @@ class Rule:
     loss: str  # mean | step | final
     step_every_t: bool = False
     sampled: bool = False  # SLTT-K
+    k: int | None = None  # a fixed K for sampled rules (random BP: 1)
 
 
 RULES = {r.name: r for r in (
@@ -49,6 +54,8 @@ RULES = {r.name: r for r in (
     Rule("sltt-k", "spike", online=True, loss="step", sampled=True),
     Rule("saf-e", "saf", online=True, loss="step", step_every_t=True),
     Rule("saf-f", "saf", online=True, loss="final"),
+    Rule("empf", "spike", online=True, loss="step"),
+    Rule("empf-random-bp", "spike", online=True, loss="step", sampled=True, k=1),
 )}
 METHODS = tuple(RULES)
 
@@ -76,6 +83,11 @@ def shared_lambda(spec: NetworkSpec) -> float:
 
 
 def make_view(rule: Rule, spec: NetworkSpec):
+    kinds = {la.neuron.kind for la in spec.layers if la.neuron is not None and la.neuron.spiking}
+    if rule.name.startswith("empf") and kinds != {"empf"}:
+        raise SpecError(f"{rule.name} trains EM-PF neurons; this network has {sorted(kinds)}")
+    if rule.view != "spike" and "empf" in kinds:
+        raise SpecError(f"{rule.name} needs LIF neurons; train EM-PF networks with empf (or bptt)")
     if rule.view == "spike":
         return SpikeView()
     lam = shared_lambda(spec)
@@ -148,6 +160,7 @@ def _backward_steps(rule: Rule, T: int, k: int | None, rng: random.Random) -> se
         return {T - 1}
     if not rule.sampled:
         return set(range(T))
+    k = rule.k or k
     if k is None or not 0 < k <= T:
         raise SpecError(f"sltt-k needs 0 < K <= T, got K={k}, T={T}")
     return set(rng.sample(range(T), k))

@@ -3,6 +3,8 @@
 Scaled weight standardisation (OTTT supplement, Eq. 6, as in the OTTT code):
     Ŵ_i = gain_i · (W_i − mean(W_i)) / sqrt(var(W_i)·N + ε),   N = fan-in, statistics along the input dims.
 ``plain_weight()`` returns Ŵ, the weight the layer really applies; export folds it away.
+``options["binary"]``: the applied weight is sign(W) ∈ {±1} (EM-PF Eq. 3–4, ``empf.binarize``), after any
+standardisation. ``options["seca"]`` (i | ii): EM-PF channel attention on the current, I = SECA(W x + b) (Eq. 9–10).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnchip.spec import LayerSpec
+
+from .empf import SECA, binarize
 
 WS_EPS = 1e-4
 
@@ -34,15 +38,19 @@ class Synapse(nn.Module):
         self.weight_std = bool(layer.options.get("weight_std", False))
         if self.weight_std:
             self.gain = nn.Parameter(torch.ones((self.weight.shape[0],) + (1,) * (self.weight.dim() - 1)))
+        self.binary = bool(layer.options.get("binary", False))
+        mode = layer.options.get("seca", "none")
+        self.seca = SECA(layer.out_channels, mode) if self.conv and mode != "none" else None
 
     def plain_weight(self) -> torch.Tensor:
-        if not self.weight_std:
-            return self.weight
-        dims = tuple(range(1, self.weight.dim()))
-        fan_in = math.prod(self.weight.shape[1:])
-        mean = self.weight.mean(dim=dims, keepdim=True)
-        var = self.weight.var(dim=dims, keepdim=True)
-        return self.gain * (self.weight - mean) / torch.sqrt(var * fan_in + WS_EPS)
+        w = self.weight
+        if self.weight_std:
+            dims = tuple(range(1, w.dim()))
+            fan_in = math.prod(w.shape[1:])
+            mean = w.mean(dim=dims, keepdim=True)
+            var = w.var(dim=dims, keepdim=True)
+            w = self.gain * (w - mean) / torch.sqrt(var * fan_in + WS_EPS)
+        return binarize(w) if self.binary else w
 
     def kernel(self, x: torch.Tensor) -> torch.Tensor:
         """W x, without the bias."""
@@ -56,7 +64,8 @@ class Synapse(nn.Module):
         return current + (bias.view(-1, 1, 1) if self.conv else bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.add_bias(self.kernel(x), self.bias)
+        current = self.add_bias(self.kernel(x), self.bias)
+        return current if self.seca is None else self.seca(current)
 
 
 def shape_op(layer: LayerSpec) -> nn.Module:

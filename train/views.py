@@ -1,6 +1,6 @@
 """What flows between layers during a step: the only thing learning rules change in the forward.
 
-``SpikeView``  s[t] (BPTT, SLTT, inference).
+``SpikeView``  s[t] (BPTT, SLTT, EM-PF, inference); the neuron is ``LIF.step`` or ``empf.EMPF.step``.
 ``TraceView``  OTTT (Xiao et al. 2022, Eq. 8 / supplement): the pair (s[t], â[t]) with the presynaptic
                trace â[t] = λ·â[t−1] + s[t]. A synapse's value is W·s (computed without graph), its
                gradient is taken through W·â, so ∇W L[t] = g_u[t]·â[t]ᵀ and ∂L/∂s = Wᵀ g_u.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .neuron import LIF, lif_step
+from .neuron import LIF
 
 
 def _decay(lam: float, prev: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
@@ -43,8 +43,8 @@ class SpikeView:
     def scale(self, h, c: float):
         return h if c == 1.0 else h * c
 
-    def neuron(self, p: LIF, current, state, new, name):
-        s, new["v:" + name] = lif_step(current, state.get("v:" + name), p)
+    def neuron(self, p, current, state, new, name):
+        s, new["v:" + name] = p.step(current, state.get("v:" + name), state.get("t", 0))
         return s, s
 
     def readout(self, current, state, new, name):
