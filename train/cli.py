@@ -22,5 +22,8 @@ def run(args: argparse.Namespace) -> int:
     rates = ", ".join(f"{k} {v:.3f}" for k, v in last["firing_rate"].items())
     print(f"  {last['time_s']:.1f} s/epoch, peak memory {last['peak_memory_bytes'] / 2**20:.1f} MiB "
           f"({last['peak_memory_kind']}), firing rate: {rates}")
+    mem = metrics["parameter_memory_bits"]
+    print(f"  parameter memory {mem['binary_bits'] / 8 / 1024:.1f} KiB with binary weights vs "
+          f"{mem['float_bits'] / 8 / 1024:.1f} KiB float ({mem['ratio']:.2f}x)")
     print(f"  wrote {cfg.out}/model.pt, {cfg.out}/metrics.json, {cfg.out}/curves.png")
     return 0

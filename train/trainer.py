@@ -27,8 +27,9 @@ from snnchip.errors import SpecError, TrainingError
 from snnchip.spec import NetworkSpec, NeuronSpec
 
 from .data import Dataset, load_dataset
+from .empf import configure_empf
 from .inference import simulate
-from .model import SpikingNet, build_model
+from .model import SpikingNet, build_model, parameter_memory_bits
 from .rules import get_rule, mixed_loss, run_iteration
 from .zoo import model_spec
 
@@ -66,6 +67,14 @@ class TrainConfig:
     max_steps: int | None = None
     resume: bool = False
     quiet: bool = False
+    empf_variant: str = "bn"  # EM-PF (--method empf): vanilla | learnable | bn | parallel
+    random_bp: bool = False  # EM-PF: --method empf --random-bp is the rule empf-random-bp
+    seca: str = "none"
+    binary_first_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.random_bp and self.method == "empf":
+            self.method = "empf-random-bp"
 
     @classmethod
     def from_namespace(cls, ns: Any) -> TrainConfig:
@@ -86,6 +95,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise SpecError(f"--T must be a positive number of time steps, got {cfg.T}")
     if cfg.method == "sltt-k" and (cfg.k is None or not 0 < cfg.k <= cfg.T):
         raise SpecError(f"sltt-k needs --k with 0 < K <= T (T={cfg.T}), got {cfg.k}")
+    if cfg.random_bp and cfg.method != "empf-random-bp":
+        raise SpecError(f"--random-bp applies to --method empf, not {cfg.method!r} (sltt-k --k 1 is its LIF form)")
     if cfg.epochs <= 0 or cfg.batch_size <= 0:
         raise SpecError(f"--epochs and --batch-size must be positive, got {cfg.epochs}, {cfg.batch_size}")
 
@@ -95,9 +106,12 @@ def build_spec(cfg: TrainConfig, ds: Dataset) -> NetworkSpec:
         hidden = tuple(int(h) for h in str(cfg.hidden).split(",") if h.strip())
     except ValueError:
         raise SpecError(f"--hidden must be comma-separated integers, got {cfg.hidden!r}") from None
-    return model_spec(cfg.model, ds.input_shape, ds.num_classes, cfg.T, neuron_for(cfg), hidden=hidden,
+    spec = model_spec(cfg.model, ds.input_shape, ds.num_classes, cfg.T, neuron_for(cfg), hidden=hidden,
                       encoding=cfg.encoding, method=cfg.method,
                       options={"k": cfg.k, "mse_alpha": cfg.mse_alpha})
+    if cfg.method.startswith("empf"):
+        spec = configure_empf(spec, cfg.empf_variant, cfg.binary_first_last, cfg.seca)
+    return spec
 
 
 def pick_device(name: str) -> torch.device:
@@ -189,13 +203,13 @@ def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
         if pos.history and pos.history[-1]["epoch"] == record["epoch"]:
             pos.history.pop()  # the rest of an epoch interrupted by --max-steps replaces its partial record
         pos.history.append(record)
-        metrics = _metrics(cfg, pos.history)
+        metrics = _metrics(cfg, pos.history, model)
         extra = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                  "torch_rng": torch.get_rng_state(), **pos.to_extra()}
         save_checkpoint(out / "model.pt", spec, model.state_dict(), metrics, extra)
         write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
         _plot(pos.history, out / "curves.png")
-    return _metrics(cfg, pos.history)
+    return _metrics(cfg, pos.history, model)
 
 
 def _epoch_seed(cfg: TrainConfig, epoch: int) -> int:
@@ -278,10 +292,11 @@ def _restore(path: Path, spec, model, opt, sched, scaler) -> Progress:
                     json.loads(e["history_json"]))
 
 
-def _metrics(cfg: TrainConfig, history: list[dict[str, Any]]) -> dict[str, Any]:
+def _metrics(cfg: TrainConfig, history: list[dict[str, Any]], model: SpikingNet) -> dict[str, Any]:
     accs = [h["test_acc"] for h in history]
     return {"config": dataclasses.asdict(cfg), "epochs": history,
-            "final_test_acc": accs[-1] if accs else None, "best_test_acc": max(accs) if accs else None}
+            "final_test_acc": accs[-1] if accs else None, "best_test_acc": max(accs) if accs else None,
+            "parameter_memory_bits": parameter_memory_bits(model)}
 
 
 def _plot(history: list[dict[str, Any]], path: Path) -> None:
