@@ -1,6 +1,11 @@
 """``snn-bench train``: median time per training iteration and peak memory per method and T, and the cosine
 similarity of SLTT's gradient with BPTT's (SLTT paper, Fig. 3).
 
+EM-PF methods are named ``empf[-parallel][-random-bp]`` (``empf.bench_method``): the bn variant (or parallel)
+trained with the ``empf`` / ``empf-random-bp`` rule. When a parallel EM-PF method is benchmarked, the inference
+table compares the step-by-step loop (``simulate``) with all steps at once (``simulate_parallel``) on the same
+parallel network (EM-PF paper, Sec. 4.3, "Inference time").
+
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over one iteration (minus what was allocated
 before); on CPU the peak bytes of the tensors autograd keeps for backward (live saved tensors, counted
 with ``torch.autograd.graph.saved_tensors_hooks``), i.e. the activation memory a rule needs, excluding
@@ -24,6 +29,8 @@ from snnchip.errors import SpecError
 from snnchip.spec import NeuronSpec
 
 from .data import load_dataset
+from .empf import bench_method, configure_empf
+from .inference import simulate, simulate_parallel
 from .model import SpikingNet, build_model
 from .rules import get_rule, gradients, run_iteration
 from .trainer import SLTT_LAMBDA, pick_device
@@ -88,28 +95,47 @@ def benchmark(model_name: str, methods: list[str], Ts: list[int], batch_size: in
               device: torch.device) -> dict[str, Any]:
     """Digits batch of ``batch_size``; each method with its default neuron (DESIGN.md), seed 0."""
     for m in methods:
-        get_rule(m)
+        get_rule(bench_method(m)[0])
     ds = load_dataset("digits", flat=model_name.startswith("mlp"))
     x, y = ds.x_train[:batch_size].to(device), ds.y_train[:batch_size].to(device)
-    rows, cosines = [], {}
+    rows, cosines, inference = [], {}, []
     for T in Ts:
         for method in methods:
+            rule, variant = bench_method(method)
             sltt = method.startswith("sltt")
             neuron = NeuronSpec(lam=SLTT_LAMBDA if sltt else 0.5, surrogate="triangle" if sltt else "sigmoid")
             torch.manual_seed(0)
-            model = build_model(model_spec(model_name, ds.input_shape, ds.num_classes, T, neuron)).to(device)
+            spec = model_spec(model_name, ds.input_shape, ds.num_classes, T, neuron)
+            model = build_model(configure_empf(spec, variant) if variant else spec).to(device)
             opts = {"k": max(1, T // 4), "rng": random.Random(0), "mse_alpha": 0.05}
             opt = torch.optim.SGD(model.parameters(), lr=1e-3)
             rows.append({"method": method, "T": T, "k": opts["k"] if method == "sltt-k" else None,
-                         "time_per_iter_s": _time_iteration(model, x, y, method, T, opt, device, repeats, **opts),
-                         "peak_memory_bytes": _peak_memory(model, x, y, method, T, device, **opts)})
+                         "time_per_iter_s": _time_iteration(model, x, y, rule, T, opt, device, repeats, **opts),
+                         "peak_memory_bytes": _peak_memory(model, x, y, rule, T, device, **opts)})
+            if variant == "parallel" and not any(r["T"] == T for r in inference):
+                inference.append({"T": T, **{name: _time_call(fn, model, x, device, repeats) for name, fn in
+                                             (("sequential_s", simulate), ("parallel_s", simulate_parallel))}})
         torch.manual_seed(0)
         neuron = NeuronSpec(lam=SLTT_LAMBDA, surrogate="triangle")
         model = build_model(model_spec(model_name, ds.input_shape, ds.num_classes, T, neuron)).to(device)
         cosines[str(T)] = _cosine(gradients(model, x, y, "sltt"), gradients(model, x, y, "bptt"))
     kind = "cuda_max_allocated" if device.type == "cuda" else "autograd_saved_tensor_bytes"
     return {"model": model_name, "device": str(device), "batch_size": batch_size, "memory_kind": kind,
-            "rows": rows, "cosine_sltt_bptt": cosines}
+            "rows": rows, "cosine_sltt_bptt": cosines, "inference": inference}
+
+
+def _time_call(fn, model, x, device, repeats: int) -> float:
+    """Median seconds of ``fn(model, x)`` (a forward over T steps), after one warm-up call."""
+    times = []
+    for _ in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn(model, x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
 
 
 def plot_memory(result: dict[str, Any], path: str) -> None:
@@ -142,10 +168,14 @@ def run(args: argparse.Namespace) -> int:
     result = benchmark(args.model, methods, Ts, args.batch_size, args.repeats, pick_device(args.device))
     print(f"snn-bench train: {result['model']}, batch {result['batch_size']}, {result['device']} "
           f"(memory: {result['memory_kind']})")
-    print(f"  {'method':8} {'T':>4} {'ms/iter':>9} {'peak MiB':>9}")
+    width = max(8, *(len(r["method"]) for r in result["rows"]))
+    print(f"  {'method':{width}} {'T':>4} {'ms/iter':>9} {'peak MiB':>9}")
     for r in result["rows"]:
         ms, mib = 1e3 * r["time_per_iter_s"], r["peak_memory_bytes"] / 2**20
-        print(f"  {r['method']:8} {r['T']:>4} {ms:>9.2f} {mib:>9.3f}")
+        print(f"  {r['method']:{width}} {r['T']:>4} {ms:>9.2f} {mib:>9.3f}")
+    for r in result["inference"]:
+        print(f"  EM-PF parallel net inference, T={r['T']}: step loop {1e3 * r['sequential_s']:.2f} ms, all steps "
+              f"at once {1e3 * r['parallel_s']:.2f} ms ({r['sequential_s'] / r['parallel_s']:.2f}x)")
     print("  cos(SLTT, BPTT) gradient: " + ", ".join(f"T={t}: {c:.4f}" for t, c in result["cosine_sltt_bptt"].items()))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2))
