@@ -23,6 +23,7 @@ from snnchip.train import (
     plain_parameters,
     simulate,
     simulate_parallel,
+    vgg,
 )
 from snnchip.train.bench import saved_tensor_peak
 from snnchip.train.rules import run_iteration
@@ -353,3 +354,17 @@ def test_snn_train_empf_and_bench(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert {r["method"] for r in result["rows"]} == {"empf", "empf-parallel-random-bp"}
     assert result["inference"][0]["parallel_s"] > 0
+
+
+def test_vgg_from_the_zoo_with_empf_neurons():
+    spec = configure_empf(vgg((2, 8, 8), N_OUT, T, NeuronSpec(), config=(4, "M", 6, 6)), "bn", seca="ii")
+    assert all("weight_std" not in la.options and "scale" not in la.options for la in spec.layers)
+    assert [la.name for la in spec.layers if la.options.get("seca")] == ["conv2", "conv3"]
+    torch.manual_seed(0)
+    model = randomize(build_model(spec))
+    x, y = data(shape=(2, 8, 8))
+    assert gradients(model, x, y, "empf")["conv2.seca.conv.weight"].abs().sum() > 0
+    plain = configure_empf(vgg((2, 8, 8), N_OUT, T, NeuronSpec(), config=(4, "M", 6, 6)), "bn")
+    torch.manual_seed(0)
+    model = randomize(build_model(plain)).eval()
+    assert_same_run(simulate(fold_empf_bn(model), x), simulate(model, x))
