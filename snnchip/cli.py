@@ -100,14 +100,15 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist, fashion-mnist, "
                    "cifar10, dvs")
     p.add_argument("--data-dir", default=None, help="directory with the local dataset files")
-    p.add_argument("--model", default="mlp", help="mlp, convnet, vgg, mlp-feedback, ...")
+    p.add_argument("--model", default="mlp", help="mlp, convnet, vgg, mlp-feedback, resnet18, ...")
     p.add_argument("--hidden", default="128", help="comma-separated hidden widths for mlp (default 128)")
     p.add_argument("--method", default="ottt-a", help="bptt, ottt-o, ottt-a, sltt, sltt-k, saf-e, saf-f, "
                    "empf, edbp")
     p.add_argument("--T", type=int, default=6, help="time steps (default 6)")
     p.add_argument("--k", type=int, default=None, help="SLTT-K: steps with backward per batch")
-    p.add_argument("--empf-variant", choices=["vanilla", "learnable", "bn", "parallel"], default="bn",
-                   help="EM-PF neuron: fixed λ/θ, learnable per-step λ[t]/θ[t], + membrane BN (default), parallel")
+    p.add_argument("--empf-variant", choices=["vanilla", "learnable", "bn", "parallel", "mixed"], default="bn",
+                   help="EM-PF neuron: fixed λ/θ, learnable per-step λ[t]/θ[t], + membrane BN (default), parallel, "
+                   "mixed (resnet18 blocks: first neuron parallel, second bn)")
     p.add_argument("--random-bp", action="store_true", help="EM-PF: backward at one random step per batch")
     p.add_argument("--seca", choices=["none", "i", "ii"], default="none", help="EM-PF channel attention (conv)")
     p.add_argument("--binary-first-last", action="store_true",

@@ -103,11 +103,11 @@ def bn_reference(model, x):
     return {k: torch.stack(s) for k, s in spikes.items()}, torch.cumsum(torch.stack(outs), 0)
 
 
-def assert_same_run(a, b):
-    torch.testing.assert_close(a.output, b.output, atol=1e-5, rtol=1e-5)
+def assert_same_run(a, b, tol=1e-5):
+    torch.testing.assert_close(a.output, b.output, atol=tol, rtol=tol)
     assert a.spikes.keys() == b.spikes.keys()
     for name in a.spikes:
-        torch.testing.assert_close(a.spikes[name], b.spikes[name], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a.spikes[name], b.spikes[name], atol=tol, rtol=tol)
 
 
 def test_bn_forward_is_eq6_and_folding_is_exact_mlp():
@@ -368,3 +368,67 @@ def test_vgg_from_the_zoo_with_empf_neurons():
     torch.manual_seed(0)
     model = randomize(build_model(plain)).eval()
     assert_same_run(simulate(fold_empf_bn(model), x), simulate(model, x))
+
+
+# ------------------------------------------------------------------------- ResNet-18 (options-based shortcuts)
+def sign(w):
+    return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+
+
+def resnet_reference(model, x):
+    """Every layer of the small ResNet by hand (bn/parallel EM-PF, Eq. 6, eval mode), the block's second conv adding
+    the block input through identity or sign(W_sc) 1×1 (stride 2); returns Σ_{τ≤t} o[τ]."""
+    spec, outs_t, v = model.spec, [], {}
+    for t in range(spec.T):
+        h, outs = x, {}
+        for la in spec.layers:
+            op = getattr(model, la.name)
+            if la.op == "conv2d":
+                w = sign(op.weight) if la.options.get("binary") else op.weight
+                cur = F.conv2d(h, w, op.bias, la.effective_stride, la.padding)
+                src = la.options.get("shortcut")
+                if src is not None:
+                    sc = model.shortcuts[la.name]
+                    cur = cur + (outs[src] if isinstance(sc, torch.nn.Identity) else
+                                 F.conv2d(outs[src], sign(sc.weight), None, sc.stride))
+                n = model.empf[la.name]
+                m = cur if n.variant == "parallel" or la.name not in v else n.lam[t] * v[la.name] + cur
+                m = n.alpha[t] * m + n.beta[t] * F.batch_norm(m, n.bn[t].running_mean, n.bn[t].running_var,
+                                                              n.bn[t].weight, n.bn[t].bias, eps=n.bn[t].eps)
+                h = relu_ge(m - n.theta[t])
+                v[la.name] = m - h
+            elif la.op == "linear":
+                outs_t.append(F.linear(h, op.weight, op.bias))
+            else:
+                h = op(h)
+            outs[la.name] = h
+    return torch.cumsum(torch.stack(outs_t), 0)
+
+
+def test_resnet18_mixed_blocks_follow_the_equations_and_fold():
+    from snnchip.train.zoo import resnet18
+
+    spec = configure_empf(resnet18((3, 8, 8), N_OUT, 2, NeuronSpec(), widths=(4, 6, 6, 8)), "mixed")
+    variants = {la.name: la.options.get("empf") for la in spec.layers if la.neuron and la.neuron.spiking}
+    assert variants["s1b1a"] == "parallel" and variants["s1b1b"] == "bn" and variants["conv1"] == "bn"
+    torch.manual_seed(0)
+    model = randomize(build_model(spec)).eval().double()  # float64: 18 layers amplify float32 rounding near θ
+    assert isinstance(model.shortcuts["s1b1b"], torch.nn.Identity) and model.shortcuts["s2b1b"].binary
+    x = 3 * torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    res = simulate(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(res.output, resnet_reference(model, x), atol=1e-9, rtol=1e-9)
+    assert_same_run(simulate(fold_empf_bn(model), x), res, tol=1e-9)
+    plain = from_plain(model.spec, plain_parameters(model))  # float32 export: keys and shapes load strictly
+    assert torch.equal(plain.shortcuts["s2b1b"].weight, model.shortcuts["s2b1b"].plain_weight().float())
+    assert plain_parameters(model)["s2b1b"]["shortcut_weight"].shape == (6, 4, 1, 1)
+    grads = gradients(model.train(), x, torch.tensor([0, 1]), "empf")
+    assert grads["shortcuts.s2b1b.weight"].abs().sum() > 0
+
+
+def test_resnet18_parameter_memory_cifar():
+    from snnchip.train.zoo import resnet18
+
+    model = build_model(configure_empf(resnet18((3, 32, 32), 10, 4, NeuronSpec()), "mixed"))
+    mem = parameter_memory_bits(model)
+    assert 10 < mem["ratio"] < 32  # ≈ 15× in the paper (Sec. 5.1)

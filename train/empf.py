@@ -15,6 +15,10 @@ Variants (``LayerSpec.options["empf"]``):
                  Î[t] = α[t]·I[t] + β[t]·BN_t(I[t]) is the bn variant's normalisation with m = I (conv → BN → act, as
                  in the paper's ResNet blocks). Without it the first layer's ReLU neurons start silent and never
                  get a gradient (measured: 10 % on digits). λ is absent (= 0).
+- ``mixed``      (a spec choice, not a neuron) the paper's ResNet block (Fig. 3(b), App. A.2 "version I plus
+                 version III"): the first neuron of each residual block (``options["block"] == "first"``) is
+                 ``parallel``, every other neuron ``bn``: the paper's blocks also have a BN2d after each BConv,
+                 which our specs express as membrane BN (with ``learnable`` there, values grow ~10³× per stage).
 - ``folded``     what every variant folds into for export (Eq. 7–8, ``model.fold_empf_bn``), per step and
                  channel, shape [T, C]:  m[t] = λ̂[t]·v[t−1] + a[t]·I[t];  s[t] = ReLU(m[t] − θ̂[t]);
                  v[t] = m[t] − s[t] + r[t]  (a = input scale, r = reset offset).
@@ -43,7 +47,8 @@ from torch import nn
 from snnchip.errors import SpecError
 from snnchip.spec import LayerSpec, NetworkSpec, NeuronSpec
 
-VARIANTS = ("vanilla", "learnable", "bn", "parallel")
+VARIANTS = ("vanilla", "learnable", "bn", "parallel", "mixed")
+NEURON_VARIANTS = ("vanilla", "learnable", "bn", "parallel", "folded")
 SECA_MODES = ("none", "i", "ii")
 FOLDED_KEYS = ("lam", "theta", "input_scale", "reset_offset")
 SECA_K = 3
@@ -97,8 +102,8 @@ class EMPF(nn.Module):
 
     def __init__(self, neuron: NeuronSpec, variant: str, T: int, shape: tuple[int, ...]):
         super().__init__()
-        if variant not in (*VARIANTS, "folded"):
-            raise SpecError(f"unknown EM-PF variant {variant!r}; valid: {', '.join(VARIANTS)}")
+        if variant not in NEURON_VARIANTS:
+            raise SpecError(f"unknown EM-PF neuron variant {variant!r}; valid: {', '.join(NEURON_VARIANTS)}")
         self.variant, self.T, self.channels = variant, T, shape[0]
         self.channel_view = (-1,) + (1,) * (len(shape) - 1)  # [C] -> broadcast over (C, H, W)
         per_step = (T,) if variant != "folded" else (T, self.channels)
@@ -191,7 +196,8 @@ def configure_empf(spec: NetworkSpec, variant: str = "bn", binary_first_last: bo
             options["binary"] = True
         if neuron is not None and neuron.spiking:
             neuron = NeuronSpec(kind="empf", lam=neuron.lam, theta=neuron.theta)
-            options["empf"] = variant
+            options["empf"] = variant if variant != "mixed" else (
+                "parallel" if la.options.get("block") == "first" else "bn")
             if seca != "none" and la.op == "conv2d" and la.name != convs[0]:
                 options["seca"] = seca
         layers.append(dataclasses.replace(la, neuron=neuron, options=options))

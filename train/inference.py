@@ -60,15 +60,18 @@ def simulate_parallel(model: SpikingNet, x: torch.Tensor, T: int | None = None) 
         with torch.no_grad():
             xs = time_major(x, model.spec, T)
             steps, batch = xs.shape[:2]
-            h, spikes = xs.reshape(steps * batch, *xs.shape[2:]), {}
+            h, spikes, outs = xs.reshape(steps * batch, *xs.shape[2:]), {}, {}
             for layer in model.spec.layers:
                 h = getattr(model, layer.name)(h)
+                if layer.name in model.shortcuts:
+                    h = h + model.shortcuts[layer.name](outs[layer.options["shortcut"]])
                 if layer.neuron is not None and not layer.neuron.spiking:
                     out = h.view(steps, batch, *h.shape[1:])
                     return SimResult(torch.cumsum(out, 0), spikes)
                 if layer.name in model.neurons:
                     spikes[layer.name] = model.neurons[layer.name].fire_all(h.view(steps, batch, *h.shape[1:]))
                     h = spikes[layer.name].reshape(h.shape) * model.scales[layer.name]
+                outs[layer.name] = h
         raise AssertionError("unreachable: the spec guarantees a final readout")
     finally:
         model.train(was_training)

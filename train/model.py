@@ -10,6 +10,11 @@ A layer's ``options["scale"]`` multiplies its neuron's output before the next la
 ``options["weight_std"]`` standardises its weight (``synapse.py``). ``plain_parameters`` folds both
 into plain weights.
 
+Residual shortcuts (an extension by layer options; the spec stays sequential): a synaptic layer with
+``options["shortcut"] = "<earlier layer>"`` adds that layer's output to its input current,
+I[t] = W h[t] + b + P(h_src[t]), P = identity when the shapes match, else a binary 1×1 conv with the stride that
+matches them (``shortcuts.<layer>.weight``). Spike views only (bptt, sltt, sltt-k, empf); ResNet-18 in ``zoo.py``.
+
 EM-PF layers (neuron kind ``empf``, ``empf.py``) have per-step parameters in ``empf.<layer>.*``; the step
 index t travels in the state (``state["t"]``). ``fold_empf_bn`` folds every EM-PF variant into the ``folded``
 form (EM-PF Eq. 7–8), which ``plain_parameters`` exports.
@@ -32,7 +37,7 @@ from .neuron import LIF
 from .synapse import Synapse, shape_op
 
 FOLDED_OPTIONS = ("weight_std", "scale")
-RESERVED_NAMES = ("feedback", "empf")
+RESERVED_NAMES = ("feedback", "empf", "shortcuts")
 State = dict
 
 
@@ -48,8 +53,12 @@ class SpikingNet(nn.Module):
         self.neurons: dict[str, LIF | EMPF] = {}
         self.scales: dict[str, float] = {}
         self.empf = nn.ModuleDict()
+        self.shortcuts = nn.ModuleDict()
+        shape_of = dict(zip((la.name for la in spec.layers), shapes, strict=True))
         for layer, in_shape, shape in zip(spec.layers, in_shapes, shapes, strict=True):
             _check_supported(layer)
+            if "shortcut" in layer.options:
+                self.shortcuts[layer.name] = _shortcut(layer, shape_of, shape)
             self.add_module(layer.name, Synapse(layer, in_shape) if layer.synaptic else shape_op(layer))
             if layer.neuron is not None and layer.neuron.kind == "empf":
                 self.empf[layer.name] = EMPF(layer.neuron, layer_variant(layer), spec.T, shape)
@@ -75,12 +84,15 @@ class SpikingNet(nn.Module):
         new: State = {"t": state.get("t", 0) + 1}
         spikes: dict[str, torch.Tensor] = {}
         h = view.source(x, state, new)
+        outs: dict[str, torch.Tensor] = {}
         for layer in self.spec.layers:
             op = getattr(self, layer.name)
             if not layer.synaptic:
-                h = view.shape(op, h)
+                h = outs[layer.name] = view.shape(op, h)
                 continue
             current = view.synapse(op, h, state)
+            if layer.name in self.shortcuts:
+                current = current + self.shortcuts[layer.name](outs[layer.options["shortcut"]])
             for fb in self.feedback_into[layer.name]:
                 prev = state.get("fb:" + fb.src)
                 if prev is not None:
@@ -90,10 +102,26 @@ class SpikingNet(nn.Module):
                 view.end_step(state, new)
                 return out, new, spikes
             spikes[layer.name], h = view.neuron(self.neurons[layer.name], current, state, new, layer.name)
-            h = view.scale(h, self.scales[layer.name])
+            h = outs[layer.name] = view.scale(h, self.scales[layer.name])
             if layer.name in self.feedback_sources:
                 new["fb:" + layer.name] = h
         raise AssertionError("unreachable: the spec guarantees a final readout")
+
+
+def _shortcut(layer: LayerSpec, shape_of: dict, shape: tuple[int, ...]) -> nn.Module:
+    """The residual path into ``layer``: identity, or a binary 1×1 conv when channels or size change."""
+    src = layer.options["shortcut"]
+    if src not in shape_of or list(shape_of).index(src) >= list(shape_of).index(layer.name):
+        raise SpecError(f"layer {layer.name!r}: shortcut source {src!r} must be an earlier layer")
+    src_shape = shape_of[src]
+    if src_shape == shape:
+        return nn.Identity()
+    stride = src_shape[-1] // shape[-1] if len(shape) == 3 else 0
+    proj = LayerSpec(f"{layer.name}_shortcut", "conv2d", out_channels=shape[0], kernel_size=1, stride=stride,
+                     bias=False, options={"binary": True}) if len(shape) == 3 and len(src_shape) == 3 else None
+    if proj is None or stride < 1 or proj.output_shape(src_shape) != shape:
+        raise SpecError(f"layer {layer.name!r}: no 1×1 projection maps shortcut {src!r} {src_shape} to {shape}")
+    return Synapse(proj, src_shape)
 
 
 def _check_supported(layer: LayerSpec) -> None:
@@ -132,7 +160,8 @@ def plain_parameters(model: SpikingNet) -> dict[str, dict[str, np.ndarray]]:
     Binary layers export sign(W_f) (exactly ±1). An EM-PF layer's entry also has ``lam``, ``theta``,
     ``input_scale``, ``reset_offset``, each float32 [T, C] (C = out_features or out_channels, broadcast over
     H, W): the ``folded`` form m = λ̂[t]·v[t−1] + a[t]·(W x + b); s = ReLU(m − θ̂[t]); v = m − s + r[t]
-    (EM-PF Eq. 7–8, membrane BN folded with its running statistics, i.e. eval mode).
+    (EM-PF Eq. 7–8, membrane BN folded with its running statistics, i.e. eval mode). A layer with a projected
+    residual shortcut also has ``shortcut_weight`` [Cout, Cin, 1, 1] (±1; stride = input size / output size).
     """
     out: dict[str, dict[str, np.ndarray]] = {}
     scale_in = 1.0
@@ -150,6 +179,11 @@ def plain_parameters(model: SpikingNet) -> dict[str, dict[str, np.ndarray]]:
                     entry["bias"] = _np(syn.bias)
                 if layer.name in model.empf:
                     entry.update({k: _np(v) for k, v in model.empf[layer.name].folded().items()})
+                shortcut = model.shortcuts[layer.name] if layer.name in model.shortcuts else None
+                if shortcut is not None and model.scales.get(layer.options["shortcut"], 1.0) != 1.0:
+                    raise SpecError(f"layer {layer.name!r}: a shortcut from a scaled layer cannot be folded")
+                if isinstance(shortcut, Synapse):
+                    entry["shortcut_weight"] = _np(shortcut.plain_weight())
                 out[layer.name] = entry
             if layer.name in model.scales:
                 scale_in = model.scales[layer.name]
@@ -178,8 +212,8 @@ def from_plain(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]]) -> S
     state = {}
     for name, entry in params.items():
         for k, v in entry.items():
-            prefix = f"empf.{name}" if k in FOLDED_KEYS else name
-            state[f"{prefix}.{k}"] = torch.from_numpy(np.asarray(v))
+            key = f"empf.{name}.{k}" if k in FOLDED_KEYS else f"{name}.{k}"
+            state["shortcuts." + name + ".weight" if k == "shortcut_weight" else key] = torch.from_numpy(np.asarray(v))
     model.load_state_dict(state, strict=True)
     return model
 
@@ -192,7 +226,8 @@ def fold_empf_bn(model: SpikingNet) -> SpikingNet:
     spec = model.spec
     layers = tuple(dataclasses.replace(la, options={**la.options, "empf": "folded"})
                    if la.neuron is not None and la.neuron.kind == "empf" else la for la in spec.layers)
-    folded = build_model(dataclasses.replace(spec, layers=layers)).to(next(model.parameters()).device)
+    ref = next(model.parameters())
+    folded = build_model(dataclasses.replace(spec, layers=layers)).to(ref.device, ref.dtype)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("empf.")}
     for name, neuron in model.empf.items():
         state.update({f"empf.{name}.{k}": v for k, v in neuron.folded().items()})

@@ -90,6 +90,8 @@ def make_view(rule: Rule, spec: NetworkSpec):
         raise SpecError(f"{rule.name} needs LIF neurons; train EM-PF networks with empf (or bptt)")
     if rule.view == "spike":
         return SpikeView()
+    if any("shortcut" in la.options for la in spec.layers):
+        raise SpecError(f"{rule.name} does not support residual shortcuts; use a spike-view rule (bptt, sltt, empf)")
     lam = shared_lambda(spec)
     if rule.view == "trace":
         return TraceView(lam)

@@ -5,6 +5,10 @@
 - ``vgg``: OTTT VGG-11 (config A: 64,128,M,256,256,M,512,512,M,512,512), average pooling, global average
   pooling, scaled weight standardisation on every conv and a scale factor 2.74 after every neuron
   (OTTT supplement, Sec. C.1: γ = 1/σ_H ≈ 2.74), as in the OTTT code.
+- ``resnet18``: CIFAR-style ResNet-18 (3×3 stem, 4 stages × 2 basic blocks, widths 64-128-256-512, stride 2 at
+  stages 2–4, global average pooling): each block is conv → neuron → conv (+ shortcut from the block input)
+  → neuron, the shortcut an option of the block's second conv (``model.py``; identity, or a binary 1×1 conv
+  with stride 2). The block's first conv carries ``options["block"] = "first"`` (EM-PF mixed blocks).
 - ``mlp-feedback``: ``mlp`` plus a feedback edge from the last hidden layer to the first (a self-loop
   when there is one hidden layer), one step of delay.
 """
@@ -18,6 +22,7 @@ from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
 
 VGG_A = (64, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512)
 VGG_SCALE = 2.74
+RESNET18_WIDTHS = (64, 128, 256, 512)
 READOUT = NeuronSpec(kind="readout")
 
 
@@ -73,12 +78,32 @@ def vgg(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec
     return _net(input_shape, layers, T, num_classes, model="vgg", **kw)
 
 
+def resnet18(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec, hidden: Sequence[int] = (),
+             widths: Sequence[int] = RESNET18_WIDTHS, **kw) -> NetworkSpec:
+    _need_image(input_shape, "resnet18")
+    layers = [LayerSpec("conv1", "conv2d", out_channels=widths[0], kernel_size=3, padding=1, neuron=neuron)]
+    prev, size = "conv1", min(input_shape[1:])
+    for stage, width in enumerate(widths, 1):
+        for block in (1, 2):
+            stride = 2 if stage > 1 and block == 1 else 1
+            size = (size - 1) // stride + 1
+            name = f"s{stage}b{block}"
+            layers += [LayerSpec(f"{name}a", "conv2d", out_channels=width, kernel_size=3, stride=stride, padding=1,
+                                 neuron=neuron, options={"block": "first"}),
+                       LayerSpec(f"{name}b", "conv2d", out_channels=width, kernel_size=3, padding=1, neuron=neuron,
+                                 options={"shortcut": prev})]
+            prev = f"{name}b"
+    layers += [LayerSpec("gap", "avgpool", kernel_size=size), LayerSpec("flatten", "flatten"),
+               LayerSpec("out", "linear", out_features=num_classes, neuron=READOUT)]
+    return _net(input_shape, layers, T, num_classes, model="resnet18", **kw)
+
+
 def _need_image(input_shape, name: str) -> None:
     if len(input_shape) != 3:
         raise SpecError(f"model {name!r} needs image inputs (C, H, W), got shape {tuple(input_shape)}")
 
 
-MODELS = {"mlp": mlp, "convnet": convnet, "vgg": vgg, "mlp-feedback": mlp_feedback}
+MODELS = {"mlp": mlp, "convnet": convnet, "vgg": vgg, "mlp-feedback": mlp_feedback, "resnet18": resnet18}
 
 
 def model_spec(name: str, input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec,
