@@ -18,7 +18,7 @@ Variants (``LayerSpec.options["empf"]``):
 - ``mixed``      (a spec choice, not a neuron) the paper's ResNet block (Fig. 3(b), App. A.2 "version I plus
                  version III"): the first neuron of each residual block (``options["block"] == "first"``) is
                  ``parallel``, every other neuron ``bn``: the paper's blocks also have a BN2d after each BConv,
-                 which our specs express as membrane BN (with ``learnable`` there, values grow ~10³× per stage).
+                 which our specs can only express as membrane BN.
 - ``folded``     what every variant folds into for export (Eq. 7–8, ``model.fold_empf_bn``), per step and
                  channel, shape [T, C]:  m[t] = λ̂[t]·v[t−1] + a[t]·I[t];  s[t] = ReLU(m[t] − θ̂[t]);
                  v[t] = m[t] − s[t] + r[t]  (a = input scale, r = reset offset).
