@@ -76,6 +76,20 @@ def _neuron(layer: LayerSpec, shape: tuple[int, ...]) -> nir.NIRNode:
                    metadata=meta)
 
 
+UNEXPORTABLE_OPTIONS = {
+    "shortcut": "a residual shortcut (the graph would need a branch and a merge, which the schema does not define yet)",
+    "seca": "SECA attention (an input-dependent gate with no NIR node)",
+}
+
+
+def _refuse_unexportable(layer: LayerSpec) -> None:
+    """Training parametrisations that fold away are gone after ``plain_spec``; these cannot be expressed."""
+    for option, why in UNEXPORTABLE_OPTIONS.items():
+        if layer.options.get(option) not in (None, "none"):
+            raise UnsupportedNodeError(f"layer {layer.name!r} has {why}; NIR export supports sequential networks "
+                                       "with feedback edges only")
+
+
 def spec_to_nir(spec: NetworkSpec, params: Params) -> nir.NIRGraph:
     """The NIR graph of ``spec`` with folded ``params`` (``plain_parameters(model)``), per docs/nir-schema.md."""
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(spec.input_shape)})}
@@ -83,6 +97,7 @@ def spec_to_nir(spec: NetworkSpec, params: Params) -> nir.NIRGraph:
     prev, in_shape = "input", spec.input_shape
     neuron_of: dict[str, str] = {}
     for layer, out_shape in zip(spec.layers, spec.shapes(), strict=True):
+        _refuse_unexportable(layer)
         nodes[layer.name] = _synapse(layer, in_shape, out_shape, params)
         edges.append((prev, layer.name))
         prev, in_shape = layer.name, out_shape

@@ -162,3 +162,18 @@ def test_interpretation_report_names_what_plain_nir_gets_wrong():
     spec = mlp_feedback(NeuronSpec(lam=0.5, reset="subtract", spike="ge"))
     text = "\n".join(interpretation_report(spec_to_nir(spec, random_params(spec, 0))))
     assert "subtractive reset" in text and "u >= θ" in text and "exact" in text and "previous step" in text
+
+
+@pytest.mark.parametrize("option", [{"shortcut": "fc1"}, {"seca": "i"}])
+def test_export_refuses_layers_it_cannot_express(option):
+    from snnchip.errors import UnsupportedNodeError
+
+    spec = NetworkSpec(
+        input_shape=(4,), T=2, num_classes=3,
+        layers=(LayerSpec("fc1", "linear", out_features=4, neuron=NeuronSpec()),
+                LayerSpec("fc2", "linear", out_features=4, neuron=NeuronSpec(), options=option),
+                LayerSpec("out", "linear", out_features=3, neuron=NeuronSpec(kind="readout"))))
+    params = {n: {"weight": np.ones((o, 4), np.float32), "bias": np.zeros(o, np.float32)}
+              for n, o in (("fc1", 4), ("fc2", 4), ("out", 3))}
+    with pytest.raises(UnsupportedNodeError, match="fc2"):
+        spec_to_nir(spec, params)
