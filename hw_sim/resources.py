@@ -1,7 +1,7 @@
 """Chip resource and energy estimate for a deployed network (an estimate, and labelled as one).
 
-Resources per layer come from the float NIR graph: neurons, synaptic connections, and unique synaptic
-weights (memory, at the deployed 8-bit mantissa). Activity comes from spike counts measured on the
+Resources per layer are those of the deployment: neurons, synaptic connections (non-zero deployed weights)
+and synaptic memory at the 8-bit mantissa. Activity comes from spike counts measured on the
 bit-exact simulator: synaptic operations SynOps = Σ_l (spikes into l) · (mean fan-out into l), neuron
 updates = neurons · T.
 
@@ -32,33 +32,19 @@ E_SPIKE_PJ = 1.7
 WEIGHT_BITS = 8
 
 
-def layer_resources(graph: Any) -> list[dict[str, Any]]:
-    """Neurons, connections and unique weights of each synaptic node feeding a neuron in a NIR graph."""
-    import nir
+def layer_resources(deployment: Any) -> list[dict[str, Any]]:
+    """Neurons, fan-in, synaptic connections (non-zero deployed weights) of each stage of a ``Deployment``.
 
+    Counts what is deployed: every stage is one Lava Dense [n_out, n_in] (conv, pooling and flatten are
+    merged into it, docs/loihi-fixed-point.md), so a connection is a non-zero integer weight.
+    """
     layers = []
-    for name, node in graph.nodes.items():
-        if isinstance(node, (nir.Affine, nir.Linear)):
-            w = np.asarray(node.weight)
-            layers.append({"layer": name, "neurons": int(w.shape[0]), "fan_in": int(w.shape[1]),
-                           "connections": int(w.size), "weights": int(w.size)})
-        elif isinstance(node, nir.Conv2d):
-            w = np.asarray(node.weight)
-            out_hw = _conv_out(node)
-            neurons = int(w.shape[0] * math.prod(out_hw))
-            per_neuron = int(np.prod(w.shape[1:]))
-            in_neurons = int(w.shape[1] * math.prod(np.asarray(node.input_shape).tolist()))
-            layers.append({"layer": name, "neurons": neurons, "fan_in": in_neurons,
-                           "connections": neurons * per_neuron, "weights": int(w.size)})
+    for q in deployment.qnet.stages:
+        w = np.asarray(q.weight)
+        nonzero = int(np.count_nonzero(w))
+        layers.append({"layer": q.name, "neurons": int(w.shape[0]), "fan_in": int(w.shape[1]),
+                       "connections": nonzero, "weights": nonzero})
     return layers
-
-
-def _conv_out(node: Any) -> tuple[int, int]:
-    h, w = (int(v) for v in np.asarray(node.input_shape).tolist())
-    k = np.asarray(node.weight).shape[-2:]
-    s = np.broadcast_to(np.asarray(node.stride), (2,))
-    p = np.broadcast_to(np.asarray(node.padding), (2,)) if not isinstance(node.padding, str) else (0, 0)
-    return (h + 2 * int(p[0]) - int(k[0])) // int(s[0]) + 1, (w + 2 * int(p[1]) - int(k[1])) // int(s[1]) + 1
 
 
 def estimate(layers: list[dict[str, Any]], spikes_in: list[float], spikes_out: float, T: int) -> dict[str, Any]:

@@ -162,7 +162,7 @@ def validate(model_path: str | Path, dataset: str = "digits", data_dir: str | No
     }
     report["gates"]["decision_agreement"] = report["chip"]["decision_agreement"] >= min_agreement
 
-    layers = layer_resources(ref.graph)
+    layers = layer_resources(ref.deployment)
     per_sample = [float(np.count_nonzero(xs.numpy())) / n] + [float(v.sum()) / n for v in c_spk.values()]
     report["resources"] = estimate(layers, per_sample[: len(layers)], sum(per_sample[1:]), int(T))
 
