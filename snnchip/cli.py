@@ -95,7 +95,8 @@ def train_parser() -> argparse.ArgumentParser:
         "  snn-train --dataset digits --model mlp --method ottt-a --T 6 --epochs 20 --out runs/mlp\n"
         "  snn-train --dataset digits --model convnet --method sltt-k --k 2 --T 6 --out runs/conv\n"
         "  snn-train --dataset mnist --data-dir ~/data/mnist --model mlp --hidden 400 --method saf-e --out r\n"
-        "  snn-train --dataset digits --model convnet --method empf --empf-variant bn --T 4 --out runs/empf\n",
+        "  snn-train --dataset digits --model convnet --method empf --empf-variant bn --T 4 --out runs/empf\n"
+        "  snn-train --dataset digits --model mlp --method edbp --T 5 --optimizer adamw --lr 5e-4 --out runs/edbp\n",
     )
     p.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist, fashion-mnist, "
                    "cifar10, dvs")
@@ -113,6 +114,12 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--seca", choices=["none", "i", "ii"], default="none", help="EM-PF channel attention (conv)")
     p.add_argument("--binary-first-last", action="store_true",
                    help="EM-PF: binarise the first and last synaptic layers too (default: full precision)")
+    p.add_argument("--tau-m", type=float, default=None, help="edbp: SRM τm (default: Table S1 row of the dataset)")
+    p.add_argument("--tau-s", type=float, default=None, help="edbp: SRM τs (default: Table S1)")
+    p.add_argument("--tau-grad", type=float, default=None, help="edbp: backward kernel h = e^(−t/τ_grad) "
+                   "(default: Table S1)")
+    p.add_argument("--targets", default=None, help="edbp: target spike counts N_correct,N_wrong of the output "
+                   "neurons (default: Table S1, 5,1 for digits/MNIST)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default depends on optimizer)")

@@ -15,6 +15,9 @@ Residual shortcuts (an extension by layer options; the spec stays sequential): a
 I[t] = W h[t] + b + P(h_src[t]), P = identity when the shapes match, else a binary 1×1 conv with the stride that
 matches them (``shortcuts.<layer>.weight``). Spike views only (bptt, sltt, sltt-k, empf); ResNet-18 in ``zoo.py``.
 
+SRM layers (neuron kind ``srm``, event-driven BP, ``edbp.py``) carry the state (i, v) of their current-based
+recursion; ``options["weight_norm"]`` (S22) folds into the plain weight like ``weight_std``.
+
 EM-PF layers (neuron kind ``empf``, ``empf.py``) have per-step parameters in ``empf.<layer>.*``; the step
 index t travels in the state (``state["t"]``). ``fold_empf_bn`` folds every EM-PF variant into the ``folded``
 form (EM-PF Eq. 7–8), which ``plain_parameters`` exports.
@@ -32,11 +35,12 @@ from torch import nn
 from snnchip.errors import SpecError
 from snnchip.spec import LayerSpec, NetworkSpec
 
+from .edbp import SRM
 from .empf import EMPF, FOLDED_KEYS, layer_variant
 from .neuron import LIF
 from .synapse import Synapse, shape_op
 
-FOLDED_OPTIONS = ("weight_std", "scale")
+FOLDED_OPTIONS = ("weight_std", "scale", "weight_norm")
 RESERVED_NAMES = ("feedback", "empf", "shortcuts")
 State = dict
 
@@ -50,7 +54,7 @@ class SpikingNet(nn.Module):
         self.spec = spec
         shapes = spec.shapes()
         in_shapes = [spec.input_shape, *shapes[:-1]]
-        self.neurons: dict[str, LIF | EMPF] = {}
+        self.neurons: dict[str, LIF | EMPF | SRM] = {}
         self.scales: dict[str, float] = {}
         self.empf = nn.ModuleDict()
         self.shortcuts = nn.ModuleDict()
@@ -65,7 +69,8 @@ class SpikingNet(nn.Module):
                 self.neurons[layer.name] = self.empf[layer.name]
                 self.scales[layer.name] = float(layer.options.get("scale", 1.0))
             elif layer.neuron is not None and layer.neuron.spiking:
-                self.neurons[layer.name] = LIF.from_spec(layer.neuron)
+                make = SRM.from_spec if layer.neuron.kind == "srm" else LIF.from_spec
+                self.neurons[layer.name] = make(layer.neuron)
                 self.scales[layer.name] = float(layer.options.get("scale", 1.0))
         index = {layer.name: i for i, layer in enumerate(spec.layers)}
         self.feedback = nn.ModuleDict({
@@ -128,11 +133,11 @@ def _check_supported(layer: LayerSpec) -> None:
     if layer.name in RESERVED_NAMES:
         raise SpecError(f"a layer may not be named {layer.name!r} (reserved: {', '.join(RESERVED_NAMES)})")
     if layer.synaptic and layer.neuron is None:
-        raise SpecError(f"layer {layer.name!r}: snnchip.train needs a neuron (lif, empf or readout) after every "
+        raise SpecError(f"layer {layer.name!r}: snnchip.train needs a neuron (lif, empf, srm or readout) after every "
                         f"synaptic layer")
-    if layer.neuron is not None and layer.neuron.kind not in ("lif", "empf", "readout"):
+    if layer.neuron is not None and layer.neuron.kind not in ("lif", "empf", "srm", "readout"):
         raise SpecError(f"layer {layer.name!r}: neuron kind {layer.neuron.kind!r} is not supported by "
-                        f"snnchip.train yet; supported: lif, empf, readout")
+                        f"snnchip.train yet; supported: lif, empf, srm, readout")
 
 
 def detach_state(state: State) -> State:

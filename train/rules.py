@@ -16,6 +16,9 @@ at which steps backward runs and on which loss, and when the optimizer steps:
               state detached every step, L[t] = ℓ(o[t], y)/T with backward every step, one optimizer step.
               ``empf-random-bp``: backward at one random step per batch (random BP = the sltt-k sampler, K = 1).
               Needs EM-PF neurons (``empf.configure_empf``); bptt also runs on EM-PF nets (STBP).
+- ``edbp``    event-driven BP (Zhu et al. 2022, S9, S17–S21; ``edbp.py``): SRM neurons, the whole window forward
+              layer by layer, spike-count loss, gradients only through spike times, one optimizer step.
+              Needs an edbp spec (``edbp.configure_edbp``); bptt also runs SRM nets (surrogate gradient).
 ℓ = (1−α)·CE + α·MSE(one-hot) (OTTT supplement, Sec. C). Online rules keep only the current step's graph.
 """
 
@@ -31,6 +34,7 @@ import torch.nn.functional as F
 from snnchip.errors import SpecError
 from snnchip.spec import NetworkSpec
 
+from .edbp import iteration as edbp_iteration
 from .model import SpikingNet, detach_state
 from .views import SafView, SpikeView, TraceView
 
@@ -40,7 +44,7 @@ class Rule:
     name: str
     view: str  # spike | trace | saf
     online: bool  # cut the temporal graph every step
-    loss: str  # mean | step | final
+    loss: str  # mean | step | final | count (edbp's S9)
     step_every_t: bool = False
     sampled: bool = False  # SLTT-K
     k: int | None = None  # a fixed K for sampled rules (random BP: 1)
@@ -56,6 +60,7 @@ RULES = {r.name: r for r in (
     Rule("saf-f", "saf", online=True, loss="final"),
     Rule("empf", "spike", online=True, loss="step"),
     Rule("empf-random-bp", "spike", online=True, loss="step", sampled=True, k=1),
+    Rule("edbp", "spike", online=False, loss="count"),
 )}
 METHODS = tuple(RULES)
 
@@ -86,6 +91,10 @@ def make_view(rule: Rule, spec: NetworkSpec):
     kinds = {la.neuron.kind for la in spec.layers if la.neuron is not None and la.neuron.spiking}
     if rule.name.startswith("empf") and kinds != {"empf"}:
         raise SpecError(f"{rule.name} trains EM-PF neurons; this network has {sorted(kinds)}")
+    if rule.name == "edbp" and kinds != {"srm"}:
+        raise SpecError(f"edbp trains SRM neurons (edbp.configure_edbp); this network has {sorted(kinds)}")
+    if "srm" in kinds and rule.name not in ("edbp", "bptt"):
+        raise SpecError(f"{rule.name} does not train SRM neurons; use edbp (or bptt)")
     if rule.view != "spike" and "empf" in kinds:
         raise SpecError(f"{rule.name} needs LIF neurons; train EM-PF networks with empf (or bptt)")
     if rule.view == "spike":
@@ -131,6 +140,8 @@ def run_iteration(model: SpikingNet, x: torch.Tensor, y: torch.Tensor, method: s
     bp_steps = _backward_steps(rule, steps, k, rng or random)
     view = make_view(rule, model.spec)
     backward = backward or (lambda loss: loss.backward())
+    if rule.name == "edbp":
+        return edbp_iteration(model, xs, y, step, backward)
     state: dict = {}
     outputs, total = [], 0.0
     score = None

@@ -3,6 +3,10 @@
 Scaled weight standardisation (OTTT supplement, Eq. 6, as in the OTTT code):
     Ŵ_i = gain_i · (W_i − mean(W_i)) / sqrt(var(W_i)·N + ε),   N = fan-in, statistics along the input dims.
 ``plain_weight()`` returns Ŵ, the weight the layer really applies; export folds it away.
+``options["weight_norm"]`` (event-driven BP, S22): Ŵ_k = γ_k·(W_k − E[W_k])/sqrt(Var[W_k] + ε) + β_k per output
+channel k (biased variance, ε = 1e-5; ``gain`` γ, ``shift`` β; γ starts at 5/sqrt(fan-in), β at 0: about 0.5 spikes
+per neuron at the start on digits, Table S1's initialisation).
+``options["identity"]``: a fixed (not trained) identity weight, the spike-count readout of edbp nets.
 ``options["binary"]``: the applied weight is sign(W) ∈ {±1} (EM-PF Eq. 3–4, ``empf.binarize``), after any
 standardisation. ``options["seca"]`` (i | ii): EM-PF channel attention on the current, I = SECA(W x + b) (Eq. 9–10).
 """
@@ -20,6 +24,8 @@ from snnchip.spec import LayerSpec
 from .empf import SECA, binarize
 
 WS_EPS = 1e-4
+WN_EPS = 1e-5
+WN_GAIN = 5.0
 
 
 class Synapse(nn.Module):
@@ -38,6 +44,15 @@ class Synapse(nn.Module):
         self.weight_std = bool(layer.options.get("weight_std", False))
         if self.weight_std:
             self.gain = nn.Parameter(torch.ones((self.weight.shape[0],) + (1,) * (self.weight.dim() - 1)))
+        self.weight_norm = bool(layer.options.get("weight_norm", False))
+        if self.weight_norm:
+            shape = (self.weight.shape[0],) + (1,) * (self.weight.dim() - 1)
+            self.gain = nn.Parameter(torch.full(shape, WN_GAIN / math.sqrt(math.prod(self.weight.shape[1:]))))
+            self.shift = nn.Parameter(torch.zeros(shape))
+        if layer.options.get("identity", False):
+            with torch.no_grad():
+                self.weight.copy_(torch.eye(*self.weight.shape))
+            self.weight.requires_grad_(False)
         self.binary = bool(layer.options.get("binary", False))
         mode = layer.options.get("seca", "none")
         self.seca = SECA(layer.out_channels, mode) if self.conv and mode != "none" else None
@@ -50,13 +65,21 @@ class Synapse(nn.Module):
             mean = w.mean(dim=dims, keepdim=True)
             var = w.var(dim=dims, keepdim=True)
             w = self.gain * (w - mean) / torch.sqrt(var * fan_in + WS_EPS)
+        if self.weight_norm:
+            dims = tuple(range(1, w.dim()))
+            mean, var = w.mean(dim=dims, keepdim=True), w.var(dim=dims, keepdim=True, unbiased=False)
+            w = self.gain * (w - mean) / torch.sqrt(var + WN_EPS) + self.shift
         return binarize(w) if self.binary else w
 
     def kernel(self, x: torch.Tensor) -> torch.Tensor:
         """W x, without the bias."""
+        return self.with_weight(x, self.plain_weight())
+
+    def with_weight(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """w x with a given weight of this layer's shape (conv or linear), without the bias."""
         if self.conv:
-            return F.conv2d(x, self.plain_weight(), None, self.stride, self.padding)
-        return F.linear(x, self.plain_weight())
+            return F.conv2d(x, w, None, self.stride, self.padding)
+        return F.linear(x, w)
 
     def add_bias(self, current: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if bias is None:

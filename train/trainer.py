@@ -27,6 +27,7 @@ from snnchip.errors import SpecError, TrainingError
 from snnchip.spec import NetworkSpec, NeuronSpec
 
 from .data import Dataset, load_dataset
+from .edbp import configure_edbp, edbp_options
 from .empf import configure_empf
 from .inference import simulate
 from .model import SpikingNet, build_model, parameter_memory_bits
@@ -71,6 +72,10 @@ class TrainConfig:
     random_bp: bool = False  # EM-PF: --method empf --random-bp is the rule empf-random-bp
     seca: str = "none"
     binary_first_last: bool = False
+    tau_m: float | None = None  # event-driven BP (--method edbp): None = Table S1 default of the dataset
+    tau_s: float | None = None
+    tau_grad: float | None = None
+    targets: str | None = None  # "N_correct,N_wrong"
 
     def __post_init__(self) -> None:
         if self.random_bp and self.method == "empf":
@@ -111,6 +116,8 @@ def build_spec(cfg: TrainConfig, ds: Dataset) -> NetworkSpec:
                       options={"k": cfg.k, "mse_alpha": cfg.mse_alpha})
     if cfg.method.startswith("empf"):
         spec = configure_empf(spec, cfg.empf_variant, cfg.binary_first_last, cfg.seca)
+    if cfg.method == "edbp":
+        spec = configure_edbp(spec, **edbp_options(cfg), theta=cfg.theta, spike=cfg.spike)
     return spec
 
 
