@@ -9,12 +9,15 @@ one step function, ``neuron_step``, on discrete parameters (a, b, c, θ) compile
     u[t] = a·v[t−1] + b·i[t] + c
     s[t] = H(u[t] − θ)   with u ≥ θ (``ge``) or u > θ (``gt``)      (spiking nodes only)
     v[t] = u − θ·s (``subtract``), u·(1 − s) (``zero``) or u + (v_reset − u)·s (``v_reset``)
+    i[t] = i[t]·(1 − s)   (only ``reset_syn``: the SRM of event-driven BP resets both traces)
 
 Spiking nodes output s, non-spiking ones (LI, I, CubaLI) output v.
 
 * Our nodes (``metadata["snnchip"]``, docs/nir-schema.md) follow it exactly: ``lif`` has a = λ,
   b = 1, c = 0 with the stored θ, reset and comparison; ``readout`` (nir.I) has a = b = 1, so its
-  output is Σ_{τ≤t} o[τ]. A kind, version or discretization we cannot honour raises
+  output is Σ_{τ≤t} o[τ]; ``srm`` (nir.CubaLIF, discretization ``exact``) has a_syn = lam_syn,
+  b_syn = input_scale, a = lam (λ_mem), b = 1, c = 0, reset ``zero`` and ``reset_syn`` (the train side's
+  ``snnchip.train.edbp.srm_step`` exactly). A kind, version or discretization we cannot honour raises
   ``UnsupportedNodeError``.
 * Foreign nodes follow NIR's ODEs under the ``Interpretation``: with d = e^{−dt/τ} (``exact``) or
   d = 1 − dt/τ (``euler``), a = d, b = (1 − d)·r, c = (1 − d)·v_leak (LIF, LI); IF and I have
@@ -63,6 +66,7 @@ class NeuronParams:
     compare: str = "ge"  # ge | gt
     v_reset: Tensor | float = 0.0
     syn: tuple[Tensor, Tensor] | None = None  # (a_syn, b_syn) of a current-based node
+    reset_syn: bool = False  # a spike also sets i to 0 (snnchip srm)
     semantics: str = "snnchip v1"
 
 
@@ -82,6 +86,8 @@ def neuron_step(p: NeuronParams, x: Tensor, state: dict[str, Tensor]) -> tuple[T
         new["v"] = u * (1 - s)
     else:
         new["v"] = u + (p.v_reset - u) * s
+    if p.reset_syn:
+        new["i"] = new["i"] * (1 - s)
     return s, new
 
 
@@ -95,17 +101,22 @@ def compile_neuron(name: str, node: nir.NIRNode, interpretation: Interpretation,
     meta = snnchip_semantics(node, name)
     t = lambda v: _tensor(v, dtype)  # noqa: E731
     if meta is not None:
-        if meta["discretization"] != "euler" or float(meta["dt"]) != 1.0:
-            raise UnsupportedNodeError(f"node {name!r}: snnchip metadata asks for {meta['discretization']} with "
-                                       f"dt={meta['dt']}; this executor honours only euler, dt=1 (schema v1)")
         kind = meta["kind"]
+        wanted = "exact" if kind == "srm" else "euler"
+        if meta["discretization"] != wanted or float(meta["dt"]) != 1.0:
+            raise UnsupportedNodeError(f"node {name!r}: snnchip metadata asks for {meta['discretization']} with "
+                                       f"dt={meta['dt']}; this executor honours {kind} only with {wanted}, dt=1 "
+                                       "(schema v1)")
+        if kind == "srm" and isinstance(node, nir.CubaLIF):
+            return NeuronParams(t(meta["lam"]), t(1.0), t(0.0), t(meta["theta"]), "zero", meta["spike"],
+                                syn=(t(meta["lam_syn"]), t(meta["input_scale"])), reset_syn=True)
         if kind == "lif" and isinstance(node, (nir.LIF, nir.IF)):
             return NeuronParams(t(meta["lam"]), t(1.0), t(0.0), t(meta["theta"]), meta["reset"], meta["spike"])
         if kind == "readout" and isinstance(node, nir.I):
             return NeuronParams(t(1.0), t(1.0), t(0.0), None)
         raise UnsupportedNodeError(f"node {name!r}: snnchip neuron kind {kind!r} on a {type(node).__name__} node "
                                    "cannot be executed by this reference executor yet (supported: lif on LIF/IF, "
-                                   "readout on I); upgrade snnchip")
+                                   "srm on CubaLIF, readout on I); upgrade snnchip")
     dt = interpretation.dt
     decay = (lambda tau: np.exp(-dt / tau)) if interpretation.discretization == "exact" else (lambda tau: 1 - dt / tau)
     syn = None

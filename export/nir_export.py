@@ -7,6 +7,14 @@ v_threshold = θ, v_reset = 0; λ = 1 becomes ``nir.IF(r=1)``; the readout o[t] 
 Affine followed by ``nir.I(r=1)`` whose state is Σ_{τ≤t} o[τ]. The exact semantics (λ, θ, reset,
 spike comparison) travel in ``metadata["snnchip"]``; ``interpretation_report`` lists what a reader
 that ignores it gets wrong.
+
+The SRM neuron of event-driven BP (kind ``srm``, Zhu et al. 2022, S14–S16; ``snnchip.train.edbp``) is a
+current-based LIF with reset of current and voltage: i[t] = λ_syn·i[t−1] + c·I[t]; v[t] = λ_mem·v[t−1] + i[t];
+s = H(v − θ); i, v ← 0 at a spike, with λ_syn = e^{−1/τs}, λ_mem = e^{−1/τm}, c = τm/(τm − τs)·(λ_mem − λ_syn)
+(exactly the kernel ε of S16). It is written as ``nir.CubaLIF`` in the *exact* (zero-order hold) mapping, dt = 1:
+tau_syn = τs, tau_mem = τm, w_in = c/(1 − λ_syn), r = 1/(1 − λ_mem), v_leak = 0, v_threshold = θ, v_reset = 0,
+so that a reader discretising exactly (d = e^{−1/τ}: i = d_syn·i + (1 − d_syn)·w_in·x, v = d·v + (1 − d)·r·i) gets
+λ_syn, c, λ_mem and a unit drive; what plain NIR cannot say (the current reset, u ≥ θ) is in the metadata.
 """
 
 from __future__ import annotations
@@ -66,6 +74,8 @@ def _neuron(layer: LayerSpec, shape: tuple[int, ...]) -> nir.NIRNode:
     ones = np.ones(shape, np.float32)
     if neuron.kind == "readout":
         return nir.I(r=ones, metadata=meta)
+    if neuron.kind == "srm":
+        return _srm(neuron, meta, ones)
     if neuron.kind != "lif":
         raise UnsupportedNodeError(f"layer {layer.name!r}: NIR export of neuron kind {neuron.kind!r} is not "
                                    "defined yet (docs/nir-schema.md); it lands with its issue")
@@ -74,6 +84,18 @@ def _neuron(layer: LayerSpec, shape: tuple[int, ...]) -> nir.NIRNode:
     tau = ones / (1.0 - neuron.lam)
     return nir.LIF(tau=tau, r=tau.copy(), v_leak=0 * ones, v_threshold=ones * neuron.theta, v_reset=0 * ones,
                    metadata=meta)
+
+
+def _srm(neuron: NeuronSpec, meta: dict, ones: np.ndarray) -> nir.CubaLIF:
+    """The SRM neuron as ``nir.CubaLIF`` (exact mapping; module docstring, docs/nir-schema.md)."""
+    from snnchip.train.edbp import SRM
+
+    p = SRM.from_spec(neuron)
+    meta["snnchip"].update(lam=p.lam_mem, lam_syn=p.lam_syn, input_scale=p.input_scale, tau_m=neuron.tau_m,
+                           tau_s=neuron.tau_s, reset="zero", reset_current=True, discretization="exact")
+    return nir.CubaLIF(tau_syn=ones * neuron.tau_s, tau_mem=ones * neuron.tau_m, r=ones / (1.0 - p.lam_mem),
+                       v_leak=0 * ones, v_threshold=ones * neuron.theta, v_reset=0 * ones,
+                       w_in=ones * (p.input_scale / (1.0 - p.lam_syn)), metadata=meta)
 
 
 UNEXPORTABLE_OPTIONS = {
@@ -176,6 +198,12 @@ def _issues(meta: dict[str, Any]) -> list[str]:
     if meta["kind"] == "readout":
         return ["integrator state = cumulative readout Σ o[t]; a reader wanting o[t] must difference it; "
                 "exact under Euler with dt = 1 (r = 1)"]
+    if meta["kind"] == "srm":
+        return ["SRM (event-driven BP) as CubaLIF in the exact mapping: read it with --discretization exact; an "
+                "Euler reader decays by 1 − 1/τ instead of e^(−1/τ) and misses ε",
+                "the synaptic current is reset with v at a spike (reset_current) only in metadata: a plain NIR "
+                "reader keeps the current",
+                f"spike on u {'>=' if meta['spike'] == 'ge' else '>'} θ = {float(meta['theta']):g}; NIR compares v > θ"]
     lam, theta = float(meta["lam"]), float(meta["theta"])
     issues = []
     if meta["reset"] == "subtract":

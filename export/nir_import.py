@@ -165,9 +165,14 @@ def snnchip_semantics(node: nir.NIRNode, name: str) -> dict[str, Any] | None:
         for key, options in (("reset", ("subtract", "zero")), ("spike", ("ge", "gt"))):
             if meta[key] not in options:
                 raise UnsupportedNodeError(f"node {name!r}: snnchip metadata {key}={meta[key]!r}; known: {options}")
-        for key in ("lam", "theta", "dt"):
-            if not isinstance(meta[key], (int, float)) or not math.isfinite(meta[key]):
-                raise NIRFormatError(f"node {name!r}: snnchip metadata {key}={meta[key]!r} is not a finite number")
+        numbers = ("lam", "theta", "dt") + (("lam_syn", "input_scale") if meta["kind"] == "srm" else ())
+        for key in numbers:
+            if not isinstance(meta.get(key), (int, float)) or not math.isfinite(meta[key]):
+                raise NIRFormatError(f"node {name!r}: snnchip metadata {key}={meta.get(key)!r} is not a finite number")
+        if meta["kind"] == "srm" and (meta.get("reset_current") is not True or meta["reset"] != "zero"):
+            raise UnsupportedNodeError(f"node {name!r}: an srm node resets current and voltage to zero "
+                                       f"(reset='zero', reset_current=True), got reset={meta['reset']!r}, "
+                                       f"reset_current={meta.get('reset_current')!r}")
     return meta
 
 
