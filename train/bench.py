@@ -1,6 +1,11 @@
 """``snn-bench train``: median time per training iteration and peak memory per method and T, and the cosine
 similarity of SLTT's gradient with BPTT's (SLTT paper, Fig. 3).
 
+Event-driven BP: ``edbp`` trains the SRM net of ``edbp.configure_edbp`` (Table S1 digits row) with the event-driven
+backward, ``bptt-srm`` the same net with BPTT (surrogate gradient through the SRM recursion); edbp rows add
+``gradient_events`` per layer of the freshly initialised net (``edbp.gradient_events``: output spikes, input steps
+that receive a gradient, and T·N·B, what BPTT differentiates).
+
 EM-PF methods are named ``empf[-parallel][-random-bp]`` (``empf.bench_method``): the bn variant (or parallel)
 trained with the ``empf`` / ``empf-random-bp`` rule. When a parallel EM-PF method is benchmarked, the inference
 table compares the step-by-step loop (``simulate``) with all steps at once (``simulate_parallel``) on the same
@@ -29,10 +34,11 @@ from snnchip.errors import SpecError
 from snnchip.spec import NeuronSpec
 
 from .data import load_dataset
+from .edbp import DEFAULTS, configure_edbp, gradient_events
 from .empf import bench_method, configure_empf
 from .inference import simulate, simulate_parallel
 from .model import SpikingNet, build_model
-from .rules import get_rule, gradients, run_iteration
+from .rules import get_rule, gradients, run_iteration, time_major
 from .trainer import SLTT_LAMBDA, pick_device
 from .zoo import model_spec
 
@@ -91,11 +97,14 @@ def _cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return float(torch.nn.functional.cosine_similarity(va, vb, dim=0))
 
 
+SRM_METHODS = {"edbp": "edbp", "bptt-srm": "bptt"}  # benchmark name -> rule, on the edbp (SRM) net
+
+
 def benchmark(model_name: str, methods: list[str], Ts: list[int], batch_size: int, repeats: int,
               device: torch.device) -> dict[str, Any]:
     """Digits batch of ``batch_size``; each method with its default neuron (DESIGN.md), seed 0."""
     for m in methods:
-        get_rule(bench_method(m)[0])
+        get_rule(SRM_METHODS.get(m) or bench_method(m)[0])
     ds = load_dataset("digits", flat=model_name.startswith("mlp"))
     x, y = ds.x_train[:batch_size].to(device), ds.y_train[:batch_size].to(device)
     rows, cosines, inference = [], {}, []
@@ -106,12 +115,17 @@ def benchmark(model_name: str, methods: list[str], Ts: list[int], batch_size: in
             neuron = NeuronSpec(lam=SLTT_LAMBDA if sltt else 0.5, surrogate="triangle" if sltt else "sigmoid")
             torch.manual_seed(0)
             spec = model_spec(model_name, ds.input_shape, ds.num_classes, T, neuron)
+            if method in SRM_METHODS:
+                spec, rule = configure_edbp(spec, **DEFAULTS["digits"]), SRM_METHODS[method]
             model = build_model(configure_empf(spec, variant) if variant else spec).to(device)
+            events = gradient_events(model, time_major(x, spec, T)) if method == "edbp" else None
             opts = {"k": max(1, T // 4), "rng": random.Random(0), "mse_alpha": 0.05}
-            opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+            opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=1e-3)
             rows.append({"method": method, "T": T, "k": opts["k"] if method == "sltt-k" else None,
                          "time_per_iter_s": _time_iteration(model, x, y, rule, T, opt, device, repeats, **opts),
                          "peak_memory_bytes": _peak_memory(model, x, y, rule, T, device, **opts)})
+            if events is not None:
+                rows[-1]["gradient_events"] = events
             if variant == "parallel" and not any(r["T"] == T for r in inference):
                 inference.append({"T": T, **{name: _time_call(fn, model, x, device, repeats) for name, fn in
                                              (("sequential_s", simulate), ("parallel_s", simulate_parallel))}})
@@ -173,6 +187,11 @@ def run(args: argparse.Namespace) -> int:
     for r in result["rows"]:
         ms, mib = 1e3 * r["time_per_iter_s"], r["peak_memory_bytes"] / 2**20
         print(f"  {r['method']:{width}} {r['T']:>4} {ms:>9.2f} {mib:>9.3f}")
+    for r in result["rows"]:
+        if "gradient_events" in r:
+            ev = r["gradient_events"]
+            print(f"  {r['method']} T={r['T']} gradient-carrying events (spikes / input steps with a gradient / "
+                  "T·N·B): " + ", ".join(f"{k} {e['spikes']}/{e['inputs']}/{e['dense']}" for k, e in ev.items()))
     for r in result["inference"]:
         print(f"  EM-PF parallel net inference, T={r['T']}: step loop {1e3 * r['sequential_s']:.2f} ms, all steps "
               f"at once {1e3 * r['parallel_s']:.2f} ms ({r['sequential_s'] / r['parallel_s']:.2f}x)")

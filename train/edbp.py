@@ -38,7 +38,7 @@ s_in; ``edbp_current``), so conv, pooling and weight normalisation stay ordinary
 - Neurons that never fire get no gradient in the paper's method (the gradient exists only at spike times), and
   input steps after a neuron's last spike get none either. In hidden layers we keep exactly that. In the output
   layer a silent neuron makes whole samples dead (measured on digits, T = 5–8: up to 24 % of the test samples
-  without any output spike, accuracy stuck at 75–77 %), so the output layer uses ``revive`` (recorded as
+  without any output spike, best accuracy 69–77 %), so the output layer uses ``revive`` (recorded as
   ``spec.options["revive"]``): a neuron below its target (∂L/∂s < 0) that does not fire at the last step T gets a
   virtual spike there for the backward only, with the window since its last spike and r = 1/max(g, 1/4) (the
   clamp's bound also when g ≤ 0). It only ever adds the S21/S20 terms of a spike at T; the forward is unchanged.
