@@ -158,6 +158,7 @@ def export_parser() -> argparse.ArgumentParser:
         "Export a trained model.pt (or a .nir graph) to NIR, a Loihi 2 deploy directory, ONNX or netx HDF5.",
         "  snn-export runs/mlp/model.pt --target nir -o model.nir\n"
         "  snn-export runs/mlp/model.pt --target loihi -o deploy/mlp\n"
+        "  snn-export runs/mlp/model.pt --target loihi --calibrate --calibrate-epochs 3 -o deploy/mlp\n"
         "  snn-export snntorch_graph.nir --target loihi --reset zero -o deploy/foreign\n"
         "  snn-export runs/mlp/model.pt --target onnx -o model.onnx\n",
     )
@@ -166,11 +167,20 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output file (nir, onnx, netx) or directory (loihi)")
     p.add_argument("--T", type=int, default=None, help="time steps for a foreign .nir graph")
     add_interpretation_arguments(p)
+    cal = p.add_argument_group("calibration (--target loihi, model.pt)")
+    cal.add_argument("--calibrate", action="store_true", help="fine-tune with the chip's quantized weights in the "
+                     "forward pass (straight-through) before exporting; writes DIR/model.calibrated.pt and "
+                     "DIR/calibration.json (float and bit-exact chip accuracy before/after)")
+    cal.add_argument("--calibrate-epochs", type=int, default=3, help="calibration epochs (default 3)")
+    cal.add_argument("--calibrate-lr", type=float, default=2e-4, help="calibration learning rate, Adam (default 2e-4)")
+    cal.add_argument("--dataset", default="digits", help="calibration data and test set (default digits)")
+    cal.add_argument("--data-dir", default=None, help="local dataset files (see snn-train --dataset)")
     return p
 
 
 def export(argv: Sequence[str] | None = None) -> int:
-    return _main(export_parser(), lambda a: _stage("snnchip.export.cli", "run"), argv)
+    return _main(export_parser(), lambda a: _stage("snnchip.hw_sim.calibrate", "cli_calibrate") if a.calibrate
+                 else _stage("snnchip.export.cli", "run"), argv)
 
 
 # ------------------------------------------------------------------------------------------ snn-run
