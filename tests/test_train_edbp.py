@@ -218,3 +218,13 @@ def test_edbp_iteration_learns_and_only_srm():
     with pytest.raises(SpecError, match="does not train SRM"):
         run_iteration(model, x, y, "ottt-a")
     run_iteration(model, x, y, "bptt")  # BPTT through the SRM recursion (surrogate gradient) also runs
+
+
+def test_bench_rows_for_edbp_and_bptt_on_the_same_net():
+    from snnchip.train.bench import benchmark
+
+    res = benchmark("mlp", ["edbp", "bptt-srm"], [4], 16, 1, torch.device("cpu"))
+    edbp, bptt = res["rows"]
+    assert edbp["method"] == "edbp" and bptt["method"] == "bptt-srm" and "gradient_events" not in bptt
+    ev = edbp["gradient_events"]
+    assert set(ev) == {"fc1", "out"} and ev["fc1"]["dense"] == 4 * 16 * 128
