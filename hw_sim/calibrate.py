@@ -95,8 +95,9 @@ class ChipQuantizer:
     """Straight-through Loihi quantization of every synaptic layer of a plain model (``attach``/``detach``).
 
     ``targets()`` runs the export quantizer (``deployment_from_graph``) on the model's current float weights
-    and returns, per layer, Q(W) and Q_b(b) as float64 arrays; the parametrizations return
-    W + (Q(W) − W).detach() (and the same for b).
+    and returns, per layer, Q(W) and Q_b(b) in the model's dtype (``exact`` keeps them in float64, equal bit for
+    bit to the deployment's dequantized weights; float32 rounds them to the nearest float32, at most 6e-8
+    relative); the parametrizations return W + (Q(W) − W).detach() (and the same for b).
     """
 
     def __init__(self, model: nn.Module, input_range: float = 1.0, input_frac_bits: int = 8):
@@ -106,6 +107,7 @@ class ChipQuantizer:
         self.input_range, self.input_frac_bits = input_range, input_frac_bits
         self._key: tuple | None = None
         self._targets: dict[str, dict[str, torch.Tensor]] = {}
+        self.exact: dict[str, dict[str, np.ndarray]] = {}
         self.refreshes = 0
 
     # -- the raw (float) parameters, whether or not the parametrizations are attached
@@ -150,17 +152,16 @@ class ChipQuantizer:
             return self._targets
         params = self.raw_parameters()
         dep = self.deployment()
-        out = {}
+        out, self.exact = {}, {}
         for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
             e = q.weight_exp + (dep.qnet.input_frac_bits if q.num_message_bits else 0)
             grid = mantissa_range(st.weight)
             ref = self.raw(q.name, "weight")
-            entry = {"weight": torch.as_tensor(quantize_like(params[q.name]["weight"], q.scale, e, grid),
-                                               dtype=ref.dtype, device=ref.device)}
+            exact = {"weight": quantize_like(params[q.name]["weight"], q.scale, e, grid)}
             if "bias" in params[q.name]:
-                bq = np.round(params[q.name]["bias"].astype(np.float64) * q.scale) / q.scale
-                entry["bias"] = torch.as_tensor(bq, dtype=ref.dtype, device=ref.device)
-            out[q.name] = entry
+                exact["bias"] = np.round(params[q.name]["bias"].astype(np.float64) * q.scale) / q.scale
+            self.exact[q.name] = exact  # float64, bit for bit the dequantized deployment
+            out[q.name] = {k: torch.as_tensor(v, dtype=ref.dtype, device=ref.device) for k, v in exact.items()}
         self._targets, self._key = out, key
         self.refreshes += 1
         return out
