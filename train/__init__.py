@@ -1,9 +1,11 @@
-"""snnchip.train: LIF and EM-PF neurons, learning rules (BPTT, OTTT, SLTT, SAF, EM-PF), models, data, trainer.
+"""snnchip.train: LIF, EM-PF and SRM neurons, learning rules (BPTT, OTTT, SLTT, SAF, EM-PF, event-driven BP), models,
+data, trainer.
 
 Other stages use ``build_model(spec)``, ``plain_parameters(model)`` (+ ``plain_spec(spec)``),
 ``simulate(model, x)`` and ``load_model(path)``.
 """
 
+from .edbp import configure_edbp
 from .empf import configure_empf
 from .inference import SimResult, load_model, simulate, simulate_parallel
 from .model import (
@@ -19,7 +21,7 @@ from .rules import METHODS, gradients, run_iteration
 from .zoo import MODELS, convnet, mlp, mlp_feedback, model_spec, vgg
 
 __all__ = [
-    "METHODS", "MODELS", "SimResult", "SpikingNet", "build_model", "configure_empf", "convnet", "fit",
+    "METHODS", "MODELS", "SimResult", "SpikingNet", "build_model", "configure_edbp", "configure_empf", "convnet", "fit",
     "fold_empf_bn", "from_plain", "gradients", "load_model", "mlp", "mlp_feedback", "model_spec",
     "parameter_memory_bits", "plain_parameters", "plain_spec", "run_iteration", "simulate", "simulate_parallel",
     "vgg",
