@@ -68,3 +68,18 @@ def test_quantizer_refuses_srm(trained):
 
     with pytest.raises(UnsupportedNodeError):
         lower(model_graph(trained))
+
+
+ONNX_GAP = ("export/onnx_export.py builds the neuron from NeuronParams but does not apply reset_syn yet (the current "
+            "is not reset at a spike); not this issue's file")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=ONNX_GAP)
+def test_onnx_reproduces_simulate_for_srm(trained, tmp_path):
+    from snnchip.export.onnx_export import onnx_model, run_onnx, write_onnx
+
+    model, _ = load_model(trained)
+    x = torch.rand(32, 64)
+    write_onnx(onnx_model(model_graph(trained)), tmp_path / "srm.onnx")
+    res = run_onnx(tmp_path / "srm.onnx", x.unsqueeze(0).expand(6, *x.shape).numpy())
+    np.testing.assert_allclose(np.asarray(res.output), simulate(model, x).output.numpy(), atol=1e-5)

@@ -260,6 +260,9 @@ def iteration(model, xs: torch.Tensor, y: torch.Tensor, step: Callable[[], None]
               backward: Callable[[torch.Tensor], None]) -> tuple[float, torch.Tensor]:
     """One edbp iteration on xs [T, B, ...]: forward, S9 loss on the last SRM layer's spike counts, the event-driven
     backward, gradient L2 norm clipped to 1 (Sec. G), optimizer ``step``. Returns (loss, class scores Σ_t o[t])."""
+    if not isinstance(model, torch.nn.Module):
+        raise SpecError("edbp runs in one process only: its layer-wise forward bypasses DistributedDataParallel, so "
+                        "gradients would not be averaged; train without --nproc / torchrun")
     spikes, out = forward_layers(model, xs)
     counts = spikes[next(reversed(spikes))].sum(0)
     loss = spike_count_loss(counts.flatten(1), y, tuple(model.spec.options["targets"]), xs.shape[0])
