@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c 'import snnchip.lava_compat as c; c.import_lava(); print("setup ok:", c.versions())'
 	touch $(STAMP)
 
+# The peer libraries of `snn-bench peers`, pinned in pyproject's `bench` extra, without their declared
+# dependencies (they would replace our torch); not part of `setup` (CI does not need them).
+.PHONY: setup-bench
+setup-bench: setup
+	$(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]))' \
+		| xargs $(BIN)/python -m pip install -q --no-deps
+	$(BIN)/python -c 'import torch, snntorch, spikingjelly.activation_based; print("setup-bench ok: torch", torch.__version__)'
+
 lint: setup
 	$(BIN)/ruff check .
 

@@ -238,8 +238,30 @@ def validate(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------------------------------- snn-bench
 BENCHES = {
     "train": ("snnchip.train.bench", "run"),
+    "peers": ("snnchip.cli", "peers_from_checkout"),
     "hwsim": ("snnchip.hw_sim.bench", "run"),
 }
+# Defaults that differ per benchmark (the parser's are None): peers runs both of its nets at their own batch sizes.
+BENCH_DEFAULTS = {
+    "train": {"model": "mlp", "methods": "bptt,ottt-o,ottt-a,sltt,sltt-k,saf-e,saf-f", "batch_size": 32},
+    "peers": {"model": "conv,mlp", "methods": "all"},
+    "hwsim": {"batch_size": 32},
+}
+
+
+def peers_from_checkout(args: argparse.Namespace) -> int:
+    """``snn-bench peers`` runs ``bench/peers.py`` of the repository checkout (bench/ is not installed)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "peers.py"
+    if not path.is_file():
+        raise SnnchipError(f"snn-bench peers needs a snnchip repository checkout (editable install): {path} "
+                           f"does not exist")
+    spec = importlib.util.spec_from_file_location("snnchip_bench_peers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.run(args)
 
 
 def bench_parser() -> argparse.ArgumentParser:
@@ -247,22 +269,34 @@ def bench_parser() -> argparse.ArgumentParser:
         "snn-bench",
         "Benchmarks (time per iteration, peak memory, simulator speed); tables, plots and --json output.",
         "  snn-bench train --model mlp --methods bptt,ottt-a,sltt --T 4,8,16,32 --json out.json\n"
-        "  snn-bench hwsim --json hwsim.json\n",
+        "  snn-bench hwsim --json hwsim.json\n"
+        "  snn-bench peers --model conv --T 4,16 --json peers.json --plot peers.png --markdown docs/BENCHMARKS.md\n"
+        "    (peers: from a repository checkout with `make setup-bench`; SpikingJelly and snnTorch side by side)\n",
     )
     p.add_argument("which", choices=list(BENCHES))
-    p.add_argument("--model", default="mlp")
-    p.add_argument("--methods", default="bptt,ottt-o,ottt-a,sltt,sltt-k,saf-e,saf-f")
+    p.add_argument("--model", default=None, help="train: a zoo model (default mlp); peers: conv,mlp (default both)")
+    p.add_argument("--methods", default=None, help="train: default bptt,ottt-o,ottt-a,sltt,sltt-k,saf-e,saf-f; "
+                   "peers: all (default), ours, peers, or a list")
     p.add_argument("--T", default="4,8,16,32", help="comma-separated time steps")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None, help="default 32 (peers: 32 conv, 128 mlp)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="peers: torch threads (default: torch's)")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
+    p.add_argument("--markdown", default=None, help="peers: write the Markdown report (docs/BENCHMARKS.md)")
     return p
 
 
+def _bench_route(args: argparse.Namespace) -> Handler:
+    for key, value in BENCH_DEFAULTS[args.which].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return _stage(*BENCHES[args.which])
+
+
 def bench(argv: Sequence[str] | None = None) -> int:
-    return _main(bench_parser(), lambda a: _stage(*BENCHES[a.which]), argv)
+    return _main(bench_parser(), _bench_route, argv)
 
 
 # ------------------------------------------------------------------------------------- snn-pipeline
