@@ -3,7 +3,7 @@
 Cosine learning-rate schedule (per epoch), evaluation with ``simulate`` every epoch, ``metrics.json``
 (written atomically), ``curves.png`` and ``model.pt`` (every epoch; optimizer, scheduler, scaler and RNG
 state in ``extra`` for an exact ``resume``). A non-finite loss raises ``TrainingError`` and leaves the last
-good checkpoint in place.
+good checkpoint in place. Under ``torchrun`` the same loop runs data-parallel (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from snnchip.errors import SpecError, TrainingError
 from snnchip.spec import NetworkSpec, NeuronSpec
 
 from .data import Dataset, load_dataset
+from .distributed import World, process_group
 from .edbp import configure_edbp, edbp_options
 from .empf import configure_empf
 from .inference import simulate
@@ -138,8 +139,8 @@ def make_optimizer(cfg: TrainConfig, model: SpikingNet) -> torch.optim.Optimizer
     return cls(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
 
 
-def _batches(ds_x: torch.Tensor, ds_y: torch.Tensor, batch_size: int, temporal: bool, device, generator=None):
-    order = torch.randperm(len(ds_x), generator=generator) if generator is not None else torch.arange(len(ds_x))
+def _batches(ds_x: torch.Tensor, ds_y: torch.Tensor, batch_size: int, temporal: bool, device, order=None):
+    order = torch.arange(len(ds_x)) if order is None else order
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
         x = ds_x[idx].to(device)
@@ -181,11 +182,19 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
 
 
 def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
-    """Train per ``cfg``; returns the metrics written to ``OUT/metrics.json``."""
+    """Train per ``cfg``; returns the metrics written to ``OUT/metrics.json`` (by rank 0 under torchrun)."""
     check_config(cfg)
+    with process_group(pick_device(cfg.device)) as world:
+        if cfg.batch_size % world.size:
+            raise SpecError(f"--batch-size {cfg.batch_size} is the global batch: it must be a multiple of the "
+                            f"{world.size} processes")
+        return _fit(cfg, dataset, world)
+
+
+def _fit(cfg: TrainConfig, dataset: Dataset | None, world: World) -> dict[str, Any]:
     out = Path(cfg.out)
     ds = dataset or load_dataset(cfg.dataset, cfg.data_dir, flat=cfg.model.startswith("mlp"), T=cfg.T)
-    device = pick_device(cfg.device)
+    device = world.device
     torch.manual_seed(cfg.seed)
     spec = build_spec(cfg, ds)
     model = build_model(spec).to(device)
@@ -193,20 +202,24 @@ def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    pos = Progress(rng_state=random.Random(_epoch_seed(cfg, 0)).getstate())
+    pos = Progress()
     if cfg.resume:
         pos = _restore(out / "model.pt", spec, model, opt, sched, scaler)
+    world.seed_rank_stream(cfg.seed, pos.global_step)
+    net = world.wrap(model)  # what the rules train; checkpoints always hold model's own state_dict
     while pos.epoch < cfg.epochs and (cfg.max_steps is None or pos.global_step < cfg.max_steps):
         t0 = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        stats = _train_epoch(cfg, model, ds, device, opt, scaler, amp, pos, out)
-        complete = pos.batch == 0
-        record = {"epoch": pos.epoch + (0 if complete else 1), **stats, "complete": complete,
-                  "time_s": time.perf_counter() - t0, **evaluate(model, ds, device, cfg.mse_alpha),
-                  **peak_memory(device), "lr": opt.param_groups[0]["lr"], "steps": pos.global_step}
+        stats = _train_epoch(cfg, net, ds, world, opt, scaler, amp, pos, out)
+        complete, lr = pos.batch == 0, opt.param_groups[0]["lr"]
         if complete:
             sched.step()
+        if not world.main:
+            continue
+        record = {"epoch": pos.epoch + (0 if complete else 1), **stats, "complete": complete,
+                  "time_s": time.perf_counter() - t0, **evaluate(model, ds, device, cfg.mse_alpha),
+                  **peak_memory(device), "lr": lr, "steps": pos.global_step}
         if pos.history and pos.history[-1]["epoch"] == record["epoch"]:
             pos.history.pop()  # the rest of an epoch interrupted by --max-steps replaces its partial record
         pos.history.append(record)
@@ -223,48 +236,58 @@ def _epoch_seed(cfg: TrainConfig, epoch: int) -> int:
     return cfg.seed * 100003 + epoch
 
 
+def _step_seed(cfg: TrainConfig, global_step: int) -> int:
+    """Seed of the rule's random draws (SLTT-K's steps) at ``global_step``: equal on all ranks, any world size."""
+    return (cfg.seed * 1000003 + global_step) * 7919
+
+
 @dataclass
 class Progress:
-    """Where training stands: epoch (0-based, in progress), batches done in it, SLTT-K's sampler state."""
+    """Where training stands: epoch (0-based, in progress), global batches done in it, iterations done."""
 
     epoch: int = 0
     batch: int = 0
     global_step: int = 0
-    rng_state: tuple = ()
     history: list = dataclasses.field(default_factory=list)
 
     def to_extra(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
-                "rule_rng": self.rng_state, "history_json": json.dumps(self.history)}
+                "history_json": json.dumps(self.history)}
 
 
-def _train_epoch(cfg, model, ds, device, opt, scaler, amp, pos: Progress, out) -> dict[str, float]:
-    """Train from batch ``pos.batch`` of epoch ``pos.epoch`` to its end or to --max-steps; advances ``pos``."""
+def _train_epoch(cfg, model, ds, world: World, opt, scaler, amp, pos: Progress, out) -> dict[str, float]:
+    """Train from batch ``pos.batch`` of epoch ``pos.epoch`` to its end or to --max-steps; advances ``pos``.
+
+    ``model`` is the net, or its ``DataParallelNet`` under torchrun: this rank's share of each global batch.
+    """
     model.train()
-    gen = torch.Generator().manual_seed(_epoch_seed(cfg, pos.epoch))
-    rng = random.Random()
-    rng.setstate(pos.rng_state)
+    device = world.device
+    order = world.order(len(ds.x_train), _epoch_seed(cfg, 0), pos.epoch)
     loss_sum, correct, n = 0.0, 0, 0
     n_batches = math.ceil(len(ds.x_train) / cfg.batch_size)
     from tqdm import tqdm
 
     bar = tqdm(total=n_batches, initial=pos.batch, desc=f"epoch {pos.epoch + 1}/{cfg.epochs} {cfg.method}",
-               disable=cfg.quiet, leave=False)
+               disable=cfg.quiet or not world.main, leave=False)
 
     def step():
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=True)
 
-    for i, (x, y) in enumerate(_batches(ds.x_train, ds.y_train, cfg.batch_size, ds.temporal, device, gen)):
+    local_batch = cfg.batch_size // world.size
+    for i, (x, y) in enumerate(_batches(ds.x_train, ds.y_train, local_batch, ds.temporal, device, order)):
         if i < pos.batch:
             continue
         if cfg.max_steps is not None and pos.global_step >= cfg.max_steps:
             break
+        seed = _step_seed(cfg, pos.global_step)
+        if world.distributed:
+            model.plan(cfg.method, x.shape[0] if ds.temporal else cfg.T, cfg.k, seed)
         with torch.autocast(device.type, enabled=amp):
             loss, score = run_iteration(model, x, y, cfg.method, cfg.T if not ds.temporal else None, k=cfg.k,
                                         mse_alpha=cfg.mse_alpha, step=step,
-                                        backward=lambda lo: scaler.scale(lo).backward(), rng=rng)
+                                        backward=lambda lo: scaler.scale(lo).backward(), rng=random.Random(seed))
         if not math.isfinite(loss):
             last = f"the last good checkpoint {out / 'model.pt'} is kept" if (out / "model.pt").exists() \
                 else "no checkpoint was written yet"
@@ -280,8 +303,7 @@ def _train_epoch(cfg, model, ds, device, opt, scaler, amp, pos: Progress, out) -
     bar.close()
     if pos.batch >= n_batches:
         pos.epoch, pos.batch = pos.epoch + 1, 0
-        rng = random.Random(_epoch_seed(cfg, pos.epoch))
-    pos.rng_state = rng.getstate()
+    loss_sum, correct, n = world.sum([loss_sum, correct, n])
     return {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1)}
 
 
@@ -295,8 +317,7 @@ def _restore(path: Path, spec, model, opt, sched, scaler) -> Progress:
     scaler.load_state_dict(ckpt.extra["scaler"])
     torch.set_rng_state(ckpt.extra["torch_rng"])
     e = ckpt.extra
-    return Progress(int(e["epoch"]), int(e["batch"]), int(e["global_step"]), tuple(e["rule_rng"]),
-                    json.loads(e["history_json"]))
+    return Progress(int(e["epoch"]), int(e["batch"]), int(e["global_step"]), json.loads(e["history_json"]))
 
 
 def _metrics(cfg: TrainConfig, history: list[dict[str, Any]], model: SpikingNet) -> dict[str, Any]:
