@@ -11,7 +11,9 @@ between two neuron nodes (Affine/Linear, Conv2d, AvgPool2d/SumPool2d, Flatten) i
 where the per-neuron input gain g and leak offset β come from NIR's continuous-time parameters and
 are folded into ``A`` and ``b`` here (our own graphs have g = 1, β = 0). Our graphs carry λ, θ,
 reset and compare in ``metadata["snnchip"]``; a foreign graph is read with an explicit
-``Interpretation``. Feedback edges, branches, EM-PF and SRM neurons are refused by name.
+``Interpretation``. Both are read by the executor's readers, not re-derived here: ``check_graph``
+(flat nodes, order, back edges, shapes) and ``compile_neuron`` (u = a·v + b·x + c, so λ = a,
+g = b, β = c). Feedback edges, branches, EM-PF and SRM neurons are refused by name.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from dataclasses import dataclass
 
 import nir
 import numpy as np
+import torch
 
 from snnchip.errors import UnsupportedNodeError
-from snnchip.export.nir_import import recorded_interpretation
+from snnchip.export.nir_exec import compile_neuron
+from snnchip.export.nir_import import check_graph, recorded_interpretation, snnchip_semantics
 from snnchip.spec import Interpretation
 
 LINEAR_TYPES = (nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d, nir.Flatten)
@@ -79,7 +83,6 @@ def _pair(v: object) -> tuple[int, int]:
 
 def _apply(name: str, node: object, x: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
     """Apply one linear node to a batch ``x`` [N, *shape] (float64); return the batch and its new shape."""
-    import torch
     import torch.nn.functional as F
 
     if isinstance(node, nir.Flatten):
@@ -130,44 +133,31 @@ def _uniform(name: str, node: object, value: object, what: str) -> float:
 
 
 def _neuron(name: str, node: object, interp: Interpretation) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Neuron parameters plus the per-neuron input gain g and leak offset β folded into the stage."""
-    meta = (getattr(node, "metadata", None) or {}).get("snnchip")
-    if meta is not None:
-        kind = meta.get("kind")
-        if meta.get("version") != 1 or kind not in ("lif", "readout"):
-            raise _unsupported(name, node, f"snnchip neuron kind {kind!r} (version {meta.get('version')}) is not "
-                                           "supported yet (EM-PF and SRM land later)")
-        layer = str(meta.get("layer", name.removesuffix("_neuron")))
-        if kind == "readout":
-            return dict(name=layer, kind="readout"), np.ones(1), np.zeros(1)
-        return (dict(name=layer, kind="lif", lam=float(meta["lam"]), theta=float(meta["theta"]),
-                     reset=str(meta["reset"]), spike=str(meta["spike"])), np.ones(1), np.zeros(1))
-    dt = interp.dt
-    layer = name.removesuffix("_neuron")
-    if isinstance(node, nir.I):
-        return dict(name=layer, kind="readout"), dt * np.asarray(node.r, np.float64).reshape(-1), np.zeros(1)
-    if isinstance(node, nir.LIF):
-        tau = np.asarray(node.tau, np.float64).reshape(-1)
-        if interp.discretization == "euler":
-            lam_all, gain_leak = 1.0 - dt / tau, dt / tau
-        else:
-            lam_all = np.exp(-dt / tau)
-            gain_leak = 1.0 - lam_all
-        lam = _uniform(name, node, lam_all, "the leak λ")
-        gain = gain_leak * np.asarray(node.r, np.float64).reshape(-1)
-        offset = gain_leak * np.asarray(node.v_leak, np.float64).reshape(-1)
-    else:
-        lam, gain, offset = 1.0, dt * np.asarray(node.r, np.float64).reshape(-1), np.zeros(1)
-    theta = _uniform(name, node, node.v_threshold, "the threshold")
-    reset = interp.reset
+    """Neuron parameters plus the per-neuron input gain g and leak offset β folded into the stage.
+
+    The semantics come from the one reader of NIR neurons: ``snnchip_semantics`` for our kind and
+    ``compile_neuron`` for the discrete parameters u = a·v + b·x + c (a = λ, b = g, c = β).
+    """
+    meta = snnchip_semantics(node, name)
+    if meta is not None and meta["kind"] not in ("lif", "readout"):
+        raise _unsupported(name, node, f"snnchip neuron kind {meta['kind']!r} (version {meta['version']}) is not "
+                                       "supported yet (EM-PF and SRM land later)")
+    p = compile_neuron(name, node, interp, torch.float64)
+    layer = str(meta["layer"]) if meta is not None else name.removesuffix("_neuron")
+    gain = p.b.numpy().reshape(-1)
+    offset = p.c.numpy().reshape(-1)
+    if p.theta is None:
+        return dict(name=layer, kind="readout"), gain, np.zeros(1)
+    lam = _uniform(name, node, p.a.numpy(), "the leak λ")
+    theta = _uniform(name, node, p.theta.numpy(), "the threshold")
+    reset = p.reset
     if reset == "v_reset":
-        v_reset = np.zeros(1) if node.v_reset is None else np.asarray(node.v_reset, np.float64)
-        if np.any(v_reset != 0):
+        if np.any(np.asarray(p.v_reset, np.float64) != 0):
             raise _unsupported(name, node, "reset to a non-zero v_reset (Loihi resets to 0 or subtracts θ)")
         reset = "zero"
     if not 0.0 <= lam <= 1.0 or theta <= 0:
         raise _unsupported(name, node, f"leak λ = {lam} (needs 0 ≤ λ ≤ 1) or threshold θ = {theta} (needs > 0)")
-    return dict(name=layer, kind="lif", lam=lam, theta=theta, reset=reset, spike=interp.compare), gain, offset
+    return dict(name=layer, kind="lif", lam=lam, theta=theta, reset=reset, spike=p.compare), gain, offset
 
 
 def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None) -> LoweredNet:
@@ -175,29 +165,26 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
 
     Foreign neurons are read with ``interpretation``, else the one recorded in the graph
     (``metadata['snnchip_interpretation']``), else NIR's defaults (Euler, dt = 1, reset to v_reset, >).
+    The graph is read by ``check_graph`` (flat nodes, run order, back edges, shapes).
     """
     interp = interpretation or recorded_interpretation(graph) or Interpretation()
-    nodes = graph.nodes
-    for src, dst in graph.edges:
-        if src not in nodes or dst not in nodes:
-            raise UnsupportedNodeError(f"edge {src!r} -> {dst!r} names a node that is not at the top level of the "
-                                       "graph (nested subgraphs are not supported on the chip yet)")
+    checked = check_graph(graph)
+    nodes = checked.nodes
+    if len(checked.inputs) != 1:
+        raise UnsupportedNodeError(f"the graph needs exactly one Input node, found {checked.inputs}")
     succ: dict[str, list[str]] = {n: [] for n in nodes}
-    npred: dict[str, int] = {n: 0 for n in nodes}
-    for src, dst in graph.edges:
+    for src, dst in checked.edges:
         succ[src].append(dst)
-        npred[dst] += 1
-    inputs = [n for n, node in nodes.items() if isinstance(node, nir.Input)]
-    if len(inputs) != 1:
-        raise UnsupportedNodeError(f"the graph needs exactly one Input node, found {inputs}")
-    for n, k in npred.items():
-        if k > 1:
-            raise _unsupported(n, nodes[n], f"{k} incoming edges (feedback and merges are not supported on the "
-                                            "chip yet)")
-    in_shape = tuple(int(d) for d in np.asarray(nodes[inputs[0]].input_type["input"]).reshape(-1))
+    for n in checked.order:
+        preds = checked.predecessors(n)
+        if len(preds) > 1 or any(back for _, back in preds):
+            raise _unsupported(n, nodes[n], f"{len(preds)} incoming edges (feedback and merges are not supported "
+                                            "on the chip yet)")
+    cur = checked.inputs[0]
+    in_shape = checked.shapes[cur]
     stages: list[Stage] = []
     chain: list[tuple[str, object]] = []
-    shape, cur = in_shape, inputs[0]
+    shape = in_shape
     while True:
         nxt = succ[cur]
         if len(nxt) != 1:
