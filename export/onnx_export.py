@@ -122,6 +122,8 @@ def _neuron(b: _Builder, name: str, p: NeuronParams, x: str, state: dict[str, st
         new["v"] = b.op("Sub", [u, b.op("Mul", [u, s])])
     else:
         new["v"] = b.op("Add", [u, b.op("Mul", [b.op("Sub", [b.const(p.v_reset, f"{name}.v_reset"), u]), s])])
+    if p.reset_syn:  # SRM (event-driven BP): a spike also resets the synaptic current
+        new["i"] = b.op("Sub", [new["i"], b.op("Mul", [new["i"], s])])
     return s, new
 
 

@@ -46,8 +46,8 @@ class NeuronSpec:
         v[t] = u[t] − θ·s[t] (``subtract``)  or  v[t] = u[t]·(1 − s[t]) (``zero``).
     ``empf`` (EM-PF, Eq. 3): m[t] = λ[t]⊙v[t-1] + I[t]; s[t] = ReLU(m[t] − θ[t]); v[t] = m[t] − s[t];
         ``lam``/``theta`` are the initial values of the learnable per-step λ[t], θ[t].
-    ``srm`` (event-driven BP, S14–S16): current-based LIF with decays 1 − 1/τs (current) and
-        1 − 1/τm (voltage), both traces reset at a spike; ``lam`` is unused.
+    ``srm`` (event-driven BP, S14–S16): current-based LIF with decays e^{−1/τs} (current) and
+        e^{−1/τm} (voltage), both traces reset at a spike; ``lam`` is unused (see ``snnchip.train.edbp``).
     ``readout``: non-spiking, o[t] = I[t]; the class score is Σ_t o[t].
 
     ``surrogate`` is dH/du used by the surrogate-gradient rules: sigmoid with ``slope``

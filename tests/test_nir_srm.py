@@ -70,11 +70,6 @@ def test_quantizer_refuses_srm(trained):
         lower(model_graph(trained))
 
 
-ONNX_GAP = ("export/onnx_export.py builds the neuron from NeuronParams but does not apply reset_syn yet (the current "
-            "is not reset at a spike); not this issue's file")
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=ONNX_GAP)
 def test_onnx_reproduces_simulate_for_srm(trained, tmp_path):
     from snnchip.export.onnx_export import onnx_model, run_onnx, write_onnx
 
