@@ -93,8 +93,9 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
 
 
 def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
-                          input_range: float = 1.0, input_frac_bits: int = 8) -> Deployment:
-    """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes)."""
+                          input_range: float = 1.0, input_frac_bits: int = 8, weight_exp: int | None = None
+                          ) -> Deployment:
+    """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes; ``weight_exp``: see ``quantize``)."""
     net = lower(graph, interpretation, T)
     if "snnchip" not in (graph.metadata or {}):
         interpretation = interpretation or recorded_interpretation(graph) or Interpretation()
@@ -102,7 +103,7 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
         interpretation = None  # our own graph: its metadata fixes the semantics
     if net.T is None:
         raise DeployError("the number of time steps T is unknown (a foreign graph carries none): pass T / --T")
-    qnet = quantize(net, net.T, input_range, input_frac_bits)
+    qnet = quantize(net, net.T, input_range, input_frac_bits, weight_exp)
     return Deployment(net, qnet, _manifest(net, qnet, interpretation))
 
 

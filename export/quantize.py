@@ -115,14 +115,14 @@ def encode_input(x: np.ndarray, frac_bits: int) -> np.ndarray:
     return np.clip(np.round(np.asarray(x, np.float64) * 2.0**frac_bits), -lim, lim).astype(np.int64)
 
 
-def _candidate(stage: Stage, c: float) -> tuple[float, dict]:
+def _candidate(stage: Stage, c: float, exp: int | None = None) -> tuple[float, dict]:
     w, b = stage.weight, stage.bias
     lo, hi, step = mantissa_range(w)
     vth = 0
     if stage.spiking:
         vth = min(VTH_MAX, max(1, math.floor(c * stage.theta * (1 + 1e-12))))
         c = vth / stage.theta
-    e = _exponent(w, c, lo, hi)
+    e = _exponent(w, c, lo, hi) if exp is None else exp
     y = w * c / 2.0**e
     m, clipped = to_mantissa(y, lo, hi, step)
     w_hat = m * 2.0**e / c
@@ -135,8 +135,20 @@ def _candidate(stage: Stage, c: float) -> tuple[float, dict]:
     return score, dict(c=c, e=e, m=m, vth=vth, bq=bq, clipped=clipped, werr=werr, berr=berr)
 
 
-def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | None) -> tuple[QStage, dict]:
-    """Quantize one stage; ``frac_bits`` is q for the graded-input first stage, ``None`` for binary spikes."""
+def _fit_scale(w: np.ndarray, lo: int, hi: int) -> float:
+    """The largest c with every c·W inside the mantissa grid [lo, hi] at exponent 0 (inf for W = 0)."""
+    fits = ([hi / float(w.max())] if w.max(initial=0) > 0 else []) + \
+        ([lo / float(w.min())] if w.min(initial=0) < 0 else [])
+    return min(fits, default=math.inf)
+
+
+def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | None,
+                   weight_exp: int | None = None) -> tuple[QStage, dict]:
+    """Quantize one stage; ``frac_bits`` is q for the graded-input first stage, ``None`` for binary spikes.
+
+    ``weight_exp`` fixes the Dense exponent the stage is deployed with (netx: 0, its files hold the
+    effective integer weights); c is then the largest candidate ≤ c_head whose mantissas fit at it.
+    """
     w, b = stage.weight, stage.bias
     row = float((np.abs(w).sum(axis=1) * x_max + np.abs(b)).max(initial=0.0))
     if T is None and not stage.spiking:
@@ -159,7 +171,11 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
     if w.size and np.abs(w).max() > 0:  # the largest c ≤ c_head at which max|W| fills the mantissa exactly
         c_fit = (hi if hi > 0 else -lo) / float(np.abs(w).max())
         cands.append(c_fit * 2.0 ** math.floor(math.log2(c_head / c_fit)))
-    _, best = min((_candidate(stage, c) for c in cands), key=lambda sc: sc[0])
+    exp = None if weight_exp is None else weight_exp + (frac_bits or 0)
+    if exp is not None:
+        c_top = min(c_head, _fit_scale(w, lo, hi) * 2.0**exp)
+        cands = [2.0 ** math.floor(math.log2(c_top)), c_top]
+    _, best = min((_candidate(stage, c, exp) for c in cands), key=lambda sc: sc[0])
     c, e, m, vth, bq = best["c"], best["e"], best["m"], best["vth"], best["bq"]
     if frac_bits is not None:
         worst = float(np.abs(m).sum(axis=1).max(initial=0)) * x_max * 2.0**frac_bits
@@ -192,13 +208,17 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
 
 
 
-def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, input_frac_bits: int = 8
-             ) -> QuantizedNet:
-    """Quantize every stage of ``net``; the first reads graded real inputs with |x| ≤ ``input_range``."""
+def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, input_frac_bits: int = 8,
+             weight_exp: int | None = None) -> QuantizedNet:
+    """Quantize every stage of ``net``; the first reads graded real inputs with |x| ≤ ``input_range``.
+
+    ``weight_exp`` (None: chosen per stage) fixes every stage's Dense exponent (see ``quantize_stage``).
+    """
     steps = T if T is not None else net.T
     stages, report = [], []
     for i, st in enumerate(net.stages):
-        q, r = quantize_stage(st, steps, input_range if i == 0 else 1.0, input_frac_bits if i == 0 else None)
+        q, r = quantize_stage(st, steps, input_range if i == 0 else 1.0, input_frac_bits if i == 0 else None,
+                              weight_exp)
         stages.append(q)
         report.append(r)
     return QuantizedNet(net.input_shape, tuple(stages), steps, net.encoding, input_frac_bits, input_range, report)
