@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev,onnx]"
 	$(BIN)/python -m pip install -q --ignore-requires-python --no-deps "$(LAVA)"
+	$(BIN)/python -m pip install -q --ignore-requires-python --no-deps "lava-dl==0.6.0"
 	$(BIN)/python -c 'import snnchip.lava_compat as c; c.import_lava(); print("setup ok:", c.versions())'
 	touch $(STAMP)
 

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import importlib
 import importlib.metadata
+import importlib.util
 import multiprocessing
 import sys
 import warnings
@@ -102,6 +103,34 @@ def lava_module(name: str) -> ModuleType:
         return importlib.import_module(f"lava.{name}")
     except ModuleNotFoundError as exc:
         raise LavaUnavailableError(f"lava module lava.{name} not found: {exc}") from None
+
+
+NETX_INSTALL = "pip install --no-deps --ignore-requires-python lava-dl==0.6.0"  # what `make setup` runs
+_OBJECT_DETECTION = "lava.lib.dl.slayer.object_detection"
+
+
+@functools.lru_cache(maxsize=1)
+def import_netx() -> ModuleType:
+    """Import lava-dl's ``lava.lib.dl.netx`` (and ``slayer``) on our stack; return ``netx``.
+
+    lava-dl 0.6.0 declares Python < 3.11 and torch < 2.4, so it is installed with ``--no-deps`` and
+    runs on lava-nc through ``import_lava()``. ``slayer/__init__`` imports ``object_detection``,
+    the only part of lava-dl that needs torchvision (about 3 GB) and which netx never uses: an empty
+    placeholder module stands in for it, unless the real one is importable (torchvision installed).
+    Raises ``LavaUnavailableError`` with the install command when lava-dl is missing.
+    """
+    import_lava()
+    try:
+        if importlib.util.find_spec("torchvision") is None and _OBJECT_DETECTION not in sys.modules:
+            placeholder = ModuleType(_OBJECT_DETECTION, "placeholder: netx needs no object detection (torchvision)")
+            placeholder.__path__ = []
+            sys.modules[_OBJECT_DETECTION] = placeholder
+        return importlib.import_module("lava.lib.dl.netx")
+    except ModuleNotFoundError as exc:
+        raise LavaUnavailableError(f"lava-dl is not installed ({exc}); the netx target needs it: run `make setup` "
+                                   f"or `{NETX_INSTALL}`") from None
+    except Exception as exc:
+        raise LavaUnavailableError(f"lava-dl's netx could not be imported: {type(exc).__name__}: {exc}") from exc
 
 
 def lava_available() -> bool:
