@@ -25,9 +25,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TIMEOUT_S = 120  # a hang fails the test instead of blocking the suite
 ATOL = 1e-6  # weights after 3 iterations (float32 reduction order differs between 1 and 2 processes)
-CASES = [  # (method, model): all LIF rules; the feedback net has a parameter unused at t = 1 (find_unused_parameters)
-    ("bptt", "mlp"), ("ottt-o", "mlp"), ("ottt-a", "mlp"), ("sltt", "mlp"), ("sltt-k", "mlp"), ("saf-e", "mlp"),
-    ("saf-f", "mlp"), ("ottt-o", "mlp-feedback"),
+LEARNABLE = {"empf_variant": "learnable"}  # EM-PF with per-step λ[t], θ[t] (no BN: its statistics are per rank)
+CASES = [  # (method, model, options): every rule but edbp; the feedback net has a parameter unused at t = 1
+    ("bptt", "mlp", {}), ("ottt-o", "mlp", {}), ("ottt-a", "mlp", {}), ("sltt", "mlp", {}), ("sltt-k", "mlp", {}),
+    ("saf-e", "mlp", {}), ("saf-f", "mlp", {}), ("ottt-o", "mlp-feedback", {}), ("empf", "mlp", LEARNABLE),
+    ("empf-random-bp", "mlp", LEARNABLE),
 ]
 
 
@@ -62,8 +64,8 @@ def worker(argv: list[str]) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo")  # once: fit joins a group it finds and leaves it to its owner
-    for method, model in CASES:
-        fit(config(out / f"{method}-{model}", method, model), tiny_data())
+    for method, model, opts in CASES:
+        fit(config(out / f"{method}-{model}", method, model, **opts), tiny_data())
     dist.destroy_process_group()
 
 
@@ -99,11 +101,11 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 def test_two_ranks_equal_one_process_with_the_global_batch(tmp_path):
     res = _torchrun(tmp_path, "train", str(tmp_path / "ddp"))
     assert res.returncode == 0, res.stdout[-3000:]
-    for method, model in CASES:
+    for method, model, opts in CASES:
         ddp = load_checkpoint(tmp_path / "ddp" / f"{method}-{model}" / "model.pt")  # rank 0's file, one process
         assert not any(k.startswith("module.") for k in ddp.state_dict)
         assert ddp.extra["global_step"] == 3
-        fit(config(tmp_path / "one" / method / model, method, model), tiny_data())
+        fit(config(tmp_path / "one" / method / model, method, model, **opts), tiny_data())
         one = load_checkpoint(tmp_path / "one" / method / model / "model.pt").state_dict
         assert ddp.state_dict.keys() == one.keys()
         for k, v in one.items():
