@@ -1,0 +1,146 @@
+"""The lava-dl netx target: a Loihi network as the HDF5 file ``lava.lib.dl.netx.hdf5.Network`` loads.
+
+netx reads only ``/layer/<i>/{type, shape, weight, bias, neuron/{type, iDecay, vDecay, vThMant,
+refDelay, gradedSpike}}`` (weights with ``astype(int)``). Its CUBA neuron is Lava's ``LIF`` with
+``du = iDecay − 1``, ``dv = vDecay``, ``vth = vThMant`` and ``bias_mant = bias`` (``bias_exp = 6``); its
+dense synapse re-derives an exponent from the stored integers (``optimize_weight_bits``), so the file
+holds the *effective* integer weights: every stage is quantized by ``snnchip.export.quantize`` with
+the Dense exponent fixed at 0 (the first stage: the graded input's q). What that gives, per stage:
+
+    dense layer   weight = m (int, m·2^0 = what Lava's Dense applies), shape = [n_out]
+    spiking       CUBA iDecay = 4096 (no current state), vDecay = dv, vThMant = vth
+    readout       CUBA iDecay = 4096, vDecay = 0 (v integrates), vThMant = 2^17 (never fires)
+
+which is exactly the arithmetic of ``snnchip.hw_sim.chip`` on the same ``Deployment``. Every chain of
+linear nodes (Affine, Conv2d, pooling, Flatten) is written as one composed ``dense`` layer over the
+C-order flattened input, so the file has no conv/flatten layers and no transposes to get wrong.
+
+Refused, naming the layer: reset other than zero or a compare other than ``>`` (netx's LIF), non-zero
+biases (netx applies ``bias_mant`` from Lava step 1, k steps before layer k's first input, so the
+network would not be the trained one; ``--target loihi`` aligns them), and everything ``lowering``
+refuses (EM-PF, SRM, feedback, branches).
+
+Driving it: ``Network(path, input_message_bits=24)``, graded input spikes xq = round(x·2^q) of the
+flattened input with q = ``attrs["input_frac_bits"]``. Latency: layer k's spikes at software step t
+leave at Lava step t + k, as in the Loihi target (a run lasts T + depth steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import nir
+import numpy as np
+
+from snnchip.atomic import atomic_path
+from snnchip.errors import UnsupportedNodeError
+from snnchip.export.loihi import Deployment, _read_graph, deployment_from_graph
+from snnchip.export.nir_import import recorded_interpretation
+from snnchip.export.quantize import DECAY_UNITY, VTH_MAX, format_report
+from snnchip.spec import Interpretation
+
+FORMAT = {"name": "snnchip-netx", "version": 1}
+INPUT_MESSAGE_BITS = 24
+MAX_FRAC_BITS = 8
+NEVER_FIRES = VTH_MAX + 1  # vth << 6 = 2^23 > any 24-bit membrane
+
+
+def _refuse(layer: str, why: str, fix: str) -> UnsupportedNodeError:
+    return UnsupportedNodeError(f"layer {layer!r} cannot be written as a lava-dl netx file: {why}; {fix}")
+
+
+def check_expressible(dep: Deployment) -> None:
+    """Raise ``UnsupportedNodeError`` naming the first stage netx cannot run exactly."""
+    for st in dep.net.stages:
+        if st.spiking and (st.reset, st.spike) != ("zero", "gt"):
+            raise _refuse(st.name, f"its neuron has reset={st.reset!r}, compare={st.spike!r}; netx's CUBA neuron "
+                                   "resets to zero and fires on v > θ",
+                          "use `--target loihi` (our SubLIF runs it exactly), train with `--reset zero` and the "
+                          "'gt' spike condition, or read a foreign graph with `--reset zero --spike-compare gt`")
+        if np.any(st.bias != 0):
+            raise _refuse(st.name, "it has a non-zero bias, which netx applies from Lava step 1 (before the "
+                                   "layer's first input arrives), so the file would not run the trained network",
+                          "use `--target loihi` (biases aligned with the input) or train without bias")
+
+
+def netx_deployment(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
+                    input_range: float = 1.0) -> Deployment:
+    """Lower and quantize ``graph`` for netx: the Loihi quantizer with every Dense exponent fixed at 0.
+
+    The graded input's q is the exponent the free quantizer picks for the first stage, within [0, 8],
+    so the first stage keeps its full mantissa where the input resolution allows.
+    """
+    try:
+        free = deployment_from_graph(graph, interpretation, T, input_range)
+    except UnsupportedNodeError as exc:
+        raise UnsupportedNodeError(f"netx target: {exc}. netx runs chains of dense layers into CUBA LIF neurons "
+                                   "(reset to zero, v > θ) only; `--target nir` keeps this network's semantics"
+                                   ) from None
+    check_expressible(free)
+    first = free.qnet.stages[0]
+    q = min(MAX_FRAC_BITS, max(0, first.weight_exp + free.qnet.input_frac_bits))
+    return deployment_from_graph(graph, interpretation, T, input_range, input_frac_bits=q, weight_exp=0)
+
+
+def _string(group, key: str, value: str) -> None:
+    group.create_dataset(key, (1,), "S10", [value.encode("ascii")])  # as slayer writes it
+
+
+def write_netx(dep: Deployment, path: str | os.PathLike) -> Path:
+    """Write ``dep`` (exponents 0, see ``netx_deployment``) as a netx HDF5 file, atomically."""
+    import h5py
+
+    check_expressible(dep)
+    bad = [q.name for q in dep.qnet.stages if q.weight_exp != 0]
+    if bad:
+        raise ValueError(f"stages {bad} have a Dense exponent ≠ 0; quantize with netx_deployment()")
+    out = Path(path)
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["snnchip"] = json.dumps({
+            "format": FORMAT, "T": dep.T, "encoding": dep.qnet.encoding,
+            "input_frac_bits": dep.qnet.input_frac_bits, "input_message_bits": INPUT_MESSAGE_BITS,
+            "input_shape": list(dep.qnet.input_shape), "latency": {q.name: k for k, q in enumerate(dep.qnet.stages, 1)},
+            "scales": {q.name: q.scale for q in dep.qnet.stages}})
+        layers = f.create_group("layer")
+        inp = layers.create_group("0")
+        _string(inp, "type", "input")
+        inp.create_dataset("shape", data=np.array(dep.qnet.input_shape))
+        for k, q in enumerate(dep.qnet.stages, start=1):
+            g = layers.create_group(str(k))
+            _string(g, "type", "dense")
+            g.create_dataset("shape", data=np.array([q.weight.shape[0]]))
+            g.create_dataset("inFeatures", data=q.weight.shape[1])
+            g.create_dataset("outFeatures", data=q.weight.shape[0])
+            g.create_dataset("weight", data=q.weight.astype(np.int64))
+            neuron = g.create_group("neuron")
+            _string(neuron, "type", "CUBA")
+            neuron.create_dataset("iDecay", data=DECAY_UNITY)
+            neuron.create_dataset("vDecay", data=q.dv if q.spiking else 0)
+            neuron.create_dataset("vThMant", data=q.vth if q.spiking else NEVER_FIRES)
+            neuron.create_dataset("refDelay", data=1)
+            neuron.create_dataset("gradedSpike", data=False)
+    return out
+
+
+def export_netx(graph_or_path: nir.NIRGraph | str | os.PathLike, out: str | os.PathLike,
+                interpretation: Interpretation | None = None, T: int | None = None) -> Deployment:
+    """Write the netx file for a NIR graph, a ``.nir`` file or a ``model.pt``; return the deployment it encodes."""
+    dep = netx_deployment(_read_graph(graph_or_path), interpretation, T)
+    write_netx(dep, out)
+    return dep
+
+
+def cli_export(args: argparse.Namespace) -> int:
+    """``snn-export MODEL --target netx -o net.net``."""
+    from snnchip.cli import interpretation_from_args
+
+    graph = _read_graph(args.model)
+    dep = export_netx(graph, args.out, interpretation_from_args(args, recorded_interpretation(graph)), args.T)
+    print(format_report(dep.qnet.report))
+    print(f"wrote {args.out}: {dep.depth} dense layers, T = {dep.T}; load with "
+          f"lava.lib.dl.netx.hdf5.Network({str(args.out)!r}, input_message_bits={INPUT_MESSAGE_BITS}) and feed "
+          f"round(x * 2^{dep.qnet.input_frac_bits}) of the flattened input; layer k lags k Lava steps")
+    return 0
