@@ -17,8 +17,8 @@ C-order flattened input, so the file has no conv/flatten layers and no transpose
 
 Refused, naming the layer: reset other than zero or a compare other than ``>`` (netx's LIF), non-zero
 biases (netx applies ``bias_mant`` from Lava step 1, k steps before layer k's first input, so the
-network would not be the trained one; ``--target loihi`` aligns them), and everything ``lowering``
-refuses (EM-PF, SRM, feedback, branches).
+network would not be the trained one; ``--target loihi`` aligns them), integer weight matrices netx
+mis-reads (``check_weights``), and everything ``lowering`` refuses (EM-PF, SRM, feedback, branches).
 
 Driving it: ``Network(path, input_message_bits=24)``, graded input spikes xq = round(x·2^q) of the
 flattened input with q = ``attrs["input_frac_bits"]``. Latency: layer k's spikes at software step t
@@ -82,7 +82,26 @@ def netx_deployment(graph: nir.NIRGraph, interpretation: Interpretation | None =
     check_expressible(free)
     first = free.qnet.stages[0]
     q = min(MAX_FRAC_BITS, max(0, first.weight_exp + free.qnet.input_frac_bits))
-    return deployment_from_graph(graph, interpretation, T, input_range, input_frac_bits=q, weight_exp=0)
+    dep = deployment_from_graph(graph, interpretation, T, input_range, input_frac_bits=q, weight_exp=0)
+    check_weights(dep)
+    return dep
+
+
+def check_weights(dep: Deployment) -> None:
+    """Refuse integer weight matrices lava-dl 0.6.0's ``optimize_weight_bits`` mis-reads.
+
+    It fails on an all-zero matrix (division by its largest weight), and it treats an all-≤ 0 matrix
+    with zeros as mixed-sign (one weight bit more than 8), which Lava's Dense, seeing an inhibitory
+    matrix, answers by truncating every weight to zero.
+    """
+    for q in dep.qnet.stages:
+        if not q.weight.any():
+            raise _refuse(q.name, "all its weights quantize to 0, which netx's loader cannot read",
+                          "check the trained weights or use `--target loihi`")
+        if q.weight.max() == 0:
+            raise _refuse(q.name, "its weights are all ≤ 0 with some equal to 0; lava-dl 0.6.0's netx reads such "
+                                  "a matrix as 9-bit mixed-sign and Lava then truncates every weight to zero",
+                          "use `--target loihi`")
 
 
 def _string(group, key: str, value: str) -> None:
@@ -94,6 +113,7 @@ def write_netx(dep: Deployment, path: str | os.PathLike) -> Path:
     import h5py
 
     check_expressible(dep)
+    check_weights(dep)
     bad = [q.name for q in dep.qnet.stages if q.weight_exp != 0]
     if bad:
         raise ValueError(f"stages {bad} have a Dense exponent ≠ 0; quantize with netx_deployment()")

@@ -64,9 +64,20 @@ def _run_netx(netx, path, dep, x):
     return spikes, np.array(v_last).astype(np.int64)
 
 
-@pytest.mark.parametrize("make", ["mlp", "conv"])
+def _signs():
+    """fc1 excitatory (odd mantissas), fc2 mixed, the readout inhibitory: each of netx's sign modes."""
+    g = _mlp()
+    g.nodes["fc1"] = nir.Linear(weight=np.abs(g.nodes["fc1"].weight) * 0.4)
+    g.nodes["fc3"] = nir.Linear(weight=-np.abs(g.nodes["fc3"].weight) - 0.1)
+    return g
+
+
+@pytest.mark.parametrize("make", ["mlp", "conv", "signs"])
 def test_netx_file_runs_in_lava_dl_like_the_chip_simulator_step_for_step(netx, tmp_path, make):
-    dep = netx_deployment(_mlp() if make == "mlp" else _conv())
+    dep = netx_deployment({"mlp": _mlp, "conv": _conv, "signs": _signs}[make]())
+    if make == "signs":
+        w1, w2, w3 = (q.weight for q in dep.qnet.stages)
+        assert w1.min() >= 0 and np.any(w1 % 2) and w2.min() < 0 < w2.max() and w3.max() < 0
     assert all(q.weight_exp == 0 for q in dep.qnet.stages)
     write_netx(dep, tmp_path / "net.net")
     x = np.random.default_rng(0).uniform(0, 1, (dep.T, 1, *dep.qnet.input_shape))
@@ -140,6 +151,15 @@ def test_layers_netx_cannot_run_exactly_are_refused_by_name(case, layer, hint):
         g.nodes["fb"] = nir.Linear(weight=np.ones((5, 5)))
         g.edges.extend([("fc1_neuron", "fb"), ("fb", "fc1_neuron")])
     with pytest.raises(UnsupportedNodeError, match=rf"(?s){layer!r}.*{hint}"):
+        netx_deployment(g)
+
+
+@pytest.mark.parametrize("weight", [np.zeros((5, 4)), -np.abs(np.random.default_rng(0).normal(size=(5, 4))) *
+                                    np.tri(5, 4)])
+def test_weight_matrices_netx_misreads_are_refused(weight):
+    g = mlp_graph((4, 5, 3), T=3, reset="zero", spike="gt", bias=False)
+    g.nodes["fc1"] = nir.Linear(weight=weight)
+    with pytest.raises(UnsupportedNodeError, match="'fc1'.*(quantize to 0|all ≤ 0)"):
         netx_deployment(g)
 
 
