@@ -160,7 +160,8 @@ def export_parser() -> argparse.ArgumentParser:
         "  snn-export runs/mlp/model.pt --target loihi -o deploy/mlp\n"
         "  snn-export runs/mlp/model.pt --target loihi --calibrate --calibrate-epochs 3 -o deploy/mlp\n"
         "  snn-export snntorch_graph.nir --target loihi --reset zero -o deploy/foreign\n"
-        "  snn-export runs/mlp/model.pt --target onnx -o model.onnx\n",
+        "  snn-export runs/mlp/model.pt --target onnx -o model.onnx\n"
+        "  snn-export graph.nir --target netx --T 25 -o net.net  (reset to zero, >, no bias; lava-dl netx loads it)\n",
     )
     p.add_argument("model", help="model.pt written by snn-train, or a .nir graph")
     p.add_argument("--target", choices=EXPORT_TARGETS, required=True)
