@@ -42,6 +42,7 @@ checkpoint holds the bare ``SpikingNet.state_dict()`` (no DDP ``module.`` prefix
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import random
@@ -104,9 +105,10 @@ def launched() -> bool:
 
 @contextlib.contextmanager
 def process_group(device: torch.device) -> Iterator[World]:
-    """Join the launcher's process group for the duration (single process: no group, ``device`` as given).
+    """This process's place in the launcher's process group (single process: no group, ``device`` as given).
 
-    A group initialised by the caller is used and left alone; one created here is destroyed on exit.
+    The group is joined once per process and kept until exit (or used as is if the caller initialised it):
+    destroying and re-creating it against torchrun's store can hang, and a second ``fit`` needs it again.
     """
     if not launched() and not dist.is_initialized():
         yield World(0, 1, device)
@@ -114,16 +116,16 @@ def process_group(device: torch.device) -> Iterator[World]:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    owned = not dist.is_initialized()
-    if owned:
+    if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        world = World(dist.get_rank(), dist.get_world_size(), device)
-        yield world
-        dist.barrier()  # on success only: a rank that raised must not leave the others waiting here
-    finally:
-        if owned:
-            dist.destroy_process_group()
+        atexit.register(_leave)
+    yield World(dist.get_rank(), dist.get_world_size(), device)
+    dist.barrier()  # reached on success only: a rank that raised never leaves the others waiting here
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class _Step(nn.Module):
