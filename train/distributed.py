@@ -20,12 +20,16 @@ set it per time step). Per rule:
 
 - ``ottt-o``, ``saf-e``: the optimizer steps after every time step, so every step's backward synchronises
   (all-reduce T times per batch); a per-batch reduction would let ranks step with different gradients.
-- ``ottt-a``, ``sltt``, ``sltt-k``, ``saf-f``: backward at several steps (all, K drawn, or the last),
-  one optimizer step per batch: the backward passes run under ``no_sync`` and only the last backward step
-  synchronises; its all-reduce averages the gradient accumulated over all steps (averaging is linear).
+- ``ottt-a``, ``sltt``, ``sltt-k``, ``saf-f``, ``empf``, ``empf-random-bp``: backward at several steps (all,
+  K drawn, one drawn, or the last), one optimizer step per batch: the backward passes run under ``no_sync``
+  and only the last backward step synchronises; its all-reduce averages the gradient accumulated over all
+  steps (averaging is linear).
 - ``bptt``: T forwards build one graph and one backward follows; the first T − 1 forwards run under
   ``no_sync``, the last one arms the reducer, and that single backward all-reduces once.
 
+(``edbp`` refuses to run here: its layer-wise forward does not go through ``model.step``.) DDP's own
+reducer rather than a hand-written all-reduce before ``step()``: it buckets gradients and overlaps the
+all-reduce with the backward, and ``no_sync`` is its documented way to accumulate.
 ``find_unused_parameters=True`` because a step need not touch every parameter (feedback weights at t = 1,
 per-step parameters); DDP also counts a parameter used under ``no_sync`` as used, so gradients accumulated
 in earlier steps are averaged in the synchronising backward even when the last step does not touch it.
