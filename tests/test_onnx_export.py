@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from snnchip.export.nir_exec import NIRExecutor
-from snnchip.export.nir_export import spec_to_nir, write_nir
-from snnchip.export.onnx_export import onnx_model, run_onnx, write_onnx
 from test_nir_foreign import TRACES, recurrent_cubalif, two_neuron_graph
 from test_nir_roundtrip import convnet, mlp_feedback, random_params
 
 from snnchip.errors import DataError
+from snnchip.export.nir_exec import NIRExecutor
+from snnchip.export.nir_export import spec_to_nir, write_nir
+from snnchip.export.onnx_export import onnx_model, run_onnx, write_onnx
 from snnchip.spec import Interpretation, NeuronSpec
 
 pytest.importorskip("onnxruntime")

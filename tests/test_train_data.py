@@ -6,9 +6,9 @@ import struct
 
 import numpy as np
 import pytest
-from snnchip.train.data import bin_events, load_dataset
 
 from snnchip.errors import DataError
+from snnchip.train.data import bin_events, load_dataset
 
 
 def _idx(path, arr, gz):
@@ -75,9 +75,8 @@ def test_unknown_dataset_and_missing_dir():
 
 
 def test_load_dataset_follows_a_spec():
-    from snnchip.train import model_spec
-
     from snnchip.spec import NeuronSpec
+    from snnchip.train import model_spec
 
     ds = load_dataset("digits", spec=model_spec("mlp", (64,), 10, 3, NeuronSpec()))
     assert ds.input_shape == (64,) and ds.test[0].shape[1:] == (64,)

@@ -8,11 +8,11 @@ import random
 
 import pytest
 import torch
+
+from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
 from snnchip.train import build_model, gradients, model_spec, simulate
 from snnchip.train.neuron import LIF
 from snnchip.train.views import SafView
-
-from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
 
 B, N_IN, N_H, N_OUT = 4, 5, 7, 3
 

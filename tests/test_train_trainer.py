@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
-from snnchip.train import trainer
-from snnchip.train.trainer import TrainConfig, fit
 
 from snnchip.checkpoint import load_checkpoint
 from snnchip.cli import train as snn_train
 from snnchip.errors import TrainingError
+from snnchip.train import trainer
+from snnchip.train.trainer import TrainConfig, fit
 
 SMALL = {"hidden": "16", "T": 2, "batch_size": 256, "quiet": True}
 
