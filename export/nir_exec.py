@@ -11,14 +11,18 @@ one step function, ``neuron_step``, on discrete parameters (a, b, c, θ) compile
     v[t] = u − θ·s (``subtract``), u·(1 − s) (``zero``) or u + (v_reset − u)·s (``v_reset``)
     i[t] = i[t]·(1 − s)   (only ``reset_syn``: the SRM of event-driven BP resets both traces)
 
+Graded nodes (EM-PF) fire a float instead: s[t] = ReLU(u[t] − θ) = (u − θ)·1[u ≥ θ], v[t] = u − s + r (r the reset
+offset). Per-step nodes hold a, b, θ and r as tables [T, ...] and use row t − 1 at step t (``neuron_step(…, t)``).
 Spiking nodes output s, non-spiking ones (LI, I, CubaLI) output v.
 
 * Our nodes (``metadata["snnchip"]``, docs/nir-schema.md) follow it exactly: ``lif`` has a = λ,
   b = 1, c = 0 with the stored θ, reset and comparison; ``readout`` (nir.I) has a = b = 1, so its
   output is Σ_{τ≤t} o[τ]; ``srm`` (nir.CubaLIF, discretization ``exact``) has a_syn = lam_syn,
   b_syn = input_scale, a = lam (λ_mem), b = 1, c = 0, reset ``zero`` and ``reset_syn`` (the train side's
-  ``snnchip.train.edbp.srm_step`` exactly). A kind, version or discretization we cannot honour raises
-  ``UnsupportedNodeError``.
+  ``snnchip.train.edbp.srm_step`` exactly); ``empf`` (nir.LIF or nir.IF, EM-PF folded form, ``snnchip.train.empf``)
+  is graded and per step: a = λ̂[t], b = a[t] (input scale), c = 0, θ = θ̂[t], reset offset r[t], the [T, C]
+  arrays of the metadata broadcast over H, W; its NIR fields (the t = 1 values) are ignored. A kind, version or
+  discretization we cannot honour raises ``UnsupportedNodeError``.
 * Foreign nodes follow NIR's ODEs under the ``Interpretation``: with d = e^{−dt/τ} (``exact``) or
   d = 1 − dt/τ (``euler``), a = d, b = (1 − d)·r, c = (1 − d)·v_leak (LIF, LI); IF and I have
   a = 1, b = dt·r; CubaLIF/CubaLI add a_syn = d(τ_syn), b_syn = (1 − d(τ_syn))·w_in. The exact
@@ -67,21 +71,34 @@ class NeuronParams:
     v_reset: Tensor | float = 0.0
     syn: tuple[Tensor, Tensor] | None = None  # (a_syn, b_syn) of a current-based node
     reset_syn: bool = False  # a spike also sets i to 0 (snnchip srm)
+    graded: bool = False  # s = ReLU(u − θ) (a float), v = u − s (+ offset): snnchip empf
+    offset: Tensor | None = None  # reset offset r added to v after firing (snnchip empf)
+    steps: int | None = None  # per-step node: a, b, theta, offset are tables [steps, ...], row t at step t + 1
     semantics: str = "snnchip v1"
 
+    def at(self, value: Any, t: int) -> Any:
+        """``value`` at step index t (0-based): its row t for per-step nodes, else itself."""
+        return value if self.steps is None or value is None else value[t]
 
-def neuron_step(p: NeuronParams, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-    """One step of the neuron: returns (spikes or v, new state {"v", and "i" when current-based})."""
+
+def neuron_step(p: NeuronParams, x: Tensor, state: dict[str, Tensor], t: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
+    """One step (0-based index ``t``, used by per-step nodes) of the neuron: returns (spikes or v, new state
+    {"v", and "i" when current-based})."""
     new: dict[str, Tensor] = {}
     if p.syn is not None:
         x = new["i"] = p.syn[0] * state["i"] + p.syn[1] * x
-    u = p.a * state["v"] + p.b * x + p.c
-    if p.theta is None:
+    theta = p.at(p.theta, t)
+    u = p.at(p.a, t) * state["v"] + p.at(p.b, t) * x + p.c
+    if theta is None:
         new["v"] = u
         return u, new
-    s = (u >= p.theta if p.compare == "ge" else u > p.theta).to(u.dtype)
+    s = (u >= theta if p.compare == "ge" else u > theta).to(u.dtype)
+    if p.graded:  # EM-PF: s = ReLU(u − θ) with the exact ``relu_ge`` of snnchip.train.empf
+        s = (u - theta) * s
+        new["v"] = u - s if p.offset is None else u - s + p.at(p.offset, t)
+        return s, new
     if p.reset == "subtract":
-        new["v"] = u - p.theta * s
+        new["v"] = u - theta * s
     elif p.reset == "zero":
         new["v"] = u * (1 - s)
     else:
@@ -114,9 +131,11 @@ def compile_neuron(name: str, node: nir.NIRNode, interpretation: Interpretation,
             return NeuronParams(t(meta["lam"]), t(1.0), t(0.0), t(meta["theta"]), meta["reset"], meta["spike"])
         if kind == "readout" and isinstance(node, nir.I):
             return NeuronParams(t(1.0), t(1.0), t(0.0), None)
+        if kind == "empf" and isinstance(node, (nir.LIF, nir.IF)):
+            return _empf_params(node, meta, dtype)
         raise UnsupportedNodeError(f"node {name!r}: snnchip neuron kind {kind!r} on a {type(node).__name__} node "
                                    "cannot be executed by this reference executor yet (supported: lif on LIF/IF, "
-                                   "srm on CubaLIF, readout on I); upgrade snnchip")
+                                   "srm on CubaLIF, readout on I, empf on LIF/IF); upgrade snnchip")
     dt = interpretation.dt
     decay = (lambda tau: np.exp(-dt / tau)) if interpretation.discretization == "exact" else (lambda tau: 1 - dt / tau)
     syn = None
@@ -132,6 +151,20 @@ def compile_neuron(name: str, node: nir.NIRNode, interpretation: Interpretation,
     return NeuronParams(a, b, c, t(node.v_threshold) if spiking else None, interpretation.reset,
                         interpretation.compare, t(node.v_reset) if spiking else 0.0, syn,
                         semantics=f"NIR {type(node).__name__} read as {interpretation}")
+
+
+def _empf_params(node: nir.NIRNode, meta: dict[str, Any], dtype: torch.dtype) -> NeuronParams:
+    """EM-PF folded form (metadata validated by ``snnchip_semantics``): tables [T, C] viewed as [T, C, 1, ...]
+    so that row t broadcasts over the node's shape (C, H, W)."""
+    ndim = np.ndim(node.v_threshold)
+
+    def table(key: str) -> Tensor:
+        arr = np.asarray(meta[key], dtype=np.float64)
+        return _tensor(arr.reshape(arr.shape + (1,) * (ndim - 1)), dtype)
+
+    return NeuronParams(table("lam"), table("input_scale"), _tensor(0.0, dtype), table("theta"), "subtract", "ge",
+                        graded=True, offset=table("reset_offset"), steps=int(meta["T"]),
+                        semantics="snnchip v1 (empf: graded, per step)")
 
 
 # ------------------------------------------------------------------------------------ other nodes
@@ -193,9 +226,9 @@ class NodeOp:
             return {"hist": torch.zeros((int(self.delay.max()) + 1, batch, *shape), dtype=dtype)}
         return {}
 
-    def step(self, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, x: Tensor, state: dict[str, Tensor], t: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
         if self.neuron is not None:
-            return neuron_step(self.neuron, x, state)
+            return neuron_step(self.neuron, x, state, t)
         if self.delay is not None:  # y[t] = x[t − d]
             hist = torch.cat([x[None], state["hist"][:-1]])
             idx = self.delay.expand(x.shape)[None]
@@ -263,6 +296,10 @@ class NIRExecutor:
             raise DataError(f"input has {x.shape[0]} time steps; the executor was built for T={self.T}")
         if not torch.isfinite(x).all():
             raise DataError("input contains NaN or infinite values")
+        for name, op in self.ops.items():
+            if op.neuron is not None and op.neuron.steps is not None and x.shape[0] > op.neuron.steps:
+                raise DataError(f"input has {x.shape[0]} time steps; node {name!r} has per-step parameters for "
+                                f"T={op.neuron.steps} steps only")
         batch = x.shape[1]
         state = {n: op.init_state(batch, c.shapes[n], self.dtype) for n, op in self.ops.items()}
         preds = {n: c.predecessors(n) for n in c.order}
@@ -275,7 +312,7 @@ class NIRExecutor:
                     vals[name] = x[t]
                     continue
                 inp = sum(prev[a] if back else vals[a] for a, back in preds[name])
-                vals[name], state[name] = self.ops[name].step(inp, state[name])
+                vals[name], state[name] = self.ops[name].step(inp, state[name], t)
                 for key, value in state[name].items():
                     if key != "hist":
                         states.setdefault(name if key == "v" else f"{name}/{key}", []).append(value)

@@ -15,6 +15,17 @@ s = H(v − θ); i, v ← 0 at a spike, with λ_syn = e^{−1/τs}, λ_mem = e^{
 tau_syn = τs, tau_mem = τm, w_in = c/(1 − λ_syn), r = 1/(1 − λ_mem), v_leak = 0, v_threshold = θ, v_reset = 0,
 so that a reader discretising exactly (d = e^{−1/τ}: i = d_syn·i + (1 − d_syn)·w_in·x, v = d·v + (1 − d)·r·i) gets
 λ_syn, c, λ_mem and a unit drive; what plain NIR cannot say (the current reset, u ≥ θ) is in the metadata.
+
+The EM-PF neuron (kind ``empf``, folded form of ``snnchip.train.empf``: m[t] = λ̂[t]·v[t−1] + a[t]·I[t];
+s[t] = ReLU(m[t] − θ̂[t]), a float; v[t] = m[t] − s[t] + r[t]) has no NIR node: no NIR neuron has per-step
+parameters, graded spikes or a reset offset. It is written as the neuron of the first step, in the LIF Euler
+mapping above with the input scale in r: ``nir.LIF(tau=1/(1 − λ̂[1]), r=a[1]·tau, v_leak=0, v_threshold=θ̂[1],
+v_reset=0)`` (``nir.IF(r=a[1])`` when λ̂[1] = 1 everywhere, or ≥ 1 anywhere: no positive τ makes a leak ≥ 1),
+per element (channels broadcast over H, W), and marked with ``metadata["snnchip"]`` kind ``empf``: the [T, C]
+arrays ``lam``, ``theta``, ``input_scale``, ``reset_offset``, ``T`` and ``graded: True``. Our readers run the
+recursion from the metadata or refuse the node; ``interpretation_report`` says what a plain reader gets wrong.
+Binary synaptic layers write their ±1 weights as plain weights with ``metadata["snnchip"] = {"version": 1,
+"layer": name, "binary": True}`` (1 bit per weight; for the Loihi stage).
 """
 
 from __future__ import annotations
@@ -32,7 +43,14 @@ from snnchip.atomic import atomic_path
 from snnchip.errors import SpecError, UnsupportedNodeError
 from snnchip.spec import Interpretation, LayerSpec, NetworkSpec, NeuronSpec
 
-from .nir_import import SCHEMA_VERSION, check_graph, read_graph, recorded_interpretation, snnchip_semantics
+from .nir_import import (
+    EMPF_ARRAYS,
+    SCHEMA_VERSION,
+    check_graph,
+    read_graph,
+    recorded_interpretation,
+    snnchip_semantics,
+)
 
 Params = dict[str, dict[str, np.ndarray]]
 
@@ -66,7 +84,7 @@ def _synapse(layer: LayerSpec, in_shape: tuple[int, ...], out_shape: tuple[int, 
     return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
 
 
-def _neuron(layer: LayerSpec, shape: tuple[int, ...]) -> nir.NIRNode:
+def _neuron(layer: LayerSpec, shape: tuple[int, ...], params: Params, T: int) -> nir.NIRNode:
     neuron: NeuronSpec = layer.neuron
     meta = {"snnchip": {"version": SCHEMA_VERSION, "layer": layer.name, "kind": neuron.kind, "lam": neuron.lam,
                         "theta": neuron.theta, "reset": neuron.reset, "spike": neuron.spike,
@@ -76,6 +94,8 @@ def _neuron(layer: LayerSpec, shape: tuple[int, ...]) -> nir.NIRNode:
         return nir.I(r=ones, metadata=meta)
     if neuron.kind == "srm":
         return _srm(neuron, meta, ones)
+    if neuron.kind == "empf":
+        return _empf(layer, shape, params, T)
     if neuron.kind != "lif":
         raise UnsupportedNodeError(f"layer {layer.name!r}: NIR export of neuron kind {neuron.kind!r} is not "
                                    "defined yet (docs/nir-schema.md); it lands with its issue")
@@ -96,6 +116,36 @@ def _srm(neuron: NeuronSpec, meta: dict, ones: np.ndarray) -> nir.CubaLIF:
     return nir.CubaLIF(tau_syn=ones * neuron.tau_s, tau_mem=ones * neuron.tau_m, r=ones / (1.0 - p.lam_mem),
                        v_leak=0 * ones, v_threshold=ones * neuron.theta, v_reset=0 * ones,
                        w_in=ones * (p.input_scale / (1.0 - p.lam_syn)), metadata=meta)
+
+
+def _empf(layer: LayerSpec, shape: tuple[int, ...], params: Params, T: int) -> nir.NIRNode:
+    """The folded EM-PF neuron as the neuron of its first step (module docstring), marked kind ``empf``."""
+    if layer.options.get("empf") != "folded":
+        raise SpecError(f"layer {layer.name!r}: export takes the folded EM-PF form; pass plain_spec(spec) and "
+                        f"plain_parameters(model) (got empf={layer.options.get('empf')!r})")
+    tables = {k: _param(params, layer.name, k, (T, shape[0])) for k in EMPF_ARRAYS}
+    meta = {"snnchip": {"version": SCHEMA_VERSION, "layer": layer.name, "kind": "empf", "T": T, "graded": True,
+                        "reset": "subtract", "spike": "ge", "discretization": "euler", "dt": 1.0, **tables}}
+    first = {k: np.broadcast_to(v[0].reshape((-1,) + (1,) * (len(shape) - 1)), shape).astype(np.float32)
+             for k, v in tables.items()}
+    zeros = np.zeros(shape, np.float32)
+    lam, scale, theta = first["lam"], first["input_scale"], first["theta"]
+    if np.any(lam >= 1.0):
+        return nir.IF(r=scale, v_threshold=theta, v_reset=zeros, metadata=meta)
+    tau = (1.0 / (1.0 - lam.astype(np.float64))).astype(np.float32)
+    return nir.LIF(tau=tau, r=scale * tau, v_leak=zeros, v_threshold=theta, v_reset=zeros, metadata=meta)
+
+
+def _binary_meta(node: nir.NIRNode, layer: LayerSpec, params: Params) -> nir.NIRNode:
+    """Mark a binary synaptic layer (its weight must be exactly ±1: sign(W_f), no scale)."""
+    if not layer.options.get("binary"):
+        return node
+    weight = np.asarray(params[layer.name]["weight"])
+    if not np.all(np.abs(weight) == 1.0):
+        raise SpecError(f"layer {layer.name!r} is binary but its exported weight is not exactly ±1; pass "
+                        "plain_parameters(model)")
+    node.metadata = {"snnchip": {"version": SCHEMA_VERSION, "layer": layer.name, "binary": True}}
+    return node
 
 
 UNEXPORTABLE_OPTIONS = {
@@ -120,12 +170,12 @@ def spec_to_nir(spec: NetworkSpec, params: Params) -> nir.NIRGraph:
     neuron_of: dict[str, str] = {}
     for layer, out_shape in zip(spec.layers, spec.shapes(), strict=True):
         _refuse_unexportable(layer)
-        nodes[layer.name] = _synapse(layer, in_shape, out_shape, params)
+        nodes[layer.name] = _binary_meta(_synapse(layer, in_shape, out_shape, params), layer, params)
         edges.append((prev, layer.name))
         prev, in_shape = layer.name, out_shape
         if layer.neuron is not None:
             neuron_of[layer.name] = f"{layer.name}_neuron"
-            nodes[neuron_of[layer.name]] = _neuron(layer, out_shape)
+            nodes[neuron_of[layer.name]] = _neuron(layer, out_shape, params, spec.T)
             edges.append((prev, neuron_of[layer.name]))
             prev = neuron_of[layer.name]
     shapes = dict(zip((la.name for la in spec.layers), spec.shapes(), strict=True))
@@ -198,6 +248,8 @@ def _issues(meta: dict[str, Any]) -> list[str]:
     if meta["kind"] == "readout":
         return ["integrator state = cumulative readout Σ o[t]; a reader wanting o[t] must difference it; "
                 "exact under Euler with dt = 1 (r = 1)"]
+    if meta["kind"] == "empf":
+        return _empf_issues(meta)
     if meta["kind"] == "srm":
         return ["SRM (event-driven BP) as CubaLIF in the exact mapping: read it with --discretization exact; an "
                 "Euler reader decays by 1 − 1/τ instead of e^(−1/τ) and misses ε",
@@ -221,6 +273,26 @@ def _issues(meta: dict[str, Any]) -> list[str]:
                       f"exact-exponential reader decays by e^(−1/τ) = {math.exp(-1.0 / tau):.6g} and scales "
                       f"the input by r(1 − e^(−1/τ)) = {tau * (1 - math.exp(-1.0 / tau)):.6g} instead of 1")
     return issues
+
+
+def _empf_issues(meta: dict[str, Any]) -> list[str]:
+    tables = {k: np.asarray(meta[k], np.float64) for k in EMPF_ARRAYS}
+    T = int(meta["T"])
+    varies = [k for k, v in tables.items() if T > 1 and np.any(v != v[:1])]
+    lam0 = tables["lam"][0]
+    return [
+        "EM-PF fires graded spikes s = ReLU(m − θ̂[t]) (a float, not 0/1) and subtracts s from m; a plain NIR "
+        "reader emits 0/1 spikes on v > θ and resets v to v_reset = 0",
+        f"per-step parameters (T = {T}) only in metadata; the NIR fields hold step 1's λ̂, a, θ̂"
+        + (f"; {', '.join(varies)} change over the steps" if varies else " (constant over the steps here)"),
+        "reset offset r[t] (added to v after firing; max |r| = "
+        f"{float(np.abs(tables['reset_offset']).max()):.3g}) has no NIR field: a plain reader drops it",
+        ("λ̂[1] ≥ 1 on some channels: written as IF (no decay) because no LIF τ > 0 gives a leak ≥ 1"
+         if np.any(lam0 >= 1.0) else
+         f"λ̂[1] in [{float(lam0.min()):.3g}, {float(lam0.max()):.3g}] as LIF τ = 1/(1 − λ̂[1]), r = a[1]·τ: "
+         "step 1 is right only under Euler with dt = 1")
+        + ("; λ̂ = 0 (parallel variant): no membrane memory" if np.all(tables["lam"] == 0) else ""),
+    ]
 
 
 def cli_export(args: argparse.Namespace) -> int:

@@ -16,6 +16,13 @@ The equations are those of ``snnchip.export.nir_exec`` (same NeuronParams, compi
 ``compile_neuron``): i = a_syn·i + b_syn·x; u = a·v + b·i + c; s = [u ≥ θ] or [u > θ];
 v = u − θ·s | u − u·s | u + (v_reset − u)·s. Synapses map to MatMul/Add, Conv, AveragePool
 (×k² for sum pooling) and Reshape. Delay nodes are not exported.
+
+Per-step neurons (EM-PF, kind ``empf``: λ̂[t], a[t], θ̂[t], r[t] per step and channel; graded firing
+s = (u − θ̂)·[u ≥ θ̂], v = u − s + r) need the step index: such a model has one more input, ``step`` (int64
+scalar, 0-based: 0 at t = 1), and holds each parameter as its [T, C, 1, ...] table, of which a ``Gather`` on
+``step`` picks the row. One extra scalar input keeps the model's size independent of the batch and its state
+interface unchanged, and ``run_onnx`` feeds it (t − 1); a step ≥ T is an index error in the runtime (``run_onnx``
+raises ``DataError`` first). Models without per-step neurons have no ``step`` input.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from snnchip.spec import Interpretation
 from .nir_exec import NeuronParams, NIRExecutor
 
 OPSET = 17
+STEP_INPUT = "step"
 
 
 class _Builder:
@@ -105,17 +113,27 @@ def _synapse(b: _Builder, name: str, node: nir.NIRNode, x: str, out_shape: tuple
 
 def _neuron(b: _Builder, name: str, p: NeuronParams, x: str, state: dict[str, str]) -> tuple[str, dict[str, str]]:
     """The ONNX ops of ``nir_exec.neuron_step`` for one node; returns (output, new state names)."""
+    def param(value, key: str) -> str:  # a constant, or the row ``step`` of a per-step table
+        const = b.const(value, f"{name}.{key}")
+        return const if p.steps is None else b.op("Gather", [const, STEP_INPUT], axis=0)
+
     new: dict[str, str] = {}
     if p.syn is not None:
         x = new["i"] = b.op("Add", [b.op("Mul", [b.const(p.syn[0], f"{name}.a_syn"), state["i"]]),
                                     b.op("Mul", [b.const(p.syn[1], f"{name}.b_syn"), x])])
-    u = b.op("Add", [b.op("Add", [b.op("Mul", [b.const(p.a, f"{name}.a"), state["v"]]),
-                                  b.op("Mul", [b.const(p.b, f"{name}.b"), x])]), b.const(p.c, f"{name}.c")])
+    u = b.op("Add", [b.op("Add", [b.op("Mul", [param(p.a, "a"), state["v"]]),
+                                  b.op("Mul", [param(p.b, "b"), x])]), b.const(p.c, f"{name}.c")])
     if p.theta is None:
         new["v"] = u
         return u, new
-    theta = b.const(p.theta, f"{name}.theta")
+    theta = param(p.theta, "theta")
     s = b.op("Cast", [b.op("GreaterOrEqual" if p.compare == "ge" else "Greater", [u, theta])], to=TensorProto.FLOAT)
+    if p.graded:  # EM-PF: s = ReLU(u − θ) = (u − θ)·[u ≥ θ]; v = u − s (+ r)
+        s = b.op("Mul", [b.op("Sub", [u, theta]), s])
+        new["v"] = b.op("Sub", [u, s])
+        if p.offset is not None:
+            new["v"] = b.op("Add", [new["v"], param(p.offset, "offset")])
+        return s, new
     if p.reset == "subtract":
         new["v"] = b.op("Sub", [u, b.op("Mul", [theta, s])])
     elif p.reset == "zero":
@@ -138,6 +156,8 @@ def onnx_model(graph: nir.NIRGraph, interpretation: Interpretation | None = None
     prev = {a: f"state.{a}.out" for a, _ in sorted(c.back_edges)}
     inputs += [value_info(v, c.shapes[a]) for a, v in prev.items()]
     vals: dict[str, str] = {c.inputs[0]: "x"}
+    if any(op.neuron is not None and op.neuron.steps is not None for op in ex.ops.values()):
+        inputs.append(helper.make_tensor_value_info(STEP_INPUT, TensorProto.INT64, []))
     for name in c.order[1:]:
         preds = [prev[a] if back else vals[a] for a, back in c.predecessors(name)]
         x = preds[0]
@@ -193,16 +213,28 @@ def run_onnx(path: str | os.PathLike, x: np.ndarray) -> OnnxResult:
     if x.ndim != len(specs["x"]) + 1 or list(x.shape[2:]) != list(specs["x"][1:]):
         raise DataError(f"input has shape {x.shape}; the model takes [T, batch, *{tuple(specs['x'][1:])}]")
     batch = x.shape[1]
-    state = {n: np.zeros([batch, *s[1:]], np.float32) for n, s in specs.items() if n != "x"}
+    state = {n: np.zeros([batch, *s[1:]], np.float32) for n, s in specs.items() if n not in ("x", STEP_INPUT)}
+    steps = _per_step_T(path) if STEP_INPUT in specs else None
+    if steps is not None and x.shape[0] > steps:
+        raise DataError(f"input has {x.shape[0]} time steps; the model has per-step parameters for T={steps} only")
     names = [o.name for o in sess.get_outputs()]
     outs, spikes = [], {n[len("spikes."):]: [] for n in names if n.startswith("spikes.")}
     for t in range(x.shape[0]):
-        res = dict(zip(names, sess.run(names, {"x": x[t], **state}), strict=True))
+        feed = {"x": x[t], **state, **({STEP_INPUT: np.array(t, np.int64)} if steps is not None else {})}
+        res = dict(zip(names, sess.run(names, feed), strict=True))
         state = {n: res[f"new_{n}"] for n in state}
         outs.append(res["output"])
         for layer in spikes:
             spikes[layer].append(res[f"spikes.{layer}"])
     return OnnxResult(np.stack(outs), {k: np.stack(v) for k, v in spikes.items()})
+
+
+def _per_step_T(path: str | os.PathLike) -> int:
+    """The number of steps of the per-step tables of a model (the first axis of every table Gathered by ``step``)."""
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    return min(inits[n.input[0]].dims[0] for n in model.graph.node
+               if n.op_type == "Gather" and n.input[1] == STEP_INPUT)
 
 
 def cli_export(args: argparse.Namespace) -> int:
