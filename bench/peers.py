@@ -29,8 +29,10 @@ holds for backward (``torch.autograd.graph.saved_tensors_hooks``; a storage save
 model's parameters are excluded), i.e. the activation memory of a rule. Module/state tensors that are not saved
 for backward (membranes, traces: O(1) in T for every library) are not in it.
 
-The machine's limit: in the same run, per net, the achievable throughput of the net's own synaptic layers
-(the same convs/linears as a plain ANN, forward + backward at the same batch) and a 1024² GEMM. A method's
+The machine's limit: the achievable throughput of the net's own synaptic layers (the same convs/linears as a
+plain ANN, forward + backward at the same batch) and a 1024² GEMM, measured per net at the start of the run and
+again inside every configuration's process right after its timed iterations (the fraction uses the latter, so a
+busy shared machine slows both sides of the ratio alike). A method's
 ideal time is (F·T + B·n_bp) / throughput, with F and B the forward and backward FLOPs of one step (backward =
 weight gradients everywhere + input gradients except the first layer) and n_bp the steps that run backward
 (T; K for sltt-k; 1 for saf-f); we report ideal / measured.
@@ -328,7 +330,7 @@ def saved_tensor_peak(model: nn.Module, fn: Callable[[], None]) -> int:
 
 
 def measure(cfg: dict[str, Any]) -> dict[str, Any]:
-    """One configuration (``warmup`` ≥ 1) (run this in a fresh process): median seconds per iteration and peak saved bytes."""
+    """One configuration (run this in a fresh process; ``warmup`` ≥ 1): median s/iteration, peak saved bytes."""
     torch.set_num_threads(cfg["threads"])
     model, iteration, n_bp = make_iteration(cfg["net"], cfg["T"], cfg["method"])
     peak = saved_tensor_peak(model, iteration)  # the first warm-up iteration, under the hook
@@ -342,7 +344,7 @@ def measure(cfg: dict[str, Any]) -> dict[str, Any]:
         cpu.append(time.process_time() - c0)
     return {"time_per_iter_s": statistics.median(times), "min_time_s": min(times), "times_s": times,
             "cpu_per_iter_s": statistics.median(cpu), "n_bp": n_bp, "load_avg": os.getloadavg()[0],
-            "peak_memory_bytes": peak}
+            "peak_memory_bytes": peak, "throughput": throughput(cfg["net"], cfg["threads"], repeats=3)}
 
 
 def throughput(net: dict[str, Any], threads: int, repeats: int = 5) -> dict[str, float]:
@@ -353,14 +355,16 @@ def throughput(net: dict[str, Any], threads: int, repeats: int = 5) -> dict[str,
     model = nn.Sequential(*plain_layers(net, None))
     x, _ = data(net)
 
-    def median_time(fn) -> float:
+    def timed(fn) -> tuple[float, float, float]:
+        """(median wall, min wall, median process CPU seconds) of ``fn()``."""
         fn()
-        times = []
+        wall, cpu = [], []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        return statistics.median(wall), min(wall), statistics.median(cpu)
 
     def fwd_bwd():
         model.zero_grad(set_to_none=True)
@@ -368,9 +372,10 @@ def throughput(net: dict[str, Any], threads: int, repeats: int = 5) -> dict[str,
 
     fwd, bwd = step_flops(net)
     a, b = torch.randn(GEMM, GEMM), torch.randn(GEMM, GEMM)
-    return {"layers_flops_per_s": (fwd + bwd) / median_time(fwd_bwd),
-            "gemm_flops_per_s": 2 * GEMM**3 / median_time(lambda: a @ b),
-            "step_forward_flops": fwd, "step_backward_flops": bwd}
+    layers, gemm = timed(fwd_bwd), timed(lambda: a @ b)
+    return {"layers_flops_per_s": (fwd + bwd) / layers[0], "layers_flops_per_s_best": (fwd + bwd) / layers[1],
+            "layers_flops_per_cpu_s": (fwd + bwd) / layers[2], "gemm_flops_per_s": 2 * GEMM**3 / gemm[0],
+            "gemm_flops_per_s_best": 2 * GEMM**3 / gemm[1], "step_forward_flops": fwd, "step_backward_flops": bwd}
 
 
 def profile(net: dict[str, Any], T: int, method: str, threads: int, top: int = 12) -> dict[str, Any]:
@@ -452,10 +457,13 @@ def run_suite(nets: dict[str, dict[str, Any]], Ts: list[int], methods: list[str]
             for method in methods:
                 cfg = {"net": net, "T": T, "method": method, "repeats": repeats, "warmup": warmup, "threads": threads}
                 row = {"net": name, "T": T, "method": method, **_subprocess(["--one", json.dumps(cfg)], timeout)}
-                if "time_per_iter_s" in row and "layers_flops_per_s" in tp:
-                    ideal = (tp["step_forward_flops"] * T + tp["step_backward_flops"] * row["n_bp"])
-                    row["ideal_s"] = ideal / tp["layers_flops_per_s"]
+                if "time_per_iter_s" in row:  # the limit measured in the same process, right after the timing
+                    lim = row["throughput"]
+                    flops = lim["step_forward_flops"] * T + lim["step_backward_flops"] * row["n_bp"]
+                    row["ideal_s"] = flops / lim["layers_flops_per_s"]
                     row["fraction_of_limit"] = row["ideal_s"] / row["time_per_iter_s"]
+                    row["fraction_of_limit_best"] = flops / lim["layers_flops_per_s_best"] / row["min_time_s"]
+                    row["fraction_of_limit_cpu"] = flops / lim["layers_flops_per_cpu_s"] / row["cpu_per_iter_s"]
                 result["rows"].append(row)
                 log(_row_line(row))
                 if json_path:
@@ -490,62 +498,76 @@ def _index(result) -> dict[tuple[str, int, str], dict[str, Any]]:
     return {(r["net"], r["T"], r["method"]): r for r in result["rows"] if "time_per_iter_s" in r}
 
 
+def _pct(r: dict[str, Any], key: str) -> str:
+    return f"{100 * r[key]:.0f}" if key in r else "–"
+
+
 def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, notes: str = "") -> str:
     """docs/BENCHMARKS.md from a ``run_suite`` result (and optional ``profile`` results): every number comes
     from the JSON."""
     idx, m, v = _index(result), result["machine"], result["versions"]
     Ts = sorted({r["T"] for r in result["rows"]})
     methods = list(dict.fromkeys(r["method"] for r in result["rows"]))
+    errors = [r for r in result["rows"] if "error" in r]
     out = [
         "# Training benchmarks: snnchip vs SpikingJelly and snnTorch",
         "",
-        "Generated by `bench/peers.py` (`snn-bench peers`) from its JSON; do not edit the numbers by hand.",
+        "Generated by `bench/peers.py` (`snn-bench peers`) from its JSON; do not edit the numbers by hand. "
+        "Reproduce: `make setup-bench`, then `snn-bench peers --T 4,16 --json peers.json --plot peers.png "
+        "--markdown BENCHMARKS.md` (tables only), or with profiles and findings: `python bench/peers.py --profile "
+        "conv 4 ottt-a > profile_conv_ottt-a.json` and `python bench/peers.py --markdown peers.json "
+        "profile_*.json --notes bench/peers_findings.md --out docs/BENCHMARKS.md`. The JSON, profiles and plot of "
+        "this report are in `docs/benchmarks/`.",
         "",
         f"Run {result['date']}: {m['cpu_count']} CPUs, {m['threads']} torch threads, torch {v['torch']}, "
         f"SpikingJelly {v['spikingjelly']}, snnTorch {v['snntorch']}, Python {v['python']}; load average "
-        f"{m['load_avg_start'][0]:.2f} at start, {m.get('load_avg_end', [math.nan])[0]:.2f} at end. Median of "
-        f"{result['repeats']} iterations after {result['warmup']} warm-up, each configuration in a fresh process.",
+        f"{m['load_avg_start'][0]:.2f} at start, {m.get('load_avg_end', [math.nan])[0]:.2f} at end. "
+        f"{result['warmup']} warm-up iteration(s) (the first one counts memory), then {result['repeats']} timed "
+        f"iterations; each configuration in a fresh process.",
         "",
-        "Peak memory = peak bytes of the distinct storages autograd saves for backward "
-        "(`saved_tensors_hooks`, parameters excluded), counted identically for all libraries.",
+        "Columns: **median** wall seconds per iteration (the headline figure), **min** wall seconds, **CPU** = "
+        "median process CPU seconds per iteration (all threads; on a shared machine the least disturbed measure), "
+        "**MiB** = peak bytes of the distinct storages autograd saves for backward (`saved_tensors_hooks`, "
+        "parameters excluded; identical counting for all libraries), **% limit** = ideal ÷ measured time, ideal = "
+        "(forward FLOPs · T + backward FLOPs · steps with backward) ÷ the throughput of the net's own layers as a "
+        "plain ANN measured in the same process: wall median vs wall median, best vs best, CPU vs CPU.",
         "",
     ]
     for net_name, net in result["nets"].items():
         tp = result["throughput"].get(net_name, {})
         out += [f"## `{net_name}`: input {tuple(net['input'])}, widths {tuple(net['widths'])}, batch {net['batch']}",
                 ""]
-        if "layers_flops_per_s" in tp:
-            out += [f"Measured limit: the net's layers as a plain ANN (fwd + bwd) run at "
-                    f"**{tp['layers_flops_per_s'] / 1e9:.1f} GFLOP/s** (2048² GEMM: "
-                    f"{tp['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s); one step = "
-                    f"{tp['step_forward_flops'] / 1e9:.3f} GFLOP forward, {tp['step_backward_flops'] / 1e9:.3f} "
-                    f"GFLOP backward.", ""]
-        head = "| method | " + " | ".join(f"T={T} s/iter | MiB | % of limit" for T in Ts) + " |"
-        out += [head, "|---" * (1 + 3 * len(Ts)) + "|"]
-        for method in methods:
-            cells = []
-            for T in Ts:
+        if "step_forward_flops" in tp:
+            out += [f"One step = {tp['step_forward_flops'] / 1e9:.3f} GFLOP forward, "
+                    f"{tp['step_backward_flops'] / 1e9:.3f} GFLOP backward. Throughput of the layers as an ANN at the "
+                    f"start of the run: {tp['layers_flops_per_s'] / 1e9:.1f} GFLOP/s median, "
+                    f"{tp.get('layers_flops_per_s_best', math.nan) / 1e9:.1f} best "
+                    f"({GEMM}² GEMM: {tp.get('gemm_flops_per_s_best', tp['gemm_flops_per_s']) / 1e9:.1f} best).", ""]
+        for T in Ts:
+            out += [f"**T = {T}**", "",
+                    "| method | median s | min s | CPU s | MiB | % limit (median) | % limit (best) | % limit (CPU) |",
+                    "|---|---|---|---|---|---|---|---|"]
+            for method in methods:
                 r = idx.get((net_name, T, method))
-                cells += ["–"] * 3 if r is None else [
-                    f"{r['time_per_iter_s']:.3f}", f"{r['peak_memory_bytes'] / 2**20:.1f}",
-                    f"{100 * r['fraction_of_limit']:.1f}" if "fraction_of_limit" in r else "–"]
-            out.append(f"| {method} | " + " | ".join(cells) + " |")
-        out += ["", "Ratios (ours ÷ reference; time and peak memory; target in brackets):", "",
-                "| pair | " + " | ".join(f"T={T} time | T={T} memory" for T in Ts) + " |",
-                "|---" * (1 + 2 * len(Ts)) + "|"]
+                if r is not None:
+                    out.append(f"| {method} | {r['time_per_iter_s']:.3f} | {r['min_time_s']:.3f} | "
+                               f"{r['cpu_per_iter_s']:.3f} | {r['peak_memory_bytes'] / 2**20:.1f} | "
+                               f"{_pct(r, 'fraction_of_limit')} | {_pct(r, 'fraction_of_limit_best')} | "
+                               f"{_pct(r, 'fraction_of_limit_cpu')} |")
+            out.append("")
+        out += ["Ratios ours ÷ reference (target in brackets; ✓/✗ judged on the CPU-time ratio):", "",
+                "| pair | T | median wall | min wall | CPU | peak memory |", "|---|---|---|---|---|---|"]
         for ours, ref, target in PAIRS:
-            cells = []
             for T in Ts:
                 a, b = idx.get((net_name, T, ours)), idx.get((net_name, T, ref))
                 if a is None or b is None:
-                    cells += ["–", "–"]
                     continue
-                rt = a["time_per_iter_s"] / b["time_per_iter_s"]
+                cpu = a["cpu_per_iter_s"] / b["cpu_per_iter_s"]
+                ok = "" if target is None else (" ✓" if cpu <= target else " ✗")
                 mem = a["peak_memory_bytes"] / b["peak_memory_bytes"] if b["peak_memory_bytes"] else math.nan
-                ok = "" if target is None else (" ✓" if rt <= target else " ✗")
-                cells += [f"{rt:.2f}{ok}", f"{mem:.2f}"]
-            label = f"{ours} ÷ {ref}" + ("" if target is None else f" (≤ {target})")
-            out.append(f"| {label} | " + " | ".join(cells) + " |")
+                label = f"{ours} ÷ {ref}" + ("" if target is None else f" (≤ {target})")
+                out.append(f"| {label} | {T} | {a['time_per_iter_s'] / b['time_per_iter_s']:.2f} | "
+                           f"{a['min_time_s'] / b['min_time_s']:.2f} | {cpu:.2f}{ok} | {mem:.2f} |")
         lo, hi = (Ts[0], Ts[-1]) if Ts else (None, None)
         growth = []
         for method in methods:
@@ -555,6 +577,9 @@ def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, not
         if growth and lo != hi:
             out += ["", f"Online rules, peak memory at T={hi} ÷ T={lo} (target ≤ 1.1): " + ", ".join(growth) + "."]
         out.append("")
+    if errors:
+        out += ["Configurations that failed: " + "; ".join(f"{r['net']} T={r['T']} {r['method']}: {r['error']}"
+                                                          for r in errors), ""]
     for name, prof in (profiles or {}).items():
         out += [f"## Profile: {name} (`{prof['method']}`, T={prof['T']}, torch.profiler, one iteration, "
                 f"{prof['wall_s_profiled']:.2f} s profiled, {prof['ops_per_step']:.0f} ops per step)", "",
