@@ -132,16 +132,24 @@ def _uniform(name: str, node: object, value: object, what: str) -> float:
     return float(a.reshape(-1)[0])
 
 
+def _check_kind(name: str, node: object) -> None:
+    """Refuse an snnchip neuron kind the chip cannot run (before its metadata is validated in detail)."""
+    meta = (getattr(node, "metadata", None) or {}).get("snnchip")
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    kind = kind.decode() if isinstance(kind, bytes) else kind
+    if kind is not None and kind not in ("lif", "readout"):
+        raise _unsupported(name, node, f"snnchip neuron kind {kind!r} is not supported yet (EM-PF and SRM land "
+                                       "later)")
+
+
 def _neuron(name: str, node: object, interp: Interpretation) -> tuple[dict, np.ndarray, np.ndarray]:
     """Neuron parameters plus the per-neuron input gain g and leak offset β folded into the stage.
 
     The semantics come from the one reader of NIR neurons: ``snnchip_semantics`` for our kind and
     ``compile_neuron`` for the discrete parameters u = a·v + b·x + c (a = λ, b = g, c = β).
     """
+    _check_kind(name, node)
     meta = snnchip_semantics(node, name)
-    if meta is not None and meta["kind"] not in ("lif", "readout"):
-        raise _unsupported(name, node, f"snnchip neuron kind {meta['kind']!r} (version {meta['version']}) is not "
-                                       "supported yet (EM-PF and SRM land later)")
     p = compile_neuron(name, node, interp, torch.float64)
     layer = str(meta["layer"]) if meta is not None else name.removesuffix("_neuron")
     gain = p.b.numpy().reshape(-1)
@@ -168,6 +176,8 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
     The graph is read by ``check_graph`` (flat nodes, run order, back edges, shapes).
     """
     interp = interpretation or recorded_interpretation(graph) or Interpretation()
+    for name, node in graph.nodes.items():
+        _check_kind(name, node)
     checked = check_graph(graph)
     nodes = checked.nodes
     if len(checked.inputs) != 1:
