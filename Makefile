@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.snnchip-setup
 TORCH  ?= torch==2.13.0
 LAVA   := lava-nc==0.10.0
 
-.PHONY: setup test demo lint clean setup-lavadl
+.PHONY: setup test demo lint clean
 
 setup: $(STAMP)
 
