@@ -361,7 +361,8 @@ def cli_run(args: argparse.Namespace) -> int:
     print(f"ran {args.graph} on {args.input}: T={T}, batch={batch}, features={tuple(x.shape[2:])}")
     print(f"output {tuple(arrays['output'].shape)} -> {args.out}")
     for layer, s in result.spikes.items():
-        print(f"  spikes/{layer:<20} {tuple(s.shape)}  rate {float(s.mean()):.4f}")
+        graded = bool(((s != 0) & (s != 1)).any())  # EM-PF: float spikes, so report the mean value, not a rate
+        print(f"  spikes/{layer:<20} {tuple(s.shape)}  {'mean (graded)' if graded else 'rate'} {float(s.mean()):.4f}")
     final = result.output[-1]
     shown = min(batch, 8)
     print(f"argmax of output[T-1] (first {shown}): {final[:shown].argmax(-1).tolist()}")
