@@ -208,3 +208,27 @@ def test_check_graph_accepts_written_graph(tmp_path):
     path, _ = _checkpoint(tmp_path, "convnet", "bn", 12)
     checked = check_graph(model_graph(path))
     assert checked.shapes["conv1_neuron"] == (16, 8, 8)
+
+
+def test_empf_step_hand_computed_trace():
+    """2 channels, 3 steps, by hand: m = λ̂[t]·v + a[t]·x; s = ReLU(m − θ̂[t]); v = m − s + r[t]."""
+    from snnchip.export.nir_exec import compile_neuron, neuron_step
+    from snnchip.spec import Interpretation
+
+    tables = {"lam": [[0.5, 0.5], [0.5, 2.0], [0.0, 1.0]], "theta": [[1.0, 0.5], [0.5, 0.5], [1.0, 0.0]],
+              "input_scale": [[2.0, 1.0], [1.0, 1.0], [1.0, 0.5]], "reset_offset": [[0.0, 0.25], [0.5, 0.0],
+                                                                                    [0.0, 0.0]]}
+    meta = {"version": 1, "layer": "h", "kind": "empf", "T": 3, "graded": True, "reset": "subtract", "spike": "ge",
+            "discretization": "euler", "dt": 1.0, **{k: np.asarray(v, np.float32) for k, v in tables.items()}}
+    ones = np.ones(2, np.float32)
+    node = nir.IF(r=ones, v_threshold=ones, v_reset=0 * ones, metadata={"snnchip": meta})
+    p = compile_neuron("h", node, Interpretation(), torch.float64)
+    x = torch.tensor([[1.0, 1.0], [0.5, 0.0], [1.0, 2.0]], dtype=torch.float64)
+    # ch0: m=2, s=1, v=1 | m=.5+.5=1, s=.5, v=.5+.5=1 | m=0+1=1, s=0, v=1
+    # ch1: m=1, s=.5, v=.5+.25=.75 | m=1.5, s=1, v=.5 | m=.5+1=1.5, s=1.5, v=0
+    want_s = [[1.0, 0.5], [0.5, 1.0], [0.0, 1.5]]
+    want_v = [[1.0, 0.75], [1.0, 0.5], [1.0, 0.0]]
+    state = {"v": torch.zeros(1, 2, dtype=torch.float64)}
+    for t in range(3):
+        s, state = neuron_step(p, x[t][None], state, t)
+        assert s[0].tolist() == want_s[t] and state["v"][0].tolist() == want_v[t], t
