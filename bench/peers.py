@@ -498,6 +498,18 @@ def _index(result) -> dict[tuple[str, int, str], dict[str, Any]]:
     return {(r["net"], r["T"], r["method"]): r for r in result["rows"] if "time_per_iter_s" in r}
 
 
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several ``run_suite`` results as one (rows appended; header fields of the first; later runs' start/end
+    load averages and dates listed in ``runs``)."""
+    out = {**results[0], "nets": {}, "throughput": {}, "rows": [],
+           "runs": [{"date": r["date"], "machine": r["machine"]} for r in results]}
+    for r in results:
+        out["nets"].update(r["nets"])
+        out["throughput"].update(r["throughput"])
+        out["rows"] += r["rows"]
+    return out
+
+
 def _pct(r: dict[str, Any], key: str) -> str:
     return f"{100 * r[key]:.0f}" if key in r else "–"
 
@@ -521,7 +533,10 @@ def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, not
         "",
         f"Run {result['date']}: {m['cpu_count']} CPUs, {m['threads']} torch threads, torch {v['torch']}, "
         f"SpikingJelly {v['spikingjelly']}, snnTorch {v['snntorch']}, Python {v['python']}; load average "
-        f"{m['load_avg_start'][0]:.2f} at start, {m.get('load_avg_end', [math.nan])[0]:.2f} at end. "
+        f"{m['load_avg_start'][0]:.2f} at start, {m.get('load_avg_end', [math.nan])[0]:.2f} at end"
+        + "".join(f"; another run {r['date']} (load {r['machine']['load_avg_start'][0]:.2f} at start, "
+                  f"{r['machine'].get('load_avg_end', [math.nan])[0]:.2f} at end)" for r in result.get("runs", [])[1:])
+        + ". "
         f"{result['warmup']} warm-up iteration(s) (the first one counts memory), then {result['repeats']} timed "
         f"iterations; each configuration in a fresh process.",
         "",
@@ -613,7 +628,8 @@ def plot(result: dict[str, Any], path: str) -> None:
             axes[1, j].plot(Ts, [r["peak_memory_bytes"] / 2**20 for _, r in pts], style, marker="o", label=method)
         axes[0, j].set(title=f"{net}: time per iteration", xlabel="T", ylabel="s", yscale="log")
         axes[1, j].set(title=f"{net}: peak saved-tensor memory", xlabel="T", ylabel="MiB", yscale="log")
-        axes[0, j].legend(fontsize=7)
+        if axes[0, j].lines:
+            axes[0, j].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -667,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="write docs/BENCHMARKS.md (to --out) from a result JSON and optional profile JSONs")
     p.add_argument("--notes", help="a Markdown file appended to the generated report")
     p.add_argument("--out", default="docs/BENCHMARKS.md")
+    p.add_argument("--plot", default=None, help="with --markdown: also write the plot here")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     if a.one:
@@ -678,14 +695,14 @@ def main(argv: list[str] | None = None) -> int:
         net, T, method = a.profile
         print(json.dumps(profile(NETS[net], int(T), method, a.threads or torch.get_num_threads())))
     elif a.markdown:
-        result = json.loads(Path(a.markdown[0]).read_text())
-        profiles = {}
-        for path in a.markdown[1:]:
-            prof = json.loads(Path(path).read_text())
-            profiles[f"{Path(path).stem}"] = prof
+        docs = {Path(path).stem: json.loads(Path(path).read_text()) for path in a.markdown}
+        result = merge([d for d in docs.values() if "rows" in d])
+        profiles = {name: d for name, d in docs.items() if "ops" in d}
         notes = Path(a.notes).read_text() if a.notes else ""
         _write(a.out, markdown(result, profiles, notes))
-        print(f"wrote {a.out}")
+        if a.plot:
+            plot(result, a.plot)
+        print(f"wrote {a.out}" + (f", {a.plot}" if a.plot else ""))
     else:
         p.print_help()
     return 0
