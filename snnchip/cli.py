@@ -131,6 +131,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--theta", type=float, default=1.0, help="threshold θ (default 1)")
     p.add_argument("--reset", choices=["subtract", "zero"], default="subtract")
     p.add_argument("--spike", choices=["ge", "gt"], default="ge")
+    p.add_argument("--no-bias", dest="bias", action="store_false",
+                   help="synaptic layers without bias (needed by --target netx, whose biases act from step 1)")
     p.add_argument("--surrogate", choices=["sigmoid", "triangle", "rectangle"], default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")

@@ -202,3 +202,19 @@ def test_netx_quantization_is_the_loihi_quantizer_with_exponent_zero():
         assert q.weight_exp == 0 and lo <= q.weight.min() and q.weight.max() <= hi and not np.any(q.weight % step)
         bound = step * 2.0 ** (frac or 0) / (2 * q.scale)  # half a grid step of the first Dense, in real units
         assert np.abs(dequantize_weight(q, dep.qnet.input_frac_bits) - st.weight).max() <= bound * (1 + 1e-9)
+
+
+def test_a_model_trained_for_netx_exports(tmp_path, capsys):
+    """--reset zero --spike gt --no-bias gives a model.pt that --target netx accepts; the default one is refused."""
+    from snnchip.cli import export
+    from snnchip.train.trainer import TrainConfig, fit
+
+    fit(TrainConfig(out=str(tmp_path / "run"), hidden="16", T=3, epochs=1, reset="zero", spike="gt", bias=False,
+                    max_steps=2, quiet=True, device="cpu"))
+    model = str(tmp_path / "run" / "model.pt")
+    assert export([model, "--target", "netx", "-o", str(tmp_path / "net.net")]) == 0
+    with h5py.File(tmp_path / "net.net") as f:
+        assert all("bias" not in f["layer"][k] or not np.any(f["layer"][k]["bias"][()]) for k in f["layer"])
+    fit(TrainConfig(out=str(tmp_path / "default"), hidden="16", T=3, epochs=1, max_steps=2, quiet=True, device="cpu"))
+    assert export([str(tmp_path / "default" / "model.pt"), "--target", "netx", "-o", str(tmp_path / "d.net")]) != 0
+    assert "--target loihi" in capsys.readouterr().err

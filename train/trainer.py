@@ -62,6 +62,7 @@ class TrainConfig:
     theta: float = 1.0
     reset: str = "subtract"
     spike: str = "ge"
+    bias: bool = True  # --no-bias: synaptic layers without bias (netx applies biases from step 1)
     surrogate: str | None = None
     seed: int = 0
     device: str = "auto"
@@ -115,6 +116,8 @@ def build_spec(cfg: TrainConfig, ds: Dataset) -> NetworkSpec:
     spec = model_spec(cfg.model, ds.input_shape, ds.num_classes, cfg.T, neuron_for(cfg), hidden=hidden,
                       encoding=cfg.encoding, method=cfg.method,
                       options={"k": cfg.k, "mse_alpha": cfg.mse_alpha})
+    if not cfg.bias:
+        spec = dataclasses.replace(spec, layers=tuple(dataclasses.replace(la, bias=False) for la in spec.layers))
     if cfg.method.startswith("empf"):
         spec = configure_empf(spec, cfg.empf_variant, cfg.binary_first_last, cfg.seca)
     if cfg.method == "edbp":
