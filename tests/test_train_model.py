@@ -10,6 +10,7 @@ from snnchip.checkpoint import save_checkpoint
 from snnchip.errors import SpecError
 from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
 from snnchip.train import build_model, gradients, load_model, model_spec, plain_parameters, plain_spec, simulate, vgg
+from snnchip.train.bench import saved_tensor_peak
 from snnchip.train.rules import run_iteration, time_major
 
 
@@ -64,22 +65,8 @@ def test_load_model_round_trip(tmp_path):
 
 
 def _peak_saved_bytes(model, x, y, method, T):
-    """Peak bytes of tensors autograd holds for backward (live packed tensors), over one iteration."""
-    live, peak = [0], [0]
-
-    class Packed:
-        def __init__(self, t):
-            self.t, self.n = t, t.numel() * t.element_size()
-            live[0] += self.n
-            peak[0] = max(peak[0], live[0])
-
-        def __del__(self):
-            live[0] -= self.n
-
-    with torch.autograd.graph.saved_tensors_hooks(Packed, lambda p: p.t):
-        run_iteration(model, x, y, method, T, k=1, rng=random.Random(0))
-    model.zero_grad(set_to_none=True)
-    return peak[0]
+    """Peak bytes of tensors autograd holds for backward over one iteration (the bench's saved-tensor counter)."""
+    return saved_tensor_peak(model, x, y, method, T, k=1, rng=random.Random(0))
 
 
 @pytest.mark.parametrize("method", ["ottt-o", "ottt-a", "sltt", "sltt-k", "saf-e", "saf-f"])

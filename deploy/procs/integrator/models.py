@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from snnchip import lava_compat
 from snnchip.deploy.fixed_point import neuron_step_fixed, neuron_step_float
 from snnchip.deploy.procs.integrator.process import Integrator
-
-_decorator = lava_compat.lava_module("magma.core.decorator")
-_model = lava_compat.lava_module("magma.core.model.py.model")
-_ports = lava_compat.lava_module("magma.core.model.py.ports")
-_type = lava_compat.lava_module("magma.core.model.py.type")
-_resources = lava_compat.lava_module("magma.core.resources")
-_protocol = lava_compat.lava_module("magma.core.sync.protocols.loihi_protocol")
-implements, requires, tag = _decorator.implements, _decorator.requires, _decorator.tag
-PyInPort, LavaPyType = _ports.PyInPort, _type.LavaPyType
-CPU, LoihiProtocol, PyLoihiProcessModel = _resources.CPU, _protocol.LoihiProtocol, _model.PyLoihiProcessModel
+from snnchip.deploy.procs.lava_api import (
+    CPU,
+    LavaPyType,
+    LoihiProtocol,
+    PyInPort,
+    PyLoihiProcessModel,
+    implements,
+    requires,
+    tag,
+)
 
 
 @implements(proc=Integrator, protocol=LoihiProtocol)

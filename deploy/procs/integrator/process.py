@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from snnchip import lava_compat
-
-_process = lava_compat.lava_module("magma.core.process.process")
-_variable = lava_compat.lava_module("magma.core.process.variable")
-_ports = lava_compat.lava_module("magma.core.process.ports.ports")
+from snnchip.deploy.procs.lava_api import AbstractProcess, InPort, Var
 
 
-class Integrator(_process.AbstractProcess):
+class Integrator(AbstractProcess):
     """Non-spiking readout: u = a; v = v + u (its state is Σ_{τ≤t} o[τ]).
 
     fixed_pt: u = wrap24(a << 6), v saturates at ±(2^23 − 1); floating_pt: plain float sums.
@@ -17,6 +13,6 @@ class Integrator(_process.AbstractProcess):
 
     def __init__(self, *, shape: tuple[int, ...], name: str | None = None) -> None:
         super().__init__(shape=shape, name=name)
-        self.a_in = _ports.InPort(shape=shape)
-        self.u = _variable.Var(shape=shape, init=0)
-        self.v = _variable.Var(shape=shape, init=0)
+        self.a_in = InPort(shape=shape)
+        self.u = Var(shape=shape, init=0)
+        self.v = Var(shape=shape, init=0)

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from snnchip import lava_compat
 from snnchip.deploy.fixed_point import neuron_step_fixed, neuron_step_float
+from snnchip.deploy.procs.lava_api import (
+    CPU,
+    LavaPyType,
+    LoihiProtocol,
+    PyInPort,
+    PyLoihiProcessModel,
+    PyOutPort,
+    implements,
+    requires,
+    tag,
+)
 from snnchip.deploy.procs.sublif.process import SubLIF
-
-_decorator = lava_compat.lava_module("magma.core.decorator")
-_model = lava_compat.lava_module("magma.core.model.py.model")
-_ports = lava_compat.lava_module("magma.core.model.py.ports")
-_type = lava_compat.lava_module("magma.core.model.py.type")
-_resources = lava_compat.lava_module("magma.core.resources")
-_protocol = lava_compat.lava_module("magma.core.sync.protocols.loihi_protocol")
-implements, requires, tag = _decorator.implements, _decorator.requires, _decorator.tag
-PyInPort, LavaPyType = _ports.PyInPort, _type.LavaPyType
-PyOutPort = _ports.PyOutPort
-CPU, LoihiProtocol, PyLoihiProcessModel = _resources.CPU, _protocol.LoihiProtocol, _model.PyLoihiProcessModel
 
 
 class _SubLIFModel(PyLoihiProcessModel):

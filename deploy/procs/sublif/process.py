@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from snnchip import lava_compat
-
-_process = lava_compat.lava_module("magma.core.process.process")
-_variable = lava_compat.lava_module("magma.core.process.variable")
-_ports = lava_compat.lava_module("magma.core.process.ports.ports")
+from snnchip.deploy.procs.lava_api import AbstractProcess, InPort, OutPort, Var
 
 
-class SubLIF(_process.AbstractProcess):
+class SubLIF(AbstractProcess):
     """LIF neuron, one step per Lava step, with input a (DESIGN.md, "Neuron semantics"):
 
         u = a;  v = (1 − dv)·v + u;  s = v ≥ vth (``spike="ge"``) or v > vth (``"gt"``);
@@ -23,9 +19,9 @@ class SubLIF(_process.AbstractProcess):
     def __init__(self, *, shape: tuple[int, ...], dv: int | float, vth: int | float, reset: str = "subtract",
                  spike: str = "ge", name: str | None = None) -> None:
         super().__init__(shape=shape, reset=reset, spike=spike, name=name)
-        self.a_in = _ports.InPort(shape=shape)
-        self.s_out = _ports.OutPort(shape=shape)
-        self.u = _variable.Var(shape=shape, init=0)
-        self.v = _variable.Var(shape=shape, init=0)
-        self.dv = _variable.Var(shape=(1,), init=dv)
-        self.vth = _variable.Var(shape=(1,), init=vth)
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.u = Var(shape=shape, init=0)
+        self.v = Var(shape=shape, init=0)
+        self.dv = Var(shape=(1,), init=dv)
+        self.vth = Var(shape=(1,), init=vth)
