@@ -86,3 +86,27 @@ def neuron_step_float(v: np.ndarray, a_in: np.ndarray, dv: float, vth: float, re
     s = v >= vth if spike == "ge" else v > vth
     v = v - vth * s if reset == "subtract" else np.where(s, 0.0, v)
     return u, v, s
+
+
+def srm_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int, vth: int, spike: str
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fixed-point step of the SRM (current-based LIF resetting both traces); returns (u, v, s).
+
+        u = wrap24(decay(u, du) + (a << 6))          (our CubaLIF: factor 4096 − du, no Lava +1 offset)
+        v = clip(decay(v, dv) + u, −(2^23 − 1), 2^23 − 1)
+        s = v ≥ vth << 6 (ge)  or  v > vth << 6 (gt);   u = u·(1 − s), v = v·(1 − s)
+    """
+    u = wrap24(decay(np.asarray(u, dtype=np.int64), du) + (np.asarray(a_in, dtype=np.int64) << SHIFT))
+    v = np.clip(decay(np.asarray(v, dtype=np.int64), dv) + u, -V_LIMIT, V_LIMIT)
+    th = np.int64(vth) << SHIFT
+    s = v >= th if spike == "ge" else v > th
+    return np.where(s, 0, u), np.where(s, 0, v), s
+
+
+def srm_step_float(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: float, dv: float, vth: float, spike: str
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One floating-point SRM step: u = (1 − du)·u + a; v = (1 − dv)·v + u; s = v ≥/> vth; u, v = 0 where s."""
+    u = np.asarray(u, dtype=np.float64) * (1 - du) + np.asarray(a_in, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64) * (1 - dv) + u
+    s = v >= vth if spike == "ge" else v > vth
+    return np.where(s, 0.0, u), np.where(s, 0.0, v), s

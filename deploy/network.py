@@ -1,7 +1,7 @@
 """A deployment as a Lava process graph, run sample by sample in ``Loihi2SimCfg``.
 
 Per stage k (1-based): ``Dense`` (latency 1) → neuron process (Lava ``LIF`` where exact, else our
-``SubLIF``; the readout is our ``Integrator``) → ``io.sink.RingBuffer`` recording its spikes. The
+``SubLIF``; the SRM our ``CubaLIF``; the readout our ``Integrator``) → ``io.sink.RingBuffer`` recording its spikes. The
 input is an ``io.source.RingBuffer`` of graded spikes into the first Dense. A stage with a bias
 gets its own source RingBuffer wired straight into the neuron's input, active at Lava steps
 k + 1 .. k + T only, so that the bias starts with the stage's first input (Lava's ``bias_mant``
@@ -67,6 +67,7 @@ class _Graph:
         LIF = lava_compat.lava_module("proc.lif.process").LIF
         Source = lava_compat.lava_module("proc.io.source").RingBuffer
         Sink = lava_compat.lava_module("proc.io.sink").RingBuffer
+        from snnchip.deploy.procs.cubalif.process import CubaLIF
         from snnchip.deploy.procs.integrator.process import Integrator
         from snnchip.deploy.procs.sublif.process import SubLIF
 
@@ -87,6 +88,9 @@ class _Graph:
             if kind == "lava.LIF":
                 neuron = LIF(shape=(n,), du=4095 if fixed else 1.0, dv=dv, vth=vth, bias_mant=0 if fixed else 0.0,
                              bias_exp=0, name=q.name)
+            elif kind == "snnchip.CubaLIF":
+                du = q.du if fixed else 1.0 - st.lam_syn
+                neuron = CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, spike=q.spike, name=q.name)
             elif kind == "snnchip.SubLIF":
                 neuron = SubLIF(shape=(n,), dv=dv, vth=vth, reset=q.reset, spike=q.spike, name=q.name)
             else:

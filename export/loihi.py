@@ -30,13 +30,15 @@ from snnchip.spec import Interpretation
 FORMAT = {"name": "snnchip-loihi-deploy", "version": 1}
 FILES = ("model.nir", "params.npz", "manifest.json")
 _STAGE_KEYS = ("name", "kind", "in_shape", "out_shape", "weight_exp", "num_message_bits", "dv", "vth", "scale",
-               "reset", "spike")
+               "reset", "spike", "du")
 
 
 def process_of(q: QStage) -> str:
     """The Lava process a stage's neurons run on: Lava's own LIF only where it is exact."""
     if not q.spiking:
         return "snnchip.Integrator"
+    if q.kind == "srm":
+        return "snnchip.CubaLIF"
     return "lava.LIF" if (q.reset, q.spike) == ("zero", "gt") else "snnchip.SubLIF"
 
 
@@ -71,7 +73,7 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
     for k, q in enumerate(qnet.stages, start=1):
         entry = {key: getattr(q, key) for key in _STAGE_KEYS}
         entry.update(in_shape=list(q.in_shape), out_shape=list(q.out_shape), process=process_of(q), latency=k,
-                     lam=net.stages[k - 1].lam, theta=net.stages[k - 1].theta)
+                     lam=net.stages[k - 1].lam, theta=net.stages[k - 1].theta, lam_syn=net.stages[k - 1].lam_syn)
         stages.append(entry)
     report = qnet.report
     return {
@@ -147,8 +149,8 @@ def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
             shapes = dict(in_shape=tuple(s["in_shape"]), out_shape=tuple(s["out_shape"]))
             net_stages.append(Stage(name=name, kind=s["kind"], weight=arrays[f"{name}/weight_float"],
                                     bias=arrays[f"{name}/bias_float"], lam=s["lam"], theta=s["theta"],
-                                    reset=s["reset"], spike=s["spike"], **shapes))
-            q_stages.append(QStage(**{**{k: s[k] for k in _STAGE_KEYS}, **shapes},
+                                    reset=s["reset"], spike=s["spike"], lam_syn=s.get("lam_syn", 0.0), **shapes))
+            q_stages.append(QStage(**{**{k: s[k] for k in _STAGE_KEYS if k in s}, **shapes},
                                    weight=arrays[f"{name}/weight"], bias=arrays[f"{name}/bias"]))
         inp = man["input"]
         net = LoweredNet(tuple(inp["shape"]), tuple(net_stages), man["T"], man["encoding"])

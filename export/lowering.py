@@ -13,7 +13,9 @@ are folded into ``A`` and ``b`` here (our own graphs have g = 1, β = 0). Our gr
 reset and compare in ``metadata["snnchip"]``; a foreign graph is read with an explicit
 ``Interpretation``. Both are read by the executor's readers, not re-derived here: ``check_graph``
 (flat nodes, order, back edges, shapes) and ``compile_neuron`` (u = a·v + b·x + c, so λ = a,
-g = b, β = c). Feedback edges, branches, EM-PF and SRM neurons are refused by name.
+g = b, β = c). Feedback edges, branches and EM-PF neurons are refused by name. snnchip's SRM
+(kind ``srm`` on a CubaLIF: i = λ_syn·i + g·x, v = λ·v + i, both reset on a spike) is a stage of kind
+``srm`` with its input scale g folded into ``A`` and ``b`` and reset ``zero_both``.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from snnchip.export.nir_import import check_graph, recorded_interpretation, snnc
 from snnchip.spec import Interpretation
 
 LINEAR_TYPES = (nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d, nir.Flatten)
-NEURON_TYPES = (nir.LIF, nir.IF, nir.I)
+NEURON_TYPES = (nir.LIF, nir.IF, nir.I, nir.CubaLIF)
 SUPPORTED = ("Input", "Output", "Affine", "Linear", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten",
-             "LIF/IF (snnchip kind 'lif', or foreign with reset to zero)", "I (readout integrator)")
+             "LIF/IF (snnchip kind 'lif', or foreign with reset to zero)", "CubaLIF (snnchip kind 'srm')",
+             "I (readout integrator)")
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class Stage:
     """One neuron population fed by a composed affine map (float, real units)."""
 
     name: str
-    kind: str  # "lif" | "readout"
+    kind: str  # "lif" | "srm" | "readout"
     weight: np.ndarray  # [n_out, n_in], float64
     bias: np.ndarray  # [n_out], float64
     in_shape: tuple[int, ...]
@@ -50,10 +53,11 @@ class Stage:
     theta: float = 1.0
     reset: str = "subtract"
     spike: str = "ge"
+    lam_syn: float = 0.0  # srm: the current's decay λ_syn (its input scale is folded into weight and bias)
 
     @property
     def spiking(self) -> bool:
-        return self.kind == "lif"
+        return self.kind in ("lif", "srm")
 
 
 @dataclass(frozen=True)
@@ -137,9 +141,11 @@ def _check_kind(name: str, node: object) -> None:
     meta = (getattr(node, "metadata", None) or {}).get("snnchip")
     kind = meta.get("kind") if isinstance(meta, dict) else None
     kind = kind.decode() if isinstance(kind, bytes) else kind
-    if kind is not None and kind not in ("lif", "readout"):
-        raise _unsupported(name, node, f"snnchip neuron kind {kind!r} is not supported yet (EM-PF and SRM land "
-                                       "later)")
+    if kind is not None and kind not in ("lif", "readout", "srm"):
+        raise _unsupported(name, node, f"snnchip neuron kind {kind!r} is not supported yet (EM-PF lands later)")
+    if kind is None and isinstance(node, nir.CubaLIF):
+        raise _unsupported(name, node, "a foreign CubaLIF keeps its current through a spike; only snnchip's srm "
+                                       "kind (both traces reset to zero) runs on the chip")
 
 
 def _neuron(name: str, node: object, interp: Interpretation) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -157,6 +163,12 @@ def _neuron(name: str, node: object, interp: Interpretation) -> tuple[dict, np.n
     if p.theta is None:
         return dict(name=layer, kind="readout"), gain, np.zeros(1)
     lam = _uniform(name, node, p.a.numpy(), "the leak λ")
+    extra = {}
+    if p.syn is not None:  # srm: i = λ_syn·i + g_syn·x, v = λ·v + i, both reset to 0 on a spike
+        extra = dict(kind="srm", lam_syn=_uniform(name, node, p.syn[0].numpy(), "the current decay λ_syn"))
+        gain = gain * p.syn[1].numpy().reshape(-1)
+        if not 0.0 <= extra["lam_syn"] <= 1.0:
+            raise _unsupported(name, node, f"current decay λ_syn = {extra['lam_syn']} (needs 0 ≤ λ_syn ≤ 1)")
     theta = _uniform(name, node, p.theta.numpy(), "the threshold")
     reset = p.reset
     if reset == "v_reset":
@@ -165,7 +177,10 @@ def _neuron(name: str, node: object, interp: Interpretation) -> tuple[dict, np.n
         reset = "zero"
     if not 0.0 <= lam <= 1.0 or theta <= 0:
         raise _unsupported(name, node, f"leak λ = {lam} (needs 0 ≤ λ ≤ 1) or threshold θ = {theta} (needs > 0)")
-    return dict(name=layer, kind="lif", lam=lam, theta=theta, reset=reset, spike=p.compare), gain, offset
+    params = dict(name=layer, kind="lif", lam=lam, theta=theta, reset=reset, spike=p.compare)
+    if extra:  # "zero_both": u and v reset (no NIR/netx CUBA neuron does this, so netx's reset check refuses it)
+        params.update(extra, reset="zero_both")
+    return params, gain, offset
 
 
 def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None) -> LoweredNet:

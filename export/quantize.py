@@ -7,7 +7,9 @@ membrane value x is the 24-bit integer V = 64·c·x (Lava shifts activations and
   lowest bit; excitatory [0, 255]; inhibitory [−255, 0]) and a shared exponent e ≤ 0 with
   m·2^e ≈ c·W. Lava's Dense sends a = (Σ m·s) << e (>> −e for e < 0, rounding toward −∞).
 - threshold: vth = c·θ, an integer ≤ 2^17 − 1 (c is adjusted so that c·θ is exact).
-- leak: dv = round(4096·(1 − λ)) (12 bits); no current state (du = 4095).
+- leak: dv = round(4096·(1 − λ)) (12 bits); no current state (du = 4095), except for the SRM
+  (kind ``srm``, our CubaLIF): du = round(4096·(1 − λ_syn)) ∈ [0, 4096], the current decays by
+  (4096 − du)/4096 (no Lava +1 offset), its input scale is already folded into the weights.
 - bias: an integer in activation units, bq = round(c·b), injected each step through the neuron's
   input (V += 64·bq), so that it starts with the stage's first input (see docs: latency).
 - real-valued input: graded spikes xq = round(x·2^q) (24-bit payload), first Dense uses e − q.
@@ -52,7 +54,7 @@ class QStage:
     """Integer parameters of one stage, exactly as deploy hands them to Lava."""
 
     name: str
-    kind: str  # "lif" | "readout"
+    kind: str  # "lif" | "srm" | "readout"
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     weight: np.ndarray  # int32 Dense weights [n_out, n_in], exact under Lava's sign-mode truncation
@@ -64,10 +66,11 @@ class QStage:
     scale: float  # c: V = 64·c·x
     reset: str = "subtract"
     spike: str = "ge"
+    du: int = DECAY_UNITY - 1  # srm: the current's decay (factor 4096 − du, 0 ≤ du ≤ 4096); unused otherwise
 
     @property
     def spiking(self) -> bool:
-        return self.kind == "lif"
+        return self.kind in ("lif", "srm")
 
 
 @dataclass(frozen=True)
@@ -155,8 +158,11 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
         raise QuantizationError(f"stage {stage.name!r}: the readout's 24-bit headroom needs T; pass T")
     lam = stage.lam if stage.spiking else 1.0
     theta0 = stage.theta if stage.spiking else 0.0
+    lam_syn = stage.lam_syn if stage.kind == "srm" else 0.0
     one_step = theta0 + row
-    full = one_step if T is None else theta0 + row * sum(lam**k for k in range(T))
+    # srm: |i| ≤ R·Σλ_syn^k and |v| ≤ θ + (that)·Σλ^k over T steps (lif: λ_syn = 0, the current is the input)
+    syn = 1.0 if T is None else sum(lam_syn**k for k in range(T))
+    full = one_step if T is None else theta0 + row * syn * sum(lam**k for k in range(T))
     bound = full
     if stage.spiking and V_MAX / (ACT_SHIFT_SCALE * full) * stage.theta < 1:
         bound = one_step  # the T-step worst case does not fit: keep one step, warn below
@@ -183,6 +189,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
             raise QuantizationError(f"stage {stage.name!r}: graded input sum up to {worst:.3g} overflows Lava's "
                                     f"int32 Dense accumulator; lower input_frac_bits (now {frac_bits})")
     dv = min(DECAY_UNITY - 1, round(DECAY_UNITY * (1 - lam)))
+    du = round(DECAY_UNITY * (1 - lam_syn)) if stage.kind == "srm" else DECAY_UNITY - 1
     may_saturate = ACT_SHIFT_SCALE * c * full > V_MAX * (1 + 1e-9)
     if may_saturate:
         warnings.warn(SaturationWarning(
@@ -191,12 +198,13 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
     q = QStage(name=stage.name, kind=stage.kind, in_shape=stage.in_shape, out_shape=stage.out_shape,
                weight=m.astype(np.int32), weight_exp=int(e - (frac_bits or 0)), bias=bq.astype(np.int32),
                num_message_bits=MESSAGE_BITS if frac_bits is not None else 0, dv=int(dv), vth=int(vth),
-               scale=float(c), reset=stage.reset, spike=stage.spike)
+               scale=float(c), reset=stage.reset, spike=stage.spike, du=int(du))
     werr, n = best["werr"], w.size
     report = dict(
         stage=stage.name, kind=stage.kind, neurons=int(w.shape[0]), synapses=int(np.count_nonzero(m)),
         scale=float(c), weight_exp=int(e), vth=int(vth), dv=int(dv), lam=float(lam),
-        lam_q=1 - dv / DECAY_UNITY, theta=float(stage.theta) if stage.spiking else None,
+        lam_q=1 - dv / DECAY_UNITY, du=int(du), lam_syn=float(lam_syn), lam_syn_q=1 - du / DECAY_UNITY,
+        theta=float(stage.theta) if stage.spiking else None,
         theta_q=vth / c if stage.spiking else None,
         clipped_fraction=float(best["clipped"].sum() / n) if n else 0.0,
         max_abs_weight_error=float(werr.max(initial=0.0)), mean_abs_weight_error=float(werr.mean()) if n else 0.0,

@@ -1,7 +1,7 @@
 """Bit-exact, batched NumPy simulator of a deployment's Lava fixed-point process graph.
 
 It evaluates exactly the arithmetic of the processes ``snnchip.deploy`` instantiates (Lava's
-Dense, Lava's LIF, our SubLIF and Integrator: ``snnchip.deploy.fixed_point``), for a whole batch at
+Dense, Lava's LIF, our SubLIF, CubaLIF (SRM) and Integrator: ``snnchip.deploy.fixed_point``), for a whole batch at
 once. Stage k (1-based) at software step t sees
     a = dense(w, e, x_{k-1}[t]) + bias·[t ≤ T],   x_0 = graded input round(x·2^q), x_k = spikes of stage k
 which is what Lava computes at Lava step t + k (one step of latency per Dense; biases are injected
@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from snnchip.deploy.fixed_point import dense_fixed, effective_weights, neuron_step_fixed
+from snnchip.deploy.fixed_point import dense_fixed, effective_weights, neuron_step_fixed, srm_step_fixed
 from snnchip.deploy.result import RunResult, assemble, check_input, check_timing
 from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.quantize import encode_input
@@ -48,14 +48,17 @@ class ChipSimulator:
         u, v, s = {}, {}, {}
         for k, (q, w) in enumerate(zip(qnet.stages, self.weights, strict=True), start=1):
             n = w.shape[0]
-            vt = np.zeros((B, n), dtype=np.int64)
+            ut = vt = np.zeros((B, n), dtype=np.int64)
             us, vs, ss = (np.zeros((steps, B, n), dtype=dt) for dt in (np.int64, np.int64, bool))
             for t in range(steps):
                 a = dense_fixed(w, q.weight_exp, feed[t])
                 if t < T:
                     a = a + q.bias
-                us[t], vs[t], ss[t] = neuron_step_fixed(vt, a, q.dv, q.vth, q.reset, q.spike, q.spiking)
-                vt = vs[t]
+                if q.kind == "srm":
+                    us[t], vs[t], ss[t] = srm_step_fixed(ut, vt, a, q.du, q.dv, q.vth, q.spike)
+                else:
+                    us[t], vs[t], ss[t] = neuron_step_fixed(vt, a, q.dv, q.vth, q.reset, q.spike, q.spiking)
+                ut, vt = us[t], vs[t]
             feed = ss
             u[q.name], v[q.name], s[q.name] = (to_lava_timing(a, k, steps) for a in (us, vs, ss))
         return assemble(qnet.stages, u, v, s, T, timing, fixed=True)

@@ -1,5 +1,5 @@
 """The SRM neuron of event-driven BP through NIR: model.pt -> nir.CubaLIF (+ metadata kind "srm") -> the reference
-executor reproduces ``simulate`` (output and spikes); the quantizer keeps refusing it."""
+executor reproduces ``simulate`` (output and spikes); the Loihi lowering takes it as an srm stage."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from snnchip.errors import UnsupportedNodeError
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_export import interpretation_report, model_graph, write_nir
 from snnchip.export.nir_import import read_graph
@@ -63,11 +62,11 @@ def test_model_pt_to_nir_executor_reproduces_simulate(trained, tmp_path):
     assert not torch.equal(plain.spikes["fc1_neuron"], ref.spikes["fc1"])
 
 
-def test_quantizer_refuses_srm(trained):
+def test_lowering_takes_srm_as_a_chip_stage(trained):
     from snnchip.export.lowering import lower
 
-    with pytest.raises(UnsupportedNodeError):
-        lower(model_graph(trained))
+    stages = lower(model_graph(trained)).stages  # deployed and tested in tests/test_deploy_srm.py
+    assert [s.kind for s in stages[:2]] == ["srm", "srm"] and stages[0].lam_syn == math.exp(-1 / 3)
 
 
 def test_onnx_reproduces_simulate_for_srm(trained, tmp_path):
