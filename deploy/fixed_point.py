@@ -110,3 +110,46 @@ def srm_step_float(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: float, dv
     v = np.asarray(v, dtype=np.float64) * (1 - dv) + u
     s = v >= vth if spike == "ge" else v > vth
     return np.where(s, 0.0, u), np.where(s, 0.0, v), s
+
+
+def mul12(x: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """x·f/4096 rounded toward zero (the decay's arithmetic with a signed, possibly > 4096 factor f)."""
+    p = np.asarray(x, dtype=np.int64) * np.asarray(f, dtype=np.int64)
+    return np.sign(p) * (np.abs(p) >> 12)
+
+
+def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndarray, th: np.ndarray,
+                    r: np.ndarray, shift: int, active: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fixed-point EM-PF step with the tables' row of this step; returns (m, v, msg) as int64.
+
+        u   = mul12(a << 6, aq[t])                       (input scale a[t] = aq[t]/4096 · 2^ka, 2^ka in the weights)
+        m   = clip(mul12(v, lq[t]) + u, ±(2^23 − 1))     (λ̂[t] = lq[t]/4096)
+        s   = (m − th[t])·[m ≥ th[t]]                     (graded spike in membrane units, th[t] = 64·c·θ̂[t])
+        v   = clip(m − s + r[t], ±(2^23 − 1))            (r[t] = 64·c·r̂[t])
+        msg = min(s >> shift, 2^23 − 1)   (s << −shift for shift < 0): the graded message, s·2^q_s/(64·c)
+    An inactive step (before the stage's first input or after its T steps) leaves v and sends nothing.
+    """
+    v = np.asarray(v, dtype=np.int64)
+    if not active:
+        z = np.zeros(np.broadcast_shapes(v.shape, np.shape(a_in)), dtype=np.int64)
+        return z, v + z, z
+    u = mul12(np.asarray(a_in, dtype=np.int64) << SHIFT, aq)
+    m = np.clip(mul12(v, lq) + u, -V_LIMIT, V_LIMIT)
+    s = np.where(m >= th, m - th, 0)
+    v = np.clip(m - s + np.asarray(r, dtype=np.int64), -V_LIMIT, V_LIMIT)
+    msg = s >> shift if shift >= 0 else s << -shift
+    return m, v, np.minimum(msg, V_LIMIT)
+
+
+def empf_step_float(v: np.ndarray, a_in: np.ndarray, lam: np.ndarray, scale: np.ndarray, theta: np.ndarray,
+                    r: np.ndarray, active: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One floating-point EM-PF step: m = λ̂·v + a·x; s = ReLU(m − θ̂) (0 where m < θ̂); v = m − s + r.
+
+    Returns (m, v, s)."""
+    v = np.asarray(v, dtype=np.float64)
+    if not active:
+        z = np.zeros(np.broadcast_shapes(v.shape, np.shape(a_in)))
+        return z, v + z, z
+    m = lam * v + scale * np.asarray(a_in, dtype=np.float64)
+    s = np.where(m >= theta, m - theta, 0.0)
+    return m, m - s + r, s

@@ -68,6 +68,7 @@ class _Graph:
         Source = lava_compat.lava_module("proc.io.source").RingBuffer
         Sink = lava_compat.lava_module("proc.io.sink").RingBuffer
         from snnchip.deploy.procs.cubalif.process import CubaLIF
+        from snnchip.deploy.procs.empf.process import EMPF
         from snnchip.deploy.procs.integrator.process import Integrator
         from snnchip.deploy.procs.sublif.process import SubLIF
 
@@ -88,6 +89,13 @@ class _Graph:
             if kind == "lava.LIF":
                 neuron = LIF(shape=(n,), du=4095 if fixed else 1.0, dv=dv, vth=vth, bias_mant=0 if fixed else 0.0,
                              bias_exp=0, name=q.name)
+            elif kind == "snnchip.EMPF":
+                if fixed:
+                    tabs = {k: q.tables[k] for k in ("lam", "scale", "theta", "offset")}
+                else:
+                    tabs = dict(zip(("lam", "scale", "theta", "offset"), (st.tables[k] for k in
+                                    ("lam", "input_scale", "theta", "reset_offset")), strict=True))
+                neuron = EMPF(shape=(n,), delay=k, shift=q.shift if fixed else 0, name=q.name, **tabs)
             elif kind == "snnchip.CubaLIF":
                 du = q.du if fixed else 1.0 - st.lam_syn
                 neuron = CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, spike=q.spike, name=q.name)
@@ -117,6 +125,8 @@ class _Graph:
             dense.a_buff.set(np.zeros(dense.a_buff.shape))
             neuron.u.set(np.zeros(neuron.u.shape))
             neuron.v.set(np.zeros(neuron.v.shape))
+            if "t" in neuron.vars.member_names:  # EMPF: its step counter picks the tables' row
+                neuron.t.set(np.zeros(1))
 
 
 class LavaNetwork:

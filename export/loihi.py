@@ -30,7 +30,8 @@ from snnchip.spec import Interpretation
 FORMAT = {"name": "snnchip-loihi-deploy", "version": 1}
 FILES = ("model.nir", "params.npz", "manifest.json")
 _STAGE_KEYS = ("name", "kind", "in_shape", "out_shape", "weight_exp", "num_message_bits", "dv", "vth", "scale",
-               "reset", "spike", "du")
+               "reset", "spike", "du", "shift", "spike_frac_bits")
+TABLES = (("lam", "lam"), ("input_scale", "scale"), ("theta", "theta"), ("reset_offset", "offset"))  # float, int
 
 
 def process_of(q: QStage) -> str:
@@ -39,6 +40,8 @@ def process_of(q: QStage) -> str:
         return "snnchip.Integrator"
     if q.kind == "srm":
         return "snnchip.CubaLIF"
+    if q.kind == "empf":
+        return "snnchip.EMPF"
     return "lava.LIF" if (q.reset, q.spike) == ("zero", "gt") else "snnchip.SubLIF"
 
 
@@ -118,6 +121,9 @@ def export_loihi(graph_or_path: nir.NIRGraph | str | os.PathLike, out_dir: str |
     for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
         arrays.update({f"{q.name}/weight": q.weight, f"{q.name}/bias": q.bias,
                        f"{q.name}/weight_float": st.weight, f"{q.name}/bias_float": st.bias})
+        if q.tables is not None:
+            arrays.update({f"{q.name}/table/{fk}": st.tables[fk] for fk, _ in TABLES})
+            arrays.update({f"{q.name}/qtable/{qk}": q.tables[qk] for _, qk in TABLES})
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         nir.write(tmp / "model.nir", graph)
@@ -147,10 +153,14 @@ def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
         for s in man["stages"]:
             name = s["name"]
             shapes = dict(in_shape=tuple(s["in_shape"]), out_shape=tuple(s["out_shape"]))
+            graded = s["kind"] == "empf"
             net_stages.append(Stage(name=name, kind=s["kind"], weight=arrays[f"{name}/weight_float"],
                                     bias=arrays[f"{name}/bias_float"], lam=s["lam"], theta=s["theta"],
-                                    reset=s["reset"], spike=s["spike"], lam_syn=s.get("lam_syn", 0.0), **shapes))
+                                    reset=s["reset"], spike=s["spike"], lam_syn=s.get("lam_syn", 0.0),
+                                    tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in TABLES} if graded else None,
+                                    **shapes))
             q_stages.append(QStage(**{**{k: s[k] for k in _STAGE_KEYS if k in s}, **shapes},
+                                   tables={qk: arrays[f"{name}/qtable/{qk}"] for _, qk in TABLES} if graded else None,
                                    weight=arrays[f"{name}/weight"], bias=arrays[f"{name}/bias"]))
         inp = man["input"]
         net = LoweredNet(tuple(inp["shape"]), tuple(net_stages), man["T"], man["encoding"])

@@ -13,7 +13,8 @@ are folded into ``A`` and ``b`` here (our own graphs have g = 1, β = 0). Our gr
 reset and compare in ``metadata["snnchip"]``; a foreign graph is read with an explicit
 ``Interpretation``. Both are read by the executor's readers, not re-derived here: ``check_graph``
 (flat nodes, order, back edges, shapes) and ``compile_neuron`` (u = a·v + b·x + c, so λ = a,
-g = b, β = c). Feedback edges, branches and EM-PF neurons are refused by name. snnchip's SRM
+g = b, β = c). Feedback edges and branches are refused by name. snnchip's EM-PF (kind ``empf``) is a stage of
+kind ``empf`` carrying its per-step tables [T, n] (λ̂, a, θ̂, r; A and b unscaled). snnchip's SRM
 (kind ``srm`` on a CubaLIF: i = λ_syn·i + g·x, v = λ·v + i, both reset on a spike) is a stage of kind
 ``srm`` with its input scale g folded into ``A`` and ``b`` and reset ``zero_both``.
 """
@@ -21,7 +22,7 @@ g = b, β = c). Feedback edges, branches and EM-PF neurons are refused by name. 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import nir
 import numpy as np
@@ -36,7 +37,7 @@ LINEAR_TYPES = (nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d
 NEURON_TYPES = (nir.LIF, nir.IF, nir.I, nir.CubaLIF)
 SUPPORTED = ("Input", "Output", "Affine", "Linear", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten",
              "LIF/IF (snnchip kind 'lif', or foreign with reset to zero)", "CubaLIF (snnchip kind 'srm')",
-             "I (readout integrator)")
+             "LIF/IF (snnchip kind 'empf')", "I (readout integrator)")
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,15 @@ class Stage:
     reset: str = "subtract"
     spike: str = "ge"
     lam_syn: float = 0.0  # srm: the current's decay λ_syn (its input scale is folded into weight and bias)
+    tables: dict[str, np.ndarray] | None = None  # empf: lam, input_scale, theta, reset_offset, each [T, n_out]
 
     @property
     def spiking(self) -> bool:
-        return self.kind in ("lif", "srm")
+        return self.kind in ("lif", "srm", "empf")
+
+    @property
+    def graded(self) -> bool:
+        return self.kind == "empf"
 
 
 @dataclass(frozen=True)
@@ -141,8 +147,8 @@ def _check_kind(name: str, node: object) -> None:
     meta = (getattr(node, "metadata", None) or {}).get("snnchip")
     kind = meta.get("kind") if isinstance(meta, dict) else None
     kind = kind.decode() if isinstance(kind, bytes) else kind
-    if kind is not None and kind not in ("lif", "readout", "srm"):
-        raise _unsupported(name, node, f"snnchip neuron kind {kind!r} is not supported yet (EM-PF lands later)")
+    if kind is not None and kind not in ("lif", "readout", "srm", "empf"):
+        raise _unsupported(name, node, f"snnchip neuron kind {kind!r} is not supported")
     if kind is None and isinstance(node, nir.CubaLIF):
         raise _unsupported(name, node, "a foreign CubaLIF keeps its current through a spike; only snnchip's srm "
                                        "kind (both traces reset to zero) runs on the chip")
@@ -158,6 +164,11 @@ def _neuron(name: str, node: object, interp: Interpretation) -> tuple[dict, np.n
     meta = snnchip_semantics(node, name)
     p = compile_neuron(name, node, interp, torch.float64)
     layer = str(meta["layer"]) if meta is not None else name.removesuffix("_neuron")
+    if p.graded:  # empf: per-step tables [T, C(, 1, 1)] broadcast over the node's shape -> [T, n] (C order)
+        shape = np.shape(node.v_threshold)
+        tables = {key: np.broadcast_to(val.numpy(), (p.steps, *shape)).reshape(p.steps, -1).astype(np.float64)
+                  for key, val in (("lam", p.a), ("input_scale", p.b), ("theta", p.theta), ("reset_offset", p.offset))}
+        return dict(name=layer, kind="empf", tables=tables), np.ones(1), np.zeros(1)
     gain = p.b.numpy().reshape(-1)
     offset = p.c.numpy().reshape(-1)
     if p.theta is None:
@@ -240,5 +251,11 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
                                    f"found linear nodes {[n for n, _ in chain]} after the last neuron")
     meta = (graph.metadata or {}).get("snnchip", {}) if hasattr(graph, "metadata") else {}
     steps = T if T is not None else meta.get("T")
+    for i, st in enumerate(stages):
+        if st.tables is not None and steps is not None:
+            if int(steps) > st.tables["lam"].shape[0]:
+                raise UnsupportedNodeError(f"layer {st.name!r}: its EM-PF tables hold {st.tables['lam'].shape[0]} "
+                                           f"steps; cannot run T = {steps}")
+            stages[i] = replace(st, tables={k: v[: int(steps)] for k, v in st.tables.items()})
     return LoweredNet(in_shape, tuple(stages), None if steps is None else int(steps),
                       str(meta.get("encoding", "direct")))

@@ -27,6 +27,7 @@ parameters on a binary grid). A bound the headroom cannot meet raises
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -67,10 +68,17 @@ class QStage:
     reset: str = "subtract"
     spike: str = "ge"
     du: int = DECAY_UNITY - 1  # srm: the current's decay (factor 4096 − du, 0 ≤ du ≤ 4096); unused otherwise
+    shift: int = 0  # empf: graded message = s >> shift (s in membrane units, the message has spike_frac_bits)
+    spike_frac_bits: int = 0  # empf: the message is s_real·2^spike_frac_bits
+    tables: dict[str, np.ndarray] | None = None  # empf: int64 [T, n] lam (lq), scale (aq), theta (th), offset (r)
 
     @property
     def spiking(self) -> bool:
-        return self.kind in ("lif", "srm")
+        return self.kind in ("lif", "srm", "empf")
+
+    @property
+    def graded(self) -> bool:
+        return self.kind == "empf"
 
 
 @dataclass(frozen=True)
@@ -216,6 +224,71 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
 
 
 
+SPIKE_FRAC_BITS = 8  # graded EM-PF messages: s_real·2^8 (fewer where the next Dense's int32 sum needs it)
+
+
+def quantize_empf_stage(stage: Stage, T: int, x_max: float, frac_bits: int | None) -> tuple[QStage, dict]:
+    """Quantize an EM-PF stage (docs/loihi-fixed-point.md §2): c = 2^k (so that graded messages are shifts),
+    weights W·2^ka with 2^ka ≥ max|a| (binary ±1 weights stay exact), per-step integer tables
+    lq = round(4096·λ̂), aq = round(4096·a/2^ka), th = round(64·c·θ̂), r = round(64·c·r̂)."""
+    tab = stage.tables
+    lam, a, theta, off = (np.asarray(tab[k], np.float64) for k in ("lam", "input_scale", "theta", "reset_offset"))
+    a_max = float(np.abs(a).max(initial=0.0)) or 1.0
+    ka = math.ceil(math.log2(a_max))
+    w, b = stage.weight * 2.0**ka, stage.bias * 2.0**ka
+    row = float((np.abs(stage.weight).sum(axis=1) * x_max + np.abs(stage.bias)).max(initial=0.0))
+    lam_max = float(np.abs(lam).max(initial=0.0))
+    bound = float(np.abs(theta).max(initial=0.0)) + (a_max * row + float(np.abs(off).max(initial=0.0))) * sum(
+        lam_max**k for k in range(T))
+    c_head = V_MAX / (ACT_SHIFT_SCALE * bound) if bound > 0 else 1.0
+    c = 2.0 ** math.floor(math.log2(c_head))
+    # graded spike bound for the next stage's headroom: after any step v ≤ max(θ̂ + r) (fired: v = θ̂ + r; else
+    # v = m + r < θ̂ + r), so with λ̂ ≥ 0, s = m − θ̂ ≤ λ̂_max·max(θ̂ + r, 0) + max|a|·R − min θ̂
+    spike_bound = bound
+    if lam.min(initial=0.0) >= 0:
+        v_up = max(float((theta + off).max(initial=0.0)), 0.0)
+        spike_bound = min(bound, max(0.0, lam_max * v_up + a_max * row - float(theta.min(initial=0.0))))
+    proxy = Stage(name=stage.name, kind="readout", weight=w, bias=b, in_shape=stage.in_shape,
+                  out_shape=stage.out_shape)
+    _, best = _candidate(proxy, c)
+    e, m, bq = best["e"], best["m"], best["bq"]
+    if frac_bits is not None:
+        worst = float(np.abs(m).sum(axis=1).max(initial=0)) * x_max * 2.0**frac_bits
+        if worst > INT32_MAX:
+            raise QuantizationError(f"stage {stage.name!r}: graded input sum up to {worst:.3g} overflows Lava's "
+                                    f"int32 Dense accumulator; lower the input frac bits (now {frac_bits})")
+    ints = dict(lam=np.round(DECAY_UNITY * lam), scale=np.round(DECAY_UNITY * a / 2.0**ka),
+                theta=np.round(ACT_SHIFT_SCALE * c * theta), offset=np.round(ACT_SHIFT_SCALE * c * off))
+    ints = {k: np.clip(v, -V_MAX, V_MAX + 1).astype(np.int64) for k, v in ints.items()}
+    q = QStage(name=stage.name, kind="empf", in_shape=stage.in_shape, out_shape=stage.out_shape,
+               weight=m.astype(np.int32), weight_exp=int(e - (frac_bits or 0)), bias=bq.astype(np.int32),
+               num_message_bits=MESSAGE_BITS if frac_bits is not None else 0, dv=0, vth=0, scale=float(c),
+               reset="subtract", spike="ge", shift=int(ACT_SHIFT + round(math.log2(c)) - SPIKE_FRAC_BITS),
+               spike_frac_bits=SPIKE_FRAC_BITS, tables=ints)
+    werr, n = best["werr"] / 2.0**ka, w.size
+    err = lambda x, xq: float(np.abs(x - xq).max(initial=0.0))  # noqa: E731
+    report = dict(
+        stage=stage.name, kind="empf", neurons=int(w.shape[0]), synapses=int(np.count_nonzero(m)), scale=float(c),
+        weight_exp=int(e), vth=0, dv=0, lam=None, lam_q=None, theta=None, theta_q=None, input_scale_exp=ka,
+        max_abs_lam_error=err(lam, ints["lam"] / DECAY_UNITY),
+        max_abs_input_scale_error=err(a, ints["scale"] * 2.0**ka / DECAY_UNITY),
+        max_abs_theta_error=err(theta, ints["theta"] / (ACT_SHIFT_SCALE * c)),
+        max_abs_reset_offset_error=err(off, ints["offset"] / (ACT_SHIFT_SCALE * c)),
+        clipped_fraction=float(best["clipped"].sum() / n) if n else 0.0,
+        max_abs_weight_error=float(werr.max(initial=0.0)), mean_abs_weight_error=float(werr.mean()) if n else 0.0,
+        max_abs_bias_error=float(best["berr"].max(initial=0.0)) / 2.0**ka,
+        state_bound_int=float(ACT_SHIFT_SCALE * c * bound), state_bound_T_int=float(ACT_SHIFT_SCALE * c * bound),
+        may_saturate=False, graded_spike_bound=spike_bound,
+    )
+    return q, report
+
+
+def _retarget_spikes(q: QStage, frac_bits: int) -> QStage:
+    """An EM-PF stage whose graded messages carry ``frac_bits`` fractional bits (shift = 6 + log2 c − frac_bits)."""
+    shift = ACT_SHIFT + round(math.log2(q.scale)) - frac_bits
+    return dataclasses.replace(q, shift=int(shift), spike_frac_bits=int(frac_bits))
+
+
 def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, input_frac_bits: int = 8,
              weight_exp: int | None = None) -> QuantizedNet:
     """Quantize every stage of ``net``; the first reads graded real inputs with |x| ≤ ``input_range``.
@@ -225,8 +298,19 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
     steps = T if T is not None else net.T
     stages, report = [], []
     for i, st in enumerate(net.stages):
-        q, r = quantize_stage(st, steps, input_range if i == 0 else 1.0, input_frac_bits if i == 0 else None,
-                              weight_exp)
+        x_max, frac = (input_range, input_frac_bits) if i == 0 else (1.0, None)
+        if i and stages[-1].graded:  # graded messages s·2^q_s from an EM-PF stage, |s| ≤ its membrane bound
+            x_max = float(report[-1]["graded_spike_bound"])
+            n_in = st.weight.shape[1]
+            frac = max(0, min(SPIKE_FRAC_BITS, math.floor(math.log2(INT32_MAX / (256.0 * n_in * x_max)))))
+            stages[-1] = _retarget_spikes(stages[-1], frac)
+            report[-1]["spike_frac_bits"], report[-1]["spike_shift"] = frac, stages[-1].shift
+        if st.kind == "empf":
+            if steps is None:
+                raise QuantizationError(f"stage {st.name!r}: an EM-PF stage needs T")
+            q, r = quantize_empf_stage(st, steps, x_max, frac)
+        else:
+            q, r = quantize_stage(st, steps, x_max, frac, weight_exp)
         stages.append(q)
         report.append(r)
     return QuantizedNet(net.input_shape, tuple(stages), steps, net.encoding, input_frac_bits, input_range, report)

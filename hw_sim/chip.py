@@ -4,7 +4,8 @@ It evaluates exactly the arithmetic of the processes ``snnchip.deploy`` instanti
 Dense, Lava's LIF, our SubLIF, CubaLIF (SRM) and Integrator: ``snnchip.deploy.fixed_point``), for a whole batch at
 once. Stage k (1-based) at software step t sees
     a = dense(w, e, x_{k-1}[t]) + bias·[t ≤ T],   x_0 = graded input round(x·2^q), x_k = spikes of stage k
-which is what Lava computes at Lava step t + k (one step of latency per Dense; biases are injected
+(x_k = the graded messages of an EM-PF stage, whose tables' row t applies at step t ≤ T), which is what
+Lava computes at Lava step t + k (one step of latency per Dense; biases are injected
 in step with the stage's first input). The simulator runs T + depth software steps (zero input
 after T) so that ``timing="lava"`` can return every stage on Lava's own clock, step for step.
 """
@@ -15,7 +16,13 @@ import os
 
 import numpy as np
 
-from snnchip.deploy.fixed_point import dense_fixed, effective_weights, neuron_step_fixed, srm_step_fixed
+from snnchip.deploy.fixed_point import (
+    dense_fixed,
+    effective_weights,
+    empf_step_fixed,
+    neuron_step_fixed,
+    srm_step_fixed,
+)
 from snnchip.deploy.result import RunResult, assemble, check_input, check_timing
 from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.quantize import encode_input
@@ -50,15 +57,21 @@ class ChipSimulator:
             n = w.shape[0]
             ut = vt = np.zeros((B, n), dtype=np.int64)
             us, vs, ss = (np.zeros((steps, B, n), dtype=dt) for dt in (np.int64, np.int64, bool))
+            msgs = np.zeros((steps, B, n), dtype=np.int64) if q.graded else None
             for t in range(steps):
                 a = dense_fixed(w, q.weight_exp, feed[t])
                 if t < T:
                     a = a + q.bias
-                if q.kind == "srm":
+                if q.graded:  # row t of the tables; idle (v kept, nothing sent) after the stage's T steps
+                    tb, row = q.tables, min(t, T - 1)
+                    us[t], vs[t], msgs[t] = empf_step_fixed(vt, a, tb["lam"][row], tb["scale"][row],
+                                                            tb["theta"][row], tb["offset"][row], q.shift, t < T)
+                    ss[t] = msgs[t] != 0
+                elif q.kind == "srm":
                     us[t], vs[t], ss[t] = srm_step_fixed(ut, vt, a, q.du, q.dv, q.vth, q.spike)
                 else:
                     us[t], vs[t], ss[t] = neuron_step_fixed(vt, a, q.dv, q.vth, q.reset, q.spike, q.spiking)
                 ut, vt = us[t], vs[t]
-            feed = ss
+            feed = msgs if q.graded else ss
             u[q.name], v[q.name], s[q.name] = (to_lava_timing(a, k, steps) for a in (us, vs, ss))
         return assemble(qnet.stages, u, v, s, T, timing, fixed=True)

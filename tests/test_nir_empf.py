@@ -175,12 +175,12 @@ def test_too_many_steps_refused(tmp_path):
     assert ex.run(torch.rand(T - 1, 2, 1, 8, 8)).output.shape == (T - 1, 2, 4)  # a prefix of the steps is fine
 
 
-def test_quantizer_refuses_empf_by_name(tmp_path):
+def test_lowering_takes_empf_with_its_tables(tmp_path):
     from snnchip.export.lowering import lower
 
-    path, _ = _checkpoint(tmp_path, "mlp", "bn", 9)
-    with pytest.raises(UnsupportedNodeError, match="fc1_neuron"):
-        lower(model_graph(path))
+    path, _ = _checkpoint(tmp_path, "mlp", "bn", 9)  # deployed and tested in tests/test_deploy_empf.py
+    st = lower(model_graph(path)).stages[0]
+    assert st.kind == "empf" and st.graded and st.tables["theta"].shape[1] == st.weight.shape[0]
 
 
 @pytest.mark.parametrize(("name", "variant", "seed"), [("mlp", "bn", 10), ("convnet", "bn", 11)])

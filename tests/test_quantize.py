@@ -138,7 +138,7 @@ def test_foreign_lif_is_read_with_the_interpretation():
         lower(_foreign(reset_value=0.2)[0], Interpretation(), T=5)
 
 
-@pytest.mark.parametrize("make", ["cuba", "empf", "feedback"])
+@pytest.mark.parametrize("make", ["cuba", "unknown-kind", "feedback"])
 def test_unsupported_node_names_itself_and_the_supported_list(make):
     g = mlp_graph((4, 3, 2), T=3)
     nodes, edges = dict(g.nodes), list(g.edges)
@@ -146,9 +146,9 @@ def test_unsupported_node_names_itself_and_the_supported_list(make):
         nodes["fc1_neuron"] = nir.CubaLIF(tau_syn=np.ones(3) * 2, tau_mem=np.ones(3) * 2, r=np.ones(3),
                                           v_leak=np.zeros(3), v_threshold=np.ones(3))
         name = "fc1_neuron"
-    elif make == "empf":
+    elif make == "unknown-kind":
         node = neuron_node("fc1", (3,))
-        node.metadata["snnchip"]["kind"] = "empf"
+        node.metadata["snnchip"]["kind"] = "saf"
         nodes["fc1_neuron"], name = node, "fc1_neuron"
     else:
         nodes["fb"] = nir.Linear(weight=np.ones((3, 3)))

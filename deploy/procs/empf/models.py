@@ -1,0 +1,82 @@
+"""EMPF process models: fixed_pt (bit-exact chip arithmetic) and floating_pt. NumPy only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from snnchip.deploy.fixed_point import empf_step_fixed, empf_step_float
+from snnchip.deploy.procs.empf.process import EMPF
+from snnchip.deploy.procs.lava_api import (
+    CPU,
+    LavaPyType,
+    LoihiProtocol,
+    PyInPort,
+    PyLoihiProcessModel,
+    PyOutPort,
+    implements,
+    requires,
+    tag,
+)
+
+
+class _EMPFModel(PyLoihiProcessModel):
+    """Shared run_spk: advance the step counter, pick the tables' row, one step; on a failure it still sends
+    (zero) spikes before raising."""
+
+    def step(self, a_in: np.ndarray, row: int, active: bool):
+        raise NotImplementedError
+
+    def run_spk(self) -> None:
+        a_in = self.a_in.recv()
+        try:
+            self.t[0] += 1
+            row = int(self.t[0]) - self.proc_params["delay"] - 1
+            active = 0 <= row < self.lam.shape[0]
+            m, v, s = self.step(a_in, min(max(row, 0), self.lam.shape[0] - 1), active)
+        except Exception:
+            self.s_out.send(np.zeros(self.v.shape))
+            raise
+        self.u[:], self.v[:] = m, v
+        self.s_out.send(s)
+
+
+@implements(proc=EMPF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyEMPFModelFixed(_EMPFModel):
+    """``empf_step_fixed``: m = clip(mul12(v, lq) + mul12(a << 6, aq)); s = ReLU(m − th); v = clip(m − s + r)."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    u: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    t: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    lam: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    scale: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    theta: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    offset: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+
+    def step(self, a_in, row, active):
+        return empf_step_fixed(self.v, a_in, self.lam[row], self.scale[row], self.theta[row], self.offset[row],
+                               self.proc_params["shift"], active)
+
+
+@implements(proc=EMPF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyEMPFModelFloat(_EMPFModel):
+    """``empf_step_float``: m = λ̂·v + a·x; s = ReLU(m − θ̂); v = m − s + r."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    u: np.ndarray = LavaPyType(np.ndarray, float)
+    v: np.ndarray = LavaPyType(np.ndarray, float)
+    t: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    lam: np.ndarray = LavaPyType(np.ndarray, float)
+    scale: np.ndarray = LavaPyType(np.ndarray, float)
+    theta: np.ndarray = LavaPyType(np.ndarray, float)
+    offset: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def step(self, a_in, row, active):
+        return empf_step_float(self.v, a_in, self.lam[row], self.scale[row], self.theta[row], self.offset[row],
+                               active)

@@ -1,0 +1,34 @@
+"""The EMPF process (ports and variables only; the equations are in ``models.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from snnchip.deploy.procs.lava_api import AbstractProcess, InPort, OutPort, Var
+
+
+class EMPF(AbstractProcess):
+    """Graded EM-PF neuron (docs/nir-schema.md), one step per Lava step, with input a and step row t:
+
+        m = λ̂[t]·v + a[t]·a_in;  s = ReLU(m − θ̂[t]) (s = 0 where m < θ̂[t]);  v = m − s + r[t];  send s
+
+    The tables (``lam``, ``scale``, ``theta``, ``offset``: [T, n]) are held by the process; a step counter
+    ``t`` (set to 0 between samples) picks row ``t − delay − 1``, so the stage at Lava latency ``delay`` is
+    active at Lava steps delay + 1 .. delay + T and idle (v kept, nothing sent) otherwise. ``u`` holds m.
+    fixed_pt: lq = 4096·λ̂, aq, th = 64·c·θ̂, r = 64·c·r̂ integers and the message shift
+    (``snnchip.deploy.fixed_point.empf_step_fixed``); floating_pt: the float tables.
+    """
+
+    def __init__(self, *, shape: tuple[int, ...], lam: np.ndarray, scale: np.ndarray, theta: np.ndarray,
+                 offset: np.ndarray, delay: int, shift: int = 0, name: str | None = None) -> None:
+        super().__init__(shape=shape, delay=delay, shift=shift, name=name)
+        T = np.shape(lam)[0]
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.u = Var(shape=shape, init=0)
+        self.v = Var(shape=shape, init=0)
+        self.t = Var(shape=(1,), init=0)
+        self.lam = Var(shape=(T, *shape), init=lam)
+        self.scale = Var(shape=(T, *shape), init=scale)
+        self.theta = Var(shape=(T, *shape), init=theta)
+        self.offset = Var(shape=(T, *shape), init=offset)

@@ -1,0 +1,187 @@
+"""EM-PF (graded neuron, per-step tables) on the chip: our EMPF process vs the equations written here, the
+bit-exact simulator vs Lava fixed_pt step by step, and a trained empf model.pt through the loihi export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from snnchip import lava_compat
+
+pytestmark = pytest.mark.lava
+V_LIM = 2**23 - 1
+
+
+def _mul(x, f):
+    p = x.astype(np.int64) * f
+    return np.sign(p) * (np.abs(p) // 4096)
+
+
+def _hand_fixed(v, a, lq, aq, th, r, shift):
+    """The EM-PF in fixed point (docs/loihi-fixed-point.md §3), written independently of snnchip.deploy."""
+    m = np.clip(_mul(v, lq) + _mul(a.astype(np.int64) * 64, aq), -V_LIM, V_LIM)
+    s = np.maximum(m - th, 0) * (m >= th)
+    v = np.clip(m - s + r, -V_LIM, V_LIM)
+    return m, v, np.minimum(s // 2**shift, V_LIM)
+
+
+def _run_process(proc, data, cfg):
+    Source = lava_compat.lava_module("proc.io.source").RingBuffer
+    Sink = lava_compat.lava_module("proc.io.sink").RingBuffer
+    RunSteps = lava_compat.lava_module("magma.core.run_conditions").RunSteps
+    run_cfg = lava_compat.lava_module("magma.core.run_configs").Loihi2SimCfg(select_tag=cfg)
+    n, steps = data.shape
+    src = Source(data=data)
+    src.s_out.connect(proc.a_in)
+    sink = Sink(shape=(n,), buffer=steps)
+    proc.s_out.connect(sink.a_in)
+    us, vs = [], []
+    try:
+        for _ in range(steps):
+            src.run(condition=RunSteps(num_steps=1), run_cfg=run_cfg)
+            us.append(proc.u.get())
+            vs.append(proc.v.get())
+        s = sink.data.get().T
+    finally:
+        src.stop()
+    return np.array(us), np.array(vs), s
+
+
+def test_empf_process_fixed_and_floating_pt_equal_equations():
+    from snnchip.deploy.procs.empf.process import EMPF
+
+    rng = np.random.default_rng(1)
+    n, T, delay, shift = 10, 6, 2, 4
+    steps = T + delay + 2
+    data = rng.integers(-4000, 9000, (n, steps))
+    data[0] = 2**16  # saturates m
+    lq = rng.integers(0, 4800, (T, n))
+    aq = rng.integers(-4096, 4097, (T, n))
+    th = rng.integers(-20000, 200000, (T, n))
+    r = rng.integers(-30000, 30000, (T, n))
+    aq[:, 0], lq[:, 0], th[:, 0] = 4096, 4096, V_LIM + 1  # neuron 0 integrates 2^22 per step into the clip
+    u, v, s = _run_process(EMPF(shape=(n,), lam=lq, scale=aq, theta=th, offset=r, delay=delay, shift=shift), data,
+                           "fixed_pt")
+    hv = np.zeros(n, np.int64)
+    for t in range(steps):
+        row = t - delay  # Lava step t + 1 -> row t − delay
+        if 0 <= row < T:
+            hm, hv, hs = _hand_fixed(hv, data[:, t], lq[row], aq[row], th[row], r[row], shift)
+        else:
+            hm, hs = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        np.testing.assert_array_equal(u[t], hm, err_msg=f"m at step {t}")
+        np.testing.assert_array_equal(v[t], hv, err_msg=f"v at step {t}")
+        np.testing.assert_array_equal(s[t], hs, err_msg=f"s at step {t}")
+    assert (s > 1).any() and (u == V_LIM).any(), "graded spikes and saturation"
+
+    lam, sc, theta, off = (rng.uniform(lo, hi, (T, n)) for lo, hi in ((0, 1.1), (-1, 2), (-0.2, 1.5), (-0.3, 0.3)))
+    x = rng.normal(0.4, 1.0, (n, steps))
+    u, v, s = _run_process(EMPF(shape=(n,), lam=lam, scale=sc, theta=theta, offset=off, delay=delay), x,
+                           "floating_pt")
+    fv = np.zeros(n)
+    for t in range(steps):
+        row = t - delay
+        if 0 <= row < T:
+            fm = lam[row] * fv + sc[row] * x[:, t]
+            fs = np.where(fm >= theta[row], fm - theta[row], 0.0)
+            fv = fm - fs + off[row]
+        else:
+            fm, fs = np.zeros(n), np.zeros(n)
+        np.testing.assert_allclose(u[t], fm, atol=1e-12)
+        np.testing.assert_allclose(v[t], fv, atol=1e-12)
+        np.testing.assert_allclose(s[t], fs, atol=1e-12)
+    assert (s > 0).any()
+
+
+def empf_mlp_graph(sizes, T, seed, binary=False):
+    """``mlp_graph`` with its hidden neurons replaced by snnchip empf nodes with random per-step tables."""
+    import nir
+
+    from snnchip.hw_sim.nets import mlp_graph
+
+    g = mlp_graph(sizes, T=T, seed=seed, gain=2.0)
+    rng = np.random.default_rng(seed + 100)
+    nodes = dict(g.nodes)
+    for name in [k for k, nd in nodes.items() if k.endswith("_neuron") and not isinstance(nd, nir.I)]:
+        layer = name.removesuffix("_neuron")
+        if binary:
+            w = nodes[layer].weight
+            nodes[layer] = nir.Affine(weight=np.where(w >= 0, 1.0, -1.0), bias=nodes[layer].bias)
+        n = nodes[layer].weight.shape[0]
+        tables = dict(lam=rng.uniform(0.2, 1.0, (T, n)), theta=rng.uniform(0.2, 1.2, (T, n)),
+                      input_scale=rng.uniform(0.3, 1.6, (T, n)) / (np.sqrt(sizes[0]) if binary else 1.0),
+                      reset_offset=rng.uniform(-0.2, 0.2, (T, n)))
+        meta = {"snnchip": {"version": 1, "layer": layer, "kind": "empf", "T": T, "graded": True,
+                            "reset": "subtract", "spike": "ge", "discretization": "euler", "dt": 1.0, **tables}}
+        ones = np.ones(n)
+        nodes[name] = nir.LIF(tau=2 * ones, r=2 * ones, v_leak=0 * ones, v_threshold=ones, v_reset=0 * ones,
+                              metadata=meta)
+    return nir.NIRGraph(nodes=nodes, edges=list(g.edges), metadata=g.metadata)
+
+
+def _assert_same(a, b):
+    assert a.spikes.keys() == b.spikes.keys() and a.states.keys() == b.states.keys()
+    for k in a.spikes:
+        np.testing.assert_array_equal(a.spikes[k], b.spikes[k], err_msg=f"spikes of {k}")
+    for k in a.states:
+        for var in ("u", "v"):
+            np.testing.assert_array_equal(a.states[k][var], b.states[k][var], err_msg=f"{var} of {k}")
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_chip_simulator_equals_lava_fixed_pt_on_empf_mlp(binary):
+    import torch
+
+    from snnchip.deploy import build
+    from snnchip.export.loihi import deployment_from_graph
+    from snnchip.export.nir_exec import NIRExecutor
+    from snnchip.hw_sim.chip import ChipSimulator
+
+    g = empf_mlp_graph((6, 9, 7, 3), T=4, seed=21, binary=binary)
+    dep = deployment_from_graph(g)
+    assert [s["process"] for s in dep.manifest["stages"]] == ["snnchip.EMPF"] * 2 + ["snnchip.Integrator"]
+    assert [q.num_message_bits for q in dep.qnet.stages] == [24, 24, 24]
+    if binary:  # ±1 weights are exact on the mantissa grid (the input scale's power of two is in c·2^ka)
+        for q in dep.qnet.stages[:2]:
+            assert len(np.unique(np.abs(q.weight))) == 1
+    x = np.random.default_rng(22).uniform(0, 1, (dep.T, 2, 6))
+    sim = ChipSimulator(dep).run(x, timing="lava")
+    _assert_same(sim, build(dep).run(x, timing="lava"))
+    assert sim.spikes["fc1"].any() and sim.spikes["fc2"].any()
+    # the float reference: graded spikes fire (> 0) alike almost everywhere, outputs close
+    ref = NIRExecutor(g, dtype=torch.float64).run(x)
+    soft = ChipSimulator(dep).run(x)
+    for k in ("fc1", "fc2"):
+        agree = (ref.spikes[k].numpy() > 0) == soft.spikes[k]
+        assert agree.mean() > 0.9, (k, agree.mean())
+    np.testing.assert_allclose(soft.output, ref.output.numpy(), atol=0.05 * float(np.abs(ref.output).max()))
+    flt = build(dep).run(x, cfg="floating_pt")
+    np.testing.assert_allclose(flt.output, ref.output.numpy(), atol=1e-9)
+    np.testing.assert_array_equal(flt.spikes["fc1"], ref.spikes["fc1"].numpy() > 0)
+
+
+def test_empf_model_exports_to_loihi_and_chip_agrees_with_float(tmp_path, capsys):
+    from snnchip.cli import export
+    from snnchip.hw_sim.chip import ChipSimulator
+    from snnchip.train import load_model, simulate
+    from snnchip.train.data import load_dataset
+    from snnchip.train.trainer import TrainConfig, fit
+
+    fit(TrainConfig(out=str(tmp_path / "m"), dataset="digits", model="mlp", hidden="24", method="empf",
+                    empf_variant="bn", T=4, epochs=2, optimizer="adamw", lr=5e-3, quiet=True))
+    assert export([str(tmp_path / "m" / "model.pt"), "--target", "loihi", "-o", str(tmp_path / "dep")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    model, _ = load_model(tmp_path / "m" / "model.pt")
+    data = load_dataset("digits", None, flat=True, T=4)
+    x, y = data.x_test[:20], data.y_test[:20].numpy()
+    ref = simulate(model, x)
+    chip = ChipSimulator(tmp_path / "dep")
+    print([(s["name"], s["process"]) for s in chip.dep.manifest["stages"]], ref.output.shape)
+    res = chip.run(x.unsqueeze(0).expand(4, *x.shape).numpy())
+    float_dec, chip_dec = ref.output[-1].argmax(-1).numpy(), res.output[-1].argmax(-1)
+    agree = float((float_dec == chip_dec).mean())
+    fired = {k: float(((ref.spikes[k].numpy() > 0) == res.spikes[k]).mean()) for k in res.spikes}
+    print(f"empf: chip/float decision agreement {agree:.2f} on 20 digits samples; accuracy float "
+          f"{(float_dec == y).mean():.2f}, chip {(chip_dec == y).mean():.2f}; fired (> 0) agreement {fired}; "
+          f"max |output diff| {np.abs(res.output - ref.output.numpy()).max():.4f}")
+    assert agree >= 0.8, agree
