@@ -298,19 +298,25 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
     steps = T if T is not None else net.T
     stages, report = [], []
     for i, st in enumerate(net.stages):
-        x_max, frac = (input_range, input_frac_bits) if i == 0 else (1.0, None)
-        if i and stages[-1].graded:  # graded messages s·2^q_s from an EM-PF stage, |s| ≤ its membrane bound
+        x_max, first_frac = (input_range, input_frac_bits) if i == 0 else (1.0, None)
+        if i and stages[-1].graded:  # graded messages s·2^q_s from an EM-PF stage, |s| ≤ its spike bound
             x_max = float(report[-1]["graded_spike_bound"])
-            n_in = st.weight.shape[1]
-            frac = max(0, min(SPIKE_FRAC_BITS, math.floor(math.log2(INT32_MAX / (256.0 * n_in * x_max)))))
+        if st.kind == "empf" and steps is None:
+            raise QuantizationError(f"stage {st.name!r}: an EM-PF stage needs T")
+        # after an EM-PF stage: the most message bits q_s ≤ 8 whose worst Dense sum fits Lava's int32 accumulator
+        for frac in range(SPIKE_FRAC_BITS, -1, -1) if i and stages[-1].graded else [first_frac]:
+            try:
+                if st.kind == "empf":
+                    q, r = quantize_empf_stage(st, steps, x_max, frac)
+                else:
+                    q, r = quantize_stage(st, steps, x_max, frac, weight_exp)
+                break
+            except QuantizationError:
+                if not (i and stages[-1].graded) or frac == 0:
+                    raise
+        if i and stages[-1].graded:
             stages[-1] = _retarget_spikes(stages[-1], frac)
             report[-1]["spike_frac_bits"], report[-1]["spike_shift"] = frac, stages[-1].shift
-        if st.kind == "empf":
-            if steps is None:
-                raise QuantizationError(f"stage {st.name!r}: an EM-PF stage needs T")
-            q, r = quantize_empf_stage(st, steps, x_max, frac)
-        else:
-            q, r = quantize_stage(st, steps, x_max, frac, weight_exp)
         stages.append(q)
         report.append(r)
     return QuantizedNet(net.input_shape, tuple(stages), steps, net.encoding, input_frac_bits, input_range, report)
