@@ -98,8 +98,8 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
 
 
 def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
-                          input_range: float = 1.0, input_frac_bits: int = 8, weight_exp: int | None = None
-                          ) -> Deployment:
+                          input_range: float = 1.0, input_frac_bits: int = 8, weight_exp: int | None = None,
+                          spike_bounds: dict[str, float] | None = None) -> Deployment:
     """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes; ``weight_exp``: see ``quantize``)."""
     net = lower(graph, interpretation, T)
     if "snnchip" not in (graph.metadata or {}):
@@ -108,15 +108,43 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
         interpretation = None  # our own graph: its metadata fixes the semantics
     if net.T is None:
         raise DeployError("the number of time steps T is unknown (a foreign graph carries none): pass T / --T")
-    qnet = quantize(net, net.T, input_range, input_frac_bits, weight_exp)
+    qnet = quantize(net, net.T, input_range, input_frac_bits, weight_exp, spike_bounds)
     return Deployment(net, qnet, _manifest(net, qnet, interpretation))
 
 
+def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, float] | None:
+    """Max graded (EM-PF) spike per layer of a ``model.pt``'s float graph on its training set (None otherwise)."""
+    kinds = [((getattr(n, "metadata", None) or {}).get("snnchip") or {}).get("kind") for n in graph.nodes.values()]
+    if "empf" not in kinds or isinstance(source, nir.NIRGraph) or Path(source).suffix != ".pt":
+        return None
+    import torch
+
+    from snnchip.export.nir_exec import NIRExecutor
+    from snnchip.train.data import load_dataset
+
+    ckpt = torch.load(source, map_location="cpu", weights_only=False)
+    cfg = (ckpt.get("metrics") or {}).get("config") or {}
+    if "dataset" not in cfg:
+        return None
+    T = int((graph.metadata or {}).get("snnchip", {}).get("T", 1))
+    x = load_dataset(cfg["dataset"], cfg.get("data_dir"), flat=len(graph.nodes["input"].input_type["input"]) == 1,
+                     T=T).x_train
+    ex, peak = NIRExecutor(graph, dtype=torch.float64), {}
+    for b in range(0, len(x), 256):
+        xb = x[b:b + 256]
+        res = ex.run(xb.unsqueeze(0).expand(T, *xb.shape))
+        for k, s in res.spikes.items():
+            peak[k] = max(peak.get(k, 0.0), float(s.max()))
+    return peak
+
+
 def export_loihi(graph_or_path: nir.NIRGraph | str | os.PathLike, out_dir: str | os.PathLike,
-                 interpretation: Interpretation | None = None, T: int | None = None) -> Path:
+                 interpretation: Interpretation | None = None, T: int | None = None,
+                 source: str | os.PathLike | None = None) -> Path:
     """Write the deploy directory for a NIR graph, a ``.nir`` file or a ``model.pt``; return its path."""
     graph = _read_graph(graph_or_path)
-    dep = deployment_from_graph(graph, interpretation, T)
+    dep = deployment_from_graph(graph, interpretation, T, spike_bounds=measured_spike_bounds(
+        source or graph_or_path, graph))
     arrays = {}
     for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
         arrays.update({f"{q.name}/weight": q.weight, f"{q.name}/bias": q.bias,
@@ -177,7 +205,8 @@ def cli_export(args: argparse.Namespace) -> int:
     from snnchip.cli import interpretation_from_args
 
     graph = _read_graph(args.model)
-    out = export_loihi(graph, args.out, interpretation_from_args(args, recorded_interpretation(graph)), args.T)
+    out = export_loihi(graph, args.out, interpretation_from_args(args, recorded_interpretation(graph)), args.T,
+                       source=args.model)
     dep = load_deploy(out)
     print(format_report(dep.qnet.report))
     res = dep.manifest["resources"]

@@ -290,10 +290,13 @@ def _retarget_spikes(q: QStage, frac_bits: int) -> QStage:
 
 
 def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, input_frac_bits: int = 8,
-             weight_exp: int | None = None) -> QuantizedNet:
+             weight_exp: int | None = None, spike_bounds: dict[str, float] | None = None) -> QuantizedNet:
     """Quantize every stage of ``net``; the first reads graded real inputs with |x| ≤ ``input_range``.
 
     ``weight_exp`` (None: chosen per stage) fixes every stage's Dense exponent (see ``quantize_stage``).
+    ``spike_bounds`` {EM-PF stage: max graded spike measured on data}: the next stage's scale uses it instead of
+    the worst case (its message bits q_s still use the worst case, so Lava's int32 Dense sum cannot overflow;
+    larger spikes only clip the 24-bit state, identically in hw_sim and Lava).
     """
     steps = T if T is not None else net.T
     stages, report = [], []
@@ -317,6 +320,16 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
         if i and stages[-1].graded:
             stages[-1] = _retarget_spikes(stages[-1], frac)
             report[-1]["spike_frac_bits"], report[-1]["spike_shift"] = frac, stages[-1].shift
+            measured = (spike_bounds or {}).get(stages[-1].name)
+            if measured is not None and 0 < measured < x_max:  # headroom from the measured graded spikes
+                report[-1]["graded_spike_measured"] = float(measured)
+                worst = r.get("graded_spike_bound")
+                if st.kind == "empf":
+                    q, r = quantize_empf_stage(st, steps, float(measured), frac)
+                else:
+                    q, r = quantize_stage(st, steps, float(measured), frac, weight_exp)
+                if worst is not None:  # the chain of worst cases (int32 safety of the next q_s) stays data-free
+                    r["graded_spike_bound"] = worst
         stages.append(q)
         report.append(r)
     return QuantizedNet(net.input_shape, tuple(stages), steps, net.encoding, input_frac_bits, input_range, report)

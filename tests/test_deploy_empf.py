@@ -176,7 +176,9 @@ def test_empf_model_exports_to_loihi_and_chip_agrees_with_float(tmp_path, capsys
     x, y = data.x_test[:20], data.y_test[:20].numpy()
     ref = simulate(model, x)
     chip = ChipSimulator(tmp_path / "dep")
-    print([(s["name"], s["process"]) for s in chip.dep.manifest["stages"]], ref.output.shape)
+    assert [s["process"] for s in chip.dep.manifest["stages"]] == ["snnchip.EMPF", "snnchip.Integrator"]
+    rep = chip.dep.qnet.report[0]  # the readout's headroom uses fc1's graded spikes measured on the training set
+    assert 0 < rep["graded_spike_measured"] <= rep["graded_spike_bound"] and rep["spike_frac_bits"] == 8
     res = chip.run(x.unsqueeze(0).expand(4, *x.shape).numpy())
     float_dec, chip_dec = ref.output[-1].argmax(-1).numpy(), res.output[-1].argmax(-1)
     agree = float((float_dec == chip_dec).mean())
