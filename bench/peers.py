@@ -518,7 +518,6 @@ def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, not
     """docs/BENCHMARKS.md from a ``run_suite`` result (and optional ``profile`` results): every number comes
     from the JSON."""
     idx, m, v = _index(result), result["machine"], result["versions"]
-    Ts = sorted({r["T"] for r in result["rows"]})
     methods = list(dict.fromkeys(r["method"] for r in result["rows"]))
     errors = [r for r in result["rows"] if "error" in r]
     out = [
@@ -550,6 +549,7 @@ def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, not
     ]
     for net_name, net in result["nets"].items():
         tp = result["throughput"].get(net_name, {})
+        Ts = sorted({r["T"] for r in result["rows"] if r["net"] == net_name})
         out += [f"## `{net_name}`: input {tuple(net['input'])}, widths {tuple(net['widths'])}, batch {net['batch']}",
                 ""]
         if "step_forward_flops" in tp:
@@ -592,6 +592,18 @@ def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, not
         if growth and lo != hi:
             out += ["", f"Online rules, peak memory at T={hi} ÷ T={lo} (target ≤ 1.1): " + ", ".join(growth) + "."]
         out.append("")
+    repeated: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for r in result["rows"]:
+        if "time_per_iter_s" in r:
+            repeated.setdefault((r["net"], r["T"], r["method"]), []).append(r)
+    repeated = {k: rs for k, rs in repeated.items() if len(rs) > 1}
+    if repeated:
+        out += ["## Repeatability: configurations measured in more than one run", "",
+                "The tables above show the last run's row; every run of the configuration (median s / CPU s):", "",
+                "| net | T | method | runs |", "|---|---|---|---|"]
+        out += [f"| {n} | {T} | {mm} | " + ", ".join(f"{r['time_per_iter_s']:.3f} / {r['cpu_per_iter_s']:.3f}"
+                                                     for r in rs) + " |" for (n, T, mm), rs in repeated.items()]
+        out.append("")
     if errors:
         out += ["Configurations that failed: " + "; ".join(f"{r['net']} T={r['T']} {r['method']}: {r['error']}"
                                                           for r in errors), ""]
@@ -618,14 +630,15 @@ def plot(result: dict[str, Any], path: str) -> None:
     fig, axes = plt.subplots(2, len(nets), figsize=(6 * len(nets), 8), squeeze=False)
     idx = _index(result)
     for j, net in enumerate(nets):
-        for method in dict.fromkeys(r["method"] for r in result["rows"]):
+        for i, method in enumerate(dict.fromkeys(r["method"] for r in result["rows"])):
             pts = sorted((T, r) for (n, T, mm), r in idx.items() if n == net and mm == method)
             if not pts:
                 continue
-            style = "--" if method in PEERS else "-"
+            kw = {"linestyle": "--" if method in PEERS else "-", "marker": "o", "label": method,
+                  "color": plt.cm.tab20(i % 20)}
             Ts = [T for T, _ in pts]
-            axes[0, j].plot(Ts, [r["time_per_iter_s"] for _, r in pts], style, marker="o", label=method)
-            axes[1, j].plot(Ts, [r["peak_memory_bytes"] / 2**20 for _, r in pts], style, marker="o", label=method)
+            axes[0, j].plot(Ts, [r["time_per_iter_s"] for _, r in pts], **kw)
+            axes[1, j].plot(Ts, [r["peak_memory_bytes"] / 2**20 for _, r in pts], **kw)
         axes[0, j].set(title=f"{net}: time per iteration", xlabel="T", ylabel="s", yscale="log")
         axes[1, j].set(title=f"{net}: peak saved-tensor memory", xlabel="T", ylabel="MiB", yscale="log")
         if axes[0, j].lines:
