@@ -187,3 +187,37 @@ def test_empf_model_exports_to_loihi_and_chip_agrees_with_float(tmp_path, capsys
           f"{(float_dec == y).mean():.2f}, chip {(chip_dec == y).mean():.2f}; fired (> 0) agreement {fired}; "
           f"max |output diff| {np.abs(res.output - ref.output.numpy()).max():.4f}")
     assert agree >= 0.8, agree
+
+
+def test_chip_simulator_equals_lava_fixed_pt_on_empf_conv_pool_flatten():
+    """Per-channel [T, C] tables broadcast over H, W (C order) through conv -> EM-PF -> sum pool -> flatten."""
+    import nir
+    import torch
+
+    from snnchip.deploy import build
+    from snnchip.export.loihi import deployment_from_graph
+    from snnchip.export.nir_exec import NIRExecutor
+    from snnchip.hw_sim.chip import ChipSimulator
+    from snnchip.hw_sim.nets import conv_graph
+
+    T, C = 4, 2
+    g = conv_graph(in_shape=(1, 6, 6), channels=C, classes=3, T=T, seed=31)
+    rng = np.random.default_rng(32)
+    tables = dict(lam=rng.uniform(0.3, 1.0, (T, C)), theta=rng.uniform(0.2, 0.8, (T, C)),
+                  input_scale=rng.uniform(0.5, 1.5, (T, C)), reset_offset=rng.uniform(-0.1, 0.1, (T, C)))
+    meta = {"snnchip": {"version": 1, "layer": "conv1", "kind": "empf", "T": T, "graded": True, "reset": "subtract",
+                        "spike": "ge", "discretization": "euler", "dt": 1.0, **tables}}
+    ones = np.ones((C, 6, 6))
+    nodes = dict(g.nodes)
+    nodes["conv1_neuron"] = nir.LIF(tau=2 * ones, r=2 * ones, v_leak=0 * ones, v_threshold=ones, v_reset=0 * ones,
+                                    metadata=meta)
+    g = nir.NIRGraph(nodes=nodes, edges=list(g.edges), metadata=g.metadata)
+    dep = deployment_from_graph(g)
+    assert dep.qnet.stages[0].tables["theta"].shape == (T, C * 36)
+    x = np.random.default_rng(33).uniform(0, 1, (T, 2, 1, 6, 6))
+    sim = ChipSimulator(dep).run(x, timing="lava")
+    _assert_same(sim, build(dep).run(x, timing="lava"))
+    ref = NIRExecutor(g, dtype=torch.float64).run(x)
+    soft = ChipSimulator(dep).run(x)
+    assert ((ref.spikes["conv1"].numpy() > 0) == soft.spikes["conv1"]).mean() > 0.95
+    assert soft.spikes["conv1"].any()
