@@ -608,6 +608,15 @@ def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, not
         out += ["Configurations that failed: " + "; ".join(f"{r['net']} T={r['T']} {r['method']}: {r['error']}"
                                                           for r in errors), ""]
     for name, prof in (profiles or {}).items():
+        if "prototype" in prof:  # bench/proto_ottt.py
+            out += [f"## Prototype: {prof['prototype']} (`bench/proto_ottt.py`, {prof['net']} net, T={prof['T']}, "
+                    f"ottt-a, one thread)", "",
+                    f"Largest gradient difference against the current implementation: "
+                    f"{prof['grad_max_abs_diff']:.1e}.", "", "| variant | CPU s/iter | peak MiB |", "|---|---|---|"]
+            out += [f"| {r['variant']} | {r['cpu_per_iter_s']:.3f} | {r['peak_memory_bytes'] / 2**20:.1f} |"
+                    for r in prof["rows"]]
+            out.append("")
+            continue
         out += [f"## Profile: {name} (`{prof['method']}`, T={prof['T']}, torch.profiler, one iteration, "
                 f"{prof['wall_s_profiled']:.2f} s profiled, {prof['ops_per_step']:.0f} ops per step)", "",
                 "| op | calls/step | self ms/step | share |", "|---|---|---|---|"]
@@ -710,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.markdown:
         docs = {Path(path).stem: json.loads(Path(path).read_text()) for path in a.markdown}
         result = merge([d for d in docs.values() if "rows" in d])
-        profiles = {name: d for name, d in docs.items() if "ops" in d}
+        profiles = {name: d for name, d in docs.items() if "ops" in d or "prototype" in d}
         notes = Path(a.notes).read_text() if a.notes else ""
         _write(a.out, markdown(result, profiles, notes))
         if a.plot:
