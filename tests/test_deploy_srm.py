@@ -182,3 +182,18 @@ def test_netx_refuses_srm_by_layer_name():
 
     with pytest.raises(UnsupportedNodeError, match="'fc1'.*zero_both"):
         netx_deployment(srm_mlp_graph((4, 5, 3), T=4, seed=1, spike="gt"))
+
+
+def test_saturating_srm_network_is_bit_exact():
+    import dataclasses
+
+    dep = deployment_from_graph(srm_mlp_graph((5, 6, 3), T=6, seed=15, lam_syn=0.95, lam=0.95))
+    rng = np.random.default_rng(16)
+    big = [dataclasses.replace(q, weight=(2 * rng.integers(-127, 128, q.weight.shape)).astype(np.int32),
+                               weight_exp=q.weight_exp + 9, vth=2**17 - 1) for q in dep.qnet.stages]
+    big[-1] = dataclasses.replace(big[-1], vth=0)
+    dep = dataclasses.replace(dep, qnet=dataclasses.replace(dep.qnet, stages=tuple(big)))
+    x = rng.uniform(0, 1, (6, 2, 5))
+    sim = ChipSimulator(dep).run(x, timing="lava")
+    _assert_same(sim, build(dep).run(x, timing="lava"))
+    assert any((np.abs(s["v"]) == V_LIM).any() for s in sim.states.values()), "the test must saturate"
