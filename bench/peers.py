@@ -718,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(profile(NETS[net], int(T), method, a.threads or torch.get_num_threads())))
     elif a.markdown:
         docs = {Path(path).stem: json.loads(Path(path).read_text()) for path in a.markdown}
-        result = merge([d for d in docs.values() if "rows" in d])
+        result = merge([d for d in docs.values() if "rows" in d and "prototype" not in d])
         profiles = {name: d for name, d in docs.items() if "ops" in d or "prototype" in d}
         notes = Path(a.notes).read_text() if a.notes else ""
         _write(a.out, markdown(result, profiles, notes))
