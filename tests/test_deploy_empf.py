@@ -221,3 +221,21 @@ def test_chip_simulator_equals_lava_fixed_pt_on_empf_conv_pool_flatten():
     soft = ChipSimulator(dep).run(x)
     assert ((ref.spikes["conv1"].numpy() > 0) == soft.spikes["conv1"]).mean() > 0.95
     assert soft.spikes["conv1"].any()
+
+
+def test_saturating_empf_network_is_bit_exact():
+    import dataclasses
+
+    from snnchip.deploy import build
+    from snnchip.export.loihi import deployment_from_graph
+    from snnchip.hw_sim.chip import ChipSimulator
+
+    dep = deployment_from_graph(empf_mlp_graph((5, 6, 4, 3), T=4, seed=41))
+    rng = np.random.default_rng(42)
+    big = [dataclasses.replace(q, weight=(2 * rng.integers(-127, 128, q.weight.shape)).astype(np.int32),
+                               weight_exp=q.weight_exp + 6) for q in dep.qnet.stages]
+    dep = dataclasses.replace(dep, qnet=dataclasses.replace(dep.qnet, stages=tuple(big)))
+    x = rng.uniform(0, 1, (4, 2, 5))
+    sim = ChipSimulator(dep).run(x, timing="lava")
+    _assert_same(sim, build(dep).run(x, timing="lava"))
+    assert any((np.abs(s["v"]) == V_LIM).any() for s in sim.states.values()), "the test must saturate"
