@@ -18,7 +18,8 @@ C-order flattened input, so the file has no conv/flatten layers and no transpose
 Refused, naming the layer: reset other than zero or a compare other than ``>`` (netx's LIF), non-zero
 biases (netx applies ``bias_mant`` from Lava step 1, k steps before layer k's first input, so the
 network would not be the trained one; ``--target loihi`` aligns them), integer weight matrices netx
-mis-reads (``check_weights``), and everything ``lowering`` refuses (EM-PF, SRM, feedback, branches).
+mis-reads (``check_weights``), EM-PF and SRM stages (graded spikes, per-step tables, reset of both traces:
+netx has no such neuron), and everything ``lowering`` refuses (feedback, branches).
 
 Driving it: ``Network(path, input_message_bits=24)``, graded input spikes xq = round(x·2^q) of the
 flattened input with q = ``attrs["input_frac_bits"]``. Latency: layer k's spikes at software step t

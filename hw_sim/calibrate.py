@@ -32,7 +32,8 @@ train (stages to its left); export does not import it. ``snnchip.cli`` routes ``
 Supported stages: a stage whose composed matrix A holds the layer's weights elementwise, i.e. a ``linear``
 layer (optionally after ``flatten``) or a ``conv2d`` with no pooling between it and the previous neuron.
 Pooling composes kernel entries into sums (A is no longer elementwise in W) and is refused by name, as are
-feedback edges (not deployable) and EM-PF/SRM neurons (not deployable yet).
+feedback edges (not deployable) and EM-PF/SRM neurons (their per-step tables and trace decays are not modelled
+by the straight-through quantizer yet).
 """
 
 from __future__ import annotations
