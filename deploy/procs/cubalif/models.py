@@ -8,10 +8,10 @@ from snnchip.deploy.fixed_point import srm_step_fixed, srm_step_float
 from snnchip.deploy.procs.cubalif.process import CubaLIF
 from snnchip.deploy.procs.lava_api import (
     CPU,
+    GuardedNeuronModel,
     LavaPyType,
     LoihiProtocol,
     PyInPort,
-    PyLoihiProcessModel,
     PyOutPort,
     implements,
     requires,
@@ -19,21 +19,14 @@ from snnchip.deploy.procs.lava_api import (
 )
 
 
-class _CubaLIFModel(PyLoihiProcessModel):
-    """Shared run_spk: one ``step`` per Lava step; on a failure it still sends (zero) spikes before raising."""
+class _CubaLIFModel(GuardedNeuronModel):
+    """One ``step`` (fixed or float) per Lava step."""
 
     step = None
 
-    def run_spk(self) -> None:
-        a_in = self.a_in.recv()
-        try:
-            u, v, s = type(self).step(self.u, self.v, a_in, self.du.item(), self.dv.item(), self.vth.item(),
-                                      self.proc_params["spike"])
-        except Exception:
-            self.s_out.send(np.zeros(self.v.shape))
-            raise
-        self.u[:], self.v[:] = u, v
-        self.s_out.send(s)
+    def compute(self, a_in):
+        return type(self).step(self.u, self.v, a_in, self.du.item(), self.dv.item(), self.vth.item(),
+                               self.proc_params["spike"])
 
 
 @implements(proc=CubaLIF, protocol=LoihiProtocol)

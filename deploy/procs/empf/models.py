@@ -8,10 +8,10 @@ from snnchip.deploy.fixed_point import empf_step_fixed, empf_step_float
 from snnchip.deploy.procs.empf.process import EMPF
 from snnchip.deploy.procs.lava_api import (
     CPU,
+    GuardedNeuronModel,
     LavaPyType,
     LoihiProtocol,
     PyInPort,
-    PyLoihiProcessModel,
     PyOutPort,
     implements,
     requires,
@@ -19,25 +19,17 @@ from snnchip.deploy.procs.lava_api import (
 )
 
 
-class _EMPFModel(PyLoihiProcessModel):
-    """Shared run_spk: advance the step counter, pick the tables' row, one step; on a failure it still sends
-    (zero) spikes before raising."""
+class _EMPFModel(GuardedNeuronModel):
+    """Advance the step counter, pick the tables' row (row t − latency − 1), one ``step`` per Lava step."""
 
     def step(self, a_in: np.ndarray, row: int, active: bool):
         raise NotImplementedError
 
-    def run_spk(self) -> None:
-        a_in = self.a_in.recv()
-        try:
-            self.t[0] += 1
-            row = int(self.t[0]) - self.proc_params["delay"] - 1
-            active = 0 <= row < self.lam.shape[0]
-            m, v, s = self.step(a_in, min(max(row, 0), self.lam.shape[0] - 1), active)
-        except Exception:
-            self.s_out.send(np.zeros(self.v.shape))
-            raise
-        self.u[:], self.v[:] = m, v
-        self.s_out.send(s)
+    def compute(self, a_in):
+        self.t[0] += 1
+        row = int(self.t[0]) - self.proc_params["delay"] - 1
+        active = 0 <= row < self.lam.shape[0]
+        return self.step(a_in, min(max(row, 0), self.lam.shape[0] - 1), active)
 
 
 @implements(proc=EMPF, protocol=LoihiProtocol)

@@ -7,10 +7,10 @@ import numpy as np
 from snnchip.deploy.fixed_point import neuron_step_fixed, neuron_step_float
 from snnchip.deploy.procs.lava_api import (
     CPU,
+    GuardedNeuronModel,
     LavaPyType,
     LoihiProtocol,
     PyInPort,
-    PyLoihiProcessModel,
     PyOutPort,
     implements,
     requires,
@@ -19,22 +19,14 @@ from snnchip.deploy.procs.lava_api import (
 from snnchip.deploy.procs.sublif.process import SubLIF
 
 
-class _SubLIFModel(PyLoihiProcessModel):
-    """Shared run_spk: one ``step`` per Lava step; on a failure it still sends (zero) spikes before
-    raising, so that downstream processes do not block forever and Lava can report the error."""
+class _SubLIFModel(GuardedNeuronModel):
+    """One ``step`` (fixed or float) per Lava step."""
 
     step = None
 
-    def run_spk(self) -> None:
-        a_in = self.a_in.recv()
-        try:
-            u, v, s = type(self).step(self.v, a_in, self.dv.item(), self.vth.item(), self.proc_params["reset"],
-                                      self.proc_params["spike"])
-        except Exception:
-            self.s_out.send(np.zeros(self.v.shape))
-            raise
-        self.u[:], self.v[:] = u, v
-        self.s_out.send(s)
+    def compute(self, a_in):
+        return type(self).step(self.v, a_in, self.dv.item(), self.vth.item(), self.proc_params["reset"],
+                               self.proc_params["spike"])
 
 
 @implements(proc=SubLIF, protocol=LoihiProtocol)
