@@ -530,7 +530,7 @@ def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, not
         "profile_*.json --notes bench/peers_findings.md --out docs/BENCHMARKS.md`. The JSON, profiles and plot of "
         "this report are in `docs/benchmarks/`.",
         "",
-        f"Run {result['date']}: {m['cpu_count']} CPUs, {m['threads']} torch threads, torch {v['torch']}, "
+        f"Run {result['date']}: {m['cpu_count']} CPUs, {m['threads']} torch thread(s), torch {v['torch']}, "
         f"SpikingJelly {v['spikingjelly']}, snnTorch {v['snntorch']}, Python {v['python']}; load average "
         f"{m['load_avg_start'][0]:.2f} at start, {m.get('load_avg_end', [math.nan])[0]:.2f} at end"
         + "".join(f"; another run {r['date']} (load {r['machine']['load_avg_start'][0]:.2f} at start, "
@@ -555,7 +555,7 @@ def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, not
         if "step_forward_flops" in tp:
             out += [f"One step = {tp['step_forward_flops'] / 1e9:.3f} GFLOP forward, "
                     f"{tp['step_backward_flops'] / 1e9:.3f} GFLOP backward. Throughput of the layers as an ANN at the "
-                    f"start of the run: {tp['layers_flops_per_s'] / 1e9:.1f} GFLOP/s median, "
+                    f"start of the (last) run: {tp['layers_flops_per_s'] / 1e9:.1f} GFLOP/s median, "
                     f"{tp.get('layers_flops_per_s_best', math.nan) / 1e9:.1f} best "
                     f"({GEMM}² GEMM: {tp.get('gemm_flops_per_s_best', tp['gemm_flops_per_s']) / 1e9:.1f} best).", ""]
         for T in Ts:
