@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from snnchip import lava_compat
+from lava_harness import run_process
 
 pytestmark = pytest.mark.lava
 V_LIM = 2**23 - 1
@@ -25,28 +24,6 @@ def _hand_fixed(v, a, lq, aq, th, r, shift):
     return m, v, np.minimum(s // 2**shift, V_LIM)
 
 
-def _run_process(proc, data, cfg):
-    Source = lava_compat.lava_module("proc.io.source").RingBuffer
-    Sink = lava_compat.lava_module("proc.io.sink").RingBuffer
-    RunSteps = lava_compat.lava_module("magma.core.run_conditions").RunSteps
-    run_cfg = lava_compat.lava_module("magma.core.run_configs").Loihi2SimCfg(select_tag=cfg)
-    n, steps = data.shape
-    src = Source(data=data)
-    src.s_out.connect(proc.a_in)
-    sink = Sink(shape=(n,), buffer=steps)
-    proc.s_out.connect(sink.a_in)
-    us, vs = [], []
-    try:
-        for _ in range(steps):
-            src.run(condition=RunSteps(num_steps=1), run_cfg=run_cfg)
-            us.append(proc.u.get())
-            vs.append(proc.v.get())
-        s = sink.data.get().T
-    finally:
-        src.stop()
-    return np.array(us), np.array(vs), s
-
-
 def test_empf_process_fixed_and_floating_pt_equal_equations():
     from snnchip.deploy.procs.empf.process import EMPF
 
@@ -60,7 +37,7 @@ def test_empf_process_fixed_and_floating_pt_equal_equations():
     th = rng.integers(-20000, 200000, (T, n))
     r = rng.integers(-30000, 30000, (T, n))
     aq[:, 0], lq[:, 0], th[:, 0] = 4096, 4096, V_LIM + 1  # neuron 0 integrates 2^22 per step into the clip
-    u, v, s = _run_process(EMPF(shape=(n,), lam=lq, scale=aq, theta=th, offset=r, delay=delay, shift=shift), data,
+    u, v, s = run_process(EMPF(shape=(n,), lam=lq, scale=aq, theta=th, offset=r, delay=delay, shift=shift), data,
                            "fixed_pt")
     hv = np.zeros(n, np.int64)
     for t in range(steps):
@@ -76,7 +53,7 @@ def test_empf_process_fixed_and_floating_pt_equal_equations():
 
     lam, sc, theta, off = (rng.uniform(lo, hi, (T, n)) for lo, hi in ((0, 1.1), (-1, 2), (-0.2, 1.5), (-0.3, 0.3)))
     x = rng.normal(0.4, 1.0, (n, steps))
-    u, v, s = _run_process(EMPF(shape=(n,), lam=lam, scale=sc, theta=theta, offset=off, delay=delay), x,
+    u, v, s = run_process(EMPF(shape=(n,), lam=lam, scale=sc, theta=theta, offset=off, delay=delay), x,
                            "floating_pt")
     fv = np.zeros(n)
     for t in range(steps):

@@ -9,8 +9,8 @@ import multiprocessing
 import nir
 import numpy as np
 import pytest
+from lava_harness import run_process
 
-from snnchip import lava_compat
 from snnchip.deploy import build
 from snnchip.errors import DeployError
 from snnchip.export.loihi import deployment_from_graph
@@ -40,31 +40,6 @@ def _hand_float(v, a, lam, theta, reset, spike):
     return u, v, s
 
 
-def _run_process(proc, data, cfg, spiking=True):
-    """Feed ``data`` [n, steps] into ``proc.a_in``; return u, v, s per step."""
-    Source = lava_compat.lava_module("proc.io.source").RingBuffer
-    Sink = lava_compat.lava_module("proc.io.sink").RingBuffer
-    RunSteps = lava_compat.lava_module("magma.core.run_conditions").RunSteps
-    run_cfg = lava_compat.lava_module("magma.core.run_configs").Loihi2SimCfg(select_tag=cfg)
-    n, steps = data.shape
-    src = Source(data=data)
-    src.s_out.connect(proc.a_in)
-    sink = None
-    if spiking:
-        sink = Sink(shape=(n,), buffer=steps)
-        proc.s_out.connect(sink.a_in)
-    us, vs = [], []
-    try:
-        for _ in range(steps):
-            src.run(condition=RunSteps(num_steps=1), run_cfg=run_cfg)
-            us.append(proc.u.get())
-            vs.append(proc.v.get())
-        s = sink.data.get().T != 0 if spiking else None
-    finally:
-        src.stop()
-    return np.array(us), np.array(vs), s
-
-
 @pytest.mark.parametrize("reset,spike", [("subtract", "ge"), ("subtract", "gt"), ("zero", "ge")])
 def test_sublif_fixed_pt_equals_equations_including_saturation(reset, spike):
     from snnchip.deploy.procs.sublif.process import SubLIF
@@ -74,7 +49,8 @@ def test_sublif_fixed_pt_equals_equations_including_saturation(reset, spike):
     data = rng.integers(-3000, 9000, (n, steps))
     data[:3] = rng.integers(2**15, 2**16, (3, steps))  # drives v into the +2^23 clip
     data[3:5] = -rng.integers(2**15, 2**16, (2, steps))  # and into the −2^23 clip
-    u, v, s = _run_process(SubLIF(shape=(n,), dv=dv, vth=vth, reset=reset, spike=spike), data, "fixed_pt")
+    u, v, s = run_process(SubLIF(shape=(n,), dv=dv, vth=vth, reset=reset, spike=spike), data, "fixed_pt")
+    s = s != 0
     hv = np.zeros(n, np.int64)
     for t in range(steps):
         hu, hv, hs = _hand_fixed(hv, data[:, t], dv, vth, reset, spike)
@@ -90,8 +66,9 @@ def test_sublif_floating_pt_equals_equations():
     rng = np.random.default_rng(2)
     n, steps, lam, theta = 10, 16, 0.8, 1.3
     data = rng.normal(0.3, 1.0, (n, steps))
-    u, v, s = _run_process(SubLIF(shape=(n,), dv=1 - lam, vth=theta, reset="subtract", spike="ge"), data,
+    u, v, s = run_process(SubLIF(shape=(n,), dv=1 - lam, vth=theta, reset="subtract", spike="ge"), data,
                            "floating_pt")
+    s = s != 0
     hv = np.zeros(n)
     for t in range(steps):
         hu, hv, hs = _hand_float(hv, data[:, t], lam, theta, "subtract", "ge")
@@ -111,7 +88,7 @@ def test_integrator_equals_equations(cfg):
         data[0] = 2**16 - 1
     else:
         data = rng.normal(size=(n, steps))
-    u, v, _ = _run_process(Integrator(shape=(n,)), data, cfg, spiking=False)
+    u, v, _ = run_process(Integrator(shape=(n,)), data, cfg, spiking=False)
     if cfg == "fixed_pt":
         hv = np.zeros(n, np.int64)
         for t in range(steps):

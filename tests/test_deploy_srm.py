@@ -9,8 +9,8 @@ import nir
 import numpy as np
 import pytest
 import torch
+from lava_harness import run_process
 
-from snnchip import lava_compat
 from snnchip.deploy import build
 from snnchip.export.loihi import deployment_from_graph
 from snnchip.export.lowering import lower
@@ -33,28 +33,6 @@ def _hand_fixed(u, v, a, du, dv, vth, spike):
     return u * (1 - s), v * (1 - s), s
 
 
-def _run_process(proc, data, cfg):
-    Source = lava_compat.lava_module("proc.io.source").RingBuffer
-    Sink = lava_compat.lava_module("proc.io.sink").RingBuffer
-    RunSteps = lava_compat.lava_module("magma.core.run_conditions").RunSteps
-    run_cfg = lava_compat.lava_module("magma.core.run_configs").Loihi2SimCfg(select_tag=cfg)
-    n, steps = data.shape
-    src = Source(data=data)
-    src.s_out.connect(proc.a_in)
-    sink = Sink(shape=(n,), buffer=steps)
-    proc.s_out.connect(sink.a_in)
-    us, vs = [], []
-    try:
-        for _ in range(steps):
-            src.run(condition=RunSteps(num_steps=1), run_cfg=run_cfg)
-            us.append(proc.u.get())
-            vs.append(proc.v.get())
-        s = sink.data.get().T != 0
-    finally:
-        src.stop()
-    return np.array(us), np.array(vs), s
-
-
 def test_cubalif_fixed_and_floating_pt_equal_equations():
     from snnchip.deploy.procs.cubalif.process import CubaLIF
 
@@ -63,7 +41,8 @@ def test_cubalif_fixed_and_floating_pt_equal_equations():
     data = rng.integers(-3000, 6000, (n, steps))
     data[:2] = rng.integers(2**15, 2**16, (2, steps))  # drives v into the +2^23 clip (vth above it: no spike)
     data[2:4] = -rng.integers(2**14, 2**15, (2, steps))  # and into the −2^23 clip
-    u, v, s = _run_process(CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, spike="ge"), data, "fixed_pt")
+    u, v, s = run_process(CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, spike="ge"), data, "fixed_pt")
+    s = s != 0
     hu, hv = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for t in range(steps):
         hu, hv, hs = _hand_fixed(hu, hv, data[:, t], du, dv, vth, "ge")
@@ -75,7 +54,8 @@ def test_cubalif_fixed_and_floating_pt_equal_equations():
 
     lam_s, lam_m, theta = 0.6, 0.8, 1.3
     x = rng.normal(0.3, 0.8, (n, steps))
-    u, v, s = _run_process(CubaLIF(shape=(n,), du=1 - lam_s, dv=1 - lam_m, vth=theta, spike="gt"), x, "floating_pt")
+    u, v, s = run_process(CubaLIF(shape=(n,), du=1 - lam_s, dv=1 - lam_m, vth=theta, spike="gt"), x, "floating_pt")
+    s = s != 0
     fi, fv = np.zeros(n), np.zeros(n)
     for t in range(steps):
         fi = lam_s * fi + x[:, t]
