@@ -1,12 +1,12 @@
 """The chip's arithmetic as pure NumPy functions: shared by our Lava process models and hw_sim.
 
-They reproduce lava-nc 0.10.0's bit-accurate models (``PyDenseModelBitAcc``, ``PyLifModelBitAcc``)
-for du = 4095 (no current state) and zero neuron bias, the only configuration deploy uses, and add
-our reset/compare options. Works on any leading batch dimensions; integers are int64.
+They reproduce lava-nc 0.10.0's bit-accurate models (``PyDenseModelBitAcc``, ``PySparseModelBitAcc``,
+``PyLifModelBitAcc``) for du = 4095 (no current state) and zero neuron bias, the only configuration deploy uses,
+and add our reset/compare options. Works on any leading batch dimensions; integers are int64.
 
-Dense (fixed_pt): w' = truncate(clip(w)) by sign mode (mixed: clip to [−256, 255], drop the lowest
+Dense and Sparse (fixed_pt): w' = truncate(clip(w)) by sign mode (mixed: clip to [−256, 255], drop the lowest
 bit, rounding toward −∞; excitatory [0, 255]; inhibitory [−255, 0]); a = Σ_j w'_ij·s_j, then
-a << e (e > 0) or a >> −e (e ≤ 0, floor).
+a << e (e > 0) or a >> −e (e ≤ 0, floor). A Sparse stage's w is a CSR matrix (scipy sparse product).
 
 Neuron (fixed_pt), per step with input a and threshold mantissa vth:
     u = wrap24(a << 6)                       (Lava's current with du = 4095: the old u decays to 0)
@@ -22,15 +22,21 @@ Floating point (floating_pt): a = W·s;  v = v·(1 − dv) + a;  s = v ≥ vth (
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 V_LIMIT = 2**23 - 1
 WRAP = 2**23
 SHIFT = 6
 
 
-def effective_weights(weight: np.ndarray, num_weight_bits: int = 8) -> np.ndarray:
-    """Lava Dense's clip + truncation by sign mode (``lava.utils.weightutils``), as int64."""
-    w = np.asarray(weight).astype(np.int64)
+def effective_weights(weight: np.ndarray | sp.spmatrix, num_weight_bits: int = 8) -> np.ndarray | sp.csr_matrix:
+    """Lava Dense's / Sparse's clip + truncation by sign mode (``lava.utils.weightutils``), as int64.
+
+    The sign mode counts zeros as ≥ 0 and ≤ 0 (Lava's ``np.min``/``np.max`` see a CSR matrix's implicit zeros);
+    a CSR matrix stays CSR with its truncated-to-zero entries dropped (as Lava's ``truncate_weights`` does).
+    """
+    sparse = sp.issparse(weight)
+    w = (sp.csr_matrix(weight).data if sparse else np.asarray(weight)).astype(np.int64)
     if w.min(initial=0) >= 0:
         mode_sign, mixed = 1, 0
     elif w.max(initial=0) <= 0:
@@ -40,13 +46,26 @@ def effective_weights(weight: np.ndarray, num_weight_bits: int = 8) -> np.ndarra
     w = mode_sign * w
     w = np.clip(w, -(2**8) * mixed, 2**8 - 1)
     drop = 8 - num_weight_bits + mixed
-    return mode_sign * ((w >> drop) << drop)
+    w = mode_sign * ((w >> drop) << drop)
+    if not sparse:
+        return w
+    out = sp.csr_matrix((w, weight.indices, weight.indptr), shape=weight.shape)
+    out.eliminate_zeros()
+    return out
 
 
-def dense_fixed(w_eff: np.ndarray, weight_exp: int, s: np.ndarray) -> np.ndarray:
-    """a = (w_eff · s) shifted by ``weight_exp``; ``s`` is [..., n_in] binary or graded, result [..., n_out]."""
+def dense_fixed(w_eff: np.ndarray | sp.csr_matrix, weight_exp: int, s: np.ndarray) -> np.ndarray:
+    """a = (w_eff · s) shifted by ``weight_exp``; ``s`` is [..., n_in] binary or graded, result [..., n_out].
+
+    Dense and Sparse compute the same integers (Lava's ``PySparseModelBitAcc.run_spk`` is ``PyDenseModelBitAcc``'s
+    with a CSR product): the sum is exact (int64 here; the quantizer keeps it inside Lava's int32), then shifted
+    left by e > 0 or right (floor) by −e.
+    """
     s = np.asarray(s)
-    if float(np.abs(s).max(initial=0)) * float(np.abs(w_eff).sum(axis=1).max(initial=0)) < 2.0**52:
+    if sp.issparse(w_eff):
+        flat = s.reshape(-1, s.shape[-1]).astype(np.int64)
+        a = np.asarray(w_eff @ flat.T).T.reshape(*s.shape[:-1], w_eff.shape[0])
+    elif float(np.abs(s).max(initial=0)) * float(np.abs(w_eff).sum(axis=1).max(initial=0)) < 2.0**52:
         a = (s.astype(np.float64) @ w_eff.T.astype(np.float64)).astype(np.int64)  # exact: every sum < 2^52
     else:
         a = s.astype(np.int64) @ w_eff.T

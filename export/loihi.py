@@ -4,6 +4,11 @@
 atomically; ``load_deploy`` reads it back into a ``Deployment`` (the float stages and the integer
 parameters) for hw_sim and deploy. Stage k (1-based) of a deployment runs with k steps of Lava
 latency: software step t of stage k is Lava step t + k; a run lasts T + depth steps.
+
+Format version 2: each stage's manifest entry names its ``synapse`` ("dense": a Lava Dense, params.npz holds
+``<stage>/weight`` [n_out, n_in]; "sparse": a Lava Sparse, params.npz holds the CSR arrays
+``<stage>/weight/{data,indices,indptr,shape}``; the same for ``weight_float``). Version 1 directories (every
+stage dense, no ``synapse`` key) are still read.
 """
 
 from __future__ import annotations
@@ -18,16 +23,19 @@ from typing import Any
 
 import nir
 import numpy as np
+import scipy.sparse as sp
 
 from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
 from snnchip.errors import DeployError
-from snnchip.export.lowering import LoweredNet, Stage, lower
+from snnchip.export.lowering import LoweredNet, Stage, Weight, lower
 from snnchip.export.nir_import import recorded_interpretation
 from snnchip.export.quantize import QStage, QuantizedNet, format_report, quantize
 from snnchip.spec import Interpretation
 
-FORMAT = {"name": "snnchip-loihi-deploy", "version": 1}
+FORMAT = {"name": "snnchip-loihi-deploy", "version": 2}
+READABLE_VERSIONS = (1, 2)  # version 1: every stage dense
+CSR_PARTS = ("data", "indices", "indptr", "shape")
 FILES = ("model.nir", "params.npz", "manifest.json")
 _STAGE_KEYS = ("name", "kind", "in_shape", "out_shape", "weight_exp", "num_message_bits", "dv", "vth", "scale",
                "reset", "spike", "du", "shift", "spike_frac_bits")
@@ -43,6 +51,24 @@ def process_of(q: QStage) -> str:
     if q.kind == "empf":
         return "snnchip.EMPF"
     return "lava.LIF" if (q.reset, q.spike) == ("zero", "gt") else "snnchip.SubLIF"
+
+
+def _pack_weight(key: str, w: Weight) -> dict[str, np.ndarray]:
+    """params.npz arrays of one matrix: ``key`` itself when dense, ``key/{data,indices,indptr,shape}`` when CSR."""
+    if not sp.issparse(w):
+        return {key: w}
+    return {f"{key}/data": w.data, f"{key}/indices": w.indices, f"{key}/indptr": w.indptr,
+            f"{key}/shape": np.asarray(w.shape, dtype=np.int64)}
+
+
+def _unpack_weight(arrays: dict[str, np.ndarray], key: str, synapse: str) -> Weight:
+    """The matrix ``_pack_weight`` stored under ``key`` (``synapse``: "dense" or "sparse")."""
+    if synapse == "dense":
+        return arrays[key]
+    if synapse != "sparse":
+        raise ValueError(f"unknown synapse type {synapse!r} (valid: dense, sparse)")
+    data, indices, indptr, shape = (arrays[f"{key}/{part}"] for part in CSR_PARTS)
+    return sp.csr_matrix((data, indices, indptr), shape=tuple(int(n) for n in shape))
 
 
 @dataclass(frozen=True)
@@ -75,7 +101,8 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
     stages = []
     for k, q in enumerate(qnet.stages, start=1):
         entry = {key: getattr(q, key) for key in _STAGE_KEYS}
-        entry.update(in_shape=list(q.in_shape), out_shape=list(q.out_shape), process=process_of(q), latency=k,
+        entry.update(in_shape=list(q.in_shape), out_shape=list(q.out_shape), process=process_of(q),
+                     synapse=q.synapse, latency=k,
                      lam=net.stages[k - 1].lam, theta=net.stages[k - 1].theta, lam_syn=net.stages[k - 1].lam_syn)
         stages.append(entry)
     report = qnet.report
@@ -92,7 +119,8 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
                     "lava_steps": "T + depth", "depth": len(qnet.stages)},
         "stages": stages,
         "quantization": report,
-        "resources": {"per_stage": {r["stage"]: {"neurons": r["neurons"], "synapses": r["synapses"]} for r in report},
+        "resources": {"per_stage": {r["stage"]: {"neurons": r["neurons"], "synapses": r["synapses"],
+                                                 "synapse": r["synapse"]} for r in report},
                       "neurons": sum(r["neurons"] for r in report), "synapses": sum(r["synapses"] for r in report)},
     }
 
@@ -147,8 +175,8 @@ def export_loihi(graph_or_path: nir.NIRGraph | str | os.PathLike, out_dir: str |
         source or graph_or_path, graph))
     arrays = {}
     for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
-        arrays.update({f"{q.name}/weight": q.weight, f"{q.name}/bias": q.bias,
-                       f"{q.name}/weight_float": st.weight, f"{q.name}/bias_float": st.bias})
+        arrays.update({**_pack_weight(f"{q.name}/weight", q.weight), f"{q.name}/bias": q.bias,
+                       **_pack_weight(f"{q.name}/weight_float", st.weight), f"{q.name}/bias_float": st.bias})
         if q.tables is not None:
             arrays.update({f"{q.name}/table/{fk}": st.tables[fk] for fk, _ in TABLES})
             arrays.update({f"{q.name}/qtable/{qk}": q.tables[qk] for _, qk in TABLES})
@@ -172,8 +200,11 @@ def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
         man = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DeployError(f"{path / 'manifest.json'}: corrupt ({exc})") from None
-    if not isinstance(man, dict) or man.get("format") != FORMAT:
-        raise DeployError(f"{path / 'manifest.json'}: not a snnchip deploy manifest of version {FORMAT['version']}")
+    fmt = man.get("format") if isinstance(man, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("name") != FORMAT["name"] or fmt.get("version") not in READABLE_VERSIONS:
+        raise DeployError(f"{path / 'manifest.json'}: not a snnchip deploy manifest of a version this snnchip reads "
+                          f"({', '.join(map(str, READABLE_VERSIONS))}; found {fmt!r}): re-export it with "
+                          "`snn-export MODEL --target loihi -o DIR`")
     try:
         with np.load(path / "params.npz") as z:
             arrays = {k: z[k] for k in z.files}
@@ -181,15 +212,16 @@ def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
         for s in man["stages"]:
             name = s["name"]
             shapes = dict(in_shape=tuple(s["in_shape"]), out_shape=tuple(s["out_shape"]))
-            graded = s["kind"] == "empf"
-            net_stages.append(Stage(name=name, kind=s["kind"], weight=arrays[f"{name}/weight_float"],
+            graded, synapse = s["kind"] == "empf", s.get("synapse", "dense")  # version 1: every stage dense
+            w_float, w_int = (_unpack_weight(arrays, f"{name}/{key}", synapse) for key in ("weight_float", "weight"))
+            net_stages.append(Stage(name=name, kind=s["kind"], weight=w_float,
                                     bias=arrays[f"{name}/bias_float"], lam=s["lam"], theta=s["theta"],
                                     reset=s["reset"], spike=s["spike"], lam_syn=s.get("lam_syn", 0.0),
                                     tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in TABLES} if graded else None,
                                     **shapes))
             q_stages.append(QStage(**{**{k: s[k] for k in _STAGE_KEYS if k in s}, **shapes},
                                    tables={qk: arrays[f"{name}/qtable/{qk}"] for _, qk in TABLES} if graded else None,
-                                   weight=arrays[f"{name}/weight"], bias=arrays[f"{name}/bias"]))
+                                   weight=w_int, bias=arrays[f"{name}/bias"]))
         inp = man["input"]
         net = LoweredNet(tuple(inp["shape"]), tuple(net_stages), man["T"], man["encoding"])
         qnet = QuantizedNet(net.input_shape, tuple(q_stages), man["T"], man["encoding"], inp["frac_bits"],

@@ -2,8 +2,11 @@
 
 A stage is one neuron population and the linear map that feeds it. Every chain of linear nodes
 between two neuron nodes (Affine/Linear, Conv2d, AvgPool2d/SumPool2d, Flatten) is affine,
-``I = A·x + b``, so it is composed into one dense matrix ``A`` [n_out, n_in] and bias ``b`` [n_out]
-(x flattened in C-order). The neuron's discrete-time equation (DESIGN.md, "Neuron semantics") is
+``I = A·x + b``, so it is composed into one matrix ``A`` [n_out, n_in] and bias ``b`` [n_out]
+(x flattened in C-order). Convolutions and pooling are built as sparse (CSR) operators from their window
+taps and multiplied, so a dense matrix of a conv layer never exists; ``A`` is stored CSR (a Lava ``Sparse``)
+when fewer than ``SPARSE_MAX_DENSITY`` of its entries are non-zero, else dense (a Lava ``Dense``). The neuron's
+discrete-time equation (DESIGN.md, "Neuron semantics") is
 
     u[t] = λ·v[t-1] + g·(A·x[t] + b) + β;  s[t] = u[t] ≥ θ (ge) or u[t] > θ (gt);
     v[t] = u[t] − θ·s[t] (subtract) or u[t]·(1 − s[t]) (zero);  readout: v[t] = v[t-1] + g·(A·x[t] + b)
@@ -26,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import nir
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from snnchip.errors import UnsupportedNodeError
@@ -38,6 +42,8 @@ NEURON_TYPES = (nir.LIF, nir.IF, nir.I, nir.CubaLIF)
 SUPPORTED = ("Input", "Output", "Affine", "Linear", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten",
              "LIF/IF (snnchip kind 'lif', or foreign with reset to zero)", "CubaLIF (snnchip kind 'srm')",
              "LIF/IF (snnchip kind 'empf')", "I (readout integrator)")
+SPARSE_MAX_DENSITY = 0.25  # a composed map with fewer non-zero entries than this fraction is stored CSR (Lava Sparse)
+Weight = np.ndarray | sp.csr_matrix  # a stage's [n_out, n_in] matrix: dense, or CSR when sparse
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class Stage:
 
     name: str
     kind: str  # "lif" | "srm" | "readout"
-    weight: np.ndarray  # [n_out, n_in], float64
+    weight: Weight  # [n_out, n_in], float64: dense, or CSR (sp.csr_matrix) when sparse (``storage``)
     bias: np.ndarray  # [n_out], float64
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
@@ -64,6 +70,11 @@ class Stage:
     @property
     def graded(self) -> bool:
         return self.kind == "empf"
+
+    @property
+    def synapse(self) -> str:
+        """"sparse" (CSR weights, a Lava Sparse) or "dense" (a Lava Dense)."""
+        return "sparse" if sp.issparse(self.weight) else "dense"
 
 
 @dataclass(frozen=True)
@@ -91,47 +102,119 @@ def _pair(v: object) -> tuple[int, int]:
     return (int(a[0]), int(a[-1]))
 
 
-def _apply(name: str, node: object, x: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Apply one linear node to a batch ``x`` [N, *shape] (float64); return the batch and its new shape."""
-    import torch.nn.functional as F
+def _axis_taps(n_in: int, n_out: int, k: int, stride: int, pad: int) -> tuple[np.ndarray, ...]:
+    """Valid (output, input, tap) index triples of a sliding window on one axis: i = o·stride − pad + tap."""
+    o, tap = np.meshgrid(np.arange(n_out), np.arange(k), indexing="ij")
+    i = o * stride - pad + tap
+    ok = (i >= 0) & (i < n_in)
+    return o[ok], i[ok], tap[ok]
 
+
+def _window_taps(in_hw: tuple[int, ...], out_hw: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int],
+                 pad: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat (output position, input position, kernel tap) of every tap of a 2-D window that lands inside the input
+    (zero padding contributes nothing)."""
+    (oh, ih, th), (ow, iw, tw) = (_axis_taps(in_hw[d], out_hw[d], kernel[d], stride[d], pad[d]) for d in (0, 1))
+    return ((oh[:, None] * out_hw[1] + ow).ravel(), (ih[:, None] * in_hw[1] + iw).ravel(),
+            (th[:, None] * kernel[1] + tw).ravel())
+
+
+def _padding(name: str, node: object, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:
+    """Zero padding before the input on each axis (PyTorch's 'same' pads (k − 1)//2 before, the rest after)."""
+    pad = node.padding.decode() if isinstance(node.padding, bytes) else node.padding
+    if pad == "valid":
+        return (0, 0)
+    if pad == "same":
+        if stride != (1, 1):
+            raise _unsupported(name, node, "padding 'same' needs stride 1")
+        return ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
+    return _pair(pad)
+
+
+def _operator(name: str, node: object, shape: tuple[int, ...], out_shape: tuple[int, ...]
+              ) -> tuple[Weight | None, np.ndarray | None]:
+    """One linear node as (M, c) with y = M·x + c on C-order flattened vectors (None: identity, no bias).
+
+    Affine/Linear give their dense W; Conv2d y[o, p] = Σ_{i, tap} W[o, i, tap]·x[i, p·s − pad + tap] + b[o] and
+    2-D pooling y[c, p] = g·Σ_tap x[c, p·s − pad + tap] (g = 1 sum, 1/(k_h·k_w) average, zero padding counted)
+    give CSR matrices built from their window taps, so a dense [n_out, n_in] matrix never exists.
+    """
     if isinstance(node, nir.Flatten):
-        return x.reshape(x.shape[0], -1), (math.prod(shape),)
+        return None, None
     if isinstance(node, (nir.Affine, nir.Linear)):
         w = np.asarray(node.weight, dtype=np.float64)
         if w.shape[1] != math.prod(shape):
             raise _unsupported(name, node, f"weight {w.shape} does not take an input of shape {shape}")
-        y = x.reshape(x.shape[0], -1) @ w.T
-        if isinstance(node, nir.Affine):
-            y = y + np.asarray(node.bias, dtype=np.float64).reshape(-1)
-        return y, (w.shape[0],)
+        bias = np.asarray(node.bias, dtype=np.float64).reshape(-1) if isinstance(node, nir.Affine) else None
+        return w, None if bias is None else np.broadcast_to(bias, (w.shape[0],))
     if len(shape) != 3:
         raise _unsupported(name, node, f"needs a (C, H, W) input, got shape {shape}")
-    t = torch.from_numpy(x.reshape(x.shape[0], *shape))
+    n_in, n_out = math.prod(shape[1:]), math.prod(out_shape[1:])
     if isinstance(node, nir.Conv2d):
         if node.groups != 1 or _pair(node.dilation) != (1, 1):
             raise _unsupported(name, node, "only groups=1, dilation=1 convolutions are supported")
-        pad = node.padding if isinstance(node.padding, str) else _pair(node.padding)
-        bias = None if node.bias is None else torch.from_numpy(np.asarray(node.bias, np.float64).reshape(-1))
-        y = F.conv2d(t, torch.from_numpy(np.asarray(node.weight, np.float64)), bias,
-                     stride=_pair(node.stride), padding=pad)
-    else:
-        k, s, p = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
-        y = F.avg_pool2d(t, k, s, p, count_include_pad=True)
-        if isinstance(node, nir.SumPool2d):
-            y = y * (k[0] * k[1])
-    return y.numpy(), tuple(y.shape[1:])
+        w = np.asarray(node.weight, dtype=np.float64)
+        kernel, stride = (w.shape[2], w.shape[3]), _pair(node.stride)
+        out, inp, tap = _window_taps(shape[1:], out_shape[1:], kernel, stride, _padding(name, node, kernel, stride))
+        co, ci = np.arange(w.shape[0])[:, None, None], np.arange(w.shape[1])[None, :, None]
+        rows, cols = np.broadcast_arrays(co * n_out + out, ci * n_in + inp)
+        vals = w.reshape(w.shape[0], w.shape[1], -1)[:, :, tap]
+        m = sp.csr_matrix((vals.ravel(), (rows.ravel(), cols.ravel())), shape=(w.shape[0] * n_out, shape[0] * n_in))
+        bias = None if node.bias is None else np.repeat(
+            np.broadcast_to(np.asarray(node.bias, np.float64).reshape(-1), (w.shape[0],)), n_out)
+        return m, bias
+    kernel, stride, pad = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+    out, inp, _ = _window_taps(shape[1:], out_shape[1:], kernel, stride, pad)
+    c = np.arange(shape[0])[:, None]
+    gain = 1.0 if isinstance(node, nir.SumPool2d) else 1.0 / (kernel[0] * kernel[1])
+    rows, cols = np.broadcast_arrays(c * n_out + out, c * n_in + inp)
+    return sp.csr_matrix((np.full(rows.size, gain), (rows.ravel(), cols.ravel())),
+                         shape=(shape[0] * n_out, shape[0] * n_in)), None
 
 
-def _compose(chain: list[tuple[str, object]], in_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, tuple]:
-    """The affine map of a chain of linear nodes as (A [n_out, n_in], b [n_out], out_shape)."""
-    n_in = math.prod(in_shape)
-    x = np.concatenate([np.zeros((1, n_in)), np.eye(n_in)]).reshape(n_in + 1, *in_shape)
-    shape = in_shape
+def _product(m: Weight, a: Weight) -> Weight:
+    """m·a; CSR only when both factors are (a dense factor makes the product dense)."""
+    if sp.issparse(m) and sp.issparse(a):
+        return sp.csr_matrix(m @ a)
+    if sp.issparse(a):
+        return np.asarray((a.T @ m.T).T)
+    return np.asarray(m @ a)
+
+
+def storage(a: Weight) -> Weight:
+    """The composed matrix as CSR when fewer than ``SPARSE_MAX_DENSITY`` of its entries are non-zero, else dense."""
+    nnz = a.count_nonzero() if sp.issparse(a) else int(np.count_nonzero(a))
+    if nnz < SPARSE_MAX_DENSITY * math.prod(a.shape):
+        a = sp.csr_matrix(a)
+        a.eliminate_zeros()
+        return a
+    return a.toarray() if sp.issparse(a) else a
+
+
+def scale_rows(a: Weight, g: np.ndarray) -> Weight:
+    """diag(g)·a, one product per entry (same values for dense and CSR)."""
+    g = np.broadcast_to(np.asarray(g, dtype=np.float64).reshape(-1), (a.shape[0],))
+    if not sp.issparse(a):
+        return a * g[:, None]
+    out = a.copy()
+    out.data = out.data * np.repeat(g, np.diff(out.indptr))
+    return out
+
+
+def _compose(chain: list[tuple[str, object]], in_shape: tuple[int, ...], shapes: dict[str, tuple[int, ...]]
+             ) -> tuple[Weight, np.ndarray, tuple[int, ...]]:
+    """The affine map of a chain of linear nodes as (A [n_out, n_in], b [n_out], out_shape): A = M_k·…·M_1,
+    b = M_k(…(M_2·c_1 + c_2)…) + c_k, kept CSR while every factor is (``storage`` then picks the format)."""
+    a, b, shape = None, np.zeros(math.prod(in_shape)), in_shape
     for name, node in chain:
-        x, shape = _apply(name, node, x, shape)
-    y = x.reshape(n_in + 1, -1)
-    return (y[1:] - y[0]).T.copy(), y[0].copy(), shape
+        m, c = _operator(name, node, shape, shapes[name])
+        if m is not None:
+            a = m if a is None else _product(m, a)
+            b = np.asarray(m @ b).reshape(-1)
+        if c is not None:
+            b = b + c
+        shape = shapes[name]
+    return storage(sp.identity(b.size, format="csr") if a is None else a), b, shape
 
 
 def _uniform(name: str, node: object, value: object, what: str) -> float:
@@ -240,10 +323,10 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
         if stages and not stages[-1].spiking:
             raise _unsupported(cur, node, "nothing may follow the readout integrator")
         params, gain, offset = _neuron(cur, node, interp)
-        a, b, out_shape = _compose(chain, shape)
+        a, b, out_shape = _compose(chain, shape, checked.shapes)
         if math.prod(out_shape) != a.shape[0]:
             raise _unsupported(cur, node, f"input of shape {out_shape} does not match the neuron")
-        stages.append(Stage(weight=a * gain[:, None], bias=b * gain + offset, in_shape=shape,
+        stages.append(Stage(weight=scale_rows(a, gain), bias=b * gain + offset, in_shape=shape,
                             out_shape=out_shape, **params))
         chain, shape = [], out_shape
     if chain or not stages:

@@ -13,7 +13,8 @@ the Dense exponent fixed at 0 (the first stage: the graded input's q). What that
 
 which is exactly the arithmetic of ``snnchip.hw_sim.chip`` on the same ``Deployment``. Every chain of
 linear nodes (Affine, Conv2d, pooling, Flatten) is written as one composed ``dense`` layer over the
-C-order flattened input, so the file has no conv/flatten layers and no transposes to get wrong.
+C-order flattened input, so the file has no conv/flatten layers and no transposes to get wrong (a stage the
+Loihi target keeps sparse, CSR, is written densified: netx's dense layer is the only one that reads our integers).
 
 Refused, naming the layer: reset other than zero or a compare other than ``>`` (netx's LIF), non-zero
 biases (netx applies ``bias_mant`` from Lava step 1, k steps before layer k's first input, so the
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import nir
 import numpy as np
+import scipy.sparse as sp
 
 from snnchip.atomic import atomic_path
 from snnchip.errors import UnsupportedNodeError
@@ -88,6 +90,10 @@ def netx_deployment(graph: nir.NIRGraph, interpretation: Interpretation | None =
     return dep
 
 
+def _dense(w: np.ndarray | sp.spmatrix) -> np.ndarray:
+    return w.toarray() if sp.issparse(w) else w
+
+
 def check_weights(dep: Deployment) -> None:
     """Refuse integer weight matrices lava-dl 0.6.0's ``optimize_weight_bits`` mis-reads.
 
@@ -96,10 +102,11 @@ def check_weights(dep: Deployment) -> None:
     matrix, answers by truncating every weight to zero.
     """
     for q in dep.qnet.stages:
-        if not q.weight.any():
+        w = _dense(q.weight)
+        if not w.any():
             raise _refuse(q.name, "all its weights quantize to 0, which netx's loader cannot read",
                           "check the trained weights or use `--target loihi`")
-        if q.weight.max() == 0:
+        if w.max() == 0:
             raise _refuse(q.name, "its weights are all ≤ 0 with some equal to 0; lava-dl 0.6.0's netx reads such "
                                   "a matrix as 9-bit mixed-sign and Lava then truncates every weight to zero",
                           "use `--target loihi`")
@@ -135,7 +142,7 @@ def write_netx(dep: Deployment, path: str | os.PathLike) -> Path:
             g.create_dataset("shape", data=np.array([q.weight.shape[0]]))
             g.create_dataset("inFeatures", data=q.weight.shape[1])
             g.create_dataset("outFeatures", data=q.weight.shape[0])
-            g.create_dataset("weight", data=q.weight.astype(np.int64))
+            g.create_dataset("weight", data=_dense(q.weight).astype(np.int64))
             neuron = g.create_group("neuron")
             _string(neuron, "type", "CUBA")
             neuron.create_dataset("iDecay", data=DECAY_UNITY)

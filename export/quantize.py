@@ -3,9 +3,11 @@
 Equations (docs/loihi-fixed-point.md has the derivation). Each stage gets a scale c > 0: a real
 membrane value x is the 24-bit integer V = 64·c·x (Lava shifts activations and thresholds by 2^6).
 
-- weights: Dense mantissas m (8 bits; mixed sign: even values in [−256, 254] because Lava drops the
+- weights: Dense/Sparse mantissas m (8 bits; mixed sign: even values in [−256, 254] because Lava drops the
   lowest bit; excitatory [0, 255]; inhibitory [−255, 0]) and a shared exponent e ≤ 0 with
-  m·2^e ≈ c·W. Lava's Dense sends a = (Σ m·s) << e (>> −e for e < 0, rounding toward −∞).
+  m·2^e ≈ c·W. Lava's Dense and Sparse send a = (Σ m·s) << e (>> −e for e < 0, rounding toward −∞).
+  A CSR stage is quantized entry by entry on its stored values (``weight_values``), which gives the
+  mantissas the dense matrix would get (its zeros quantize to 0 either way) and keeps the pattern.
 - threshold: vth = c·θ, an integer ≤ 2^17 − 1 (c is adjusted so that c·θ is exact).
 - leak: dv = round(4096·(1 − λ)) (12 bits); no current state (du = 4095), except for the SRM
   (kind ``srm``, our CubaLIF): du = round(4096·(1 − λ_syn)) ∈ [0, 4096], the current decays by
@@ -33,9 +35,10 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from snnchip.errors import QuantizationError
-from snnchip.export.lowering import LoweredNet, Stage
+from snnchip.export.lowering import LoweredNet, Stage, Weight
 
 V_MAX = 2**23 - 1  # 24-bit signed state
 VTH_MAX = 2**17 - 1
@@ -58,7 +61,7 @@ class QStage:
     kind: str  # "lif" | "srm" | "readout"
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
-    weight: np.ndarray  # int32 Dense weights [n_out, n_in], exact under Lava's sign-mode truncation
+    weight: Weight  # int32 [n_out, n_in] (dense, or CSR for a Lava Sparse), exact under Lava's sign-mode truncation
     weight_exp: int
     bias: np.ndarray  # int32 [n_out], activation units (V += 64·bias each step)
     num_message_bits: int  # 24 for the graded input of the first stage, else 0 (binary spikes)
@@ -80,6 +83,11 @@ class QStage:
     def graded(self) -> bool:
         return self.kind == "empf"
 
+    @property
+    def synapse(self) -> str:
+        """"sparse" (CSR weights, a Lava Sparse) or "dense" (a Lava Dense)."""
+        return "sparse" if sp.issparse(self.weight) else "dense"
+
 
 @dataclass(frozen=True)
 class QuantizedNet:
@@ -92,11 +100,32 @@ class QuantizedNet:
     report: list[dict] = field(default_factory=list)
 
 
-def mantissa_range(weight: np.ndarray) -> tuple[int, int, int]:
-    """(lowest, highest, step) of the 8-bit mantissa grid for this weight matrix's sign mode."""
-    if weight.size and weight.min() < 0 < weight.max():
+def weight_values(weight: Weight) -> np.ndarray:
+    """The entries that may be non-zero: the whole of a dense matrix, the stored entries of a CSR one."""
+    return weight.data if sp.issparse(weight) else np.asarray(weight)
+
+
+def _with_values(weight: Weight, values: np.ndarray) -> Weight:
+    """A matrix of ``weight``'s layout (dense, or CSR with its sparsity pattern) holding ``values``."""
+    return sp.csr_matrix((values, weight.indices, weight.indptr), shape=weight.shape) if sp.issparse(weight) \
+        else values
+
+
+def _row_abs_sum(weight: Weight) -> np.ndarray:
+    """Σ_j |W_ij| per row [n_out] (float64)."""
+    if sp.issparse(weight):
+        rows = np.repeat(np.arange(weight.shape[0]), np.diff(weight.indptr))
+        return np.bincount(rows, weights=np.abs(weight.data.astype(np.float64)), minlength=weight.shape[0])
+    return np.abs(np.asarray(weight, np.float64)).sum(axis=1)
+
+
+def mantissa_range(weight: Weight) -> tuple[int, int, int]:
+    """(lowest, highest, step) of the 8-bit mantissa grid for this weight matrix's sign mode (zeros count as ≥ 0
+    and ≤ 0, as in Lava's ``determine_sign_mode``)."""
+    v = weight_values(weight)
+    if v.min(initial=0) < 0 < v.max(initial=0):
         return -256, 254, 2
-    if weight.size and weight.max() <= 0 and weight.min() < 0:
+    if v.min(initial=0) < 0:
         return -255, 0, 1
     return 0, 255, 1
 
@@ -114,7 +143,7 @@ def to_mantissa(y: np.ndarray, lo: int, hi: int, step: int) -> tuple[np.ndarray,
     return np.clip(m, lo, hi).astype(np.int64), (m < lo) | (m > hi)
 
 
-def dequantize_weight(q: QStage, input_frac_bits: int = 0) -> np.ndarray:
+def dequantize_weight(q: QStage, input_frac_bits: int = 0) -> Weight:
     """Real weights the chip applies: Ŵ = m·2^e/c (the first stage's e includes −q of its graded input)."""
     e = q.weight_exp + (input_frac_bits if q.num_message_bits else 0)
     return q.weight.astype(np.float64) * 2.0**e / q.scale
@@ -127,7 +156,8 @@ def encode_input(x: np.ndarray, frac_bits: int) -> np.ndarray:
 
 
 def _candidate(stage: Stage, c: float, exp: int | None = None) -> tuple[float, dict]:
-    w, b = stage.weight, stage.bias
+    """Quantize at scale c: (score = the largest weight/bias/threshold error, parameters and error summary)."""
+    w, b = weight_values(stage.weight), stage.bias
     lo, hi, step = mantissa_range(w)
     vth = 0
     if stage.spiking:
@@ -139,11 +169,28 @@ def _candidate(stage: Stage, c: float, exp: int | None = None) -> tuple[float, d
     w_hat = m * 2.0**e / c
     bq = np.round(b * c)
     werr = np.abs(w - w_hat)
-    berr = np.abs(b - bq / c)
-    score = max(float(werr.max(initial=0.0)), float(berr.max(initial=0.0)))
+    errors = dict(clipped=int(clipped.sum()), werr_max=float(werr.max(initial=0.0)), werr_sum=float(werr.sum()),
+                  berr_max=float(np.abs(b - bq / c).max(initial=0.0)))
+    score = max(errors["werr_max"], errors["berr_max"])
     if stage.spiking:
         score = max(score, abs(stage.theta - vth / c))
-    return score, dict(c=c, e=e, m=m, vth=vth, bq=bq, clipped=clipped, werr=werr, berr=berr)
+    return score, dict(c=c, e=e, m=_with_values(stage.weight, m), vth=vth, bq=bq, errors=errors)
+
+
+def _error_report(errors: dict, n: int, unit: float = 1.0) -> dict:
+    """The report's weight and bias errors over all n = n_out·n_in entries (a CSR stage's zeros are exact), in
+    real units divided by ``unit``."""
+    return dict(clipped_fraction=errors["clipped"] / n if n else 0.0, max_abs_weight_error=errors["werr_max"] / unit,
+                mean_abs_weight_error=errors["werr_sum"] / n / unit if n else 0.0,
+                max_abs_bias_error=errors["berr_max"] / unit)
+
+
+def _int32(m: Weight) -> Weight:
+    """The mantissas as int32 (CSR: explicit zeros dropped, so nnz counts the synapses)."""
+    m = m.astype(np.int32)
+    if sp.issparse(m):
+        m.eliminate_zeros()
+    return m
 
 
 def _fit_scale(w: np.ndarray, lo: int, hi: int) -> float:
@@ -160,8 +207,8 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
     ``weight_exp`` fixes the Dense exponent the stage is deployed with (netx: 0, its files hold the
     effective integer weights); c is then the largest candidate ≤ c_head whose mantissas fit at it.
     """
-    w, b = stage.weight, stage.bias
-    row = float((np.abs(w).sum(axis=1) * x_max + np.abs(b)).max(initial=0.0))
+    w, b = weight_values(stage.weight), stage.bias
+    row = float((_row_abs_sum(stage.weight) * x_max + np.abs(b)).max(initial=0.0))
     if T is None and not stage.spiking:
         raise QuantizationError(f"stage {stage.name!r}: the readout's 24-bit headroom needs T; pass T")
     lam = stage.lam if stage.spiking else 1.0
@@ -192,7 +239,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
     _, best = min((_candidate(stage, c, exp) for c in cands), key=lambda sc: sc[0])
     c, e, m, vth, bq = best["c"], best["e"], best["m"], best["vth"], best["bq"]
     if frac_bits is not None:
-        worst = float(np.abs(m).sum(axis=1).max(initial=0)) * x_max * 2.0**frac_bits
+        worst = float(_row_abs_sum(m).max(initial=0)) * x_max * 2.0**frac_bits
         if worst > INT32_MAX:
             raise QuantizationError(f"stage {stage.name!r}: graded input sum up to {worst:.3g} overflows Lava's "
                                     f"int32 Dense accumulator; lower input_frac_bits (now {frac_bits})")
@@ -204,19 +251,16 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
             f"stage {stage.name!r}: worst-case membrane over T={T} steps is {full:.4g} (real) = "
             f"{ACT_SHIFT_SCALE * c * full:.4g} (int) > 2^23 − 1; it saturates if inputs stay maximal"), stacklevel=3)
     q = QStage(name=stage.name, kind=stage.kind, in_shape=stage.in_shape, out_shape=stage.out_shape,
-               weight=m.astype(np.int32), weight_exp=int(e - (frac_bits or 0)), bias=bq.astype(np.int32),
+               weight=_int32(m), weight_exp=int(e - (frac_bits or 0)), bias=bq.astype(np.int32),
                num_message_bits=MESSAGE_BITS if frac_bits is not None else 0, dv=int(dv), vth=int(vth),
                scale=float(c), reset=stage.reset, spike=stage.spike, du=int(du))
-    werr, n = best["werr"], w.size
     report = dict(
-        stage=stage.name, kind=stage.kind, neurons=int(w.shape[0]), synapses=int(np.count_nonzero(m)),
+        stage=stage.name, kind=stage.kind, synapse=q.synapse, neurons=int(stage.weight.shape[0]),
+        synapses=int(np.count_nonzero(weight_values(m))),
         scale=float(c), weight_exp=int(e), vth=int(vth), dv=int(dv), lam=float(lam),
         lam_q=1 - dv / DECAY_UNITY, du=int(du), lam_syn=float(lam_syn), lam_syn_q=1 - du / DECAY_UNITY,
         theta=float(stage.theta) if stage.spiking else None,
-        theta_q=vth / c if stage.spiking else None,
-        clipped_fraction=float(best["clipped"].sum() / n) if n else 0.0,
-        max_abs_weight_error=float(werr.max(initial=0.0)), mean_abs_weight_error=float(werr.mean()) if n else 0.0,
-        max_abs_bias_error=float(best["berr"].max(initial=0.0)),
+        theta_q=vth / c if stage.spiking else None, **_error_report(best["errors"], math.prod(stage.weight.shape)),
         state_bound_int=float(ACT_SHIFT_SCALE * c * one_step), state_bound_T_int=float(ACT_SHIFT_SCALE * c * full),
         may_saturate=bool(may_saturate),
     )
@@ -236,7 +280,7 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: float, frac_bits: int | Non
     a_max = float(np.abs(a).max(initial=0.0)) or 1.0
     ka = math.ceil(math.log2(a_max))
     w, b = stage.weight * 2.0**ka, stage.bias * 2.0**ka
-    row = float((np.abs(stage.weight).sum(axis=1) * x_max + np.abs(stage.bias)).max(initial=0.0))
+    row = float((_row_abs_sum(stage.weight) * x_max + np.abs(stage.bias)).max(initial=0.0))
     lam_max = float(np.abs(lam).max(initial=0.0))
     bound = float(np.abs(theta).max(initial=0.0)) + (a_max * row + float(np.abs(off).max(initial=0.0))) * sum(
         lam_max**k for k in range(T))
@@ -253,7 +297,7 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: float, frac_bits: int | Non
     _, best = _candidate(proxy, c)
     e, m, bq = best["e"], best["m"], best["bq"]
     if frac_bits is not None:
-        worst = float(np.abs(m).sum(axis=1).max(initial=0)) * x_max * 2.0**frac_bits
+        worst = float(_row_abs_sum(m).max(initial=0)) * x_max * 2.0**frac_bits
         if worst > INT32_MAX:
             raise QuantizationError(f"stage {stage.name!r}: graded input sum up to {worst:.3g} overflows Lava's "
                                     f"int32 Dense accumulator; lower the input frac bits (now {frac_bits})")
@@ -261,22 +305,20 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: float, frac_bits: int | Non
                 theta=np.round(ACT_SHIFT_SCALE * c * theta), offset=np.round(ACT_SHIFT_SCALE * c * off))
     ints = {k: np.clip(v, -V_MAX, V_MAX + 1).astype(np.int64) for k, v in ints.items()}
     q = QStage(name=stage.name, kind="empf", in_shape=stage.in_shape, out_shape=stage.out_shape,
-               weight=m.astype(np.int32), weight_exp=int(e - (frac_bits or 0)), bias=bq.astype(np.int32),
+               weight=_int32(m), weight_exp=int(e - (frac_bits or 0)), bias=bq.astype(np.int32),
                num_message_bits=MESSAGE_BITS if frac_bits is not None else 0, dv=0, vth=0, scale=float(c),
                reset="subtract", spike="ge", shift=int(ACT_SHIFT + round(math.log2(c)) - SPIKE_FRAC_BITS),
                spike_frac_bits=SPIKE_FRAC_BITS, tables=ints)
-    werr, n = best["werr"] / 2.0**ka, w.size
     err = lambda x, xq: float(np.abs(x - xq).max(initial=0.0))  # noqa: E731
     report = dict(
-        stage=stage.name, kind="empf", neurons=int(w.shape[0]), synapses=int(np.count_nonzero(m)), scale=float(c),
+        stage=stage.name, kind="empf", synapse=q.synapse, neurons=int(w.shape[0]),
+        synapses=int(np.count_nonzero(weight_values(m))), scale=float(c),
         weight_exp=int(e), vth=0, dv=0, lam=None, lam_q=None, theta=None, theta_q=None, input_scale_exp=ka,
         max_abs_lam_error=err(lam, ints["lam"] / DECAY_UNITY),
         max_abs_input_scale_error=err(a, ints["scale"] * 2.0**ka / DECAY_UNITY),
         max_abs_theta_error=err(theta, ints["theta"] / (ACT_SHIFT_SCALE * c)),
         max_abs_reset_offset_error=err(off, ints["offset"] / (ACT_SHIFT_SCALE * c)),
-        clipped_fraction=float(best["clipped"].sum() / n) if n else 0.0,
-        max_abs_weight_error=float(werr.max(initial=0.0)), mean_abs_weight_error=float(werr.mean()) if n else 0.0,
-        max_abs_bias_error=float(best["berr"].max(initial=0.0)) / 2.0**ka,
+        **_error_report(best["errors"], math.prod(w.shape), 2.0**ka),
         state_bound_int=float(ACT_SHIFT_SCALE * c * bound), state_bound_T_int=float(ACT_SHIFT_SCALE * c * bound),
         may_saturate=False, graded_spike_bound=spike_bound,
     )

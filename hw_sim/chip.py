@@ -1,8 +1,8 @@
 """Bit-exact, batched NumPy simulator of a deployment's Lava fixed-point process graph.
 
 It evaluates exactly the arithmetic of the processes ``snnchip.deploy`` instantiates (Lava's
-Dense, Lava's LIF, our SubLIF, CubaLIF (SRM) and Integrator: ``snnchip.deploy.fixed_point``), for a whole batch at
-once. Stage k (1-based) at software step t sees
+Dense or Sparse (a CSR stage: scipy sparse product), Lava's LIF, our SubLIF, CubaLIF (SRM), EMPF and Integrator:
+``snnchip.deploy.fixed_point``), for a whole batch at once. Stage k (1-based) at software step t sees
     a = dense(w, e, x_{k-1}[t]) + bias·[t ≤ T],   x_0 = graded input round(x·2^q), x_k = spikes of stage k
 (x_k = the graded messages of an EM-PF stage, whose tables' row t applies at step t ≤ T), which is what
 Lava computes at Lava step t + k (one step of latency per Dense; biases are injected

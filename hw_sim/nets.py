@@ -1,7 +1,7 @@
 """Small NIR graphs in our schema (docs/nir-schema.md) for benchmarks and tests, with random weights.
 
 ``mlp_graph`` builds input → (Affine → LIF)* → Affine → I (readout) → output; ``conv_graph`` builds
-input → Conv2d → LIF → SumPool2d/AvgPool2d → Flatten → Affine → I → output.
+input → (Conv2d → LIF → SumPool2d/AvgPool2d)+ → Flatten → Affine → I → output.
 """
 
 from __future__ import annotations
@@ -54,23 +54,31 @@ def mlp_graph(sizes: tuple[int, ...], T: int, seed: int = 0, lam: float = 0.5, t
     return _graph(nodes, order + ["output"], T)
 
 
-def conv_graph(in_shape: tuple[int, int, int] = (1, 8, 8), channels: int = 4, classes: int = 3, T: int = 4,
-               seed: int = 0, pool: str = "sum", lam: float = 0.5, reset: str = "subtract",
+def conv_graph(in_shape: tuple[int, int, int] = (1, 8, 8), channels: int | tuple[int, ...] = 4, classes: int = 3,
+               T: int = 4, seed: int = 0, pool: str = "sum", lam: float = 0.5, reset: str = "subtract",
                spike: str = "ge") -> nir.NIRGraph:
-    """Conv2d(3×3, padding 1) → LIF → 2×2 pool → Flatten → Affine → readout."""
+    """(Conv2d(3×3, padding 1) → LIF → 2×2 pool) per entry of ``channels`` → Flatten → Affine → readout.
+
+    With several conv layers, each pool and the next conv compose into one (sparse) stage.
+    """
     rng = np.random.default_rng(seed)
     c, h, w = in_shape
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
-    nodes["conv1"] = nir.Conv2d(input_shape=(h, w), weight=rng.normal(0, 0.6, (channels, c, 3, 3)), stride=1,
-                                padding=1, dilation=1, groups=1, bias=rng.normal(0, 0.1, channels))
-    nodes["conv1_neuron"] = neuron_node("conv1", (channels, h, w), lam, 1.0, reset, spike)
+    order = ["input"]
     pool_cls = nir.SumPool2d if pool == "sum" else nir.AvgPool2d
-    nodes["pool1"] = pool_cls(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))
-    nodes["flat"] = nir.Flatten(input_type={"input": np.array([channels, h // 2, w // 2])}, start_dim=0, end_dim=-1)
-    n_flat = channels * (h // 2) * (w // 2)
-    nodes["fc2"] = nir.Affine(weight=rng.normal(0, 1.0 / np.sqrt(n_flat), (classes, n_flat)),
-                              bias=rng.normal(0, 0.1, classes))
-    nodes["fc2_neuron"] = readout_node("fc2", classes)
+    widths = (channels,) if isinstance(channels, int) else tuple(channels)
+    for i, ch in enumerate(widths, start=1):
+        nodes[f"conv{i}"] = nir.Conv2d(input_shape=(h, w), weight=rng.normal(0, 0.6, (ch, c, 3, 3)), stride=1,
+                                       padding=1, dilation=1, groups=1, bias=rng.normal(0, 0.1, ch))
+        nodes[f"conv{i}_neuron"] = neuron_node(f"conv{i}", (ch, h, w), lam, 1.0, reset, spike)
+        nodes[f"pool{i}"] = pool_cls(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))
+        order += [f"conv{i}", f"conv{i}_neuron", f"pool{i}"]
+        c, h, w = ch, h // 2, w // 2
+    fc = f"fc{len(widths) + 1}"
+    nodes["flat"] = nir.Flatten(input_type={"input": np.array([c, h, w])}, start_dim=0, end_dim=-1)
+    n_flat = c * h * w
+    nodes[fc] = nir.Affine(weight=rng.normal(0, 1.0 / np.sqrt(n_flat), (classes, n_flat)),
+                           bias=rng.normal(0, 0.1, classes))
+    nodes[f"{fc}_neuron"] = readout_node(fc, classes)
     nodes["output"] = nir.Output(output_type={"output": np.array([classes])})
-    order = ["input", "conv1", "conv1_neuron", "pool1", "flat", "fc2", "fc2_neuron", "output"]
-    return _graph(nodes, order, T)
+    return _graph(nodes, order + ["flat", fc, f"{fc}_neuron", "output"], T)

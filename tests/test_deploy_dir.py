@@ -12,7 +12,7 @@ from snnchip import cli
 from snnchip.errors import DeployError
 from snnchip.export.loihi import deployment_from_graph, export_loihi, load_deploy
 from snnchip.hw_sim.chip import ChipSimulator
-from snnchip.hw_sim.nets import mlp_graph
+from snnchip.hw_sim.nets import conv_graph, mlp_graph
 
 
 @pytest.fixture
@@ -23,7 +23,8 @@ def deploy_dir(tmp_path):
 def test_directory_holds_float_graph_integer_params_and_manifest(deploy_dir):
     assert sorted(p.name for p in deploy_dir.iterdir()) == ["manifest.json", "model.nir", "params.npz"]
     man = json.loads((deploy_dir / "manifest.json").read_text())
-    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 1}
+    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 2}
+    assert [s["synapse"] for s in man["stages"]] == ["dense", "dense"]
     assert man["versions"]["lava-nc"] == "0.10.0" and man["T"] == 4
     assert man["latency"]["per_stage"] == {"fc1": 1, "fc2": 2} and man["input"]["frac_bits"] == 8
     assert man["resources"]["neurons"] == 11 and man["resources"]["per_stage"]["fc1"]["synapses"] <= 48
@@ -54,6 +55,41 @@ def test_missing_or_corrupt_files_raise_deploy_error(deploy_dir, tmp_path):
         load_deploy(deploy_dir)
     (deploy_dir / "model.nir").unlink()
     with pytest.raises(DeployError, match="missing model.nir"):
+        load_deploy(deploy_dir)
+
+
+def test_sparse_stages_are_stored_as_csr_arrays_and_round_trip(tmp_path):
+    graph = conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=4, seed=1)
+    out = export_loihi(graph, tmp_path / "conv")
+    man = json.loads((out / "manifest.json").read_text())
+    assert [s["synapse"] for s in man["stages"]] == ["sparse", "sparse", "dense"]
+    with np.load(out / "params.npz") as z:
+        assert "conv1/weight" not in z.files and "fc3/weight" in z.files
+        assert {f"conv2/weight/{k}" for k in ("data", "indices", "indptr", "shape")} <= set(z.files)
+        assert z["conv2/weight/data"].dtype == np.int32 and z["conv2/weight_float/data"].dtype == np.float64
+    dep, mem = load_deploy(out), deployment_from_graph(graph)
+    for a, b in zip(dep.qnet.stages + dep.net.stages, mem.qnet.stages + mem.net.stages, strict=True):
+        assert a.synapse == b.synapse
+        if a.synapse == "sparse":
+            assert a.weight.format == "csr" and (a.weight != b.weight).nnz == 0
+        else:
+            np.testing.assert_array_equal(a.weight, b.weight)
+    x = np.random.default_rng(0).uniform(0, 1, (4, 2, 1, 12, 12))
+    np.testing.assert_array_equal(ChipSimulator(dep).run(x).output_raw, ChipSimulator(mem).run(x).output_raw)
+
+
+def test_version_1_directories_are_read_and_unknown_versions_refused(deploy_dir):
+    """Version 1 (every stage dense, no ``synapse`` key) is still read; a newer version names the fix."""
+    man = json.loads((deploy_dir / "manifest.json").read_text())
+    ref = ChipSimulator(load_deploy(deploy_dir)).run(np.ones((4, 1, 6)))
+    v1 = {**man, "format": {**man["format"], "version": 1},
+          "stages": [{k: v for k, v in s.items() if k != "synapse"} for s in man["stages"]]}
+    (deploy_dir / "manifest.json").write_text(json.dumps(v1))
+    dep = load_deploy(deploy_dir)
+    assert [q.synapse for q in dep.qnet.stages] == ["dense", "dense"]
+    np.testing.assert_array_equal(ChipSimulator(dep).run(np.ones((4, 1, 6))).output_raw, ref.output_raw)
+    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 3}}))
+    with pytest.raises(DeployError, match=r"version this snnchip reads \(1, 2; found .*'version': 3.*snn-export"):
         load_deploy(deploy_dir)
 
 

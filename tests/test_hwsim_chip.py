@@ -5,6 +5,7 @@ from __future__ import annotations
 import nir
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from snnchip.deploy.fixed_point import dense_fixed, effective_weights
@@ -75,6 +76,20 @@ def test_dense_reproduces_lavas_weight_truncation():
     np.testing.assert_array_equal(effective_weights(np.array([[-203, -7]])), [[-203, -7]])
     s = np.array([[1, 0, 1]])
     np.testing.assert_array_equal(dense_fixed(effective_weights(w), -1, s), [[101, -1]])
+
+
+@pytest.mark.parametrize("sign", [1, -1, 0])
+def test_sparse_weights_give_the_dense_integers(sign):
+    """CSR (Lava Sparse) and dense (Lava Dense): same clip/truncation by sign mode, same exact sum and floor shift."""
+    rng = np.random.default_rng(4)
+    w = rng.integers(-256, 256, (7, 11)) * (rng.uniform(size=(7, 11)) < 0.3)
+    w = np.abs(w) if sign == 1 else -np.abs(w) if sign == -1 else w
+    csr = effective_weights(sp.csr_matrix(w))
+    assert sp.issparse(csr) and csr.nnz == np.count_nonzero(effective_weights(w))
+    np.testing.assert_array_equal(csr.toarray(), effective_weights(w))
+    for s in (rng.integers(0, 2, (3, 5, 11)).astype(bool), rng.integers(-2**20, 2**20, (4, 11))):
+        for e in (-7, 0, 3):
+            np.testing.assert_array_equal(dense_fixed(csr, e, s), dense_fixed(effective_weights(w), e, s))
 
 
 def test_bad_input_shape_names_the_expected_one():

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
+from types import SimpleNamespace
 
 import nir
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snnchip.errors import QuantizationError, UnsupportedNodeError
-from snnchip.export.lowering import Stage, lower
+from snnchip.export.lowering import SPARSE_MAX_DENSITY, Stage, lower
 from snnchip.export.quantize import (
     SaturationWarning,
     dequantize_weight,
@@ -115,6 +118,81 @@ def test_conv_pool_flatten_compose_to_the_same_affine_map():
     ref = pooled @ g.nodes["fc2"].weight.T + g.nodes["fc2"].bias
     np.testing.assert_allclose(s.reshape(3, -1) @ fc.weight.T + fc.bias, ref, atol=1e-12)
     assert conv.out_shape == (3, 6, 6) and fc.in_shape == (3, 6, 6)
+
+
+def _chain_graph(chain: list[tuple[str, object]], in_shape: tuple[int, ...], n_out: int) -> nir.NIRGraph:
+    """input -> chain -> IF neuron of n_out units -> output (a graph whose only stage is the chain's affine map)."""
+    nodes = {"input": nir.Input(input_type={"input": np.array(in_shape)}), **dict(chain),
+             "n": neuron_node("n", (n_out,), lam=1.0), "output": nir.Output(output_type={"output": np.array([n_out])})}
+    order = ["input", *[name for name, _ in chain], "n", "output"]
+    return nir.NIRGraph(nodes=nodes, edges=list(zip(order[:-1], order[1:], strict=False)),
+                        metadata={"snnchip": {"version": 1, "T": 2, "encoding": "direct"}})
+
+
+@pytest.mark.parametrize("kernel,stride,padding,pool", [
+    ((3, 3), 1, 1, ("sum", (2, 2), (2, 2), 0)), ((2, 3), 1, "same", ("avg", (3, 2), (2, 1), 1)),
+    ((3, 3), 2, 2, ("avg", (2, 2), (1, 1), 1)), ((1, 1), 1, "valid", None), ((5, 5), 2, 0, ("sum", (2, 2), (1, 1), 0))])
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+def test_conv_and_pooling_lower_to_sparse_operators_equal_to_torch(kernel, stride, padding, pool):
+    """A = M_pool·M_conv built from window taps (CSR, never a dense conv matrix) equals torch's conv2d/avg_pool2d."""
+    F = torch.nn.functional
+    rng = np.random.default_rng(3)
+    w, b = rng.normal(size=(3, 2, *kernel)), rng.normal(size=3)
+    chain = [("conv", nir.Conv2d(input_shape=(9, 8), weight=w, stride=stride, padding=padding, dilation=1, groups=1,
+                                 bias=b))]
+    x = torch.from_numpy(rng.uniform(-1, 1, (4, 2, 9, 8)))
+    ref = F.conv2d(x, torch.from_numpy(w), torch.from_numpy(b), stride=stride, padding=padding)
+    if pool is not None:
+        kind, k, s, p = pool
+        cls = nir.SumPool2d if kind == "sum" else nir.AvgPool2d
+        chain.append(("pool", cls(kernel_size=np.array(k), stride=np.array(s), padding=np.array([p, p]))))
+        ref = F.avg_pool2d(ref, k, s, p, count_include_pad=True) * (k[0] * k[1] if kind == "sum" else 1)
+    chain.append(("flat", nir.Flatten(input_type={"input": np.array(ref.shape[1:])}, start_dim=0, end_dim=-1)))
+    stage = lower(_chain_graph(chain, (2, 9, 8), ref[0].numel())).stages[0]
+    a = stage.weight.toarray() if stage.synapse == "sparse" else stage.weight
+    assert stage.synapse == ("sparse" if np.count_nonzero(a) < SPARSE_MAX_DENSITY * a.size else "dense")
+    np.testing.assert_allclose(x.numpy().reshape(4, -1) @ a.T + stage.bias, ref.numpy().reshape(4, -1), atol=1e-12)
+
+
+def _densified(net):
+    return dataclasses.replace(net, stages=tuple(dataclasses.replace(s, weight=s.weight.toarray())
+                                                 if s.synapse == "sparse" else s for s in net.stages))
+
+
+def _assert_same_integers(qa, qb):
+    for a, b in zip(qa.stages, qb.stages, strict=True):
+        wa = a.weight.toarray() if a.synapse == "sparse" else a.weight
+        np.testing.assert_array_equal(wa, b.weight, err_msg=a.name)
+        assert (a.weight_exp, a.scale, a.vth, a.dv, a.num_message_bits) == \
+            (b.weight_exp, b.scale, b.vth, b.dv, b.num_message_bits), a.name
+        np.testing.assert_array_equal(a.bias, b.bias)
+    for ra, rb in zip(qa.report, qb.report, strict=True):
+        assert ra["synapses"] == rb["synapses"] and ra["clipped_fraction"] == rb["clipped_fraction"] == 0.0
+        assert ra["max_abs_weight_error"] == rb["max_abs_weight_error"]
+        assert ra["max_abs_bias_error"] == rb["max_abs_bias_error"]
+        assert ra["mean_abs_weight_error"] == pytest.approx(rb["mean_abs_weight_error"], rel=1e-12)
+
+
+def test_sparse_and_dense_paths_quantize_a_convnet_bit_identically():
+    """The CSR stages of a conv -> pool -> conv -> pool -> flatten -> readout net, quantized on their stored values,
+    give the mantissas, exponents, scales, thresholds and report of the same stages quantized as dense matrices."""
+    net = lower(conv_graph(in_shape=(1, 12, 12), channels=(3, 4), classes=5, T=4, seed=2, pool="avg"))
+    assert [s.synapse for s in net.stages] == ["sparse", "sparse", "dense"]
+    _assert_same_integers(quantize(net), quantize(_densified(net)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), density=st.floats(0.0, 0.3), sign=st.sampled_from(["mixed", "pos", "neg"]),
+       scale=st.floats(1e-2, 1e2))
+def test_sparse_stage_quantizes_like_its_dense_matrix(seed, density, sign, scale):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, scale, (9, 13)) * (rng.uniform(size=(9, 13)) < density)
+    w = np.abs(w) if sign == "pos" else -np.abs(w) if sign == "neg" else w
+    stage = _stage(w, rng.normal(0, 0.1, 9))
+    qa, ra = quantize_stage(dataclasses.replace(stage, weight=sp.csr_matrix(w)), T=4, x_max=1.0, frac_bits=8)
+    qb, rb = quantize_stage(stage, T=4, x_max=1.0, frac_bits=8)
+    _assert_same_integers(SimpleNamespace(stages=[qa], report=[ra]), SimpleNamespace(stages=[qb], report=[rb]))
+    assert qa.synapse == "sparse" and qa.weight.nnz == np.count_nonzero(qb.weight) == ra["synapses"]
 
 
 def _foreign(reset_value=0.0, tau=4.0):

@@ -1,0 +1,38 @@
+"""Scaling: a two-conv net on 28×28 input lowers, quantizes and exports as CSR stages, never as dense matrices."""
+
+from __future__ import annotations
+
+import json
+import math
+import tracemalloc
+
+import numpy as np
+
+from snnchip.export.loihi import export_loihi, load_deploy
+from snnchip.hw_sim.chip import ChipSimulator
+from snnchip.hw_sim.nets import conv_graph
+
+
+def test_28x28_two_conv_net_exports_far_below_its_dense_size(tmp_path):
+    graph = conv_graph(in_shape=(1, 28, 28), channels=(8, 16), classes=10, T=4, seed=0)
+    tracemalloc.start()
+    try:
+        out = export_loihi(graph, tmp_path / "dep")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    dep = load_deploy(out)
+    conv1, conv2, fc = dep.qnet.stages
+    assert [q.synapse for q in dep.qnet.stages] == ["sparse", "sparse", "dense"]
+    assert json.loads((out / "manifest.json").read_text())["resources"]["per_stage"]["conv2"]["synapse"] == "sparse"
+    # conv1: 8 channels × 28·28 positions × at most 9 taps; pool1 + conv2: 16 × 14·14 × 8 channels × 9 taps × 4
+    assert conv1.weight.shape == (8 * 28 * 28, 28 * 28) and conv1.weight.nnz <= 8 * 784 * 9
+    assert conv2.weight.shape == (16 * 14 * 14, 8 * 28 * 28) and conv2.weight.nnz <= 16 * 196 * 8 * 9 * 4
+    dense_bytes = sum(math.prod(q.weight.shape) * (4 + 8) for q in (conv1, conv2))  # int32 + float64 matrices
+    stored = (out / "params.npz").stat().st_size
+    assert dense_bytes > 280e6 and stored < dense_bytes / 10  # 282 MB dense vs ≈ 17 MB of CSR arrays
+    assert peak < math.prod(conv2.weight.shape) * 8 / 2  # export never holds conv2's dense float64 matrix (157 MB)
+    assert conv2.weight.nnz == dep.manifest["resources"]["per_stage"]["conv2"]["synapses"]
+    x = np.random.default_rng(0).uniform(0, 1, (4, 1, 1, 28, 28))
+    res = ChipSimulator(dep).run(x)
+    assert res.spikes["conv1"].any() and res.spikes["conv2"].any() and res.output.shape == (4, 1, 10)
