@@ -1,15 +1,19 @@
 """A deployment as a Lava process graph, run sample by sample in ``Loihi2SimCfg``.
 
-Per stage k (1-based): ``Dense`` (latency 1) → neuron process (Lava ``LIF`` where exact, else our
-``SubLIF``; the SRM our ``CubaLIF``; the readout our ``Integrator``) → ``io.sink.RingBuffer`` recording its spikes. The
-input is an ``io.source.RingBuffer`` of graded spikes into the first Dense. A stage with a bias
+Per stage k (1-based): ``Dense`` (``Sparse`` for a stage with CSR weights; latency 1) → neuron process (Lava
+``LIF`` where exact, else our ``SubLIF``; the SRM our ``CubaLIF``; the readout our ``Integrator``) →
+``io.sink.RingBuffer`` recording its spikes. The input is an ``io.source.RingBuffer`` of graded spikes into the
+first Dense/Sparse. A stage with a bias
 gets its own source RingBuffer wired straight into the neuron's input, active at Lava steps
 k + 1 .. k + T only, so that the bias starts with the stage's first input (Lava's ``bias_mant``
 would act from step 1). Software step t of stage k is Lava step t + k; a sample runs T + depth
 steps. Between samples every state (u, v, Dense buffers) is set back to zero.
 
 fixed_pt uses the integer parameters (bit-exact with ``snnchip.hw_sim.chip``); floating_pt uses
-the float stages (weights W, bias b, dv = 1 − λ, vth = θ) on the same graph.
+the float stages (weights W, bias b, dv = 1 − λ, vth = θ) on the same graph. Lava's ``Sparse`` has the
+weight_exp / sign-mode / num_message_bits semantics of ``Dense`` (its bit-accurate model is Dense's with a
+CSR product), so the two are interchangeable per stage; its weights must be a ``scipy.sparse.csr_matrix``
+(Lava clips and truncates only ``spmatrix`` instances, not the newer ``csr_array``).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class _Graph:
     def __init__(self, dep: Deployment, fixed: bool, first: np.ndarray) -> None:
         lava_compat.import_lava()
         Dense = lava_compat.lava_module("proc.dense.process").Dense
+        Sparse = lava_compat.lava_module("proc.sparse.process").Sparse
         LIF = lava_compat.lava_module("proc.lif.process").LIF
         Source = lava_compat.lava_module("proc.io.source").RingBuffer
         Sink = lava_compat.lava_module("proc.io.sink").RingBuffer
@@ -74,17 +79,18 @@ class _Graph:
 
         T, steps = dep.T, dep.T + dep.depth
         self.source = Source(data=first)
-        self.denses, self.neurons, self.sinks = [], [], []
+        self.synapses, self.neurons, self.sinks = [], [], []
         prev = self.source.s_out
         for k, (st, q) in enumerate(zip(dep.net.stages, dep.qnet.stages, strict=True), start=1):
             n = q.weight.shape[0]
             kind = process_of(q)
+            Conn = Sparse if q.synapse == "sparse" else Dense
             if fixed:
-                dense = Dense(weights=q.weight.astype(np.int32), weight_exp=q.weight_exp,
-                              num_message_bits=q.num_message_bits)
+                conn = Conn(weights=q.weight.astype(np.int32), weight_exp=q.weight_exp,
+                            num_message_bits=q.num_message_bits)
                 bias, dv, vth = q.bias.astype(np.int64), q.dv, q.vth
             else:
-                dense = Dense(weights=st.weight, num_message_bits=q.num_message_bits)
+                conn = Conn(weights=st.weight, num_message_bits=q.num_message_bits)
                 bias, dv, vth = st.bias, 1.0 - st.lam, st.theta
             if kind == "lava.LIF":
                 neuron = LIF(shape=(n,), du=4095 if fixed else 1.0, dv=dv, vth=vth, bias_mant=0 if fixed else 0.0,
@@ -103,8 +109,8 @@ class _Graph:
                 neuron = SubLIF(shape=(n,), dv=dv, vth=vth, reset=q.reset, spike=q.spike, name=q.name)
             else:
                 neuron = Integrator(shape=(n,), name=q.name)
-            prev.connect(dense.s_in)
-            dense.a_out.connect(neuron.a_in)
+            prev.connect(conn.s_in)
+            conn.a_out.connect(neuron.a_in)
             if np.any(bias != 0):
                 schedule = np.zeros((n, steps), dtype=np.int64 if fixed else np.float64)
                 schedule[:, k:k + T] = bias[:, None]
@@ -116,13 +122,13 @@ class _Graph:
                 prev = neuron.s_out
             else:
                 self.sinks.append(None)
-            self.denses.append(dense)
+            self.synapses.append(conn)
             self.neurons.append(neuron)
 
     def reset(self, data: np.ndarray) -> None:
         self.source.data.set(data)
-        for dense, neuron in zip(self.denses, self.neurons, strict=True):
-            dense.a_buff.set(np.zeros(dense.a_buff.shape))
+        for conn, neuron in zip(self.synapses, self.neurons, strict=True):
+            conn.a_buff.set(np.zeros(conn.a_buff.shape))
             neuron.u.set(np.zeros(neuron.u.shape))
             neuron.v.set(np.zeros(neuron.v.shape))
             if "t" in neuron.vars.member_names:  # EMPF: its step counter picks the tables' row

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from snnchip.export.quantize import weight_values
+
 CORES_PER_CHIP = 128
 NEURONS_PER_CORE = 8192
 SYNAPSES_PER_CORE = 120_000_000 // CORES_PER_CHIP
@@ -35,15 +37,15 @@ WEIGHT_BITS = 8
 def layer_resources(deployment: Any) -> list[dict[str, Any]]:
     """Neurons, fan-in, synaptic connections (non-zero deployed weights) of each stage of a ``Deployment``.
 
-    Counts what is deployed: every stage is one Lava Dense [n_out, n_in] (conv, pooling and flatten are
-    merged into it, docs/loihi-fixed-point.md), so a connection is a non-zero integer weight.
+    Counts what is deployed: every stage is one Lava Dense or Sparse [n_out, n_in] (conv, pooling and flatten are
+    merged into it, docs/loihi-fixed-point.md), so a connection is a non-zero integer weight; a Sparse (CSR) stage
+    is counted from its stored entries (nnz), never densified, so the per-core synapse limit applies to convnets.
     """
     layers = []
     for q in deployment.qnet.stages:
-        w = np.asarray(q.weight)
-        nonzero = int(np.count_nonzero(w))
-        layers.append({"layer": q.name, "neurons": int(w.shape[0]), "fan_in": int(w.shape[1]),
-                       "connections": nonzero, "weights": nonzero})
+        nonzero = int(np.count_nonzero(weight_values(q.weight)))
+        layers.append({"layer": q.name, "synapse": q.synapse, "neurons": int(q.weight.shape[0]),
+                       "fan_in": int(q.weight.shape[1]), "connections": nonzero, "weights": nonzero})
     return layers
 
 

@@ -115,7 +115,10 @@ NETS = {
     "mlp-zero-gt-lava-lif": lambda: mlp_graph((6, 8, 3), T=6, seed=2, reset="zero", spike="gt", gain=2.5),
     "mlp-zero-ge-if": lambda: mlp_graph((6, 8, 3), T=6, seed=3, reset="zero", lam=1.0, gain=2.5),
     "conv-pool-flatten": lambda: conv_graph(in_shape=(1, 6, 6), channels=2, classes=3, T=4, seed=4),
+    # conv1 and pool1+conv2 are CSR stages (Lava Sparse), pool2+flatten+fc3 a dense one
+    "conv-pool-conv-pool-flatten": lambda: conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=4, seed=4),
 }
+SPARSE_NET = "conv-pool-conv-pool-flatten"
 
 
 @pytest.mark.parametrize("name", list(NETS))
@@ -128,6 +131,24 @@ def test_chip_simulator_equals_lava_fixed_pt_every_step(name):
     assert sum(int(s.sum()) for s in sim.spikes.values()) > 0
     if name == "mlp-zero-gt-lava-lif":
         assert [s["process"] for s in dep.manifest["stages"]] == ["lava.LIF", "snnchip.Integrator"]
+    if name == SPARSE_NET:
+        assert [q.synapse for q in dep.qnet.stages] == ["sparse", "sparse", "dense"]
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_sparse_stages_build_lava_sparse_processes(fixed):
+    """The graph deploy builds has a Lava Sparse per CSR stage (weights an spmatrix: Lava clips and truncates those)."""
+    from scipy.sparse import spmatrix
+
+    from snnchip.deploy.network import _Graph
+
+    dep = deployment_from_graph(NETS[SPARSE_NET]())
+    graph = _Graph(dep, fixed, np.zeros((144, dep.T + dep.depth)))
+    assert [type(p).__name__ for p in graph.synapses] == ["Sparse", "Sparse", "Dense"]
+    for proc, q, st in zip(graph.synapses[:2], dep.qnet.stages, dep.net.stages, strict=False):
+        w, ref = proc.weights.init, (q.weight if fixed else st.weight)
+        assert isinstance(w, spmatrix) and w.shape == ref.shape and (w != ref).nnz == 0
+        assert proc.proc_params.get("weight_exp", 0) == (q.weight_exp if fixed else 0)
 
 
 def test_saturating_network_is_bit_exact():
@@ -144,14 +165,21 @@ def test_saturating_network_is_bit_exact():
     assert any((np.abs(s["v"]) == V_LIM).any() for s in sim.states.values()), "the test must saturate"
 
 
-@pytest.mark.parametrize("reset,spike", [("subtract", "ge"), ("zero", "gt")])
-def test_floating_pt_network_equals_float_equations_and_leaves_nothing_behind(reset, spike):
-    dep = deployment_from_graph(mlp_graph((6, 8, 3), T=5, seed=8, gain=2.5, reset=reset, spike=spike))
-    x = np.random.default_rng(9).uniform(0, 1, (5, 2, 6))
+FLOAT_NETS = {
+    "mlp-subtract-ge": lambda: mlp_graph((6, 8, 3), T=5, seed=8, gain=2.5),
+    "mlp-zero-gt": lambda: mlp_graph((6, 8, 3), T=5, seed=8, gain=2.5, reset="zero", spike="gt"),
+    "conv-sparse": lambda: conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=5, seed=8),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOAT_NETS))
+def test_floating_pt_network_equals_float_equations_and_leaves_nothing_behind(name):
+    dep = deployment_from_graph(FLOAT_NETS[name]())
+    x = np.random.default_rng(9).uniform(0, 1, (5, 2, *dep.qnet.input_shape))
     shm_before = set(glob.glob("/dev/shm/psm_*"))
     res = build(dep).run(x, cfg="floating_pt")
     assert multiprocessing.active_children() == [] and set(glob.glob("/dev/shm/psm_*")) - shm_before == set()
-    feed = x
+    feed = x.reshape(5, 2, -1)
     for st in dep.net.stages:
         v, outs = np.zeros((2, st.weight.shape[0])), []
         for t in range(5):
@@ -164,8 +192,9 @@ def test_floating_pt_network_equals_float_equations_and_leaves_nothing_behind(re
                 outs.append(v)
         feed = np.array(outs)
         if st.spiking:
-            np.testing.assert_array_equal(res.spikes[st.name], feed.astype(bool))
+            np.testing.assert_array_equal(res.spikes[st.name].reshape(feed.shape), feed.astype(bool))
     np.testing.assert_allclose(res.output, feed, atol=1e-9)
+    assert all(s.any() for s in res.spikes.values())
     assert res.output_raw is None
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from snnchip.export.loihi import deployment_from_graph
 from snnchip.hw_sim import resources
-from snnchip.hw_sim.nets import mlp_graph
+from snnchip.hw_sim.nets import conv_graph, mlp_graph
 
 
 def test_counts_are_the_deployed_dense_matrices():
@@ -18,6 +18,16 @@ def test_counts_are_the_deployed_dense_matrices():
         assert (la["neurons"], la["fan_in"]) == q.weight.shape
         assert la["connections"] == la["weights"] == int(np.count_nonzero(q.weight))
     assert layers[0]["neurons"] == 5 and layers[1]["neurons"] == 3
+
+
+def test_sparse_stages_count_their_stored_nonzeros():
+    dep = deployment_from_graph(conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=3, seed=1))
+    layers = resources.layer_resources(dep)
+    assert [la["synapse"] for la in layers] == ["sparse", "sparse", "dense"]
+    for la, q in zip(layers, dep.qnet.stages, strict=True):
+        nonzero = q.weight.count_nonzero() if la["synapse"] == "sparse" else int(np.count_nonzero(q.weight))
+        assert (la["neurons"], la["fan_in"], la["connections"]) == (*q.weight.shape, nonzero)
+    assert layers[0]["connections"] < 0.25 * layers[0]["neurons"] * layers[0]["fan_in"]
 
 
 def test_synops_and_energy_by_hand():
