@@ -139,6 +139,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=1, help="run N data-parallel processes on this machine via "
                    "torchrun (--batch-size is the global batch); multi-node: torchrun -m snnchip.train.cli")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    p.add_argument("--compile", action="store_true", help="fuse the LIF step's element-wise work with torch.compile "
+                   "(CPU: needs a C++ compiler; costs seconds once, then ≈ 10 %% faster conv-net iterations)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer iterations")
     p.add_argument("--resume", action="store_true", help="resume exactly from OUT/model.pt")
     p.add_argument("--out", required=True, help="run directory (model.pt, metrics.json, curves.png)")
@@ -285,6 +287,8 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="peers: torch threads (default: torch's)")
+    p.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="peers: our rules with eager LIF kernels (default: torch.compile'd, as snn-train --compile)")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     p.add_argument("--markdown", default=None, help="peers: write the Markdown report (docs/BENCHMARKS.md)")

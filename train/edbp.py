@@ -247,7 +247,7 @@ def forward_layers(model, xs: torch.Tensor) -> tuple[dict[str, torch.Tensor], to
         if layer.neuron.kind == "readout":
             return spikes, op(h).view(T, B, -1)
         w = op.plain_weight()
-        cur_w = op.add_bias(op.with_weight(h.detach(), w), op.bias)
+        cur_w = op.with_weight(h.detach(), w, op.bias)
         cur_x = op.with_weight(h, w.detach()) if h.requires_grad else cur_w.detach()
         s = edbp_layer(cur_w.view(T, B, *cur_w.shape[1:]), cur_x.view(T, B, *cur_x.shape[1:]),
                        model.neurons[layer.name], tau_grad, revive and layer.name == last)

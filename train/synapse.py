@@ -71,23 +71,19 @@ class Synapse(nn.Module):
             w = self.gain * (w - mean) / torch.sqrt(var + WN_EPS) + self.shift
         return binarize(w) if self.binary else w
 
-    def kernel(self, x: torch.Tensor) -> torch.Tensor:
-        """W x, without the bias."""
-        return self.with_weight(x, self.plain_weight())
-
-    def with_weight(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """w x with a given weight of this layer's shape (conv or linear), without the bias."""
+    def with_weight(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """w x + bias with a given weight of this layer's shape (conv or linear); the bias is added inside the
+        convolution/GEMM, not as a separate pass over the output."""
         if self.conv:
-            return F.conv2d(x, w, None, self.stride, self.padding)
-        return F.linear(x, w)
+            return F.conv2d(x, w, bias, self.stride, self.padding)
+        return F.linear(x, w, bias)
 
-    def add_bias(self, current: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if bias is None:
-            return current
-        return current + (bias.view(-1, 1, 1) if self.conv else bias)
+    def affine(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Ŵ x + bias (``bias`` given: SAF's accumulated bias, or the layer's own)."""
+        return self.with_weight(x, self.plain_weight(), bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        current = self.add_bias(self.kernel(x), self.bias)
+        current = self.affine(x, self.bias)
         return current if self.seca is None else self.seca(current)
 
 

@@ -32,6 +32,7 @@ from .edbp import configure_edbp, edbp_options
 from .empf import configure_empf
 from .inference import simulate
 from .model import SpikingNet, build_model, parameter_memory_bits
+from .neuron import compile_kernels
 from .rules import get_rule, mixed_loss, run_iteration
 from .zoo import model_spec
 
@@ -67,6 +68,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    compile: bool = False  # --compile: the LIF step's element-wise work as torch.compile'd kernels
     max_steps: int | None = None
     resume: bool = False
     quiet: bool = False
@@ -204,6 +206,7 @@ def _fit(cfg: TrainConfig, dataset: Dataset | None, world: World) -> dict[str, A
     opt = make_optimizer(cfg, model)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     amp = cfg.amp and device.type == "cuda"
+    compile_kernels(cfg.compile)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     pos = Progress()
     if cfg.resume:

@@ -2,8 +2,8 @@
 
 ``SpikeView``  s[t] (BPTT, SLTT, EM-PF, inference); the neuron is ``LIF.step`` or ``empf.EMPF.step``.
 ``TraceView``  OTTT (Xiao et al. 2022, Eq. 8 / supplement): the pair (s[t], â[t]) with the presynaptic
-               trace â[t] = λ·â[t−1] + s[t]. A synapse's value is W·s (computed without graph), its
-               gradient is taken through W·â, so ∇W L[t] = g_u[t]·â[t]ᵀ and ∂L/∂s = Wᵀ g_u.
+               trace â[t] = λ·â[t−1] + s[t]. A synapse's value is W·s, computed once; its backward
+               uses â (``_TraceSynapse``), so ∇W L[t] = g_u[t]·â[t]ᵀ and ∂L/∂s = Wᵀ g_u.
 ``SafView``    SAF (Ota et al., Eq. 4–5): spike accumulations â[t] flow instead of spikes. Unrolling the
                recursion Û[t] = λ·Û[t−1] + W(â_in[t] − λ·â_in[t−1]) + b with Û[0] = 0 gives
                Û[t] = W·â_in[t] + c_t·b,  c_t = Σ_{k<t} λ^k;  u[t] = Û[t] − θ·λ·â[t−1];
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .neuron import LIF
+from .neuron import LIF, saf_step
 
 
 def _decay(lam: float, prev: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
@@ -54,16 +54,33 @@ class SpikeView:
         pass
 
 
-class _Replace(torch.autograd.Function):
-    """Forward returns ``value``; backward sends the gradient to ``carrier`` (OTTT's switch)."""
+class _TraceSynapse(torch.autograd.Function):
+    """OTTT's synapse, computed once: forward I = W s + b; backward with the presynaptic trace,
+    ∇W = g·âᵀ, ∇b = Σ g, ∂L/∂â = Wᵀ g (routed on to s by the previous neuron's output pair, as in the paper).
+
+    Only (â, W) are saved, and grad-input and grad-weight come from one ``convolution_backward`` (conv) or two
+    GEMMs (linear), instead of computing the layer a second time on â with a graph.
+    """
 
     @staticmethod
-    def forward(ctx, value: torch.Tensor, carrier: torch.Tensor) -> torch.Tensor:
-        return value.clone()
+    def forward(ctx, s: torch.Tensor, a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, op):
+        ctx.save_for_backward(a, w)
+        ctx.op, ctx.has_bias = op, b is not None
+        return op.with_weight(s, w, b)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return None, grad
+    def backward(ctx, g: torch.Tensor):
+        a, w = ctx.saved_tensors
+        op, need_a = ctx.op, ctx.needs_input_grad[1]
+        if op.conv:
+            ga, gw, gb = torch.ops.aten.convolution_backward(
+                g, a, w, [w.shape[0]] if ctx.has_bias else None, [op.stride] * 2, [op.padding] * 2, [1, 1],
+                False, [0, 0], 1, [need_a, ctx.needs_input_grad[2], ctx.has_bias])
+        else:
+            ga = g @ w if need_a else None
+            gw = g.t() @ a if ctx.needs_input_grad[2] else None
+            gb = g.sum(0) if ctx.has_bias else None
+        return None, ga, gw, gb, None
 
 
 class TraceView(SpikeView):
@@ -76,20 +93,18 @@ class TraceView(SpikeView):
         new["a:input"] = _decay(self.lam, state.get("a:input"), x)
         return x, new["a:input"]
 
-    def _switch(self, fn, h):
-        s, a = h
-        with torch.no_grad():
-            value = fn(s)
-        return _Replace.apply(value, fn(a))
-
     def synapse(self, op, h, state):
-        return self._switch(op, h)
+        s, a = h
+        return _TraceSynapse.apply(s, a, op.plain_weight(), op.bias, op)
 
     def feedback(self, lin, prev, shape):
-        return self._switch(lambda z: lin(z.flatten(1)).view(shape), prev)
+        s, a = prev
+        return _TraceSynapse.apply(s.flatten(1), a.flatten(1), lin.weight, lin.bias, _LINEAR).view(shape)
 
     def shape(self, op, h):
-        return op(h[0]), op(h[1])
+        with torch.no_grad():  # the spike path only carries values: no graph, nothing saved
+            value = op(h[0])
+        return value, op(h[1])
 
     def scale(self, h, c: float):
         return h if c == 1.0 else (h[0] * c, h[1] * c)
@@ -98,6 +113,19 @@ class TraceView(SpikeView):
         s, _ = super().neuron(p, current, state, new, name)
         new["a:" + name] = _decay(self.lam, state.get("a:" + name), s)
         return s, (s, new["a:" + name])
+
+
+class _Linear:
+    """The op interface ``_TraceSynapse`` needs, for a plain ``nn.Linear`` (the feedback synapses)."""
+
+    conv = False
+
+    @staticmethod
+    def with_weight(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return torch.nn.functional.linear(x, w, b)
+
+
+_LINEAR = _Linear()
 
 
 class SafView(SpikeView):
@@ -113,13 +141,10 @@ class SafView(SpikeView):
     def synapse(self, op, h, state):
         past = self.lam * state.get("c", 0.0)
         bias = None if op.bias is None else op.bias + past * op.bias.detach()
-        return op.add_bias(op.kernel(h), bias)
+        return op.affine(h, bias)
 
     def neuron(self, p: LIF, current, state, new, name):
-        prev = state.get("a:" + name)
-        u = current if prev is None else current - p.theta * self.lam * prev
-        s = p.fire(u)
-        new["a:" + name] = _decay(self.lam, prev, s)
+        s, new["a:" + name] = saf_step(current, state.get("a:" + name), p, self.lam)
         return s, new["a:" + name]
 
     def readout(self, current, state, new, name):

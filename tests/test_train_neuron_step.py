@@ -1,0 +1,117 @@
+"""The fused neuron step (train/neuron.py) and OTTT's single-pass synapse (train/views.py) against hand-derived
+gradients and PyTorch's own convolution autograd; eager and torch.compile'd kernels."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from snnchip.spec import LayerSpec, NeuronSpec
+from snnchip.train import neuron
+from snnchip.train.neuron import LIF, lif_step, saf_step
+from snnchip.train.synapse import Synapse
+from snnchip.train.views import TraceView
+
+LAM, THETA = 0.7, 0.8
+
+
+def surrogate(name: str, x: torch.Tensor, slope: float = 4.0) -> torch.Tensor:
+    """dH/du at x = u − θ: OTTT's sigmoid, SLTT's triangle (γ = θ) and rectangle (Eq. 5–6)."""
+    if name == "sigmoid":
+        sg = torch.sigmoid(slope * x)
+        return slope * sg * (1 - sg)
+    if name == "triangle":
+        return (1 - x.abs() / THETA).clamp(min=0) / THETA
+    return (x.abs() < 0.5).to(x.dtype)
+
+
+def tensors(seed: int = 0, shape=(6, 9)):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(*shape, generator=g, dtype=torch.float64) for _ in range(4)]
+
+
+@pytest.fixture(params=[False, True], ids=["eager", "compiled"])
+def kernels(request):
+    if request.param and shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler; none on PATH")
+    neuron.compile_kernels(request.param)
+    yield request.param
+    neuron.compile_kernels(False)
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("spike", ["ge", "gt"])
+@pytest.mark.parametrize("sur", ["sigmoid", "triangle", "rectangle"])
+def test_lif_step_is_the_lif_with_hand_derived_gradient(kernels, reset, spike, sur):
+    p = LIF.from_spec(NeuronSpec(lam=LAM, theta=THETA, reset=reset, spike=spike, surrogate=sur, slope=4.0))
+    current, v, g_s, g_v = tensors()
+    current.requires_grad_()
+    v.requires_grad_()
+    s, v_next = lif_step(current, v, p)
+    u = LAM * v.detach() + current.detach()
+    s_ref = (u > THETA if spike == "gt" else u >= THETA).double()
+    v_ref = u - THETA * s_ref if reset == "subtract" else u * (1 - s_ref)
+    assert torch.equal(s, s_ref)
+    torch.testing.assert_close(v_next, v_ref)
+    h = surrogate(sur, u - THETA)
+    dv_du = 1 - THETA * h if reset == "subtract" else (1 - s_ref) - u * h
+    for gv in (g_v, None):  # BPTT (gradient through v[t]) and online rules (v[t] cut)
+        loss = (s * g_s).sum() + (0 if gv is None else (v_next * gv).sum())
+        gi, gvp = torch.autograd.grad(loss, (current, v), retain_graph=True)
+        g_u = g_s * h + (0 if gv is None else gv * dv_du)
+        torch.testing.assert_close(gi, g_u)
+        torch.testing.assert_close(gvp, LAM * g_u)
+
+
+def test_lif_step_at_t1_has_no_membrane(kernels):
+    p = LIF.from_spec(NeuronSpec(lam=LAM, theta=THETA, surrogate="triangle"))
+    current, _, g_s, _ = tensors(1)
+    current.requires_grad_()
+    s, v_next = lif_step(current, None, p)
+    (gi,) = torch.autograd.grad((s * g_s).sum(), current)
+    torch.testing.assert_close(v_next, current.detach() - THETA * s)
+    torch.testing.assert_close(gi, g_s * surrogate("triangle", current.detach() - THETA))
+
+
+def test_saf_step_is_eq4_5_with_hand_derived_gradient(kernels):
+    """u = Û − θ·λ·â[t−1], s = H(u − θ), â = λ·â[t−1] + s; ∂L/∂Û = (g_s + g_â)·h, ∂L/∂â[t−1] = −θλ·∂L/∂Û + λ·g_â."""
+    p = LIF.from_spec(NeuronSpec(lam=LAM, theta=THETA, surrogate="sigmoid", slope=4.0))
+    cur, prev, g_s, g_a = tensors(2)
+    prev = prev.abs()
+    cur.requires_grad_()
+    prev.requires_grad_()
+    s, a = saf_step(cur, prev, p, LAM)
+    u = cur.detach() - THETA * LAM * prev.detach()
+    s_ref = (u >= THETA).double()
+    assert torch.equal(s, s_ref)
+    torch.testing.assert_close(a, LAM * prev.detach() + s_ref)
+    gc, gp = torch.autograd.grad((s * g_s).sum() + (a * g_a).sum(), (cur, prev))
+    g_u = (g_s + g_a) * surrogate("sigmoid", u - THETA)
+    torch.testing.assert_close(gc, g_u)
+    torch.testing.assert_close(gp, -THETA * LAM * g_u + LAM * g_a)
+
+
+@pytest.mark.parametrize("op", ["conv2d", "linear"])
+def test_trace_synapse_forward_uses_spikes_and_gradient_uses_trace(op):
+    """OTTT (Xiao et al. 2022, Eq. 8): I = W s + b; ∇W = g·âᵀ, ∇b = Σ g, ∂L/∂â = Wᵀ g — as PyTorch's own autograd
+    of the layer applied to â gives them."""
+    torch.manual_seed(0)
+    conv = op == "conv2d"
+    layer = LayerSpec("c", op, out_channels=5, kernel_size=3, padding=1, stride=2, neuron=NeuronSpec()) if conv \
+        else LayerSpec("c", op, out_features=5, neuron=NeuronSpec())
+    in_shape = (3, 8, 8) if conv else (7,)
+    syn = Synapse(layer, in_shape).double()
+    s = (torch.rand(4, *in_shape, dtype=torch.float64) > 0.6).double()
+    a = (0.5 * torch.rand(4, *in_shape, dtype=torch.float64) + s).requires_grad_()
+    g = torch.randn(4, *layer.output_shape(in_shape), dtype=torch.float64)
+    current = TraceView(0.5).synapse(syn, (s, a), {})
+    torch.testing.assert_close(current, syn(s))
+    mine = torch.autograd.grad((current * g).sum(), (a, syn.weight, syn.bias))
+    fn = (lambda z, w, b: F.conv2d(z, w, b, 2, 1)) if conv else F.linear
+    w, b = syn.weight.detach().clone().requires_grad_(), syn.bias.detach().clone().requires_grad_()
+    ref = torch.autograd.grad((fn(a, w, b) * g).sum(), (a, w, b))
+    for x, y in zip(mine, ref, strict=True):
+        torch.testing.assert_close(x, y)
