@@ -30,7 +30,8 @@ model's parameters are excluded), i.e. the activation memory of a rule. Module/s
 for backward (membranes, traces: O(1) in T for every library) are not in it.
 
 The machine's limit: the achievable throughput of the net's own synaptic layers (the same convs/linears as a
-plain ANN, forward + backward at the same batch) and a 1024² GEMM, measured per net at the start of the run and
+plain ANN, forward + backward at the same batch, in the faster of NCHW and channels-last) and a 1024² GEMM,
+measured per net at the start of the run and
 again inside every configuration's process right after its timed iterations (the fraction uses the latter, so a
 busy shared machine slows both sides of the ratio alike). A method's
 ideal time is (F·T + B·n_bp) / throughput, with F and B the forward and backward FLOPs of one step (backward =
@@ -281,11 +282,15 @@ def _snntorch_bptt(net, T: int, x, y):
     return model, iteration, T
 
 
-def make_iteration(net: dict[str, Any], T: int, method: str, seed: int = 0):
-    """(model, one training iteration, steps with backward) of ``method`` on the net's random batch."""
+def make_iteration(net: dict[str, Any], T: int, method: str, seed: int = 0, compile: bool = False):
+    """(model, one training iteration, steps with backward) of ``method`` on the net's random batch; ``compile``:
+    our LIF kernels through torch.compile (``snn-train --compile``)."""
     torch.manual_seed(seed)
     x, y = data(net, seed)
     if method in OURS:
+        from snnchip.train.neuron import compile_kernels
+
+        compile_kernels(compile)
         return _ours(net, T, method, x, y)
     if method == "sj-bptt":
         return _sj_bptt(net, T, x, y)
@@ -332,8 +337,8 @@ def saved_tensor_peak(model: nn.Module, fn: Callable[[], None]) -> int:
 def measure(cfg: dict[str, Any]) -> dict[str, Any]:
     """One configuration (run this in a fresh process; ``warmup`` ≥ 1): median s/iteration, peak saved bytes."""
     torch.set_num_threads(cfg["threads"])
-    model, iteration, n_bp = make_iteration(cfg["net"], cfg["T"], cfg["method"])
-    peak = saved_tensor_peak(model, iteration)  # the first warm-up iteration, under the hook
+    model, iteration, n_bp = make_iteration(cfg["net"], cfg["T"], cfg["method"], compile=cfg.get("compile", False))
+    peak = saved_tensor_peak(model, iteration)  # the first warm-up iteration, under the hook (compiles, if asked)
     for _ in range(cfg["warmup"] - 1):
         iteration()
     times, cpu = [], []
@@ -366,25 +371,34 @@ def throughput(net: dict[str, Any], threads: int, repeats: int = 5) -> dict[str,
             cpu.append(time.process_time() - c0)
         return statistics.median(wall), min(wall), statistics.median(cpu)
 
-    def fwd_bwd():
-        model.zero_grad(set_to_none=True)
-        model(x).sum().backward()
+    def fwd_bwd(inp: torch.Tensor) -> Callable[[], None]:
+        def run() -> None:
+            model.zero_grad(set_to_none=True)
+            model(inp).sum().backward()
+        return run
 
     fwd, bwd = step_flops(net)
     a, b = torch.randn(GEMM, GEMM), torch.randn(GEMM, GEMM)
-    layers, gemm = timed(fwd_bwd), timed(lambda: a @ b)
+    # the faster of the two activation layouts is the limit (channels-last convolutions are ≈ 15 % faster here)
+    layouts = {"nchw": timed(fwd_bwd(x))}
+    if is_conv(net):
+        layouts["channels_last"] = timed(fwd_bwd(x.contiguous(memory_format=torch.channels_last)))
+    layout = min(layouts, key=lambda k: layouts[k][0])
+    layers, gemm = layouts[layout], timed(lambda: a @ b)
     return {"layers_flops_per_s": (fwd + bwd) / layers[0], "layers_flops_per_s_best": (fwd + bwd) / layers[1],
             "layers_flops_per_cpu_s": (fwd + bwd) / layers[2], "gemm_flops_per_s": 2 * GEMM**3 / gemm[0],
-            "gemm_flops_per_s_best": 2 * GEMM**3 / gemm[1], "step_forward_flops": fwd, "step_backward_flops": bwd}
+            "gemm_flops_per_s_best": 2 * GEMM**3 / gemm[1], "step_forward_flops": fwd, "step_backward_flops": bwd,
+            "layers_layout": layout, **{f"layers_flops_per_s_{k}": (fwd + bwd) / v[0] for k, v in layouts.items()}}
 
 
-def profile(net: dict[str, Any], T: int, method: str, threads: int, top: int = 12) -> dict[str, Any]:
+def profile(net: dict[str, Any], T: int, method: str, threads: int, top: int = 12, compile: bool = True
+            ) -> dict[str, Any]:
     """torch.profiler over one iteration (after one warm-up): the top ops by self CPU time, per time step."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     torch.set_num_threads(threads)
-    _, iteration, _ = make_iteration(net, T, method)
+    _, iteration, _ = make_iteration(net, T, method, compile=compile)
     iteration()
     t0 = time.perf_counter()
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -437,8 +451,9 @@ def versions() -> dict[str, str | None]:
 
 def run_suite(nets: dict[str, dict[str, Any]], Ts: list[int], methods: list[str], repeats: int = 5,
               warmup: int = 1, threads: int | None = None, timeout: float = 900.0, json_path: str | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every (net, T, method) in a fresh subprocess, each net's throughput first; saves after every row."""
+              log: Callable[[str], None] = print, compile: bool = True) -> dict[str, Any]:
+    """Every (net, T, method) in a fresh subprocess, each net's throughput first; saves after every row;
+    ``compile``: ours with the torch.compile'd LIF kernels (the peers have no such option)."""
     check_peers(methods)
     threads = threads or torch.get_num_threads()
     result: dict[str, Any] = {
@@ -446,7 +461,7 @@ def run_suite(nets: dict[str, dict[str, Any]], Ts: list[int], methods: list[str]
         "machine": {"cpu_count": os.cpu_count(), "threads": threads, "processor": platform.processor(),
                     "load_avg_start": list(os.getloadavg())},
         "versions": versions(), "repeats": repeats, "warmup": warmup, "memory_kind": "autograd_saved_storage_bytes",
-        "nets": nets, "throughput": {}, "rows": [],
+        "nets": nets, "throughput": {}, "rows": [], "ours_compiled": compile,
     }
     for name, net in nets.items():
         tp = _subprocess(["--throughput", json.dumps({"net": net, "threads": threads})], timeout)
@@ -455,7 +470,8 @@ def run_suite(nets: dict[str, dict[str, Any]], Ts: list[int], methods: list[str]
             f"GEMM {tp.get('gemm_flops_per_s', 0) / 1e9:.1f} GFLOP/s")
         for T in Ts:
             for method in methods:
-                cfg = {"net": net, "T": T, "method": method, "repeats": repeats, "warmup": warmup, "threads": threads}
+                cfg = {"net": net, "T": T, "method": method, "repeats": repeats, "warmup": warmup, "threads": threads,
+                       "compile": compile and method in OURS}
                 row = {"net": name, "T": T, "method": method, **_subprocess(["--one", json.dumps(cfg)], timeout)}
                 if "time_per_iter_s" in row:  # the limit measured in the same process, right after the timing
                     lim = row["throughput"]
@@ -685,7 +701,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise SnnchipError(str(exc)) from None
     result = run_suite(nets, Ts, methods, repeats=args.repeats, threads=getattr(args, "threads", None),
-                       json_path=args.json)
+                       json_path=args.json, compile=getattr(args, "compile", True))
     if args.plot:
         plot(result, args.plot)
     if getattr(args, "markdown", None):
@@ -707,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/BENCHMARKS.md")
     p.add_argument("--plot", default=None, help="with --markdown: also write the plot here")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="--profile: ours with eager LIF kernels")
     a = p.parse_args(argv)
     if a.one:
         print(json.dumps(measure(json.loads(a.one))))
@@ -715,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(throughput(cfg["net"], cfg["threads"])))
     elif a.profile:
         net, T, method = a.profile
-        print(json.dumps(profile(NETS[net], int(T), method, a.threads or torch.get_num_threads())))
+        print(json.dumps(profile(NETS[net], int(T), method, a.threads or torch.get_num_threads(), compile=a.compile)))
     elif a.markdown:
         docs = {Path(path).stem: json.loads(Path(path).read_text()) for path in a.markdown}
         result = merge([d for d in docs.values() if "rows" in d and "prototype" not in d])
