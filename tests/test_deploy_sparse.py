@@ -30,8 +30,8 @@ def test_28x28_two_conv_net_exports_far_below_its_dense_size(tmp_path):
     assert conv2.weight.shape == (16 * 14 * 14, 8 * 28 * 28) and conv2.weight.nnz <= 16 * 196 * 8 * 9 * 4
     dense_bytes = sum(math.prod(q.weight.shape) * (4 + 8) for q in (conv1, conv2))  # int32 + float64 matrices
     stored = (out / "params.npz").stat().st_size
-    assert dense_bytes > 280e6 and stored < dense_bytes / 10  # 282 MB dense vs ≈ 17 MB of CSR arrays
-    assert peak < math.prod(conv2.weight.shape) * 8 / 2  # export never holds conv2's dense float64 matrix (157 MB)
+    assert dense_bytes > 280e6 and stored < dense_bytes / 10  # 281 MiB dense vs 17 MiB of CSR arrays
+    assert peak < math.prod(conv2.weight.shape) * 8 / 2  # never conv2 as a dense float64 matrix (157 MiB; peak 49)
     assert conv2.weight.nnz == dep.manifest["resources"]["per_stage"]["conv2"]["synapses"]
     x = np.random.default_rng(0).uniform(0, 1, (4, 1, 1, 28, 28))
     res = ChipSimulator(dep).run(x)
