@@ -57,7 +57,7 @@ class _Reference:
     """The float side of the ladder: the PyTorch model (``model.pt``) or the NIR executor (deploy dir)."""
 
     def __init__(self, path: Path):
-        from snnchip.export.loihi import deployment_from_graph, load_deploy
+        from snnchip.export.loihi import deployment_from_graph, load_deploy, measured_spike_bounds
         from snnchip.export.nir_exec import NIRExecutor
         from snnchip.export.nir_export import model_graph
         from snnchip.spec import NetworkSpec
@@ -73,8 +73,8 @@ class _Reference:
 
             self.model, ckpt = load_model(path)
             self.spec = ckpt.spec
-            self.graph = model_graph(path)
-            self.deployment = deployment_from_graph(self.graph)
+            self.graph = model_graph(path)  # the deployment `snn-export --target loihi` writes for this model.pt
+            self.deployment = deployment_from_graph(self.graph, spike_bounds=measured_spike_bounds(path, self.graph))
         self.executor = NIRExecutor(self.graph)
 
     def run(self, xs: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
