@@ -61,6 +61,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnchip.train.bench import saved_storage_peak
+
 OURS = ("bptt", "ottt-a", "ottt-o", "sltt", "sltt-k", "saf-e", "saf-f", "empf")
 PEERS = ("sj-bptt", "sj-ottt", "sj-sltt", "snntorch-bptt")
 METHODS = OURS + PEERS
@@ -302,43 +304,11 @@ def make_iteration(net: dict[str, Any], T: int, method: str, seed: int = 0, comp
 
 
 # ------------------------------------------------------------------------------------------- measuring
-def saved_tensor_peak(model: nn.Module, fn: Callable[[], None]) -> int:
-    """Peak bytes of the distinct storages saved for backward while ``fn()`` runs (parameters excluded)."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    live: dict[int, list[int]] = {}  # storage pointer -> [bytes, references]
-    total, peak = [0], [0]
-
-    class Packed:
-        def __init__(self, t: torch.Tensor):
-            self.t, self.key = t, t.untyped_storage().data_ptr()
-            if self.key in params:
-                self.key = None
-                return
-            entry = live.setdefault(self.key, [t.untyped_storage().nbytes(), 0])
-            if entry[1] == 0:
-                total[0] += entry[0]
-                peak[0] = max(peak[0], total[0])
-            entry[1] += 1
-
-        def __del__(self):
-            if self.key is None:
-                return
-            entry = live[self.key]
-            entry[1] -= 1
-            if entry[1] == 0:
-                total[0] -= entry[0]
-                del live[self.key]
-
-    with torch.autograd.graph.saved_tensors_hooks(Packed, lambda p: p.t):
-        fn()
-    return peak[0]
-
-
 def measure(cfg: dict[str, Any]) -> dict[str, Any]:
     """One configuration (run this in a fresh process; ``warmup`` ≥ 1): median s/iteration, peak saved bytes."""
     torch.set_num_threads(cfg["threads"])
     model, iteration, n_bp = make_iteration(cfg["net"], cfg["T"], cfg["method"], compile=cfg.get("compile", False))
-    peak = saved_tensor_peak(model, iteration)  # the first warm-up iteration, under the hook (compiles, if asked)
+    peak = saved_storage_peak(model, iteration)  # the first warm-up iteration, under the hook (compiles, if asked)
     for _ in range(cfg["warmup"] - 1):
         iteration()
     times, cpu = [], []
@@ -553,14 +523,17 @@ def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, not
                   f"{r['machine'].get('load_avg_end', [math.nan])[0]:.2f} at end)" for r in result.get("runs", [])[1:])
         + ". "
         f"{result['warmup']} warm-up iteration(s) (the first one counts memory), then {result['repeats']} timed "
-        f"iterations; each configuration in a fresh process.",
+        f"iterations; each configuration in a fresh process. Our rules ran with "
+        + ("torch.compile'd neuron kernels (`snn-train --compile`)" if result.get("ours_compiled") else
+           "eager neuron kernels") + " and channels-last activations.",
         "",
         "Columns: **median** wall seconds per iteration (the headline figure), **min** wall seconds, **CPU** = "
         "median process CPU seconds per iteration (all threads; on a shared machine the least disturbed measure), "
         "**MiB** = peak bytes of the distinct storages autograd saves for backward (`saved_tensors_hooks`, "
         "parameters excluded; identical counting for all libraries), **% limit** = ideal ÷ measured time, ideal = "
         "(forward FLOPs · T + backward FLOPs · steps with backward) ÷ the throughput of the net's own layers as a "
-        "plain ANN measured in the same process: wall median vs wall median, best vs best, CPU vs CPU.",
+        "plain ANN (in the faster of NCHW and channels-last) measured in the same process: wall median vs wall "
+        "median, best vs best, CPU vs CPU.",
         "",
     ]
     for net_name, net in result["nets"].items():
@@ -573,7 +546,9 @@ def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, not
                     f"{tp['step_backward_flops'] / 1e9:.3f} GFLOP backward. Throughput of the layers as an ANN at the "
                     f"start of the (last) run: {tp['layers_flops_per_s'] / 1e9:.1f} GFLOP/s median, "
                     f"{tp.get('layers_flops_per_s_best', math.nan) / 1e9:.1f} best "
-                    f"({GEMM}² GEMM: {tp.get('gemm_flops_per_s_best', tp['gemm_flops_per_s']) / 1e9:.1f} best).", ""]
+                    f"({GEMM}² GEMM: {tp.get('gemm_flops_per_s_best', tp['gemm_flops_per_s']) / 1e9:.1f} best)"
+                    + "".join(f"; {k}: {tp[f'layers_flops_per_s_{k}'] / 1e9:.1f} GFLOP/s median"
+                              for k in ("nchw", "channels_last") if f"layers_flops_per_s_{k}" in tp) + ".", ""]
         for T in Ts:
             out += [f"**T = {T}**", "",
                     "| method | median s | min s | CPU s | MiB | % limit (median) | % limit (best) | % limit (CPU) |",
@@ -624,15 +599,6 @@ def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, not
         out += ["Configurations that failed: " + "; ".join(f"{r['net']} T={r['T']} {r['method']}: {r['error']}"
                                                           for r in errors), ""]
     for name, prof in (profiles or {}).items():
-        if "prototype" in prof:  # bench/proto_ottt.py
-            out += [f"## Prototype: {prof['prototype']} (`bench/proto_ottt.py`, {prof['net']} net, T={prof['T']}, "
-                    f"ottt-a, one thread)", "",
-                    f"Largest gradient difference against the current implementation: "
-                    f"{prof['grad_max_abs_diff']:.1e}.", "", "| variant | CPU s/iter | peak MiB |", "|---|---|---|"]
-            out += [f"| {r['variant']} | {r['cpu_per_iter_s']:.3f} | {r['peak_memory_bytes'] / 2**20:.1f} |"
-                    for r in prof["rows"]]
-            out.append("")
-            continue
         out += [f"## Profile: {name} (`{prof['method']}`, T={prof['T']}, torch.profiler, one iteration, "
                 f"{prof['wall_s_profiled']:.2f} s profiled, {prof['ops_per_step']:.0f} ops per step)", "",
                 "| op | calls/step | self ms/step | share |", "|---|---|---|---|"]
@@ -735,8 +701,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(profile(NETS[net], int(T), method, a.threads or torch.get_num_threads(), compile=a.compile)))
     elif a.markdown:
         docs = {Path(path).stem: json.loads(Path(path).read_text()) for path in a.markdown}
-        result = merge([d for d in docs.values() if "rows" in d and "prototype" not in d])
-        profiles = {name: d for name, d in docs.items() if "ops" in d or "prototype" in d}
+        result = merge([d for d in docs.values() if "rows" in d])
+        profiles = {name: d for name, d in docs.items() if "ops" in d}
         notes = Path(a.notes).read_text() if a.notes else ""
         _write(a.out, markdown(result, profiles, notes))
         if a.plot:

@@ -54,19 +54,3 @@ def test_peer_iterations_run_and_update_weights(method):
 def test_snn_bench_peers_cli_rejects_bad_arguments(capsys):
     assert bench(["peers", "--model", "vgg", "--T", "2"]) == 2
     assert "--model takes conv, mlp" in capsys.readouterr().err
-
-
-def test_saved_storage_peak_counts_a_shared_storage_once():
-    import torch
-
-    peers = _peers()
-    w = torch.nn.Parameter(torch.ones(4, 4))
-    x = torch.ones(8, 4, requires_grad=True)
-
-    def fn():
-        (x @ w).sum().backward()  # saves x (8·4 floats) and w (a parameter: excluded)
-
-    assert peers.saved_tensor_peak(torch.nn.Module(), fn) == 8 * 4 * 4 + 4 * 4 * 4  # no parameters registered
-    module = torch.nn.Module()
-    module.w = w
-    assert peers.saved_tensor_peak(module, fn) == 8 * 4 * 4

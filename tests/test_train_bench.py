@@ -2,7 +2,10 @@
 
 import json
 
+import torch
+
 from snnchip.cli import bench
+from snnchip.train.bench import saved_storage_peak
 
 
 def test_bench_train_json_and_plot(tmp_path, capsys):
@@ -15,3 +18,16 @@ def test_bench_train_json_and_plot(tmp_path, capsys):
     assert all(r["time_per_iter_s"] > 0 for r in result["rows"])
     assert set(result["cosine_sltt_bptt"]) == {"2", "6"} and plot.stat().st_size > 0
     assert "cos(SLTT, BPTT)" in capsys.readouterr().out
+
+
+def test_saved_storage_peak_counts_a_shared_storage_once():
+    w = torch.nn.Parameter(torch.ones(4, 4))
+    x = torch.ones(8, 4, requires_grad=True)
+
+    def fn():
+        (x @ w).sum().backward()  # saves x (8·4 floats) and w (a parameter: excluded)
+
+    assert saved_storage_peak(torch.nn.Module(), fn) == 8 * 4 * 4 + 4 * 4 * 4  # no parameters registered
+    module = torch.nn.Module()
+    module.w = w
+    assert saved_storage_peak(module, fn) == 8 * 4 * 4

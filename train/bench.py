@@ -12,9 +12,9 @@ table compares the step-by-step loop (``simulate``) with all steps at once (``si
 parallel network (EM-PF paper, Sec. 4.3, "Inference time").
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over one iteration (minus what was allocated
-before); on CPU the peak bytes of the tensors autograd keeps for backward (live saved tensors, counted
-with ``torch.autograd.graph.saved_tensors_hooks``), i.e. the activation memory a rule needs, excluding
-parameters and optimizer state.
+before); on CPU the peak bytes of the distinct storages autograd keeps for backward (``saved_storage_peak``,
+counted with ``torch.autograd.graph.saved_tensors_hooks``; a storage saved twice counts once, parameters are not
+counted), i.e. the activation memory a rule needs; ``snn-bench peers`` counts the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 import random
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,23 +44,47 @@ from .trainer import SLTT_LAMBDA, pick_device
 from .zoo import model_spec
 
 
-def saved_tensor_peak(model: SpikingNet, x, y, method: str, T: int, **opts) -> int:
-    """Peak bytes of live tensors saved for backward during one iteration of ``method`` (no optimizer step)."""
-    live, peak = [0], [0]
+def saved_storage_peak(model: torch.nn.Module, fn: Callable[[], object]) -> int:
+    """Peak bytes of the distinct storages saved for backward while ``fn()`` runs (parameters excluded). A storage
+    counts once, with the bytes of the largest view saved from it: a batch sliced from a dataset tensor counts as
+    the batch, a tensor saved by two nodes counts once."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    live: dict[int, list[int]] = {}  # storage pointer -> [bytes, references]
+    total, peak = [0], [0]
 
     class Packed:
         def __init__(self, t: torch.Tensor):
-            self.t, self.n = t, t.numel() * t.element_size()
-            live[0] += self.n
-            peak[0] = max(peak[0], live[0])
+            self.t, self.key = t, t.untyped_storage().data_ptr()
+            if self.key in params:
+                self.key = None
+                return
+            entry = live.setdefault(self.key, [0, 0])
+            size = t.numel() * t.element_size()
+            if size > entry[0]:
+                total[0] += size - entry[0]
+                entry[0] = size
+                peak[0] = max(peak[0], total[0])
+            entry[1] += 1
 
         def __del__(self):
-            live[0] -= self.n
+            if self.key is None:
+                return
+            entry = live[self.key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                total[0] -= entry[0]
+                del live[self.key]
 
     with torch.autograd.graph.saved_tensors_hooks(Packed, lambda p: p.t):
-        run_iteration(model, x, y, method, T, **opts)
-    model.zero_grad(set_to_none=True)
+        fn()
     return peak[0]
+
+
+def saved_tensor_peak(model: SpikingNet, x, y, method: str, T: int, **opts) -> int:
+    """Peak bytes saved for backward during one iteration of ``method`` (no optimizer step; ``saved_storage_peak``)."""
+    peak = saved_storage_peak(model, lambda: run_iteration(model, x, y, method, T, **opts))
+    model.zero_grad(set_to_none=True)
+    return peak
 
 
 def _peak_memory(model, x, y, method, T, device, **opts) -> int:
@@ -133,7 +158,7 @@ def benchmark(model_name: str, methods: list[str], Ts: list[int], batch_size: in
         neuron = NeuronSpec(lam=SLTT_LAMBDA, surrogate="triangle")
         model = build_model(model_spec(model_name, ds.input_shape, ds.num_classes, T, neuron)).to(device)
         cosines[str(T)] = _cosine(gradients(model, x, y, "sltt"), gradients(model, x, y, "bptt"))
-    kind = "cuda_max_allocated" if device.type == "cuda" else "autograd_saved_tensor_bytes"
+    kind = "cuda_max_allocated" if device.type == "cuda" else "autograd_saved_storage_bytes"
     return {"model": model_name, "device": str(device), "batch_size": batch_size, "memory_kind": kind,
             "rows": rows, "cosine_sltt_bptt": cosines, "inference": inference}
 
