@@ -88,3 +88,31 @@ def test_fit_on_dvs_events(tmp_path):
                         method="saf-e", T=3, epochs=1, batch_size=2, quiet=True))
     assert load_checkpoint(tmp_path / "run" / "model.pt").spec.input_shape == (2, 8, 8)
     assert m["epochs"][0]["steps"] == 2
+
+
+def test_snn_train_compile_trains_the_same_weights_as_eager(tmp_path, capsys):
+    import shutil
+
+    from snnchip.train.neuron import compile_kernels
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler; none on PATH")
+    argv = ["--model", "convnet", "--method", "sltt", "--T", "2", "--epochs", "1", "--max-steps", "3",
+            "--batch-size", "32", "--quiet", "--optimizer", "sgd"]
+    try:
+        assert snn_train([*argv, "--out", str(tmp_path / "eager")]) == 0
+        assert snn_train([*argv, "--compile", "--out", str(tmp_path / "compiled")]) == 0
+    finally:
+        compile_kernels(False)
+    eager = load_checkpoint(tmp_path / "eager" / "model.pt").state_dict
+    compiled = load_checkpoint(tmp_path / "compiled" / "model.pt").state_dict
+    for k, v in eager.items():
+        torch.testing.assert_close(compiled[k], v, atol=1e-5, rtol=1e-5)
+
+
+def test_snn_train_compile_without_a_compiler_names_the_fix(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert snn_train(["--compile", "--max-steps", "1", "--quiet", "--out", str(tmp_path)]) == 2
+    assert "C++ compiler" in capsys.readouterr().err
