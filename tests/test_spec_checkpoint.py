@@ -104,6 +104,7 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the hostile file is a plain protocol-4 pickle
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
