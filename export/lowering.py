@@ -46,8 +46,25 @@ SPARSE_MAX_DENSITY = 0.25  # a composed map with fewer non-zero entries than thi
 Weight = np.ndarray | sp.csr_matrix  # a stage's [n_out, n_in] matrix: dense, or CSR when sparse
 
 
+class StageTraits:
+    """What a stage's ``kind`` and ``weight`` say, for the float ``Stage`` and the integer ``QStage`` alike."""
+
+    @property
+    def spiking(self) -> bool:
+        return self.kind in ("lif", "srm", "empf")
+
+    @property
+    def graded(self) -> bool:
+        return self.kind == "empf"
+
+    @property
+    def synapse(self) -> str:
+        """"sparse" (CSR weights, a Lava Sparse) or "dense" (a Lava Dense)."""
+        return "sparse" if sp.issparse(self.weight) else "dense"
+
+
 @dataclass(frozen=True)
-class Stage:
+class Stage(StageTraits):
     """One neuron population fed by a composed affine map (float, real units)."""
 
     name: str
@@ -62,19 +79,6 @@ class Stage:
     spike: str = "ge"
     lam_syn: float = 0.0  # srm: the current's decay λ_syn (its input scale is folded into weight and bias)
     tables: dict[str, np.ndarray] | None = None  # empf: lam, input_scale, theta, reset_offset, each [T, n_out]
-
-    @property
-    def spiking(self) -> bool:
-        return self.kind in ("lif", "srm", "empf")
-
-    @property
-    def graded(self) -> bool:
-        return self.kind == "empf"
-
-    @property
-    def synapse(self) -> str:
-        """"sparse" (CSR weights, a Lava Sparse) or "dense" (a Lava Dense)."""
-        return "sparse" if sp.issparse(self.weight) else "dense"
 
 
 @dataclass(frozen=True)

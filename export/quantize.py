@@ -38,7 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from snnchip.errors import QuantizationError
-from snnchip.export.lowering import LoweredNet, Stage, Weight
+from snnchip.export.lowering import LoweredNet, Stage, StageTraits, Weight
 
 V_MAX = 2**23 - 1  # 24-bit signed state
 VTH_MAX = 2**17 - 1
@@ -54,7 +54,7 @@ class SaturationWarning(UserWarning):
 
 
 @dataclass(frozen=True)
-class QStage:
+class QStage(StageTraits):
     """Integer parameters of one stage, exactly as deploy hands them to Lava."""
 
     name: str
@@ -74,19 +74,6 @@ class QStage:
     shift: int = 0  # empf: graded message = s >> shift (s in membrane units, the message has spike_frac_bits)
     spike_frac_bits: int = 0  # empf: the message is s_real·2^spike_frac_bits
     tables: dict[str, np.ndarray] | None = None  # empf: int64 [T, n] lam (lq), scale (aq), theta (th), offset (r)
-
-    @property
-    def spiking(self) -> bool:
-        return self.kind in ("lif", "srm", "empf")
-
-    @property
-    def graded(self) -> bool:
-        return self.kind == "empf"
-
-    @property
-    def synapse(self) -> str:
-        """"sparse" (CSR weights, a Lava Sparse) or "dense" (a Lava Dense)."""
-        return "sparse" if sp.issparse(self.weight) else "dense"
 
 
 @dataclass(frozen=True)
