@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .neuron import LIF, saf_step
 
@@ -63,18 +64,21 @@ class _TraceSynapse(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, s: torch.Tensor, a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, op):
+    def forward(ctx, s: torch.Tensor, a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+                conv: tuple[int, int] | None):
+        """``conv``: (stride, padding) of a conv2d layer; None for a linear one."""
         ctx.save_for_backward(a, w)
-        ctx.op, ctx.has_bias = op, b is not None
-        return op.with_weight(s, w, b)
+        ctx.conv, ctx.has_bias = conv, b is not None
+        return F.linear(s, w, b) if conv is None else F.conv2d(s, w, b, *conv)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         a, w = ctx.saved_tensors
-        op, need_a = ctx.op, ctx.needs_input_grad[1]
-        if op.conv:
+        conv, need_a = ctx.conv, ctx.needs_input_grad[1]
+        if conv is not None:
+            stride, padding = conv
             ga, gw, gb = torch.ops.aten.convolution_backward(
-                g, a, w, [w.shape[0]] if ctx.has_bias else None, [op.stride] * 2, [op.padding] * 2, [1, 1],
+                g, a, w, [w.shape[0]] if ctx.has_bias else None, [stride] * 2, [padding] * 2, [1, 1],
                 False, [0, 0], 1, [need_a, ctx.needs_input_grad[2], ctx.has_bias])
         else:
             ga = g @ w if need_a else None
@@ -95,11 +99,11 @@ class TraceView(SpikeView):
 
     def synapse(self, op, h, state):
         s, a = h
-        return _TraceSynapse.apply(s, a, op.plain_weight(), op.bias, op)
+        return _TraceSynapse.apply(s, a, op.plain_weight(), op.bias, (op.stride, op.padding) if op.conv else None)
 
     def feedback(self, lin, prev, shape):
         s, a = prev
-        return _TraceSynapse.apply(s.flatten(1), a.flatten(1), lin.weight, lin.bias, _LINEAR).view(shape)
+        return _TraceSynapse.apply(s.flatten(1), a.flatten(1), lin.weight, lin.bias, None).view(shape)
 
     def shape(self, op, h):
         with torch.no_grad():  # the spike path only carries values: no graph, nothing saved
@@ -115,17 +119,6 @@ class TraceView(SpikeView):
         return s, (s, new["a:" + name])
 
 
-class _Linear:
-    """The op interface ``_TraceSynapse`` needs, for a plain ``nn.Linear`` (the feedback synapses)."""
-
-    conv = False
-
-    @staticmethod
-    def with_weight(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        return torch.nn.functional.linear(x, w, b)
-
-
-_LINEAR = _Linear()
 
 
 class SafView(SpikeView):
