@@ -1,4 +1,4 @@
-"""Drive one Lava neuron process step by step from a RingBuffer (shared by the deploy process tests)."""
+"""Shared by the deploy tests: drive one Lava neuron process step by step from a RingBuffer; compare two runs."""
 
 from __future__ import annotations
 
@@ -34,3 +34,13 @@ def run_process(proc, data: np.ndarray, cfg: str, spiking: bool = True):
     finally:
         src.stop()
     return np.array(us), np.array(vs), sent
+
+
+def assert_same_run(a, b) -> None:
+    """Two ``RunResult``s (chip simulator, Lava) hold the same spikes and u, v of every layer at every step."""
+    assert a.spikes.keys() == b.spikes.keys() and a.states.keys() == b.states.keys()
+    for k in a.spikes:
+        np.testing.assert_array_equal(a.spikes[k], b.spikes[k], err_msg=f"spikes of {k}")
+    for k in a.states:
+        for var in ("u", "v"):
+            np.testing.assert_array_equal(a.states[k][var], b.states[k][var], err_msg=f"{var} of {k}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lava_harness import run_process
+from lava_harness import assert_same_run, run_process
 
 pytestmark = pytest.mark.lava
 V_LIM = 2**23 - 1
@@ -96,15 +96,6 @@ def empf_mlp_graph(sizes, T, seed, binary=False):
     return nir.NIRGraph(nodes=nodes, edges=list(g.edges), metadata=g.metadata)
 
 
-def _assert_same(a, b):
-    assert a.spikes.keys() == b.spikes.keys() and a.states.keys() == b.states.keys()
-    for k in a.spikes:
-        np.testing.assert_array_equal(a.spikes[k], b.spikes[k], err_msg=f"spikes of {k}")
-    for k in a.states:
-        for var in ("u", "v"):
-            np.testing.assert_array_equal(a.states[k][var], b.states[k][var], err_msg=f"{var} of {k}")
-
-
 @pytest.mark.parametrize("binary", [False, True])
 def test_chip_simulator_equals_lava_fixed_pt_on_empf_mlp(binary):
     import torch
@@ -123,7 +114,7 @@ def test_chip_simulator_equals_lava_fixed_pt_on_empf_mlp(binary):
             assert len(np.unique(np.abs(q.weight))) == 1
     x = np.random.default_rng(22).uniform(0, 1, (dep.T, 2, 6))
     sim = ChipSimulator(dep).run(x, timing="lava")
-    _assert_same(sim, build(dep).run(x, timing="lava"))
+    assert_same_run(sim, build(dep).run(x, timing="lava"))
     assert sim.spikes["fc1"].any() and sim.spikes["fc2"].any()
     # the float reference: graded spikes fire (> 0) alike almost everywhere, outputs close
     ref = NIRExecutor(g, dtype=torch.float64).run(x)
@@ -200,7 +191,7 @@ def test_chip_simulator_equals_lava_fixed_pt_on_empf_conv_pool_flatten():
     assert dep.qnet.stages[0].tables["theta"].shape == (T, C * 36)
     x = np.random.default_rng(33).uniform(0, 1, (T, 2, 1, 6, 6))
     sim = ChipSimulator(dep).run(x, timing="lava")
-    _assert_same(sim, build(dep).run(x, timing="lava"))
+    assert_same_run(sim, build(dep).run(x, timing="lava"))
     ref = NIRExecutor(g, dtype=torch.float64).run(x)
     soft = ChipSimulator(dep).run(x)
     assert ((ref.spikes["conv1"].numpy() > 0) == soft.spikes["conv1"]).mean() > 0.95
@@ -221,5 +212,5 @@ def test_saturating_empf_network_is_bit_exact():
     dep = dataclasses.replace(dep, qnet=dataclasses.replace(dep.qnet, stages=tuple(big)))
     x = rng.uniform(0, 1, (4, 2, 5))
     sim = ChipSimulator(dep).run(x, timing="lava")
-    _assert_same(sim, build(dep).run(x, timing="lava"))
+    assert_same_run(sim, build(dep).run(x, timing="lava"))
     assert any((np.abs(s["v"]) == V_LIM).any() for s in sim.states.values()), "the test must saturate"

@@ -9,7 +9,7 @@ import multiprocessing
 import nir
 import numpy as np
 import pytest
-from lava_harness import run_process
+from lava_harness import assert_same_run, run_process
 
 from snnchip.deploy import build
 from snnchip.errors import DeployError
@@ -102,12 +102,7 @@ def test_integrator_equals_equations(cfg):
 
 def _assert_same(a, b):
     np.testing.assert_array_equal(a.output_raw, b.output_raw)
-    assert a.spikes.keys() == b.spikes.keys() and a.states.keys() == b.states.keys()
-    for k in a.spikes:
-        np.testing.assert_array_equal(a.spikes[k], b.spikes[k], err_msg=f"spikes of {k}")
-    for k in a.states:
-        for var in ("u", "v"):
-            np.testing.assert_array_equal(a.states[k][var], b.states[k][var], err_msg=f"{var} of {k}")
+    assert_same_run(a, b)
 
 
 NETS = {

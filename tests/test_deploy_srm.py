@@ -9,7 +9,7 @@ import nir
 import numpy as np
 import pytest
 import torch
-from lava_harness import run_process
+from lava_harness import assert_same_run, run_process
 
 from snnchip.deploy import build
 from snnchip.export.loihi import deployment_from_graph
@@ -86,15 +86,6 @@ def srm_mlp_graph(sizes, T, seed, lam_syn=0.6, lam=0.8, spike="ge", readout=True
     return nir.NIRGraph(nodes=nodes, edges=list(g.edges), metadata=g.metadata)
 
 
-def _assert_same(a, b):
-    assert a.spikes.keys() == b.spikes.keys() and a.states.keys() == b.states.keys()
-    for k in a.spikes:
-        np.testing.assert_array_equal(a.spikes[k], b.spikes[k], err_msg=f"spikes of {k}")
-    for k in a.states:
-        for var in ("u", "v"):
-            np.testing.assert_array_equal(a.states[k][var], b.states[k][var], err_msg=f"{var} of {k}")
-
-
 @pytest.mark.parametrize("readout,spike", [(True, "ge"), (False, "gt")])
 def test_chip_simulator_equals_lava_fixed_pt_on_srm_mlp(readout, spike):
     g = srm_mlp_graph((6, 9, 5, 3), T=6, seed=11, spike=spike, readout=readout)
@@ -106,7 +97,7 @@ def test_chip_simulator_equals_lava_fixed_pt_on_srm_mlp(readout, spike):
     assert dep.qnet.stages[0].du == round(4096 * 0.4) and dep.qnet.stages[0].dv == round(4096 * 0.2)
     x = np.random.default_rng(12).uniform(0, 1, (dep.T, 2, 6))
     sim = ChipSimulator(dep).run(x, timing="lava")
-    _assert_same(sim, build(dep).run(x, timing="lava"))
+    assert_same_run(sim, build(dep).run(x, timing="lava"))
     assert sim.spikes["fc1"].any() and sim.spikes["fc2"].any()
     # the float reference (NIR executor) and the chip agree on most spikes of the first layer
     from snnchip.export.nir_exec import NIRExecutor
@@ -175,5 +166,5 @@ def test_saturating_srm_network_is_bit_exact():
     dep = dataclasses.replace(dep, qnet=dataclasses.replace(dep.qnet, stages=tuple(big)))
     x = rng.uniform(0, 1, (6, 2, 5))
     sim = ChipSimulator(dep).run(x, timing="lava")
-    _assert_same(sim, build(dep).run(x, timing="lava"))
+    assert_same_run(sim, build(dep).run(x, timing="lava"))
     assert any((np.abs(s["v"]) == V_LIM).any() for s in sim.states.values()), "the test must saturate"
