@@ -147,11 +147,11 @@ def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, floa
         return None
     import torch
 
+    from snnchip.checkpoint import load_checkpoint
     from snnchip.export.nir_exec import NIRExecutor
     from snnchip.train.data import load_dataset
 
-    ckpt = torch.load(source, map_location="cpu", weights_only=False)
-    cfg = (ckpt.get("metrics") or {}).get("config") or {}
+    cfg = (load_checkpoint(source).metrics or {}).get("config") or {}
     if "dataset" not in cfg:
         return None
     T = int((graph.metadata or {}).get("snnchip", {}).get("T", 1))

@@ -193,3 +193,17 @@ def test_cli_help_and_version(cmd):
     assert "examples:" in out
     ver = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
     assert "snnchip" in ver
+
+
+def test_no_module_unpickles_without_a_restriction():
+    """Every read of a pickle goes through torch.load(weights_only=True) or an allow-list Unpickler."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in root.glob("*/**/*.py"):
+        if ".venv" in path.parts or path.parts[-2] == "tests":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for bad in ("weights_only=False", "pickle.load(", "pickle.loads(", "allow_pickle=True"):
+            if bad in text:
+                offenders.append(f"{path.relative_to(root)}: {bad}")
+    assert not offenders, offenders

@@ -1,6 +1,7 @@
 """Dataset loaders on tiny files written here in each real format."""
 
 import gzip
+import os
 import pickle
 import struct
 
@@ -42,11 +43,16 @@ def test_mnist_missing_file_names_it(tmp_path):
         load_dataset("mnist", tmp_path)
 
 
-def test_cifar10_batches(tmp_path):
+CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+@pytest.mark.parametrize("protocol", [2, 5])  # 2: the layout of the published (Python 2 cPickle) files
+def test_cifar10_batches(tmp_path, protocol):
     rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        d = {b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [1, 7]}
-        (tmp_path / name).write_bytes(pickle.dumps(d))
+    for name in CIFAR_BATCHES:
+        d = {b"batch_label": b"training batch 1 of 5", b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8),
+             b"labels": [1, 7], b"filenames": [b"a.png", b"b.png"]}
+        (tmp_path / name).write_bytes(pickle.dumps(d, protocol=protocol))
     ds = load_dataset("cifar10", tmp_path)
     assert ds.x_train.shape == (10, 3, 32, 32) and ds.x_test.shape == (2, 3, 32, 32)
     (tmp_path / "test_batch").unlink()
@@ -82,3 +88,31 @@ def test_load_dataset_follows_a_spec():
     assert ds.input_shape == (64,) and ds.test[0].shape[1:] == (64,)
     with pytest.raises(DataError, match="expects"):
         load_dataset("digits", spec=model_spec("mlp", (32,), 10, 3, NeuronSpec()))
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("where", ["top", "inside"])
+def test_cifar10_batch_carrying_code_is_refused_and_never_runs(tmp_path, where):
+    marker = tmp_path / "pwned"
+    payload = _Payload(marker)
+    d = payload if where == "top" else {b"data": payload, b"labels": [1]}
+    for name in CIFAR_BATCHES:
+        (tmp_path / name).write_bytes(pickle.dumps(d, protocol=2))
+    with pytest.raises(DataError, match=r"data_batch_1: not a CIFAR-10 python batch.*refused global (posix|os).system"):
+        load_dataset("cifar10", tmp_path)
+    assert not marker.exists()
+
+
+def test_cifar10_batch_with_wrong_contents_is_named(tmp_path):
+    for name in CIFAR_BATCHES:
+        d = {b"data": np.zeros((2, 3072), np.float64), b"labels": [1, 7]}
+        (tmp_path / name).write_bytes(pickle.dumps(d))
+    with pytest.raises(DataError, match="uint8"):
+        load_dataset("cifar10", tmp_path)

@@ -14,6 +14,7 @@ The input encoding (direct / rate) is applied per step by ``rules.time_major``.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import os
 import pickle
@@ -135,23 +136,57 @@ def _idx_pair(root: Path) -> Dataset:
     return _dataset(*split["train"], *split["t10k"], 10)
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR-10 python batch holds: dicts, lists, bytes, ints and uint8 NumPy arrays.
+
+    A pickle names the callables it wants called (``find_class``); any callable other than NumPy's array and
+    dtype reconstructors (and ``_codecs.encode``, which protocol 2 writers use for bytes) is refused before it
+    is looked up, so a hostile file never runs code.
+    """
+
+    ALLOWED = {
+        ("_codecs", "encode"): codecs.encode,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        **{(mod, "_reconstruct"): np.core.multiarray._reconstruct
+           for mod in ("numpy.core.multiarray", "numpy._core.multiarray")},
+        **{(mod, "_frombuffer"): np.core.numeric._frombuffer for mod in ("numpy.core.numeric", "numpy._core.numeric")},
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: a CIFAR-10 batch holds only plain data "
+                                         "and uint8 arrays (nothing in the file was run)") from None
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: images [N, 3, 32, 32] uint8 and labels [N], through ``_CifarUnpickler``."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (expected a CIFAR-10 python-pickle batch, {_FORMATS['cifar10']})")
+    try:
+        with open(path, "rb") as fh:
+            d = _CifarUnpickler(fh, encoding="bytes").load()
+        data, labels = d[b"data"], np.asarray(d[b"labels"])
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise ValueError(f"b'data' must be a uint8 array [N, 3072], got {getattr(data, 'dtype', type(data))} "
+                             f"{getattr(data, 'shape', '')}")
+        if labels.shape != (data.shape[0],) or labels.dtype.kind not in "iu" or labels.min(initial=0) < 0 \
+                or labels.max(initial=0) > 9:
+            raise ValueError(f"b'labels' must be {data.shape[0]} integers in 0..9")
+    except (pickle.UnpicklingError, KeyError, TypeError, ValueError, EOFError, AttributeError, IndexError,
+            MemoryError, OSError) as exc:
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
 def _cifar10(root: Path) -> Dataset:
     if (root / "cifar-10-batches-py").is_dir():
         root = root / "cifar-10-batches-py"
 
-    def batch(name: str):
-        path = root / name
-        if not path.is_file():
-            raise DataError(f"{path}: no such file (expected a CIFAR-10 python-pickle batch, {_FORMATS['cifar10']})")
-        with open(path, "rb") as fh:
-            try:
-                d = pickle.load(fh, encoding="bytes")
-                return np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], np.int64)
-            except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
-                raise DataError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
-
-    train = [batch(f"data_batch_{i}") for i in range(1, 6)]
-    xte, yte = batch("test_batch")
+    train = [read_cifar_batch(root / f"data_batch_{i}") for i in range(1, 6)]
+    xte, yte = read_cifar_batch(root / "test_batch")
     xtr, ytr = np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train])
     return _dataset(xtr / np.float32(255), ytr, xte / np.float32(255), yte, 10)
 
