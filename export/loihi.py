@@ -13,10 +13,10 @@ stage dense, no ``synapse`` key) are still read.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,11 @@ import scipy.sparse as sp
 
 from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
-from snnchip.errors import DeployError
+from snnchip.errors import DeployError, SpecError
 from snnchip.export.lowering import LoweredNet, Stage, Weight, lower
 from snnchip.export.nir_import import recorded_interpretation
-from snnchip.export.quantize import QStage, QuantizedNet, format_report, quantize
-from snnchip.spec import Interpretation
+from snnchip.export.quantize import QStage, QuantizedNet, SaturationWarning, mantissa_range, quantize, to_mantissa
+from snnchip.spec import Interpretation, NetworkSpec
 
 FORMAT = {"name": "snnchip-loihi-deploy", "version": 2}
 READABLE_VERSIONS = (1, 2)  # version 1: every stage dense
@@ -89,7 +89,7 @@ class Deployment:
         return int(self.qnet.T)
 
 
-def _read_graph(graph_or_path: nir.NIRGraph | str | os.PathLike) -> nir.NIRGraph:
+def read_model_graph(graph_or_path: nir.NIRGraph | str | os.PathLike) -> nir.NIRGraph:
     if isinstance(graph_or_path, nir.NIRGraph):
         return graph_or_path
     from snnchip.export.nir_export import model_graph
@@ -140,37 +140,46 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
     return Deployment(net, qnet, _manifest(net, qnet, interpretation))
 
 
-def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, float] | None:
-    """Max graded (EM-PF) spike per layer of a ``model.pt``'s float graph on its training set (None otherwise)."""
+def graded_spike_peaks(graph: nir.NIRGraph, x: Any) -> dict[str, float] | None:
+    """Max graded (EM-PF) spike per layer of ``graph``'s float executor on static inputs ``x`` [N, *input_shape]
+    (each presented for the graph's T steps); None when the graph has no graded layer."""
     kinds = [((getattr(n, "metadata", None) or {}).get("snnchip") or {}).get("kind") for n in graph.nodes.values()]
-    if "empf" not in kinds or isinstance(source, nir.NIRGraph) or Path(source).suffix != ".pt":
+    if "empf" not in kinds:
         return None
     import torch
 
-    from snnchip.checkpoint import load_checkpoint
     from snnchip.export.nir_exec import NIRExecutor
-    from snnchip.train.data import load_dataset
 
-    cfg = (load_checkpoint(source).metrics or {}).get("config") or {}
-    if "dataset" not in cfg:
-        return None
     T = int((graph.metadata or {}).get("snnchip", {}).get("T", 1))
-    x = load_dataset(cfg["dataset"], cfg.get("data_dir"), flat=len(graph.nodes["input"].input_type["input"]) == 1,
-                     T=T).x_train
     ex, peak = NIRExecutor(graph, dtype=torch.float64), {}
     for b in range(0, len(x), 256):
-        xb = x[b:b + 256]
+        xb = torch.as_tensor(x[b:b + 256])
         res = ex.run(xb.unsqueeze(0).expand(T, *xb.shape))
         for k, s in res.spikes.items():
             peak[k] = max(peak.get(k, 0.0), float(s.max()))
     return peak
 
 
+def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, float] | None:
+    """``graded_spike_peaks`` on the training set recorded in a ``model.pt`` (None for other sources)."""
+    if isinstance(source, nir.NIRGraph) or Path(source).suffix != ".pt" or graded_spike_peaks(graph, []) is None:
+        return None
+    from snnchip.checkpoint import load_checkpoint
+    from snnchip.train.data import load_dataset
+
+    cfg = (load_checkpoint(source).metrics or {}).get("config") or {}
+    if "dataset" not in cfg:
+        return None
+    T = int((graph.metadata or {}).get("snnchip", {}).get("T", 1))
+    flat = len(graph.nodes["input"].input_type["input"]) == 1
+    return graded_spike_peaks(graph, load_dataset(cfg["dataset"], cfg.get("data_dir"), flat=flat, T=T).x_train)
+
+
 def export_loihi(graph_or_path: nir.NIRGraph | str | os.PathLike, out_dir: str | os.PathLike,
                  interpretation: Interpretation | None = None, T: int | None = None,
                  source: str | os.PathLike | None = None) -> Path:
     """Write the deploy directory for a NIR graph, a ``.nir`` file or a ``model.pt``; return its path."""
-    graph = _read_graph(graph_or_path)
+    graph = read_model_graph(graph_or_path)
     dep = deployment_from_graph(graph, interpretation, T, spike_bounds=measured_spike_bounds(
         source or graph_or_path, graph))
     arrays = {}
@@ -232,16 +241,49 @@ def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
     return Deployment(net, qnet, man, path)
 
 
-def cli_export(args: argparse.Namespace) -> int:
-    """``snn-export MODEL --target loihi -o DIR``: write the deploy directory and print the report."""
-    from snnchip.cli import interpretation_from_args
+def calibratable_layers(spec: NetworkSpec) -> list[str]:
+    """The synaptic layers (= stage names) whose deployed matrix holds the layer's weights elementwise; a network
+    with any other stage is refused by name (pooling composes weights into sums, feedback and non-LIF neurons
+    are not modelled elementwise)."""
+    if spec.feedback:
+        raise SpecError("calibration: feedback edges are not supported by the elementwise chip quantizer")
+    names, chain = [], []
+    for layer in spec.layers:
+        if not layer.synaptic:
+            chain.append(layer)
+            continue
+        pooled = [la.name for la in chain if la.op != "flatten"]
+        if pooled:
+            raise SpecError(f"calibration: stage {layer.name!r} is fed through {pooled} ({chain[0].op}); pooling "
+                            "composes weights into sums, which the elementwise straight-through quantizer cannot "
+                            "express (supported: linear, flatten → linear, conv2d without pooling before it)")
+        if layer.neuron is None or layer.neuron.kind not in ("lif", "readout"):
+            kind = None if layer.neuron is None else layer.neuron.kind
+            raise SpecError(f"calibration: layer {layer.name!r} has neuron {kind!r}; supported: lif and readout")
+        names.append(layer.name)
+        chain = []
+    return names
 
-    graph = _read_graph(args.model)
-    out = export_loihi(graph, args.out, interpretation_from_args(args, recorded_interpretation(graph)), args.T,
-                       source=args.model)
-    dep = load_deploy(out)
-    print(format_report(dep.qnet.report))
-    res = dep.manifest["resources"]
-    print(f"wrote {out}: {dep.depth} stages, {res['neurons']} neurons, {res['synapses']} synapses, "
-          f"T = {dep.T}, Lava latency {dep.depth} steps (run T + {dep.depth})")
-    return 0
+
+def chip_weights(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], input_range: float = 1.0,
+                 input_frac_bits: int = 8) -> tuple[Deployment, dict[str, dict[str, np.ndarray]]]:
+    """The deployment of (``spec``, plain ``params``) and, per synaptic layer, the real weights and biases the
+    chip applies in the layer's own layout: Q(W) = mant(W·c/2^e)·2^e/c on the stage's grid, Q_b(b) = round(b·c)/c
+    (float64; bit for bit ``dequantize_weight`` of the deployment). Saturation warnings are silenced: a caller
+    quantizing after every optimizer step reports on the final deployment."""
+    from snnchip.export.nir_export import spec_to_nir
+
+    calibratable_layers(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SaturationWarning)
+        dep = deployment_from_graph(spec_to_nir(spec, params), input_range=input_range,
+                                    input_frac_bits=input_frac_bits)
+    out = {}
+    for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
+        e = q.weight_exp + (dep.qnet.input_frac_bits if q.num_message_bits else 0)
+        lo, hi, step = mantissa_range(st.weight)
+        m, _ = to_mantissa(np.asarray(params[q.name]["weight"], np.float64) * q.scale / 2.0**e, lo, hi, step)
+        out[q.name] = {"weight": m * 2.0**e / q.scale}
+        if "bias" in params[q.name]:
+            out[q.name]["bias"] = np.round(np.asarray(params[q.name]["bias"], np.float64) * q.scale) / q.scale
+    return dep, out

@@ -29,7 +29,6 @@ leave at Lava step t + k, as in the Loihi target (a run lasts T + depth steps).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -40,9 +39,8 @@ import scipy.sparse as sp
 
 from snnchip.atomic import atomic_path
 from snnchip.errors import UnsupportedNodeError
-from snnchip.export.loihi import Deployment, _read_graph, deployment_from_graph
-from snnchip.export.nir_import import recorded_interpretation
-from snnchip.export.quantize import DECAY_UNITY, VTH_MAX, format_report
+from snnchip.export.loihi import Deployment, deployment_from_graph, read_model_graph
+from snnchip.export.quantize import DECAY_UNITY, VTH_MAX
 from snnchip.spec import Interpretation
 
 FORMAT = {"name": "snnchip-netx", "version": 1}
@@ -156,19 +154,6 @@ def write_netx(dep: Deployment, path: str | os.PathLike) -> Path:
 def export_netx(graph_or_path: nir.NIRGraph | str | os.PathLike, out: str | os.PathLike,
                 interpretation: Interpretation | None = None, T: int | None = None) -> Deployment:
     """Write the netx file for a NIR graph, a ``.nir`` file or a ``model.pt``; return the deployment it encodes."""
-    dep = netx_deployment(_read_graph(graph_or_path), interpretation, T)
+    dep = netx_deployment(read_model_graph(graph_or_path), interpretation, T)
     write_netx(dep, out)
     return dep
-
-
-def cli_export(args: argparse.Namespace) -> int:
-    """``snn-export MODEL --target netx -o net.net``."""
-    from snnchip.cli import interpretation_from_args
-
-    graph = _read_graph(args.model)
-    dep = export_netx(graph, args.out, interpretation_from_args(args, recorded_interpretation(graph)), args.T)
-    print(format_report(dep.qnet.report))
-    print(f"wrote {args.out}: {dep.depth} dense layers, T = {dep.T}; load with "
-          f"lava.lib.dl.netx.hdf5.Network({str(args.out)!r}, input_message_bits={INPUT_MESSAGE_BITS}) and feed "
-          f"round(x * 2^{dep.qnet.input_frac_bits}) of the flattened input; layer k lags k Lava steps")
-    return 0

@@ -31,8 +31,6 @@ Spiking nodes output s, non-spiking ones (LI, I, CubaLI) output v.
 
 from __future__ import annotations
 
-import argparse
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snnchip.atomic import atomic_path
-from snnchip.errors import DataError, NIRFormatError, UnsupportedNodeError
+from snnchip.errors import DataError, UnsupportedNodeError
 from snnchip.spec import Interpretation
 
 from .nir_import import (
@@ -324,52 +321,3 @@ class NIRExecutor:
         return ExecResult(torch.stack(outputs), {self.spike_names[n]: torch.stack(v) for n, v in spikes.items()},
                           {n: torch.stack(v) for n, v in states.items()},
                           self.interpretation if used else None, dict(self.semantics))
-
-
-# ------------------------------------------------------------------------------------------ CLI
-def load_input(path: str | os.PathLike) -> np.ndarray:
-    """A ``.npy`` array [T, batch, *features] of finite numbers, or a ``DataError`` saying what is wrong."""
-    try:
-        x = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read a .npy array ({exc})") from None
-    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
-        raise DataError(f"{path}: expected a numeric array, got dtype {x.dtype}")
-    if x.ndim < 3:
-        raise DataError(f"{path}: expected shape [T, batch, *features], got {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise DataError(f"{path}: input contains NaN or infinite values")
-    return x
-
-
-def cli_run(args: argparse.Namespace) -> int:
-    """``snn-run GRAPH --input x.npy --out y.npz --backend reference``."""
-    from snnchip.cli import interpretation_from_args
-
-    from .nir_export import model_graph
-
-    if os.path.isdir(args.graph):
-        raise NIRFormatError(f"{args.graph} is a directory; the reference backend runs a .nir (or model.pt) file; "
-                             "use --backend chip or lava for a deploy directory")
-    graph = model_graph(args.graph)
-    x = load_input(args.input)
-    result = NIRExecutor(graph, interpretation_from_args(args, recorded_interpretation(graph))).run(x)
-    arrays = {"output": result.output.numpy(), **{f"spikes/{k}": v.numpy() for k, v in result.spikes.items()}}
-    with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    T, batch = x.shape[:2]
-    print(f"ran {args.graph} on {args.input}: T={T}, batch={batch}, features={tuple(x.shape[2:])}")
-    print(f"output {tuple(arrays['output'].shape)} -> {args.out}")
-    for layer, s in result.spikes.items():
-        graded = bool(((s != 0) & (s != 1)).any())  # EM-PF: float spikes, so report the mean value, not a rate
-        print(f"  spikes/{layer:<20} {tuple(s.shape)}  {'mean (graded)' if graded else 'rate'} {float(s.mean()):.4f}")
-    final = result.output[-1]
-    shown = min(batch, 8)
-    print(f"argmax of output[T-1] (first {shown}): {final[:shown].argmax(-1).tolist()}")
-    if result.interpretation is None:
-        print("semantics: metadata['snnchip'] v1 for every neuron (exact; interpretation options ignored)")
-    else:
-        i = result.interpretation
-        print(f"semantics: foreign nodes read with dt={i.dt}, {i.discretization}, reset={i.reset}, "
-              f"compare={i.compare}")
-    return 0

@@ -30,7 +30,6 @@ Binary synaptic layers write their ±1 weights as plain weights with ``metadata[
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from pathlib import Path
@@ -293,19 +292,3 @@ def _empf_issues(meta: dict[str, Any]) -> list[str]:
          "step 1 is right only under Euler with dt = 1")
         + ("; λ̂ = 0 (parallel variant): no membrane memory" if np.all(tables["lam"] == 0) else ""),
     ]
-
-
-def cli_export(args: argparse.Namespace) -> int:
-    """``snn-export MODEL --target nir -o OUT``: write the graph atomically and print the interpretation report."""
-    from snnchip.cli import interpretation_from_args
-
-    graph = model_graph(args.model, interpretation_from_args(args))
-    write_nir(graph, args.out)
-    checked = check_graph(graph)
-    print(f"wrote {args.out}: {len(checked.nodes)} nodes, {len(checked.edges)} edges "
-          f"({len(checked.back_edges)} recurrent)")
-    print("interpretation report (what a plain NIR reader would get wrong):")
-    for line in interpretation_report(graph):
-        print(f"  {line}")
-    return 0
-

@@ -27,7 +27,6 @@ raises ``DataError`` first). Models without per-step neurons have no ``step`` in
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 
@@ -235,23 +234,3 @@ def _per_step_T(path: str | os.PathLike) -> int:
     inits = {i.name: i for i in model.graph.initializer}
     return min(inits[n.input[0]].dims[0] for n in model.graph.node
                if n.op_type == "Gather" and n.input[1] == STEP_INPUT)
-
-
-def cli_export(args: argparse.Namespace) -> int:
-    """``snn-export MODEL --target onnx -o OUT.onnx``: export and check the model by running it once."""
-    from snnchip.cli import interpretation_from_args
-
-    from .nir_export import model_graph
-
-    graph = model_graph(args.model, interpretation_from_args(args))
-    model = onnx_model(graph, interpretation_from_args(args))
-    write_onnx(model, args.out)
-    ins = [i.name for i in model.graph.input]
-    outs = [o.name for o in model.graph.output]
-    print(f"wrote {args.out}: single-step ONNX model (opset {OPSET}), {len(model.graph.node)} ops")
-    print(f"  inputs:  {', '.join(ins)}")
-    print(f"  outputs: {', '.join(outs)}")
-    print("  drive it over time with snnchip.export.onnx_export.run_onnx(path, x[T, B, ...])")
-    in_shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
-    run_onnx(args.out, np.zeros((1, 1, *in_shape), np.float32))  # onnxruntime loads and runs it
-    return 0

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snnchip.errors import SpecError
+from snnchip.options import option
 
 NEURON_KINDS = ("lif", "empf", "srm", "readout")
 RESET_MODES = ("subtract", "zero")
@@ -246,15 +247,28 @@ class Interpretation:
     ``discretization``: ``euler`` (v += dt/τ·(v_leak − v + R·I)) or ``exact`` (v decays by e^{−dt/τ});
     ``reset``: ``v_reset`` (NIR's reset to v_reset), ``zero``, or ``subtract`` (v −= θ);
     ``compare``: ``gt`` (NIR's v > θ) or ``ge``.
+    Our own graphs carry their exact semantics in ``metadata['snnchip']`` and ignore it.
     """
 
-    dt: float = 1.0
-    discretization: str = "euler"
-    reset: str = "v_reset"
-    compare: str = "gt"
+    dt: float = option(1.0, help="time step for continuous-time NIR neurons")
+    discretization: str = option("euler", help="forward Euler or exact exponential decay",
+                                 choices=("euler", "exact"))
+    reset: str = option("v_reset", help="reset after a spike: NIR's reset to v_reset, to zero, or subtract θ",
+                        choices=("v_reset", "zero", "subtract"))
+    compare: str = option("gt", help="spike when v > θ (NIR) or v >= θ", choices=SPIKE_CONDITIONS,
+                          flag="--spike-compare")
 
     def __post_init__(self) -> None:
         _check(math.isfinite(self.dt) and self.dt > 0, f"dt must be > 0, got {self.dt}")
         _choice(self.discretization, ("euler", "exact"), "discretization")
         _choice(self.reset, ("v_reset", "zero", "subtract"), "reset interpretation")
         _choice(self.compare, SPIKE_CONDITIONS, "spike comparison")
+
+    @classmethod
+    def overriding(cls, recorded: Interpretation | None, **given: Any) -> Interpretation | None:
+        """``recorded`` (or NIR's defaults) with the fields in ``given`` that are not None replaced; ``recorded``
+        itself when nothing is given (a graph re-exported by snnchip keeps the interpretation it records)."""
+        given = {k: v for k, v in given.items() if v is not None}
+        if not given:
+            return recorded
+        return dataclasses.replace(recorded or cls(), **given)

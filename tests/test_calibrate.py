@@ -1,4 +1,5 @@
-"""Quantization-aware calibration (``snnchip.hw_sim.calibrate``, ``snn-export --calibrate``).
+"""Quantization-aware calibration (``snnchip.train.qat`` with ``snnchip.export.loihi.chip_weights``, the
+``snnchip.workflows.calibrate`` workflow, ``snn-export --calibrate``).
 
 Independent checks: the straight-through quantizer reproduces the export quantizer's dequantized weights
 exactly (MLP with graded input and readout; conv stage through NIR lowering), gradients pass straight through,
@@ -17,13 +18,15 @@ import scipy.sparse as sp
 import torch
 
 from snnchip.errors import SpecError
-from snnchip.export.loihi import deployment_from_graph, load_deploy
+from snnchip.export.loihi import calibratable_layers, chip_weights, deployment_from_graph, load_deploy
 from snnchip.export.lowering import lower
 from snnchip.export.nir_export import spec_to_nir
 from snnchip.export.quantize import SaturationWarning, dequantize_weight
-from snnchip.hw_sim import calibrate as C
 from snnchip.spec import LayerSpec, NetworkSpec, NeuronSpec
 from snnchip.train import build_model, from_plain, load_model, plain_parameters, plain_spec
+from snnchip.train.inference import encoded_test_set
+from snnchip.train.qat import ChipQuantizer
+from snnchip.workflows import calibrate as C
 
 LIF = NeuronSpec(lam=0.5, theta=1.0)
 READOUT = NeuronSpec(kind="readout")
@@ -42,6 +45,10 @@ def _mlp(seed: int, positive_out: bool = False, bias: bool = True):
     return model
 
 
+def _quantizer(model) -> ChipQuantizer:
+    return ChipQuantizer(model, lambda params: chip_weights(model.spec, params)[1])
+
+
 def _deployment(model):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SaturationWarning)
@@ -51,16 +58,17 @@ def _deployment(model):
 @pytest.mark.parametrize("seed", range(6))
 def test_forward_weights_equal_the_deployments_dequantized_weights(seed):
     model = _mlp(seed, positive_out=seed % 2 == 1, bias=seed != 2)
-    quant = C.ChipQuantizer(model)
+    quant = _quantizer(model)
     targets = quant.targets()
+    exact = chip_weights(model.spec, quant.raw_parameters())[1]
     dep = _deployment(model)  # independent: the export path on plain_parameters
     assert [q.name for q in dep.qnet.stages] == ["fc1", "fc2", "out"]
     for q in dep.qnet.stages:
         w_hat = dequantize_weight(q, dep.qnet.input_frac_bits)
-        assert np.array_equal(quant.exact[q.name]["weight"], w_hat)  # bit for bit, float64
+        assert np.array_equal(exact[q.name]["weight"], w_hat)  # bit for bit, float64
         assert torch.equal(targets[q.name]["weight"], torch.from_numpy(w_hat).float())
         if seed != 2:
-            assert np.array_equal(quant.exact[q.name]["bias"], q.bias.astype(np.float64) / q.scale)
+            assert np.array_equal(exact[q.name]["bias"], q.bias.astype(np.float64) / q.scale)
     # attached: the model's forward weight is that tensor; detached: the float weight is back untouched
     raw = model.fc1.weight.detach().clone()
     quant.attach()
@@ -77,10 +85,9 @@ def test_conv_stage_quantizes_elementwise_like_the_deployment():
         LayerSpec("out", "linear", out_features=3, neuron=READOUT)))
     torch.manual_seed(1)
     model = build_model(spec)
-    quant = C.ChipQuantizer(model)
-    quant.targets()
+    exact = chip_weights(spec, plain_parameters(model))[1]
     dep = _deployment(model)
-    params = {k: {f: np.asarray(v, np.float32) for f, v in quant.exact[k].items()} for k in quant.exact}
+    params = {k: {f: np.asarray(v, np.float32) for f, v in exact[k].items()} for k in exact}
     lowered = lower(spec_to_nir(spec, params))  # the stage matrices of the quantized kernels
     for st, q in zip(lowered.stages, dep.qnet.stages, strict=True):
         w_hat = dequantize_weight(q, dep.qnet.input_frac_bits).astype(np.float32).astype(np.float64)
@@ -96,7 +103,7 @@ def test_pooling_before_a_stage_is_refused_by_name():
         LayerSpec("flat", "flatten"),
         LayerSpec("out", "linear", out_features=2, neuron=READOUT)))
     with pytest.raises(SpecError, match="'out'.*pool"):
-        C.synaptic_layers(spec)
+        calibratable_layers(spec)
 
 
 def test_gradients_pass_straight_through():
@@ -105,7 +112,7 @@ def test_gradients_pass_straight_through():
         for m in (model, ref):
             for name in ("fc1", "fc2"):
                 getattr(m, name).weight.mul_(4)
-    quant = C.ChipQuantizer(model)
+    quant = _quantizer(model)
     targets = quant.targets()
     with torch.no_grad():  # ref: a plain model whose float weights ARE the quantized ones
         for name, entry in targets.items():
@@ -153,7 +160,7 @@ def _coarse(trained: Path, tmp_path: Path) -> Path:
 
 def test_calibration_closes_a_quantization_gap(trained: Path, tmp_path: Path):
     coarse = _coarse(trained, tmp_path)
-    rec = C.calibrate(coarse, tmp_path / "deploy", epochs=3, log=lambda s: None)
+    rec = C.calibrate(coarse, tmp_path / "deploy", C.CalibrationConfig(epochs=3), log=lambda s: None)
     before, after = rec["before"], rec["after"]
     print(f"coarse MLP: before float {before['float_accuracy']:.4f} chip {before['chip_accuracy']:.4f}; "
           f"after float {after['float_accuracy']:.4f} chip {after['chip_accuracy']:.4f}")
@@ -186,7 +193,7 @@ def test_cli_writes_deploy_dir_calibrated_checkpoint_and_record(trained: Path, t
     from snnchip.train.data import load_dataset
 
     data = load_dataset("digits", spec=ckpt.spec)
-    xs, y = C._test_inputs(ckpt.spec, data)
+    xs, y = encoded_test_set(ckpt.spec, data)
     assert C.accuracies(calibrated, dep, xs, y) == rec["after"]
 
 

@@ -156,9 +156,9 @@ def test_empf_model_exports_to_loihi_and_chip_agrees_with_float(tmp_path, capsys
           f"max |output diff| {np.abs(res.output - ref.output.numpy()).max():.4f}")
     assert agree >= 0.8, agree
     # snn-validate MODEL.pt certifies exactly this deployment (the readout's scale from the measured graded spikes)
-    from snnchip.hw_sim.validate import _Reference
+    from snnchip.workflows.validate import Reference
 
-    validated = _Reference(tmp_path / "m" / "model.pt").deployment
+    validated = Reference(tmp_path / "m" / "model.pt").deployment
     assert validated.qnet.report == chip.dep.qnet.report
     for a, b in zip(validated.qnet.stages, chip.dep.qnet.stages, strict=True):
         np.testing.assert_array_equal(a.weight, b.weight)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snnchip.hw_sim import validate as V
+from snnchip.workflows.report import write_plots
+from snnchip.workflows.validate import ValidateConfig, validate
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +26,14 @@ def trained(tmp_path_factory) -> Path:
 
 @pytest.mark.lava
 def test_trained_model_passes_every_gate(trained: Path, tmp_path: Path):
-    report = V.validate(trained, samples=200, lava_samples=2, progress=False)
+    report = validate(trained, ValidateConfig(samples=200, lava_samples=2), progress=False)
     assert report["gates"] == {"nir_equals_float": True, "decision_agreement": True, "lava_equals_chip": True}
     assert report["passed"] and report["lava"]["total_differences"] == 0
     chip = report["chip"]
     assert set(chip["spike_agreement"]) == {"fc1", "fc2"}
     assert chip["float_accuracy"] > 0.8 and abs(chip["chip_accuracy"] - chip["float_accuracy"]) < 0.05
     assert report["resources"]["neurons"] == 48 + 24 + 10
-    paths = V.write_plots(report, tmp_path / "plots")
+    paths = write_plots(report, tmp_path / "plots")
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
@@ -51,7 +52,7 @@ def test_corrupted_lava_graph_fails_and_names_the_layer(trained: Path, monkeypat
         return real_build(dataclasses.replace(dep, qnet=dataclasses.replace(dep.qnet, stages=tuple(stages))))
 
     monkeypatch.setattr(deploy, "build", corrupted_build)
-    report = V.validate(trained, samples=60, lava_samples=4, progress=False)
+    report = validate(trained, ValidateConfig(samples=60, lava_samples=4), progress=False)
     assert not report["passed"] and report["gates"]["lava_equals_chip"] is False
     assert report["lava"]["first_differing_layer"] == "fc2"
     assert report["lava"]["differences"]["fc1"] == {"spikes": 0, "u": 0, "v": 0}

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from snnchip.checkpoint import load_checkpoint
-from snnchip.cli import train_parser
+from snnchip.cli.options import config as config_from_args
+from snnchip.cli.snn_train import parser as train_parser
 from snnchip.errors import SpecError
 from snnchip.train import trainer
 from snnchip.train.data import Dataset
@@ -114,11 +115,11 @@ def test_snn_train_nproc_2_then_resume_in_one_process(tmp_path):
     and ends where an uninterrupted single-process run ends."""
     argv = ["--method", "sltt-k", "--k", "1", "--hidden", "12", "--T", "2", "--batch-size", "64", "--epochs", "1",
             "--quiet", "--lr", "0.01"]
-    res = _run([sys.executable, "-m", "snnchip.train.cli", *argv, "--nproc", "2", "--max-steps", "2",
+    res = _run([sys.executable, "-m", "snnchip.cli.snn_train", *argv, "--nproc", "2", "--max-steps", "2",
                 "--out", str(tmp_path / "a")])
     assert res.returncode == 0, res.stdout[-3000:]
     assert res.stdout.count("snn-train: mlp / sltt-k") == 1  # one summary: rank 0's
-    cfg = TrainConfig.from_namespace(train_parser().parse_args([*argv, "--out", str(tmp_path / "a")]))
+    cfg = config_from_args(TrainConfig, train_parser().parse_args([*argv, "--out", str(tmp_path / "a")]))
     fit(TrainConfig(**{**cfg.__dict__, "max_steps": 4, "resume": True}))
     fit(TrainConfig(**{**cfg.__dict__, "max_steps": 4, "out": str(tmp_path / "b")}))
     a, b = load_checkpoint(tmp_path / "a" / "model.pt"), load_checkpoint(tmp_path / "b" / "model.pt")
@@ -145,7 +146,7 @@ def test_ranks_split_each_global_batch_of_the_single_process_order():
 
 
 def test_nproc_builds_a_torchrun_command_with_the_same_options(tmp_path):
-    from snnchip.train.cli import torchrun_command
+    from snnchip.cli.snn_train import torchrun_command
 
     args = train_parser().parse_args(["--nproc", "3", "--method", "saf-e", "--lr", "0.1", "--amp", "--out", "r"])
     cmd = torchrun_command(args)

@@ -56,15 +56,17 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv,msg", [
-    (["--method", "nope"], "valid: bptt"),
-    (["--model", "resnet"], "valid: mlp"),
-    (["--dataset", "imagenet"], "valid: digits"),
+    (["--method", "nope"], "invalid choice: 'nope' (choose from 'bptt'"),
+    (["--model", "resnet"], "invalid choice: 'resnet' (choose from 'mlp'"),
+    (["--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'digits'"),
+    (["--T", "six"], "argument --T: invalid int value: 'six'"),
     (["--T", "0"], "positive"),
     (["--method", "sltt-k", "--k", "7", "--T", "3"], "K <= T"),
 ])
 def test_snn_train_bad_input_exits_2_with_the_valid_choices(tmp_path, capsys, argv, msg):
     assert snn_train([*argv, "--out", str(tmp_path), "--epochs", "1"]) == 2
-    assert msg in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1  # one line
 
 
 def test_snn_train_cli_runs(tmp_path, capsys):

@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from snnchip.checkpoint import Checkpoint, load_checkpoint
 from snnchip.errors import CheckpointError, SpecError
+from snnchip.spec import NetworkSpec
 
+from .data import Dataset
 from .model import SpikingNet, build_model
 from .rules import time_major
 from .views import SpikeView
@@ -44,6 +47,19 @@ def simulate(model: SpikingNet, x: torch.Tensor, T: int | None = None) -> SimRes
         return SimResult(torch.cumsum(torch.stack(outs), 0), {n: torch.stack(v) for n, v in spikes.items()})
     finally:
         model.train(was_training)
+
+
+def encoded_test_set(spec: NetworkSpec, data: Dataset, samples: int | None = None
+                     ) -> tuple[torch.Tensor, np.ndarray]:
+    """The first ``samples`` (default: all) test samples time-major [T, N, *input_shape], encoded once (rate codes
+    drawn from seed 0 without touching the caller's random stream), and their labels."""
+    x, y = data.test
+    n = len(y) if samples is None else min(samples, len(y))
+    x, y = x[:n], np.asarray(y[:n])
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        xs = x.transpose(0, 1) if data.temporal else time_major(x, spec)
+    return xs.float().contiguous(), y
 
 
 def simulate_parallel(model: SpikingNet, x: torch.Tensor, T: int | None = None) -> SimResult:

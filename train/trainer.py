@@ -24,17 +24,18 @@ import torch
 from snnchip.atomic import atomic_path, write_text_atomic
 from snnchip.checkpoint import load_checkpoint, save_checkpoint
 from snnchip.errors import SpecError, TrainingError
+from snnchip.options import option
 from snnchip.spec import NetworkSpec, NeuronSpec
 
-from .data import Dataset, load_dataset
+from .data import DATASETS, Dataset, load_dataset
 from .distributed import World, process_group
 from .edbp import configure_edbp, edbp_options
-from .empf import configure_empf
+from .empf import VARIANTS, configure_empf
 from .inference import simulate
 from .model import SpikingNet, build_model, parameter_memory_bits
 from .neuron import compile_kernels
-from .rules import get_rule, mixed_loss, run_iteration
-from .zoo import model_spec
+from .rules import METHODS, get_rule, mixed_loss, run_iteration
+from .zoo import MODELS, model_spec
 
 DEFAULT_LR = {"sgd": 0.1, "adam": 2e-3, "adamw": 2e-3}
 SLTT_LAMBDA = 1 - 1 / 1.1
@@ -42,52 +43,76 @@ SLTT_LAMBDA = 1 - 1 / 1.1
 
 @dataclass
 class TrainConfig:
-    """Everything ``snn-train`` takes (its option names); ``None`` means the method's default."""
+    """Everything ``fit`` takes; each field is also a ``snn-train`` option and a ``[train]`` key of a pipeline
+    config. ``None`` means the method's default."""
 
-    out: str
-    dataset: str = "digits"
-    data_dir: str | None = None
-    model: str = "mlp"
-    hidden: str = "128"
-    method: str = "ottt-a"
-    T: int = 6
-    k: int | None = None
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float | None = None
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    mse_alpha: float = 0.05
-    encoding: str = "direct"
-    lam: float | None = None
-    theta: float = 1.0
-    reset: str = "subtract"
-    spike: str = "ge"
-    bias: bool = True  # --no-bias: synaptic layers without bias (netx applies biases from step 1)
-    surrogate: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    compile: bool = False  # --compile: the LIF step's element-wise work as torch.compile'd kernels
-    max_steps: int | None = None
-    resume: bool = False
-    quiet: bool = False
-    empf_variant: str = "bn"  # EM-PF (--method empf): vanilla | learnable | bn | parallel
-    random_bp: bool = False  # EM-PF: --method empf --random-bp is the rule empf-random-bp
-    seca: str = "none"
-    binary_first_last: bool = False
-    tau_m: float | None = None  # event-driven BP (--method edbp): None = Table S1 default of the dataset
-    tau_s: float | None = None
-    tau_grad: float | None = None
-    targets: str | None = None  # "N_correct,N_wrong"
+    out: str = option(help="run directory (model.pt, metrics.json, curves.png)", flag="--out")
+    dataset: str = option("digits", help="digits (embedded), mnist, fashion-mnist, cifar10, dvs", choices=DATASETS)
+    data_dir: str | None = option(None, help="directory with the local dataset files")
+    model: str = option("mlp", help="a zoo model", choices=tuple(MODELS))
+    hidden: str = option("128", help="comma-separated hidden widths of mlp")
+    method: str = option("ottt-a", help="learning rule", choices=METHODS)
+    T: int = option(6, help="time steps")
+    k: int | None = option(None, help="SLTT-K: steps with backward per batch (0 < K <= T)")
+    epochs: int = option(20, help="training epochs")
+    batch_size: int = option(64, help="global batch size")
+    lr: float | None = option(None, help="learning rate (default: sgd 0.1, adam/adamw 2e-3)")
+    optimizer: str = option("adam", help="optimizer", choices=("sgd", "adam", "adamw"))
+    weight_decay: float = option(0.0, help="weight decay")
+    mse_alpha: float = option(0.05, help="loss (1-α)·CE + α·MSE (OTTT), α in [0, 1]")
+    encoding: str = option("direct", help="input encoding per step", choices=("direct", "rate"))
+    lam: float | None = option(None, help="LIF leak λ (default: 0.5; SLTT 1 - 1/1.1)")
+    theta: float = option(1.0, help="threshold θ")
+    reset: str = option("subtract", help="reset after a spike", choices=("subtract", "zero"))
+    spike: str = option("ge", help="spike when u >= θ (ge) or u > θ (gt)", choices=("ge", "gt"))
+    bias: bool = option(True, help="synaptic layers without bias (needed by --target netx, whose biases act "
+                        "from step 1)", flag="--no-bias")
+    surrogate: str | None = option(None, help="surrogate gradient (default: sigmoid; SLTT triangle)",
+                                   choices=("sigmoid", "triangle", "rectangle"))
+    seed: int = option(0, help="random seed")
+    device: str = option("auto", help="auto (cuda when present), cpu, cuda", choices=("auto", "cpu", "cuda"))
+    amp: bool = option(False, help="mixed precision on CUDA")
+    compile: bool = option(False, help="fuse the LIF step's element-wise work with torch.compile (CPU: needs a C++ "
+                           "compiler; costs seconds once, then about 10 % faster conv-net iterations)")
+    max_steps: int | None = option(None, help="stop after N optimizer iterations")
+    resume: bool = option(False, help="resume exactly from OUT/model.pt")
+    quiet: bool = option(False, help="no progress bar")
+    empf_variant: str = option("bn", help="EM-PF neuron: fixed λ/θ, learnable per-step λ[t]/θ[t], + membrane BN, "
+                               "parallel, mixed (resnet18 blocks: first neuron parallel, second bn)",
+                               choices=VARIANTS)
+    random_bp: bool = option(False, help="EM-PF: backward at one random step per batch (rule empf-random-bp)")
+    seca: str = option("none", help="EM-PF channel attention (conv)", choices=("none", "i", "ii"))
+    binary_first_last: bool = option(False, help="EM-PF: binarise the first and last synaptic layers too")
+    tau_m: float | None = option(None, help="edbp: SRM τm (default: Table S1 row of the dataset)")
+    tau_s: float | None = option(None, help="edbp: SRM τs (default: Table S1)")
+    tau_grad: float | None = option(None, help="edbp: backward kernel h = e^(-t/τ_grad) (default: Table S1)")
+    targets: str | None = option(None, help="edbp: target spike counts N_correct,N_wrong of the output neurons "
+                                 "(default: Table S1, 5,1 for digits/MNIST)")
 
     def __post_init__(self) -> None:
         if self.random_bp and self.method == "empf":
             self.method = "empf-random-bp"
 
-    @classmethod
-    def from_namespace(cls, ns: Any) -> TrainConfig:
-        return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)})
+
+def summary(cfg: TrainConfig, metrics: dict[str, Any]) -> list[str]:
+    """The one-screen summary of a run's ``metrics`` (``fit``'s return value)."""
+    rows = metrics["epochs"]
+    if not rows:
+        return [f"snn-train: nothing to do (already at --epochs {cfg.epochs} or --max-steps); {cfg.out}/model.pt"]
+    last = rows[-1]
+    rates = ", ".join(f"{k} {v:.3f}" for k, v in last["firing_rate"].items())
+    lines = [f"snn-train: {cfg.model} / {cfg.method} on {cfg.dataset}, T={cfg.T}, {len(rows)} epoch(s) recorded, "
+             f"last epoch {last['epoch']}",
+             f"  test accuracy {last['test_acc']:.4f} (best {metrics['best_test_acc']:.4f}), test loss "
+             f"{last['test_loss']:.4f}, train accuracy {last['train_acc']:.4f}",
+             f"  {last['time_s']:.1f} s/epoch, peak memory {last['peak_memory_bytes'] / 2**20:.1f} MiB "
+             f"({last['peak_memory_kind']}), firing rate: {rates}"]
+    mem = metrics["parameter_memory_bits"]
+    if mem["binary_bits"] < mem["float_bits"]:
+        lines.append(f"  parameter memory {mem['binary_bits'] / 8 / 1024:.1f} KiB with binary weights vs "
+                     f"{mem['float_bits'] / 8 / 1024:.1f} KiB float ({mem['ratio']:.2f}x)")
+    lines.append(f"  wrote {cfg.out}/model.pt, {cfg.out}/metrics.json, {cfg.out}/curves.png")
+    return lines
 
 
 def neuron_for(cfg: TrainConfig) -> NeuronSpec:

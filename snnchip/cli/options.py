@@ -1,0 +1,62 @@
+"""Command-line options generated from config dataclasses (``snnchip.options.option`` fields).
+
+``add_options(parser, Config)`` adds one option per field: ``--field-name`` (or the field's ``flag``), the
+field's type, choices and help, and the default in the help text; a bool field is a switch (``--amp`` for a
+False default, the field's ``--no-...`` flag for a True default). ``as_overrides=True`` adds every option
+with default None, for options that override recorded values (the interpretation of a foreign graph).
+``config(Config, args)`` builds the dataclass back from the parsed namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from snnchip.options import field_type
+
+
+def _help(f: dataclasses.Field, shown_default: Any) -> str:
+    text = f.metadata.get("help", "").replace("%", "%%")
+    if shown_default not in (None, dataclasses.MISSING, False, True, ""):
+        text += f" (default: {shown_default})"
+    return text
+
+
+def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
+                exclude: tuple[str, ...] = (), as_overrides: bool = False) -> None:
+    """Add an option (or a positional argument) for every field of ``cls`` not in ``exclude``."""
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.init:
+            continue
+        base, _ = field_type(cls, f.name)
+        meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if meta.get("positional"):
+            parser.add_argument(f.name, help=_help(f, None), metavar=meta.get("metavar"))
+            continue
+        flags = meta.get("flag") or ("--" + f.name.replace("_", "-"),)
+        kw: dict[str, Any] = {"dest": f.name, "help": _help(f, default)}
+        if base is bool and not as_overrides:
+            kw["action"] = "store_false" if default is True else "store_true"
+        else:
+            kw.update(type=base, choices=meta.get("choices"), metavar=meta.get("metavar"))
+            if as_overrides:
+                kw["default"] = None
+            elif default is dataclasses.MISSING:
+                kw["required"] = True
+            else:
+                kw["default"] = default
+        parser.add_argument(*flags, **kw)
+
+
+def config(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
+    """``cls`` from the parsed ``args`` (fields ``args`` lacks keep their defaults); ``fixed`` overrides."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init and hasattr(args, f.name)}
+    return cls(**{**values, **fixed})
+
+
+def overrides(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of ``cls`` given on the command line (those added with ``as_overrides`` and not None)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}

@@ -1,0 +1,55 @@
+"""``snn-export MODEL --target nir|loihi|onnx|netx -o OUT`` (and ``--calibrate`` for Loihi)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from snnchip.cli.command import base_parser, run_command
+from snnchip.cli.options import add_options, config, overrides
+from snnchip.spec import Interpretation
+
+EXAMPLES = """\
+  snn-export runs/mlp/model.pt --target nir -o model.nir
+  snn-export runs/mlp/model.pt --target loihi -o deploy/mlp
+  snn-export runs/mlp/model.pt --target loihi --calibrate --calibrate-epochs 3 -o deploy/mlp
+  snn-export snntorch_graph.nir --target loihi --T 20 --reset zero -o deploy/foreign
+  snn-export runs/mlp/model.pt --target onnx -o model.onnx
+  snn-export graph.nir --target netx --T 25 -o net.net  (reset to zero, >, no bias; lava-dl netx loads it)
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    from snnchip.workflows.calibrate import CalibrationConfig
+    from snnchip.workflows.export import ExportConfig
+
+    p = base_parser("snn-export", "Export a trained model.pt (or a .nir graph) to NIR, a Loihi 2 deploy directory, "
+                    "ONNX or netx HDF5.", EXAMPLES)
+    add_options(p, ExportConfig)
+    add_options(p.add_argument_group("interpretation of foreign NIR graphs (ours carry their semantics; a foreign "
+                                     "graph re-exported by snnchip keeps the one it records unless overridden)"),
+                Interpretation, as_overrides=True)
+    cal = p.add_argument_group("calibration (--target loihi, model.pt)")
+    cal.add_argument("--calibrate", action="store_true", help="fine-tune with the chip's quantized weights in the "
+                     "forward pass (straight-through) before exporting; writes DIR/model.calibrated.pt and "
+                     "DIR/calibration.json (float and bit-exact chip accuracy before/after)")
+    add_options(cal, CalibrationConfig)
+    return p
+
+
+def handle(args: argparse.Namespace) -> int:
+    from snnchip.workflows.export import ExportConfig, export
+
+    cfg = config(ExportConfig, args)
+    if args.calibrate:
+        from snnchip.workflows.calibrate import CalibrationConfig, calibrate_and_export
+
+        lines = calibrate_and_export(cfg, config(CalibrationConfig, args), log=print)
+    else:
+        lines = export(cfg, overrides(Interpretation, args))
+    print("\n".join(lines))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(parser(), handle, argv)

@@ -1,0 +1,55 @@
+"""``snn-validate MODEL_OR_DEPLOY_DIR``: the validation ladder, its table, JSON report and plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from snnchip.cli.command import base_parser, run_command
+from snnchip.cli.options import add_options, config
+from snnchip.options import option
+
+EXAMPLES = """\
+  snn-validate runs/mlp/model.pt --dataset digits --json report.json --plots plots/
+  snn-validate deploy/mlp --dataset digits --samples 200 --lava-samples 5 --json r.json
+"""
+
+
+@dataclass
+class ValidateOutputs:
+    model: str = option(help="model.pt or a deploy directory", positional=True)
+    json: str | None = option(None, help="write the report as JSON here")
+    plots: str | None = option(None, help="directory for the plots")
+
+
+def parser() -> argparse.ArgumentParser:
+    from snnchip.workflows.validate import ValidateConfig
+
+    p = base_parser("snn-validate", "Run the validation ladder: float model = NIR reference; float vs bit-exact "
+                    "chip; chip = Lava. Exit 0 when every gate passes, 1 when one fails.", EXAMPLES)
+    add_options(p, ValidateOutputs)
+    add_options(p, ValidateConfig)
+    return p
+
+
+def handle(args: argparse.Namespace) -> int:
+    from snnchip.atomic import write_text_atomic
+    from snnchip.workflows.report import print_table, write_plots
+    from snnchip.workflows.validate import ValidateConfig, validate
+
+    out = config(ValidateOutputs, args)
+    report = validate(out.model, config(ValidateConfig, args))
+    print_table(report)
+    if out.plots:
+        for p in write_plots(report, out.plots):
+            print(f"plot: {p}")
+    if out.json:
+        write_text_atomic(out.json, json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2))
+        print(f"report: {out.json}")
+    return 0 if report["passed"] else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(parser(), handle, argv)

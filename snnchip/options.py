@@ -1,0 +1,90 @@
+"""Options declared once, on the config dataclass a library function takes.
+
+A config dataclass's fields carry their command-line help in ``dataclasses.field`` metadata (``option``); the
+command-line face generates each command's options from them (``snnchip.cli.options``) and ``snn-pipeline``
+reads its TOML tables into the same dataclasses (``from_mapping``), so a config key, a flag and a keyword
+argument always mean the same thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from snnchip.errors import SpecError
+
+_MISSING = dataclasses.MISSING
+
+
+def option(default: Any = _MISSING, *, help: str, choices: tuple[Any, ...] | None = None,
+           flag: tuple[str, ...] | str | None = None, positional: bool = False, metavar: str | None = None,
+           default_factory: Any = _MISSING) -> Any:
+    """A dataclass field with its command-line help; ``flag`` overrides the ``--field-name`` spelling."""
+    meta = {"help": help, "choices": choices, "flag": (flag,) if isinstance(flag, str) else flag,
+            "positional": positional, "metavar": metavar}
+    if default_factory is not _MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def field_type(cls: type, name: str) -> tuple[type, bool]:
+    """The base type of field ``name`` of ``cls`` and whether it may be None (``int | None`` → (int, True))."""
+    hint = typing.get_type_hints(cls)[name]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return hint, False
+
+
+def coerce(cls: type, name: str, value: Any, where: str) -> Any:
+    """``value`` as the type of field ``name`` (from a TOML table or a string), or a ``SpecError`` naming it."""
+    base, optional = field_type(cls, name)
+    if value is None and optional:
+        return None
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    try:
+        if base is bool:
+            if not isinstance(value, bool):
+                raise TypeError("expected true or false")
+            out = value
+        elif base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError("expected an integer")
+            out = int(value)
+        elif base is float:
+            if isinstance(value, bool):
+                raise TypeError("expected a number")
+            out = float(value)
+        elif base is str:
+            out = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        else:
+            out = value
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{where}: {name} = {value!r} is not valid ({exc})") from None
+    choices = f.metadata.get("choices")
+    if choices and out not in choices:
+        raise SpecError(f"{where}: {name} = {out!r}; valid: {', '.join(map(str, choices))}")
+    if isinstance(out, float) and not math.isfinite(out):
+        raise SpecError(f"{where}: {name} = {out!r} must be a finite number")
+    return out
+
+
+def from_mapping(cls: type, mapping: Mapping[str, Any], where: str, **fixed: Any) -> Any:
+    """``cls(**mapping)`` with keys spelled ``batch_size`` or ``batch-size``, values coerced and checked;
+    an unknown key raises ``SpecError`` listing the valid ones. ``fixed`` values override the mapping."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    values = {}
+    for key, value in mapping.items():
+        name = key.replace("-", "_")
+        if name not in names:
+            raise SpecError(f"{where}: unknown key {key!r}; valid: {', '.join(sorted(names - set(fixed)))}")
+        values[name] = coerce(cls, name, value, where)
+    try:
+        return cls(**{**values, **fixed})
+    except TypeError as exc:
+        raise SpecError(f"{where}: {exc}") from None

@@ -1,0 +1,96 @@
+"""Export a ``model.pt`` or a ``.nir`` graph to one target, returning the lines that describe the result.
+
+Targets: ``nir`` (the graph and an interpretation report), ``loihi`` (the deploy directory and its
+quantization report), ``onnx`` (a single-step stateful model, run once in onnxruntime), ``netx`` (lava-dl's
+HDF5 file). Foreign graphs are read with ``Interpretation.overriding(recorded, **overrides)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from snnchip.options import option
+from snnchip.spec import Interpretation
+
+TARGETS = ("nir", "loihi", "onnx", "netx")
+DEFAULT_NAMES = {"nir": "model.nir", "loihi": "deploy", "onnx": "model.onnx", "netx": "model.net"}
+
+
+@dataclass
+class ExportConfig:
+    """What ``export`` takes besides the interpretation of a foreign graph."""
+
+    model: str = option(help="model.pt written by snn-train, or a .nir graph", positional=True)
+    target: str = option(help="what to write", choices=TARGETS)
+    out: str = option(help="output file (nir, onnx, netx) or directory (loihi)", flag=("-o", "--out"))
+    T: int | None = option(None, help="time steps for a foreign .nir graph (ours record T)")
+
+
+def export(cfg: ExportConfig, overrides: dict[str, Any] | None = None) -> list[str]:
+    """Write ``cfg.model`` as ``cfg.target`` to ``cfg.out``; ``overrides``: ``Interpretation`` fields given
+    explicitly for a foreign graph. Returns the report lines."""
+    return _WRITERS[cfg.target](cfg, overrides or {})
+
+
+def _nir(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
+    from snnchip.export.nir_export import interpretation_report, model_graph, write_nir
+    from snnchip.export.nir_import import check_graph
+
+    graph = model_graph(cfg.model, Interpretation.overriding(None, **given))
+    write_nir(graph, cfg.out)
+    checked = check_graph(graph)
+    return [f"wrote {cfg.out}: {len(checked.nodes)} nodes, {len(checked.edges)} edges "
+            f"({len(checked.back_edges)} recurrent)",
+            "interpretation report (what a plain NIR reader would get wrong):",
+            *(f"  {line}" for line in interpretation_report(graph))]
+
+
+def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
+    from snnchip.export.loihi import export_loihi, load_deploy, read_model_graph
+    from snnchip.export.nir_import import recorded_interpretation
+    from snnchip.export.quantize import format_report
+
+    graph = read_model_graph(cfg.model)
+    out = export_loihi(graph, cfg.out, Interpretation.overriding(recorded_interpretation(graph), **given), cfg.T,
+                       source=cfg.model)
+    dep = load_deploy(out)
+    res = dep.manifest["resources"]
+    return [format_report(dep.qnet.report),
+            f"wrote {out}: {dep.depth} stages, {res['neurons']} neurons, {res['synapses']} synapses, "
+            f"T = {dep.T}, Lava latency {dep.depth} steps (run T + {dep.depth})"]
+
+
+def _onnx(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
+    import numpy as np
+
+    from snnchip.export.nir_export import model_graph
+    from snnchip.export.onnx_export import OPSET, onnx_model, run_onnx, write_onnx
+
+    interpretation = Interpretation.overriding(None, **given)
+    model = onnx_model(model_graph(cfg.model, interpretation), interpretation)
+    write_onnx(model, cfg.out)
+    in_shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    run_onnx(cfg.out, np.zeros((1, 1, *in_shape), np.float32))  # onnxruntime loads and runs it
+    return [f"wrote {cfg.out}: single-step ONNX model (opset {OPSET}), {len(model.graph.node)} ops",
+            f"  inputs:  {', '.join(i.name for i in model.graph.input)}",
+            f"  outputs: {', '.join(o.name for o in model.graph.output)}",
+            "  drive it over time with snnchip.export.onnx_export.run_onnx(path, x[T, B, ...])"]
+
+
+def _netx(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
+    from snnchip.export.loihi import read_model_graph
+    from snnchip.export.netx import INPUT_MESSAGE_BITS, export_netx
+    from snnchip.export.nir_import import recorded_interpretation
+    from snnchip.export.quantize import format_report
+
+    graph = read_model_graph(cfg.model)
+    dep = export_netx(graph, cfg.out, Interpretation.overriding(recorded_interpretation(graph), **given), cfg.T)
+    return [format_report(dep.qnet.report),
+            f"wrote {cfg.out}: {dep.depth} dense layers, T = {dep.T}; load with "
+            f"lava.lib.dl.netx.hdf5.Network({os.fspath(cfg.out)!r}, input_message_bits={INPUT_MESSAGE_BITS}) and "
+            f"feed round(x * 2^{dep.qnet.input_frac_bits}) of the flattened input; layer k lags k Lava steps"]
+
+
+_WRITERS = {"nir": _nir, "loihi": _loihi, "onnx": _onnx, "netx": _netx}

@@ -1,0 +1,99 @@
+"""``snn-pipeline CONFIG.toml``: train → export → validate, everything under one run directory.
+
+A config has one table per stage; its keys are the fields of the stage's config dataclass, which are also the
+long options of the matching command (``TrainConfig`` = ``snn-train``, ``ValidateConfig`` = ``snn-validate``),
+so a config line and a command-line flag mean the same thing::
+
+    [run]
+    out = "runs/demo"                     # run directory (overridden by --out)
+
+    [train]                               # snn-train options (its --out is the run directory)
+    dataset = "digits"
+    model = "mlp"
+    method = "ottt-a"
+    T = 6
+    epochs = 20
+
+    [export]
+    targets = ["nir", "loihi"]            # written to RUN/model.nir, RUN/deploy/, RUN/model.onnx, RUN/model.net
+
+    [validate]                            # snn-validate options; the report and plots go under RUN
+    lava_samples = 20
+    min_agreement = 0.98
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from snnchip.errors import SnnchipError
+from snnchip.options import from_mapping
+
+TABLES = ("run", "train", "export", "validate")
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """The TOML config at ``path``, its tables checked."""
+    p = Path(path)
+    if not p.is_file():
+        raise SnnchipError(f"{p}: no such config file (see configs/ for examples)")
+    try:
+        config = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SnnchipError(f"{p}: not valid TOML: {exc}") from None
+    unknown = set(config) - set(TABLES)
+    if unknown:
+        raise SnnchipError(f"{p}: unknown config tables {sorted(unknown)}; valid: {', '.join(TABLES)}")
+    if "train" not in config:
+        raise SnnchipError(f"{p}: a pipeline config needs a [train] table")
+    for name, table in config.items():
+        if not isinstance(table, dict):
+            raise SnnchipError(f"{p}: [{name}] must be a table")
+    return config
+
+
+def run_pipeline(config_path: str | Path, out: str | Path | None = None,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the pipeline of ``config_path``; returns the validation report (``report["passed"]``)."""
+    from snnchip.train.trainer import TrainConfig, fit, summary
+    from snnchip.workflows.export import DEFAULT_NAMES, ExportConfig, export
+    from snnchip.workflows.report import print_table, write_plots
+    from snnchip.workflows.validate import ValidateConfig, validate
+
+    config = load_config(config_path)
+    run_dir = Path(out or config.get("run", {}).get("out") or f"runs/{Path(config_path).stem}")
+    train_cfg = from_mapping(TrainConfig, config["train"], "[train]", out=str(run_dir))
+    targets = config.get("export", {}).get("targets", ["nir", "loihi"])
+    bad = [t for t in targets if t not in DEFAULT_NAMES] if isinstance(targets, list) else [targets]
+    if bad or set(config.get("export", {})) - {"targets"}:
+        raise SnnchipError(f"[export]: the only key is targets, a list of {', '.join(DEFAULT_NAMES)}; got "
+                           f"{config.get('export')}")
+    validate_cfg = from_mapping(ValidateConfig, {"dataset": train_cfg.dataset, "data_dir": train_cfg.data_dir,
+                                                 **config.get("validate", {})}, "[validate]")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    log(f"== [1/3] train -> {run_dir}/model.pt")
+    log("\n".join(summary(train_cfg, fit(train_cfg))))
+    for i, target in enumerate(targets, 1):
+        dest = run_dir / DEFAULT_NAMES[target]
+        log(f"== [2/3] export ({i}/{len(targets)}) --target {target} -> {dest}")
+        log("\n".join(export(ExportConfig(model=str(run_dir / "model.pt"), target=target, out=str(dest)))))
+    log("== [3/3] validate (the validation ladder)")
+    report = validate(str(run_dir / "model.pt"), validate_cfg)
+    print_table(report)
+    for p in write_plots(report, run_dir / "plots"):
+        log(f"plot: {p}")
+    from snnchip.atomic import write_text_atomic
+
+    write_text_atomic(run_dir / "report.json",
+                      json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2))
+    log(f"report: {run_dir / 'report.json'}")
+    log(f"\npipeline finished in {(time.perf_counter() - started) / 60:.1f} min; everything is under {run_dir}/")
+    return report
