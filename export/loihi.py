@@ -29,7 +29,7 @@ from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
 from snnchip.errors import DeployError, SpecError
 from snnchip.export.lowering import LoweredNet, Stage, Weight, lower
-from snnchip.export.nir_import import recorded_interpretation
+from snnchip.export.nir_meta import recorded_interpretation
 from snnchip.export.quantize import QStage, QuantizedNet, SaturationWarning, mantissa_range, quantize, to_mantissa
 from snnchip.spec import Interpretation, NetworkSpec
 

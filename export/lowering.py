@@ -34,7 +34,8 @@ import torch
 
 from snnchip.errors import UnsupportedNodeError
 from snnchip.export.nir_exec import compile_neuron
-from snnchip.export.nir_import import check_graph, recorded_interpretation, snnchip_semantics
+from snnchip.export.nir_graph import check_graph
+from snnchip.export.nir_meta import recorded_interpretation, snnchip_semantics
 from snnchip.spec import Interpretation
 
 LINEAR_TYPES = (nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d, nir.Flatten)

@@ -42,14 +42,8 @@ import torch.nn.functional as F
 from snnchip.errors import DataError, UnsupportedNodeError
 from snnchip.spec import Interpretation
 
-from .nir_import import (
-    NEURON_TYPES,
-    SPIKING_TYPES,
-    CheckedGraph,
-    check_graph,
-    recorded_interpretation,
-    snnchip_semantics,
-)
+from .nir_graph import CheckedGraph, check_graph
+from .nir_meta import NEURON_TYPES, SPIKING_TYPES, recorded_interpretation, snnchip_semantics
 
 Tensor = torch.Tensor
 

@@ -42,14 +42,9 @@ from snnchip.atomic import atomic_path
 from snnchip.errors import SpecError, UnsupportedNodeError
 from snnchip.spec import Interpretation, LayerSpec, NetworkSpec, NeuronSpec
 
-from .nir_import import (
-    EMPF_ARRAYS,
-    SCHEMA_VERSION,
-    check_graph,
-    read_graph,
-    recorded_interpretation,
-    snnchip_semantics,
-)
+from .nir_graph import check_graph
+from .nir_meta import EMPF_ARRAYS, SCHEMA_VERSION, recorded_interpretation, snnchip_semantics
+from .nir_read import read_graph
 
 Params = dict[str, dict[str, np.ndarray]]
 

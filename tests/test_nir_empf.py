@@ -14,7 +14,9 @@ from snnchip.checkpoint import save_checkpoint
 from snnchip.errors import DataError, NIRFormatError, UnsupportedNodeError
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_export import interpretation_report, model_graph, spec_to_nir, write_nir
-from snnchip.export.nir_import import EMPF_ARRAYS, check_graph, read_graph
+from snnchip.export.nir_graph import check_graph
+from snnchip.export.nir_meta import EMPF_ARRAYS
+from snnchip.export.nir_read import read_graph
 from snnchip.spec import NeuronSpec
 
 train = pytest.importorskip("snnchip.train")

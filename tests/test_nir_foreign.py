@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_export import write_nir
-from snnchip.export.nir_import import read_graph
+from snnchip.export.nir_read import read_graph
 from snnchip.spec import Interpretation
 
 

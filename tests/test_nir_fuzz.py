@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from snnchip.errors import DataError, NIRFormatError, UnsupportedNodeError
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_export import spec_to_nir, write_nir
-from snnchip.export.nir_import import check_graph, read_graph
+from snnchip.export.nir_graph import check_graph
+from snnchip.export.nir_read import read_graph
 from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
 
 OURS = (NIRFormatError, UnsupportedNodeError)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_export import interpretation_report, spec_to_nir, write_nir
-from snnchip.export.nir_import import read_graph
+from snnchip.export.nir_read import read_graph
 from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
 
 OPTIONS = [(reset, spike, lam) for reset in ("subtract", "zero") for spike in ("ge", "gt")

@@ -12,7 +12,7 @@ import torch
 
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_export import interpretation_report, model_graph, write_nir
-from snnchip.export.nir_import import read_graph
+from snnchip.export.nir_read import read_graph
 from snnchip.spec import Interpretation
 from snnchip.train import load_model, simulate
 from snnchip.train.trainer import TrainConfig, fit

@@ -72,7 +72,7 @@ def _reference(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
     from snnchip.atomic import atomic_path
     from snnchip.export.nir_exec import NIRExecutor
     from snnchip.export.nir_export import model_graph
-    from snnchip.export.nir_import import recorded_interpretation
+    from snnchip.export.nir_meta import recorded_interpretation
 
     if os.path.isdir(cfg.graph):
         raise NIRFormatError(f"{cfg.graph} is a directory; the reference backend runs a .nir (or model.pt) file; "

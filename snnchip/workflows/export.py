@@ -36,7 +36,7 @@ def export(cfg: ExportConfig, overrides: dict[str, Any] | None = None) -> list[s
 
 def _nir(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
     from snnchip.export.nir_export import interpretation_report, model_graph, write_nir
-    from snnchip.export.nir_import import check_graph
+    from snnchip.export.nir_graph import check_graph
 
     graph = model_graph(cfg.model, Interpretation.overriding(None, **given))
     write_nir(graph, cfg.out)
@@ -49,7 +49,7 @@ def _nir(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
 
 def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
     from snnchip.export.loihi import export_loihi, load_deploy, read_model_graph
-    from snnchip.export.nir_import import recorded_interpretation
+    from snnchip.export.nir_meta import recorded_interpretation
     from snnchip.export.quantize import format_report
 
     graph = read_model_graph(cfg.model)
@@ -82,7 +82,7 @@ def _onnx(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
 def _netx(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
     from snnchip.export.loihi import read_model_graph
     from snnchip.export.netx import INPUT_MESSAGE_BITS, export_netx
-    from snnchip.export.nir_import import recorded_interpretation
+    from snnchip.export.nir_meta import recorded_interpretation
     from snnchip.export.quantize import format_report
 
     graph = read_model_graph(cfg.model)

@@ -1,43 +1,32 @@
-"""Read and check NIR graphs: ours (docs/nir-schema.md) and foreign ones (snnTorch, Norse, ...).
+"""NIR graphs as snnchip runs them: nested subgraphs flattened, nodes ordered for discrete time, shapes inferred.
 
-``read_graph`` wraps ``nir.read``; ``check_graph`` flattens nested subgraphs, orders the nodes for
-discrete-time execution and infers every node's per-sample (unbatched) output shape. Anything
-unreadable, truncated or inconsistent raises ``NIRFormatError``; a node type or semantics we do
-not know raises ``UnsupportedNodeError``. Both name the node and never leak a raw traceback.
+``check_graph`` returns a ``CheckedGraph``: flat nodes (a nested subgraph's nodes named ``sub.node``), edges,
+the run order, the back edges, and every node's per-sample (unbatched) output shape, with each node's fields
+checked. Anything inconsistent raises ``NIRFormatError``; a node type we do not know raises
+``UnsupportedNodeError``; both name the node.
 
-Cycles: nodes are ordered by a depth-first search from the Input nodes; an edge that closes a cycle
-(it points at a node still on the search stack) is a *back edge* and delivers its source's value of
-the previous step (zeros at t = 1). This is the one-step-delay convention of our feedback edges and
-of snnTorch/Norse recurrent subgraphs.
+Cycles: nodes are ordered by a depth-first search from the Input nodes; an edge that closes a cycle (it points at
+a node still on the search stack) is a *back edge* and delivers its source's value of the previous step (zeros at
+t = 1). This is the one-step-delay convention of our feedback edges and of snnTorch/Norse recurrent subgraphs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
-import signal
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import nir
 import numpy as np
 
 from snnchip.errors import NIRFormatError, UnsupportedNodeError
-from snnchip.spec import Interpretation
 
-SCHEMA_VERSION = 1
-NEURON_TYPES = (nir.LIF, nir.IF, nir.LI, nir.I, nir.CubaLIF, nir.CubaLI)
-SPIKING_TYPES = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold)
+from .nir_meta import NEURON_TYPES, snnchip_semantics
+
 KNOWN_TYPES = {cls.__name__: cls for cls in (
     nir.Input, nir.Output, nir.NIRGraph, nir.Affine, nir.Linear, nir.Scale, nir.Conv1d, nir.Conv2d,
     nir.SumPool2d, nir.AvgPool2d, nir.Flatten, nir.Delay, nir.Threshold, *NEURON_TYPES)}
-# How each node type stores its defining fields in the HDF5 file (besides "type" and "metadata").
-_STORED_AS = {"Input": ("shape",), "Output": ("shape",), "NIRGraph": ("nodes", "edges"), "Flatten": ()}
 Shape = tuple[int, ...]
-PARSE_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -58,188 +47,6 @@ class CheckedGraph:
         return [(a, (a, b) in self.back_edges) for a, b in self.edges if b == name]
 
 
-# ------------------------------------------------------------------------------------------ reading
-def _required_fields(type_name: str) -> tuple[str, ...]:
-    if type_name in _STORED_AS:
-        return _STORED_AS[type_name]
-    return tuple(f.name for f in dataclasses.fields(KNOWN_TYPES[type_name])
-                 if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-
-
-def _prescan(group: Any, where: str, path: Path) -> None:
-    """Check node types and required fields in the HDF5 tree before ``nir.read`` builds objects."""
-    if "type" not in group:
-        raise NIRFormatError(f"{path}: node {where!r} has no 'type' field; the file is not a NIR graph "
-                             "or is truncated")
-    raw = group["type"][()]
-    type_name = raw.decode("utf8", "replace") if isinstance(raw, bytes) else str(raw)
-    if type_name not in KNOWN_TYPES:
-        raise UnsupportedNodeError(f"{path}: node {where!r} has type {type_name!r}, which snnchip cannot read; "
-                                   f"supported: {', '.join(sorted(KNOWN_TYPES))}")
-    missing = [f for f in _required_fields(type_name) if f not in group]
-    if missing:
-        raise NIRFormatError(f"{path}: node {where!r} ({type_name}) lacks field(s) {missing}; "
-                             "re-export the graph with a complete NIR writer")
-    if type_name == "NIRGraph":
-        for name in group["nodes"]:
-            _prescan(group["nodes"][name], f"{where}.{name}" if where else name, path)
-
-
-def _parse_in_child(path: Path) -> None:
-    """Read every dataset in a forked child first: on some corrupt heaps HDF5 loops forever in C code.
-
-    A child that hangs past ``PARSE_TIMEOUT_S`` (+1 s per 10 MB) is killed and the file reported corrupt;
-    ordinary read errors are left to the in-process read, which names them.
-    """
-    if not hasattr(os, "fork"):
-        return
-    pid = os.fork()
-    if pid == 0:  # child: touch every dataset, report only success or failure
-        code = 1
-        try:
-            import h5py
-
-            def touch(_name: str, obj: Any) -> None:
-                if isinstance(obj, h5py.Dataset):
-                    obj[()]
-
-            with h5py.File(path, "r") as f:
-                f.visititems(touch)
-            code = 0
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + PARSE_TIMEOUT_S + path.stat().st_size / 1e7
-    while not os.waitpid(pid, os.WNOHANG)[0]:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise NIRFormatError(f"{path}: the HDF5 library hangs reading this file; it is corrupt, re-export it")
-        time.sleep(0.002)
-
-
-def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
-    """Read a ``.nir`` file with ``nir.read`` and check it; every failure is a named snnchip error."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise NIRFormatError(f"{path}: no such NIR file")
-    _parse_in_child(path)
-    try:
-        with h5py.File(path, "r") as f:
-            if "node" not in f:
-                raise NIRFormatError(f"{path}: HDF5 file without a NIR 'node' group; not a NIR graph")
-            _prescan(f["node"], "", path)
-        graph = nir.read(path, type_check=False)
-    except (NIRFormatError, UnsupportedNodeError):
-        raise
-    except Exception as exc:  # h5py, nir's asserts, numpy: any of them means a corrupt file
-        raise NIRFormatError(f"{path}: corrupt or truncated NIR file ({type(exc).__name__}: {exc}); "
-                             "re-export it") from None
-    if not isinstance(graph, nir.NIRGraph):
-        raise NIRFormatError(f"{path}: the top-level node is a {type(graph).__name__}, not a NIRGraph")
-    check_graph(graph, where=str(path))
-    return graph
-
-
-# ----------------------------------------------------------------------------------------- metadata
-def snnchip_semantics(node: nir.NIRNode, name: str) -> dict[str, Any] | None:
-    """``node.metadata['snnchip']`` as plain Python values, or None for a foreign node.
-
-    Raises ``UnsupportedNodeError`` for an unknown schema version and ``NIRFormatError`` for missing keys.
-    """
-    meta = node.metadata.get("snnchip") if isinstance(node.metadata, dict) else None
-    if meta is None:
-        return None
-    if not isinstance(meta, dict):
-        raise NIRFormatError(f"node {name!r}: metadata['snnchip'] must be a dict, got {type(meta).__name__}")
-    meta = {k: _plain(v) for k, v in meta.items()}
-    if meta.get("version") != SCHEMA_VERSION:
-        raise UnsupportedNodeError(f"node {name!r}: snnchip metadata version {meta.get('version')!r}; this "
-                                   f"snnchip reads version {SCHEMA_VERSION} (docs/nir-schema.md); upgrade snnchip")
-    if isinstance(node, NEURON_TYPES):
-        missing = [k for k in ("layer", "kind", "lam", "theta", "reset", "spike", "discretization", "dt")
-                   if k not in meta]
-        if missing:
-            raise NIRFormatError(f"node {name!r}: snnchip metadata lacks {missing} (docs/nir-schema.md)")
-        for key, options in (("reset", ("subtract", "zero")), ("spike", ("ge", "gt"))):
-            if meta[key] not in options:
-                raise UnsupportedNodeError(f"node {name!r}: snnchip metadata {key}={meta[key]!r}; known: {options}")
-        if meta["kind"] == "empf":
-            return _empf_semantics(node, name, meta)
-        numbers = ("lam", "theta", "dt") + (("lam_syn", "input_scale") if meta["kind"] == "srm" else ())
-        for key in numbers:
-            if not isinstance(meta.get(key), (int, float)) or not math.isfinite(meta[key]):
-                raise NIRFormatError(f"node {name!r}: snnchip metadata {key}={meta.get(key)!r} is not a finite number")
-        if meta["kind"] == "srm" and (meta.get("reset_current") is not True or meta["reset"] != "zero"):
-            raise UnsupportedNodeError(f"node {name!r}: an srm node resets current and voltage to zero "
-                                       f"(reset='zero', reset_current=True), got reset={meta['reset']!r}, "
-                                       f"reset_current={meta.get('reset_current')!r}")
-    return meta
-
-
-EMPF_ARRAYS = ("lam", "theta", "input_scale", "reset_offset")
-EMPF_KEYS = frozenset(("version", "layer", "kind", "T", "graded", "reset", "spike", "discretization", "dt",
-                       *EMPF_ARRAYS))
-
-
-def _empf_semantics(node: nir.NIRNode, name: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """Validate an EM-PF node (docs/nir-schema.md, "EM-PF neurons"): exactly the known keys, the four per-step
-    arrays of shape [T, C] (C = the node's first dimension), finite, graded firing, subtractive reset, Euler, dt = 1.
-    A reader that does not implement this recursion must refuse the node rather than run its NIR fields."""
-    unknown = sorted(set(meta) - EMPF_KEYS)
-    missing = sorted(EMPF_KEYS - set(meta))
-    if unknown or missing:
-        raise UnsupportedNodeError(f"node {name!r}: snnchip empf metadata has unknown keys {unknown} / lacks "
-                                   f"{missing}; an empf node has exactly {sorted(EMPF_KEYS)} (docs/nir-schema.md)")
-    T = meta["T"]
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise NIRFormatError(f"node {name!r}: snnchip empf metadata T={T!r} is not a positive int")
-    if meta["graded"] is not True or meta["reset"] != "subtract" or meta["spike"] != "ge":
-        raise UnsupportedNodeError(f"node {name!r}: an empf node fires graded spikes s = ReLU(m − θ̂[t]) with "
-                                   f"v = m − s + r[t] (graded=True, reset='subtract', spike='ge'); got "
-                                   f"graded={meta['graded']!r}, reset={meta['reset']!r}, spike={meta['spike']!r}")
-    shape = np.shape(getattr(node, "v_threshold", ()))
-    if not shape:
-        raise UnsupportedNodeError(f"node {name!r}: an empf node is a {type(node).__name__}; schema v1 writes it "
-                                   "as nir.LIF or nir.IF with per-element fields")
-    for key in EMPF_ARRAYS:
-        try:
-            arr = np.asarray(meta[key], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise NIRFormatError(f"node {name!r}: snnchip empf metadata {key} is not a numeric array") from None
-        if arr.shape != (T, shape[0]):
-            raise NIRFormatError(f"node {name!r}: snnchip empf metadata {key} has shape {arr.shape}; it must be "
-                                 f"[T, C] = {(T, shape[0])} (per step, per channel)")
-        if not np.all(np.isfinite(arr)):
-            raise NIRFormatError(f"node {name!r}: snnchip empf metadata {key} has non-finite values")
-    if not isinstance(meta["dt"], (int, float)) or not math.isfinite(meta["dt"]):
-        raise NIRFormatError(f"node {name!r}: snnchip metadata dt={meta['dt']!r} is not a finite number")
-    return meta
-
-
-def recorded_interpretation(graph: nir.NIRGraph) -> Interpretation | None:
-    """The interpretation ``model_graph`` recorded in ``metadata["snnchip_interpretation"]`` of a foreign graph."""
-    recorded = graph.metadata.get("snnchip_interpretation") if isinstance(graph.metadata, dict) else None
-    if recorded is None:
-        return None
-    try:
-        return Interpretation(**{k: _plain(v) for k, v in dict(recorded).items()})
-    except (TypeError, ValueError) as exc:
-        raise NIRFormatError(f"graph metadata snnchip_interpretation is invalid: {exc}") from None
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf8")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-# ----------------------------------------------------------------------------------------- checking
 def _flatten(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict[str, nir.NIRNode], list[tuple[str, str]]]:
     """Inline nested NIRGraph nodes; an edge to/from a subgraph goes to its single Input/Output."""
     nodes: dict[str, nir.NIRNode] = {}
