@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from snnchip.export.loihi import Deployment
 
 
+__all__ = ["build"]
+
+
 def build(deployment: Deployment | str | os.PathLike) -> LavaNetwork:
     """The Lava network of a deploy directory or an in-memory ``Deployment`` (see ``deploy.network``)."""
     from snnchip.deploy.network import build as _build

@@ -89,12 +89,13 @@ class Deployment:
         return int(self.qnet.T)
 
 
-def read_model_graph(graph_or_path: nir.NIRGraph | str | os.PathLike) -> nir.NIRGraph:
-    if isinstance(graph_or_path, nir.NIRGraph):
-        return graph_or_path
+def read_model_graph(source: Any) -> nir.NIRGraph:
+    """A NIR graph as given, or the graph of a ``SpikingNet``, a ``model.pt`` or a ``.nir`` file."""
+    if isinstance(source, nir.NIRGraph):
+        return source
     from snnchip.export.nir_export import model_graph
 
-    return model_graph(graph_or_path)
+    return model_graph(source)
 
 
 def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None) -> dict[str, Any]:
@@ -162,7 +163,8 @@ def graded_spike_peaks(graph: nir.NIRGraph, x: Any) -> dict[str, float] | None:
 
 def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, float] | None:
     """``graded_spike_peaks`` on the training set recorded in a ``model.pt`` (None for other sources)."""
-    if isinstance(source, nir.NIRGraph) or Path(source).suffix != ".pt" or graded_spike_peaks(graph, []) is None:
+    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix != ".pt" or \
+            graded_spike_peaks(graph, []) is None:
         return None
     from snnchip.checkpoint import load_checkpoint
     from snnchip.train.data import load_dataset
@@ -175,10 +177,10 @@ def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, floa
     return graded_spike_peaks(graph, load_dataset(cfg["dataset"], cfg.get("data_dir"), flat=flat, T=T).x_train)
 
 
-def export_loihi(graph_or_path: nir.NIRGraph | str | os.PathLike, out_dir: str | os.PathLike,
-                 interpretation: Interpretation | None = None, T: int | None = None,
-                 source: str | os.PathLike | None = None) -> Path:
-    """Write the deploy directory for a NIR graph, a ``.nir`` file or a ``model.pt``; return its path."""
+def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation: Interpretation | None = None,
+                 T: int | None = None, source: str | os.PathLike | None = None) -> Path:
+    """Write the deploy directory for a NIR graph, a ``SpikingNet``, a ``.nir`` file or a ``model.pt``; return its
+    path. ``source``: the ``model.pt`` a given graph came from (its training set sizes graded spikes)."""
     graph = read_model_graph(graph_or_path)
     dep = deployment_from_graph(graph, interpretation, T, spike_bounds=measured_spike_bounds(
         source or graph_or_path, graph))

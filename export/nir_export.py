@@ -196,17 +196,20 @@ def write_nir(graph: nir.NIRGraph, path: str | os.PathLike) -> None:
         nir.write(tmp, graph)
 
 
-def model_graph(path: str | os.PathLike, interpretation: Interpretation | None = None) -> nir.NIRGraph:
-    """The NIR graph of a ``model.pt`` (via ``snnchip.train``) or a ``.nir`` file (read and checked).
+def model_graph(source: Any, interpretation: Interpretation | None = None) -> nir.NIRGraph:
+    """The NIR graph of an in-memory ``SpikingNet``, a ``model.pt`` (via ``snnchip.train``) or a ``.nir`` file
+    (read and checked).
 
     For a foreign ``.nir`` (no ``metadata["snnchip"]``) and a given ``interpretation``, the
     interpretation is recorded in ``graph.metadata["snnchip_interpretation"]`` so that every later
     consumer reads the graph the same way (docs/nir-schema.md, "Foreign graphs").
     """
-    path = Path(path)
-    if path.suffix == ".pt":
-        from snnchip.train import load_model, plain_parameters, plain_spec
+    from snnchip.train import SpikingNet, load_model, plain_parameters, plain_spec
 
+    if isinstance(source, SpikingNet):
+        return spec_to_nir(plain_spec(source.spec), plain_parameters(source))
+    path = Path(source)
+    if path.suffix == ".pt":
         model, checkpoint = load_model(path)
         return spec_to_nir(plain_spec(checkpoint.spec), plain_parameters(model))
     graph = read_graph(path)
@@ -214,6 +217,15 @@ def model_graph(path: str | os.PathLike, interpretation: Interpretation | None =
         graph.metadata["snnchip_interpretation"] = {
             "dt": interpretation.dt, "discretization": interpretation.discretization,
             "reset": interpretation.reset, "compare": interpretation.compare}
+    return graph
+
+
+def export_to_nir(model: Any, path: str | os.PathLike | None = None) -> nir.NIRGraph:
+    """The NIR graph of a ``SpikingNet`` (its folded weights, docs/nir-schema.md) or a ``model.pt``; written to
+    ``path`` (atomically) when given."""
+    graph = model_graph(model)
+    if path is not None:
+        write_nir(graph, path)
     return graph
 
 

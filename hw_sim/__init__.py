@@ -1,1 +1,7 @@
-"""snnchip.hw_sim: bit-exact fixed-point chip simulator, equivalence harness, resource/energy estimates."""
+"""snnchip.hw_sim: the bit-exact fixed-point chip simulator, the comparison harness, resource and energy estimates."""
+
+from .chip import ChipSimulator
+from .compare import compare_exact, spike_agreement
+from .resources import estimate, layer_resources
+
+__all__ = ["ChipSimulator", "compare_exact", "estimate", "layer_resources", "spike_agreement"]

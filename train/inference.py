@@ -16,7 +16,6 @@ from snnchip.spec import NetworkSpec
 from .data import Dataset
 from .model import SpikingNet, build_model
 from .rules import time_major
-from .views import SpikeView
 
 
 @dataclass
@@ -29,22 +28,14 @@ class SimResult:
 
 
 def simulate(model: SpikingNet, x: torch.Tensor, T: int | None = None) -> SimResult:
-    """Run the LIF network in eval mode without gradients on x [B, ...] (encoded over T or spec.T
-    steps) or x [T, B, ...] (used as given)."""
+    """Run the network in eval mode without gradients on x [B, ...] (encoded over T or spec.T steps) or
+    x [T, B, ...] (used as given): the readout integrator Σ_{τ≤t} o[τ] and the spikes (``SpikingNet.forward``)."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            xs = time_major(x, model.spec, T)
-            state: dict = {}
-            outs, spikes = [], {}
-            view = SpikeView()
-            for t in range(xs.shape[0]):
-                o, state, s = model.step(xs[t], state, view)
-                outs.append(o)
-                for name, v in s.items():
-                    spikes.setdefault(name, []).append(v)
-        return SimResult(torch.cumsum(torch.stack(outs), 0), {n: torch.stack(v) for n, v in spikes.items()})
+            out, spikes = model(time_major(x, model.spec, T), return_spikes=True)
+        return SimResult(torch.cumsum(out, 0), spikes)
     finally:
         model.train(was_training)
 

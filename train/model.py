@@ -39,6 +39,7 @@ from .edbp import SRM
 from .empf import EMPF, FOLDED_KEYS, layer_variant
 from .neuron import LIF
 from .synapse import Synapse, shape_op
+from .views import SpikeView
 
 FOLDED_OPTIONS = ("weight_std", "scale", "weight_norm")
 RESERVED_NAMES = ("feedback", "empf", "shortcuts")
@@ -83,6 +84,35 @@ class SpikingNet(nn.Module):
     @property
     def readout_name(self) -> str:
         return self.spec.layers[-1].name
+
+    def forward(self, x: torch.Tensor, return_spikes: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Run all time steps: x [T, batch, *input_shape] (or [batch, *input_shape], encoded over ``spec.T`` steps
+        by the spec's encoding) → the readout o[t] [T, batch, classes] (class scores: ``.sum(0)``), and with
+        ``return_spikes`` the spikes {layer: [T, batch, *shape]}. Differentiable through time (BPTT); the online
+        rules train through ``step`` (``snnchip.train.run_iteration``)."""
+        from .rules import time_major
+
+        xs = time_major(x, self.spec)
+        state: State = {}
+        view = SpikeView()
+        outs, spikes = [], {}
+        for t in range(xs.shape[0]):
+            o, state, s = self.step(xs[t], state, view)
+            outs.append(o)
+            for name, v in s.items():
+                spikes.setdefault(name, []).append(v)
+        out = torch.stack(outs)
+        return (out, {n: torch.stack(v) for n, v in spikes.items()}) if return_spikes else out
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        neurons = [f"{la.name}: {la.neuron.kind}" + (f"(λ={la.neuron.lam:g}, θ={la.neuron.theta:g}, "
+                                                     f"reset={la.neuron.reset}, spike={la.neuron.spike})"
+                                                     if la.neuron.kind == "lif" else "")
+                   for la in s.layers if la.neuron is not None]
+        return (f"model={s.model!r}, input_shape={s.input_shape}, classes={s.num_classes}, T={s.T}, "
+                f"method={s.method!r}, encoding={s.encoding!r}\nneurons: " + "; ".join(neurons))
 
     def step(self, x: torch.Tensor, state: State, view) -> tuple[torch.Tensor, State, dict[str, torch.Tensor]]:
         """One time step: (x[t], state[t-1]) -> (readout o[t], state[t], spikes s[t] per spiking layer)."""

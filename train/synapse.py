@@ -86,6 +86,14 @@ class Synapse(nn.Module):
         current = self.affine(x, self.bias)
         return current if self.seca is None else self.seca(current)
 
+    def extra_repr(self) -> str:
+        w = self.weight
+        kind = (f"conv2d {w.shape[1]}→{w.shape[0]}, kernel {tuple(w.shape[2:])}, stride {self.stride}, "
+                f"padding {self.padding}") if self.conv else f"linear {w.shape[1]}→{w.shape[0]}"
+        flags = [name for name, on in (("bias", self.bias is not None), ("weight_std", self.weight_std),
+                                       ("weight_norm", self.weight_norm), ("binary", self.binary)) if on]
+        return ", ".join([kind, *flags])
+
 
 def shape_op(layer: LayerSpec) -> nn.Module:
     """avgpool, sumpool (= k²·avgpool) or flatten of the per-sample dims."""
@@ -106,3 +114,6 @@ class SumPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, self.k, self.s, self.p, count_include_pad=True) * (self.k * self.k)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.k}, stride={self.s}, padding={self.p}"

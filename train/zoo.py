@@ -24,6 +24,7 @@ VGG_A = (64, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512)
 VGG_SCALE = 2.74
 RESNET18_WIDTHS = (64, 128, 256, 512)
 READOUT = NeuronSpec(kind="readout")
+LIF = NeuronSpec()  # λ = 0.5, θ = 1, subtractive reset, u ≥ θ, sigmoid surrogate
 
 
 def _net(input_shape, layers, T, num_classes, feedback=(), **kw) -> NetworkSpec:
@@ -31,23 +32,26 @@ def _net(input_shape, layers, T, num_classes, feedback=(), **kw) -> NetworkSpec:
                        feedback=tuple(feedback), **kw)
 
 
-def mlp(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec, hidden: Sequence[int] = (128,),
+def mlp(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec = LIF, hidden: Sequence[int] = (128,),
         **kw) -> NetworkSpec:
+    """[flatten] → (linear → ``neuron``) per width in ``hidden`` → linear readout (Σ_t o[t] is the score)."""
     layers = [LayerSpec("flatten", "flatten")] if len(input_shape) > 1 else []
     layers += [LayerSpec(f"fc{i + 1}", "linear", out_features=w, neuron=neuron) for i, w in enumerate(hidden)]
     layers.append(LayerSpec("out", "linear", out_features=num_classes, neuron=READOUT))
     return _net(input_shape, layers, T, num_classes, model="mlp", **kw)
 
 
-def mlp_feedback(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec,
+def mlp_feedback(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec = LIF,
                  hidden: Sequence[int] = (128,), **kw) -> NetworkSpec:
+    """``mlp`` plus a one-step-delayed feedback edge from the last hidden layer to the first (OTTT R400, SAF)."""
     base = mlp(input_shape, num_classes, T, neuron, hidden, **kw)
     edge = FeedbackSpec(src=f"fc{len(hidden)}", dst="fc1")
     return _net(input_shape, base.layers, T, num_classes, feedback=(edge,), model="mlp-feedback", **kw)
 
 
-def convnet(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec, hidden: Sequence[int] = (),
+def convnet(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec = LIF, hidden: Sequence[int] = (),
             **kw) -> NetworkSpec:
+    """conv16 → neuron → avgpool2 → conv32 → neuron → avgpool2 → flatten → linear readout (8×8 digits)."""
     _need_image(input_shape, "convnet")
     layers = [
         LayerSpec("conv1", "conv2d", out_channels=16, kernel_size=3, padding=1, neuron=neuron),
@@ -60,8 +64,9 @@ def convnet(input_shape: Sequence[int], num_classes: int, T: int, neuron: Neuron
     return _net(input_shape, layers, T, num_classes, model="convnet", **kw)
 
 
-def vgg(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec, hidden: Sequence[int] = (),
+def vgg(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec = LIF, hidden: Sequence[int] = (),
         config: Sequence[int | str] = VGG_A, **kw) -> NetworkSpec:
+    """OTTT's VGG-11 (config A) with scaled weight standardisation and a 2.74 scale after every neuron."""
     _need_image(input_shape, "vgg")
     layers, size = [], min(input_shape[1:])
     for i, c in enumerate(config):
@@ -78,8 +83,9 @@ def vgg(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec
     return _net(input_shape, layers, T, num_classes, model="vgg", **kw)
 
 
-def resnet18(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec, hidden: Sequence[int] = (),
+def resnet18(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec = LIF, hidden: Sequence[int] = (),
              widths: Sequence[int] = RESNET18_WIDTHS, **kw) -> NetworkSpec:
+    """CIFAR-style ResNet-18 (EM-PF): 3×3 stem, 4 stages × 2 basic blocks with residual shortcuts, GAP."""
     _need_image(input_shape, "resnet18")
     layers = [LayerSpec("conv1", "conv2d", out_channels=widths[0], kernel_size=3, padding=1, neuron=neuron)]
     prev, size = "conv1", min(input_shape[1:])
@@ -106,7 +112,7 @@ def _need_image(input_shape, name: str) -> None:
 MODELS = {"mlp": mlp, "convnet": convnet, "vgg": vgg, "mlp-feedback": mlp_feedback, "resnet18": resnet18}
 
 
-def model_spec(name: str, input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec,
+def model_spec(name: str, input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec = LIF,
                hidden: Sequence[int] = (128,), **kw) -> NetworkSpec:
     """The spec of a named model; ``kw`` goes to ``NetworkSpec`` (encoding, method, options)."""
     if name not in MODELS:
