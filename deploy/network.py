@@ -19,6 +19,7 @@ CSR product), so the two are interchangeable per stage; its weights must be a ``
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -141,8 +142,11 @@ class LavaNetwork:
     def __init__(self, deployment: Deployment) -> None:
         self.dep = deployment
 
-    def run(self, x: np.ndarray, cfg: str = "fixed_pt", timing: str = "software", states: bool = True) -> RunResult:
-        """Run inputs ``x`` [T, B, *input_shape]; ``states=False`` skips the per-step u/v reads (faster)."""
+    def run(self, x: np.ndarray, cfg: str = "fixed_pt", timing: str = "software", states: bool = True,
+            deadline: float | None = None) -> RunResult:
+        """Run inputs ``x`` [T, B, *input_shape]; ``states=False`` skips the per-step u/v reads (faster).
+        ``deadline`` (a ``time.monotonic()`` value): start no sample after it (at least one runs); the result then
+        holds the samples that ran, the first ones of ``x``."""
         if cfg not in CFGS:
             raise DeployError(f"unknown Lava run configuration {cfg!r}; valid: {', '.join(CFGS)}")
         check_timing(timing)
@@ -167,8 +171,12 @@ class LavaNetwork:
         read = [i for i, q in enumerate(qnet.stages) if states or (not q.spiking)]
         chunk = 1 if read else steps
         graph = _Graph(dep, fixed, sample(0))
+        done = B
         try:
             for b in range(B):
+                if b and deadline is not None and time.monotonic() > deadline:
+                    done = b
+                    break
                 if b:
                     graph.reset(sample(b))
                 for t in range(0, steps, chunk):
@@ -187,6 +195,7 @@ class LavaNetwork:
             _terminate(graph.source)
             raise
         graph.source.stop()
+        u, v, s = ({k: a[:, :done] for k, a in arrays.items()} for arrays in (u, v, s))
         return assemble(qnet.stages, u, v, s, T, timing, fixed, keep_states=states)
 
 

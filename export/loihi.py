@@ -31,6 +31,7 @@ from snnchip.errors import DeployError, SpecError
 from snnchip.export.lowering import LoweredNet, Stage, Weight, lower
 from snnchip.export.nir_meta import recorded_interpretation
 from snnchip.export.quantize import QStage, QuantizedNet, SaturationWarning, mantissa_range, quantize, to_mantissa
+from snnchip.identity import sha256_file
 from snnchip.spec import Interpretation, NetworkSpec
 
 FORMAT = {"name": "snnchip-loihi-deploy", "version": 2}
@@ -51,6 +52,26 @@ def process_of(q: QStage) -> str:
     if q.kind == "empf":
         return "snnchip.EMPF"
     return "lava.LIF" if (q.reset, q.spike) == ("zero", "gt") else "snnchip.SubLIF"
+
+
+BUILTIN = {"lava.Dense", "lava.Sparse", "lava.LIF", "lava.RingBuffer"}
+
+
+def hardware_processes(dep: Deployment) -> dict[str, Any]:
+    """The Lava processes a deployment runs on, each marked Lava built-in (Intel's lava-loihi extension has Loihi 2
+    models for them) or snnchip custom (Python models only: on hardware it needs custom neuron microcode)."""
+    rows = [{"stage": "input", "process": "lava.RingBuffer", "role": "graded input spikes"}]
+    for q in dep.qnet.stages:
+        rows.append({"stage": q.name, "process": "lava.Sparse" if q.synapse == "sparse" else "lava.Dense",
+                     "role": "synapses"})
+        rows.append({"stage": q.name, "process": process_of(q), "role": "neurons" if q.spiking else "readout"})
+        if np.any(np.asarray(q.bias) != 0):
+            rows.append({"stage": q.name, "process": "lava.RingBuffer", "role": "bias, injected from the stage's "
+                         "first input step (a host-side source on hardware)"})
+    for r in rows:
+        r["builtin"] = r["process"] in BUILTIN
+    custom = sorted({r["process"] for r in rows if not r["builtin"]})
+    return {"processes": rows, "builtin_only": not custom, "custom": custom}
 
 
 def _pack_weight(key: str, w: Weight) -> dict[str, np.ndarray]:
@@ -178,12 +199,17 @@ def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, floa
 
 
 def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation: Interpretation | None = None,
-                 T: int | None = None, source: str | os.PathLike | None = None) -> Path:
+                 T: int | None = None, source: str | os.PathLike | None = None,
+                 spike_bounds: dict[str, float] | None = None) -> Path:
     """Write the deploy directory for a NIR graph, a ``SpikingNet``, a ``.nir`` file or a ``model.pt``; return its
-    path. ``source``: the ``model.pt`` a given graph came from (its training set sizes graded spikes)."""
+    path. ``source``: the ``model.pt`` a given graph came from: its training set sizes graded spikes (unless
+    ``spike_bounds`` are given) and the manifest records its path and sha256."""
     graph = read_model_graph(graph_or_path)
-    dep = deployment_from_graph(graph, interpretation, T, spike_bounds=measured_spike_bounds(
-        source or graph_or_path, graph))
+    origin = source or graph_or_path
+    dep = deployment_from_graph(graph, interpretation, T, spike_bounds=spike_bounds if spike_bounds is not None
+                                else measured_spike_bounds(origin, graph))
+    if isinstance(origin, (str, os.PathLike)) and Path(origin).is_file():
+        dep.manifest["source"] = {"path": str(origin), "sha256": sha256_file(origin)}
     arrays = {}
     for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
         arrays.update({**_pack_weight(f"{q.name}/weight", q.weight), f"{q.name}/bias": q.bias,

@@ -13,13 +13,14 @@ from snnchip.options import option
 
 EXAMPLES = """\
   snn-validate runs/mlp/model.pt --dataset digits --json report.json --plots plots/
+  snn-validate deploy/mlp --model runs/mlp/model.pt --dataset digits --lava-budget 60 --json r.json
   snn-validate deploy/mlp --dataset digits --samples 200 --lava-samples 5 --json r.json
 """
 
 
 @dataclass
 class ValidateOutputs:
-    model: str = option(help="model.pt or a deploy directory", positional=True)
+    source: str = option(help="model.pt or a deploy directory", positional=True)
     json: str | None = option(None, help="write the report as JSON here")
     plots: str | None = option(None, help="directory for the plots")
 
@@ -40,7 +41,7 @@ def handle(args: argparse.Namespace) -> int:
     from snnchip.workflows.validate import ValidateConfig, validate
 
     out = config(ValidateOutputs, args)
-    report = validate(out.model, config(ValidateConfig, args))
+    report = validate(out.source, config(ValidateConfig, args))
     print_table(report)
     if out.plots:
         for p in write_plots(report, out.plots):

@@ -1,5 +1,5 @@
 """The validation report for people: the one-screen table and the plots (``snnchip.workflows.validate`` makes the
-report)."""
+report; every gate there carries its value, threshold and verdict, and they are printed as such)."""
 
 from __future__ import annotations
 
@@ -9,45 +9,86 @@ from typing import Any
 
 import numpy as np
 
+GATE_LABELS = {
+    "deployment_from_model": "deployment exported from this model.pt",
+    "float_accuracy": "0a. float accuracy above chance",
+    "layers_alive_float": "0b. spiking layers alive, float",
+    "layers_alive_chip": "0b. spiking layers alive, chip",
+    "nir_equals_float": "1. float vs NIR executor, max |Δ|",
+    "decision_agreement": "2. float vs chip, decision agreement",
+    "lava_equals_chip": "3. chip vs Lava fixed_pt, differences",
+}
 
-def print_table(report: dict[str, Any], file=sys.stdout) -> None:
-    """The one-screen summary."""
+
+def _number(x: float) -> str:
+    return f"{x:.4g}" if isinstance(x, float) and not float(x).is_integer() else f"{x:g}"
+
+
+def gate_lines(report: dict[str, Any]) -> list[str]:
+    """One line per gate: label, value, the comparison with its threshold, PASS/FAIL, and what failed."""
+    lines = []
+    order = [*GATE_LABELS, *(k for k in report["gates"] if k not in GATE_LABELS)]
+    for name in (k for k in order if k in report["gates"]):
+        g = report["gates"][name]
+        label = GATE_LABELS.get(name, name)
+        verdict = "PASS" if g["passed"] else "FAIL"
+        line = f"  {label:<42} {_number(g['value']):>10} {g['op']} {_number(g['threshold']):<10} {verdict}"
+        if not g["passed"]:
+            line += f"  ({g['meaning']})"
+        lines.append(line)
+    return lines
+
+
+def print_table(report: dict[str, Any], file: Any = None) -> None:
+    """The one-screen summary: gates, per-layer agreement and rates, Lava coverage, identity, hardware."""
     chip = report["chip"]
-    ok = lambda b: "PASS" if b else "FAIL"  # noqa: E731
-    g = report["gates"]
-    lines = [f"equivalence ladder: {report['model']} on {report['dataset']} (T={report['T']}, "
-             f"{report['samples']} samples)"]
-    if "nir" in report:
-        lines.append(f"  1. float vs NIR executor   max |Δ| = {report['nir']['max_abs_output_diff']:.2e}"
-                     f" (≤ {report['nir']['tolerance']:.2g})  {ok(g['nir_equals_float'])}")
-    else:
-        lines.append("  1. float vs NIR executor   (deploy directory: the NIR executor is the float reference)")
-    lines += [
-        f"  2. float vs bit-exact chip accuracy {chip['float_accuracy']:.4f} -> {chip['chip_accuracy']:.4f},"
-        f" decision agreement {chip['decision_agreement']:.4f}  {ok(g['decision_agreement'])}",
-    ]
+    lines = [f"validation ladder: {report['model']} on {report['dataset']} (T={report['T']}, {report['samples']} "
+             f"test samples; float accuracy {chip['float_accuracy']:.4f}, chip {chip['chip_accuracy']:.4f}, chance "
+             f"{chip['chance']:.3f})",
+             f"  {'gate':<42} {'value':>10}    {'threshold':<10} verdict", *gate_lines(report)]
+    if "nir" not in report:
+        lines.append("  (a deploy directory without --model: the NIR executor of its model.nir is the float reference)")
     lines.append(f"     {'layer':<14}{'spike agree':>12}{'rate float':>12}{'rate chip':>12}")
     for k, a in chip["spike_agreement"].items():
-        rates = f"{chip['float_firing_rate'][k]:>12.4f}{chip['chip_firing_rate'][k]:>12.4f}"
-        lines.append(f"     {k:<14}{a:>12.4f}{rates}")
-    if chip["first_diverging_layer"]:
-        lines.append(f"     first diverging layer: {chip['first_diverging_layer']}")
+        lines.append(f"     {k:<14}{a:>12.4f}{chip['float_firing_rate'][k]:>12.4f}{chip['chip_firing_rate'][k]:>12.4f}")
+    if chip["first_differing_layer"]:
+        lines.append(f"     first layer whose spikes differ between float and chip (quantization; informative, gated "
+                     f"only through decision agreement): {chip['first_differing_layer']}")
     if "lava" in report:
-        lines.append(f"  3. chip vs Lava fixed_pt    {report['lava']['total_differences']} differing spikes/states on "
-                     f"{report['lava']['samples']} samples  {ok(g['lava_equals_chip'])}")
-        if report["lava"]["first_differing_layer"]:
-            lines.append(f"     first layer where Lava differs: {report['lava']['first_differing_layer']}")
+        lava = report["lava"]
+        lines.append(f"  Lava: {lava['samples']} samples ({lava['seconds']:.1f} s), {lava['selection']}; per class "
+                     f"{lava['per_class']}")
+        if lava["first_differing_layer"]:
+            lines.append("     first layer where Lava differs from the bit-exact chip: "
+                         f"{lava['first_differing_layer']}")
+    hw = report["hardware"]
+    lines.append("  hardware: " + ("Lava built-in processes only (Loihi 2 models exist in Intel's lava-loihi)"
+                                   if hw["builtin_only"] else
+                                   f"custom processes {', '.join(hw['custom'])} run in Lava's simulator only (Loihi 2 "
+                                   "needs custom neuron microcode for them)"))
     res = report.get("resources", {})
     if res:
-        lines.append(f"  resources: {res['neurons']} neurons, {res['synapses']} synapses, {res['cores']} Loihi 2 cores")
-        lines.append(f"  per inference: {res['synops']:.0f} synaptic ops, {res['spikes']:.0f} spikes, energy "
+        lines.append(f"  resources: {res['neurons']} neurons, {res['synapses']} synapses, {res['cores']} Loihi 2 cores;"
+                     f" per inference {res['synops']:.0f} synaptic ops, {res['spikes']:.0f} spikes, energy "
                      f"{res['energy_uJ']:.3f} µJ ({res['label']})")
-    lines.append(f"  result: {'PASSED' if report['passed'] else 'FAILED'}")
-    print("\n".join(lines), file=file)
+    ident = report["identity"]
+    if ident.get("model"):
+        lines.append(f"  model.pt: {ident['model']['path']} (sha256 {ident['model']['sha256'][:16]})")
+    if ident.get("deploy_dir"):
+        files = ", ".join(f"{f} {h[:12]}" for f, h in ident["deploy_dir"]["files"].items())
+        lines.append(f"  certified deploy dir: {ident['deploy_dir']['path']} (sha256 {files})")
+    lines.append(f"  data: {ident['data']['dataset']}, {ident['data']['samples']} samples, sha256 "
+                 f"{ident['data']['sha256'][:16]}")
+    failed = [k for k, g in report["gates"].items() if not g["passed"]]
+    lines.append(f"  result: {'PASSED' if report['passed'] else 'FAILED'}"
+                 + (f" ({', '.join(failed)})" if failed else ""))
+    print("\n".join(lines), file=file or sys.stdout)
 
 
 def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """Per-layer agreement, float vs chip accuracy, and a float-vs-chip spike raster per layer."""
+    """``agreement.png``: per-layer spike agreement and the decision agreement on a zoomed axis with the gate line,
+    accuracy with chance and the accuracy gate; ``raster.png``: float and chip spikes of one sample per layer,
+    labelled, with the entries where they differ marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,35 +96,53 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    chip = report["chip"]
+    chip, gates = report["chip"], report["gates"]
     paths = []
 
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     names = list(chip["spike_agreement"])
-    ax[0].bar(names, [chip["spike_agreement"][k] for k in names], color="tab:blue")
-    ax[0].set_ylim(min(0.9, *chip["spike_agreement"].values()), 1.0)
-    ax[0].set_title("spike agreement float vs chip, per layer")
-    ax[1].bar(["float", "chip"], [chip["float_accuracy"], chip["chip_accuracy"]], color=["tab:gray", "tab:green"])
+    values = [chip["spike_agreement"][k] for k in names] + [chip["decision_agreement"]]
+    labels = [f"{k}\n(spikes)" for k in names] + ["decisions"]
+    gate_line = gates["decision_agreement"]["threshold"]
+    low = min([*values, gate_line])
+    ax[0].bar(labels, values, color=["tab:blue"] * len(names) + ["tab:green"])
+    ax[0].axhline(gate_line, color="tab:red", ls="--", label=f"decision gate {gate_line:g}")
+    ax[0].set_ylim(max(0.0, low - 0.25 * (1 - low) - 1e-3), 1.0 + 0.02 * (1 - low) + 1e-4)
+    ax[0].set_ylabel("fraction equal, float vs chip")
+    ax[0].set_title("agreement (axis zoomed)")
+    ax[0].legend(loc="lower left")
+    acc = [chip["float_accuracy"], chip["chip_accuracy"]]
+    ax[1].bar(["float", "chip"], acc, color=["tab:gray", "tab:green"])
+    ax[1].axhline(chip["chance"], color="k", ls=":", label=f"chance {chip['chance']:.3f}")
+    ax[1].axhline(gates["float_accuracy"]["threshold"], color="tab:red", ls="--",
+                  label=f"accuracy gate {gates['float_accuracy']['threshold']:.3f}")
     ax[1].set_ylim(0, 1)
-    ax[1].set_title(f"test accuracy (agreement {chip['decision_agreement']:.3f})")
+    ax[1].set_ylabel("test accuracy")
+    ax[1].set_title(f"accuracy ({report['samples']} test samples)")
+    ax[1].legend(loc="lower right")
     fig.tight_layout()
     paths.append(out / "agreement.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
     data = report["_plot_data"]
-    fig, axes = plt.subplots(len(names), 2, figsize=(10, 2.2 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(len(names), 2, figsize=(11, 2.6 * max(1, len(names))), squeeze=False)
     for i, k in enumerate(names):
-        for j, (label, spk) in enumerate((("float", data["float_spikes"][k]), ("chip", data["chip_spikes"][k]))):
-            s = np.asarray(spk).reshape(spk.shape[0], -1)
+        f = np.asarray(data["float_spikes"][k]).reshape(data["float_spikes"][k].shape[0], -1).astype(bool)
+        c = np.asarray(data["chip_spikes"][k]).reshape(f.shape).astype(bool)
+        differ = np.nonzero(f != c)
+        for j, (label, s) in enumerate((("float", f), ("chip", c))):
+            a = axes[i][j]
             t, idx = np.nonzero(s)
-            axes[i][j].scatter(t, idx, s=2, marker="|", color="k")
-            axes[i][j].set_title(f"{k}: {label} spikes (sample 0)", fontsize=9)
-            axes[i][j].set_xlim(-0.5, s.shape[0] - 0.5)
+            a.scatter(t, idx, s=4, marker="|", color="k", label="spike")
+            a.scatter(differ[0], differ[1], s=16, marker="x", color="tab:red", label=f"differs ({len(differ[0])})")
+            a.set_title(f"{k}: {label} (sample 0)", fontsize=9)
+            a.set_xlim(-0.5, s.shape[0] - 0.5)
+            a.set_xlabel("time step")
+            a.set_ylabel("neuron index")
+            a.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     paths.append(out / "raster.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
-
-
