@@ -1,14 +1,16 @@
 """The Loihi deploy directory: ``model.nir`` (float), ``params.npz`` (integers), ``manifest.json``.
 
-``export_loihi`` lowers and quantizes a NIR graph (or a ``model.pt``) and writes the directory
-atomically; ``load_deploy`` reads it back into a ``Deployment`` (the float stages and the integer
-parameters) for hw_sim and deploy. Stage k (1-based) of a deployment runs with k steps of Lava
-latency: software step t of stage k is Lava step t + k; a run lasts T + depth steps.
+``export_loihi`` lowers and quantizes a NIR graph (or a ``model.pt``) and writes the directory atomically;
+``load_deploy`` reads it back into a ``Deployment`` (the float stages and the integer parameters) for hw_sim and
+deploy. Stage n runs with ``latency`` steps of Lava latency: its software step t is Lava step t + latency; a run
+lasts T + depth steps (depth: the largest latency).
 
-Format version 2: each stage's manifest entry names its ``synapse`` ("dense": a Lava Dense, params.npz holds
-``<stage>/weight`` [n_out, n_in]; "sparse": a Lava Sparse, params.npz holds the CSR arrays
-``<stage>/weight/{data,indices,indptr,shape}``; the same for ``weight_float``). Version 1 directories (every
-stage dense, no ``synapse`` key) are still read.
+Format version 3: each stage's manifest entry lists its ``inputs`` (projections): source (``input`` or a stage),
+``synapse`` ("dense": a Lava Dense, params.npz holds ``<stage>/in<i>/weight`` [n_out, n_source]; "sparse": a Lava
+Sparse, the CSR arrays ``<stage>/in<i>/weight/{data,indices,indptr,shape}``; the same for ``weight_float``),
+``weight_exp``, ``num_message_bits``, ``delay`` (software steps) and ``lava_delay`` (extra synaptic delay on
+Lava: a DelayDense/DelaySparse). Versions 1 and 2 (a chain: one input per stage, from the stage before; the SRM's
+current decay stored as 4096 − factor) are still read.
 """
 
 from __future__ import annotations
@@ -28,33 +30,47 @@ import scipy.sparse as sp
 from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
 from snnchip.errors import DeployError, SpecError
-from snnchip.export.lowering import LoweredNet, Stage, Weight, lower
+from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower
 from snnchip.export.nir_meta import recorded_interpretation
-from snnchip.export.quantize import QStage, QuantizedNet, SaturationWarning, mantissa_range, quantize, to_mantissa
+from snnchip.export.quantize import (
+    QProjection,
+    QStage,
+    QuantizedNet,
+    SaturationWarning,
+    frac_bits,
+    mantissa_range,
+    quantize,
+    to_mantissa,
+)
 from snnchip.identity import sha256_file
 from snnchip.spec import Interpretation, NetworkSpec
 
-FORMAT = {"name": "snnchip-loihi-deploy", "version": 2}
-READABLE_VERSIONS = (1, 2)  # version 1: every stage dense
+FORMAT = {"name": "snnchip-loihi-deploy", "version": 3}
+READABLE_VERSIONS = (1, 2, 3)  # 1, 2: chains (version 1: every stage dense)
 CSR_PARTS = ("data", "indices", "indptr", "shape")
 FILES = ("model.nir", "params.npz", "manifest.json")
-_STAGE_KEYS = ("name", "kind", "in_shape", "out_shape", "weight_exp", "num_message_bits", "dv", "vth", "scale",
-               "reset", "spike", "du", "shift", "spike_frac_bits")
+_STAGE_KEYS = ("name", "kind", "dv", "vth", "scale", "reset", "spike", "du", "lam_syn", "latency", "shift",
+               "spike_frac_bits")
+_INPUT_KEYS = ("source", "weight_exp", "num_message_bits", "delay", "lava_delay")
 TABLES = (("lam", "lam"), ("input_scale", "scale"), ("theta", "theta"), ("reset_offset", "offset"))  # float, int
 
 
 def process_of(q: QStage) -> str:
-    """The Lava process a stage's neurons run on: Lava's own LIF only where it is exact."""
-    if not q.spiking:
-        return "snnchip.Integrator"
-    if q.kind == "srm":
-        return "snnchip.CubaLIF"
+    """The Lava process a stage's neurons run on: Lava's own LIF wherever it is exact (reset to zero, ``>``, the
+    current kept through a spike; every readout, as a LIF that never fires), our processes otherwise."""
     if q.kind == "empf":
         return "snnchip.EMPF"
-    return "lava.LIF" if (q.reset, q.spike) == ("zero", "gt") else "snnchip.SubLIF"
+    if not q.spiking or (q.kind in ("lif", "cubalif") and (q.reset, q.spike) == ("zero", "gt")):
+        return "lava.LIF"
+    return "snnchip.CubaLIF"
 
 
-BUILTIN = {"lava.Dense", "lava.Sparse", "lava.LIF", "lava.RingBuffer"}
+def synapse_process(p: QProjection) -> str:
+    """The Lava process of a projection: Dense or Sparse, their Delay variants when it needs extra delay."""
+    return f"lava.{'Delay' if p.lava_delay else ''}{'Sparse' if p.synapse == 'sparse' else 'Dense'}"
+
+
+BUILTIN = {"lava.Dense", "lava.Sparse", "lava.DelayDense", "lava.DelaySparse", "lava.LIF", "lava.RingBuffer"}
 
 
 def hardware_processes(dep: Deployment) -> dict[str, Any]:
@@ -62,8 +78,8 @@ def hardware_processes(dep: Deployment) -> dict[str, Any]:
     models for them) or snnchip custom (Python models only: on hardware it needs custom neuron microcode)."""
     rows = [{"stage": "input", "process": "lava.RingBuffer", "role": "graded input spikes"}]
     for q in dep.qnet.stages:
-        rows.append({"stage": q.name, "process": "lava.Sparse" if q.synapse == "sparse" else "lava.Dense",
-                     "role": "synapses"})
+        rows += [{"stage": q.name, "process": synapse_process(p), "role": f"synapses from {p.source}"}
+                 for p in q.inputs]
         rows.append({"stage": q.name, "process": process_of(q), "role": "neurons" if q.spiking else "readout"})
         if np.any(np.asarray(q.bias) != 0):
             rows.append({"stage": q.name, "process": "lava.RingBuffer", "role": "bias, injected from the stage's "
@@ -103,7 +119,7 @@ class Deployment:
 
     @property
     def depth(self) -> int:
-        return len(self.qnet.stages)
+        return self.qnet.depth
 
     @property
     def T(self) -> int:
@@ -121,11 +137,11 @@ def read_model_graph(source: Any) -> nir.NIRGraph:
 
 def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None) -> dict[str, Any]:
     stages = []
-    for k, q in enumerate(qnet.stages, start=1):
+    for st, q in zip(net.stages, qnet.stages, strict=True):
         entry = {key: getattr(q, key) for key in _STAGE_KEYS}
-        entry.update(in_shape=list(q.in_shape), out_shape=list(q.out_shape), process=process_of(q),
-                     synapse=q.synapse, latency=k,
-                     lam=net.stages[k - 1].lam, theta=net.stages[k - 1].theta, lam_syn=net.stages[k - 1].lam_syn)
+        entry.update(out_shape=list(q.out_shape), process=process_of(q), lam=st.lam, theta=st.theta,
+                     inputs=[{**{k: getattr(p, k) for k in _INPUT_KEYS}, "synapse": p.synapse,
+                              "process": synapse_process(p)} for p in q.inputs])
         stages.append(entry)
     report = qnet.report
     return {
@@ -134,15 +150,15 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
         "T": qnet.T,
         "encoding": qnet.encoding,
         "input": {"shape": list(qnet.input_shape), "handling": "graded spikes xq = round(x * 2^q) from a "
-                  "RingBuffer into the first Dense (num_message_bits = 24, weight_exp includes -q)",
-                  "frac_bits": qnet.input_frac_bits, "range": qnet.input_range},
+                  "RingBuffer into the Dense/Sparse of every projection from the input (num_message_bits = 24, "
+                  "weight_exp includes -q)", "frac_bits": qnet.input_frac_bits, "range": qnet.input_range},
+        "output": qnet.output,
         "interpretation": None if interp is None else dataclasses.asdict(interp),  # foreign graphs only
-        "latency": {"per_stage": {q.name: k for k, q in enumerate(qnet.stages, start=1)},
-                    "lava_steps": "T + depth", "depth": len(qnet.stages)},
+        "latency": {"per_stage": {q.name: q.latency for q in qnet.stages}, "lava_steps": "T + depth",
+                    "depth": qnet.depth},
         "stages": stages,
         "quantization": report,
-        "resources": {"per_stage": {r["stage"]: {"neurons": r["neurons"], "synapses": r["synapses"],
-                                                 "synapse": r["synapse"]} for r in report},
+        "resources": {"per_stage": {r["stage"]: {"neurons": r["neurons"], "synapses": r["synapses"]} for r in report},
                       "neurons": sum(r["neurons"] for r in report), "synapses": sum(r["synapses"] for r in report)},
     }
 
@@ -212,8 +228,10 @@ def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation:
         dep.manifest["source"] = {"path": str(origin), "sha256": sha256_file(origin)}
     arrays = {}
     for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
-        arrays.update({**_pack_weight(f"{q.name}/weight", q.weight), f"{q.name}/bias": q.bias,
-                       **_pack_weight(f"{q.name}/weight_float", st.weight), f"{q.name}/bias_float": st.bias})
+        arrays.update({f"{q.name}/bias": q.bias, f"{q.name}/bias_float": st.bias})
+        for i, (p, pf) in enumerate(zip(q.inputs, st.inputs, strict=True)):
+            arrays.update({**_pack_weight(f"{q.name}/in{i}/weight", p.weight),
+                           **_pack_weight(f"{q.name}/in{i}/weight_float", pf.weight)})
         if q.tables is not None:
             arrays.update({f"{q.name}/table/{fk}": st.tables[fk] for fk, _ in TABLES})
             arrays.update({f"{q.name}/qtable/{qk}": q.tables[qk] for _, qk in TABLES})
@@ -245,28 +263,47 @@ def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
     try:
         with np.load(path / "params.npz") as z:
             arrays = {k: z[k] for k in z.files}
-        net_stages, q_stages = [], []
-        for s in man["stages"]:
-            name = s["name"]
-            shapes = dict(in_shape=tuple(s["in_shape"]), out_shape=tuple(s["out_shape"]))
-            graded, synapse = s["kind"] == "empf", s.get("synapse", "dense")  # version 1: every stage dense
-            w_float, w_int = (_unpack_weight(arrays, f"{name}/{key}", synapse) for key in ("weight_float", "weight"))
-            net_stages.append(Stage(name=name, kind=s["kind"], weight=w_float,
-                                    bias=arrays[f"{name}/bias_float"], lam=s["lam"], theta=s["theta"],
-                                    reset=s["reset"], spike=s["spike"], lam_syn=s.get("lam_syn", 0.0),
-                                    tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in TABLES} if graded else None,
-                                    **shapes))
-            q_stages.append(QStage(**{**{k: s[k] for k in _STAGE_KEYS if k in s}, **shapes},
-                                   tables={qk: arrays[f"{name}/qtable/{qk}"] for _, qk in TABLES} if graded else None,
-                                   weight=w_int, bias=arrays[f"{name}/bias"]))
+        pairs = [_read_stage(s, arrays, fmt["version"], i, man["stages"][i - 1]["name"] if i else INPUT)
+                 for i, s in enumerate(man["stages"])]
         inp = man["input"]
-        net = LoweredNet(tuple(inp["shape"]), tuple(net_stages), man["T"], man["encoding"])
-        qnet = QuantizedNet(net.input_shape, tuple(q_stages), man["T"], man["encoding"], inp["frac_bits"],
-                            inp["range"], man["quantization"])
-    except (KeyError, TypeError, ValueError, OSError) as exc:
+        output = man.get("output", pairs[-1][0].name)
+        net = LoweredNet(tuple(inp["shape"]), tuple(st for st, _ in pairs), man["T"], man["encoding"], output)
+        qnet = QuantizedNet(net.input_shape, tuple(q for _, q in pairs), man["T"], man["encoding"], inp["frac_bits"],
+                            inp["range"], output, man["quantization"])
+    except (KeyError, TypeError, ValueError, OSError, IndexError, StopIteration) as exc:
         raise DeployError(f"{path}: params.npz or manifest.json is corrupt or inconsistent ({type(exc).__name__}: "
                           f"{exc})") from None
     return Deployment(net, qnet, man, path)
+
+
+def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, index: int, previous: str
+                ) -> tuple[Stage, QStage]:
+    """One manifest entry and its arrays as (float ``Stage``, integer ``QStage``); a version 1/2 entry is the chain
+    stage it was: one dense/sparse input from the stage before, latency index + 1."""
+    name, graded = s["name"], s["kind"] == "empf"
+    if version >= 3:
+        entries = [(e, f"{name}/in{i}") for i, e in enumerate(s["inputs"])]
+        fields = {k: s[k] for k in _STAGE_KEYS}
+    else:
+        entries = [({"source": previous, "weight_exp": s["weight_exp"], "num_message_bits": s["num_message_bits"],
+                     "delay": 0, "lava_delay": 0, "synapse": s.get("synapse", "dense")}, name)]
+        fields = {k: s[k] for k in _STAGE_KEYS if k in s}
+        fields.update(latency=index + 1, lam_syn=s.get("lam_syn", 0.0))
+        if s["kind"] == "srm":  # versions 1/2 stored the current's factor as 4096 − du
+            fields.update(reset="zero", du=int(s["du"]) - 1)
+    q_inputs = tuple(QProjection(e["source"], _unpack_weight(arrays, f"{key}/weight", e["synapse"]),
+                                 int(e["weight_exp"]), int(e["num_message_bits"]), int(e["delay"]),
+                                 int(e["lava_delay"])) for e, key in entries)
+    f_inputs = tuple(Projection(e["source"], _unpack_weight(arrays, f"{key}/weight_float", e["synapse"]),
+                                int(e["delay"])) for e, key in entries)
+    out_shape = tuple(s["out_shape"])
+    stage = Stage(name=name, kind=s["kind"], inputs=f_inputs, bias=arrays[f"{name}/bias_float"], out_shape=out_shape,
+                  lam=s["lam"], theta=s["theta"], reset=fields["reset"], spike=s["spike"],
+                  lam_syn=fields.get("lam_syn", 0.0),
+                  tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in TABLES} if graded else None)
+    q = QStage(**fields, inputs=q_inputs, out_shape=out_shape, bias=arrays[f"{name}/bias"],
+               tables={qk: arrays[f"{name}/qtable/{qk}"] for _, qk in TABLES} if graded else None)
+    return stage, q
 
 
 def calibratable_layers(spec: NetworkSpec) -> list[str]:
@@ -308,8 +345,9 @@ def chip_weights(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], in
                                     input_frac_bits=input_frac_bits)
     out = {}
     for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
-        e = q.weight_exp + (dep.qnet.input_frac_bits if q.num_message_bits else 0)
-        lo, hi, step = mantissa_range(st.weight)
+        (p,), (pf,) = q.inputs, st.inputs  # calibratable stages have one projection
+        e = p.weight_exp + frac_bits(dep.qnet, p.source)
+        lo, hi, step = mantissa_range(pf.weight)
         m, _ = to_mantissa(np.asarray(params[q.name]["weight"], np.float64) * q.scale / 2.0**e, lo, hi, step)
         out[q.name] = {"weight": m * 2.0**e / q.scale}
         if "bias" in params[q.name]:

@@ -1,30 +1,32 @@
 """Lower a NIR graph (docs/nir-schema.md, or a foreign one) to chip *stages*, in float.
 
-A stage is one neuron population and the linear map that feeds it. Every chain of linear nodes
-between two neuron nodes (Affine/Linear, Conv2d, AvgPool2d/SumPool2d, Flatten) is affine,
-``I = A·x + b``, so it is composed into one matrix ``A`` [n_out, n_in] and bias ``b`` [n_out]
-(x flattened in C-order). Convolutions and pooling are built as sparse (CSR) operators from their window
-taps and multiplied, so a dense matrix of a conv layer never exists; ``A`` is stored CSR (a Lava ``Sparse``)
-when fewer than ``SPARSE_MAX_DENSITY`` of its entries are non-zero, else dense (a Lava ``Dense``). The neuron's
-discrete-time equation (DESIGN.md, "Neuron semantics") is
+A stage is one neuron population. Whatever reaches it through linear nodes (Affine/Linear, Scale, Conv1d/Conv2d,
+AvgPool2d/SumPool2d, Flatten, Delay) is affine in the outputs of its *sources* (the Input and other neuron
+populations), so it arrives as a sum of *projections*, one per (source, delay):
 
-    u[t] = λ·v[t-1] + g·(A·x[t] + b) + β;  s[t] = u[t] ≥ θ (ge) or u[t] > θ (gt);
-    v[t] = u[t] − θ·s[t] (subtract) or u[t]·(1 − s[t]) (zero);  readout: v[t] = v[t-1] + g·(A·x[t] + b)
+    I_n[t] = Σ_p A_p · x_{source(p)}[t − d_p] + b_n
 
-where the per-neuron input gain g and leak offset β come from NIR's continuous-time parameters and
-are folded into ``A`` and ``b`` here (our own graphs have g = 1, β = 0). Our graphs carry λ, θ,
-reset and compare in ``metadata["snnchip"]``; a foreign graph is read with an explicit
-``Interpretation``. Both are read by the executor's readers, not re-derived here: ``check_graph``
-(flat nodes, order, back edges, shapes) and ``compile_neuron`` (u = a·v + b·x + c, so λ = a,
-g = b, β = c). Feedback edges and branches are refused by name. snnchip's EM-PF (kind ``empf``) is a stage of
-kind ``empf`` carrying its per-step tables [T, n] (λ̂, a, θ̂, r; A and b unscaled). snnchip's SRM
-(kind ``srm`` on a CubaLIF: i = λ_syn·i + g·x, v = λ·v + i, both reset on a spike) is a stage of kind
-``srm`` with its input scale g folded into ``A`` and ``b`` and reset ``zero_both``.
+(x flattened in C-order). Each path from a source to the neuron is composed into a matrix (convolutions and pooling
+as sparse operators built from their window taps, so a dense conv matrix never exists) and paths from the same
+source with the same delay are summed. d_p counts the path's recurrent (back) edges, one step each, as the NIR
+executor runs them, plus its Delay nodes (a Delay with per-element values splits the path by value). ``A_p`` is
+stored CSR (a Lava ``Sparse``) when fewer than ``SPARSE_MAX_DENSITY`` of its entries are non-zero, else dense.
+The bias b_n is what the linear nodes output with every source at zero (each node's bias counted once, recurrent
+Affines included from t = 0, as in NIR's dataflow).
+
+Every neuron runs through the one reader of NIR neuron semantics, ``compile_neuron`` (u = a·v + b·x + c; current-
+based: i = a_syn·i + b_syn·x): λ = a, the per-neuron input gain (b, or b·b_syn) is folded into every A_p and b_n,
+c into b_n (non-current neurons only). Kinds: ``lif`` (spiking, no current state), ``cubalif`` (a current kept
+through the spike: NIR's CubaLIF; Lava's own LIF), ``srm`` (snnchip's event-driven-BP neuron: current and voltage
+reset), ``empf`` (graded, per-step tables [T, n]: λ̂, a, θ̂, r) and ``readout`` (the non-spiking neuron feeding the
+Output: I, LI or CubaLI; its v is the output). ``schedule`` gives each stage its Lava latency and each projection
+the extra delay that re-aligns inputs arriving along paths of different depth.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import nir
@@ -34,144 +36,159 @@ import torch
 
 from snnchip.errors import UnsupportedNodeError
 from snnchip.export.nir_exec import compile_neuron
-from snnchip.export.nir_graph import check_graph
+from snnchip.export.nir_graph import CheckedGraph, check_graph, window
 from snnchip.export.nir_meta import recorded_interpretation, snnchip_semantics
 from snnchip.spec import Interpretation
 
-LINEAR_TYPES = (nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d, nir.Flatten)
-NEURON_TYPES = (nir.LIF, nir.IF, nir.I, nir.CubaLIF)
-SUPPORTED = ("Input", "Output", "Affine", "Linear", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten",
-             "LIF/IF (snnchip kind 'lif', or foreign with reset to zero)", "CubaLIF (snnchip kind 'srm')",
-             "LIF/IF (snnchip kind 'empf')", "I (readout integrator)")
+LINEAR_TYPES = (nir.Affine, nir.Linear, nir.Scale, nir.Conv1d, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d,
+                nir.Flatten, nir.Delay)
+NEURON_TYPES = (nir.LIF, nir.IF, nir.I, nir.LI, nir.CubaLIF, nir.CubaLI)
+SUPPORTED = ("Input", "Output", "Affine", "Linear", "Scale", "Conv1d", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten",
+             "Delay", "LIF/IF", "CubaLIF", "I/LI/CubaLI (the readout feeding the Output)")
 SPARSE_MAX_DENSITY = 0.25  # a composed map with fewer non-zero entries than this fraction is stored CSR (Lava Sparse)
-Weight = np.ndarray | sp.csr_matrix  # a stage's [n_out, n_in] matrix: dense, or CSR when sparse
+MAX_LAVA_DELAY = 63  # Loihi 2 synaptic delays have 6 bits (Lava's DelayDense / DelaySparse)
+INPUT = "input"  # the source name of projections from the network input
+Weight = np.ndarray | sp.csr_matrix  # a projection's [n_out, n_in] matrix: dense, or CSR when sparse
+
+
+def synapse_of(weight: Weight) -> str:
+    """"sparse" (CSR weights, a Lava Sparse) or "dense" (a Lava Dense)."""
+    return "sparse" if sp.issparse(weight) else "dense"
 
 
 class StageTraits:
-    """What a stage's ``kind`` and ``weight`` say, for the float ``Stage`` and the integer ``QStage`` alike."""
+    """What a stage's ``kind`` says, for the float ``Stage`` and the integer ``QStage`` alike."""
 
     @property
     def spiking(self) -> bool:
-        return self.kind in ("lif", "srm", "empf")
+        return self.kind != "readout"
 
     @property
     def graded(self) -> bool:
         return self.kind == "empf"
 
     @property
+    def current(self) -> bool:
+        """The neuron keeps a synaptic current i = λ_syn·i + x (CubaLIF, SRM, CubaLI)."""
+        return self.lam_syn > 0.0
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The synapses from one source into a stage: I += weight · x_source[t − delay] (float, real units)."""
+
+    source: str  # INPUT or a stage name
+    weight: Weight  # [n_out, n_source], float64
+    delay: int = 0  # steps: 0 the same step; 1 per recurrent edge; NIR Delay steps
+
+    @property
     def synapse(self) -> str:
-        """"sparse" (CSR weights, a Lava Sparse) or "dense" (a Lava Dense)."""
-        return "sparse" if sp.issparse(self.weight) else "dense"
+        return synapse_of(self.weight)
 
 
 @dataclass(frozen=True)
 class Stage(StageTraits):
-    """One neuron population fed by a composed affine map (float, real units)."""
+    """One neuron population and its projections (float, real units)."""
 
     name: str
-    kind: str  # "lif" | "srm" | "readout"
-    weight: Weight  # [n_out, n_in], float64: dense, or CSR (sp.csr_matrix) when sparse (``storage``)
+    kind: str  # "lif" | "cubalif" | "srm" | "empf" | "readout"
+    inputs: tuple[Projection, ...]
     bias: np.ndarray  # [n_out], float64
-    in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     lam: float = 1.0
     theta: float = 1.0
-    reset: str = "subtract"
+    reset: str = "subtract"  # "subtract" | "zero" (srm: zero, and the current too)
     spike: str = "ge"
-    lam_syn: float = 0.0  # srm: the current's decay λ_syn (its input scale is folded into weight and bias)
+    lam_syn: float = 0.0  # current decay λ_syn (cubalif, srm, readouts with a current); 0: no current state
     tables: dict[str, np.ndarray] | None = None  # empf: lam, input_scale, theta, reset_offset, each [T, n_out]
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.out_shape)
 
 
 @dataclass(frozen=True)
 class LoweredNet:
-    """A feed-forward chain of stages; the first one reads the (real-valued) input."""
+    """Stages in run order (a stage's same-step sources come before it); the first reads the real-valued input."""
 
     input_shape: tuple[int, ...]
     stages: tuple[Stage, ...]
     T: int | None
     encoding: str
+    output: str  # the stage whose v (readout) or spikes are the network output
 
     @property
     def has_readout(self) -> bool:
-        return self.stages[-1].kind == "readout"
+        return self.stage(self.output).kind == "readout"
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+    def size_of(self, source: str) -> int:
+        return math.prod(self.input_shape) if source == INPUT else self.stage(source).size
 
 
 def _unsupported(name: str, node: object, why: str) -> UnsupportedNodeError:
     return UnsupportedNodeError(
-        f"node {name!r} ({type(node).__name__}) cannot be deployed to Loihi: {why}; "
-        f"supported: {', '.join(SUPPORTED)}")
+        f"node {name!r} ({type(node).__name__}) cannot be deployed to Loihi: {why}; supported: {', '.join(SUPPORTED)}")
 
 
-def _pair(v: object) -> tuple[int, int]:
-    a = np.atleast_1d(np.asarray(v, dtype=np.int64))
-    return (int(a[0]), int(a[-1]))
-
-
-def _axis_taps(n_in: int, n_out: int, k: int, stride: int, pad: int) -> tuple[np.ndarray, ...]:
-    """Valid (output, input, tap) index triples of a sliding window on one axis: i = o·stride − pad + tap."""
-    o, tap = np.meshgrid(np.arange(n_out), np.arange(k), indexing="ij")
-    i = o * stride - pad + tap
-    ok = (i >= 0) & (i < n_in)
-    return o[ok], i[ok], tap[ok]
-
-
-def _window_taps(in_hw: tuple[int, ...], out_hw: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int],
-                 pad: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat (output position, input position, kernel tap) of every tap of a 2-D window that lands inside the input
-    (zero padding contributes nothing)."""
-    (oh, ih, th), (ow, iw, tw) = (_axis_taps(in_hw[d], out_hw[d], kernel[d], stride[d], pad[d]) for d in (0, 1))
-    return ((oh[:, None] * out_hw[1] + ow).ravel(), (ih[:, None] * in_hw[1] + iw).ravel(),
-            (th[:, None] * kernel[1] + tw).ravel())
-
-
-def _padding(name: str, node: object, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:
-    """Zero padding before the input on each axis (PyTorch's 'same' pads (k − 1)//2 before, the rest after)."""
-    pad = node.padding.decode() if isinstance(node.padding, bytes) else node.padding
-    if pad == "valid":
-        return (0, 0)
-    if pad == "same":
-        if stride != (1, 1):
-            raise _unsupported(name, node, "padding 'same' needs stride 1")
-        return ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
-    return _pair(pad)
+# ------------------------------------------------------------------------------------- linear operators
+def _window_taps(in_size: tuple[int, ...], out_size: tuple[int, ...], win) -> tuple[np.ndarray, ...]:
+    """Flat (output position, input position, kernel tap) of every tap of an n-D window that lands inside the input
+    (zero padding contributes nothing): i = o·stride − pad_before + tap·dilation on every axis."""
+    axes = []
+    for d in range(len(in_size)):
+        o, tap = np.meshgrid(np.arange(out_size[d]), np.arange(win.kernel[d]), indexing="ij")
+        i = o * win.stride[d] - win.pad_before[d] + tap * win.dilation[d]
+        ok = (i >= 0) & (i < in_size[d])
+        axes.append((o[ok], i[ok], tap[ok]))
+    out, inp, tap = axes[0]
+    for d in range(1, len(axes)):
+        o2, i2, t2 = axes[d]
+        out = (out[:, None] * out_size[d] + o2).ravel()
+        inp = (inp[:, None] * in_size[d] + i2).ravel()
+        tap = (tap[:, None] * win.kernel[d] + t2).ravel()
+    return out, inp, tap
 
 
 def _operator(name: str, node: object, shape: tuple[int, ...], out_shape: tuple[int, ...]
               ) -> tuple[Weight | None, np.ndarray | None]:
     """One linear node as (M, c) with y = M·x + c on C-order flattened vectors (None: identity, no bias).
 
-    Affine/Linear give their dense W; Conv2d y[o, p] = Σ_{i, tap} W[o, i, tap]·x[i, p·s − pad + tap] + b[o] and
-    2-D pooling y[c, p] = g·Σ_tap x[c, p·s − pad + tap] (g = 1 sum, 1/(k_h·k_w) average, zero padding counted)
-    give CSR matrices built from their window taps, so a dense [n_out, n_in] matrix never exists.
+    Affine/Linear give their dense W; Scale a diagonal; Conv y[o, p] = Σ_{i, tap} W[o, i, tap]·x[i, window(p, tap)]
+    + b[o] (per group) and pooling y[c, p] = g·Σ_tap x[c, window(p, tap)] (g = 1 sum, 1/kernel average, zero padding
+    counted) give CSR matrices built from their window taps, so a dense [n_out, n_in] matrix never exists.
     """
-    if isinstance(node, nir.Flatten):
+    n = math.prod(shape)
+    if isinstance(node, (nir.Flatten, nir.Delay)):
         return None, None
+    if isinstance(node, nir.Scale):
+        return sp.diags(np.broadcast_to(np.asarray(node.scale, np.float64), shape).reshape(-1), format="csr"), None
     if isinstance(node, (nir.Affine, nir.Linear)):
         w = np.asarray(node.weight, dtype=np.float64)
-        if w.shape[1] != math.prod(shape):
-            raise _unsupported(name, node, f"weight {w.shape} does not take an input of shape {shape}")
+        if w.ndim != 2 or w.shape[1] != n:
+            raise _unsupported(name, node, f"weight {w.shape} does not take an input of shape {shape} (stored "
+                                           "transposed, as (in, out)? NIR's Affine/Linear weight is (out, in))")
         bias = np.asarray(node.bias, dtype=np.float64).reshape(-1) if isinstance(node, nir.Affine) else None
         return w, None if bias is None else np.broadcast_to(bias, (w.shape[0],))
-    if len(shape) != 3:
-        raise _unsupported(name, node, f"needs a (C, H, W) input, got shape {shape}")
+    win = window(name, node, shape[1:])
     n_in, n_out = math.prod(shape[1:]), math.prod(out_shape[1:])
-    if isinstance(node, nir.Conv2d):
-        if node.groups != 1 or _pair(node.dilation) != (1, 1):
-            raise _unsupported(name, node, "only groups=1, dilation=1 convolutions are supported")
+    out, inp, tap = _window_taps(shape[1:], out_shape[1:], win)
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         w = np.asarray(node.weight, dtype=np.float64)
-        kernel, stride = (w.shape[2], w.shape[3]), _pair(node.stride)
-        out, inp, tap = _window_taps(shape[1:], out_shape[1:], kernel, stride, _padding(name, node, kernel, stride))
-        co, ci = np.arange(w.shape[0])[:, None, None], np.arange(w.shape[1])[None, :, None]
+        c_out, c_in_g = w.shape[0], w.shape[1]
+        group_of = np.arange(c_out) // (c_out // win.groups)
+        co = np.arange(c_out)[:, None, None]
+        ci = (group_of[:, None, None] * c_in_g + np.arange(c_in_g)[None, :, None])
         rows, cols = np.broadcast_arrays(co * n_out + out, ci * n_in + inp)
-        vals = w.reshape(w.shape[0], w.shape[1], -1)[:, :, tap]
-        m = sp.csr_matrix((vals.ravel(), (rows.ravel(), cols.ravel())), shape=(w.shape[0] * n_out, shape[0] * n_in))
+        vals = np.broadcast_to(w.reshape(c_out, c_in_g, -1)[:, :, tap], rows.shape)
+        m = sp.csr_matrix((vals.ravel(), (rows.ravel(), cols.ravel())), shape=(c_out * n_out, shape[0] * n_in))
         bias = None if node.bias is None else np.repeat(
-            np.broadcast_to(np.asarray(node.bias, np.float64).reshape(-1), (w.shape[0],)), n_out)
+            np.broadcast_to(np.asarray(node.bias, np.float64).reshape(-1), (c_out,)), n_out)
         return m, bias
-    kernel, stride, pad = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
-    out, inp, _ = _window_taps(shape[1:], out_shape[1:], kernel, stride, pad)
     c = np.arange(shape[0])[:, None]
-    gain = 1.0 if isinstance(node, nir.SumPool2d) else 1.0 / (kernel[0] * kernel[1])
+    gain = 1.0 if isinstance(node, nir.SumPool2d) else 1.0 / math.prod(win.kernel)
     rows, cols = np.broadcast_arrays(c * n_out + out, c * n_in + inp)
     return sp.csr_matrix((np.full(rows.size, gain), (rows.ravel(), cols.ravel())),
                          shape=(shape[0] * n_out, shape[0] * n_in)), None
@@ -206,27 +223,92 @@ def scale_rows(a: Weight, g: np.ndarray) -> Weight:
     return out
 
 
-def _compose(chain: list[tuple[str, object]], in_shape: tuple[int, ...], shapes: dict[str, tuple[int, ...]]
-             ) -> tuple[Weight, np.ndarray, tuple[int, ...]]:
-    """The affine map of a chain of linear nodes as (A [n_out, n_in], b [n_out], out_shape): A = M_k·…·M_1,
-    b = M_k(…(M_2·c_1 + c_2)…) + c_k, kept CSR while every factor is (``storage`` then picks the format)."""
-    a, b, shape = None, np.zeros(math.prod(in_shape)), in_shape
-    for name, node in chain:
-        m, c = _operator(name, node, shape, shapes[name])
-        if m is not None:
-            a = m if a is None else _product(m, a)
-            b = np.asarray(m @ b).reshape(-1)
-        if c is not None:
-            b = b + c
-        shape = shapes[name]
-    return storage(sp.identity(b.size, format="csr") if a is None else a), b, shape
+# ------------------------------------------------------------------------------------------- the graph
+class _Paths:
+    """Per node: its output as Σ (source, delay, matrix) over neuron/Input sources, and its rest value (what it
+    outputs with every source at zero: the composed biases)."""
+
+    def __init__(self, checked: CheckedGraph, neurons: set[str], interp: Interpretation) -> None:
+        self.c, self.neurons, self.interp = checked, neurons, interp
+        self._terms: dict[str, list[tuple[str, int, Weight | None]]] = {}
+        self._rest: dict[str, np.ndarray] = {}
+        self._visiting: set[str] = set()
+
+    def _enter(self, name: str) -> None:
+        if name in self._visiting:
+            raise UnsupportedNodeError(f"node {name!r} lies on a cycle of linear nodes with no neuron: an algebraic "
+                                       "loop (every cycle needs a neuron, whose previous output closes it)")
+        self._visiting.add(name)
+
+    def rest(self, name: str) -> np.ndarray:
+        if name in self._rest:
+            return self._rest[name]
+        node, size = self.c.nodes[name], math.prod(self.c.shapes[name])
+        if name in self.neurons or isinstance(node, nir.Input):
+            value = np.zeros(size)
+        else:
+            self._enter(name)
+            x = sum((self.rest(a) for a, _ in self.c.predecessors(name)), np.zeros(self._in_size(name)))
+            if isinstance(node, nir.Delay) and np.any(x != 0):
+                raise _unsupported(name, node, "it delays a constant (an upstream bias), which is then 0 for the "
+                                               "first steps and not a bias; move the bias after the Delay")
+            m, b = self._op(name)
+            value = (x if m is None else np.asarray(m @ x).reshape(-1)) + (0.0 if b is None else b)
+            self._visiting.discard(name)
+        self._rest[name] = value
+        return value
+
+    def _in_size(self, name: str) -> int:
+        preds = [a for a, back in self.c.predecessors(name) if not back] or [a for a, _ in self.c.predecessors(name)]
+        return math.prod(self.c.shapes[preds[0]])
+
+    def _op(self, name: str) -> tuple[Weight | None, np.ndarray | None]:
+        preds = [a for a, back in self.c.predecessors(name) if not back] or [a for a, _ in self.c.predecessors(name)]
+        return _operator(name, self.c.nodes[name], self.c.shapes[preds[0]], self.c.shapes[name])
+
+    def terms(self, name: str) -> list[tuple[str, int, Weight | None]]:
+        """(source, delay, M) with node output = Σ M·x_source[t − delay] + rest (M None: identity)."""
+        if name in self._terms:
+            return self._terms[name]
+        node = self.c.nodes[name]
+        if name in self.neurons or isinstance(node, nir.Input):
+            out = [(name, 0, None)]
+        else:
+            if not isinstance(node, LINEAR_TYPES):
+                raise _unsupported(name, node, "this node type cannot sit between neurons on the chip")
+            self._enter(name)
+            inputs = [(src, d + back, m) for a, back in self.c.predecessors(name) for src, d, m in self.terms(a)]
+            op, _ = self._op(name)
+            out = []
+            for src, d, m in inputs:
+                for extra, rows in self._delays(name, node):
+                    part = m if rows is None else _select_rows(m, rows, math.prod(self.c.shapes[name]))
+                    out.append((src, d + extra, part if op is None else (op if part is None else _product(op, part))))
+            self._visiting.discard(name)
+        self._terms[name] = out
+        return out
+
+    def _delays(self, name: str, node: object) -> Iterator[tuple[int, np.ndarray | None]]:
+        """(steps, rows) groups of a node: one group (rows None) unless it is a Delay with several values."""
+        if not isinstance(node, nir.Delay):
+            yield 0, None
+            return
+        dt = self.interp.dt
+        steps = np.rint(np.broadcast_to(np.asarray(node.delay, np.float64), self.c.shapes[name]).reshape(-1) / dt)
+        for value in np.unique(steps):
+            yield int(value), None if np.all(steps == value) else np.flatnonzero(steps == value)
+
+
+def _select_rows(m: Weight | None, rows: np.ndarray, n_rows: int) -> sp.csr_matrix:
+    """The rows ``rows`` of M (identity when None), the others zero."""
+    keep = sp.diags(np.isin(np.arange(n_rows), rows).astype(np.float64), format="csr")
+    return keep if m is None else sp.csr_matrix(keep @ m)
 
 
 def _uniform(name: str, node: object, value: object, what: str) -> float:
     a = np.asarray(value, dtype=np.float64)
     if a.size == 0 or not np.all(a == a.reshape(-1)[0]):
-        raise _unsupported(name, node, f"{what} must be the same for every neuron of the layer (Lava's LIF "
-                                       f"has one per process)")
+        raise _unsupported(name, node, f"{what} must be the same for every neuron of the layer (one per Lava process)")
     return float(a.reshape(-1)[0])
 
 
@@ -237,17 +319,11 @@ def _check_kind(name: str, node: object) -> None:
     kind = kind.decode() if isinstance(kind, bytes) else kind
     if kind is not None and kind not in ("lif", "readout", "srm", "empf"):
         raise _unsupported(name, node, f"snnchip neuron kind {kind!r} is not supported")
-    if kind is None and isinstance(node, nir.CubaLIF):
-        raise _unsupported(name, node, "a foreign CubaLIF keeps its current through a spike; only snnchip's srm "
-                                       "kind (both traces reset to zero) runs on the chip")
 
 
-def _neuron(name: str, node: object, interp: Interpretation) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Neuron parameters plus the per-neuron input gain g and leak offset β folded into the stage.
-
-    The semantics come from the one reader of NIR neurons: ``snnchip_semantics`` for our kind and
-    ``compile_neuron`` for the discrete parameters u = a·v + b·x + c (a = λ, b = g, c = β).
-    """
+def _neuron(name: str, node: object, interp: Interpretation, is_output: bool) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Neuron parameters plus the per-neuron input gain g and offset β folded into the stage (``compile_neuron``:
+    u = a·v + b·x + c, current-based i = a_syn·i + b_syn·x; λ = a, g = b (·b_syn), β = c)."""
     _check_kind(name, node)
     meta = snnchip_semantics(node, name)
     p = compile_neuron(name, node, interp, torch.float64)
@@ -257,86 +333,89 @@ def _neuron(name: str, node: object, interp: Interpretation) -> tuple[dict, np.n
         tables = {key: np.broadcast_to(val.numpy(), (p.steps, *shape)).reshape(p.steps, -1).astype(np.float64)
                   for key, val in (("lam", p.a), ("input_scale", p.b), ("theta", p.theta), ("reset_offset", p.offset))}
         return dict(name=layer, kind="empf", tables=tables), np.ones(1), np.zeros(1)
-    gain = p.b.numpy().reshape(-1)
-    offset = p.c.numpy().reshape(-1)
-    if p.theta is None:
-        return dict(name=layer, kind="readout"), gain, np.zeros(1)
+    gain, offset = p.b.numpy().reshape(-1), p.c.numpy().reshape(-1)
     lam = _uniform(name, node, p.a.numpy(), "the leak λ")
     extra = {}
-    if p.syn is not None:  # srm: i = λ_syn·i + g_syn·x, v = λ·v + i, both reset to 0 on a spike
-        extra = dict(kind="srm", lam_syn=_uniform(name, node, p.syn[0].numpy(), "the current decay λ_syn"))
+    if p.syn is not None:
+        extra["lam_syn"] = _uniform(name, node, p.syn[0].numpy(), "the current decay λ_syn")
+        if not 0.0 <= extra["lam_syn"] < 1.0:
+            raise _unsupported(name, node, f"current decay λ_syn = {extra['lam_syn']} (needs 0 ≤ λ_syn < 1)")
         gain = gain * p.syn[1].numpy().reshape(-1)
-        if not 0.0 <= extra["lam_syn"] <= 1.0:
-            raise _unsupported(name, node, f"current decay λ_syn = {extra['lam_syn']} (needs 0 ≤ λ_syn ≤ 1)")
+        if np.any(offset != 0):
+            raise _unsupported(name, node, "a current-based neuron with v_leak ≠ 0 (the chip adds constants to the "
+                                           "current, where they would decay; set v_leak = 0)")
+    if not 0.0 <= lam <= 1.0:
+        raise _unsupported(name, node, f"leak λ = {lam} (needs 0 ≤ λ ≤ 1)")
+    if p.theta is None:
+        if not is_output:
+            raise _unsupported(name, node, "a non-spiking neuron (I, LI, CubaLI) sends its membrane, not spikes; on "
+                                           "the chip it can only be the readout feeding the Output")
+        return dict(name=layer, kind="readout", lam=lam, **extra), gain, offset
     theta = _uniform(name, node, p.theta.numpy(), "the threshold")
+    if theta <= 0:
+        raise _unsupported(name, node, f"threshold θ = {theta} (needs > 0)")
     reset = p.reset
     if reset == "v_reset":
         if np.any(np.asarray(p.v_reset, np.float64) != 0):
             raise _unsupported(name, node, "reset to a non-zero v_reset (Loihi resets to 0 or subtracts θ)")
         reset = "zero"
-    if not 0.0 <= lam <= 1.0 or theta <= 0:
-        raise _unsupported(name, node, f"leak λ = {lam} (needs 0 ≤ λ ≤ 1) or threshold θ = {theta} (needs > 0)")
-    params = dict(name=layer, kind="lif", lam=lam, theta=theta, reset=reset, spike=p.compare)
-    if extra:  # "zero_both": u and v reset (no NIR/netx CUBA neuron does this, so netx's reset check refuses it)
-        params.update(extra, reset="zero_both")
-    return params, gain, offset
+    kind = "srm" if p.reset_syn else ("cubalif" if p.syn is not None else "lif")
+    return dict(name=layer, kind=kind, lam=lam, theta=theta, reset=reset, spike=p.compare, **extra), gain, offset
 
 
 def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None) -> LoweredNet:
-    """Lower ``graph`` to a chain of ``Stage``s; ``T`` overrides the graph's ``metadata['snnchip']['T']``.
+    """Lower ``graph`` to ``Stage``s with their projections; ``T`` overrides the graph's ``metadata['snnchip']['T']``.
 
     Foreign neurons are read with ``interpretation``, else the one recorded in the graph
     (``metadata['snnchip_interpretation']``), else NIR's defaults (Euler, dt = 1, reset to v_reset, >).
-    The graph is read by ``check_graph`` (flat nodes, run order, back edges, shapes).
     """
     interp = interpretation or recorded_interpretation(graph) or Interpretation()
     for name, node in graph.nodes.items():
         _check_kind(name, node)
     checked = check_graph(graph)
     nodes = checked.nodes
-    if len(checked.inputs) != 1:
-        raise UnsupportedNodeError(f"the graph needs exactly one Input node, found {checked.inputs}")
-    succ: dict[str, list[str]] = {n: [] for n in nodes}
-    for src, dst in checked.edges:
-        succ[src].append(dst)
-    for n in checked.order:
-        preds = checked.predecessors(n)
-        if len(preds) > 1 or any(back for _, back in preds):
-            raise _unsupported(n, nodes[n], f"{len(preds)} incoming edges (feedback and merges are not supported "
-                                            "on the chip yet)")
-    cur = checked.inputs[0]
-    in_shape = checked.shapes[cur]
+    if len(checked.inputs) != 1 or len(checked.outputs) != 1:
+        raise UnsupportedNodeError(f"the chip graph needs exactly one Input and one Output node, found inputs "
+                                   f"{checked.inputs} and outputs {checked.outputs}")
+    for name, node in nodes.items():
+        if not isinstance(node, (nir.Input, nir.Output, *LINEAR_TYPES, *NEURON_TYPES)):
+            raise _unsupported(name, node, "unknown node type")
+    out_preds = checked.predecessors(checked.outputs[0])
+    if len(out_preds) != 1 or not isinstance(nodes[out_preds[0][0]], NEURON_TYPES):
+        raise UnsupportedNodeError("the graph must end in one neuron (a spiking LIF/IF/CubaLIF, or the readout I/LI/"
+                                   f"CubaLI) feeding its Output; the Output is fed by {[a for a, _ in out_preds]}")
+    output_node = out_preds[0][0]
+    neurons = {n for n, v in nodes.items() if isinstance(v, NEURON_TYPES)}
+    paths = _Paths(checked, neurons, interp)
+    stage_of: dict[str, str] = {}
     stages: list[Stage] = []
-    chain: list[tuple[str, object]] = []
-    shape = in_shape
-    while True:
-        nxt = succ[cur]
-        if len(nxt) != 1:
-            raise _unsupported(cur, nodes[cur], f"{len(nxt)} outgoing edges (the chip graph must be a chain "
-                                                "from Input to Output)")
-        cur = nxt[0]
-        node = nodes[cur]
-        if isinstance(node, nir.Output):
-            break
-        if isinstance(node, LINEAR_TYPES):
-            chain.append((cur, node))
+    for name in checked.order:
+        if name not in neurons:
             continue
-        if not isinstance(node, NEURON_TYPES):
-            raise _unsupported(cur, node, "unknown node type")
-        if not chain:
-            raise _unsupported(cur, node, "a neuron must be fed by at least one linear node")
-        if stages and not stages[-1].spiking:
-            raise _unsupported(cur, node, "nothing may follow the readout integrator")
-        params, gain, offset = _neuron(cur, node, interp)
-        a, b, out_shape = _compose(chain, shape, checked.shapes)
-        if math.prod(out_shape) != a.shape[0]:
-            raise _unsupported(cur, node, f"input of shape {out_shape} does not match the neuron")
-        stages.append(Stage(weight=scale_rows(a, gain), bias=b * gain + offset, in_shape=shape,
-                            out_shape=out_shape, **params))
-        chain, shape = [], out_shape
-    if chain or not stages:
-        raise UnsupportedNodeError("the graph must end in a neuron (LIF/IF or the readout I) before its Output; "
-                                   f"found linear nodes {[n for n, _ in chain]} after the last neuron")
+        params, gain, offset = _neuron(name, nodes[name], interp, is_output=name == output_node)
+        preds = checked.predecessors(name)
+        if not preds:
+            raise _unsupported(name, nodes[name], "a neuron must have an input")
+        merged: dict[tuple[str, int], Weight] = {}
+        n_out = math.prod(checked.shapes[name])
+        for pred, back in preds:
+            for src, d, m in paths.terms(pred):
+                if src == name and d + back == 0:
+                    raise _unsupported(name, nodes[name], "it feeds itself within the same step")
+                m = sp.identity(n_out, format="csr") if m is None else m
+                key = (src, d + int(back))
+                merged[key] = m if key not in merged else _add(merged[key], m)
+        bias = sum((paths.rest(pred) for pred, _ in preds), np.zeros(n_out))
+        inputs = tuple(Projection(INPUT if isinstance(nodes[src], nir.Input) else src, storage(scale_rows(m, gain)),
+                                  d) for (src, d), m in merged.items())
+        stages.append(Stage(inputs=inputs, bias=bias * gain + offset, out_shape=checked.shapes[name], **params))
+        stage_of[name] = stages[-1].name
+    stages = [replace(st, inputs=tuple(replace(p, source=stage_of.get(p.source, p.source)) for p in st.inputs))
+              for st in stages]
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise UnsupportedNodeError(f"two neuron nodes map to the same layer name: {sorted(names)}")
+    stages = _run_order(stages)
     meta = (graph.metadata or {}).get("snnchip", {}) if hasattr(graph, "metadata") else {}
     steps = T if T is not None else meta.get("T")
     for i, st in enumerate(stages):
@@ -345,5 +424,71 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
                 raise UnsupportedNodeError(f"layer {st.name!r}: its EM-PF tables hold {st.tables['lam'].shape[0]} "
                                            f"steps; cannot run T = {steps}")
             stages[i] = replace(st, tables={k: v[: int(steps)] for k, v in st.tables.items()})
-    return LoweredNet(in_shape, tuple(stages), None if steps is None else int(steps),
-                      str(meta.get("encoding", "direct")))
+    return LoweredNet(checked.shapes[checked.inputs[0]], tuple(stages), None if steps is None else int(steps),
+                      str(meta.get("encoding", "direct")), stage_of[output_node])
+
+
+def _add(a: Weight, b: Weight) -> Weight:
+    if sp.issparse(a) and sp.issparse(b):
+        return sp.csr_matrix(a + b)
+    return np.asarray((a.toarray() if sp.issparse(a) else a) + (b.toarray() if sp.issparse(b) else b))
+
+
+def _run_order(stages: list[Stage]) -> list[Stage]:
+    """Stages ordered so that every same-step (delay 0) source runs before the stage it feeds."""
+    done: list[Stage] = []
+    left = list(stages)
+    while left:
+        ready = [s for s in left if all(p.delay > 0 or p.source == INPUT or p.source in {d.name for d in done}
+                                        for p in s.inputs)]
+        if not ready:
+            raise UnsupportedNodeError(f"stages {[s.name for s in left]} feed each other within one step")
+        done += ready
+        left = [s for s in left if s not in ready]
+    return done
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Lava timing of a lowered net: stage n's software step t runs at Lava step t + latency[n]; projection i of
+    stage n gets ``extra[n][i]`` steps of synaptic delay on top of the one step every Dense/Sparse hop takes."""
+
+    latency: dict[str, int]
+    extra: dict[str, tuple[int, ...]]
+
+    @property
+    def depth(self) -> int:
+        return max(self.latency.values())
+
+
+def schedule(net: LoweredNet) -> Schedule:
+    """Latencies from the longest path, k_n = max(1, max_p k_src + 1 − d_p) (k_input = 0), and extra delays
+    e_p = k_n − k_src − 1 + d_p ≥ 0. A cycle whose float delays sum to fewer steps than its hops cannot be met
+    (each Lava hop takes a step) and is refused naming it."""
+    latency = {INPUT: 0}
+    for st in net.stages:  # run order: same-step sources first; recurrent sources may come later
+        latency[st.name] = max([1] + [latency[p.source] + 1 - p.delay for p in st.inputs if p.source in latency])
+    for _ in range(len(net.stages)):  # recurrent sources raise later stages' latencies only through cycles
+        changed = False
+        for st in net.stages:
+            k = max([1] + [latency[p.source] + 1 - p.delay for p in st.inputs])
+            if k > latency[st.name]:
+                latency[st.name], changed = k, True
+        if not changed:
+            break
+    extra = {}
+    for st in net.stages:
+        e = tuple(latency[st.name] - latency[p.source] - 1 + p.delay for p in st.inputs)
+        bad = [(p, x) for p, x in zip(st.inputs, e, strict=True) if x < 0]
+        if bad:
+            p, _ = bad[0]
+            raise UnsupportedNodeError(
+                f"stage {st.name!r}: its input from {p.source!r} (delay {p.delay}) closes a cycle with fewer steps of "
+                f"delay than synaptic hops; on Lava every hop takes one step, so a feedback loop over k layers needs "
+                f"a delay of at least k steps (only self-recurrence, one layer and one step, is exact)")
+        if max(e, default=0) > MAX_LAVA_DELAY:
+            raise UnsupportedNodeError(f"stage {st.name!r}: an input needs {max(e)} steps of synaptic delay to stay "
+                                       f"aligned; Loihi 2 delays have 6 bits (≤ {MAX_LAVA_DELAY})")
+        extra[st.name] = e
+    latency.pop(INPUT)
+    return Schedule(latency, extra)

@@ -149,17 +149,48 @@ def _declared(shape: Any, name: str, what: str) -> Shape | None:
     return tuple(int(v) for v in arr)
 
 
-def _window(node, name: str, shape: Shape, kernel: Shape, dilation: Shape, n: int) -> Shape:
+@dataclass(frozen=True)
+class Window:
+    """A sliding window (convolution or pooling) read from any NIR form of its fields: int, tuple or array
+    stride/padding/dilation, ``'same'``/``'valid'`` padding (str or bytes). Output position o of an axis reads input
+    positions o·stride − pad_before + tap·dilation (taps 0..kernel−1); padding is zeros. PyTorch's ``'same'`` pads
+    dilation·(kernel − 1) in total, the smaller half before."""
+
+    kernel: Shape
+    stride: Shape
+    dilation: Shape
+    pad_before: Shape
+    pad_after: Shape
+    groups: int = 1
+
+    def out_size(self, size: Shape) -> Shape:
+        return tuple((size[i] + self.pad_before[i] + self.pad_after[i] - self.dilation[i] * (self.kernel[i] - 1) - 1)
+                     // self.stride[i] + 1 for i in range(len(size)))
+
+
+def window(name: str, node: nir.NIRNode, size: Shape) -> Window:
+    """The ``Window`` of a Conv1d/Conv2d/SumPool2d/AvgPool2d node over per-channel input ``size``."""
+    n = len(size)
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        w = _array(node, name, "weight")
+        kernel, dilation = tuple(int(k) for k in w.shape[2:]), _ints(node.dilation, name, "dilation", n)
+        groups = _ints(node.groups, name, "groups", 1)[0]
+    else:
+        kernel, dilation, groups = _ints(node.kernel_size, name, "kernel_size", n), (1,) * n, 1
     stride = _ints(node.stride, name, "stride", n)
     padding = node.padding.decode() if isinstance(node.padding, bytes) else node.padding
-    if isinstance(padding, str) and padding == "same":
-        return shape
-    pad = _ints(0 if isinstance(padding, str) and padding == "valid" else padding, name, "padding", n)
-    out = tuple((shape[i] + 2 * pad[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1 for i in range(n))
-    if min(stride) < 1 or min(pad) < 0 or min(out) < 1:
-        raise NIRFormatError(f"node {name!r}: kernel {kernel}, stride {stride}, padding {pad} do not fit input "
-                             f"{shape}")
-    return out
+    if isinstance(padding, str) and padding in ("same", "valid"):
+        total = [d * (k - 1) if padding == "same" else 0 for d, k in zip(dilation, kernel, strict=True)]
+        before, after = tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
+        if padding == "same" and max(stride) != 1:
+            raise NIRFormatError(f"node {name!r}: padding 'same' needs stride 1, got {stride}")
+    else:
+        before = after = _ints(padding, name, "padding", n)
+    win = Window(kernel, stride, dilation, before, after, groups)
+    if min(stride) < 1 or min(dilation) < 1 or min(before) < 0 or groups < 1 or min(win.out_size(size)) < 1:
+        raise NIRFormatError(f"node {name!r}: kernel {kernel}, stride {stride}, dilation {dilation}, padding "
+                             f"{before}/{after} do not fit input {size}")
+    return win
 
 
 def _out_shape(name: str, node: nir.NIRNode, shape: Shape) -> Shape:
@@ -191,12 +222,11 @@ def _out_shape(name: str, node: nir.NIRNode, shape: Shape) -> Shape:
             raise NIRFormatError(f"node {name!r}: input_shape {declared} but receives {shape[1:]}")
         if _array(node, name, "bias").size not in (1, w.shape[0]):
             raise NIRFormatError(f"node {name!r}: bias has {np.size(node.bias)} values for {w.shape[0]} channels")
-        return (w.shape[0], *_window(node, name, shape[1:], w.shape[2:], _ints(node.dilation, name, "dilation", n), n))
+        return (w.shape[0], *window(name, node, shape[1:]).out_size(shape[1:]))
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
         if len(shape) != 3:
             raise NIRFormatError(f"node {name!r}: 2-D pooling needs a (C, H, W) input, gets {shape}")
-        kernel = _ints(node.kernel_size, name, "kernel_size", 2)
-        return (shape[0], *_window(node, name, shape[1:], kernel, (1, 1), 2))
+        return (shape[0], *window(name, node, shape[1:]).out_size(shape[1:]))
     if isinstance(node, nir.Flatten):
         declared = _declared(node.input_type.get("input"), name, "input_type")
         if declared is not None and math.prod(declared) != math.prod(shape):

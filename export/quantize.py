@@ -2,29 +2,31 @@
 
 Equations (docs/loihi-fixed-point.md has the derivation). Each stage gets a scale c > 0: a real
 membrane value x is the 24-bit integer V = 64·c·x (Lava shifts activations and thresholds by 2^6).
+Every projection into a stage (its own Lava Dense/Sparse) shares the stage's scale and has its own exponent:
 
 - weights: Dense/Sparse mantissas m (8 bits; mixed sign: even values in [−256, 254] because Lava drops the
-  lowest bit; excitatory [0, 255]; inhibitory [−255, 0]) and a shared exponent e ≤ 0 with
-  m·2^e ≈ c·W. Lava's Dense and Sparse send a = (Σ m·s) << e (>> −e for e < 0, rounding toward −∞).
-  A CSR stage is quantized entry by entry on its stored values (``weight_values``), which gives the
-  mantissas the dense matrix would get (its zeros quantize to 0 either way) and keeps the pattern.
-- threshold: vth = c·θ, an integer ≤ 2^17 − 1 (c is adjusted so that c·θ is exact).
-- leak: dv = round(4096·(1 − λ)) (12 bits); no current state (du = 4095), except for the SRM
-  (kind ``srm``, our CubaLIF): du = round(4096·(1 − λ_syn)) ∈ [0, 4096], the current decays by
-  (4096 − du)/4096 (no Lava +1 offset), its input scale is already folded into the weights.
-- bias: an integer in activation units, bq = round(c·b), injected each step through the neuron's
-  input (V += 64·bq), so that it starts with the stage's first input (see docs: latency).
-- real-valued input: graded spikes xq = round(x·2^q) (24-bit payload), first Dense uses e − q.
+  lowest bit; excitatory [0, 255]; inhibitory [−255, 0]) and a shared exponent e with m·2^e ≈ c·W. Lava's Dense
+  and Sparse send a = (Σ m·s) << e (>> −e for e < 0, rounding toward −∞). A CSR projection is quantized entry by
+  entry on its stored values (``weight_values``), which gives the mantissas the dense matrix would get.
+- graded messages (the real-valued input, EM-PF spikes): a payload s·2^q (24 bits); the projection's exponent
+  is e − q. The input's q is ``input_frac_bits``; an EM-PF stage's q_s ≤ 8 is the largest for which every Dense it
+  feeds keeps its worst-case sum inside Lava's int32 accumulator.
+- threshold: vth = c·θ, an integer ≤ 2^17 − 1 (c is adjusted so that c·θ is exact). Readouts never fire
+  (vth = 2^17: vth << 6 = 2^23 exceeds every 24-bit membrane).
+- leak: dv = round(4096·(1 − λ)) (12 bits). Current (Lava's LIF register du, factor 4096 − (du + 1)):
+  du = round(4096·(1 − λ_syn)) − 1 for neurons with a current state (CubaLIF, SRM, CubaLI), du = 4095 (no current
+  memory) otherwise; the current's input scale is already folded into the weights.
+- bias: an integer in activation units, bq = round(c·b), injected each step through the neuron's input
+  (V += 64·bq), so that it starts with the stage's first input (see docs: latency).
 
-Scale choice: the weight grid is 2^e/c with e = ⌈log2(c·max|W| / m_max)⌉, i.e. always the full
-mantissa, so a larger c only refines the membrane (threshold, bias, leak rounding). c is therefore
-taken as large as the 24-bit headroom allows: c_head = (2^23 − 1) / (64·B) for the one-step bound
-B = θ + max_i(Σ_j |W_ij|·x_max + |b_i|) (readout: B = T·max_i(...)). Candidates
-c ∈ {2^⌊log2 c_head⌋, c_head, c_fit·2^⌊log2(c_head/c_fit)⌋} (c_fit = m_max / max|W|: the
-mantissa filled exactly), each rounded down so that vth = c·θ is an integer; the one with the
-smallest maximal weight/bias/threshold error wins (ties: the power of two, which is lossless for
-parameters on a binary grid). A bound the headroom cannot meet raises
-``QuantizationError``; a T-step worst case that could saturate warns (``SaturationWarning``).
+Scale choice: the weight grid is 2^e/c with e = ⌈log2(c·max|W| / m_max)⌉, i.e. always the full mantissa, so a
+larger c only refines the membrane (threshold, bias, leak rounding). c is therefore taken as large as the 24-bit
+headroom allows: c_head = (2^23 − 1) / (64·B) for the one-step bound B = θ + max_i(Σ_p Σ_j |W_p,ij|·x_max(p) + |b_i|)
+(readout: B = Σ_{k<T} λ^k · max_i(...)). Candidates c ∈ {2^⌊log2 c_head⌋, c_head, c_fit·2^⌊log2(c_head/c_fit)⌋}
+(c_fit fills the mantissa of the largest weight exactly), each rounded down so that vth = c·θ is an integer; the
+one with the smallest maximal weight/bias/threshold error wins (ties: the power of two, which is lossless for
+parameters on a binary grid). A bound the headroom cannot meet raises ``QuantizationError``; a T-step worst case
+that could saturate warns (``SaturationWarning``).
 """
 
 from __future__ import annotations
@@ -38,14 +40,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from snnchip.errors import QuantizationError
-from snnchip.export.lowering import LoweredNet, Stage, StageTraits, Weight
+from snnchip.export.lowering import INPUT, LoweredNet, Schedule, Stage, StageTraits, Weight, schedule, synapse_of
 
 V_MAX = 2**23 - 1  # 24-bit signed state
 VTH_MAX = 2**17 - 1
+NEVER_FIRES = VTH_MAX + 1  # vth << 6 = 2^23 > any 24-bit membrane: a readout on Lava's LIF
 ACT_SHIFT = 6  # Lava: activations and thresholds are shifted left by 6
 ACT_SHIFT_SCALE = 2**ACT_SHIFT
 DECAY_UNITY = 4096  # 12-bit decays
-MESSAGE_BITS = 24  # graded-spike payload of the input
+NO_CURRENT = DECAY_UNITY - 1  # du: the current forgets everything every step
+MESSAGE_BITS = 24  # graded-spike payload
+SPIKE_FRAC_BITS = 8  # graded EM-PF messages: s_real·2^8 (fewer where a Dense's int32 sum needs it)
 INT32_MAX = 2**31 - 1
 
 
@@ -54,26 +59,45 @@ class SaturationWarning(UserWarning):
 
 
 @dataclass(frozen=True)
+class QProjection:
+    """Integer synapses of one projection, exactly as deploy hands them to a Lava Dense/Sparse."""
+
+    source: str
+    weight: Weight  # int32 [n_out, n_source] (dense, or CSR for a Lava Sparse), exact under Lava's truncation
+    weight_exp: int  # includes −q of a graded source
+    num_message_bits: int  # 24 for graded sources (the input, EM-PF stages), 0 for binary spikes
+    delay: int = 0  # software steps (the float graph's)
+    lava_delay: int = 0  # extra synaptic delay on Lava (a DelayDense/DelaySparse when > 0)
+
+    @property
+    def synapse(self) -> str:
+        return synapse_of(self.weight)
+
+
+@dataclass(frozen=True)
 class QStage(StageTraits):
     """Integer parameters of one stage, exactly as deploy hands them to Lava."""
 
     name: str
-    kind: str  # "lif" | "srm" | "readout"
-    in_shape: tuple[int, ...]
+    kind: str  # "lif" | "cubalif" | "srm" | "empf" | "readout"
+    inputs: tuple[QProjection, ...]
     out_shape: tuple[int, ...]
-    weight: Weight  # int32 [n_out, n_in] (dense, or CSR for a Lava Sparse), exact under Lava's sign-mode truncation
-    weight_exp: int
     bias: np.ndarray  # int32 [n_out], activation units (V += 64·bias each step)
-    num_message_bits: int  # 24 for the graded input of the first stage, else 0 (binary spikes)
     dv: int
-    vth: int  # 0 for the readout
+    vth: int  # NEVER_FIRES for the readout
     scale: float  # c: V = 64·c·x
     reset: str = "subtract"
     spike: str = "ge"
-    du: int = DECAY_UNITY - 1  # srm: the current's decay (factor 4096 − du, 0 ≤ du ≤ 4096); unused otherwise
+    du: int = NO_CURRENT  # the current's decay register (factor 4096 − (du + 1))
+    lam_syn: float = 0.0
+    latency: int = 1  # software step t runs at Lava step t + latency
     shift: int = 0  # empf: graded message = s >> shift (s in membrane units, the message has spike_frac_bits)
     spike_frac_bits: int = 0  # empf: the message is s_real·2^spike_frac_bits
     tables: dict[str, np.ndarray] | None = None  # empf: int64 [T, n] lam (lq), scale (aq), theta (th), offset (r)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.out_shape)
 
 
 @dataclass(frozen=True)
@@ -84,7 +108,20 @@ class QuantizedNet:
     encoding: str
     input_frac_bits: int
     input_range: float
+    output: str
     report: list[dict] = field(default_factory=list)
+
+    @property
+    def depth(self) -> int:
+        return max(q.latency for q in self.stages)
+
+    def stage(self, name: str) -> QStage:
+        return next(q for q in self.stages if q.name == name)
+
+
+def geometric(lam: float, T: int) -> float:
+    """Σ_{k<T} λ^k in closed form (T for λ = 1)."""
+    return float(T) if lam == 1.0 else (1.0 - lam**T) / (1.0 - lam)
 
 
 def weight_values(weight: Weight) -> np.ndarray:
@@ -98,7 +135,7 @@ def _with_values(weight: Weight, values: np.ndarray) -> Weight:
         else values
 
 
-def _row_abs_sum(weight: Weight) -> np.ndarray:
+def row_abs_sum(weight: Weight) -> np.ndarray:
     """Σ_j |W_ij| per row [n_out] (float64)."""
     if sp.issparse(weight):
         rows = np.repeat(np.arange(weight.shape[0]), np.diff(weight.indptr))
@@ -130,46 +167,20 @@ def to_mantissa(y: np.ndarray, lo: int, hi: int, step: int) -> tuple[np.ndarray,
     return np.clip(m, lo, hi).astype(np.int64), (m < lo) | (m > hi)
 
 
-def dequantize_weight(q: QStage, input_frac_bits: int = 0) -> Weight:
-    """Real weights the chip applies: Ŵ = m·2^e/c (the first stage's e includes −q of its graded input)."""
-    e = q.weight_exp + (input_frac_bits if q.num_message_bits else 0)
-    return q.weight.astype(np.float64) * 2.0**e / q.scale
+def frac_bits(qnet: QuantizedNet, source: str) -> int:
+    """q of a source's messages: the input's frac bits, an EM-PF stage's spike frac bits, 0 for binary spikes."""
+    return qnet.input_frac_bits if source == INPUT else qnet.stage(source).spike_frac_bits
 
 
-def encode_input(x: np.ndarray, frac_bits: int) -> np.ndarray:
+def dequantize_weight(q: QProjection, frac: int, scale: float) -> Weight:
+    """Real weights the chip applies: Ŵ = m·2^(e + q)/c (``frac`` = q of the projection's source)."""
+    return q.weight.astype(np.float64) * 2.0 ** (q.weight_exp + frac) / scale
+
+
+def encode_input(x: np.ndarray, frac: int) -> np.ndarray:
     """Real-valued input -> graded-spike payload xq = clip(round(x·2^q), ±(2^23 − 1)) (int64)."""
     lim = 2 ** (MESSAGE_BITS - 1) - 1
-    return np.clip(np.round(np.asarray(x, np.float64) * 2.0**frac_bits), -lim, lim).astype(np.int64)
-
-
-def _candidate(stage: Stage, c: float, exp: int | None = None) -> tuple[float, dict]:
-    """Quantize at scale c: (score = the largest weight/bias/threshold error, parameters and error summary)."""
-    w, b = weight_values(stage.weight), stage.bias
-    lo, hi, step = mantissa_range(w)
-    vth = 0
-    if stage.spiking:
-        vth = min(VTH_MAX, max(1, math.floor(c * stage.theta * (1 + 1e-12))))
-        c = vth / stage.theta
-    e = _exponent(w, c, lo, hi) if exp is None else exp
-    y = w * c / 2.0**e
-    m, clipped = to_mantissa(y, lo, hi, step)
-    w_hat = m * 2.0**e / c
-    bq = np.round(b * c)
-    werr = np.abs(w - w_hat)
-    errors = dict(clipped=int(clipped.sum()), werr_max=float(werr.max(initial=0.0)), werr_sum=float(werr.sum()),
-                  berr_max=float(np.abs(b - bq / c).max(initial=0.0)))
-    score = max(errors["werr_max"], errors["berr_max"])
-    if stage.spiking:
-        score = max(score, abs(stage.theta - vth / c))
-    return score, dict(c=c, e=e, m=_with_values(stage.weight, m), vth=vth, bq=bq, errors=errors)
-
-
-def _error_report(errors: dict, n: int, unit: float = 1.0) -> dict:
-    """The report's weight and bias errors over all n = n_out·n_in entries (a CSR stage's zeros are exact), in
-    real units divided by ``unit``."""
-    return dict(clipped_fraction=errors["clipped"] / n if n else 0.0, max_abs_weight_error=errors["werr_max"] / unit,
-                mean_abs_weight_error=errors["werr_sum"] / n / unit if n else 0.0,
-                max_abs_bias_error=errors["berr_max"] / unit)
+    return np.clip(np.round(np.asarray(x, np.float64) * 2.0**frac), -lim, lim).astype(np.int64)
 
 
 def _int32(m: Weight) -> Weight:
@@ -187,24 +198,65 @@ def _fit_scale(w: np.ndarray, lo: int, hi: int) -> float:
     return min(fits, default=math.inf)
 
 
-def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | None,
-                   weight_exp: int | None = None) -> tuple[QStage, dict]:
-    """Quantize one stage; ``frac_bits`` is q for the graded-input first stage, ``None`` for binary spikes.
+def _candidate(stage: Stage, weights: list[Weight], c: float, exps: list[int] | None) -> tuple[float, dict]:
+    """Quantize at scale c: (score = the largest weight/bias/threshold error, parameters and error summaries)."""
+    vth = NEVER_FIRES
+    if stage.spiking and stage.kind != "empf":
+        vth = min(VTH_MAX, max(1, math.floor(c * stage.theta * (1 + 1e-12))))
+        c = vth / stage.theta
+    bq = np.round(stage.bias * c)
+    score = float(np.abs(stage.bias - bq / c).max(initial=0.0))
+    if stage.spiking and stage.kind != "empf":
+        score = max(score, abs(stage.theta - vth / c))
+    projs = []
+    for i, w in enumerate(weights):
+        values = weight_values(w)
+        lo, hi, step = mantissa_range(values)
+        e = _exponent(values, c, lo, hi) if exps is None else exps[i]
+        m, clipped = to_mantissa(values * c / 2.0**e, lo, hi, step)
+        err = np.abs(values - m * 2.0**e / c)
+        projs.append(dict(e=e, m=_with_values(w, m), clipped=int(clipped.sum()),
+                          werr_max=float(err.max(initial=0.0)), werr_sum=float(err.sum())))
+        score = max(score, projs[-1]["werr_max"])
+    return score, dict(c=c, vth=vth, bq=bq, projections=projs)
 
-    ``weight_exp`` fixes the Dense exponent the stage is deployed with (netx: 0, its files hold the
-    effective integer weights); c is then the largest candidate ≤ c_head whose mantissas fit at it.
-    """
-    w, b = weight_values(stage.weight), stage.bias
-    row = float((_row_abs_sum(stage.weight) * x_max + np.abs(b)).max(initial=0.0))
+
+def _scale_candidates(stage: Stage, weights: list[Weight], c_head: float, exps: list[int] | None) -> list[float]:
+    if exps is not None:  # netx: exponents fixed; the largest c ≤ c_head whose mantissas fit them
+        c_top = min([c_head] + [_fit_scale(weight_values(w), *mantissa_range(weight_values(w))[:2]) * 2.0**e
+                                for w, e in zip(weights, exps, strict=True)])
+        return [2.0 ** math.floor(math.log2(c_top)), c_top]
+    cands = [2.0 ** math.floor(math.log2(c_head)), c_head]
+    w_max = max((float(np.abs(weight_values(w)).max(initial=0.0)) for w in weights), default=0.0)
+    if w_max > 0:  # the largest c ≤ c_head at which the largest weight fills its mantissa exactly
+        lo, hi, _ = mantissa_range(np.concatenate([weight_values(w) for w in weights]))
+        c_fit = (hi if hi > 0 else -lo) / w_max
+        cands.append(c_fit * 2.0 ** math.floor(math.log2(c_head / c_fit)))
+    return cands
+
+
+def _error_report(p: dict, n: int, unit: float = 1.0) -> dict:
+    """A projection's weight errors over all n = n_out·n_in entries (a CSR stage's zeros are exact), in real units
+    divided by ``unit``."""
+    return dict(clipped_fraction=p["clipped"] / n if n else 0.0, max_abs_weight_error=p["werr_max"] / unit,
+                mean_abs_weight_error=p["werr_sum"] / n / unit if n else 0.0)
+
+
+def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_exp: int | None = None,
+                   input_frac_bits: int = 0) -> tuple[QStage, dict]:
+    """Quantize one LIF-family stage (lif, cubalif, srm, readout); ``x_max``: the largest message per source
+    (the input's range, 1 for binary spikes, an EM-PF stage's graded bound). ``weight_exp`` fixes every
+    projection's Dense exponent as Lava applies it (netx: 0, its files hold the effective integer weights; the
+    input's projection then has e = weight_exp + ``input_frac_bits``)."""
+    weights = [p.weight for p in stage.inputs]
+    drive = sum(row_abs_sum(p.weight) * x_max[p.source] for p in stage.inputs) + np.abs(stage.bias)
+    row = float(np.max(drive, initial=0.0))
     if T is None and not stage.spiking:
         raise QuantizationError(f"stage {stage.name!r}: the readout's 24-bit headroom needs T; pass T")
-    lam = stage.lam if stage.spiking else 1.0
     theta0 = stage.theta if stage.spiking else 0.0
-    lam_syn = stage.lam_syn if stage.kind == "srm" else 0.0
     one_step = theta0 + row
-    # srm: |i| ≤ R·Σλ_syn^k and |v| ≤ θ + (that)·Σλ^k over T steps (lif: λ_syn = 0, the current is the input)
-    syn = 1.0 if T is None else sum(lam_syn**k for k in range(T))
-    full = one_step if T is None else theta0 + row * syn * sum(lam**k for k in range(T))
+    # current-based: |i| ≤ R·Σλ_syn^k and |v| ≤ θ + (that)·Σλ^k over T steps (no current: the current is the input)
+    full = one_step if T is None else theta0 + row * geometric(stage.lam_syn, T) * geometric(stage.lam, T)
     bound = full
     if stage.spiking and V_MAX / (ACT_SHIFT_SCALE * full) * stage.theta < 1:
         bound = one_step  # the T-step worst case does not fit: keep one step, warn below
@@ -214,51 +266,44 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
             f"stage {stage.name!r}: one-step membrane bound {bound:.4g} (θ = {stage.theta:.4g} + max input "
             f"{row:.4g}) needs scale ≤ {c_head:.4g}, which gives a threshold mantissa < 1; reduce the weights or "
             "raise θ")
-    lo, hi, _ = mantissa_range(w)
-    cands = [2.0 ** math.floor(math.log2(c_head)), c_head]
-    if w.size and np.abs(w).max() > 0:  # the largest c ≤ c_head at which max|W| fills the mantissa exactly
-        c_fit = (hi if hi > 0 else -lo) / float(np.abs(w).max())
-        cands.append(c_fit * 2.0 ** math.floor(math.log2(c_head / c_fit)))
-    exp = None if weight_exp is None else weight_exp + (frac_bits or 0)
-    if exp is not None:
-        c_top = min(c_head, _fit_scale(w, lo, hi) * 2.0**exp)
-        cands = [2.0 ** math.floor(math.log2(c_top)), c_top]
-    _, best = min((_candidate(stage, c, exp) for c in cands), key=lambda sc: sc[0])
-    c, e, m, vth, bq = best["c"], best["e"], best["m"], best["vth"], best["bq"]
-    if frac_bits is not None:
-        worst = float(_row_abs_sum(m).max(initial=0)) * x_max * 2.0**frac_bits
-        if worst > INT32_MAX:
-            raise QuantizationError(f"stage {stage.name!r}: graded input sum up to {worst:.3g} overflows Lava's "
-                                    f"int32 Dense accumulator; lower input_frac_bits (now {frac_bits})")
-    dv = min(DECAY_UNITY - 1, round(DECAY_UNITY * (1 - lam)))
-    du = round(DECAY_UNITY * (1 - lam_syn)) if stage.kind == "srm" else DECAY_UNITY - 1
+    exps = None if weight_exp is None else [weight_exp + (input_frac_bits if p.source == INPUT else 0)
+                                            for p in stage.inputs]
+    _, best = min((_candidate(stage, weights, c, exps) for c in _scale_candidates(stage, weights, c_head, exps)),
+                  key=lambda sc: sc[0])
+    c, vth, bq = best["c"], best["vth"], best["bq"]
+    dv = min(DECAY_UNITY - 1, round(DECAY_UNITY * (1 - stage.lam)))
+    du = round(DECAY_UNITY * (1 - stage.lam_syn)) - 1 if stage.current else NO_CURRENT
+    if not 0 <= du <= NO_CURRENT:
+        raise QuantizationError(f"stage {stage.name!r}: current decay λ_syn = {stage.lam_syn} rounds to no decay "
+                                "at all, which Lava's 12-bit du cannot express")
     may_saturate = ACT_SHIFT_SCALE * c * full > V_MAX * (1 + 1e-9)
     if may_saturate:
         warnings.warn(SaturationWarning(
             f"stage {stage.name!r}: worst-case membrane over T={T} steps is {full:.4g} (real) = "
             f"{ACT_SHIFT_SCALE * c * full:.4g} (int) > 2^23 − 1; it saturates if inputs stay maximal"), stacklevel=3)
-    q = QStage(name=stage.name, kind=stage.kind, in_shape=stage.in_shape, out_shape=stage.out_shape,
-               weight=_int32(m), weight_exp=int(e - (frac_bits or 0)), bias=bq.astype(np.int32),
-               num_message_bits=MESSAGE_BITS if frac_bits is not None else 0, dv=int(dv), vth=int(vth),
-               scale=float(c), reset=stage.reset, spike=stage.spike, du=int(du))
+    projs = tuple(QProjection(p.source, _int32(b["m"]), int(b["e"]), 0, p.delay)
+                  for p, b in zip(stage.inputs, best["projections"], strict=True))
+    q = QStage(name=stage.name, kind=stage.kind, inputs=projs, out_shape=stage.out_shape, bias=bq.astype(np.int32),
+               dv=int(dv), vth=int(vth), scale=float(c), reset=stage.reset, spike=stage.spike, du=int(du),
+               lam_syn=float(stage.lam_syn))
     report = dict(
-        stage=stage.name, kind=stage.kind, synapse=q.synapse, neurons=int(stage.weight.shape[0]),
-        synapses=int(np.count_nonzero(weight_values(m))),
-        scale=float(c), weight_exp=int(e), vth=int(vth), dv=int(dv), lam=float(lam),
-        lam_q=1 - dv / DECAY_UNITY, du=int(du), lam_syn=float(lam_syn), lam_syn_q=1 - du / DECAY_UNITY,
-        theta=float(stage.theta) if stage.spiking else None,
-        theta_q=vth / c if stage.spiking else None, **_error_report(best["errors"], math.prod(stage.weight.shape)),
+        stage=stage.name, kind=stage.kind, neurons=stage.size,
+        synapses=sum(int(np.count_nonzero(weight_values(p.weight))) for p in projs),
+        scale=float(c), vth=int(vth), dv=int(dv), lam=float(stage.lam), lam_q=1 - dv / DECAY_UNITY, du=int(du),
+        lam_syn=float(stage.lam_syn), lam_syn_q=(NO_CURRENT - du) / DECAY_UNITY,
+        theta=float(stage.theta) if stage.spiking else None, theta_q=vth / c if stage.spiking else None,
+        max_abs_bias_error=float(np.abs(stage.bias - bq / c).max(initial=0.0)),
+        projections=[dict(source=p.source, synapse=p.synapse, weight_exp=int(b["e"]), delay=p.delay,
+                          synapses=int(np.count_nonzero(weight_values(p.weight))),
+                          **_error_report(b, math.prod(p.weight.shape)))
+                     for p, b in zip(projs, best["projections"], strict=True)],
         state_bound_int=float(ACT_SHIFT_SCALE * c * one_step), state_bound_T_int=float(ACT_SHIFT_SCALE * c * full),
         may_saturate=bool(may_saturate),
     )
     return q, report
 
 
-
-SPIKE_FRAC_BITS = 8  # graded EM-PF messages: s_real·2^8 (fewer where the next Dense's int32 sum needs it)
-
-
-def quantize_empf_stage(stage: Stage, T: int, x_max: float, frac_bits: int | None) -> tuple[QStage, dict]:
+def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float]) -> tuple[QStage, dict]:
     """Quantize an EM-PF stage (docs/loihi-fixed-point.md §2): c = 2^k (so that graded messages are shifts),
     weights W·2^ka with 2^ka ≥ max|a| (binary ±1 weights stay exact), per-step integer tables
     lq = round(4096·λ̂), aq = round(4096·a/2^ka), th = round(64·c·θ̂), r = round(64·c·r̂)."""
@@ -266,112 +311,149 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: float, frac_bits: int | Non
     lam, a, theta, off = (np.asarray(tab[k], np.float64) for k in ("lam", "input_scale", "theta", "reset_offset"))
     a_max = float(np.abs(a).max(initial=0.0)) or 1.0
     ka = math.ceil(math.log2(a_max))
-    w, b = stage.weight * 2.0**ka, stage.bias * 2.0**ka
-    row = float((_row_abs_sum(stage.weight) * x_max + np.abs(stage.bias)).max(initial=0.0))
+    row = float(np.max(sum(row_abs_sum(p.weight) * x_max[p.source] for p in stage.inputs) + np.abs(stage.bias),
+                       initial=0.0))
     lam_max = float(np.abs(lam).max(initial=0.0))
-    bound = float(np.abs(theta).max(initial=0.0)) + (a_max * row + float(np.abs(off).max(initial=0.0))) * sum(
-        lam_max**k for k in range(T))
-    c_head = V_MAX / (ACT_SHIFT_SCALE * bound) if bound > 0 else 1.0
-    c = 2.0 ** math.floor(math.log2(c_head))
-    # graded spike bound for the next stage's headroom: after any step v ≤ max(θ̂ + r) (fired: v = θ̂ + r; else
+    bound = float(np.abs(theta).max(initial=0.0)) + (a_max * row + float(np.abs(off).max(initial=0.0))) * \
+        geometric(lam_max, T)
+    if not math.isfinite(bound):
+        raise QuantizationError(f"stage {stage.name!r}: the membrane bound over T = {T} steps with λ̂ up to "
+                                f"{lam_max:.3g} is not finite")
+    c = 2.0 ** math.floor(math.log2(V_MAX / (ACT_SHIFT_SCALE * bound))) if bound > 0 else 1.0
+    # graded spike bound for the stages it feeds: after any step v ≤ max(θ̂ + r) (fired: v = θ̂ + r; else
     # v = m + r < θ̂ + r), so with λ̂ ≥ 0, s = m − θ̂ ≤ λ̂_max·max(θ̂ + r, 0) + max|a|·R − min θ̂
     spike_bound = bound
     if lam.min(initial=0.0) >= 0:
         v_up = max(float((theta + off).max(initial=0.0)), 0.0)
         spike_bound = min(bound, max(0.0, lam_max * v_up + a_max * row - float(theta.min(initial=0.0))))
-    proxy = Stage(name=stage.name, kind="readout", weight=w, bias=b, in_shape=stage.in_shape,
+    proxy = Stage(name=stage.name, kind="readout", inputs=stage.inputs, bias=stage.bias * 2.0**ka,
                   out_shape=stage.out_shape)
-    _, best = _candidate(proxy, c)
-    e, m, bq = best["e"], best["m"], best["bq"]
-    if frac_bits is not None:
-        worst = float(_row_abs_sum(m).max(initial=0)) * x_max * 2.0**frac_bits
-        if worst > INT32_MAX:
-            raise QuantizationError(f"stage {stage.name!r}: graded input sum up to {worst:.3g} overflows Lava's "
-                                    f"int32 Dense accumulator; lower the input frac bits (now {frac_bits})")
+    _, best = _candidate(proxy, [p.weight * 2.0**ka for p in stage.inputs], c, None)
     ints = dict(lam=np.round(DECAY_UNITY * lam), scale=np.round(DECAY_UNITY * a / 2.0**ka),
                 theta=np.round(ACT_SHIFT_SCALE * c * theta), offset=np.round(ACT_SHIFT_SCALE * c * off))
     ints = {k: np.clip(v, -V_MAX, V_MAX + 1).astype(np.int64) for k, v in ints.items()}
-    q = QStage(name=stage.name, kind="empf", in_shape=stage.in_shape, out_shape=stage.out_shape,
-               weight=_int32(m), weight_exp=int(e - (frac_bits or 0)), bias=bq.astype(np.int32),
-               num_message_bits=MESSAGE_BITS if frac_bits is not None else 0, dv=0, vth=0, scale=float(c),
-               reset="subtract", spike="ge", shift=int(ACT_SHIFT + round(math.log2(c)) - SPIKE_FRAC_BITS),
-               spike_frac_bits=SPIKE_FRAC_BITS, tables=ints)
+    projs = tuple(QProjection(p.source, _int32(b["m"]), int(b["e"]), 0, p.delay)
+                  for p, b in zip(stage.inputs, best["projections"], strict=True))
+    q = QStage(name=stage.name, kind="empf", inputs=projs, out_shape=stage.out_shape,
+               bias=best["bq"].astype(np.int32), dv=0, vth=0, scale=float(c), reset="subtract", spike="ge",
+               shift=int(ACT_SHIFT + round(math.log2(c)) - SPIKE_FRAC_BITS), spike_frac_bits=SPIKE_FRAC_BITS,
+               tables=ints)
     err = lambda x, xq: float(np.abs(x - xq).max(initial=0.0))  # noqa: E731
     report = dict(
-        stage=stage.name, kind="empf", synapse=q.synapse, neurons=int(w.shape[0]),
-        synapses=int(np.count_nonzero(weight_values(m))), scale=float(c),
-        weight_exp=int(e), vth=0, dv=0, lam=None, lam_q=None, theta=None, theta_q=None, input_scale_exp=ka,
+        stage=stage.name, kind="empf", neurons=stage.size,
+        synapses=sum(int(np.count_nonzero(weight_values(p.weight))) for p in projs), scale=float(c),
+        vth=0, dv=0, lam=None, lam_q=None, theta=None, theta_q=None, input_scale_exp=ka,
         max_abs_lam_error=err(lam, ints["lam"] / DECAY_UNITY),
         max_abs_input_scale_error=err(a, ints["scale"] * 2.0**ka / DECAY_UNITY),
         max_abs_theta_error=err(theta, ints["theta"] / (ACT_SHIFT_SCALE * c)),
         max_abs_reset_offset_error=err(off, ints["offset"] / (ACT_SHIFT_SCALE * c)),
-        **_error_report(best["errors"], math.prod(w.shape), 2.0**ka),
+        max_abs_bias_error=float(np.abs(stage.bias * 2.0**ka - best["bq"] / c).max(initial=0.0)) / 2.0**ka,
+        projections=[dict(source=p.source, synapse=p.synapse, weight_exp=int(b["e"]), delay=p.delay,
+                          synapses=int(np.count_nonzero(weight_values(p.weight))),
+                          **_error_report(b, math.prod(p.weight.shape), 2.0**ka))
+                     for p, b in zip(projs, best["projections"], strict=True)],
         state_bound_int=float(ACT_SHIFT_SCALE * c * bound), state_bound_T_int=float(ACT_SHIFT_SCALE * c * bound),
         may_saturate=False, graded_spike_bound=spike_bound,
     )
     return q, report
 
 
-def _retarget_spikes(q: QStage, frac_bits: int) -> QStage:
-    """An EM-PF stage whose graded messages carry ``frac_bits`` fractional bits (shift = 6 + log2 c − frac_bits)."""
-    shift = ACT_SHIFT + round(math.log2(q.scale)) - frac_bits
-    return dataclasses.replace(q, shift=int(shift), spike_frac_bits=int(frac_bits))
+def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, float], input_frac_bits: int
+                  ) -> dict[str, int]:
+    """q per graded source: the input's ``input_frac_bits`` (an error if some Dense could overflow), and for each
+    EM-PF stage the largest q_s ≤ 8 that keeps every Dense it feeds inside int32."""
+    need: dict[str, list[float]] = {}
+    for st in net.stages:
+        for p in stages[st.name].inputs:
+            if p.source == INPUT or stages[p.source].graded:
+                need.setdefault(p.source, []).append(float(row_abs_sum(p.weight).max(initial=0)) * worst[p.source])
+    q = {INPUT: input_frac_bits}
+    for source, sums in need.items():
+        largest = max(sums)
+        if source == INPUT:
+            if largest * 2.0**input_frac_bits > INT32_MAX:
+                raise QuantizationError(f"a Dense reading the input sums up to {largest * 2.0**input_frac_bits:.3g}, "
+                                        f"which overflows Lava's int32 accumulator; lower input_frac_bits (now "
+                                        f"{input_frac_bits})")
+            continue
+        bits = SPIKE_FRAC_BITS if largest == 0 else min(SPIKE_FRAC_BITS, math.floor(math.log2(INT32_MAX / largest)))
+        if bits < 0:
+            raise QuantizationError(f"stage {source!r}: its graded spikes (up to {worst[source]:.3g}) overflow the "
+                                    "int32 Dense sum of the stages it feeds even without fractional bits")
+        q[source] = bits
+    return q
 
 
 def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, input_frac_bits: int = 8,
              weight_exp: int | None = None, spike_bounds: dict[str, float] | None = None) -> QuantizedNet:
     """Quantize every stage of ``net``; the first reads graded real inputs with |x| ≤ ``input_range``.
 
-    ``weight_exp`` (None: chosen per stage) fixes every stage's Dense exponent (see ``quantize_stage``).
-    ``spike_bounds`` {EM-PF stage: max graded spike measured on data}: the next stage's scale uses it instead of
-    the worst case (its message bits q_s still use the worst case, so Lava's int32 Dense sum cannot overflow;
-    larger spikes only clip the 24-bit state, identically in hw_sim and Lava).
+    ``weight_exp`` (None: chosen per projection) fixes every Dense exponent (see ``quantize_stage``).
+    ``spike_bounds`` {EM-PF stage: max graded spike measured on data}: the stages it feeds use it for their scale
+    instead of the worst case (the message bits q_s still use the worst case, so Lava's int32 Dense sum cannot
+    overflow; larger spikes only clip the 24-bit state, identically in hw_sim and Lava).
     """
     steps = T if T is not None else net.T
-    stages, report = [], []
-    for i, st in enumerate(net.stages):
-        x_max, first_frac = (input_range, input_frac_bits) if i == 0 else (1.0, None)
-        if i and stages[-1].graded:  # graded messages s·2^q_s from an EM-PF stage, |s| ≤ its spike bound
-            x_max = float(report[-1]["graded_spike_bound"])
-        if st.kind == "empf" and steps is None:
-            raise QuantizationError(f"stage {st.name!r}: an EM-PF stage needs T")
-        # after an EM-PF stage: the most message bits q_s ≤ 8 whose worst Dense sum fits Lava's int32 accumulator
-        for frac in range(SPIKE_FRAC_BITS, -1, -1) if i and stages[-1].graded else [first_frac]:
-            try:
-                if st.kind == "empf":
-                    q, r = quantize_empf_stage(st, steps, x_max, frac)
-                else:
-                    q, r = quantize_stage(st, steps, x_max, frac, weight_exp)
-                break
-            except QuantizationError:
-                if not (i and stages[-1].graded) or frac == 0:
-                    raise
-        if i and stages[-1].graded:
-            stages[-1] = _retarget_spikes(stages[-1], frac)
-            report[-1]["spike_frac_bits"], report[-1]["spike_shift"] = frac, stages[-1].shift
-            measured = (spike_bounds or {}).get(stages[-1].name)
-            if measured is not None and 0 < measured < x_max:  # headroom from the measured graded spikes
-                report[-1]["graded_spike_measured"] = float(measured)
-                worst = r.get("graded_spike_bound")
-                if st.kind == "empf":
-                    q, r = quantize_empf_stage(st, steps, float(measured), frac)
-                else:
-                    q, r = quantize_stage(st, steps, float(measured), frac, weight_exp)
-                if worst is not None:  # the chain of worst cases (int32 safety of the next q_s) stays data-free
-                    r["graded_spike_bound"] = worst
-        stages.append(q)
-        report.append(r)
-    return QuantizedNet(net.input_shape, tuple(stages), steps, net.encoding, input_frac_bits, input_range, report)
+    plan: Schedule = schedule(net)
+    worst: dict[str, float] = {INPUT: input_range}
+    headroom: dict[str, float] = {INPUT: input_range}
+    stages: dict[str, QStage] = {}
+    reports: dict[str, dict] = {}
+    graded = {st.name for st in net.stages if st.graded}
+    for st in net.stages:
+        for p in st.inputs:
+            if p.source in graded and p.source not in worst:
+                raise QuantizationError(f"stage {st.name!r}: a recurrent input from the graded (EM-PF) stage "
+                                        f"{p.source!r} is not supported on the chip")
+            worst.setdefault(p.source, 1.0)  # binary spikes
+            headroom.setdefault(p.source, 1.0)
+        if st.kind == "empf":
+            if steps is None:
+                raise QuantizationError(f"stage {st.name!r}: an EM-PF stage needs T")
+            q, r = quantize_empf_stage(st, steps, headroom)
+            worst[st.name] = float(r["graded_spike_bound"])
+            measured = (spike_bounds or {}).get(st.name)
+            headroom[st.name] = float(measured) if measured is not None and 0 < measured < worst[st.name] \
+                else worst[st.name]
+            if headroom[st.name] != worst[st.name]:
+                r["graded_spike_measured"] = headroom[st.name]
+        else:
+            q, r = quantize_stage(st, steps, headroom, weight_exp, input_frac_bits)
+        stages[st.name], reports[st.name] = q, r
+    q_bits = _message_bits(net, stages, worst, input_frac_bits)
+    out = []
+    for st in net.stages:
+        q = stages[st.name]
+        inputs = tuple(dataclasses.replace(
+            p, weight_exp=p.weight_exp - (q_bits.get(p.source, 0)), lava_delay=e,
+            num_message_bits=MESSAGE_BITS if p.source in q_bits else 0)
+            for p, e in zip(q.inputs, plan.extra[st.name], strict=True))
+        q = dataclasses.replace(q, inputs=inputs, latency=plan.latency[st.name])
+        if q.graded:
+            bits = q_bits.get(st.name, SPIKE_FRAC_BITS)
+            q = dataclasses.replace(q, spike_frac_bits=bits, shift=int(ACT_SHIFT + round(math.log2(q.scale)) - bits))
+            reports[st.name].update(spike_frac_bits=bits, spike_shift=q.shift)
+        for rp, p in zip(reports[st.name]["projections"], inputs, strict=True):
+            rp.update(lava_delay=p.lava_delay, num_message_bits=p.num_message_bits)
+        reports[st.name]["latency"] = q.latency
+        out.append(q)
+    return QuantizedNet(net.input_shape, tuple(out), steps, net.encoding, input_frac_bits, input_range, net.output,
+                        [reports[st.name] for st in net.stages])
 
 
 def format_report(report: list[dict]) -> str:
-    """The quantization report as a fixed-width table."""
-    head = f"{'stage':<12}{'kind':<8}{'neurons':>8}{'synapses':>10}{'scale':>10}{'exp':>5}{'vth':>8}{'dv':>6}" \
-           f"{'clipped':>9}{'max|dW|':>10}{'mean|dW|':>10}  saturate?"
-    lines = [head, "-" * len(head)]
+    """The quantization report as a fixed-width table: a row per stage, a row per projection beneath it."""
+    head = f"{'stage':<14}{'kind':<9}{'neurons':>8}{'synapses':>10}{'scale':>10}{'vth':>8}{'dv':>6}{'du':>6}" \
+           f"{'latency':>8}  saturate?"
+    sub = f"{'  <- source':<23}{'synapse':>8}{'synapses':>10}{'exp':>5}{'delay':>6}{'+lava':>6}{'clipped':>9}" \
+          f"{'max|dW|':>10}{'mean|dW|':>10}"
+    lines = [head, sub, "-" * max(len(head), len(sub))]
     for r in report:
-        lines.append(f"{r['stage']:<12}{r['kind']:<8}{r['neurons']:>8}{r['synapses']:>10}{r['scale']:>10.4g}"
-                     f"{r['weight_exp']:>5}{r['vth']:>8}{r['dv']:>6}{r['clipped_fraction']:>9.2%}"
-                     f"{r['max_abs_weight_error']:>10.3g}{r['mean_abs_weight_error']:>10.3g}  "
+        lines.append(f"{r['stage']:<14}{r['kind']:<9}{r['neurons']:>8}{r['synapses']:>10}{r['scale']:>10.4g}"
+                     f"{r['vth']:>8}{r['dv']:>6}{r.get('du', 0):>6}{r.get('latency', 0):>8}  "
                      f"{'MAY' if r['may_saturate'] else 'no'}")
+        for p in r["projections"]:
+            lines.append(f"{'  <- ' + p['source']:<23}{p['synapse']:>8}{p['synapses']:>10}{p['weight_exp']:>5}"
+                         f"{p['delay']:>6}{p.get('lava_delay', 0):>6}{p['clipped_fraction']:>9.2%}"
+                         f"{p['max_abs_weight_error']:>10.3g}{p['mean_abs_weight_error']:>10.3g}")
     return "\n".join(lines)

@@ -1,13 +1,15 @@
 """Bit-exact, batched NumPy simulator of a deployment's Lava fixed-point process graph.
 
-It evaluates exactly the arithmetic of the processes ``snnchip.deploy`` instantiates (Lava's
-Dense or Sparse (a CSR stage: scipy sparse product), Lava's LIF, our SubLIF, CubaLIF (SRM), EMPF and Integrator:
-``snnchip.deploy.fixed_point``), for a whole batch at once. Stage k (1-based) at software step t sees
-    a = dense(w, e, x_{k-1}[t]) + bias·[t ≤ T],   x_0 = graded input round(x·2^q), x_k = spikes of stage k
-(x_k = the graded messages of an EM-PF stage, whose tables' row t applies at step t ≤ T), which is what
-Lava computes at Lava step t + k (one step of latency per Dense; biases are injected
-in step with the stage's first input). The simulator runs T + depth software steps (zero input
-after T) so that ``timing="lava"`` can return every stage on Lava's own clock, step for step.
+It evaluates exactly the arithmetic of the processes ``snnchip.deploy`` instantiates (Lava's Dense/Sparse and their
+Delay variants, Lava's LIF, our CubaLIF and EMPF: ``snnchip.deploy.fixed_point``), for a whole batch at once, in
+software time. Stage n at step t sees
+
+    a = Σ_p dense(w_p, e_p, x_{source(p)}[t − d_p]) + bias·[t < T]
+
+(x_input = the graded input round(x·2^q), x_n = the spikes of stage n or the graded messages of an EM-PF stage,
+zero before step 0), which is what Lava computes at Lava step t + latency(n): each Dense hop takes one step and a
+projection's extra synaptic delay re-aligns paths of different depth. The simulator runs T + depth steps (zero
+input after T) so that ``timing="lava"`` can return every stage on Lava's own clock, step for step.
 """
 
 from __future__ import annotations
@@ -16,15 +18,10 @@ import os
 
 import numpy as np
 
-from snnchip.deploy.fixed_point import (
-    dense_fixed,
-    effective_weights,
-    empf_step_fixed,
-    neuron_step_fixed,
-    srm_step_fixed,
-)
+from snnchip.deploy.fixed_point import dense_fixed, effective_weights, empf_step_fixed, neuron_step_fixed
 from snnchip.deploy.result import RunResult, assemble, check_input, check_timing
 from snnchip.export.loihi import Deployment, load_deploy
+from snnchip.export.lowering import INPUT
 from snnchip.export.quantize import encode_input
 
 
@@ -40,38 +37,40 @@ class ChipSimulator:
 
     def __init__(self, deployment: Deployment | str | os.PathLike) -> None:
         self.dep = deployment if isinstance(deployment, Deployment) else load_deploy(deployment)
-        self.weights = [effective_weights(q.weight) for q in self.dep.qnet.stages]
+        self.weights = {q.name: [effective_weights(p.weight) for p in q.inputs] for q in self.dep.qnet.stages}
 
     def run(self, x: np.ndarray, timing: str = "software") -> RunResult:
         """Simulate inputs ``x`` [T, B, *input_shape] (float); ``timing`` "software" or "lava"."""
         check_timing(timing)
-        dep, qnet = self.dep, self.dep.qnet
-        T, depth = dep.T, dep.depth
-        steps = T + depth
+        qnet = self.dep.qnet
+        T = self.dep.T
+        steps = T + qnet.depth
         xs = check_input(x, qnet.input_shape, T)
         B = xs.shape[1]
-        feed = np.zeros((steps, B, xs.shape[2]), dtype=np.int64)
-        feed[:T] = encode_input(xs, qnet.input_frac_bits)
-        u, v, s = {}, {}, {}
-        for k, (q, w) in enumerate(zip(qnet.stages, self.weights, strict=True), start=1):
-            n = w.shape[0]
-            ut = vt = np.zeros((B, n), dtype=np.int64)
-            us, vs, ss = (np.zeros((steps, B, n), dtype=dt) for dt in (np.int64, np.int64, bool))
-            msgs = np.zeros((steps, B, n), dtype=np.int64) if q.graded else None
-            for t in range(steps):
-                a = dense_fixed(w, q.weight_exp, feed[t])
+        msgs = {INPUT: np.zeros((steps, B, xs.shape[2]), dtype=np.int64)}
+        msgs[INPUT][:T] = encode_input(xs, qnet.input_frac_bits)
+        u = {q.name: np.zeros((steps, B, q.size), dtype=np.int64) for q in qnet.stages}
+        v = {k: np.zeros_like(a) for k, a in u.items()}
+        s = {q.name: np.zeros((steps, B, q.size), dtype=bool) for q in qnet.stages}
+        msgs.update({q.name: np.zeros((steps, B, q.size), dtype=np.int64) for q in qnet.stages})
+        for t in range(steps):
+            for q in qnet.stages:
+                a = np.zeros((B, q.size), dtype=np.int64)
+                for p, w in zip(q.inputs, self.weights[q.name], strict=True):
+                    if t >= p.delay:
+                        a += dense_fixed(w, p.weight_exp, msgs[p.source][t - p.delay])
                 if t < T:
-                    a = a + q.bias
+                    a += q.bias
+                u0, v0 = (u[q.name][t - 1], v[q.name][t - 1]) if t else (a * 0, a * 0)
                 if q.graded:  # row t of the tables; idle (v kept, nothing sent) after the stage's T steps
                     tb, row = q.tables, min(t, T - 1)
-                    us[t], vs[t], msgs[t] = empf_step_fixed(vt, a, tb["lam"][row], tb["scale"][row],
-                                                            tb["theta"][row], tb["offset"][row], q.shift, t < T)
-                    ss[t] = msgs[t] != 0
-                elif q.kind == "srm":
-                    us[t], vs[t], ss[t] = srm_step_fixed(ut, vt, a, q.du, q.dv, q.vth, q.spike)
+                    u[q.name][t], v[q.name][t], msgs[q.name][t] = empf_step_fixed(
+                        v0, a, tb["lam"][row], tb["scale"][row], tb["theta"][row], tb["offset"][row], q.shift, t < T)
+                    s[q.name][t] = msgs[q.name][t] != 0
                 else:
-                    us[t], vs[t], ss[t] = neuron_step_fixed(vt, a, q.dv, q.vth, q.reset, q.spike, q.spiking)
-                ut, vt = us[t], vs[t]
-            feed = msgs if q.graded else ss
-            u[q.name], v[q.name], s[q.name] = (to_lava_timing(a, k, steps) for a in (us, vs, ss))
-        return assemble(qnet.stages, u, v, s, T, timing, fixed=True)
+                    u[q.name][t], v[q.name][t], s[q.name][t] = neuron_step_fixed(
+                        u0, v0, a, q.du, q.dv, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm")
+                    msgs[q.name][t] = s[q.name][t]
+        lava = {name: {q.name: to_lava_timing(arr[q.name], q.latency, steps) for q in qnet.stages}
+                for name, arr in (("u", u), ("v", v), ("s", s))}
+        return assemble(qnet, lava["u"], lava["v"], lava["s"], timing, fixed=True)

@@ -105,14 +105,14 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     labels = [f"{k}\n(spikes)" for k in names] + ["decisions"]
     gate_line = gates["decision_agreement"]["threshold"]
     low = min([*values, gate_line])
-    ax[0].bar(labels, values, color=["tab:blue"] * len(names) + ["tab:green"])
+    ax[0].bar_label(ax[0].bar(labels, values, color=["tab:blue"] * len(names) + ["tab:green"]), fmt="%.4f")
     ax[0].axhline(gate_line, color="tab:red", ls="--", label=f"decision gate {gate_line:g}")
     ax[0].set_ylim(max(0.0, low - 0.25 * (1 - low) - 1e-3), 1.0 + 0.02 * (1 - low) + 1e-4)
     ax[0].set_ylabel("fraction equal, float vs chip")
     ax[0].set_title("agreement (axis zoomed)")
     ax[0].legend(loc="lower left")
     acc = [chip["float_accuracy"], chip["chip_accuracy"]]
-    ax[1].bar(["float", "chip"], acc, color=["tab:gray", "tab:green"])
+    ax[1].bar_label(ax[1].bar(["float", "chip"], acc, color=["tab:gray", "tab:green"]), fmt="%.4f")
     ax[1].axhline(chip["chance"], color="k", ls=":", label=f"chance {chip['chance']:.3f}")
     ax[1].axhline(gates["float_accuracy"]["threshold"], color="tab:red", ls="--",
                   label=f"accuracy gate {gates['float_accuracy']['threshold']:.3f}")
