@@ -25,9 +25,10 @@ import importlib.metadata as md
 import json
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import nir
 import numpy as np
@@ -97,7 +98,7 @@ def write(case: Case) -> dict[str, Any]:
     try:
         nir.read(str(nir_path))
         read_error = None
-    except Exception as exc:  # noqa: BLE001 - recorded: the file as the library wrote it does not read back
+    except Exception as exc:  # recorded: the file as the library wrote it does not read back with this nir
         read_error = f"{type(exc).__name__}: {exc}"
         print(f"  note: nir.read refuses {nir_path.name}: {read_error}")
     print(f"{case.name:<28} {case.library:<9} x{tuple(case.x.shape)} rates "
@@ -204,9 +205,9 @@ def snntorch_cases() -> list[Case]:
         x = binary_input(12, (T, B, 12), 0.3)
         graph = export_to_nir(net, torch.zeros(1, 12), ignore_dims=[0])
         out, spk, mem = run(net, x, {"lif1.lif": net.lif1, "lif2": net.lif2})
-        kind = "RLeaky-Leaky" if cell == "rleaky" else "RSynaptic-Synaptic"
+        rec, ff = ("RLeaky", "Leaky") if cell == "rleaky" else ("RSynaptic", "Synaptic")
         cases.append(Case(f"snntorch_{cell}_{reset}", "snntorch",
-                          f"Linear(12,10)-{kind.split('-')[0]}(rec Linear 10x10)-Linear(10,4)-{kind.split('-')[1]}, {reset}",
+                          f"Linear(12,10)-{rec}(rec Linear 10x10)-Linear(10,4)-{ff}, {reset}",
                           graph, x, out, spk, mem, (1e-4, "euler", reset, "gt"), exact=False))
 
     torch.manual_seed(3)
@@ -215,7 +216,7 @@ def snntorch_cases() -> list[Case]:
                               leaky(5, 0.8, "zero", output=True))
     with torch.no_grad():
         net[0].weight.mul_(6.0)
-        net[0].bias.add_(0.3)
+        net[0].bias.add_(0.5)
         net[4].weight.mul_(6.0)
         net[4].bias.add_(0.4)
     x = real_input(13, (20, 2, 1, 9, 9))
@@ -232,87 +233,63 @@ def norse_cases() -> list[Case]:
     import norse.torch as norse
     import torch
 
-    def run(model, x, cells):
-        """Step a SequentialState over T; record each cell's spikes (and membrane v) through hooks."""
-        rec = torch_recorder(cells, lambda out: out[0])
+    dt = 1e-3
+
+    def box(shape, tau_inv):
+        return norse.LIFBoxParameters(tau_mem_inv=torch.full(shape, tau_inv), v_th=torch.ones(shape),
+                                      v_leak=torch.zeros(shape), v_reset=torch.zeros(shape), method="heaviside")
+
+    def cuba(shape):
+        return norse.LIFParameters(tau_syn_inv=torch.full(shape, 200.0), tau_mem_inv=torch.full(shape, 100.0),
+                                   v_leak=torch.zeros(shape), v_th=torch.ones(shape), v_reset=torch.zeros(shape),
+                                   method="heaviside")
+
+    def iaf(shape):
+        return norse.IAFParameters(v_th=torch.ones(shape), v_reset=torch.zeros(shape), method="heaviside")
+
+    def case(name, network, seed, layers, gains, x, interp_dt, exact):
+        """Build SequentialState(*layers()) under ``seed``, scale weights / shift biases by ``gains``
+        {index: (weight factor, bias offset)}, export, and step it over x recording cells 1 and 3."""
+        torch.manual_seed(seed)
+        model = norse.SequentialState(*layers())
+        with torch.no_grad():
+            for i, (w, b) in gains.items():
+                model[i].weight.mul_(w)
+                model[i].bias.add_(b)
+        graph = norse.to_nir(model, torch.zeros(x.shape[2:]), dt=dt)
+        graph.infer_types()  # norse leaves Conv2d types None, which nir.write cannot store
+        cells = {"1": model[1], "3": model[3]}
+        spikes = torch_recorder(cells, lambda out: out[0])
         vs = torch_recorder(cells, lambda out: out[1].v)
         outs, state = [], None
         with torch.no_grad():
             for t in range(x.shape[0]):
                 out, state = model(torch.as_tensor(x[t]), state)
                 outs.append(np32(out))
-        return np.stack(outs), {k: np.stack(v) for k, v in rec.items()}, {k: np.stack(v) for k, v in vs.items()}
+        spiking = {k: np.stack(s) for k, s in spikes.items() if not isinstance(cells[k], norse.LIBoxCell)}
+        return Case(name, "norse", network, graph, x, np.stack(outs), spiking, {k: np.stack(v) for k, v in vs.items()},
+                    (interp_dt, "euler", "v_reset", "gt"), exact)
 
-    cases = []
-    T, B, dt = 25, 3, 1e-3
-    box = norse.LIFBoxParameters(tau_mem_inv=torch.full((10,), 100.0), v_th=torch.ones(10), v_leak=torch.zeros(10),
-                                 v_reset=torch.zeros(10), method="heaviside")
-    li = norse.LIBoxParameters(tau_mem_inv=torch.full((4,), 50.0), v_leak=torch.zeros(4))
-    torch.manual_seed(4)
-    model = norse.SequentialState(torch.nn.Linear(12, 10), norse.LIFBoxCell(box, dt=dt), torch.nn.Linear(10, 4),
-                                  norse.LIBoxCell(li, dt=dt))
-    with torch.no_grad():
-        model[0].weight.mul_(10.0)
-        model[0].bias.add_(0.5)
-    x = binary_input(21, (T, B, 12), 0.3)
-    graph = norse.to_nir(model, torch.zeros(12), dt=dt)
-    out, spk, v = run(model, x, {"1": model[1], "3": model[3]})
-    cases.append(Case("norse_lifbox_li", "norse", "Linear(12,10)-LIFBoxCell-Linear(10,4)-LIBoxCell (LI readout)",
-                      graph, x, out, {"1": spk["1"]}, v, (dt * dt, "euler", "v_reset", "gt"), exact=True))
-
-    cuba = norse.LIFParameters(tau_syn_inv=torch.full((10,), 200.0), tau_mem_inv=torch.full((10,), 100.0),
-                               v_leak=torch.zeros(10), v_th=torch.ones(10), v_reset=torch.zeros(10),
-                               method="heaviside")
-    cuba2 = norse.LIFParameters(tau_syn_inv=torch.full((4,), 200.0), tau_mem_inv=torch.full((4,), 100.0),
-                                v_leak=torch.zeros(4), v_th=torch.ones(4), v_reset=torch.zeros(4), method="heaviside")
-    torch.manual_seed(5)
-    model = norse.SequentialState(torch.nn.Linear(12, 10), norse.LIFCell(cuba, dt=dt), torch.nn.Linear(10, 4),
-                                  norse.LIFCell(cuba2, dt=dt))
-    with torch.no_grad():
-        model[0].weight.mul_(3.0)
-        model[2].weight.mul_(8.0)
-        model[2].bias.add_(0.3)
-    x = binary_input(22, (T, B, 12), 0.3)
-    graph = norse.to_nir(model, torch.zeros(12), dt=dt)
-    out, spk, v = run(model, x, {"1": model[1], "3": model[3]})
-    cases.append(Case("norse_lif_cuba", "norse", "Linear(12,10)-LIFCell-Linear(10,4)-LIFCell (current-based)",
-                      graph, x, out, spk, v, (dt * dt, "euler", "v_reset", "gt"), exact=False))
-
-    torch.manual_seed(6)
-    def conv_p(shape):
-        return norse.LIFBoxParameters(tau_mem_inv=torch.full(shape, 200.0), v_th=torch.ones(shape),
-                                      v_leak=torch.zeros(shape), v_reset=torch.zeros(shape), method="heaviside")
-
-    model = norse.SequentialState(torch.nn.Conv2d(1, 4, 3, stride=2, padding=1),
-                                  norse.LIFBoxCell(conv_p((4, 5, 5)), dt=dt),
-                                  torch.nn.Conv2d(4, 3, 3, stride=1, padding=1),
-                                  norse.LIFBoxCell(conv_p((3, 5, 5)), dt=dt))
-    with torch.no_grad():
-        model[0].weight.mul_(6.0)
-        model[0].bias.add_(1.0)
-        model[2].weight.mul_(12.0)
-        model[2].bias.add_(1.0)
-    x = real_input(23, (20, 2, 1, 9, 9))
-    graph = norse.to_nir(model, torch.zeros(1, 9, 9), dt=dt)
-    graph.infer_types()  # norse leaves the Conv2d types None, which nir.write cannot store
-    out, spk, v = run(model, x, {"1": model[1], "3": model[3]})
-    cases.append(Case("norse_conv_lifbox", "norse", "Conv2d(1,4,3,s2,p1)-LIFBoxCell-Conv2d(4,3,3,s1,p1)-LIFBoxCell", graph, x, out, spk, v, (dt * dt, "euler", "v_reset", "gt"),
-                      exact=True))
-
-    torch.manual_seed(7)
-    model = norse.SequentialState(torch.nn.Linear(12, 10), norse.IAFCell(norse.IAFParameters(
-        v_th=torch.ones(10), v_reset=torch.zeros(10), method="heaviside")), torch.nn.Linear(10, 4),
-        norse.IAFCell(norse.IAFParameters(v_th=torch.ones(4), v_reset=torch.zeros(4), method="heaviside")))
-    with torch.no_grad():
-        model[0].bias.add_(0.1)
-        model[2].weight.mul_(2.0)
-        model[2].bias.add_(0.25)
-    x = binary_input(24, (T, B, 12), 0.3)
-    graph = norse.to_nir(model, torch.zeros(12), dt=dt)
-    out, spk, v = run(model, x, {"1": model[1], "3": model[3]})
-    cases.append(Case("norse_iaf", "norse", "Linear(12,10)-IAFCell-Linear(10,4)-IAFCell", graph, x, out, spk, v,
-                      (1.0, "euler", "v_reset", "gt"), exact=True))
-    return cases
+    mlp = (25, 3, 12)
+    return [
+        case("norse_lifbox_li", "Linear(12,10)-LIFBoxCell-Linear(10,4)-LIBoxCell (LI readout)", 4,
+             lambda: (torch.nn.Linear(12, 10), norse.LIFBoxCell(box((10,), 100.0), dt=dt), torch.nn.Linear(10, 4),
+                      norse.LIBoxCell(norse.LIBoxParameters(tau_mem_inv=torch.full((4,), 50.0),
+                                                            v_leak=torch.zeros(4)), dt=dt)),
+             {0: (10.0, 0.5)}, binary_input(21, mlp, 0.3), dt * dt, True),
+        case("norse_lif_cuba", "Linear(12,10)-LIFCell-Linear(10,4)-LIFCell (current-based)", 5,
+             lambda: (torch.nn.Linear(12, 10), norse.LIFCell(cuba((10,)), dt=dt), torch.nn.Linear(10, 4),
+                      norse.LIFCell(cuba((4,)), dt=dt)),
+             {0: (3.0, 0.0), 2: (8.0, 0.3)}, binary_input(22, mlp, 0.3), dt * dt, False),
+        case("norse_conv_lifbox", "Conv2d(1,4,3,s2,p1)-LIFBoxCell-Conv2d(4,3,3,s1,p1)-LIFBoxCell", 6,
+             lambda: (torch.nn.Conv2d(1, 4, 3, stride=2, padding=1), norse.LIFBoxCell(box((4, 5, 5), 200.0), dt=dt),
+                      torch.nn.Conv2d(4, 3, 3, stride=1, padding=1), norse.LIFBoxCell(box((3, 5, 5), 200.0), dt=dt)),
+             {0: (6.0, 1.0), 2: (12.0, 1.0)}, real_input(23, (20, 2, 1, 9, 9)), dt * dt, True),
+        case("norse_iaf", "Linear(12,10)-IAFCell-Linear(10,4)-IAFCell", 7,
+             lambda: (torch.nn.Linear(12, 10), norse.IAFCell(iaf((10,))), torch.nn.Linear(10, 4),
+                      norse.IAFCell(iaf((4,)))),
+             {0: (1.0, 0.1), 2: (2.0, 0.25)}, binary_input(24, mlp, 0.3), 1.0, True),
+    ]
 
 
 # ------------------------------------------------------------------------------------------ Sinabs
@@ -360,9 +337,10 @@ def sinabs_cases() -> list[Case]:
         graph = to_nir(model, torch.zeros(B, 1, 9, 9))
         graph.infer_types()  # sinabs leaves the Conv2d/Flatten types None, which nir.write cannot store
         out, spk = run(model, x, {"1": n1, "5": n2})
+        reset_fn = "MembraneSubtract" if reset == "subtract" else "MembraneReset"
         cases.append(Case(f"sinabs_conv_{kind}", "sinabs",
                           f"Conv2d(1,4,3,s2,p1)-{kind.upper()}Squeeze-SumPool2d(2,s1)-Flatten-Linear(64,5)-"
-                          f"{kind.upper()}Squeeze, SingleSpike, {'MembraneSubtract' if reset == 'subtract' else 'MembraneReset'}",
+                          f"{kind.upper()}Squeeze, SingleSpike, {reset_fn}",
                           graph, x, out, spk, {}, (1.0, "exact", reset, "ge"), exact=True))
     return cases
 
@@ -400,9 +378,9 @@ def rockpool_cases() -> list[Case]:
         out, rec = run(model, x)
         spikes = {k: np32(rec[k]["spikes"]).swapaxes(0, 1) for k in ("1_LIFTorch", "3_LIFTorch")}
         vmem = {k: np32(rec[k]["vmem"]).swapaxes(0, 1) for k in ("1_LIFTorch", "3_LIFTorch")}
-        cases.append(Case(name, "rockpool", "LinearTorch(12,10)-LIFTorch" + ("(has_rec, w_rec 10x10)" if rec_flag else "")
-                          + "-LinearTorch(10,4)-LIFTorch", graph, x, out, spikes, vmem, (dt, "exact", "subtract", "ge"),
-                          exact=False))
+        hidden = "LIFTorch(has_rec, w_rec 10x10)" if rec_flag else "LIFTorch"
+        cases.append(Case(name, "rockpool", f"LinearTorch(12,10)-{hidden}-LinearTorch(10,4)-LIFTorch", graph, x, out,
+                          spikes, vmem, (dt, "exact", "subtract", "ge"), exact=False))
 
     torch.manual_seed(10)
     model = Sequential(LinearTorch((12, 10), has_bias=False), LIFNeuronTorch(10, tau_mem=0.02, threshold=1.0, dt=dt),
@@ -491,10 +469,9 @@ def spyx_haiku_cases() -> list[Case]:
     sub = {k: v for k, v in params.items() if k in ("linear", "LIF")}
     h, _ = hid.apply(sub, jnp.asarray(x))
     graph = spyx.nir.to_nir(params, {"input": np.array([12])}, {"output": np.array([4])}, dt=1)
-    names = list(graph.nodes)
     return [Case("spyx_haiku_lif", "spyx_haiku", "hk.Linear(12->10)-LIF-hk.Linear(10->4)-LIF (Haiku w (in,out) "
                  "written untransposed)", graph, x, np32(out), {"LIF": np32(h), "LIF_1": np32(out)}, {},
-                 (1.0, "euler", "subtract", "gt"), exact=False)] if names else []
+                 (1.0, "euler", "subtract", "gt"), exact=False)]
 
 
 LIBRARIES = {"snntorch": snntorch_cases, "norse": norse_cases, "sinabs": sinabs_cases, "rockpool": rockpool_cases,
@@ -515,9 +492,10 @@ def main(argv: list[str]) -> int:
             pass
     for lib in wanted:
         importlib.import_module({"spyx_haiku": "haiku"}.get(lib, lib))
-        record["environments"][lib] = env
+        env_name = "spyx_haiku" if lib == "spyx_haiku" else "peers"
+        record["environments"][env_name] = env
         for case in LIBRARIES[lib]():
-            record["files"][case.name] = write(case)
+            record["files"][case.name] = {**write(case), "environment": env_name}
     record["files"] = dict(sorted(record["files"].items()))
     path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     return 0
