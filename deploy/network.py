@@ -1,19 +1,21 @@
 """A deployment as a Lava process graph, run sample by sample in ``Loihi2SimCfg``.
 
-Per stage k (1-based): ``Dense`` (``Sparse`` for a stage with CSR weights; latency 1) → neuron process (Lava
-``LIF`` where exact, else our ``SubLIF``; the SRM our ``CubaLIF``; the readout our ``Integrator``) →
-``io.sink.RingBuffer`` recording its spikes. The input is an ``io.source.RingBuffer`` of graded spikes into the
-first Dense/Sparse. A stage with a bias
-gets its own source RingBuffer wired straight into the neuron's input, active at Lava steps
-k + 1 .. k + T only, so that the bias starts with the stage's first input (Lava's ``bias_mant``
-would act from step 1). Software step t of stage k is Lava step t + k; a sample runs T + depth
-steps. Between samples every state (u, v, Dense buffers) is set back to zero.
+Per stage: a neuron process (Lava's ``LIF`` wherever it is exact: reset to zero and ``>``, with or without a current
+kept through the spike, and every readout as a LIF that never fires; our ``CubaLIF`` for subtractive reset, ``>=``
+or a current reset; our ``EMPF`` for graded neurons) → ``io.sink.RingBuffer`` recording its spikes, and per
+projection a ``Dense`` (``Sparse`` for CSR weights) from its source (the input ``io.source.RingBuffer`` of graded
+spikes, or a stage's spikes, recurrent ones included) into the neuron, a ``DelayDense``/``DelaySparse`` when the
+projection needs extra delay to stay aligned (``snnchip.export.lowering.schedule``). Every hop takes one Lava step:
+software step t of a stage with latency k is Lava step t + k; a sample runs T + depth steps. A stage with a bias
+gets its own source RingBuffer wired straight into the neuron's input, active at Lava steps k + 1 .. k + T only, so
+that the bias starts with the stage's first input (Lava's ``bias_mant`` would act from step 1). Between samples
+every state (u, v, synaptic buffers) is set back to zero.
 
-fixed_pt uses the integer parameters (bit-exact with ``snnchip.hw_sim.chip``); floating_pt uses
-the float stages (weights W, bias b, dv = 1 − λ, vth = θ) on the same graph. Lava's ``Sparse`` has the
-weight_exp / sign-mode / num_message_bits semantics of ``Dense`` (its bit-accurate model is Dense's with a
-CSR product), so the two are interchangeable per stage; its weights must be a ``scipy.sparse.csr_matrix``
-(Lava clips and truncates only ``spmatrix`` instances, not the newer ``csr_array``).
+fixed_pt uses the integer parameters (bit-exact with ``snnchip.hw_sim.chip``); floating_pt uses the float stages
+(weights W, bias b, du = 1 − λ_syn, dv = 1 − λ, vth = θ) on the same graph. Lava's ``Sparse`` has the
+weight_exp / sign-mode / num_message_bits semantics of ``Dense`` (its bit-accurate model is Dense's with a CSR
+product), so the two are interchangeable per projection; its weights must be a ``scipy.sparse.csr_matrix`` (Lava
+clips and truncates only ``spmatrix`` instances, not the newer ``csr_array``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from snnchip import lava_compat
 from snnchip.deploy.result import RunResult, assemble, check_input, check_timing
 from snnchip.errors import DeployError
 from snnchip.export.loihi import Deployment, load_deploy, process_of
+from snnchip.export.lowering import INPUT
 from snnchip.export.quantize import encode_input
 
 CFGS = ("fixed_pt", "floating_pt")
@@ -68,68 +71,70 @@ class _Graph:
 
     def __init__(self, dep: Deployment, fixed: bool, first: np.ndarray) -> None:
         lava_compat.import_lava()
-        Dense = lava_compat.lava_module("proc.dense.process").Dense
-        Sparse = lava_compat.lava_module("proc.sparse.process").Sparse
+        dense = lava_compat.lava_module("proc.dense.process")
+        sparse = lava_compat.lava_module("proc.sparse.process")
         LIF = lava_compat.lava_module("proc.lif.process").LIF
         Source = lava_compat.lava_module("proc.io.source").RingBuffer
         Sink = lava_compat.lava_module("proc.io.sink").RingBuffer
         from snnchip.deploy.procs.cubalif.process import CubaLIF
         from snnchip.deploy.procs.empf.process import EMPF
-        from snnchip.deploy.procs.integrator.process import Integrator
-        from snnchip.deploy.procs.sublif.process import SubLIF
 
         T, steps = dep.T, dep.T + dep.depth
         self.source = Source(data=first)
         self.synapses, self.neurons, self.sinks = [], [], []
-        prev = self.source.s_out
-        for k, (st, q) in enumerate(zip(dep.net.stages, dep.qnet.stages, strict=True), start=1):
-            n = q.weight.shape[0]
+        for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
+            n = q.size
             kind = process_of(q)
-            Conn = Sparse if q.synapse == "sparse" else Dense
             if fixed:
-                conn = Conn(weights=q.weight.astype(np.int32), weight_exp=q.weight_exp,
-                            num_message_bits=q.num_message_bits)
-                bias, dv, vth = q.bias.astype(np.int64), q.dv, q.vth
+                bias, dv, du, vth = q.bias.astype(np.int64), q.dv, q.du, q.vth
             else:
-                conn = Conn(weights=st.weight, num_message_bits=q.num_message_bits)
-                bias, dv, vth = st.bias, 1.0 - st.lam, st.theta
+                bias, dv, du, vth = st.bias, 1.0 - st.lam, 1.0 - st.lam_syn, st.theta if q.spiking else np.inf
             if kind == "lava.LIF":
-                neuron = LIF(shape=(n,), du=4095 if fixed else 1.0, dv=dv, vth=vth, bias_mant=0 if fixed else 0.0,
-                             bias_exp=0, name=q.name)
+                neuron = LIF(shape=(n,), du=du, dv=dv, vth=vth, bias_mant=0 if fixed else 0.0, bias_exp=0,
+                             name=q.name)
             elif kind == "snnchip.EMPF":
                 if fixed:
                     tabs = {k: q.tables[k] for k in ("lam", "scale", "theta", "offset")}
                 else:
                     tabs = dict(zip(("lam", "scale", "theta", "offset"), (st.tables[k] for k in
                                     ("lam", "input_scale", "theta", "reset_offset")), strict=True))
-                neuron = EMPF(shape=(n,), delay=k, shift=q.shift if fixed else 0, name=q.name, **tabs)
-            elif kind == "snnchip.CubaLIF":
-                du = q.du if fixed else 1.0 - st.lam_syn
-                neuron = CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, spike=q.spike, name=q.name)
-            elif kind == "snnchip.SubLIF":
-                neuron = SubLIF(shape=(n,), dv=dv, vth=vth, reset=q.reset, spike=q.spike, name=q.name)
+                neuron = EMPF(shape=(n,), delay=q.latency, shift=q.shift if fixed else 0, name=q.name, **tabs)
             else:
-                neuron = Integrator(shape=(n,), name=q.name)
-            prev.connect(conn.s_in)
-            conn.a_out.connect(neuron.a_in)
+                neuron = CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, reset=q.reset, spike=q.spike,
+                                 reset_current=q.kind == "srm", name=q.name)
             if np.any(bias != 0):
                 schedule = np.zeros((n, steps), dtype=np.int64 if fixed else np.float64)
-                schedule[:, k:k + T] = bias[:, None]
+                schedule[:, q.latency:q.latency + T] = bias[:, None]
                 Source(data=schedule).s_out.connect(neuron.a_in)
             if q.spiking:
                 sink = Sink(shape=(n,), buffer=steps)
                 neuron.s_out.connect(sink.a_in)
                 self.sinks.append(sink)
-                prev = neuron.s_out
             else:
                 self.sinks.append(None)
-            self.synapses.append(conn)
             self.neurons.append(neuron)
+        out_port = {q.name: neuron.s_out for q, neuron in zip(dep.qnet.stages, self.neurons, strict=True)}
+        out_port[INPUT] = self.source.s_out
+        for st, q, neuron in zip(dep.net.stages, dep.qnet.stages, self.neurons, strict=True):
+            for p, pf in zip(q.inputs, st.inputs, strict=True):
+                module = sparse if p.synapse == "sparse" else dense
+                weights = p.weight.astype(np.int32) if fixed else pf.weight
+                kw = dict(weights=weights, num_message_bits=p.num_message_bits,
+                          **({"weight_exp": p.weight_exp} if fixed else {}))
+                if p.lava_delay:
+                    conn = getattr(module, "DelaySparse" if p.synapse == "sparse" else "DelayDense")(
+                        delays=p.lava_delay, **kw)
+                else:
+                    conn = getattr(module, "Sparse" if p.synapse == "sparse" else "Dense")(**kw)
+                out_port[p.source].connect(conn.s_in)
+                conn.a_out.connect(neuron.a_in)
+                self.synapses.append(conn)
 
     def reset(self, data: np.ndarray) -> None:
         self.source.data.set(data)
-        for conn, neuron in zip(self.synapses, self.neurons, strict=True):
+        for conn in self.synapses:
             conn.a_buff.set(np.zeros(conn.a_buff.shape))
+        for neuron in self.neurons:
             neuron.u.set(np.zeros(neuron.u.shape))
             neuron.v.set(np.zeros(neuron.v.shape))
             if "t" in neuron.vars.member_names:  # EMPF: its step counter picks the tables' row
@@ -165,10 +170,10 @@ class LavaNetwork:
         run_cfg = lava_compat.lava_module("magma.core.run_configs").Loihi2SimCfg(select_tag=cfg)
         dtype = np.int64 if fixed else np.float64
         names = [q.name for q in qnet.stages]
-        u = {k: np.zeros((steps, B, q.weight.shape[0]), dtype) for k, q in zip(names, qnet.stages, strict=True)}
+        u = {q.name: np.zeros((steps, B, q.size), dtype) for q in qnet.stages}
         v = {k: np.zeros_like(a) for k, a in u.items()}
-        s = {q.name: np.zeros((steps, B, q.weight.shape[0]), bool) for q in qnet.stages if q.spiking}
-        read = [i for i, q in enumerate(qnet.stages) if states or (not q.spiking)]
+        s = {q.name: np.zeros((steps, B, q.size), bool) for q in qnet.stages if q.spiking}
+        read = [i for i, q in enumerate(qnet.stages) if states or q.name == qnet.output]
         chunk = 1 if read else steps
         graph = _Graph(dep, fixed, sample(0))
         done = B
@@ -196,7 +201,7 @@ class LavaNetwork:
             raise
         graph.source.stop()
         u, v, s = ({k: a[:, :done] for k, a in arrays.items()} for arrays in (u, v, s))
-        return assemble(qnet.stages, u, v, s, T, timing, fixed, keep_states=states)
+        return assemble(qnet, u, v, s, timing, fixed, keep_states=states)
 
 
 def build(deployment: Deployment | str | os.PathLike) -> LavaNetwork:

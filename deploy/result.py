@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from snnchip.atomic import atomic_path
 from snnchip.errors import DeployError
-from snnchip.export.quantize import QStage
+from snnchip.export.quantize import QStage, QuantizedNet
 
 TIMINGS = ("software", "lava")
 
@@ -58,26 +57,28 @@ class RunResult:
                 np.savez(fh, **arrays)
 
 
-def assemble(stages: Sequence[QStage], u: dict[str, np.ndarray], v: dict[str, np.ndarray],
-             s: dict[str, np.ndarray], T: int, timing: str, fixed: bool, keep_states: bool = True) -> RunResult:
-    """A ``RunResult`` from per-stage arrays on Lava's clock ([T + depth, B, n]; stage k's step t is t + k).
+def assemble(qnet: QuantizedNet, u: dict[str, np.ndarray], v: dict[str, np.ndarray], s: dict[str, np.ndarray],
+             timing: str, fixed: bool, keep_states: bool = True) -> RunResult:
+    """A ``RunResult`` from per-stage arrays on Lava's clock ([T + depth, B, n]; stage n's software step t is Lava
+    step t + latency(n)).
 
-    ``u``/``v`` must hold the readout (and every stage when ``keep_states``), ``s`` every spiking stage.
-    The output is the readout's v (/ (64·c) in fixed point) or, without a readout, the last spikes.
+    ``u``/``v`` must hold the output stage (and every stage when ``keep_states``), ``s`` every spiking stage. The
+    output is the readout's v (/ (64·c) in fixed point) or, when the output stage spikes, its spikes.
     """
-    latency = {q.name: k for k, q in enumerate(stages, start=1)}
+    T = int(qnet.T)
+    latency = {q.name: q.latency for q in qnet.stages}
 
     def view(a: np.ndarray, q: QStage) -> np.ndarray:
         a = a[latency[q.name]:latency[q.name] + T] if timing == "software" else a
         return a.reshape(a.shape[0], a.shape[1], *q.out_shape)
 
-    spikes = {q.name: view(s[q.name], q) for q in stages if q.spiking}
-    states = {q.name: {"u": view(u[q.name], q), "v": view(v[q.name], q)} for q in stages} if keep_states else {}
-    last = stages[-1]
-    if last.spiking:
-        raw = spikes[last.name].reshape(*spikes[last.name].shape[:2], -1).astype(np.int64)
+    spikes = {q.name: view(s[q.name], q) for q in qnet.stages if q.spiking}
+    states = {q.name: {"u": view(u[q.name], q), "v": view(v[q.name], q)} for q in qnet.stages} if keep_states else {}
+    out = qnet.stage(qnet.output)
+    if out.spiking:
+        raw = spikes[out.name].reshape(*spikes[out.name].shape[:2], -1).astype(np.int64)
         output = raw.astype(np.float64)
     else:
-        state = view(v[last.name], last)
-        raw, output = (state, state / (64.0 * last.scale)) if fixed else (None, state)
+        state = view(v[out.name], out)
+        raw, output = (state, state / (64.0 * out.scale)) if fixed else (None, state)
     return RunResult(output=output, output_raw=raw, spikes=spikes, states=states, latency=latency, timing=timing)

@@ -8,8 +8,8 @@ holds the *effective* integer weights: every stage is quantized by ``snnchip.exp
 the Dense exponent fixed at 0 (the first stage: the graded input's q). What that gives, per stage:
 
     dense layer   weight = m (int, m·2^0 = what Lava's Dense applies), shape = [n_out]
-    spiking       CUBA iDecay = 4096 (no current state), vDecay = dv, vThMant = vth
-    readout       CUBA iDecay = 4096, vDecay = 0 (v integrates), vThMant = 2^17 (never fires)
+    spiking       CUBA iDecay = du + 1 (4096: no current state), vDecay = dv, vThMant = vth
+    readout       CUBA iDecay = du + 1, vDecay = dv (0: v integrates), vThMant = 2^17 (never fires)
 
 which is exactly the arithmetic of ``snnchip.hw_sim.chip`` on the same ``Deployment``. Every chain of
 linear nodes (Affine, Conv2d, pooling, Flatten) is written as one composed ``dense`` layer over the
@@ -40,13 +40,13 @@ import scipy.sparse as sp
 from snnchip.atomic import atomic_path
 from snnchip.errors import UnsupportedNodeError
 from snnchip.export.loihi import Deployment, deployment_from_graph, read_model_graph
-from snnchip.export.quantize import DECAY_UNITY, VTH_MAX
+from snnchip.export.lowering import INPUT
+from snnchip.export.quantize import NEVER_FIRES
 from snnchip.spec import Interpretation
 
 FORMAT = {"name": "snnchip-netx", "version": 1}
 INPUT_MESSAGE_BITS = 24
 MAX_FRAC_BITS = 8
-NEVER_FIRES = VTH_MAX + 1  # vth << 6 = 2^23 > any 24-bit membrane
 
 
 def _refuse(layer: str, why: str, fix: str) -> UnsupportedNodeError:
@@ -55,7 +55,16 @@ def _refuse(layer: str, why: str, fix: str) -> UnsupportedNodeError:
 
 def check_expressible(dep: Deployment) -> None:
     """Raise ``UnsupportedNodeError`` naming the first stage netx cannot run exactly."""
+    previous = INPUT
     for st in dep.net.stages:
+        if len(st.inputs) != 1 or st.inputs[0].source != previous or st.inputs[0].delay:
+            raise _refuse(st.name, f"it has inputs {[(p.source, p.delay) for p in st.inputs]}; a netx file holds a "
+                                   "chain of layers, each fed by the one before (no recurrence, skips, merges or "
+                                   "delays)", "use `--target loihi`")
+        previous = st.name
+        if st.kind not in ("lif", "cubalif", "readout"):
+            raise _refuse(st.name, f"its neuron kind {st.kind!r} (graded spikes, per-step tables or a current reset) "
+                                   "has no netx neuron", "use `--target loihi`")
         if st.spiking and (st.reset, st.spike) != ("zero", "gt"):
             raise _refuse(st.name, f"its neuron has reset={st.reset!r}, compare={st.spike!r}; netx's CUBA neuron "
                                    "resets to zero and fires on v > θ",
@@ -81,7 +90,7 @@ def netx_deployment(graph: nir.NIRGraph, interpretation: Interpretation | None =
                                    "(reset to zero, v > θ) only; `--target nir` keeps this network's semantics"
                                    ) from None
     check_expressible(free)
-    first = free.qnet.stages[0]
+    first = free.qnet.stages[0].inputs[0]
     q = min(MAX_FRAC_BITS, max(0, first.weight_exp + free.qnet.input_frac_bits))
     dep = deployment_from_graph(graph, interpretation, T, input_range, input_frac_bits=q, weight_exp=0)
     check_weights(dep)
@@ -100,7 +109,7 @@ def check_weights(dep: Deployment) -> None:
     matrix, answers by truncating every weight to zero.
     """
     for q in dep.qnet.stages:
-        w = _dense(q.weight)
+        w = _dense(q.inputs[0].weight)
         if not w.any():
             raise _refuse(q.name, "all its weights quantize to 0, which netx's loader cannot read",
                           "check the trained weights or use `--target loihi`")
@@ -120,7 +129,7 @@ def write_netx(dep: Deployment, path: str | os.PathLike) -> Path:
 
     check_expressible(dep)
     check_weights(dep)
-    bad = [q.name for q in dep.qnet.stages if q.weight_exp != 0]
+    bad = [q.name for q in dep.qnet.stages if q.inputs[0].weight_exp != 0]
     if bad:
         raise ValueError(f"stages {bad} have a Dense exponent ≠ 0; quantize with netx_deployment()")
     out = Path(path)
@@ -128,23 +137,24 @@ def write_netx(dep: Deployment, path: str | os.PathLike) -> Path:
         f.attrs["snnchip"] = json.dumps({
             "format": FORMAT, "T": dep.T, "encoding": dep.qnet.encoding,
             "input_frac_bits": dep.qnet.input_frac_bits, "input_message_bits": INPUT_MESSAGE_BITS,
-            "input_shape": list(dep.qnet.input_shape), "latency": {q.name: k for k, q in enumerate(dep.qnet.stages, 1)},
+            "input_shape": list(dep.qnet.input_shape), "latency": {q.name: q.latency for q in dep.qnet.stages},
             "scales": {q.name: q.scale for q in dep.qnet.stages}})
         layers = f.create_group("layer")
         inp = layers.create_group("0")
         _string(inp, "type", "input")
         inp.create_dataset("shape", data=np.array(dep.qnet.input_shape))
         for k, q in enumerate(dep.qnet.stages, start=1):
+            w = q.inputs[0].weight
             g = layers.create_group(str(k))
             _string(g, "type", "dense")
-            g.create_dataset("shape", data=np.array([q.weight.shape[0]]))
-            g.create_dataset("inFeatures", data=q.weight.shape[1])
-            g.create_dataset("outFeatures", data=q.weight.shape[0])
-            g.create_dataset("weight", data=_dense(q.weight).astype(np.int64))
+            g.create_dataset("shape", data=np.array([w.shape[0]]))
+            g.create_dataset("inFeatures", data=w.shape[1])
+            g.create_dataset("outFeatures", data=w.shape[0])
+            g.create_dataset("weight", data=_dense(w).astype(np.int64))
             neuron = g.create_group("neuron")
             _string(neuron, "type", "CUBA")
-            neuron.create_dataset("iDecay", data=DECAY_UNITY)
-            neuron.create_dataset("vDecay", data=q.dv if q.spiking else 0)
+            neuron.create_dataset("iDecay", data=q.du + 1)  # netx: du = iDecay − 1
+            neuron.create_dataset("vDecay", data=q.dv)
             neuron.create_dataset("vThMant", data=q.vth if q.spiking else NEVER_FIRES)
             neuron.create_dataset("refDelay", data=1)
             neuron.create_dataset("gradedSpike", data=False)

@@ -37,34 +37,35 @@ WEIGHT_BITS = 8
 def layer_resources(deployment: Any) -> list[dict[str, Any]]:
     """Neurons, fan-in, synaptic connections (non-zero deployed weights) of each stage of a ``Deployment``.
 
-    Counts what is deployed: every stage is one Lava Dense or Sparse [n_out, n_in] (conv, pooling and flatten are
-    merged into it, docs/loihi-fixed-point.md), so a connection is a non-zero integer weight; a Sparse (CSR) stage
-    is counted from its stored entries (nnz), never densified, so the per-core synapse limit applies to convnets.
+    Counts what is deployed: every projection into a stage is one Lava Dense or Sparse [n_out, n_source] (conv,
+    pooling and flatten are merged into it, docs/loihi-fixed-point.md), so a connection is a non-zero integer weight;
+    a Sparse (CSR) projection is counted from its stored entries (nnz), never densified, so the per-core synapse
+    limit applies to convnets.
     """
     layers = []
     for q in deployment.qnet.stages:
-        nonzero = int(np.count_nonzero(weight_values(q.weight)))
-        layers.append({"layer": q.name, "synapse": q.synapse, "neurons": int(q.weight.shape[0]),
-                       "fan_in": int(q.weight.shape[1]), "connections": nonzero, "weights": nonzero})
+        inputs = [{"source": p.source, "synapse": p.synapse, "sources": int(p.weight.shape[1]),
+                   "connections": int(np.count_nonzero(weight_values(p.weight)))} for p in q.inputs]
+        nonzero = sum(p["connections"] for p in inputs)
+        layers.append({"layer": q.name, "neurons": q.size, "inputs": inputs, "connections": nonzero,
+                       "weights": nonzero})
     return layers
 
 
-def estimate(layers: list[dict[str, Any]], spikes_in: list[float], spikes_out: float, T: int) -> dict[str, Any]:
+def estimate(layers: list[dict[str, Any]], spikes: dict[str, float], T: int) -> dict[str, Any]:
     """Cores, memory, SynOps and energy per inference.
 
-    ``spikes_in[i]``: spikes (or graded events) arriving at ``layers[i]`` per inference, summed over T;
-    ``spikes_out``: spikes emitted by all neurons per inference.
+    ``spikes[source]``: spikes (or graded events) a source ("input" or a stage) emits per inference, summed over T;
+    each projection then costs spikes[source] · (its connections / its source neurons) synaptic operations.
     """
-    if len(spikes_in) != len(layers):
-        raise ValueError(f"need one input-spike count per layer ({len(layers)}), got {len(spikes_in)}")
     per_layer, synops = [], 0.0
-    for layer, s_in in zip(layers, spikes_in, strict=True):
-        fan_out = layer["connections"] / max(layer["fan_in"], 1)
-        ops = float(s_in) * fan_out
+    for layer in layers:
+        ops = sum(float(spikes[p["source"]]) * p["connections"] / max(p["sources"], 1) for p in layer["inputs"])
         synops += ops
         cores = max(math.ceil(layer["neurons"] / NEURONS_PER_CORE), math.ceil(layer["connections"] / SYNAPSES_PER_CORE))
         per_layer.append({**layer, "cores": cores, "synops": ops,
                           "synaptic_memory_bytes": layer["weights"] * WEIGHT_BITS // 8})
+    spikes_out = sum(v for k, v in spikes.items() if k != "input")
     neurons = sum(la["neurons"] for la in layers)
     updates = neurons * T
     energy_pj = synops * E_SYNOP_PJ + updates * E_NEURON_UPDATE_PJ + spikes_out * (E_NEURON_SPIKE_EXTRA_PJ + E_SPIKE_PJ)

@@ -288,8 +288,8 @@ def validate(model: Any, cfg: ValidateConfig | None = None, progress: bool = Tru
                                        "fraction of test samples where float and chip decide the same class")
 
     layers = layer_resources(ref.deployment)
-    per_sample = [float(np.count_nonzero(xs.numpy())) / n] + [float(v.sum()) / n for v in c_spk.values()]
-    report["resources"] = estimate(layers, per_sample[: len(layers)], sum(per_sample[1:]), int(T))
+    events = {"input": float(np.count_nonzero(xs.numpy())) / n, **{k: float(v.sum()) / n for k, v in c_spk.items()}}
+    report["resources"] = estimate(layers, events, int(T))
 
     # 3. bit-exact chip vs Lava Loihi2SimCfg(fixed_pt), on Lava's own clock, stratified samples
     if cfg.lava_samples != 0:
