@@ -5,20 +5,16 @@ between two neuron nodes (Affine/Linear, Conv2d, AvgPool2d/SumPool2d, Flatten) i
 ``I = A·x + b``, so it is composed into one matrix ``A`` [n_out, n_in] and bias ``b`` [n_out]
 (x flattened in C-order). Convolutions and pooling are built as sparse (CSR) operators from their window
 taps and multiplied, so a dense matrix of a conv layer never exists; ``A`` is stored CSR (a Lava ``Sparse``)
-when fewer than ``SPARSE_MAX_DENSITY`` of its entries are non-zero, else dense (a Lava ``Dense``). The neuron's
-discrete-time equation (DESIGN.md, "Neuron semantics") is
-
-    u[t] = λ·v[t-1] + g·(A·x[t] + b) + β;  s[t] = u[t] ≥ θ (ge) or u[t] > θ (gt);
-    v[t] = u[t] − θ·s[t] (subtract) or u[t]·(1 − s[t]) (zero);  readout: v[t] = v[t-1] + g·(A·x[t] + b)
-
-where the per-neuron input gain g and leak offset β come from NIR's continuous-time parameters and
+when fewer than ``SPARSE_MAX_DENSITY`` of its entries are non-zero, else dense (a Lava ``Dense``). The neuron is
+``snnchip.neurons.lif_step`` (the readout ``li_step``) with a = λ on the input g·(A·x[t] + b) + β, where the
+per-neuron input gain g and leak offset β come from NIR's continuous-time parameters and
 are folded into ``A`` and ``b`` here (our own graphs have g = 1, β = 0). Our graphs carry λ, θ,
 reset and compare in ``metadata["snnchip"]``; a foreign graph is read with an explicit
 ``Interpretation``. Both are read by the executor's readers, not re-derived here: ``check_graph``
 (flat nodes, order, back edges, shapes) and ``compile_neuron`` (u = a·v + b·x + c, so λ = a,
 g = b, β = c). Feedback edges and branches are refused by name. snnchip's EM-PF (kind ``empf``) is a stage of
 kind ``empf`` carrying its per-step tables [T, n] (λ̂, a, θ̂, r; A and b unscaled). snnchip's SRM
-(kind ``srm`` on a CubaLIF: i = λ_syn·i + g·x, v = λ·v + i, both reset on a spike) is a stage of kind
+(kind ``srm`` on a CubaLIF: ``cuba_lif_step`` with b_syn = g, both traces reset on a spike) is a stage of kind
 ``srm`` with its input scale g folded into ``A`` and ``b`` and reset ``zero_both``.
 """
 
