@@ -113,6 +113,13 @@ def _synapse(b: _Builder, name: str, node: nir.NIRNode, x: str, out_shape: tuple
                                "Linear, Scale, Conv1d/2d, Avg/SumPool2d, Flatten and the NIR neurons)")
 
 
+def _operator(op_type: str, reflected: bool = False) -> Callable[[_Value, object], _Value]:
+    """The ``_Value`` method of a binary operator: ``self op other`` (``other op self`` when ``reflected``)."""
+    def method(self: _Value, other: object) -> _Value:
+        return self._op(op_type, other, self) if reflected else self._op(op_type, self, other)
+    return method
+
+
 class _Value:
     """A float tensor of the graph being built: its operators append ONNX nodes to ``builder``, so that
     ``snnchip.neurons``' steps, written over array operators, emit their own graph. A number or array operand
@@ -136,31 +143,13 @@ class _Value:
                  for o in operands]
         return _Value(self.builder, self.builder.op(op_type, names, **attrs))
 
-    def __add__(self, other) -> _Value:
-        return self._op("Add", self, other)
-
-    def __radd__(self, other) -> _Value:
-        return self._op("Add", other, self)
-
-    def __sub__(self, other) -> _Value:
-        return self._op("Sub", self, other)
-
-    def __rsub__(self, other) -> _Value:
-        return self._op("Sub", other, self)
-
-    def __mul__(self, other) -> _Value:
-        return self._op("Mul", self, other)
-
-    def __rmul__(self, other) -> _Value:
-        return self._op("Mul", other, self)
-
-    def __ge__(self, other) -> _Value:
-        return self._op("GreaterOrEqual", self, other)
-
-    def __gt__(self, other) -> _Value:
-        return self._op("Greater", self, other)
+    __add__, __radd__ = _operator("Add"), _operator("Add", reflected=True)
+    __sub__, __rsub__ = _operator("Sub"), _operator("Sub", reflected=True)
+    __mul__, __rmul__ = _operator("Mul"), _operator("Mul", reflected=True)
+    __ge__, __gt__ = _operator("GreaterOrEqual"), _operator("Greater")
 
     def astype(self, dtype: int) -> _Value:
+        """A Cast to the ONNX element type ``dtype`` (``heaviside`` casts a comparison to the potential's type)."""
         return self._op("Cast", self, to=dtype)
 
 
