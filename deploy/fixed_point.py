@@ -16,7 +16,7 @@ Neuron (fixed_pt), per step with input a and threshold mantissa vth:
 wrap24 is Lava's single wrap: x > 2^23 → x − 2^24, then x ≤ −2^23 → x + 2^24.
 The readout integrator is the same with dv = 0 and no spike.
 
-Floating point (floating_pt): a = W·s;  v = v·(1 − dv) + a;  s = v ≥ vth (or >);  reset as above.
+The floating_pt process models run the float steps of ``snnchip.neurons`` instead (with a = 1 − dv).
 """
 
 from __future__ import annotations
@@ -95,18 +95,6 @@ def neuron_step_fixed(v: np.ndarray, a_in: np.ndarray, dv: int, vth: int, reset:
     return u, v, s
 
 
-def neuron_step_float(v: np.ndarray, a_in: np.ndarray, dv: float, vth: float, reset: str, spike: str,
-                      spiking: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One floating-point step (Lava's float LIF with du = 1, plus our reset/compare); returns (u, v, s)."""
-    u = np.asarray(a_in, dtype=np.float64)
-    v = np.asarray(v, dtype=np.float64) * (1 - dv) + u
-    if not spiking:
-        return u, v, np.zeros(v.shape, dtype=bool)
-    s = v >= vth if spike == "ge" else v > vth
-    v = v - vth * s if reset == "subtract" else np.where(s, 0.0, v)
-    return u, v, s
-
-
 def srm_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int, vth: int, spike: str
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One fixed-point step of the SRM (current-based LIF resetting both traces); returns (u, v, s).
@@ -120,15 +108,6 @@ def srm_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: 
     th = np.int64(vth) << SHIFT
     s = v >= th if spike == "ge" else v > th
     return np.where(s, 0, u), np.where(s, 0, v), s
-
-
-def srm_step_float(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: float, dv: float, vth: float, spike: str
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One floating-point SRM step: u = (1 − du)·u + a; v = (1 − dv)·v + u; s = v ≥/> vth; u, v = 0 where s."""
-    u = np.asarray(u, dtype=np.float64) * (1 - du) + np.asarray(a_in, dtype=np.float64)
-    v = np.asarray(v, dtype=np.float64) * (1 - dv) + u
-    s = v >= vth if spike == "ge" else v > vth
-    return np.where(s, 0.0, u), np.where(s, 0.0, v), s
 
 
 def mul12(x: np.ndarray, f: np.ndarray) -> np.ndarray:
@@ -158,17 +137,3 @@ def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndar
     v = np.clip(m - s + np.asarray(r, dtype=np.int64), -V_LIMIT, V_LIMIT)
     msg = s >> shift if shift >= 0 else s << -shift
     return m, v, np.minimum(msg, V_LIMIT)
-
-
-def empf_step_float(v: np.ndarray, a_in: np.ndarray, lam: np.ndarray, scale: np.ndarray, theta: np.ndarray,
-                    r: np.ndarray, active: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One floating-point EM-PF step: m = λ̂·v + a·x; s = ReLU(m − θ̂) (0 where m < θ̂); v = m − s + r.
-
-    Returns (m, v, s)."""
-    v = np.asarray(v, dtype=np.float64)
-    if not active:
-        z = np.zeros(np.broadcast_shapes(v.shape, np.shape(a_in)))
-        return z, v + z, z
-    m = lam * v + scale * np.asarray(a_in, dtype=np.float64)
-    s = np.where(m >= theta, m - theta, 0.0)
-    return m, m - s + r, s

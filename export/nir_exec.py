@@ -3,30 +3,18 @@
 Every step t = 1..T visits the nodes in the order of ``check_graph`` (layer l+1 sees layer l's
 output of the same step); a recurrent (back) edge delivers its source's value of step t − 1
 (zeros at t = 1). Several edges into one node add up. Every neuron, ours or foreign, runs through
-one step function, ``neuron_step``, on discrete parameters (a, b, c, θ) compiled per node:
+``snnchip.neurons.neuron_step`` on the discrete parameters ``compile_neuron`` reads from the node
+(``snnchip.neurons.NeuronParams``). Spiking nodes output s, non-spiking ones (LI, I, CubaLI) output v.
 
-    i[t] = a_syn·i[t−1] + b_syn·x[t]           (current-based nodes only; otherwise i[t] = x[t])
-    u[t] = a·v[t−1] + b·i[t] + c
-    s[t] = H(u[t] − θ)   with u ≥ θ (``ge``) or u > θ (``gt``)      (spiking nodes only)
-    v[t] = u − θ·s (``subtract``), u·(1 − s) (``zero``) or u + (v_reset − u)·s (``v_reset``)
-    i[t] = i[t]·(1 − s)   (only ``reset_syn``: the SRM of event-driven BP resets both traces)
-
-Graded nodes (EM-PF) fire a float instead: s[t] = ReLU(u[t] − θ) = (u − θ)·1[u ≥ θ], v[t] = u − s + r (r the reset
-offset). Per-step nodes hold a, b, θ and r as tables [T, ...] and use row t − 1 at step t (``neuron_step(…, t)``).
-Spiking nodes output s, non-spiking ones (LI, I, CubaLI) output v.
-
-* Our nodes (``metadata["snnchip"]``, docs/nir-schema.md) follow it exactly: ``lif`` has a = λ,
-  b = 1, c = 0 with the stored θ, reset and comparison; ``readout`` (nir.I) has a = b = 1, so its
-  output is Σ_{τ≤t} o[τ]; ``srm`` (nir.CubaLIF, discretization ``exact``) has a_syn = lam_syn,
-  b_syn = input_scale, a = lam (λ_mem), b = 1, c = 0, reset ``zero`` and ``reset_syn`` (the train side's
-  ``snnchip.train.edbp.srm_step`` exactly); ``empf`` (nir.LIF or nir.IF, EM-PF folded form, ``snnchip.train.empf``)
-  is graded and per step: a = λ̂[t], b = a[t] (input scale), c = 0, θ = θ̂[t], reset offset r[t], the [T, C]
-  arrays of the metadata broadcast over H, W; its NIR fields (the t = 1 values) are ignored. A kind, version or
-  discretization we cannot honour raises ``UnsupportedNodeError``.
-* Foreign nodes follow NIR's ODEs under the ``Interpretation``: with d = e^{−dt/τ} (``exact``) or
-  d = 1 − dt/τ (``euler``), a = d, b = (1 − d)·r, c = (1 − d)·v_leak (LIF, LI); IF and I have
-  a = 1, b = dt·r; CubaLIF/CubaLI add a_syn = d(τ_syn), b_syn = (1 − d(τ_syn))·w_in. The exact
-  form holds each ODE's input constant over a step (the synaptic current of the step drives v).
+* Our nodes (``metadata["snnchip"]``, docs/nir-schema.md) follow it exactly: ``lif`` is ``lif_step`` with a = λ,
+  b = 1, c = 0 and the stored θ, reset and comparison; ``readout`` (nir.I) is ``li_step`` with a = b = 1;
+  ``srm`` (nir.CubaLIF, discretization ``exact``) is ``cuba_lif_step`` with a_syn = lam_syn, b_syn = input_scale,
+  a = lam (λ_mem), b = 1, c = 0, reset ``zero`` and the current reset; ``empf`` (nir.LIF or nir.IF) is
+  ``empf_step`` with the [T, C] tables of the metadata, broadcast over H, W (row t − 1 at step t); its NIR fields
+  (the t = 1 values) are ignored. A kind, version or discretization we cannot honour raises
+  ``UnsupportedNodeError``.
+* Foreign nodes are NIR's ODEs discretised under the ``Interpretation`` by ``snnchip.discretize`` (Euler or exact
+  decay, dt), with the interpretation's reset and comparison; a foreign CubaLIF keeps its current at a spike.
 """
 
 from __future__ import annotations
@@ -39,7 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from snnchip.discretize import current_coefficients, if_coefficients, lif_coefficients
 from snnchip.errors import DataError, UnsupportedNodeError
+from snnchip.neurons import NeuronParams, heaviside, neuron_step
 from snnchip.spec import Interpretation
 
 from .nir_graph import CheckedGraph, check_graph
@@ -48,57 +38,7 @@ from .nir_meta import NEURON_TYPES, SPIKING_TYPES, recorded_interpretation, snnc
 Tensor = torch.Tensor
 
 
-# ------------------------------------------------------------------------------------ neuron step
-@dataclass
-class NeuronParams:
-    """Discrete-time parameters of one neuron node (see the module docstring for the equations)."""
-
-    a: Tensor
-    b: Tensor
-    c: Tensor
-    theta: Tensor | None  # None: the node does not spike and outputs v
-    reset: str = "subtract"  # subtract | zero | v_reset
-    compare: str = "ge"  # ge | gt
-    v_reset: Tensor | float = 0.0
-    syn: tuple[Tensor, Tensor] | None = None  # (a_syn, b_syn) of a current-based node
-    reset_syn: bool = False  # a spike also sets i to 0 (snnchip srm)
-    graded: bool = False  # s = ReLU(u − θ) (a float), v = u − s (+ offset): snnchip empf
-    offset: Tensor | None = None  # reset offset r added to v after firing (snnchip empf)
-    steps: int | None = None  # per-step node: a, b, theta, offset are tables [steps, ...], row t at step t + 1
-    semantics: str = "snnchip v1"
-
-    def at(self, value: Any, t: int) -> Any:
-        """``value`` at step index t (0-based): its row t for per-step nodes, else itself."""
-        return value if self.steps is None or value is None else value[t]
-
-
-def neuron_step(p: NeuronParams, x: Tensor, state: dict[str, Tensor], t: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
-    """One step (0-based index ``t``, used by per-step nodes) of the neuron: returns (spikes or v, new state
-    {"v", and "i" when current-based})."""
-    new: dict[str, Tensor] = {}
-    if p.syn is not None:
-        x = new["i"] = p.syn[0] * state["i"] + p.syn[1] * x
-    theta = p.at(p.theta, t)
-    u = p.at(p.a, t) * state["v"] + p.at(p.b, t) * x + p.c
-    if theta is None:
-        new["v"] = u
-        return u, new
-    s = (u >= theta if p.compare == "ge" else u > theta).to(u.dtype)
-    if p.graded:  # EM-PF: s = ReLU(u − θ) with the exact ``relu_ge`` of snnchip.train.empf
-        s = (u - theta) * s
-        new["v"] = u - s if p.offset is None else u - s + p.at(p.offset, t)
-        return s, new
-    if p.reset == "subtract":
-        new["v"] = u - theta * s
-    elif p.reset == "zero":
-        new["v"] = u * (1 - s)
-    else:
-        new["v"] = u + (p.v_reset - u) * s
-    if p.reset_syn:
-        new["i"] = new["i"] * (1 - s)
-    return s, new
-
-
+# ------------------------------------------------------------------------------------ neuron nodes
 def _tensor(value: Any, dtype: torch.dtype) -> Tensor:
     return torch.tensor(np.array(value, dtype=np.float64), dtype=dtype)
 
@@ -127,17 +67,14 @@ def compile_neuron(name: str, node: nir.NIRNode, interpretation: Interpretation,
         raise UnsupportedNodeError(f"node {name!r}: snnchip neuron kind {kind!r} on a {type(node).__name__} node "
                                    "cannot be executed by this reference executor yet (supported: lif on LIF/IF, "
                                    "srm on CubaLIF, readout on I, empf on LIF/IF); upgrade snnchip")
-    dt = interpretation.dt
-    decay = (lambda tau: np.exp(-dt / tau)) if interpretation.discretization == "exact" else (lambda tau: 1 - dt / tau)
     syn = None
     if isinstance(node, (nir.CubaLIF, nir.CubaLI)):
-        d_syn = decay(np.asarray(node.tau_syn, np.float64))
-        syn = (t(d_syn), t((1 - d_syn) * node.w_in))
+        syn = tuple(map(t, current_coefficients(node.tau_syn, node.w_in, interpretation)))
     if isinstance(node, (nir.IF, nir.I)):
-        a, b, c = t(1.0), t(dt * np.asarray(node.r, np.float64)), t(0.0)
+        a, b, c = map(t, if_coefficients(node.r, interpretation))
     else:
-        d = decay(np.asarray(node.tau_mem if syn is not None else node.tau, np.float64))
-        a, b, c = t(d), t((1 - d) * node.r), t((1 - d) * node.v_leak)
+        tau = node.tau_mem if syn is not None else node.tau
+        a, b, c = map(t, lif_coefficients(tau, node.r, node.v_leak, interpretation))
     spiking = isinstance(node, SPIKING_TYPES)
     return NeuronParams(a, b, c, t(node.v_threshold) if spiking else None, interpretation.reset,
                         interpretation.compare, t(node.v_reset) if spiking else 0.0, syn,
@@ -183,7 +120,7 @@ def _stateless(name: str, node: nir.NIRNode, in_shape: tuple[int, ...], interpre
         return lambda x: x * s
     if isinstance(node, nir.Threshold):
         th = t(node.threshold)
-        return lambda x: (x >= th if interpretation.compare == "ge" else x > th).to(x.dtype)
+        return lambda x: heaviside(x, th, interpretation.compare)
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         conv = F.conv1d if isinstance(node, nir.Conv1d) else F.conv2d
         w, b = t(node.weight), t(np.broadcast_to(node.bias, (node.weight.shape[0],)))

@@ -1,36 +1,30 @@
 """Write a network as NIR exactly per docs/nir-schema.md (schema version 1).
 
-Neurons use standard NIR nodes with the forward-Euler mapping for dt = 1, so a plain NIR reader
-gets as close as NIR allows: the LIF u[t] = λ·v[t−1] + I[t] is written as
-τ·dv/dt = (v_leak − v) + r·I with τ = 1/(1 − λ), r = τ, v_leak = 0 (Euler: v += (−v + τ·I)/τ),
-v_threshold = θ, v_reset = 0; λ = 1 becomes ``nir.IF(r=1)``; the readout o[t] = W·s[t] + b is an
-Affine followed by ``nir.I(r=1)`` whose state is Σ_{τ≤t} o[τ]. The exact semantics (λ, θ, reset,
-spike comparison) travel in ``metadata["snnchip"]``; ``interpretation_report`` lists what a reader
-that ignores it gets wrong.
+Neurons use standard NIR nodes with the mappings of ``snnchip.discretize``, so a plain NIR reader gets as close
+as NIR allows: our LIF (``snnchip.neurons.lif_step`` with a = λ) in the forward-Euler mapping for dt = 1
+(``euler_lif_fields``: τ = 1/(1 − λ), r = τ, v_leak = 0, v_threshold = θ, v_reset = 0; λ = 1 becomes
+``nir.IF(r=1)``); the readout o[t] = W·s[t] + b as an Affine followed by ``nir.I(r=1)`` whose state is
+Σ_{τ≤t} o[τ]. The exact semantics (λ, θ, reset, spike comparison) travel in ``metadata["snnchip"]``;
+``interpretation_report`` lists what a reader that ignores it gets wrong.
 
-The SRM neuron of event-driven BP (kind ``srm``, Zhu et al. 2022, S14–S16; ``snnchip.train.edbp``) is a
-current-based LIF with reset of current and voltage: i[t] = λ_syn·i[t−1] + c·I[t]; v[t] = λ_mem·v[t−1] + i[t];
-s = H(v − θ); i, v ← 0 at a spike, with λ_syn = e^{−1/τs}, λ_mem = e^{−1/τm}, c = τm/(τm − τs)·(λ_mem − λ_syn)
-(exactly the kernel ε of S16). It is written as ``nir.CubaLIF`` in the *exact* (zero-order hold) mapping, dt = 1:
-tau_syn = τs, tau_mem = τm, w_in = c/(1 − λ_syn), r = 1/(1 − λ_mem), v_leak = 0, v_threshold = θ, v_reset = 0,
-so that a reader discretising exactly (d = e^{−1/τ}: i = d_syn·i + (1 − d_syn)·w_in·x, v = d·v + (1 − d)·r·i) gets
-λ_syn, c, λ_mem and a unit drive; what plain NIR cannot say (the current reset, u ≥ θ) is in the metadata.
+The SRM neuron of event-driven BP (kind ``srm``; ``snnchip.neurons.cuba_lif_step`` with both traces reset) is
+written as ``nir.CubaLIF`` in the *exact* (zero-order hold) mapping, dt = 1 (``srm_cubalif_fields``), so that a
+reader discretising exactly gets λ_syn, the input scale and λ_mem (``srm_decays``) and a unit drive; what plain
+NIR cannot say (the current reset, u ≥ θ) is in the metadata.
 
-The EM-PF neuron (kind ``empf``, folded form of ``snnchip.train.empf``: m[t] = λ̂[t]·v[t−1] + a[t]·I[t];
-s[t] = ReLU(m[t] − θ̂[t]), a float; v[t] = m[t] − s[t] + r[t]) has no NIR node: no NIR neuron has per-step
-parameters, graded spikes or a reset offset. It is written as the neuron of the first step, in the LIF Euler
-mapping above with the input scale in r: ``nir.LIF(tau=1/(1 − λ̂[1]), r=a[1]·tau, v_leak=0, v_threshold=θ̂[1],
-v_reset=0)`` (``nir.IF(r=a[1])`` when λ̂[1] = 1 everywhere, or ≥ 1 anywhere: no positive τ makes a leak ≥ 1),
-per element (channels broadcast over H, W), and marked with ``metadata["snnchip"]`` kind ``empf``: the [T, C]
-arrays ``lam``, ``theta``, ``input_scale``, ``reset_offset``, ``T`` and ``graded: True``. Our readers run the
-recursion from the metadata or refuse the node; ``interpretation_report`` says what a plain reader gets wrong.
+The EM-PF neuron (kind ``empf``, ``snnchip.neurons.empf_step`` with the folded tables of ``snnchip.train.empf``)
+has no NIR node: no NIR neuron has per-step parameters, graded spikes or a reset offset. It is written as the
+neuron of the first step, in the LIF Euler mapping above with the input scale in r (``euler_lif_fields(λ̂[1],
+a[1])``; ``nir.IF(r=a[1])`` when λ̂[1] ≥ 1 anywhere: no positive τ makes a leak ≥ 1), per element (channels
+broadcast over H, W), and marked with ``metadata["snnchip"]`` kind ``empf``: the [T, C] arrays ``lam``, ``theta``,
+``input_scale``, ``reset_offset``, ``T`` and ``graded: True``. Our readers run the recursion from the metadata or
+refuse the node; ``interpretation_report`` says what a plain reader gets wrong.
 Binary synaptic layers write their ±1 weights as plain weights with ``metadata["snnchip"] = {"version": 1,
 "layer": name, "binary": True}`` (1 bit per weight; for the Loihi stage).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -39,6 +33,7 @@ import nir
 import numpy as np
 
 from snnchip.atomic import atomic_path
+from snnchip.discretize import decay, euler_lif_fields, lif_coefficients, srm_cubalif_fields, srm_decays
 from snnchip.errors import SpecError, UnsupportedNodeError
 from snnchip.spec import Interpretation, LayerSpec, NetworkSpec, NeuronSpec
 
@@ -95,21 +90,18 @@ def _neuron(layer: LayerSpec, shape: tuple[int, ...], params: Params, T: int) ->
                                    "defined yet (docs/nir-schema.md); it lands with its issue")
     if neuron.lam == 1.0:
         return nir.IF(r=ones, v_threshold=ones * neuron.theta, v_reset=0 * ones, metadata=meta)
-    tau = ones / (1.0 - neuron.lam)
-    return nir.LIF(tau=tau, r=tau.copy(), v_leak=0 * ones, v_threshold=ones * neuron.theta, v_reset=0 * ones,
+    tau, r = euler_lif_fields(neuron.lam)
+    return nir.LIF(tau=ones * tau, r=ones * r, v_leak=0 * ones, v_threshold=ones * neuron.theta, v_reset=0 * ones,
                    metadata=meta)
 
 
 def _srm(neuron: NeuronSpec, meta: dict, ones: np.ndarray) -> nir.CubaLIF:
     """The SRM neuron as ``nir.CubaLIF`` (exact mapping; module docstring, docs/nir-schema.md)."""
-    from snnchip.train.edbp import SRM
-
-    p = SRM.from_spec(neuron)
+    p = srm_decays(neuron.tau_m, neuron.tau_s)
     meta["snnchip"].update(lam=p.lam_mem, lam_syn=p.lam_syn, input_scale=p.input_scale, tau_m=neuron.tau_m,
                            tau_s=neuron.tau_s, reset="zero", reset_current=True, discretization="exact")
-    return nir.CubaLIF(tau_syn=ones * neuron.tau_s, tau_mem=ones * neuron.tau_m, r=ones / (1.0 - p.lam_mem),
-                       v_leak=0 * ones, v_threshold=ones * neuron.theta, v_reset=0 * ones,
-                       w_in=ones * (p.input_scale / (1.0 - p.lam_syn)), metadata=meta)
+    fields = {k: ones * v for k, v in srm_cubalif_fields(neuron.tau_m, neuron.tau_s).items()}
+    return nir.CubaLIF(**fields, v_leak=0 * ones, v_threshold=ones * neuron.theta, v_reset=0 * ones, metadata=meta)
 
 
 def _empf(layer: LayerSpec, shape: tuple[int, ...], params: Params, T: int) -> nir.NIRNode:
@@ -126,7 +118,7 @@ def _empf(layer: LayerSpec, shape: tuple[int, ...], params: Params, T: int) -> n
     lam, scale, theta = first["lam"], first["input_scale"], first["theta"]
     if np.any(lam >= 1.0):
         return nir.IF(r=scale, v_threshold=theta, v_reset=zeros, metadata=meta)
-    tau = (1.0 / (1.0 - lam.astype(np.float64))).astype(np.float32)
+    tau = euler_lif_fields(lam.astype(np.float64))[0].astype(np.float32)
     return nir.LIF(tau=tau, r=scale * tau, v_leak=zeros, v_threshold=theta, v_reset=zeros, metadata=meta)
 
 
@@ -272,12 +264,13 @@ def _issues(meta: dict[str, Any]) -> list[str]:
     if lam == 1.0:
         issues.append("λ = 1 written as IF (r = 1): exact under any dt = 1 discretization")
     else:
-        tau = 1.0 / (1.0 - lam)
-        back = 1.0 - 1.0 / tau
+        tau, r = euler_lif_fields(lam)
+        back = float(decay(tau, Interpretation()))
         exactness = "exact" if back == lam else f"off by {abs(back - lam):.1e}"
+        d, b, _ = (float(v) for v in lif_coefficients(tau, r, 0.0, Interpretation(discretization="exact")))
         issues.append(f"λ = {lam:g} as τ = {tau:.6g}: Euler dt = 1 round trip 1 − 1/τ is {exactness}; an "
-                      f"exact-exponential reader decays by e^(−1/τ) = {math.exp(-1.0 / tau):.6g} and scales "
-                      f"the input by r(1 − e^(−1/τ)) = {tau * (1 - math.exp(-1.0 / tau)):.6g} instead of 1")
+                      f"exact-exponential reader decays by e^(−1/τ) = {d:.6g} and scales the input by "
+                      f"r(1 − e^(−1/τ)) = {b:.6g} instead of 1")
     return issues
 
 

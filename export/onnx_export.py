@@ -12,22 +12,23 @@ The model computes, for one time step t (all tensors batched, float32):
     outputs  output [B, n_out] (the Output node: the readout integrator Σ_{τ≤t} o[τ] for our graphs),
              spikes.<layer> for every spiking node, and new_state.<...> matching every state input.
 
-The equations are those of ``snnchip.export.nir_exec`` (same NeuronParams, compiled once per node by
-``compile_neuron``): i = a_syn·i + b_syn·x; u = a·v + b·i + c; s = [u ≥ θ] or [u > θ];
-v = u − θ·s | u − u·s | u + (v_reset − u)·s. Synapses map to MatMul/Add, Conv, AveragePool
-(×k² for sum pooling) and Reshape. Delay nodes are not exported.
+Each neuron's ops are ``snnchip.neurons.neuron_step`` itself, run on ``_Value``s: symbolic tensors whose
+operators (+, −, ·, ≥, >, the cast to float) append ONNX nodes, on the parameters ``compile_neuron`` reads (the
+same as the executor's). Synapses map to MatMul/Add, Conv, AveragePool (×k² for sum pooling) and Reshape. Delay
+nodes are not exported.
 
-Per-step neurons (EM-PF, kind ``empf``: λ̂[t], a[t], θ̂[t], r[t] per step and channel; graded firing
-s = (u − θ̂)·[u ≥ θ̂], v = u − s + r) need the step index: such a model has one more input, ``step`` (int64
-scalar, 0-based: 0 at t = 1), and holds each parameter as its [T, C, 1, ...] table, of which a ``Gather`` on
-``step`` picks the row. One extra scalar input keeps the model's size independent of the batch and its state
+Per-step neurons (EM-PF, kind ``empf``) need the step index: such a model has one more input, ``step`` (int64
+scalar, 0-based: 0 at t = 1), and holds each per-step parameter as its [T, C, 1, ...] table, of which a ``Gather``
+on ``step`` picks the row. One extra scalar input keeps the model's size independent of the batch and its state
 interface unchanged, and ``run_onnx`` feeds it (t − 1); a step ≥ T is an index error in the runtime (``run_onnx``
 raises ``DataError`` first). Models without per-step neurons have no ``step`` input.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import nir
@@ -37,9 +38,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from snnchip.atomic import atomic_path
 from snnchip.errors import DataError, UnsupportedNodeError
+from snnchip.neurons import TABLES, NeuronParams, neuron_step
 from snnchip.spec import Interpretation
 
-from .nir_exec import NeuronParams, NIRExecutor
+from .nir_exec import NIRExecutor
 
 OPSET = 17
 STEP_INPUT = "step"
@@ -110,38 +112,57 @@ def _synapse(b: _Builder, name: str, node: nir.NIRNode, x: str, out_shape: tuple
                                "Linear, Scale, Conv1d/2d, Avg/SumPool2d, Flatten and the NIR neurons)")
 
 
-def _neuron(b: _Builder, name: str, p: NeuronParams, x: str, state: dict[str, str]) -> tuple[str, dict[str, str]]:
-    """The ONNX ops of ``nir_exec.neuron_step`` for one node; returns (output, new state names)."""
-    def param(value, key: str) -> str:  # a constant, or the row ``step`` of a per-step table
-        const = b.const(value, f"{name}.{key}")
-        return const if p.steps is None else b.op("Gather", [const, STEP_INPUT], axis=0)
+def _operator(op_type: str, reflected: bool = False) -> Callable[[_Value, object], _Value]:
+    """The ``_Value`` method of a binary operator: ``self op other`` (``other op self`` when ``reflected``)."""
+    def method(self: _Value, other: object) -> _Value:
+        return self._op(op_type, other, self) if reflected else self._op(op_type, self, other)
+    return method
 
-    new: dict[str, str] = {}
-    if p.syn is not None:
-        x = new["i"] = b.op("Add", [b.op("Mul", [b.const(p.syn[0], f"{name}.a_syn"), state["i"]]),
-                                    b.op("Mul", [b.const(p.syn[1], f"{name}.b_syn"), x])])
-    u = b.op("Add", [b.op("Add", [b.op("Mul", [param(p.a, "a"), state["v"]]),
-                                  b.op("Mul", [param(p.b, "b"), x])]), b.const(p.c, f"{name}.c")])
-    if p.theta is None:
-        new["v"] = u
-        return u, new
-    theta = param(p.theta, "theta")
-    s = b.op("Cast", [b.op("GreaterOrEqual" if p.compare == "ge" else "Greater", [u, theta])], to=TensorProto.FLOAT)
-    if p.graded:  # EM-PF: s = ReLU(u − θ) = (u − θ)·[u ≥ θ]; v = u − s (+ r)
-        s = b.op("Mul", [b.op("Sub", [u, theta]), s])
-        new["v"] = b.op("Sub", [u, s])
-        if p.offset is not None:
-            new["v"] = b.op("Add", [new["v"], param(p.offset, "offset")])
-        return s, new
-    if p.reset == "subtract":
-        new["v"] = b.op("Sub", [u, b.op("Mul", [theta, s])])
-    elif p.reset == "zero":
-        new["v"] = b.op("Sub", [u, b.op("Mul", [u, s])])
-    else:
-        new["v"] = b.op("Add", [u, b.op("Mul", [b.op("Sub", [b.const(p.v_reset, f"{name}.v_reset"), u]), s])])
-    if p.reset_syn:  # SRM (event-driven BP): a spike also resets the synaptic current
-        new["i"] = b.op("Sub", [new["i"], b.op("Mul", [new["i"], s])])
-    return s, new
+
+class _Value:
+    """A float tensor of the graph being built: its operators append ONNX nodes to ``builder``, so that
+    ``snnchip.neurons``' steps, written over array operators, emit their own graph. A number or array operand
+    becomes an initializer; ``__array_ufunc__ = None`` makes NumPy hand ``array · value`` to ``__rmul__``."""
+
+    __array_ufunc__ = None
+    dtype = TensorProto.FLOAT
+
+    def __init__(self, builder: _Builder, name: str | Callable[[], str]) -> None:
+        self.builder, self._name = builder, name
+
+    @property
+    def name(self) -> str:
+        """The value's name in the graph; a value made by a callable (a parameter) is added on first use."""
+        if callable(self._name):
+            self._name = self._name()
+        return self._name
+
+    def _op(self, op_type: str, *operands, **attrs) -> _Value:
+        names = [o.name if isinstance(o, _Value) else self.builder.const(o, f"const{len(self.builder.inits)}")
+                 for o in operands]
+        return _Value(self.builder, self.builder.op(op_type, names, **attrs))
+
+    __add__, __radd__ = _operator("Add"), _operator("Add", reflected=True)
+    __sub__, __rsub__ = _operator("Sub"), _operator("Sub", reflected=True)
+    __mul__, __rmul__ = _operator("Mul"), _operator("Mul", reflected=True)
+    __ge__, __gt__ = _operator("GreaterOrEqual"), _operator("Greater")
+
+    def astype(self, dtype: int) -> _Value:
+        """A Cast to the ONNX element type ``dtype`` (``heaviside`` casts a comparison to the potential's type)."""
+        return self._op("Cast", self, to=dtype)
+
+
+def _neuron(b: _Builder, name: str, p: NeuronParams, x: str, state: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """``neuron_step`` traced for one node: returns (output, new state names)."""
+    def param(key: str, value) -> _Value:  # a named constant, or the row ``step`` of a per-step table
+        def make() -> str:
+            const = b.const(value, f"{name}.{key}")
+            return const if p.steps is None or key not in TABLES else b.op("Gather", [const, STEP_INPUT], axis=0)
+        return _Value(b, make)
+
+    traced = dataclasses.replace(p.map_arrays(param), steps=None)
+    out, new = neuron_step(traced, _Value(b, x), {k: _Value(b, v) for k, v in state.items()})
+    return out.name, {k: v.name for k, v in new.items()}
 
 
 def onnx_model(graph: nir.NIRGraph, interpretation: Interpretation | None = None) -> onnx.ModelProto:

@@ -40,15 +40,12 @@ def _choice(value: str, options: tuple[str, ...], what: str) -> None:
 
 @dataclass(frozen=True)
 class NeuronSpec:
-    """Neuron after a synaptic layer, with input current I[t] = W x[t] + b.
+    """Neuron after a synaptic layer, with input current I[t] = W x[t] + b; the equations are ``snnchip.neurons``'.
 
-    ``lif`` (OTTT, SLTT, SAF, BPTT):
-        u[t] = λ·v[t-1] + I[t];  s[t] = H(u[t] − θ)  (``ge``: u ≥ θ, ``gt``: u > θ);
-        v[t] = u[t] − θ·s[t] (``subtract``)  or  v[t] = u[t]·(1 − s[t]) (``zero``).
-    ``empf`` (EM-PF, Eq. 3): m[t] = λ[t]⊙v[t-1] + I[t]; s[t] = ReLU(m[t] − θ[t]); v[t] = m[t] − s[t];
-        ``lam``/``theta`` are the initial values of the learnable per-step λ[t], θ[t].
-    ``srm`` (event-driven BP, S14–S16): current-based LIF with decays e^{−1/τs} (current) and
-        e^{−1/τm} (voltage), both traces reset at a spike; ``lam`` is unused (see ``snnchip.train.edbp``).
+    ``lif`` (OTTT, SLTT, SAF, BPTT): ``lif_step`` with a = λ, b = 1, c = 0, θ, ``reset`` and ``spike``.
+    ``empf`` (EM-PF): ``empf_step``; ``lam``/``theta`` are the initial values of the learnable per-step λ[t], θ[t].
+    ``srm`` (event-driven BP): ``cuba_lif_step`` with both traces reset at a spike and the decays of
+        ``snnchip.discretize.srm_decays`` (τm, τs); ``lam`` is unused.
     ``readout``: non-spiking, o[t] = I[t]; the class score is Σ_t o[t].
 
     ``surrogate`` is dH/du used by the surrogate-gradient rules: sigmoid with ``slope``

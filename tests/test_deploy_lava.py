@@ -217,16 +217,16 @@ def test_foreign_lif_graph_deploys_on_lavas_builtin_lif():
 def test_runner_stops_lava_on_an_exception_mid_run(monkeypatch):
     from snnchip.deploy.procs.sublif import models
 
-    original = models.PySubLIFModelFixed.step
+    original = models.PySubLIFModelFixed.compute
     calls = {"n": 0}
 
-    def failing(*args, **kwargs):
+    def failing(self, a_in):
         calls["n"] += 1
         if calls["n"] == 3:
             raise ValueError("injected failure at the third step")
-        return original(*args, **kwargs)
+        return original(self, a_in)
 
-    monkeypatch.setattr(models.PySubLIFModelFixed, "step", staticmethod(failing))
+    monkeypatch.setattr(models.PySubLIFModelFixed, "compute", failing)
     dep = deployment_from_graph(mlp_graph((4, 5, 2), T=5))
     shm_before = set(glob.glob("/dev/shm/psm_*"))
     with pytest.raises(DeployError, match="injected failure at the third step"):

@@ -214,7 +214,8 @@ def test_check_graph_accepts_written_graph(tmp_path):
 
 def test_empf_step_hand_computed_trace():
     """2 channels, 3 steps, by hand: m = λ̂[t]·v + a[t]·x; s = ReLU(m − θ̂[t]); v = m − s + r[t]."""
-    from snnchip.export.nir_exec import compile_neuron, neuron_step
+    from snnchip.export.nir_exec import compile_neuron
+    from snnchip.neurons import neuron_step
     from snnchip.spec import Interpretation
 
     tables = {"lam": [[0.5, 0.5], [0.5, 2.0], [0.0, 1.0]], "theta": [[1.0, 0.5], [0.5, 0.5], [1.0, 0.0]],

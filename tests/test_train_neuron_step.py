@@ -3,14 +3,11 @@ gradients and PyTorch's own convolution autograd; eager and torch.compile'd kern
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from snnchip.spec import LayerSpec, NeuronSpec
-from snnchip.train import neuron
 from snnchip.train.neuron import LIF, lif_step, saf_step
 from snnchip.train.synapse import Synapse
 from snnchip.train.views import TraceView
@@ -31,15 +28,6 @@ def surrogate(name: str, x: torch.Tensor, slope: float = 4.0) -> torch.Tensor:
 def tensors(seed: int = 0, shape=(6, 9)):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(*shape, generator=g, dtype=torch.float64) for _ in range(4)]
-
-
-@pytest.fixture(params=[False, True], ids=["eager", "compiled"])
-def kernels(request):
-    if request.param and shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("torch.compile on CPU needs a C++ compiler; none on PATH")
-    neuron.compile_kernels(request.param)
-    yield request.param
-    neuron.compile_kernels(False)
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])

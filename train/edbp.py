@@ -1,20 +1,16 @@
-"""Event-driven backpropagation (Zhu et al., NeurIPS 2022; ../shared/papers/event_driven_bp_supplement.txt).
+"""Event-driven backpropagation (Zhu et al., "Training Spiking Neural Networks with Event-driven Backpropagation",
+NeurIPS 2022; equations S1–S28 of its supplement).
 
 SRM neuron (S14–S16), discrete time t = 1..T, input current I[t] = (W·s_in)[t] (+ b):
 
     u[t] = Σ_{t_last < t_m ≤ t} I[t_m]·ε(t − t_m),   ε(k) = τm/(τm − τs)·(e^{−(k+1)/τm} − e^{−(k+1)/τs})   (S14, S16)
     s[t] = H(u[t] − θ)                                                                                  (S15)
 
-t_last is the neuron's last output spike, so a spike forgets every earlier input. Written as the current-based
-recursion (``srm_step``) with λ_syn = e^{−1/τs}, λ_mem = e^{−1/τm} and the input scale c = τm/(τm − τs)·(λ_mem − λ_syn):
-
-    i[t] = λ_syn·i[t−1] + c·I[t];   v[t] = λ_mem·v[t−1] + i[t] (= u[t]);   s[t] = H(v[t] − θ);
-    i[t] ← i[t]·(1 − s[t]),  v[t] ← v[t]·(1 − s[t])   (both traces reset at a spike)
-
-Exact: one input at t_m gives v[t] = c·(λ_mem^{k+1} − λ_syn^{k+1})/(λ_mem − λ_syn) with k = t − t_m, which is ε(k)
-(tests/test_train_edbp.py checks it against the kernel sum). (snnchip/spec.py's docstring says the decays are
-1 − 1/τ: that is the Euler approximation of these, not ε; the exact ones above are what we train, simulate and
-export.)
+t_last is the neuron's last output spike, so a spike forgets every earlier input. The forward runs it as the
+current-based recursion ``snnchip.neurons.cuba_lif_step`` with both traces reset at a spike and the decays and
+input scale of ``snnchip.discretize.srm_decays`` (``srm_step`` is its autograd form): one input at t_m gives
+v[t] = c·(λ_mem^{k+1} − λ_syn^{k+1})/(λ_mem − λ_syn) with k = t − t_m, which is ε(k) (tests/test_train_edbp.py
+checks it against the kernel sum).
 
 Spike-count loss (S9), output layer n with C spiking neurons, batch of N, targets N_correct for the label and
 N_wrong for the others: L = (1/N)·Σ_batch Σ_i ((N_i^target − Σ_t s_i[t])/T)². The class score is the spike count
@@ -59,6 +55,7 @@ from dataclasses import dataclass
 
 import torch
 
+from snnchip.discretize import srm_decays
 from snnchip.errors import SpecError
 from snnchip.spec import LayerSpec, NetworkSpec, NeuronSpec
 
@@ -94,16 +91,16 @@ class SRM:
 
     @property
     def lam_mem(self) -> float:
-        return math.exp(-1.0 / self.tau_m)
+        return srm_decays(self.tau_m, self.tau_s).lam_mem
 
     @property
     def lam_syn(self) -> float:
-        return math.exp(-1.0 / self.tau_s)
+        return srm_decays(self.tau_m, self.tau_s).lam_syn
 
     @property
     def input_scale(self) -> float:
-        """c = τm/(τm − τs)·(e^{−1/τm} − e^{−1/τs}) = ε(0)."""
-        return self.tau_m / (self.tau_m - self.tau_s) * (self.lam_mem - self.lam_syn)
+        """c = ε(0) (``snnchip.discretize.srm_decays``)."""
+        return srm_decays(self.tau_m, self.tau_s).input_scale
 
     def kernel(self, k: torch.Tensor) -> torch.Tensor:
         """ε(k) of S16."""
@@ -117,7 +114,9 @@ class SRM:
 
 def srm_step(current: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None,
              p: SRM) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """One step (I[t], (i, v)[t−1]) -> (s[t], (i, v)[t]); ``state=None`` is i = v = 0. See the module docstring."""
+    """``snnchip.neurons.cuba_lif_step`` of the SRM (a_syn = λ_syn, b_syn = c, a = λ_mem, reset ``zero`` of both
+    traces) with the surrogate gradient of ``p``: (I[t], (i, v)[t−1]) -> (s[t], (i, v)[t]); ``state=None`` is
+    i = v = 0."""
     i = p.input_scale * current if state is None else p.lam_syn * state[0] + p.input_scale * current
     v = i if state is None else p.lam_mem * state[1] + i
     s = _Heaviside.apply(v - p.theta, p.surrogate, p.strict)

@@ -1,9 +1,9 @@
-"""EM-PF (Efficient Multi-Precision Firing, ../shared/papers/em_pf.txt): the neuron, binary synapses, SECA.
+"""EM-PF (Efficient Multi-Precision Firing, "Comprehensive Online Training and Deployment for Spiking Neural
+Networks", arXiv:2410.07547): the neuron, binary synapses, SECA.
 
-Neuron, per layer, with per-step parameters indexed by t (one value per layer and step, Eq. 5):
-
-    m[t] = λ[t]⊙v[t−1] + I[t];  s[t] = ReLU(m[t] − θ[t]);  v[t] = m[t] − s[t]      (Eq. 3)
-    ∂s/∂m = 1[m ≥ θ] (exact, Eq. 4);  ∂s/∂θ = −1[m ≥ θ] (Eq. 5)
+Neuron, per layer, with per-step parameters indexed by t (one value per layer and step, Eq. 5): Eq. 3 is
+``snnchip.neurons.empf_step`` with input scale 1 and no reset offset; its gradients are exact,
+∂s/∂m = 1[m ≥ θ] (Eq. 4) and ∂s/∂θ = −1[m ≥ θ] (Eq. 5). ReLU below is that ActFunc, ReLU(x) = x·1[x ≥ 0].
 
 Variants (``LayerSpec.options["empf"]``):
 
@@ -19,9 +19,8 @@ Variants (``LayerSpec.options["empf"]``):
                  version III"): the first neuron of each residual block (``options["block"] == "first"``) is
                  ``parallel``, every other neuron ``bn``: the paper's blocks also have a BN2d after each BConv,
                  which our specs can only express as membrane BN.
-- ``folded``     what every variant folds into for export (Eq. 7–8, ``model.fold_empf_bn``), per step and
-                 channel, shape [T, C]:  m[t] = λ̂[t]·v[t−1] + a[t]·I[t];  s[t] = ReLU(m[t] − θ̂[t]);
-                 v[t] = m[t] − s[t] + r[t]  (a = input scale, r = reset offset).
+- ``folded``     what every variant folds into for export (Eq. 7–8, ``model.fold_empf_bn``): ``empf_step`` with
+                 λ̂, the input scale a, θ̂ and the reset offset r per step and channel, shape [T, C].
 
 Folding the BN version (eval mode, running statistics μ_t, σ²_t; γ, b the BN affine): Eq. 6 gives
 m̂ = A·m + D with A[t] = α[t] + β[t]·γ/√(σ²_t + ε) and D[t] = β[t]·(b − γ·μ_t/√(σ²_t + ε)) (Eq. 7; the paper

@@ -194,8 +194,8 @@ def plain_parameters(model: SpikingNet) -> dict[str, dict[str, np.ndarray]]:
 
     Binary layers export sign(W_f) (exactly ±1). An EM-PF layer's entry also has ``lam``, ``theta``,
     ``input_scale``, ``reset_offset``, each float32 [T, C] (C = out_features or out_channels, broadcast over
-    H, W): the ``folded`` form m = λ̂[t]·v[t−1] + a[t]·(W x + b); s = ReLU(m − θ̂[t]); v = m − s + r[t]
-    (EM-PF Eq. 7–8, membrane BN folded with its running statistics, i.e. eval mode). A layer with a projected
+    H, W): the parameters of ``snnchip.neurons.empf_step`` in the ``folded`` form (EM-PF Eq. 7–8, membrane BN
+    folded with its running statistics, i.e. eval mode). A layer with a projected
     residual shortcut also has ``shortcut_weight`` [Cout, Cin, 1, 1] (±1; stride = input size / output size).
     """
     out: dict[str, dict[str, np.ndarray]] = {}

@@ -1,11 +1,9 @@
-"""The LIF neuron, written once (DESIGN.md, "Neuron semantics"), with swappable spike, reset and surrogate.
+"""The LIF training kernel: ``snnchip.neurons.lif_step`` (a = λ, b = 1, c = 0, reset subtract | zero, spike ge | gt)
+with autograd, a swappable surrogate gradient and an optional compiled kernel, and SAF's neuron in the same kernel.
 
-    u[t] = λ·v[t-1] + I[t]
-    s[t] = H(u[t] − θ)                 (``ge``: u ≥ θ, ``gt``: u > θ)
-    v[t] = u[t] − θ·s[t]               (``subtract``)   or   v[t] = u[t]·(1 − s[t])   (``zero``)
-
-The forward of H is exact; its backward is the surrogate dH/du. Learning rules never re-implement
-this step: they only decide which tensors are detached and where backward runs.
+The forward of H is exact; its backward is the surrogate dH/du. Learning rules never re-implement this step: they
+only decide which tensors are detached and where backward runs. tests/test_neurons.py checks the forward against
+``snnchip.neurons``.
 """
 
 from __future__ import annotations
@@ -182,6 +180,8 @@ def lif_step(current: torch.Tensor, v: torch.Tensor | None, p: LIF) -> tuple[tor
 
 def saf_step(current: torch.Tensor, prev: torch.Tensor | None, p: LIF, lam: float
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SAF's neuron (Ota et al., Eq. 4–5): u[t] = Û[t] − θ·λ·â[t−1], s[t] = H(u[t] − θ), â[t] = λ·â[t−1] + s[t];
-    (Û[t], â[t−1]) -> (s[t], â[t]); ``prev=None`` means â[0] = 0."""
+    """SAF's neuron ("Spike Accumulation Forwarding for Effective Training of Spiking Neural Networks",
+    arXiv:2310.02772, Eq. 4–5): u[t] = Û[t] − θ·λ·â[t−1], s[t] = H(u[t] − θ), â[t] = λ·â[t−1] + s[t], with
+    Û[t] = Σ_τ λ^{t−τ}·I[τ], the same spikes as ``lif_step`` with subtractive reset; (Û[t], â[t−1]) -> (s[t], â[t]);
+    ``prev=None`` means â[0] = 0."""
     return _NeuronStep.apply(current, prev, p, -p.theta * lam, "accumulate", lam)

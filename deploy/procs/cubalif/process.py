@@ -6,10 +6,9 @@ from snnchip.deploy.procs.lava_api import AbstractProcess, InPort, OutPort, Var
 
 
 class CubaLIF(AbstractProcess):
-    """Current-based LIF (the SRM of event-driven BP), one step per Lava step, with input a:
-
-        u = (1 − du)·u + a;  v = (1 − dv)·v + u;  s = v ≥ vth (``spike="ge"``) or v > vth (``"gt"``);
-        u = u·(1 − s), v = v·(1 − s)   (a spike resets both traces; Lava's LIF keeps u).
+    """Current-based LIF (the SRM of event-driven BP: ``snnchip.neurons.cuba_lif_step`` with a_syn = 1 − du,
+    b_syn = 1, a = 1 − dv, θ = vth and both traces reset at a spike, where Lava's LIF keeps u), one step per Lava
+    step, with input a; ``u`` holds the current i.
 
     fixed_pt: du, dv are 12-bit decays (factor 4096 − d, d ≤ 4096), vth a threshold mantissa compared
     after << 6, a is shifted << 6 (``snnchip.deploy.fixed_point.srm_step_fixed``); floating_pt:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from snnchip.deploy.fixed_point import empf_step_fixed, empf_step_float
+from snnchip.deploy.fixed_point import empf_step_fixed
 from snnchip.deploy.procs.empf.process import EMPF
 from snnchip.deploy.procs.lava_api import (
     CPU,
@@ -17,6 +17,7 @@ from snnchip.deploy.procs.lava_api import (
     requires,
     tag,
 )
+from snnchip.neurons import empf_step
 
 
 class _EMPFModel(GuardedNeuronModel):
@@ -57,7 +58,8 @@ class PyEMPFModelFixed(_EMPFModel):
 @requires(CPU)
 @tag("floating_pt")
 class PyEMPFModelFloat(_EMPFModel):
-    """``empf_step_float``: m = λ̂·v + a·x; s = ReLU(m − θ̂); v = m − s + r."""
+    """``snnchip.neurons.empf_step`` with row t of the tables; u is the potential m. An inactive step leaves v and
+    sends nothing."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
@@ -70,5 +72,9 @@ class PyEMPFModelFloat(_EMPFModel):
     offset: np.ndarray = LavaPyType(np.ndarray, float)
 
     def step(self, a_in, row, active):
-        return empf_step_float(self.v, a_in, self.lam[row], self.scale[row], self.theta[row], self.offset[row],
-                               active)
+        if not active:
+            z = np.zeros(np.broadcast_shapes(self.v.shape, np.shape(a_in)))
+            return z, self.v + z, z
+        m, s, v = empf_step(self.v, a_in, lam=self.lam[row], scale=self.scale[row], theta=self.theta[row],
+                            offset=self.offset[row])
+        return m, v, s

@@ -8,9 +8,8 @@ from snnchip.deploy.procs.lava_api import AbstractProcess, InPort, OutPort, Var
 
 
 class EMPF(AbstractProcess):
-    """Graded EM-PF neuron (docs/nir-schema.md), one step per Lava step, with input a and step row t:
-
-        m = λ̂[t]·v + a[t]·a_in;  s = ReLU(m − θ̂[t]) (s = 0 where m < θ̂[t]);  v = m − s + r[t];  send s
+    """Graded EM-PF neuron (``snnchip.neurons.empf_step``, docs/nir-schema.md), one step per Lava step, with input
+    a_in and step row t of the tables; it sends s.
 
     The tables (``lam``, ``scale``, ``theta``, ``offset``: [T, n]) are held by the process; a step counter
     ``t`` (set to 0 between samples) picks row ``t − delay − 1``, so the stage at Lava latency ``delay`` is

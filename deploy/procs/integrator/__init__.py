@@ -1,1 +1,1 @@
-"""Integrator: the non-spiking readout, v[t] = v[t-1] + a[t]."""
+"""Integrator: the non-spiking readout (``snnchip.neurons.li_step`` with a = b = 1, c = 0)."""

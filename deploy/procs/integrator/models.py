@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from snnchip.deploy.fixed_point import neuron_step_fixed, neuron_step_float
+from snnchip.deploy.fixed_point import neuron_step_fixed
 from snnchip.deploy.procs.integrator.process import Integrator
 from snnchip.deploy.procs.lava_api import (
     CPU,
@@ -16,6 +16,7 @@ from snnchip.deploy.procs.lava_api import (
     requires,
     tag,
 )
+from snnchip.neurons import li_step
 
 
 @implements(proc=Integrator, protocol=LoihiProtocol)
@@ -36,11 +37,12 @@ class PyIntegratorModelFixed(PyLoihiProcessModel):
 @requires(CPU)
 @tag("floating_pt")
 class PyIntegratorModelFloat(PyLoihiProcessModel):
-    """``neuron_step_float`` with dv = 0 and no spike: u = a; v = v + u."""
+    """``snnchip.neurons.li_step`` with a = b = 1, c = 0; u is the input current a."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     u: np.ndarray = LavaPyType(np.ndarray, float)
     v: np.ndarray = LavaPyType(np.ndarray, float)
 
     def run_spk(self) -> None:
-        self.u[:], self.v[:], _ = neuron_step_float(self.v, self.a_in.recv(), 0.0, 0.0, "zero", "gt", spiking=False)
+        a_in = self.a_in.recv()
+        self.u[:], self.v[:] = a_in, li_step(self.v, a_in, a=1.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from snnchip.deploy.fixed_point import neuron_step_fixed, neuron_step_float
+from snnchip.deploy.fixed_point import neuron_step_fixed
 from snnchip.deploy.procs.lava_api import (
     CPU,
     GuardedNeuronModel,
@@ -17,22 +17,13 @@ from snnchip.deploy.procs.lava_api import (
     tag,
 )
 from snnchip.deploy.procs.sublif.process import SubLIF
-
-
-class _SubLIFModel(GuardedNeuronModel):
-    """One ``step`` (fixed or float) per Lava step."""
-
-    step = None
-
-    def compute(self, a_in):
-        return type(self).step(self.v, a_in, self.dv.item(), self.vth.item(), self.proc_params["reset"],
-                               self.proc_params["spike"])
+from snnchip.neurons import lif_step
 
 
 @implements(proc=SubLIF, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PySubLIFModelFixed(_SubLIFModel):
+class PySubLIFModelFixed(GuardedNeuronModel):
     """``neuron_step_fixed``: u = wrap24(a << 6); v = clip(decay(v, dv) + u); s = v ≥/> vth << 6; reset."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
@@ -41,14 +32,17 @@ class PySubLIFModelFixed(_SubLIFModel):
     v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     dv: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
     vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
-    step = staticmethod(neuron_step_fixed)
+
+    def compute(self, a_in):
+        return neuron_step_fixed(self.v, a_in, self.dv.item(), self.vth.item(), self.proc_params["reset"],
+                                 self.proc_params["spike"])
 
 
 @implements(proc=SubLIF, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PySubLIFModelFloat(_SubLIFModel):
-    """``neuron_step_float``: u = a; v = (1 − dv)·v + u; s = v ≥/> vth; reset."""
+class PySubLIFModelFloat(GuardedNeuronModel):
+    """``snnchip.neurons.lif_step`` with a = 1 − dv, θ = vth; u is the input current a."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
@@ -56,4 +50,8 @@ class PySubLIFModelFloat(_SubLIFModel):
     v: np.ndarray = LavaPyType(np.ndarray, float)
     dv: np.ndarray = LavaPyType(np.ndarray, float)
     vth: np.ndarray = LavaPyType(np.ndarray, float)
-    step = staticmethod(neuron_step_float)
+
+    def compute(self, a_in):
+        _, s, v = lif_step(self.v, a_in, a=1 - self.dv.item(), theta=self.vth.item(), reset=self.proc_params["reset"],
+                           compare=self.proc_params["spike"])
+        return a_in, v, s

@@ -6,10 +6,8 @@ from snnchip.deploy.procs.lava_api import AbstractProcess, InPort, OutPort, Var
 
 
 class SubLIF(AbstractProcess):
-    """LIF neuron, one step per Lava step, with input a (DESIGN.md, "Neuron semantics"):
-
-        u = a;  v = (1 − dv)·v + u;  s = v ≥ vth (``spike="ge"``) or v > vth (``"gt"``);
-        v = v − vth·s (``reset="subtract"``) or v·(1 − s) (``"zero"``).
+    """LIF neuron (``snnchip.neurons.lif_step`` with a = 1 − dv, θ = vth, ``reset``, ``spike``), one step per Lava
+    step, with input a; ``u`` holds a.
 
     fixed_pt: dv is a 12-bit decay (λ = 1 − dv/4096), vth a threshold mantissa compared after << 6,
     a is shifted << 6 into 24-bit u and v (``snnchip.deploy.fixed_point.neuron_step_fixed``);
