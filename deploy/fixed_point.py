@@ -1,20 +1,22 @@
 """The chip's arithmetic as pure NumPy functions: shared by our Lava process models and hw_sim.
 
-They reproduce lava-nc 0.10.0's bit-accurate models (``PyDenseModelBitAcc``, ``PySparseModelBitAcc``,
-``PyLifModelBitAcc``) for du = 4095 (no current state) and zero neuron bias, the only configuration deploy uses,
-and add our reset/compare options. Works on any leading batch dimensions; integers are int64.
+They reproduce lava-nc 0.10.0's bit-accurate models (``PyDenseModelBitAcc``, ``PySparseModelBitAcc``, their Delay
+variants, ``PyLifModelBitAcc``) with zero neuron bias (deploy injects biases through the input), and add our
+reset/compare options. Works on any leading batch dimensions; integers are int64.
 
 Dense and Sparse (fixed_pt): w' = truncate(clip(w)) by sign mode (mixed: clip to [−256, 255], drop the lowest
 bit, rounding toward −∞; excitatory [0, 255]; inhibitory [−255, 0]); a = Σ_j w'_ij·s_j, then
-a << e (e > 0) or a >> −e (e ≤ 0, floor). A Sparse stage's w is a CSR matrix (scipy sparse product).
+a << e (e > 0) or a >> −e (e ≤ 0, floor). A Sparse projection's w is a CSR matrix (scipy sparse product).
 
-Neuron (fixed_pt), per step with input a and threshold mantissa vth:
-    u = wrap24(a << 6)                       (Lava's current with du = 4095: the old u decays to 0)
+Neuron (fixed_pt), per step with input a, current register du and threshold mantissa vth (Lava's LIF):
+    u = wrap24(decay(u, du + 1) + (a << 6))  (du = 4095: no current memory, u = the step's input)
     v = clip(decay(v, dv) + u, −(2^23 − 1), 2^23 − 1),  decay(x, d) = sign(p)·(|p| >> 12), p = x·(4096 − d)
+    v = 0 where s[t−1]                       (``zero_next``: the step after a spike is zeroed, its input too)
     s = v ≥ vth << 6 (ge)  or  v > vth << 6 (gt)
-    v = v − (vth << 6)·s (subtract)  or  v·(1 − s) (zero)
-wrap24 is Lava's single wrap: x > 2^23 → x − 2^24, then x ≤ −2^23 → x + 2^24.
-The readout integrator is the same with dv = 0 and no spike.
+    v = v − (vsub << 6)·s (subtract; vsub = vth unless the reset amount differs)  or  v·(1 − s) (zero);
+    u = u·(1 − s) too when the current resets (SRM)
+wrap24 is Lava's single wrap: x > 2^23 → x − 2^24, then x ≤ −2^23 → x + 2^24. Lava's LIF is the case reset zero,
+``gt``, current kept; a readout is that LIF with vth = 2^17 (it never fires).
 
 The floating_pt process models run the float steps of ``snnchip.neurons`` instead (with a = 1 − dv).
 """
@@ -82,32 +84,25 @@ def decay(x: np.ndarray, d: int) -> np.ndarray:
     return np.sign(p) * (np.abs(p) >> 12)
 
 
-def neuron_step_fixed(v: np.ndarray, a_in: np.ndarray, dv: int, vth: int, reset: str, spike: str,
-                      spiking: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One fixed-point step; returns (u, v, s) as int64, int64, bool (see the module docstring)."""
-    u = wrap24(np.asarray(a_in, dtype=np.int64) << SHIFT)
+def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int, vth: int,
+                      reset: str = "zero", spike: str = "gt", spiking: bool = True, reset_current: bool = False,
+                      vsub: int | None = None, s_prev: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fixed-point step of the LIF family (module docstring); returns (u, v, s) as int64, int64, bool.
+    ``s_prev``: the previous step's spikes (``zero_next``)."""
+    u = wrap24(decay(np.asarray(u, dtype=np.int64), du + 1) + (np.asarray(a_in, dtype=np.int64) << SHIFT))
     v = np.clip(decay(np.asarray(v, dtype=np.int64), dv) + u, -V_LIMIT, V_LIMIT)
     if not spiking:
         return u, v, np.zeros(v.shape, dtype=bool)
+    if reset == "zero_next" and s_prev is not None:
+        v = np.where(s_prev, 0, v)
     th = np.int64(vth) << SHIFT
     s = v >= th if spike == "ge" else v > th
-    v = v - th * s if reset == "subtract" else np.where(s, 0, v)
-    return u, v, s
-
-
-def srm_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int, vth: int, spike: str
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One fixed-point step of the SRM (current-based LIF resetting both traces); returns (u, v, s).
-
-        u = wrap24(decay(u, du) + (a << 6))          (our CubaLIF: factor 4096 − du, no Lava +1 offset)
-        v = clip(decay(v, dv) + u, −(2^23 − 1), 2^23 − 1)
-        s = v ≥ vth << 6 (ge)  or  v > vth << 6 (gt);   u = u·(1 − s), v = v·(1 − s)
-    """
-    u = wrap24(decay(np.asarray(u, dtype=np.int64), du) + (np.asarray(a_in, dtype=np.int64) << SHIFT))
-    v = np.clip(decay(np.asarray(v, dtype=np.int64), dv) + u, -V_LIMIT, V_LIMIT)
-    th = np.int64(vth) << SHIFT
-    s = v >= th if spike == "ge" else v > th
-    return np.where(s, 0, u), np.where(s, 0, v), s
+    if reset == "subtract":
+        v = v - (np.int64(vth if vsub is None else vsub) << SHIFT) * s
+    elif reset == "zero":
+        v = np.where(s, 0, v)
+    return (np.where(s, 0, u) if reset_current else u), v, s
 
 
 def mul12(x: np.ndarray, f: np.ndarray) -> np.ndarray:

@@ -100,7 +100,8 @@ class _Graph:
                                     ("lam", "input_scale", "theta", "reset_offset")), strict=True))
                 neuron = EMPF(shape=(n,), delay=q.latency, shift=q.shift if fixed else 0, name=q.name, **tabs)
             else:
-                neuron = CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, reset=q.reset, spike=q.spike,
+                vsub = (q.vsub if fixed else st.reset_by) if q.vsub is not None else vth
+                neuron = CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, vsub=vsub, reset=q.reset, spike=q.spike,
                                  reset_current=q.kind == "srm", name=q.name)
             if np.any(bias != 0):
                 schedule = np.zeros((n, steps), dtype=np.int64 if fixed else np.float64)
@@ -139,6 +140,8 @@ class _Graph:
             neuron.v.set(np.zeros(neuron.v.shape))
             if "t" in neuron.vars.member_names:  # EMPF: its step counter picks the tables' row
                 neuron.t.set(np.zeros(1))
+            if "sp" in neuron.vars.member_names:  # CubaLIF: the previous step's spikes (zero_next)
+                neuron.sp.set(np.zeros(neuron.sp.shape))
 
 
 class LavaNetwork:

@@ -49,7 +49,7 @@ FORMAT = {"name": "snnchip-loihi-deploy", "version": 3}
 READABLE_VERSIONS = (1, 2, 3)  # 1, 2: chains (version 1: every stage dense)
 CSR_PARTS = ("data", "indices", "indptr", "shape")
 FILES = ("model.nir", "params.npz", "manifest.json")
-_STAGE_KEYS = ("name", "kind", "dv", "vth", "scale", "reset", "spike", "du", "lam_syn", "latency", "shift",
+_STAGE_KEYS = ("name", "kind", "dv", "vth", "vsub", "scale", "reset", "spike", "du", "lam_syn", "latency", "shift",
                "spike_frac_bits")
 _INPUT_KEYS = ("source", "weight_exp", "num_message_bits", "delay", "lava_delay")
 TABLES = (("lam", "lam"), ("input_scale", "scale"), ("theta", "theta"), ("reset_offset", "offset"))  # float, int
@@ -140,6 +140,7 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
     for st, q in zip(net.stages, qnet.stages, strict=True):
         entry = {key: getattr(q, key) for key in _STAGE_KEYS}
         entry.update(out_shape=list(q.out_shape), process=process_of(q), lam=st.lam, theta=st.theta,
+                     reset_by=st.reset_by,
                      inputs=[{**{k: getattr(p, k) for k in _INPUT_KEYS}, "synapse": p.synapse,
                               "process": synapse_process(p)} for p in q.inputs])
         stages.append(entry)
@@ -299,7 +300,7 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
     out_shape = tuple(s["out_shape"])
     stage = Stage(name=name, kind=s["kind"], inputs=f_inputs, bias=arrays[f"{name}/bias_float"], out_shape=out_shape,
                   lam=s["lam"], theta=s["theta"], reset=fields["reset"], spike=s["spike"],
-                  lam_syn=fields.get("lam_syn", 0.0),
+                  lam_syn=fields.get("lam_syn", 0.0), reset_by=s.get("reset_by"),
                   tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in TABLES} if graded else None)
     q = QStage(**fields, inputs=q_inputs, out_shape=out_shape, bias=arrays[f"{name}/bias"],
                tables={qk: arrays[f"{name}/qtable/{qk}"] for _, qk in TABLES} if graded else None)

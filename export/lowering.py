@@ -97,8 +97,9 @@ class Stage(StageTraits):
     out_shape: tuple[int, ...]
     lam: float = 1.0
     theta: float = 1.0
-    reset: str = "subtract"  # "subtract" | "zero" (srm: zero, and the current too)
+    reset: str = "subtract"  # "subtract" | "zero" | "zero_next" (srm: zero, and the current too)
     spike: str = "ge"
+    reset_by: float | None = None  # the amount "subtract" removes when it is not θ (snnTorch's delayed subtraction)
     lam_syn: float = 0.0  # current decay λ_syn (cubalif, srm, readouts with a current); 0: no current state
     tables: dict[str, np.ndarray] | None = None  # empf: lam, input_scale, theta, reset_offset, each [T, n_out]
 
@@ -161,7 +162,7 @@ def _operator(name: str, node: object, shape: tuple[int, ...], out_shape: tuple[
     counted) give CSR matrices built from their window taps, so a dense [n_out, n_in] matrix never exists.
     """
     n = math.prod(shape)
-    if isinstance(node, (nir.Flatten, nir.Delay)):
+    if isinstance(node, (nir.Flatten, nir.Delay, nir.Input, nir.Output)):  # a nested subgraph's ports pass through
         return None, None
     if isinstance(node, nir.Scale):
         return sp.diags(np.broadcast_to(np.asarray(node.scale, np.float64), shape).reshape(-1), format="csr"), None
@@ -244,7 +245,7 @@ class _Paths:
         if name in self._rest:
             return self._rest[name]
         node, size = self.c.nodes[name], math.prod(self.c.shapes[name])
-        if name in self.neurons or isinstance(node, nir.Input):
+        if name in self.neurons or name in self.c.inputs:
             value = np.zeros(size)
         else:
             self._enter(name)
@@ -271,10 +272,10 @@ class _Paths:
         if name in self._terms:
             return self._terms[name]
         node = self.c.nodes[name]
-        if name in self.neurons or isinstance(node, nir.Input):
+        if name in self.neurons or name in self.c.inputs:
             out = [(name, 0, None)]
         else:
-            if not isinstance(node, LINEAR_TYPES):
+            if not isinstance(node, (*LINEAR_TYPES, nir.Input, nir.Output)):
                 raise _unsupported(name, node, "this node type cannot sit between neurons on the chip")
             self._enter(name)
             inputs = [(src, d + back, m) for a, back in self.c.predecessors(name) for src, d, m in self.terms(a)]
@@ -354,13 +355,18 @@ def _neuron(name: str, node: object, interp: Interpretation, is_output: bool) ->
     theta = _uniform(name, node, p.theta.numpy(), "the threshold")
     if theta <= 0:
         raise _unsupported(name, node, f"threshold θ = {theta} (needs > 0)")
-    reset = p.reset
+    reset, reset_by = p.reset, None
     if reset == "v_reset":
         if np.any(np.asarray(p.v_reset, np.float64) != 0):
             raise _unsupported(name, node, "reset to a non-zero v_reset (Loihi resets to 0 or subtracts θ)")
         reset = "zero"
+    elif reset == "subtract_next":  # u[t] = λ·v + x − θ·s[t−1] = λ·(v − (θ/λ)·s[t−1]) + x
+        if lam <= 0:
+            raise _unsupported(name, node, "a delayed subtraction (subtract_next) with no leak memory (λ = 0)")
+        reset, reset_by = "subtract", theta / lam
     kind = "srm" if p.reset_syn else ("cubalif" if p.syn is not None else "lif")
-    return dict(name=layer, kind=kind, lam=lam, theta=theta, reset=reset, spike=p.compare, **extra), gain, offset
+    return dict(name=layer, kind=kind, lam=lam, theta=theta, reset=reset, reset_by=reset_by, spike=p.compare,
+                **extra), gain, offset
 
 
 def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None) -> LoweredNet:
@@ -406,7 +412,7 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
                 key = (src, d + int(back))
                 merged[key] = m if key not in merged else _add(merged[key], m)
         bias = sum((paths.rest(pred) for pred, _ in preds), np.zeros(n_out))
-        inputs = tuple(Projection(INPUT if isinstance(nodes[src], nir.Input) else src, storage(scale_rows(m, gain)),
+        inputs = tuple(Projection(INPUT if src in checked.inputs else src, storage(scale_rows(m, gain)),
                                   d) for (src, d), m in merged.items())
         stages.append(Stage(inputs=inputs, bias=bias * gain + offset, out_shape=checked.shapes[name], **params))
         stage_of[name] = stages[-1].name

@@ -65,11 +65,11 @@ def check_expressible(dep: Deployment) -> None:
         if st.kind not in ("lif", "cubalif", "readout"):
             raise _refuse(st.name, f"its neuron kind {st.kind!r} (graded spikes, per-step tables or a current reset) "
                                    "has no netx neuron", "use `--target loihi`")
-        if st.spiking and (st.reset, st.spike) != ("zero", "gt"):
+        if st.spiking and (st.reset, st.spike, st.reset_by) != ("zero", "gt", None):
             raise _refuse(st.name, f"its neuron has reset={st.reset!r}, compare={st.spike!r}; netx's CUBA neuron "
                                    "resets to zero and fires on v > θ",
-                          "use `--target loihi` (our SubLIF runs it exactly), train with `--reset zero` and the "
-                          "'gt' spike condition, or read a foreign graph with `--reset zero --spike-compare gt`")
+                          "use `--target loihi` (our CubaLIF process runs it exactly), train with `--reset zero` and "
+                          "the 'gt' spike condition, or read a foreign graph with `--reset zero --spike-compare gt`")
         if np.any(st.bias != 0):
             raise _refuse(st.name, "it has a non-zero bias, which netx applies from Lava step 1 (before the "
                                    "layer's first input arrives), so the file would not run the trained network",

@@ -149,7 +149,7 @@ class NodeOp:
     def init_state(self, batch: int, shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Tensor]:
         zeros = torch.zeros((batch, *shape), dtype=dtype)
         if self.neuron is not None:
-            return {"v": zeros, **({"i": zeros} if self.neuron.syn is not None else {})}
+            return {k: zeros for k in self.neuron.state_keys}
         if self.delay is not None:
             return {"hist": torch.zeros((int(self.delay.max()) + 1, batch, *shape), dtype=dtype)}
         return {}
@@ -213,6 +213,17 @@ class NIRExecutor:
         in_shape = checked.shapes[preds[0]] if preds else checked.shapes[name]
         return NodeOp(fn=_stateless(name, node, in_shape, self.interpretation, self.dtype))
 
+    def rest(self, name: str) -> Tensor:
+        """The node's output before the first step [1, *shape]: zero for the Input, neurons and Delays, a stateless
+        node's function of its inputs' rest values (an Affine outputs its bias). A recurrent edge delivers this at
+        t = 1, as NIR's dataflow has it (a recurrent Affine adds its bias from the first step)."""
+        op, shape = self.ops[name], self.checked.shapes[name]
+        if op.fn is None or isinstance(self.checked.nodes[name], nir.Input):
+            return torch.zeros((1, *shape), dtype=self.dtype)
+        preds = self.checked.predecessors(name)
+        return op.fn(sum((self.rest(a) for a, _ in preds), torch.zeros((1, *self.checked.shapes[preds[0][0]]),
+                                                                        dtype=self.dtype)))
+
     def run(self, x: Tensor | np.ndarray) -> ExecResult:
         """Run on ``x`` [T, B, *input_shape]; returns outputs, spikes and membrane traces of every step."""
         c = self.checked
@@ -231,7 +242,7 @@ class NIRExecutor:
         batch = x.shape[1]
         state = {n: op.init_state(batch, c.shapes[n], self.dtype) for n, op in self.ops.items()}
         preds = {n: c.predecessors(n) for n in c.order}
-        prev = {a: torch.zeros((batch, *c.shapes[a]), dtype=self.dtype) for a, _ in c.back_edges}
+        prev = {a: self.rest(a).expand(batch, *c.shapes[a]) for a, _ in c.back_edges}
         outputs, spikes, states = [], {n: [] for n in self.spike_names}, {}
         for t in range(x.shape[0]):
             vals: dict[str, Tensor] = {}
@@ -242,7 +253,7 @@ class NIRExecutor:
                 inp = sum(prev[a] if back else vals[a] for a, back in preds[name])
                 vals[name], state[name] = self.ops[name].step(inp, state[name], t)
                 for key, value in state[name].items():
-                    if key != "hist":
+                    if key in ("v", "i"):
                         states.setdefault(name if key == "v" else f"{name}/{key}", []).append(value)
             prev = {a: vals[a] for a in prev}
             outputs.append(vals[c.outputs[0]].reshape(batch, -1))

@@ -258,6 +258,35 @@ def _out_shape(name: str, node: nir.NIRNode, shape: Shape) -> Shape:
     return shape
 
 
+def _refuse_algebraic_loops(nodes: dict[str, nir.NIRNode], edges: list[tuple[str, str]], where: str) -> None:
+    """Every cycle must pass a neuron or a Delay, whose previous output closes it; a cycle of stateless nodes has no
+    value at any step."""
+    stateless = {n for n, v in nodes.items() if not isinstance(v, (*NEURON_TYPES, nir.Delay, nir.Input))}
+    succ: dict[str, list[str]] = {n: [] for n in stateless}
+    for a, b in edges:
+        if a in stateless and b in stateless:
+            succ[a].append(b)
+    state: dict[str, int] = {}
+    for root in stateless:
+        stack = [(root, iter(succ[root]))]
+        if root in state:
+            continue
+        state[root] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                loop = [n for n, _ in stack][[n for n, _ in stack].index(nxt):]
+                raise NIRFormatError(f"{where}: the cycle {' -> '.join([*loop, nxt])} passes no neuron or Delay: "
+                                     "an algebraic loop with no value at any step")
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(succ[nxt])))
+
+
 def check_graph(graph: nir.NIRGraph, where: str = "graph") -> CheckedGraph:
     """Flatten, order and shape-check ``graph``; raise ``NIRFormatError``/``UnsupportedNodeError`` naming the node."""
     if not isinstance(graph, nir.NIRGraph):
@@ -292,6 +321,7 @@ def check_graph(graph: nir.NIRGraph, where: str = "graph") -> CheckedGraph:
             raise
         except Exception as exc:  # a field of an unexpected kind (string where a number belongs, ...)
             raise NIRFormatError(f"{where}: node {name!r} ({type(node).__name__}) is malformed: {exc}") from None
+    _refuse_algebraic_loops(nodes, edges, where)
     for a, b in back:
         target_in = {shapes[p] for p, is_back in incoming[b] if not is_back}
         if target_in and shapes[a] not in target_in:

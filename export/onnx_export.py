@@ -189,7 +189,7 @@ def onnx_model(graph: nir.NIRGraph, interpretation: Interpretation | None = None
         if op.neuron is None:
             vals[name] = _synapse(b, name, c.nodes[name], x, c.shapes[name])
             continue
-        state = {k: f"state.{name}.{k}" for k in (("v", "i") if op.neuron.syn is not None else ("v",))}
+        state = {k: f"state.{name}.{k}" for k in op.neuron.state_keys}
         inputs += [value_info(s, c.shapes[name]) for s in state.values()]
         vals[name], new = _neuron(b, name, op.neuron, x, state)
         for k, v in new.items():

@@ -89,6 +89,7 @@ class QStage(StageTraits):
     reset: str = "subtract"
     spike: str = "ge"
     du: int = NO_CURRENT  # the current's decay register (factor 4096 − (du + 1))
+    vsub: int | None = None  # the mantissa "subtract" removes when it is not vth
     lam_syn: float = 0.0
     latency: int = 1  # software step t runs at Lava step t + latency
     shift: int = 0  # empf: graded message = s >> shift (s in membrane units, the message has spike_frac_bits)
@@ -206,8 +207,9 @@ def _candidate(stage: Stage, weights: list[Weight], c: float, exps: list[int] | 
         c = vth / stage.theta
     bq = np.round(stage.bias * c)
     score = float(np.abs(stage.bias - bq / c).max(initial=0.0))
+    vsub = None if stage.reset_by is None else int(round(stage.reset_by * c))
     if stage.spiking and stage.kind != "empf":
-        score = max(score, abs(stage.theta - vth / c))
+        score = max(score, abs(stage.theta - vth / c), 0.0 if vsub is None else abs(stage.reset_by - vsub / c))
     projs = []
     for i, w in enumerate(weights):
         values = weight_values(w)
@@ -218,7 +220,7 @@ def _candidate(stage: Stage, weights: list[Weight], c: float, exps: list[int] | 
         projs.append(dict(e=e, m=_with_values(w, m), clipped=int(clipped.sum()),
                           werr_max=float(err.max(initial=0.0)), werr_sum=float(err.sum())))
         score = max(score, projs[-1]["werr_max"])
-    return score, dict(c=c, vth=vth, bq=bq, projections=projs)
+    return score, dict(c=c, vth=vth, vsub=vsub, bq=bq, projections=projs)
 
 
 def _scale_candidates(stage: Stage, weights: list[Weight], c_head: float, exps: list[int] | None) -> list[float]:
@@ -229,7 +231,7 @@ def _scale_candidates(stage: Stage, weights: list[Weight], c_head: float, exps: 
     cands = [2.0 ** math.floor(math.log2(c_head)), c_head]
     w_max = max((float(np.abs(weight_values(w)).max(initial=0.0)) for w in weights), default=0.0)
     if w_max > 0:  # the largest c ≤ c_head at which the largest weight fills its mantissa exactly
-        lo, hi, _ = mantissa_range(np.concatenate([weight_values(w) for w in weights]))
+        lo, hi, _ = mantissa_range(np.concatenate([weight_values(w).ravel() for w in weights]))
         c_fit = (hi if hi > 0 else -lo) / w_max
         cands.append(c_fit * 2.0 ** math.floor(math.log2(c_head / c_fit)))
     return cands
@@ -253,7 +255,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
     row = float(np.max(drive, initial=0.0))
     if T is None and not stage.spiking:
         raise QuantizationError(f"stage {stage.name!r}: the readout's 24-bit headroom needs T; pass T")
-    theta0 = stage.theta if stage.spiking else 0.0
+    theta0 = max(stage.theta, stage.reset_by or 0.0) if stage.spiking else 0.0
     one_step = theta0 + row
     # current-based: |i| ≤ R·Σλ_syn^k and |v| ≤ θ + (that)·Σλ^k over T steps (no current: the current is the input)
     full = one_step if T is None else theta0 + row * geometric(stage.lam_syn, T) * geometric(stage.lam, T)
@@ -285,7 +287,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
                   for p, b in zip(stage.inputs, best["projections"], strict=True))
     q = QStage(name=stage.name, kind=stage.kind, inputs=projs, out_shape=stage.out_shape, bias=bq.astype(np.int32),
                dv=int(dv), vth=int(vth), scale=float(c), reset=stage.reset, spike=stage.spike, du=int(du),
-               lam_syn=float(stage.lam_syn))
+               vsub=best["vsub"], lam_syn=float(stage.lam_syn))
     report = dict(
         stage=stage.name, kind=stage.kind, neurons=stage.size,
         synapses=sum(int(np.count_nonzero(weight_values(p.weight))) for p in projs),

@@ -69,7 +69,8 @@ class ChipSimulator:
                     s[q.name][t] = msgs[q.name][t] != 0
                 else:
                     u[q.name][t], v[q.name][t], s[q.name][t] = neuron_step_fixed(
-                        u0, v0, a, q.du, q.dv, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm")
+                        u0, v0, a, q.du, q.dv, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm", q.vsub,
+                        s[q.name][t - 1] if t else None)
                     msgs[q.name][t] = s[q.name][t]
         lava = {name: {q.name: to_lava_timing(arr[q.name], q.latency, steps) for q in qnet.stages}
                 for name, arr in (("u", u), ("v", v), ("s", s))}

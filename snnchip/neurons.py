@@ -12,7 +12,10 @@ Networks" (OTTT, arXiv:2210.04195), with NIR's input gain b and leak offset c (`
     s[t] = H(u[t] − θ)                    ``ge``: 1 where u ≥ θ;  ``gt``: 1 where u > θ
     v[t] = u − θ·s (``subtract``)  |  u·(1 − s) (``zero``)  |  u + (v_reset − u)·s (``v_reset``)
 
-Our LIF has a = λ, b = 1, c = 0; an IF has a = 1.
+Our LIF has a = λ, b = 1, c = 0; an IF has a = 1. Two resets act one step later, as snnTorch's neurons do
+("snnTorch", Eshraghian et al., arXiv:2109.12894): ``subtract_next`` subtracts θ·s[t−1] after the leak,
+u[t] = a·v[t−1] + b·x[t] + c − θ·s[t−1], and ``zero_next`` zeroes the whole next step, u[t] = (1 − s[t−1])·(a·v[t−1]
++ b·x[t] + c) (the input of that step is lost too); for both v[t] = u[t] and the state keeps s.
 
 LI / I / readout integrator (``li_step``): v[t] = a·v[t−1] + b·x[t] + c, no spike; the output is v. The readout of
 our nets (a = b = 1, c = 0) outputs Σ_{τ≤t} x[τ].
@@ -69,13 +72,24 @@ def current_step(i: Array, x: Array, *, a_syn: Array, b_syn: Array) -> Array:
     return a_syn * i + b_syn * x
 
 
+DELAYED_RESETS = ("subtract_next", "zero_next")  # resets that need the previous step's spikes in the state
+
+
 def lif_step(v: Array, x: Array, *, a: Array, theta: Array, b: Array = 1.0, c: Array = 0.0, reset: str = "subtract",
-             compare: str = "ge", v_reset: Array = 0.0) -> tuple[Array, Array, Array]:
-    """LIF / IF (module docstring): (v[t−1], x[t]) -> (u[t], s[t], v[t])."""
+             compare: str = "ge", v_reset: Array = 0.0, s_prev: Array = 0.0, reset_by: Array | None = None
+             ) -> tuple[Array, Array, Array]:
+    """LIF / IF (module docstring): (v[t−1], x[t]) -> (u[t], s[t], v[t]); ``s_prev`` = s[t−1] for the resets
+    ``subtract_next`` and ``zero_next``; ``reset_by``: the amount ``subtract`` removes, when it is not θ."""
     u = li_step(v, x, a=a, b=b, c=c)
+    if reset == "subtract_next":
+        u = u - theta * s_prev
+    elif reset == "zero_next":
+        u = u * (1 - s_prev)
     s = heaviside(u, theta, compare)
+    if reset in DELAYED_RESETS:
+        return u, s, u
     if reset == "subtract":
-        return u, s, u - theta * s
+        return u, s, u - (theta if reset_by is None else reset_by) * s
     if reset == "zero":
         return u, s, u * (1 - s)
     return u, s, u + (v_reset - u) * s
@@ -83,10 +97,12 @@ def lif_step(v: Array, x: Array, *, a: Array, theta: Array, b: Array = 1.0, c: A
 
 def cuba_lif_step(i: Array, v: Array, x: Array, *, a_syn: Array, b_syn: Array, a: Array, theta: Array,
                   b: Array = 1.0, c: Array = 0.0, reset: str = "subtract", compare: str = "ge", v_reset: Array = 0.0,
-                  reset_current: bool = False) -> tuple[Array, Array, Array, Array]:
+                  reset_current: bool = False, s_prev: Array = 0.0, reset_by: Array | None = None
+                  ) -> tuple[Array, Array, Array, Array]:
     """Current-based LIF (module docstring): (i[t−1], v[t−1], x[t]) -> (u[t], s[t], i[t], v[t])."""
     i = current_step(i, x, a_syn=a_syn, b_syn=b_syn)
-    u, s, v = lif_step(v, i, a=a, theta=theta, b=b, c=c, reset=reset, compare=compare, v_reset=v_reset)
+    u, s, v = lif_step(v, i, a=a, theta=theta, b=b, c=c, reset=reset, compare=compare, v_reset=v_reset, s_prev=s_prev,
+                       reset_by=reset_by)
     return u, s, i * (1 - s) if reset_current else i, v
 
 
@@ -133,6 +149,11 @@ class NeuronParams:
         syn = None if self.syn is None else (fn("a_syn", self.syn[0]), fn("b_syn", self.syn[1]))
         return dataclasses.replace(self, **arrays, syn=syn)
 
+    @property
+    def state_keys(self) -> tuple[str, ...]:
+        """The state a node carries between steps: the current i (current-based), v, and s (delayed resets)."""
+        return (("i",) if self.syn is not None else ()) + ("v",) + (("s",) if self.reset in DELAYED_RESETS else ())
+
     def at(self, t: int) -> NeuronParams:
         """The parameters of step index t (0-based): row t of every per-step table."""
         if self.steps is None:
@@ -154,10 +175,12 @@ def neuron_step(p: NeuronParams, x: Array, state: dict[str, Array], t: int = 0) 
             x = new["i"] = current_step(state["i"], x, a_syn=p.syn[0], b_syn=p.syn[1])
         new["v"] = li_step(state["v"], x, a=p.a, b=p.b, c=p.c)
         return new["v"], new
-    lif = dict(a=p.a, theta=p.theta, b=p.b, c=p.c, reset=p.reset, compare=p.compare, v_reset=p.v_reset)
+    lif = dict(a=p.a, theta=p.theta, b=p.b, c=p.c, reset=p.reset, compare=p.compare, v_reset=p.v_reset,
+               s_prev=state.get("s", 0.0))
+    delayed = p.reset in DELAYED_RESETS
     if p.syn is None:
         _, s, v = lif_step(state["v"], x, **lif)
-        return s, {"v": v}
+        return s, {"v": v, **({"s": s} if delayed else {})}
     _, s, i, v = cuba_lif_step(state["i"], state["v"], x, a_syn=p.syn[0], b_syn=p.syn[1], reset_current=p.reset_syn,
                                **lif)
-    return s, {"i": i, "v": v}
+    return s, {"i": i, "v": v, **({"s": s} if delayed else {})}

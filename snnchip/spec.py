@@ -24,6 +24,7 @@ NEURON_KINDS = ("lif", "empf", "srm", "readout")
 RESET_MODES = ("subtract", "zero")
 SPIKE_CONDITIONS = ("ge", "gt")
 SURROGATES = ("sigmoid", "triangle", "rectangle")
+INTERPRETED_RESETS = ("v_reset", "zero", "subtract", "subtract_next", "zero_next")
 LAYER_OPS = ("linear", "conv2d", "avgpool", "sumpool", "flatten")
 ENCODINGS = ("direct", "rate")
 SYNAPTIC_OPS = ("linear", "conv2d")
@@ -242,7 +243,9 @@ class Interpretation:
     """How to read a foreign NIR graph in discrete time (NIR itself has no dt).
 
     ``discretization``: ``euler`` (v += dt/τ·(v_leak − v + R·I)) or ``exact`` (v decays by e^{−dt/τ});
-    ``reset``: ``v_reset`` (NIR's reset to v_reset), ``zero``, or ``subtract`` (v −= θ);
+    ``reset``: ``v_reset`` (NIR's reset to v_reset), ``zero``, ``subtract`` (v −= θ), or one step later as snnTorch
+    does: ``subtract_next`` (θ subtracted after the next step's leak) and ``zero_next`` (the next step zeroed,
+    its input included) (``snnchip.neurons.lif_step``);
     ``compare``: ``gt`` (NIR's v > θ) or ``ge``.
     Our own graphs carry their exact semantics in ``metadata['snnchip']`` and ignore it.
     """
@@ -250,15 +253,16 @@ class Interpretation:
     dt: float = option(1.0, help="time step for continuous-time NIR neurons")
     discretization: str = option("euler", help="forward Euler or exact exponential decay",
                                  choices=("euler", "exact"))
-    reset: str = option("v_reset", help="reset after a spike: NIR's reset to v_reset, to zero, or subtract θ",
-                        choices=("v_reset", "zero", "subtract"))
+    reset: str = option("v_reset", help="reset after a spike: NIR's reset to v_reset, to zero, subtract θ, or "
+                        "snnTorch's one step later: subtract_next (θ subtracted after the next leak), zero_next (the "
+                        "next step zeroed)", choices=INTERPRETED_RESETS)
     compare: str = option("gt", help="spike when v > θ (NIR) or v >= θ", choices=SPIKE_CONDITIONS,
                           flag="--spike-compare")
 
     def __post_init__(self) -> None:
         _check(math.isfinite(self.dt) and self.dt > 0, f"dt must be > 0, got {self.dt}")
         _choice(self.discretization, ("euler", "exact"), "discretization")
-        _choice(self.reset, ("v_reset", "zero", "subtract"), "reset interpretation")
+        _choice(self.reset, INTERPRETED_RESETS, "reset interpretation")
         _choice(self.compare, SPIKE_CONDITIONS, "spike comparison")
 
     @classmethod

@@ -6,18 +6,21 @@ from snnchip.deploy.procs.lava_api import AbstractProcess, InPort, OutPort, Var
 
 
 class CubaLIF(AbstractProcess):
-    """Current-based LIF (the SRM of event-driven BP: ``snnchip.neurons.cuba_lif_step`` with a_syn = 1 − du,
-    b_syn = 1, a = 1 − dv, θ = vth and both traces reset at a spike, where Lava's LIF keeps u), one step per Lava
-    step, with input a; ``u`` holds the current i.
+    """Lava's LIF arithmetic (a current u, a membrane v) with the resets and comparisons Lava's LIF lacks: reset
+    ``subtract`` (v −= vsub, vsub = θ unless told), ``zero`` or ``zero_next`` (snnTorch's: the step after a spike is
+    zeroed), compare ``ge`` or ``gt``, and ``reset_current`` (the SRM of event-driven BP resets u with v).
+    ``snnchip.neurons.cuba_lif_step`` with a_syn = 1 − du, b_syn = 1, a = 1 − dv, θ = vth; one step per Lava step,
+    input a; ``u`` holds the current i.
 
-    fixed_pt: du, dv are 12-bit decays (factor 4096 − d, d ≤ 4096), vth a threshold mantissa compared
-    after << 6, a is shifted << 6 (``snnchip.deploy.fixed_point.srm_step_fixed``); floating_pt:
-    du = 1 − λ_syn, dv = 1 − λ_mem and vth = θ as floats.
+    fixed_pt: du is Lava's current register (factor 4096 − (du + 1); 4095: no current memory), dv the 12-bit
+    voltage decay, vth a threshold mantissa compared after << 6, a shifted << 6
+    (``snnchip.deploy.fixed_point.neuron_step_fixed``); floating_pt: du = 1 − λ_syn, dv = 1 − λ, vth = θ as floats.
     """
 
     def __init__(self, *, shape: tuple[int, ...], du: int | float, dv: int | float, vth: int | float,
-                 spike: str = "ge", name: str | None = None) -> None:
-        super().__init__(shape=shape, spike=spike, name=name)
+                 vsub: int | float | None = None, reset: str = "subtract", spike: str = "ge",
+                 reset_current: bool = False, name: str | None = None) -> None:
+        super().__init__(shape=shape, reset=reset, spike=spike, reset_current=reset_current, name=name)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.u = Var(shape=shape, init=0)
@@ -25,3 +28,5 @@ class CubaLIF(AbstractProcess):
         self.du = Var(shape=(1,), init=du)
         self.dv = Var(shape=(1,), init=dv)
         self.vth = Var(shape=(1,), init=vth)
+        self.vsub = Var(shape=(1,), init=vth if vsub is None else vsub)  # what "subtract" removes
+        self.sp = Var(shape=shape, init=0)  # the previous step's spikes ("zero_next" zeroes the next step)
