@@ -19,6 +19,7 @@ output of the same step); a recurrent (back) edge delivers its source's value of
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ from snnchip.errors import DataError, UnsupportedNodeError
 from snnchip.neurons import NeuronParams, heaviside, neuron_step
 from snnchip.spec import Interpretation
 
-from .nir_graph import CheckedGraph, check_graph
+from .nir_graph import CheckedGraph, check_graph, window
 from .nir_meta import NEURON_TYPES, SPIKING_TYPES, recorded_interpretation, snnchip_semantics
 
 Tensor = torch.Tensor
@@ -96,13 +97,6 @@ def _empf_params(node: nir.NIRNode, meta: dict[str, Any], dtype: torch.dtype) ->
 
 
 # ------------------------------------------------------------------------------------ other nodes
-def _ints(value: Any, n: int = 2) -> tuple[int, ...] | str:
-    """n ints from an int or a sequence (or torch's 'same'/'valid' padding string)."""
-    if isinstance(value, (str, bytes)):
-        return value.decode() if isinstance(value, bytes) else value
-    return tuple(int(v) for v in np.broadcast_to(np.asarray(value).reshape(-1), (n,)))
-
-
 def _stateless(name: str, node: nir.NIRNode, in_shape: tuple[int, ...], interpretation: Interpretation,
                dtype: torch.dtype):
     """The per-step function y = f(x) of a node without state (x batched: [B, *in_shape])."""
@@ -121,16 +115,16 @@ def _stateless(name: str, node: nir.NIRNode, in_shape: tuple[int, ...], interpre
     if isinstance(node, nir.Threshold):
         th = t(node.threshold)
         return lambda x: heaviside(x, th, interpretation.compare)
-    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
-        conv = F.conv1d if isinstance(node, nir.Conv1d) else F.conv2d
-        w, b = t(node.weight), t(np.broadcast_to(node.bias, (node.weight.shape[0],)))
-        n = w.ndim - 2
-        kw = {k: _ints(getattr(node, k), n) for k in ("stride", "padding", "dilation")}
-        return lambda x: conv(x, w, b, groups=int(node.groups), **kw)
-    if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
-        divisor = 1 if isinstance(node, nir.SumPool2d) else None
-        k, s, p = _ints(node.kernel_size), _ints(node.stride), _ints(node.padding)
-        return lambda x: F.avg_pool2d(x, k, s, p, count_include_pad=True, divisor_override=divisor)
+    if isinstance(node, (nir.Conv1d, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d)):
+        win = window(name, node, in_shape[1:])
+        pad = [p for before, after in zip(reversed(win.pad_before), reversed(win.pad_after), strict=True)
+               for p in (before, after)]  # F.pad's order: last axis first
+        if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+            conv = F.conv1d if isinstance(node, nir.Conv1d) else F.conv2d
+            w, b = t(node.weight), t(np.broadcast_to(node.bias, (node.weight.shape[0],)))
+            return lambda x: conv(F.pad(x, pad), w, b, stride=win.stride, dilation=win.dilation, groups=win.groups)
+        gain = 1.0 if isinstance(node, nir.SumPool2d) else 1.0 / math.prod(win.kernel)  # zero padding counted
+        return lambda x: F.avg_pool2d(F.pad(x, pad), win.kernel, win.stride, divisor_override=1) * gain
     if isinstance(node, nir.Flatten):
         nd = len(in_shape)
         start, end = int(node.start_dim) % nd, int(node.end_dim) % nd

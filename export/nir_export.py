@@ -135,7 +135,6 @@ def _binary_meta(node: nir.NIRNode, layer: LayerSpec, params: Params) -> nir.NIR
 
 
 UNEXPORTABLE_OPTIONS = {
-    "shortcut": "a residual shortcut (the graph would need a branch and a merge, which the schema does not define yet)",
     "seca": "SECA attention (an input-dependent gate with no NIR node)",
 }
 
@@ -145,7 +144,7 @@ def _refuse_unexportable(layer: LayerSpec) -> None:
     for option, why in UNEXPORTABLE_OPTIONS.items():
         if layer.options.get(option) not in (None, "none"):
             raise UnsupportedNodeError(f"layer {layer.name!r} has {why}; NIR export supports sequential networks "
-                                       "with feedback edges only")
+                                       "with feedback edges and residual shortcuts")
 
 
 def spec_to_nir(spec: NetworkSpec, params: Params) -> nir.NIRGraph:
@@ -165,6 +164,20 @@ def spec_to_nir(spec: NetworkSpec, params: Params) -> nir.NIRGraph:
             edges.append((prev, neuron_of[layer.name]))
             prev = neuron_of[layer.name]
     shapes = dict(zip((la.name for la in spec.layers), spec.shapes(), strict=True))
+    for layer in spec.layers:  # a residual shortcut: the source's output joins the layer's current at its neuron
+        if "shortcut" not in layer.options:
+            continue
+        src = neuron_of.get(layer.options["shortcut"], layer.options["shortcut"])
+        if "shortcut_weight" in params.get(layer.name, {}):
+            src_shape = shapes[layer.options["shortcut"]]
+            stride = src_shape[1] // shapes[layer.name][1]
+            weight = _param(params, layer.name, "shortcut_weight", (shapes[layer.name][0], src_shape[0], 1, 1))
+            name = f"{layer.name}_shortcut"
+            nodes[name] = nir.Conv2d(input_shape=src_shape[1:], weight=weight, stride=(stride, stride),
+                                     padding=(0, 0), dilation=1, groups=1, bias=np.zeros(weight.shape[0], np.float32))
+            edges += [(src, name), (name, neuron_of[layer.name])]
+        else:
+            edges.append((src, neuron_of[layer.name]))
     for fb in spec.feedback:
         if len(shapes[fb.src]) != 1 or len(shapes[fb.dst]) != 1:
             raise UnsupportedNodeError(f"feedback {fb.key}: NIR 1.0.8 has no reshape node, so feedback is exported "

@@ -206,7 +206,11 @@ def _out_shape(name: str, node: nir.NIRNode, shape: Shape) -> Shape:
         if w.ndim != 2:
             raise NIRFormatError(f"node {name!r}: weight must be 2-D [out, in], got shape {w.shape}")
         if not shape or shape[-1] != w.shape[1]:
-            raise NIRFormatError(f"node {name!r}: weight {w.shape} expects {w.shape[1]} inputs, gets shape {shape}")
+            transposed = bool(shape) and shape[-1] == w.shape[0]
+            hint = ("; it looks stored transposed, as (in, out) (Spyx's Haiku versions write Linear weights so): "
+                    "NIR's Affine/Linear weight is (out, in), transpose it") if transposed else ""
+            raise NIRFormatError(f"node {name!r}: weight {w.shape} expects {w.shape[1]} inputs, gets shape {shape}"
+                                 + hint)
         if isinstance(node, nir.Affine) and _array(node, name, "bias").size not in (1, w.shape[0]):
             raise NIRFormatError(f"node {name!r}: bias has {node.bias.size} values, weight has {w.shape[0]} rows")
         return (*shape[:-1], w.shape[0])

@@ -27,6 +27,7 @@ raises ``DataError`` first). Models without per-step neurons have no ``step`` in
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,8 +43,10 @@ from snnchip.neurons import TABLES, NeuronParams, neuron_step
 from snnchip.spec import Interpretation
 
 from .nir_exec import NIRExecutor
+from .nir_graph import window
 
 OPSET = 17
+REST_PREFIX = "snnchip.rest."
 STEP_INPUT = "step"
 
 
@@ -70,24 +73,19 @@ class _Builder:
         return out
 
 
-def _window_attrs(node: nir.NIRNode, n: int, kernel: tuple[int, ...]) -> dict:
-    def ints(v):
-        return [int(a) for a in np.broadcast_to(np.asarray(v).reshape(-1), (n,))]
-
-    dil = ints(node.dilation) if hasattr(node, "dilation") else [1] * n
-    pad = node.padding.decode() if isinstance(node.padding, bytes) else node.padding
-    if isinstance(pad, str):  # torch 'same': total = dilation·(k − 1), left = total // 2
-        totals = [0 if pad == "valid" else d * (k - 1) for d, k in zip(dil, kernel, strict=True)]
-        pads = [t // 2 for t in totals] + [t - t // 2 for t in totals]
+def _window_attrs(name: str, node: nir.NIRNode, in_shape: tuple[int, ...]) -> dict:
+    """ONNX's Conv / AveragePool attributes from the one reader of NIR windows (``nir_graph.window``)."""
+    win = window(name, node, in_shape[1:])
+    attrs = {"strides": list(win.stride), "pads": [*win.pad_before, *win.pad_after]}
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        attrs.update(dilations=list(win.dilation), group=win.groups)
     else:
-        pads = ints(pad) * 2
-    attrs = {"strides": ints(node.stride), "pads": pads}
-    if hasattr(node, "dilation"):
-        attrs["dilations"] = dil
+        attrs["kernel_shape"] = list(win.kernel)
     return attrs
 
 
-def _synapse(b: _Builder, name: str, node: nir.NIRNode, x: str, out_shape: tuple[int, ...]) -> str:
+def _synapse(b: _Builder, name: str, node: nir.NIRNode, x: str, in_shape: tuple[int, ...],
+             out_shape: tuple[int, ...]) -> str:
     if isinstance(node, (nir.Input, nir.Output)):
         return x
     if isinstance(node, (nir.Affine, nir.Linear)):
@@ -99,12 +97,12 @@ def _synapse(b: _Builder, name: str, node: nir.NIRNode, x: str, out_shape: tuple
         w = np.asarray(node.weight)
         bias = np.broadcast_to(node.bias, (w.shape[0],))
         return b.op("Conv", [x, b.const(w, f"{name}.weight"), b.const(bias, f"{name}.bias")],
-                    group=int(node.groups), **_window_attrs(node, w.ndim - 2, w.shape[2:]))
+                    **_window_attrs(name, node, in_shape))
     if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
-        kernel = [int(k) for k in np.broadcast_to(np.asarray(node.kernel_size).reshape(-1), (2,))]
-        y = b.op("AveragePool", [x], kernel_shape=kernel, count_include_pad=1, **_window_attrs(node, 2, kernel))
+        attrs = _window_attrs(name, node, in_shape)
+        y = b.op("AveragePool", [x], count_include_pad=1, **attrs)
         if isinstance(node, nir.SumPool2d):
-            y = b.op("Mul", [y, b.const(float(np.prod(kernel)), f"{name}.area")])
+            y = b.op("Mul", [y, b.const(float(np.prod(attrs["kernel_shape"])), f"{name}.area")])
         return y
     if isinstance(node, nir.Flatten):
         return b.op("Reshape", [x, b.ints([0, *out_shape], f"{name}.shape")])
@@ -187,7 +185,7 @@ def onnx_model(graph: nir.NIRGraph, interpretation: Interpretation | None = None
         if op.delay is not None:
             raise UnsupportedNodeError(f"node {name!r}: Delay nodes have no ONNX export")
         if op.neuron is None:
-            vals[name] = _synapse(b, name, c.nodes[name], x, c.shapes[name])
+            vals[name] = _synapse(b, name, c.nodes[name], x, c.shapes[c.predecessors(name)[0][0]], c.shapes[name])
             continue
         state = {k: f"state.{name}.{k}" for k in op.neuron.state_keys}
         inputs += [value_info(s, c.shapes[name]) for s in state.values()]
@@ -203,6 +201,11 @@ def onnx_model(graph: nir.NIRGraph, interpretation: Interpretation | None = None
         outputs.append(value_info(b.op("Identity", [vals[a]], f"new_{v}"), c.shapes[a]))
     g = helper.make_graph(b.nodes, "snnchip_step", inputs, outputs, b.inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="snnchip")
+    for a, v in prev.items():  # a recurrent edge's value at t = 1: its source's output before the first step
+        rest = ex.rest(a).numpy().reshape(-1)
+        if np.any(rest != 0):
+            helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                           f"{REST_PREFIX}{v}": json.dumps(rest.tolist())})
     model.ir_version = 8  # readable by every onnxruntime of the last years
     onnx.checker.check_model(model)
     return model
@@ -223,8 +226,9 @@ class OnnxResult:
 
 
 def run_onnx(path: str | os.PathLike, x: np.ndarray) -> OnnxResult:
-    """Drive the single-step model over x [T, B, *input_shape]: states start at zero, each step's
-    ``new_state.*`` feeds the next step's ``state.*``."""
+    """Drive the single-step model over x [T, B, *input_shape]: states start at zero (a recurrent edge's
+    ``state.<src>.out`` at its source's rest value, recorded in the model's metadata), each step's ``new_state.*``
+    feeds the next step's ``state.*``."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -234,6 +238,10 @@ def run_onnx(path: str | os.PathLike, x: np.ndarray) -> OnnxResult:
         raise DataError(f"input has shape {x.shape}; the model takes [T, batch, *{tuple(specs['x'][1:])}]")
     batch = x.shape[1]
     state = {n: np.zeros([batch, *s[1:]], np.float32) for n, s in specs.items() if n not in ("x", STEP_INPUT)}
+    for prop in onnx.load(str(path), load_external_data=False).metadata_props:
+        if prop.key.startswith(REST_PREFIX) and prop.key[len(REST_PREFIX):] in state:
+            name = prop.key[len(REST_PREFIX):]
+            state[name] = state[name] + np.asarray(json.loads(prop.value), np.float32).reshape(state[name].shape[1:])
     steps = _per_step_T(path) if STEP_INPUT in specs else None
     if steps is not None and x.shape[0] > steps:
         raise DataError(f"input has {x.shape[0]} time steps; the model has per-step parameters for T={steps} only")

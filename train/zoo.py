@@ -11,6 +11,7 @@
   with stride 2). The block's first conv carries ``options["block"] = "first"`` (EM-PF mixed blocks).
 - ``mlp-feedback``: ``mlp`` plus a feedback edge from the last hidden layer to the first (a self-loop
   when there is one hidden layer), one step of delay.
+- ``resnet-small``: one residual block on a conv stem (identity shortcut), pooling and a readout, for 8×8 digits.
 """
 
 from __future__ import annotations
@@ -104,12 +105,27 @@ def resnet18(input_shape: Sequence[int], num_classes: int, T: int, neuron: Neuro
     return _net(input_shape, layers, T, num_classes, model="resnet18", **kw)
 
 
+def resnet_small(input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec = LIF,
+                 hidden: Sequence[int] = (), width: int = 16, **kw) -> NetworkSpec:
+    """conv → neuron, then one residual block (conv → neuron → conv + identity shortcut from the first conv →
+    neuron), avgpool 2 → flatten → linear readout: a residual net small enough for 8×8 digits."""
+    _need_image(input_shape, "resnet-small")
+    layers = [LayerSpec("conv1", "conv2d", out_channels=width, kernel_size=3, padding=1, neuron=neuron),
+              LayerSpec("conv2", "conv2d", out_channels=width, kernel_size=3, padding=1, neuron=neuron),
+              LayerSpec("conv3", "conv2d", out_channels=width, kernel_size=3, padding=1, neuron=neuron,
+                        options={"shortcut": "conv1"}),
+              LayerSpec("pool", "avgpool", kernel_size=2), LayerSpec("flatten", "flatten"),
+              LayerSpec("out", "linear", out_features=num_classes, neuron=READOUT)]
+    return _net(input_shape, layers, T, num_classes, model="resnet-small", **kw)
+
+
 def _need_image(input_shape, name: str) -> None:
     if len(input_shape) != 3:
         raise SpecError(f"model {name!r} needs image inputs (C, H, W), got shape {tuple(input_shape)}")
 
 
-MODELS = {"mlp": mlp, "convnet": convnet, "vgg": vgg, "mlp-feedback": mlp_feedback, "resnet18": resnet18}
+MODELS = {"mlp": mlp, "convnet": convnet, "vgg": vgg, "mlp-feedback": mlp_feedback, "resnet18": resnet18,
+          "resnet-small": resnet_small}
 
 
 def model_spec(name: str, input_shape: Sequence[int], num_classes: int, T: int, neuron: NeuronSpec = LIF,
