@@ -18,7 +18,7 @@ from snnchip.atomic import write_text_atomic
 from snnchip.deploy.network import build
 from snnchip.export.loihi import deployment_from_graph
 from snnchip.hw_sim.chip import ChipSimulator
-from snnchip.hw_sim.nets import conv_graph, mlp_graph
+from nir_nets import conv_graph, mlp_graph
 
 LAVA_SAMPLES = 2
 

@@ -7,12 +7,12 @@ import json
 import nir
 import numpy as np
 import pytest
+from nir_nets import conv_graph, mlp_graph
 
 from snnchip import cli
 from snnchip.errors import DeployError
 from snnchip.export.loihi import deployment_from_graph, export_loihi, load_deploy
 from snnchip.hw_sim.chip import ChipSimulator
-from snnchip.hw_sim.nets import conv_graph, mlp_graph
 
 
 @pytest.fixture
@@ -23,14 +23,17 @@ def deploy_dir(tmp_path):
 def test_directory_holds_float_graph_integer_params_and_manifest(deploy_dir):
     assert sorted(p.name for p in deploy_dir.iterdir()) == ["manifest.json", "model.nir", "params.npz"]
     man = json.loads((deploy_dir / "manifest.json").read_text())
-    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 2}
-    assert [s["synapse"] for s in man["stages"]] == ["dense", "dense"]
+    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 3}
+    assert [[(p["source"], p["synapse"], p["delay"], p["lava_delay"]) for p in s["inputs"]] for s in man["stages"]] \
+        == [[("input", "dense", 0, 0)], [("fc1", "dense", 0, 0)]]
+    assert [s["process"] for s in man["stages"]] == ["snnchip.CubaLIF", "lava.LIF"] and man["output"] == "fc2"
     assert man["versions"]["lava-nc"] == "0.10.0" and man["T"] == 4
     assert man["latency"]["per_stage"] == {"fc1": 1, "fc2": 2} and man["input"]["frac_bits"] == 8
     assert man["resources"]["neurons"] == 11 and man["resources"]["per_stage"]["fc1"]["synapses"] <= 48
-    assert {"clipped_fraction", "max_abs_weight_error", "mean_abs_weight_error"} <= set(man["quantization"][0])
+    assert {"clipped_fraction", "max_abs_weight_error", "mean_abs_weight_error"} <= \
+        set(man["quantization"][0]["projections"][0])
     with np.load(deploy_dir / "params.npz") as z:
-        assert z["fc1/weight"].dtype == np.int32 and z["fc1/weight_float"].dtype == np.float64
+        assert z["fc1/in0/weight"].dtype == np.int32 and z["fc1/in0/weight_float"].dtype == np.float64
     assert set(nir.read(deploy_dir / "model.nir").nodes) >= {"fc1", "fc1_neuron", "fc2_neuron"}
 
 
@@ -38,8 +41,10 @@ def test_load_round_trips_the_in_memory_deployment(deploy_dir):
     dep = load_deploy(deploy_dir)
     mem = deployment_from_graph(mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5))
     for a, b in zip(dep.qnet.stages, mem.qnet.stages, strict=True):
-        np.testing.assert_array_equal(a.weight, b.weight)
-        assert (a.weight_exp, a.dv, a.vth, a.scale) == (b.weight_exp, b.dv, b.vth, b.scale)
+        np.testing.assert_array_equal(a.inputs[0].weight, b.inputs[0].weight)
+        assert [(p.source, p.weight_exp, p.num_message_bits) for p in a.inputs] == \
+            [(p.source, p.weight_exp, p.num_message_bits) for p in b.inputs]
+        assert (a.dv, a.vth, a.scale, a.latency) == (b.dv, b.vth, b.scale, b.latency)
     x = np.random.default_rng(0).uniform(0, 1, (4, 3, 6))
     np.testing.assert_array_equal(ChipSimulator(deploy_dir).run(x).output_raw, ChipSimulator(mem).run(x).output_raw)
 
@@ -62,34 +67,55 @@ def test_sparse_stages_are_stored_as_csr_arrays_and_round_trip(tmp_path):
     graph = conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=4, seed=1)
     out = export_loihi(graph, tmp_path / "conv")
     man = json.loads((out / "manifest.json").read_text())
-    assert [s["synapse"] for s in man["stages"]] == ["sparse", "sparse", "dense"]
+    assert [s["inputs"][0]["synapse"] for s in man["stages"]] == ["sparse", "sparse", "dense"]
     with np.load(out / "params.npz") as z:
-        assert "conv1/weight" not in z.files and "fc3/weight" in z.files
-        assert {f"conv2/weight/{k}" for k in ("data", "indices", "indptr", "shape")} <= set(z.files)
-        assert z["conv2/weight/data"].dtype == np.int32 and z["conv2/weight_float/data"].dtype == np.float64
+        assert "conv1/in0/weight" not in z.files and "fc3/in0/weight" in z.files
+        assert {f"conv2/in0/weight/{k}" for k in ("data", "indices", "indptr", "shape")} <= set(z.files)
+        assert z["conv2/in0/weight/data"].dtype == np.int32 and z["conv2/in0/weight_float/data"].dtype == np.float64
     dep, mem = load_deploy(out), deployment_from_graph(graph)
     for a, b in zip(dep.qnet.stages + dep.net.stages, mem.qnet.stages + mem.net.stages, strict=True):
-        assert a.synapse == b.synapse
-        if a.synapse == "sparse":
-            assert a.weight.format == "csr" and (a.weight != b.weight).nnz == 0
+        (pa,), (pb,) = a.inputs, b.inputs
+        assert pa.synapse == pb.synapse
+        if pa.synapse == "sparse":
+            assert pa.weight.format == "csr" and (pa.weight != pb.weight).nnz == 0
         else:
-            np.testing.assert_array_equal(a.weight, b.weight)
+            np.testing.assert_array_equal(pa.weight, pb.weight)
     x = np.random.default_rng(0).uniform(0, 1, (4, 2, 1, 12, 12))
     np.testing.assert_array_equal(ChipSimulator(dep).run(x).output_raw, ChipSimulator(mem).run(x).output_raw)
 
 
-def test_version_1_directories_are_read_and_unknown_versions_refused(deploy_dir):
-    """Version 1 (every stage dense, no ``synapse`` key) is still read; a newer version names the fix."""
+def _as_chain_version(deploy_dir, version: int) -> None:
+    """Rewrite a (chain) version-3 directory in the layout of version 2 (one ``<stage>/weight`` per stage, its
+    ``synapse``, ``in_shape``, ``weight_exp`` and ``num_message_bits`` on the stage) or 1 (no ``synapse``: dense)."""
     man = json.loads((deploy_dir / "manifest.json").read_text())
-    ref = ChipSimulator(load_deploy(deploy_dir)).run(np.ones((4, 1, 6)))
-    v1 = {**man, "format": {**man["format"], "version": 1},
-          "stages": [{k: v for k, v in s.items() if k != "synapse"} for s in man["stages"]]}
-    (deploy_dir / "manifest.json").write_text(json.dumps(v1))
+    with np.load(deploy_dir / "params.npz") as z:
+        arrays = {k.replace("/in0/", "/"): z[k] for k in z.files}
+    stages = []
+    for i, s in enumerate(man["stages"]):
+        (p,) = s.pop("inputs")
+        s.update(in_shape=man["input"]["shape"] if i == 0 else man["stages"][i - 1]["out_shape"],
+                 weight_exp=p["weight_exp"], num_message_bits=p["num_message_bits"])
+        if version == 2:
+            s["synapse"] = p["synapse"]
+        stages.append({k: v for k, v in s.items() if k not in ("latency", "vsub", "reset_by")})
+    np.savez(deploy_dir / "params.npz", **arrays)
+    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "stages": stages,
+                                                          "format": {**man["format"], "version": version}}))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_chain_versions_are_read_and_unknown_versions_refused(deploy_dir, version):
+    """Versions 1 and 2 (chains; version 1 every stage dense) are still read; a newer version names the fix."""
+    x = np.random.default_rng(3).uniform(0, 1, (4, 3, 6))
+    ref = ChipSimulator(load_deploy(deploy_dir)).run(x)
+    _as_chain_version(deploy_dir, version)
     dep = load_deploy(deploy_dir)
-    assert [q.synapse for q in dep.qnet.stages] == ["dense", "dense"]
-    np.testing.assert_array_equal(ChipSimulator(dep).run(np.ones((4, 1, 6))).output_raw, ref.output_raw)
-    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 3}}))
-    with pytest.raises(DeployError, match=r"version this snnchip reads \(1, 2; found .*'version': 3.*snn-export"):
+    assert [[p.source for p in q.inputs] for q in dep.qnet.stages] == [["input"], ["fc1"]]
+    assert [q.latency for q in dep.qnet.stages] == [1, 2]
+    np.testing.assert_array_equal(ChipSimulator(dep).run(x).output_raw, ref.output_raw)
+    man = json.loads((deploy_dir / "manifest.json").read_text())
+    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 4}}))
+    with pytest.raises(DeployError, match=r"version this snnchip reads \(1, 2, 3; found .*'version': 4.*snn-export"):
         load_deploy(deploy_dir)
 
 

@@ -73,8 +73,7 @@ def test_empf_process_fixed_and_floating_pt_equal_equations():
 def empf_mlp_graph(sizes, T, seed, binary=False):
     """``mlp_graph`` with its hidden neurons replaced by snnchip empf nodes with random per-step tables."""
     import nir
-
-    from snnchip.hw_sim.nets import mlp_graph
+    from nir_nets import mlp_graph
 
     g = mlp_graph(sizes, T=T, seed=seed, gain=2.0)
     rng = np.random.default_rng(seed + 100)
@@ -168,12 +167,12 @@ def test_chip_simulator_equals_lava_fixed_pt_on_empf_conv_pool_flatten():
     """Per-channel [T, C] tables broadcast over H, W (C order) through conv -> EM-PF -> sum pool -> flatten."""
     import nir
     import torch
+    from nir_nets import conv_graph
 
     from snnchip.deploy import build
     from snnchip.export.loihi import deployment_from_graph
     from snnchip.export.nir_exec import NIRExecutor
     from snnchip.hw_sim.chip import ChipSimulator
-    from snnchip.hw_sim.nets import conv_graph
 
     T, C = 4, 2
     g = conv_graph(in_shape=(1, 6, 6), channels=C, classes=3, T=T, seed=31)

@@ -10,26 +10,38 @@ import nir
 import numpy as np
 import pytest
 from lava_harness import assert_same_run, run_process
+from nir_nets import conv_graph, mlp_graph
 
+from snnchip import lava_compat
 from snnchip.deploy import build
 from snnchip.errors import DeployError
 from snnchip.export.loihi import deployment_from_graph
 from snnchip.hw_sim.chip import ChipSimulator
-from snnchip.hw_sim.nets import conv_graph, mlp_graph
 
 pytestmark = pytest.mark.lava
 V_LIM = 2**23 - 1
 
 
-def _hand_fixed(v, a, dv, vth, reset, spike):
-    """DESIGN.md fixed-point neuron (du = 4095, no bias), written independently of snnchip.deploy."""
-    u = a.astype(np.int64) * 64
-    p = v * (4096 - dv)
-    v = np.clip(np.sign(p) * (np.abs(p) // 4096) + u, -V_LIM, V_LIM)
+def _hand_fixed(u, v, a, du, dv, vth, reset, spike, reset_current=False, vsub=None, s_prev=None):
+    """Lava's fixed-point LIF (current factor 4096 − (du + 1), no bias) with our resets, written here from Lava's
+    PyLifModelBitAcc: shifts by 12 toward zero, the 24-bit wrap of u and clip of v."""
+    def decay(x, f):
+        p = x * f
+        return np.sign(p) * (np.abs(p) // 4096)
+
+    u = decay(u, 4096 - du - 1) + a.astype(np.int64) * 64
+    u = np.where(u > 2**23, u - 2**24, u)
+    u = np.where(u <= -(2**23), u + 2**24, u)
+    v = np.clip(decay(v, 4096 - dv) + u, -V_LIM, V_LIM)
+    if reset == "zero_next" and s_prev is not None:
+        v = np.where(s_prev, 0, v)
     th = vth * 64
     s = (v >= th) if spike == "ge" else (v > th)
-    v = v - th * s if reset == "subtract" else v * (1 - s)
-    return u, v, s
+    if reset == "subtract":
+        v = v - (vth if vsub is None else vsub) * 64 * s
+    elif reset == "zero":
+        v = v * (1 - s)
+    return (u * (1 - s) if reset_current else u), v, s
 
 
 def _hand_float(v, a, lam, theta, reset, spike):
@@ -40,34 +52,46 @@ def _hand_float(v, a, lam, theta, reset, spike):
     return u, v, s
 
 
-@pytest.mark.parametrize("reset,spike", [("subtract", "ge"), ("subtract", "gt"), ("zero", "ge")])
-def test_sublif_fixed_pt_equals_equations_including_saturation(reset, spike):
-    from snnchip.deploy.procs.sublif.process import SubLIF
+CASES = {  # (du, reset, spike, reset_current, vsub)
+    "lif-subtract-ge": (4095, "subtract", "ge", False, None),
+    "lif-subtract-gt-by-amount": (4095, "subtract", "gt", False, 6200),
+    "lif-zero-ge": (4095, "zero", "ge", False, None),
+    "cuba-zero-next": (700, "zero_next", "gt", False, None),
+    "srm-current-reset": (900, "zero", "ge", True, None),
+}
 
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_cubalif_fixed_pt_equals_equations_including_saturation(case):
+    from snnchip.deploy.procs.cubalif.process import CubaLIF
+
+    du, reset, spike, reset_current, vsub = CASES[case]
     rng = np.random.default_rng(1)
     n, steps, dv, vth = 12, 24, 300, 5000
     data = rng.integers(-3000, 9000, (n, steps))
     data[:3] = rng.integers(2**15, 2**16, (3, steps))  # drives v into the +2^23 clip
     data[3:5] = -rng.integers(2**15, 2**16, (2, steps))  # and into the −2^23 clip
-    u, v, s = run_process(SubLIF(shape=(n,), dv=dv, vth=vth, reset=reset, spike=spike), data, "fixed_pt")
+    proc = CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, vsub=vsub, reset=reset, spike=spike,
+                   reset_current=reset_current)
+    u, v, s = run_process(proc, data, "fixed_pt")
     s = s != 0
-    hv = np.zeros(n, np.int64)
+    hu, hv, hs = np.zeros(n, np.int64), np.zeros(n, np.int64), None
     for t in range(steps):
-        hu, hv, hs = _hand_fixed(hv, data[:, t], dv, vth, reset, spike)
+        hu, hv, hs = _hand_fixed(hu, hv, data[:, t], du, dv, vth, reset, spike, reset_current, vsub, hs)
         np.testing.assert_array_equal(u[t], hu, err_msg=f"u at step {t}")
         np.testing.assert_array_equal(v[t], hv, err_msg=f"v at step {t}")
         np.testing.assert_array_equal(s[t], hs, err_msg=f"s at step {t}")
     assert s.any() and (v == -V_LIM).any(), "the test must spike and saturate"
 
 
-def test_sublif_floating_pt_equals_equations():
-    from snnchip.deploy.procs.sublif.process import SubLIF
+def test_cubalif_floating_pt_equals_equations():
+    from snnchip.deploy.procs.cubalif.process import CubaLIF
 
     rng = np.random.default_rng(2)
     n, steps, lam, theta = 10, 16, 0.8, 1.3
     data = rng.normal(0.3, 1.0, (n, steps))
-    u, v, s = run_process(SubLIF(shape=(n,), dv=1 - lam, vth=theta, reset="subtract", spike="ge"), data,
-                           "floating_pt")
+    u, v, s = run_process(CubaLIF(shape=(n,), du=1.0, dv=1 - lam, vth=theta, reset="subtract", spike="ge"), data,
+                          "floating_pt")
     s = s != 0
     hv = np.zeros(n)
     for t in range(steps):
@@ -78,18 +102,22 @@ def test_sublif_floating_pt_equals_equations():
 
 
 @pytest.mark.parametrize("cfg", ["fixed_pt", "floating_pt"])
-def test_integrator_equals_equations(cfg):
-    from snnchip.deploy.procs.integrator.process import Integrator
+def test_readout_is_lavas_lif_that_never_fires(cfg):
+    """The readout runs on Lava's own LIF: dv = 0, no current memory, vth = 2^17 (vth << 6 = 2^23 > any state)."""
+    from snnchip.export.quantize import NEVER_FIRES
 
+    LIF = lava_compat.lava_module("proc.lif.process").LIF
     rng = np.random.default_rng(3)
     n, steps = 6, 12
-    if cfg == "fixed_pt":
-        data = rng.integers(-2**16, 2**16, (n, steps))
+    fixed = cfg == "fixed_pt"
+    data = rng.integers(-2**16, 2**16, (n, steps)) if fixed else rng.normal(size=(n, steps))
+    if fixed:
         data[0] = 2**16 - 1
-    else:
-        data = rng.normal(size=(n, steps))
-    u, v, _ = run_process(Integrator(shape=(n,)), data, cfg, spiking=False)
-    if cfg == "fixed_pt":
+    proc = LIF(shape=(n,), du=4095 if fixed else 1.0, dv=0 if fixed else 0.0, vth=NEVER_FIRES if fixed else np.inf,
+               bias_mant=0 if fixed else 0.0, bias_exp=0)
+    u, v, s = run_process(proc, data, cfg)
+    assert not np.any(s)
+    if fixed:
         hv = np.zeros(n, np.int64)
         for t in range(steps):
             hv = np.clip(hv + data[:, t] * 64, -V_LIM, V_LIM)
@@ -125,9 +153,9 @@ def test_chip_simulator_equals_lava_fixed_pt_every_step(name):
         _assert_same(sim, build(dep).run(x, timing=timing))
     assert sum(int(s.sum()) for s in sim.spikes.values()) > 0
     if name == "mlp-zero-gt-lava-lif":
-        assert [s["process"] for s in dep.manifest["stages"]] == ["lava.LIF", "snnchip.Integrator"]
+        assert [s["process"] for s in dep.manifest["stages"]] == ["lava.LIF", "lava.LIF"]
     if name == SPARSE_NET:
-        assert [q.synapse for q in dep.qnet.stages] == ["sparse", "sparse", "dense"]
+        assert [q.inputs[0].synapse for q in dep.qnet.stages] == ["sparse", "sparse", "dense"]
 
 
 @pytest.mark.parametrize("fixed", [True, False])
@@ -141,18 +169,18 @@ def test_sparse_stages_build_lava_sparse_processes(fixed):
     graph = _Graph(dep, fixed, np.zeros((144, dep.T + dep.depth)))
     assert [type(p).__name__ for p in graph.synapses] == ["Sparse", "Sparse", "Dense"]
     for proc, q, st in zip(graph.synapses[:2], dep.qnet.stages, dep.net.stages, strict=False):
-        w, ref = proc.weights.init, (q.weight if fixed else st.weight)
+        w, ref = proc.weights.init, (q.inputs[0].weight if fixed else st.inputs[0].weight)
         assert isinstance(w, spmatrix) and w.shape == ref.shape and (w != ref).nnz == 0
-        assert proc.proc_params.get("weight_exp", 0) == (q.weight_exp if fixed else 0)
+        assert proc.proc_params.get("weight_exp", 0) == (q.inputs[0].weight_exp if fixed else 0)
 
 
 def test_saturating_network_is_bit_exact():
     dep = deployment_from_graph(mlp_graph((5, 6, 3), T=6, seed=6, lam=1.0))
     rng = np.random.default_rng(7)
-    big = [dataclasses.replace(q, weight=(2 * rng.integers(-127, 128, q.weight.shape)).astype(np.int32),
-                               weight_exp=q.weight_exp + 9, vth=2**17 - 1)
-           for q in dep.qnet.stages]
-    big[-1] = dataclasses.replace(big[-1], vth=0)
+    big = [dataclasses.replace(q, vth=2**17 - 1, inputs=tuple(dataclasses.replace(
+        p, weight=(2 * rng.integers(-127, 128, p.weight.shape)).astype(np.int32), weight_exp=p.weight_exp + 9)
+        for p in q.inputs)) for q in dep.qnet.stages]
+    big[-1] = dataclasses.replace(big[-1], vth=2**17)
     dep = dataclasses.replace(dep, qnet=dataclasses.replace(dep.qnet, stages=tuple(big)))
     x = rng.uniform(0, 1, (6, 2, 5))
     sim = ChipSimulator(dep).run(x, timing="lava")
@@ -176,9 +204,11 @@ def test_floating_pt_network_equals_float_equations_and_leaves_nothing_behind(na
     assert multiprocessing.active_children() == [] and set(glob.glob("/dev/shm/psm_*")) - shm_before == set()
     feed = x.reshape(5, 2, -1)
     for st in dep.net.stages:
-        v, outs = np.zeros((2, st.weight.shape[0])), []
+        (p,) = st.inputs
+        w = p.weight.toarray() if p.synapse == "sparse" else p.weight
+        v, outs = np.zeros((2, st.size)), []
         for t in range(5):
-            a = feed[t] @ st.weight.T + st.bias
+            a = feed[t] @ w.T + st.bias
             if st.spiking:
                 _, v, s = _hand_float(v, a, st.lam, st.theta, st.reset, st.spike)
                 outs.append(s.astype(float))
@@ -215,9 +245,9 @@ def test_foreign_lif_graph_deploys_on_lavas_builtin_lif():
 
 
 def test_runner_stops_lava_on_an_exception_mid_run(monkeypatch):
-    from snnchip.deploy.procs.sublif import models
+    from snnchip.deploy.procs.cubalif import models
 
-    original = models.PySubLIFModelFixed.compute
+    original = models.PyCubaLIFModelFixed.compute
     calls = {"n": 0}
 
     def failing(self, a_in):
@@ -226,7 +256,7 @@ def test_runner_stops_lava_on_an_exception_mid_run(monkeypatch):
             raise ValueError("injected failure at the third step")
         return original(self, a_in)
 
-    monkeypatch.setattr(models.PySubLIFModelFixed, "compute", failing)
+    monkeypatch.setattr(models.PyCubaLIFModelFixed, "compute", failing)
     dep = deployment_from_graph(mlp_graph((4, 5, 2), T=5))
     shm_before = set(glob.glob("/dev/shm/psm_*"))
     with pytest.raises(DeployError, match="injected failure at the third step"):

@@ -7,10 +7,10 @@ import math
 import tracemalloc
 
 import numpy as np
+from nir_nets import conv_graph
 
 from snnchip.export.loihi import export_loihi, load_deploy
 from snnchip.hw_sim.chip import ChipSimulator
-from snnchip.hw_sim.nets import conv_graph
 
 
 def test_28x28_two_conv_net_exports_far_below_its_dense_size(tmp_path):
@@ -22,9 +22,10 @@ def test_28x28_two_conv_net_exports_far_below_its_dense_size(tmp_path):
     finally:
         tracemalloc.stop()
     dep = load_deploy(out)
-    conv1, conv2, fc = dep.qnet.stages
-    assert [q.synapse for q in dep.qnet.stages] == ["sparse", "sparse", "dense"]
-    assert json.loads((out / "manifest.json").read_text())["resources"]["per_stage"]["conv2"]["synapse"] == "sparse"
+    conv1, conv2, fc = (q.inputs[0] for q in dep.qnet.stages)
+    assert [p.synapse for p in (conv1, conv2, fc)] == ["sparse", "sparse", "dense"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"][1]["inputs"][0]["synapse"] == "sparse"
     # conv1: 8 channels × 28·28 positions × at most 9 taps; pool1 + conv2: 16 × 14·14 × 8 channels × 9 taps × 4
     assert conv1.weight.shape == (8 * 28 * 28, 28 * 28) and conv1.weight.nnz <= 8 * 784 * 9
     assert conv2.weight.shape == (16 * 14 * 14, 8 * 28 * 28) and conv2.weight.nnz <= 16 * 196 * 8 * 9 * 4

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 from lava_harness import assert_same_run, run_process
+from nir_nets import mlp_graph
 
 from snnchip.deploy import build
 from snnchip.export.loihi import deployment_from_graph
 from snnchip.export.lowering import lower
 from snnchip.hw_sim.chip import ChipSimulator
-from snnchip.hw_sim.nets import mlp_graph
 
 pytestmark = pytest.mark.lava
 V_LIM = 2**23 - 1

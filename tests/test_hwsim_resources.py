@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from nir_nets import conv_graph, mlp_graph
 
 from snnchip.export.loihi import deployment_from_graph
 from snnchip.hw_sim import resources
-from snnchip.hw_sim.nets import conv_graph, mlp_graph
 
 
 def test_counts_are_the_deployed_dense_matrices():
@@ -15,26 +15,35 @@ def test_counts_are_the_deployed_dense_matrices():
     layers = resources.layer_resources(dep)
     assert [la["layer"] for la in layers] == [q.name for q in dep.qnet.stages]
     for la, q in zip(layers, dep.qnet.stages, strict=True):
-        assert (la["neurons"], la["fan_in"]) == q.weight.shape
-        assert la["connections"] == la["weights"] == int(np.count_nonzero(q.weight))
+        (w,) = [p.weight for p in q.inputs]
+        assert (la["neurons"], la["inputs"][0]["sources"]) == w.shape
+        assert la["connections"] == la["weights"] == int(np.count_nonzero(w))
     assert layers[0]["neurons"] == 5 and layers[1]["neurons"] == 3
+    assert [la["inputs"][0]["source"] for la in layers] == ["input", "fc1"]
 
 
 def test_sparse_stages_count_their_stored_nonzeros():
     dep = deployment_from_graph(conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=3, seed=1))
     layers = resources.layer_resources(dep)
-    assert [la["synapse"] for la in layers] == ["sparse", "sparse", "dense"]
+    assert [la["inputs"][0]["synapse"] for la in layers] == ["sparse", "sparse", "dense"]
     for la, q in zip(layers, dep.qnet.stages, strict=True):
-        nonzero = q.weight.count_nonzero() if la["synapse"] == "sparse" else int(np.count_nonzero(q.weight))
-        assert (la["neurons"], la["fan_in"], la["connections"]) == (*q.weight.shape, nonzero)
-    assert layers[0]["connections"] < 0.25 * layers[0]["neurons"] * layers[0]["fan_in"]
+        (w,), (p,) = [p.weight for p in q.inputs], la["inputs"]
+        nonzero = w.count_nonzero() if p["synapse"] == "sparse" else int(np.count_nonzero(w))
+        assert (la["neurons"], p["sources"], la["connections"]) == (*w.shape, nonzero)
+    assert layers[0]["connections"] < 0.25 * layers[0]["neurons"] * layers[0]["inputs"][0]["sources"]
+
+
+def _layer(name, neurons, inputs):
+    connections = sum(c for _, _, c in inputs)
+    return {"layer": name, "neurons": neurons, "connections": connections, "weights": connections,
+            "inputs": [{"source": s, "sources": n, "connections": c, "synapse": "dense"} for s, n, c in inputs]}
 
 
 def test_synops_and_energy_by_hand():
-    conv = {"layer": "conv", "neurons": 108, "fan_in": 72, "connections": 1944, "weights": 1944}
-    fc = {"layer": "fc", "neurons": 10, "fan_in": 108, "connections": 1080, "weights": 1080}
-    est = resources.estimate([conv, fc], spikes_in=[72.0, 30.0], spikes_out=40.0, T=4)
-    # conv: mean fan-out = 1944/72 = 27 per input event; fc: 1080/108 = 10 per input spike
+    conv = _layer("conv", 108, [("input", 72, 1944)])
+    fc = _layer("fc", 10, [("conv", 108, 1080)])
+    est = resources.estimate([conv, fc], {"input": 72.0, "conv": 30.0, "fc": 10.0}, T=4)
+    # conv: mean fan-out = 1944/72 = 27 per input event; fc: 1080/108 = 10 per input spike; 40 spikes emitted
     assert est["synops"] == pytest.approx(72 * 27 + 30 * 10)
     assert est["neuron_updates"] == (108 + 10) * 4
     expected_pj = est["synops"] * 23.6 + 118 * 4 * 52.0 + 40 * (29.0 + 1.7)
@@ -44,9 +53,14 @@ def test_synops_and_energy_by_hand():
     assert "estimate" in est["label"]
 
 
+def test_recurrent_and_skip_projections_cost_their_sources_spikes():
+    fc = _layer("fc", 10, [("input", 20, 100), ("fc", 10, 50)])  # a recurrent projection, fan-out 5
+    out = _layer("out", 3, [("fc", 10, 30), ("input", 20, 60)])  # a skip from the input, fan-out 3
+    est = resources.estimate([fc, out], {"input": 8.0, "fc": 4.0, "out": 0.0}, T=2)
+    assert est["synops"] == pytest.approx(8 * 5 + 4 * 5 + 4 * 3 + 8 * 3)
+
+
 def test_cores_follow_the_per_core_neuron_limit():
-    big = {"layer": "x", "neurons": 20000, "fan_in": 10, "connections": 200000, "weights": 200000}
-    est = resources.estimate([big], spikes_in=[0.0], spikes_out=0.0, T=1)
+    big = _layer("x", 20000, [("input", 10, 200000)])
+    est = resources.estimate([big], {"input": 0.0}, T=1)
     assert est["cores"] == 3  # ceil(20000 / 8192)
-    with pytest.raises(ValueError, match="one input-spike count per layer"):
-        resources.estimate([big], spikes_in=[], spikes_out=0.0, T=1)

@@ -8,13 +8,13 @@ import h5py
 import nir
 import numpy as np
 import pytest
+from nir_nets import conv_graph, mlp_graph, neuron_node
 
 from snnchip import lava_compat
 from snnchip.errors import LavaUnavailableError, UnsupportedNodeError
 from snnchip.export.netx import INPUT_MESSAGE_BITS, NEVER_FIRES, netx_deployment, write_netx
 from snnchip.export.quantize import encode_input
 from snnchip.hw_sim.chip import ChipSimulator
-from snnchip.hw_sim.nets import conv_graph, mlp_graph, neuron_node
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,10 @@ import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nir_nets import conv_graph, mlp_graph, neuron_node, readout_node
 
 from snnchip.errors import QuantizationError, UnsupportedNodeError
-from snnchip.export.lowering import SPARSE_MAX_DENSITY, Stage, lower
+from snnchip.export.lowering import INPUT, SPARSE_MAX_DENSITY, Projection, Stage, lower
 from snnchip.export.quantize import (
     SaturationWarning,
     dequantize_weight,
@@ -25,14 +26,20 @@ from snnchip.export.quantize import (
     quantize,
     quantize_stage,
 )
-from snnchip.hw_sim.nets import conv_graph, mlp_graph, neuron_node, readout_node
 from snnchip.spec import Interpretation
 
 
 def _stage(w, b, theta=1.0, lam=0.5, kind="lif"):
-    n_out, n_in = w.shape
-    return Stage(name="s", kind=kind, weight=np.asarray(w, float), bias=np.asarray(b, float), in_shape=(n_in,),
-                 out_shape=(n_out,), lam=lam, theta=theta)
+    w = w if sp.issparse(w) else np.asarray(w, float)
+    return Stage(name="s", kind=kind, inputs=(Projection(INPUT, w),), bias=np.asarray(b, float),
+                 out_shape=(w.shape[0],), lam=lam, theta=theta)
+
+
+X1 = {INPUT: 1.0}
+
+
+def _dequantized(q, frac=0):
+    return dequantize_weight(q.inputs[0], frac, q.scale)
 
 
 @settings(max_examples=60, deadline=None)
@@ -42,17 +49,17 @@ def test_dequantized_weights_within_documented_bound(seed, scale, theta, sign):
     rng = np.random.default_rng(seed)
     w = rng.normal(0, scale, (5, 7))
     w = np.abs(w) if sign == "pos" else -np.abs(w) if sign == "neg" else w
-    q, rep = quantize_stage(_stage(w, np.zeros(5), theta=theta), T=4, x_max=1.0, frac_bits=None)
+    q, rep = quantize_stage(_stage(w, np.zeros(5), theta=theta), T=4, x_max=X1)
     lo, hi, step = mantissa_range(w)
-    w_hat = dequantize_weight(q)
+    w_hat, p = _dequantized(q), q.inputs[0]
     # bound (docs/loihi-fixed-point.md): |W − Ŵ| ≤ step·2^e / (2c) for every weight; nothing is clipped
-    bound = step * 2.0**q.weight_exp / (2 * q.scale)
-    assert rep["clipped_fraction"] == 0.0
+    bound = step * 2.0**p.weight_exp / (2 * q.scale)
+    assert rep["projections"][0]["clipped_fraction"] == 0.0
     assert np.all(np.abs(w - w_hat) <= bound * (1 + 1e-9))
-    assert q.weight.min() >= lo and q.weight.max() <= hi and np.all(q.weight % step == 0)
+    assert p.weight.min() >= lo and p.weight.max() <= hi and np.all(p.weight % step == 0)
     assert q.vth / q.scale == pytest.approx(theta, rel=1e-12)  # the threshold is exact by construction
     assert 1 <= q.vth <= 2**17 - 1
-    assert rep["max_abs_weight_error"] == pytest.approx(float(np.abs(w - w_hat).max()))
+    assert rep["projections"][0]["max_abs_weight_error"] == pytest.approx(float(np.abs(w - w_hat).max()))
 
 
 @settings(max_examples=60, deadline=None)
@@ -63,11 +70,11 @@ def test_exactly_representable_stage_quantizes_losslessly(p, seed, vth, mixed, l
     m = 2 * rng.integers(-128, 128, (4, 6)) if mixed else rng.integers(0, 256, (4, 6))
     w, theta, lam = m / 2.0**p, vth / 2.0**p, lam_k / 4096
     b = rng.integers(-20, 20, 4) / 2.0**p
-    q, rep = quantize_stage(_stage(w, b, theta=theta, lam=lam), T=3, x_max=1.0, frac_bits=None)
-    assert np.array_equal(dequantize_weight(q), w)
+    q, rep = quantize_stage(_stage(w, b, theta=theta, lam=lam), T=3, x_max=X1)
+    assert np.array_equal(_dequantized(q), w)
     assert np.array_equal(q.bias / q.scale, b)
     assert q.vth / q.scale == theta
-    assert rep["max_abs_weight_error"] == 0.0 and rep["max_abs_bias_error"] == 0.0
+    assert rep["projections"][0]["max_abs_weight_error"] == 0.0 and rep["max_abs_bias_error"] == 0.0
     if lam_k > 0:
         assert rep["lam_q"] == lam
 
@@ -75,26 +82,27 @@ def test_exactly_representable_stage_quantizes_losslessly(p, seed, vth, mixed, l
 def test_input_encoding_and_first_stage_exponent():
     net = lower(mlp_graph((4, 3, 2), T=3))
     qn = quantize(net, input_frac_bits=8)
-    first = qn.stages[0]
-    assert first.num_message_bits == 24 and qn.stages[1].num_message_bits == 0
-    assert first.weight_exp == qn.report[0]["weight_exp"] - 8
+    first = qn.stages[0].inputs[0]
+    assert first.num_message_bits == 24 and qn.stages[1].inputs[0].num_message_bits == 0
+    e = qn.report[0]["projections"][0]["weight_exp"]
+    assert first.weight_exp == e - 8
     assert np.array_equal(encode_input(np.array([0.5, -1.0, 1e9]), 8), [128, -256, 2**23 - 1])
-    w_hat = dequantize_weight(first, qn.input_frac_bits)
-    assert np.abs(w_hat - net.stages[0].weight).max() <= 2 * 2.0 ** qn.report[0]["weight_exp"] / first.scale
+    w_hat = dequantize_weight(first, qn.input_frac_bits, qn.stages[0].scale)
+    assert np.abs(w_hat - net.stages[0].inputs[0].weight).max() <= 2 * 2.0**e / qn.stages[0].scale
 
 
 def test_saturation_warning_and_error_name_the_numbers():
     w = np.full((2, 3), 0.9)
     with pytest.warns(SaturationWarning, match=r"stage .s.*T=1000000"):
-        quantize_stage(_stage(w, np.zeros(2), lam=1.0), T=1_000_000, x_max=1.0, frac_bits=None)
+        quantize_stage(_stage(w, np.zeros(2), lam=1.0), T=1_000_000, x_max=X1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _, rep = quantize_stage(_stage(w, np.zeros(2), lam=0.5), T=10, x_max=1.0, frac_bits=None)
+        _, rep = quantize_stage(_stage(w, np.zeros(2), lam=0.5), T=10, x_max=X1)
     assert rep["may_saturate"] is False
     with pytest.raises(QuantizationError, match=r"stage 's'.*bound"):
-        quantize_stage(_stage(np.full((2, 3), 1e7), np.zeros(2)), T=3, x_max=1.0, frac_bits=None)
+        quantize_stage(_stage(np.full((2, 3), 1e7), np.zeros(2)), T=3, x_max=X1)
     with pytest.raises(QuantizationError, match="needs T"):
-        quantize_stage(_stage(w, np.zeros(2), kind="readout"), T=None, x_max=1.0, frac_bits=None)
+        quantize_stage(_stage(w, np.zeros(2), kind="readout"), T=None, x_max=X1)
 
 
 def test_readout_headroom_covers_T_steps():
@@ -102,7 +110,7 @@ def test_readout_headroom_covers_T_steps():
     qn = quantize(net)
     r = qn.report[-1]
     assert r["state_bound_T_int"] <= (2**23 - 1) * (1 + 1e-9) and not r["may_saturate"]
-    assert qn.stages[-1].vth == 0 and qn.stages[-1].kind == "readout"
+    assert qn.stages[-1].vth == 2**17 and qn.stages[-1].kind == "readout"  # Lava's LIF that never fires
 
 
 def test_conv_pool_flatten_compose_to_the_same_affine_map():
@@ -112,12 +120,13 @@ def test_conv_pool_flatten_compose_to_the_same_affine_map():
     x = np.random.default_rng(0).uniform(-1, 1, (3, 2, 6, 6))
     ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(g.nodes["conv1"].weight),
                                      torch.from_numpy(g.nodes["conv1"].bias), padding=1).numpy()
-    np.testing.assert_allclose(x.reshape(3, -1) @ conv.weight.T + conv.bias, ref.reshape(3, -1), atol=1e-12)
+    np.testing.assert_allclose(x.reshape(3, -1) @ conv.inputs[0].weight.T + conv.bias, ref.reshape(3, -1),
+                               atol=1e-12)
     s = np.random.default_rng(1).integers(0, 2, (3, 3, 6, 6)).astype(float)
     pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(s), 2).numpy().reshape(3, -1)
     ref = pooled @ g.nodes["fc2"].weight.T + g.nodes["fc2"].bias
-    np.testing.assert_allclose(s.reshape(3, -1) @ fc.weight.T + fc.bias, ref, atol=1e-12)
-    assert conv.out_shape == (3, 6, 6) and fc.in_shape == (3, 6, 6)
+    np.testing.assert_allclose(s.reshape(3, -1) @ fc.inputs[0].weight.T + fc.bias, ref, atol=1e-12)
+    assert conv.out_shape == (3, 6, 6) and fc.inputs[0].source == "conv1" and fc.inputs[0].weight.shape[1] == 108
 
 
 def _chain_graph(chain: list[tuple[str, object]], in_shape: tuple[int, ...], n_out: int) -> nir.NIRGraph:
@@ -148,36 +157,42 @@ def test_conv_and_pooling_lower_to_sparse_operators_equal_to_torch(kernel, strid
         chain.append(("pool", cls(kernel_size=np.array(k), stride=np.array(s), padding=np.array([p, p]))))
         ref = F.avg_pool2d(ref, k, s, p, count_include_pad=True) * (k[0] * k[1] if kind == "sum" else 1)
     chain.append(("flat", nir.Flatten(input_type={"input": np.array(ref.shape[1:])}, start_dim=0, end_dim=-1)))
+    proj = lower(_chain_graph(chain, (2, 9, 8), ref[0].numel())).stages[0].inputs[0]
+    a = proj.weight.toarray() if proj.synapse == "sparse" else proj.weight
+    assert proj.synapse == ("sparse" if np.count_nonzero(a) < SPARSE_MAX_DENSITY * a.size else "dense")
     stage = lower(_chain_graph(chain, (2, 9, 8), ref[0].numel())).stages[0]
-    a = stage.weight.toarray() if stage.synapse == "sparse" else stage.weight
-    assert stage.synapse == ("sparse" if np.count_nonzero(a) < SPARSE_MAX_DENSITY * a.size else "dense")
     np.testing.assert_allclose(x.numpy().reshape(4, -1) @ a.T + stage.bias, ref.numpy().reshape(4, -1), atol=1e-12)
 
 
 def _densified(net):
-    return dataclasses.replace(net, stages=tuple(dataclasses.replace(s, weight=s.weight.toarray())
-                                                 if s.synapse == "sparse" else s for s in net.stages))
+    def dense(p):
+        return dataclasses.replace(p, weight=p.weight.toarray()) if p.synapse == "sparse" else p
+
+    return dataclasses.replace(net, stages=tuple(dataclasses.replace(s, inputs=tuple(dense(p) for p in s.inputs))
+                                                 for s in net.stages))
 
 
 def _assert_same_integers(qa, qb):
     for a, b in zip(qa.stages, qb.stages, strict=True):
-        wa = a.weight.toarray() if a.synapse == "sparse" else a.weight
-        np.testing.assert_array_equal(wa, b.weight, err_msg=a.name)
-        assert (a.weight_exp, a.scale, a.vth, a.dv, a.num_message_bits) == \
-            (b.weight_exp, b.scale, b.vth, b.dv, b.num_message_bits), a.name
+        for pa, pb in zip(a.inputs, b.inputs, strict=True):
+            wa = pa.weight.toarray() if pa.synapse == "sparse" else pa.weight
+            np.testing.assert_array_equal(wa, pb.weight, err_msg=a.name)
+            assert (pa.weight_exp, pa.num_message_bits) == (pb.weight_exp, pb.num_message_bits), a.name
+        assert (a.scale, a.vth, a.dv) == (b.scale, b.vth, b.dv), a.name
         np.testing.assert_array_equal(a.bias, b.bias)
     for ra, rb in zip(qa.report, qb.report, strict=True):
-        assert ra["synapses"] == rb["synapses"] and ra["clipped_fraction"] == rb["clipped_fraction"] == 0.0
-        assert ra["max_abs_weight_error"] == rb["max_abs_weight_error"]
-        assert ra["max_abs_bias_error"] == rb["max_abs_bias_error"]
-        assert ra["mean_abs_weight_error"] == pytest.approx(rb["mean_abs_weight_error"], rel=1e-12)
+        assert ra["synapses"] == rb["synapses"] and ra["max_abs_bias_error"] == rb["max_abs_bias_error"]
+        for pa, pb in zip(ra["projections"], rb["projections"], strict=True):
+            assert pa["clipped_fraction"] == pb["clipped_fraction"] == 0.0
+            assert pa["max_abs_weight_error"] == pb["max_abs_weight_error"]
+            assert pa["mean_abs_weight_error"] == pytest.approx(pb["mean_abs_weight_error"], rel=1e-12)
 
 
 def test_sparse_and_dense_paths_quantize_a_convnet_bit_identically():
     """The CSR stages of a conv -> pool -> conv -> pool -> flatten -> readout net, quantized on their stored values,
     give the mantissas, exponents, scales, thresholds and report of the same stages quantized as dense matrices."""
     net = lower(conv_graph(in_shape=(1, 12, 12), channels=(3, 4), classes=5, T=4, seed=2, pool="avg"))
-    assert [s.synapse for s in net.stages] == ["sparse", "sparse", "dense"]
+    assert [s.inputs[0].synapse for s in net.stages] == ["sparse", "sparse", "dense"]
     _assert_same_integers(quantize(net), quantize(_densified(net)))
 
 
@@ -188,11 +203,12 @@ def test_sparse_stage_quantizes_like_its_dense_matrix(seed, density, sign, scale
     rng = np.random.default_rng(seed)
     w = rng.normal(0, scale, (9, 13)) * (rng.uniform(size=(9, 13)) < density)
     w = np.abs(w) if sign == "pos" else -np.abs(w) if sign == "neg" else w
-    stage = _stage(w, rng.normal(0, 0.1, 9))
-    qa, ra = quantize_stage(dataclasses.replace(stage, weight=sp.csr_matrix(w)), T=4, x_max=1.0, frac_bits=8)
-    qb, rb = quantize_stage(stage, T=4, x_max=1.0, frac_bits=8)
+    b = rng.normal(0, 0.1, 9)
+    qa, ra = quantize_stage(_stage(sp.csr_matrix(w), b), T=4, x_max=X1)
+    qb, rb = quantize_stage(_stage(w, b), T=4, x_max=X1)
     _assert_same_integers(SimpleNamespace(stages=[qa], report=[ra]), SimpleNamespace(stages=[qb], report=[rb]))
-    assert qa.synapse == "sparse" and qa.weight.nnz == np.count_nonzero(qb.weight) == ra["synapses"]
+    pa, pb = qa.inputs[0], qb.inputs[0]
+    assert pa.synapse == "sparse" and pa.weight.nnz == np.count_nonzero(pb.weight) == ra["synapses"]
 
 
 def _foreign(reset_value=0.0, tau=4.0):
@@ -209,31 +225,20 @@ def test_foreign_lif_is_read_with_the_interpretation():
     g, w = _foreign()
     st_ = lower(g, Interpretation(dt=1.0, discretization="euler"), T=5).stages[0]
     assert (st_.lam, st_.theta, st_.reset, st_.spike) == (0.75, 0.7, "zero", "gt")
-    np.testing.assert_allclose(st_.weight, w * 2.0 / 4.0)  # Euler input gain dt·R/τ
+    np.testing.assert_allclose(st_.inputs[0].weight, w * 2.0 / 4.0)  # Euler input gain dt·R/τ
     st_ = lower(g, Interpretation(discretization="exact", reset="subtract", compare="ge"), T=5).stages[0]
     assert st_.lam == pytest.approx(math.exp(-0.25)) and (st_.reset, st_.spike) == ("subtract", "ge")
     with pytest.raises(UnsupportedNodeError, match="'lif'.*non-zero v_reset"):
         lower(_foreign(reset_value=0.2)[0], Interpretation(), T=5)
 
 
-@pytest.mark.parametrize("make", ["cuba", "unknown-kind", "feedback"])
-def test_unsupported_node_names_itself_and_the_supported_list(make):
+def test_unsupported_kind_names_its_node_and_the_supported_list():
     g = mlp_graph((4, 3, 2), T=3)
-    nodes, edges = dict(g.nodes), list(g.edges)
-    if make == "cuba":
-        nodes["fc1_neuron"] = nir.CubaLIF(tau_syn=np.ones(3) * 2, tau_mem=np.ones(3) * 2, r=np.ones(3),
-                                          v_leak=np.zeros(3), v_threshold=np.ones(3))
-        name = "fc1_neuron"
-    elif make == "unknown-kind":
-        node = neuron_node("fc1", (3,))
-        node.metadata["snnchip"]["kind"] = "saf"
-        nodes["fc1_neuron"], name = node, "fc1_neuron"
-    else:
-        nodes["fb"] = nir.Linear(weight=np.ones((3, 3)))
-        edges += [("fc1_neuron", "fb"), ("fb", "fc1_neuron")]
-        name = "fc1_neuron"
-    with pytest.raises(UnsupportedNodeError, match=rf"{name!r}.*supported: Input, Output, Affine"):
-        lower(nir.NIRGraph(nodes=nodes, edges=edges, metadata=g.metadata))
+    node = neuron_node("fc1", (3,))
+    node.metadata["snnchip"]["kind"] = "saf"
+    nodes = {**g.nodes, "fc1_neuron": node}
+    with pytest.raises(UnsupportedNodeError, match=r"'fc1_neuron'.*supported: Input, Output, Affine"):
+        lower(nir.NIRGraph(nodes=nodes, edges=list(g.edges), metadata=g.metadata))
 
 
 def test_readout_node_helper_round_trips_kind():

@@ -1,4 +1,4 @@
-"""Small NIR graphs in our schema (docs/nir-schema.md) for benchmarks and tests, with random weights.
+"""Small NIR graphs in our schema (docs/nir-schema.md) for the tests, with random weights.
 
 ``mlp_graph`` builds input → (Affine → LIF)* → Affine → I (readout) → output; ``conv_graph`` builds
 input → (Conv2d → LIF → SumPool2d/AvgPool2d)+ → Flatten → Affine → I → output.
