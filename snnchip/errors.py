@@ -49,3 +49,7 @@ class LavaUnavailableError(SnnchipError):
 
 class ValidationFailure(SnnchipError):
     """An equivalence gate of ``snn-validate`` failed."""
+
+
+class BenchmarkError(SnnchipError, ValueError):
+    """A benchmark option is out of range or names an unknown net, method or output path."""

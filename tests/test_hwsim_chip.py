@@ -100,16 +100,6 @@ def test_bad_input_shape_names_the_expected_one():
         ChipSimulator(dep).run(np.zeros((4, 2, 5)))
 
 
-@pytest.mark.lava
-@pytest.mark.slow
-def test_hwsim_bench_reports_speed_and_bit_exactness():
-    from snnchip.hw_sim.bench import bench_network
-
-    row = bench_network("tiny", mlp_graph((6, 8, 3), T=3, gain=2.5), batch=4, repeats=1)
-    assert row["bit_exact"] is True and row["lava_samples"] == 4
-    assert {"sim_s_per_sample_step_b4", "lava_s_per_sample_step", "speedup_b4"} <= set(row) and row["neurons"] == 11
-
-
 def test_chip_equals_nir_reference_executor_on_an_exported_spec():
     """Rung 3 vs rung 2 of the equivalence ladder on parameters that fixed point represents exactly."""
     from snnchip.export.nir_exec import NIRExecutor

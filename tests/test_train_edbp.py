@@ -221,7 +221,7 @@ def test_edbp_iteration_learns_and_only_srm():
 
 
 def test_bench_rows_for_edbp_and_bptt_on_the_same_net():
-    from snnchip.train.bench import benchmark
+    from snnchip.bench.train import benchmark
 
     res = benchmark("mlp", ["edbp", "bptt-srm"], [4], 16, 1, torch.device("cpu"))
     edbp, bptt = res["rows"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from snnchip.bench.train import saved_tensor_peak
 from snnchip.cli import bench
 from snnchip.errors import SpecError
 from snnchip.spec import NeuronSpec
@@ -25,7 +26,6 @@ from snnchip.train import (
     simulate_parallel,
     vgg,
 )
-from snnchip.train.bench import saved_tensor_peak
 from snnchip.train.rules import run_iteration
 
 B, N_IN, N_H, N_OUT, T = 6, 5, 7, 3, 4

@@ -6,11 +6,11 @@ import random
 import pytest
 import torch
 
+from snnchip.bench.train import saved_tensor_peak
 from snnchip.checkpoint import save_checkpoint
 from snnchip.errors import SpecError
 from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
 from snnchip.train import build_model, gradients, load_model, model_spec, plain_parameters, plain_spec, simulate, vgg
-from snnchip.train.bench import saved_tensor_peak
 from snnchip.train.rules import run_iteration, time_major
 
 

@@ -205,16 +205,3 @@ def configure_empf(spec: NetworkSpec, variant: str = "bn", binary_first_last: bo
 
 def layer_variant(layer: LayerSpec) -> str:
     return layer.options.get("empf", "vanilla")
-
-
-def bench_method(name: str) -> tuple[str, str | None]:
-    """``snn-bench`` method names: empf[-parallel][-random-bp] -> (rule, EM-PF variant); others (name, None)."""
-    if not name.startswith("empf"):
-        return name, None
-    rest = name[len("empf"):]
-    variant = "parallel" if rest.startswith("-parallel") else "bn"
-    rest = rest[len("-parallel"):] if variant == "parallel" else rest
-    if rest not in ("", "-random-bp"):
-        raise SpecError(f"unknown EM-PF benchmark method {name!r}; valid: empf, empf-random-bp, empf-parallel, "
-                        f"empf-parallel-random-bp")
-    return "empf" + rest, variant

@@ -4,8 +4,8 @@ import json
 
 import torch
 
+from snnchip.bench.measure import saved_storage_peak
 from snnchip.cli import bench
-from snnchip.train.bench import saved_storage_peak
 
 
 def test_bench_train_json_and_plot(tmp_path, capsys):

@@ -1,0 +1,211 @@
+"""How the benchmarks measure: warm-up and timing, peak memory, the FLOP model, the machine's throughput limit, and
+profiling. Every function takes a ``device``; on CUDA, timing synchronises the device around each call, memory is
+``torch.cuda.max_memory_allocated`` and the profile counts kernel launches.
+
+Protocol of one training iteration (``measure_iteration``): ``warmup`` untimed calls (one-time costs: allocator,
+oneDNN/cuDNN primitive creation, ``torch.compile``, recompiles on paths first taken later), one untimed call that
+counts peak memory, then ``repeats`` timed calls (median and minimum wall time, median process CPU time).
+
+Peak memory on the CPU: the peak bytes of the distinct storages autograd saves for backward
+(``torch.autograd.graph.saved_tensors_hooks``; a storage saved twice counts once; the model's parameters are
+excluded), i.e. the activation memory of a rule, counted the same way for every library. On CUDA: the allocator's
+peak during the call minus what was allocated before it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from snnchip.spec import NetworkSpec
+
+from .nets import plain_layers
+
+GEMM = 1024
+MEMORY_KIND = {"cpu": "autograd_saved_storage_bytes", "cuda": "cuda_max_allocated"}
+
+
+def _cuda(device: torch.device | str) -> bool:
+    return torch.device(device).type == "cuda"
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
+    if _cuda(device):
+        torch.cuda.synchronize(device)
+
+
+def memory_kind(device: torch.device | str) -> str:
+    return MEMORY_KIND["cuda" if _cuda(device) else "cpu"]
+
+
+def time_calls(fn: Callable[[], object], repeats: int, device: torch.device | str = "cpu", warmup: int = 1
+               ) -> dict[str, Any]:
+    """``warmup`` untimed calls, then ``repeats`` timed ones: wall seconds of each (device synchronised before and
+    after), their median and minimum, and the median process CPU seconds."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        sync(device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        sync(device)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {"time_per_iter_s": statistics.median(wall), "min_time_s": min(wall), "times_s": wall,
+            "cpu_per_iter_s": statistics.median(cpu)}
+
+
+def saved_storage_peak(model: nn.Module, fn: Callable[[], object]) -> int:
+    """Peak bytes of the distinct storages saved for backward while ``fn()`` runs (parameters excluded). A storage
+    counts once, with the bytes of the largest view saved from it: a batch sliced from a dataset tensor counts as
+    the batch, a tensor saved by two nodes counts once."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    live: dict[int, list[int]] = {}  # storage pointer -> [bytes, references]
+    total, peak = [0], [0]
+
+    class Packed:
+        def __init__(self, t: torch.Tensor):
+            self.t, self.key = t, t.untyped_storage().data_ptr()
+            if self.key in params:
+                self.key = None
+                return
+            entry = live.setdefault(self.key, [0, 0])
+            size = t.numel() * t.element_size()
+            if size > entry[0]:
+                total[0] += size - entry[0]
+                entry[0] = size
+                peak[0] = max(peak[0], total[0])
+            entry[1] += 1
+
+        def __del__(self):
+            if self.key is None:
+                return
+            entry = live[self.key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                total[0] -= entry[0]
+                del live[self.key]
+
+    with torch.autograd.graph.saved_tensors_hooks(Packed, lambda p: p.t):
+        fn()
+    return peak[0]
+
+
+def peak_memory(model: nn.Module, fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
+    """Peak bytes of one call of ``fn``: saved-for-backward storages on the CPU (``saved_storage_peak``), the CUDA
+    allocator's peak above what was allocated before on CUDA."""
+    if not _cuda(device):
+        return saved_storage_peak(model, fn)
+    sync(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    sync(device)
+    return int(torch.cuda.max_memory_allocated(device) - base)
+
+
+def measure_iteration(model: nn.Module, iteration: Callable[[], object], device: torch.device | str = "cpu",
+                      warmup: int = 3, repeats: int = 5) -> dict[str, Any]:
+    """The protocol of the module docstring: ``time_calls`` fields plus ``peak_memory_bytes``."""
+    for _ in range(warmup):
+        iteration()
+    peak = peak_memory(model, iteration, device)
+    return {**time_calls(iteration, repeats, device, warmup=0), "peak_memory_bytes": peak}
+
+
+# ------------------------------------------------------------------------------------------- FLOPs and the limit
+def synaptic_layers(net: NetworkSpec) -> list[tuple[str, int, int, int, int]]:
+    """(op, in channels/features, out, output positions, kernel area) of every synaptic layer."""
+    out, shape = [], net.input_shape
+    for layer in net.layers:
+        nxt = layer.output_shape(shape)
+        if layer.op == "conv2d":
+            out.append(("conv2d", shape[0], nxt[0], nxt[1] * nxt[2], layer.kernel_size ** 2))
+        elif layer.op == "linear":
+            out.append(("linear", shape[0], nxt[0], 1, 1))
+        shape = nxt
+    return out
+
+
+def step_flops(net: NetworkSpec, batch: int) -> tuple[float, float]:
+    """(forward, backward) FLOPs of one time step's synaptic layers at ``batch`` (2 per multiply-accumulate;
+    backward = weight gradients everywhere + input gradients except for the first layer)."""
+    fwd = bwd = 0.0
+    for i, (_, cin, cout, positions, area) in enumerate(synaptic_layers(net)):
+        macs = batch * positions * cout * cin * area
+        fwd += 2 * macs
+        bwd += 2 * macs * (1 if i == 0 else 2)
+    return fwd, bwd
+
+
+def throughput(net: NetworkSpec, x: torch.Tensor, device: torch.device | str = "cpu", repeats: int = 5
+               ) -> dict[str, Any]:
+    """Achievable FLOP/s: the net's synaptic layers as a plain ANN (forward + backward on the batch ``x``, in the
+    faster of NCHW and channels-last for images), and a GEMM×GEMM float32 matmul; medians and bests of
+    ``repeats`` timed calls after one warm-up."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*plain_layers(net, None)).to(device)
+
+    def fwd_bwd(inp: torch.Tensor) -> Callable[[], None]:
+        def run() -> None:
+            model.zero_grad(set_to_none=True)
+            model(inp).sum().backward()
+        return run
+
+    fwd, bwd = step_flops(net, x.shape[0])
+    a, b = torch.randn(GEMM, GEMM, device=device), torch.randn(GEMM, GEMM, device=device)
+    layouts = {"nchw": time_calls(fwd_bwd(x), repeats, device)}
+    if x.dim() == 4:
+        layouts["channels_last"] = time_calls(fwd_bwd(x.contiguous(memory_format=torch.channels_last)), repeats,
+                                              device)
+    layout = min(layouts, key=lambda k: layouts[k]["time_per_iter_s"])
+    layers, gemm = layouts[layout], time_calls(lambda: a @ b, repeats, device)
+    flops = fwd + bwd
+    return {"layers_flops_per_s": flops / layers["time_per_iter_s"],
+            "layers_flops_per_s_best": flops / layers["min_time_s"],
+            "layers_flops_per_cpu_s": flops / layers["cpu_per_iter_s"],
+            "gemm_flops_per_s": 2 * GEMM**3 / gemm["time_per_iter_s"],
+            "gemm_flops_per_s_best": 2 * GEMM**3 / gemm["min_time_s"], "step_forward_flops": fwd,
+            "step_backward_flops": bwd, "layers_layout": layout,
+            **{f"layers_flops_per_s_{k}": flops / v["time_per_iter_s"] for k, v in layouts.items()}}
+
+
+# ------------------------------------------------------------------------------------------- profiling
+def kernel_launches(events: Iterable[Any]) -> int:
+    """Host-side kernel launches among torch.profiler's averaged events (``key``, ``count``): the CUDA runtime and
+    driver launch calls (``cudaLaunchKernel``, ``cuLaunchKernel`` and their ``Ex`` forms) and CUDA-graph launches
+    (one each)."""
+    return sum(e.count for e in events if "LaunchKernel" in e.key or e.key in ("cudaGraphLaunch", "cuGraphLaunch"))
+
+
+def profile(iteration: Callable[[], object], T: int, device: torch.device | str = "cpu", top: int = 12
+            ) -> dict[str, Any]:
+    """torch.profiler over one iteration (after one warm-up): the top ops by self time (device time on CUDA, CPU
+    time otherwise) per time step, ops per step and kernel launches per step (0 on the CPU)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if _cuda(device) else [])
+    iteration()
+    sync(device)
+    t0 = time.perf_counter()
+    with torch_profile(activities=activities) as prof:
+        iteration()
+        sync(device)
+    wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    self_time = "self_device_time_total" if _cuda(device) else "self_cpu_time_total"
+    ranked = sorted(events, key=lambda e: getattr(e, self_time), reverse=True)
+    total = sum(getattr(e, self_time) for e in ranked) or 1.0
+    ops = [{"op": e.key, "calls_per_step": e.count / T, "self_ms_per_step": getattr(e, self_time) / 1e3 / T,
+            "share": getattr(e, self_time) / total} for e in ranked[:top]]
+    return {"T": T, "device": str(device), "wall_s_profiled": wall, "ops": ops,
+            "ops_per_step": sum(e.count for e in events) / T,
+            "kernel_launches_per_step": kernel_launches(events) / T}
