@@ -21,7 +21,7 @@ from snnchip.errors import SpecError
 from snnchip.export.loihi import calibratable_layers, chip_weights, deployment_from_graph, load_deploy
 from snnchip.export.lowering import lower
 from snnchip.export.nir_export import spec_to_nir
-from snnchip.export.quantize import SaturationWarning, dequantize_weight
+from snnchip.export.quantize import SaturationWarning, dequantize_weight, frac_bits
 from snnchip.spec import LayerSpec, NetworkSpec, NeuronSpec
 from snnchip.train import build_model, from_plain, load_model, plain_parameters, plain_spec
 from snnchip.train.inference import encoded_test_set
@@ -64,7 +64,8 @@ def test_forward_weights_equal_the_deployments_dequantized_weights(seed):
     dep = _deployment(model)  # independent: the export path on plain_parameters
     assert [q.name for q in dep.qnet.stages] == ["fc1", "fc2", "out"]
     for q in dep.qnet.stages:
-        w_hat = dequantize_weight(q, dep.qnet.input_frac_bits)
+        (p,) = q.inputs
+        w_hat = dequantize_weight(p, frac_bits(dep.qnet, p.source), q.scale)
         assert np.array_equal(exact[q.name]["weight"], w_hat)  # bit for bit, float64
         assert torch.equal(targets[q.name]["weight"], torch.from_numpy(w_hat).float())
         if seed != 2:
@@ -90,9 +91,10 @@ def test_conv_stage_quantizes_elementwise_like_the_deployment():
     params = {k: {f: np.asarray(v, np.float32) for f, v in exact[k].items()} for k in exact}
     lowered = lower(spec_to_nir(spec, params))  # the stage matrices of the quantized kernels
     for st, q in zip(lowered.stages, dep.qnet.stages, strict=True):
-        w_hat = dequantize_weight(q, dep.qnet.input_frac_bits).astype(np.float32).astype(np.float64)
-        assert st.synapse == q.synapse, q.name
-        dense = [w.toarray() if sp.issparse(w) else w for w in (st.weight, w_hat)]
+        (p,), (pf,) = q.inputs, st.inputs
+        w_hat = dequantize_weight(p, frac_bits(dep.qnet, p.source), q.scale).astype(np.float32).astype(np.float64)
+        assert pf.synapse == p.synapse, q.name
+        dense = [w.toarray() if sp.issparse(w) else w for w in (pf.weight, w_hat)]
         assert np.array_equal(*dense), q.name
 
 
@@ -188,7 +190,8 @@ def test_cli_writes_deploy_dir_calibrated_checkpoint_and_record(trained: Path, t
     assert ckpt.metrics["calibration"]["after"] == rec["after"]
     again = _deployment(calibrated)  # the checkpoint is exactly the model that was exported
     for q, r in zip(dep.qnet.stages, again.qnet.stages, strict=True):
-        assert np.array_equal(q.weight, r.weight) and np.array_equal(q.bias, r.bias) and q.scale == r.scale
+        assert np.array_equal(q.inputs[0].weight, r.inputs[0].weight) and np.array_equal(q.bias, r.bias)
+        assert q.scale == r.scale
     # the accuracies recorded after calibration are those of the written deploy directory
     from snnchip.train.data import load_dataset
 

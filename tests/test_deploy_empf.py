@@ -106,11 +106,11 @@ def test_chip_simulator_equals_lava_fixed_pt_on_empf_mlp(binary):
 
     g = empf_mlp_graph((6, 9, 7, 3), T=4, seed=21, binary=binary)
     dep = deployment_from_graph(g)
-    assert [s["process"] for s in dep.manifest["stages"]] == ["snnchip.EMPF"] * 2 + ["snnchip.Integrator"]
-    assert [q.num_message_bits for q in dep.qnet.stages] == [24, 24, 24]
+    assert [s["process"] for s in dep.manifest["stages"]] == ["snnchip.EMPF"] * 2 + ["lava.LIF"]
+    assert [q.inputs[0].num_message_bits for q in dep.qnet.stages] == [24, 24, 24]
     if binary:  # ±1 weights are exact on the mantissa grid (the input scale's power of two is in c·2^ka)
         for q in dep.qnet.stages[:2]:
-            assert len(np.unique(np.abs(q.weight))) == 1
+            assert len(np.unique(np.abs(q.inputs[0].weight))) == 1
     x = np.random.default_rng(22).uniform(0, 1, (dep.T, 2, 6))
     sim = ChipSimulator(dep).run(x, timing="lava")
     assert_same_run(sim, build(dep).run(x, timing="lava"))
@@ -143,7 +143,7 @@ def test_empf_model_exports_to_loihi_and_chip_agrees_with_float(tmp_path, capsys
     x, y = data.x_test[:20], data.y_test[:20].numpy()
     ref = simulate(model, x)
     chip = ChipSimulator(tmp_path / "dep")
-    assert [s["process"] for s in chip.dep.manifest["stages"]] == ["snnchip.EMPF", "snnchip.Integrator"]
+    assert [s["process"] for s in chip.dep.manifest["stages"]] == ["snnchip.EMPF", "lava.LIF"]
     rep = chip.dep.qnet.report[0]  # the readout's headroom uses fc1's graded spikes measured on the training set
     assert 0 < rep["graded_spike_measured"] <= rep["graded_spike_bound"] and rep["spike_frac_bits"] == 8
     res = chip.run(x.unsqueeze(0).expand(4, *x.shape).numpy())
@@ -155,12 +155,12 @@ def test_empf_model_exports_to_loihi_and_chip_agrees_with_float(tmp_path, capsys
           f"max |output diff| {np.abs(res.output - ref.output.numpy()).max():.4f}")
     assert agree >= 0.8, agree
     # snn-validate MODEL.pt certifies exactly this deployment (the readout's scale from the measured graded spikes)
-    from snnchip.workflows.validate import Reference
+    from snnchip.workflows.validate import Reference, ValidateConfig
 
-    validated = Reference(tmp_path / "m" / "model.pt").deployment
+    validated = Reference(tmp_path / "m" / "model.pt", ValidateConfig(deploy_out=str(tmp_path / "cert"))).deployment
     assert validated.qnet.report == chip.dep.qnet.report
     for a, b in zip(validated.qnet.stages, chip.dep.qnet.stages, strict=True):
-        np.testing.assert_array_equal(a.weight, b.weight)
+        np.testing.assert_array_equal(a.inputs[0].weight, b.inputs[0].weight)
 
 
 def test_chip_simulator_equals_lava_fixed_pt_on_empf_conv_pool_flatten():
@@ -206,8 +206,9 @@ def test_saturating_empf_network_is_bit_exact():
 
     dep = deployment_from_graph(empf_mlp_graph((5, 6, 4, 3), T=4, seed=41))
     rng = np.random.default_rng(42)
-    big = [dataclasses.replace(q, weight=(2 * rng.integers(-127, 128, q.weight.shape)).astype(np.int32),
-                               weight_exp=q.weight_exp + 6) for q in dep.qnet.stages]
+    big = [dataclasses.replace(q, inputs=tuple(dataclasses.replace(
+        p, weight=(2 * rng.integers(-127, 128, p.weight.shape)).astype(np.int32), weight_exp=p.weight_exp + 6)
+        for p in q.inputs)) for q in dep.qnet.stages]
     dep = dataclasses.replace(dep, qnet=dataclasses.replace(dep.qnet, stages=tuple(big)))
     x = rng.uniform(0, 1, (4, 2, 5))
     sim = ChipSimulator(dep).run(x, timing="lava")

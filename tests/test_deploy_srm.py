@@ -22,13 +22,14 @@ V_LIM = 2**23 - 1
 
 
 def _hand_fixed(u, v, a, du, dv, vth, spike):
-    """The SRM in fixed point (docs/loihi-fixed-point.md §3), written independently of snnchip.deploy."""
-    def dec(x, d):
-        p = x * (4096 - d)
+    """The SRM in fixed point (docs/loihi-fixed-point.md §3), written independently of snnchip.deploy: Lava's LIF
+    current register (factor 4096 − (du + 1)) and voltage decay, both traces reset at a spike."""
+    def dec(x, f):
+        p = x * f
         return np.sign(p) * (np.abs(p) // 4096)
-    u = dec(u, du) + a.astype(np.int64) * 64
+    u = dec(u, 4096 - du - 1) + a.astype(np.int64) * 64
     u = np.where(u > 2**23, u - 2**24, u)
-    v = np.clip(dec(v, dv) + u, -V_LIM, V_LIM)
+    v = np.clip(dec(v, 4096 - dv) + u, -V_LIM, V_LIM)
     s = (v >= vth * 64) if spike == "ge" else (v > vth * 64)
     return u * (1 - s), v * (1 - s), s
 
@@ -41,7 +42,8 @@ def test_cubalif_fixed_and_floating_pt_equal_equations():
     data = rng.integers(-3000, 6000, (n, steps))
     data[:2] = rng.integers(2**15, 2**16, (2, steps))  # drives v into the +2^23 clip (vth above it: no spike)
     data[2:4] = -rng.integers(2**14, 2**15, (2, steps))  # and into the −2^23 clip
-    u, v, s = run_process(CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, spike="ge"), data, "fixed_pt")
+    srm = dict(reset="zero", reset_current=True)
+    u, v, s = run_process(CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, spike="ge", **srm), data, "fixed_pt")
     s = s != 0
     hu, hv = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for t in range(steps):
@@ -54,7 +56,8 @@ def test_cubalif_fixed_and_floating_pt_equal_equations():
 
     lam_s, lam_m, theta = 0.6, 0.8, 1.3
     x = rng.normal(0.3, 0.8, (n, steps))
-    u, v, s = run_process(CubaLIF(shape=(n,), du=1 - lam_s, dv=1 - lam_m, vth=theta, spike="gt"), x, "floating_pt")
+    u, v, s = run_process(CubaLIF(shape=(n,), du=1 - lam_s, dv=1 - lam_m, vth=theta, spike="gt", **srm), x,
+                          "floating_pt")
     s = s != 0
     fi, fv = np.zeros(n), np.zeros(n)
     for t in range(steps):
@@ -91,10 +94,10 @@ def test_chip_simulator_equals_lava_fixed_pt_on_srm_mlp(readout, spike):
     g = srm_mlp_graph((6, 9, 5, 3), T=6, seed=11, spike=spike, readout=readout)
     stages = lower(g).stages
     assert [s.kind for s in stages] == ["srm", "srm", "readout" if readout else "srm"]
-    assert stages[0].lam_syn == pytest.approx(0.6) and stages[0].reset == "zero_both"
+    assert stages[0].lam_syn == pytest.approx(0.6) and stages[0].reset == "zero"
     dep = deployment_from_graph(g)
     assert dep.manifest["stages"][0]["process"] == "snnchip.CubaLIF"
-    assert dep.qnet.stages[0].du == round(4096 * 0.4) and dep.qnet.stages[0].dv == round(4096 * 0.2)
+    assert dep.qnet.stages[0].du == round(4096 * 0.4) - 1 and dep.qnet.stages[0].dv == round(4096 * 0.2)
     x = np.random.default_rng(12).uniform(0, 1, (dep.T, 2, 6))
     sim = ChipSimulator(dep).run(x, timing="lava")
     assert_same_run(sim, build(dep).run(x, timing="lava"))
@@ -135,7 +138,7 @@ def test_edbp_model_exports_to_loihi_and_chip_agrees_with_float(tmp_path, capsys
     x = load_dataset("digits", None, flat=True, T=6).x_test[:20]
     ref = simulate(model, x)
     chip = ChipSimulator(tmp_path / "dep")
-    assert [s["process"] for s in chip.dep.manifest["stages"]] == ["snnchip.CubaLIF"] * 2 + ["snnchip.Integrator"]
+    assert [s["process"] for s in chip.dep.manifest["stages"]] == ["snnchip.CubaLIF"] * 2 + ["lava.LIF"]
     res = chip.run(x.unsqueeze(0).expand(6, *x.shape).numpy())
     float_dec = ref.output[-1].argmax(-1).numpy()  # the readout's count Σ_t s_out[t]
     chip_dec = res.output[-1].argmax(-1)
@@ -151,7 +154,7 @@ def test_netx_refuses_srm_by_layer_name():
     from snnchip.errors import UnsupportedNodeError
     from snnchip.export.netx import netx_deployment
 
-    with pytest.raises(UnsupportedNodeError, match="'fc1'.*zero_both"):
+    with pytest.raises(UnsupportedNodeError, match="'fc1'.*'srm'"):
         netx_deployment(srm_mlp_graph((4, 5, 3), T=4, seed=1, spike="gt"))
 
 
@@ -160,9 +163,10 @@ def test_saturating_srm_network_is_bit_exact():
 
     dep = deployment_from_graph(srm_mlp_graph((5, 6, 3), T=6, seed=15, lam_syn=0.95, lam=0.95))
     rng = np.random.default_rng(16)
-    big = [dataclasses.replace(q, weight=(2 * rng.integers(-127, 128, q.weight.shape)).astype(np.int32),
-                               weight_exp=q.weight_exp + 9, vth=2**17 - 1) for q in dep.qnet.stages]
-    big[-1] = dataclasses.replace(big[-1], vth=0)
+    big = [dataclasses.replace(q, vth=2**17 - 1, inputs=tuple(dataclasses.replace(
+        p, weight=(2 * rng.integers(-127, 128, p.weight.shape)).astype(np.int32), weight_exp=p.weight_exp + 9)
+        for p in q.inputs)) for q in dep.qnet.stages]
+    big[-1] = dataclasses.replace(big[-1], vth=2**17)
     dep = dataclasses.replace(dep, qnet=dataclasses.replace(dep.qnet, stages=tuple(big)))
     x = rng.uniform(0, 1, (6, 2, 5))
     sim = ChipSimulator(dep).run(x, timing="lava")

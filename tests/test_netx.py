@@ -76,9 +76,9 @@ def _signs():
 def test_netx_file_runs_in_lava_dl_like_the_chip_simulator_step_for_step(netx, tmp_path, make):
     dep = netx_deployment({"mlp": _mlp, "conv": _conv, "signs": _signs}[make]())
     if make == "signs":
-        w1, w2, w3 = (q.weight for q in dep.qnet.stages)
+        w1, w2, w3 = (q.inputs[0].weight for q in dep.qnet.stages)
         assert w1.min() >= 0 and np.any(w1 % 2) and w2.min() < 0 < w2.max() and w3.max() < 0
-    assert all(q.weight_exp == 0 for q in dep.qnet.stages)
+    assert all(q.inputs[0].weight_exp == 0 for q in dep.qnet.stages)
     write_netx(dep, tmp_path / "net.net")
     x = np.random.default_rng(0).uniform(0, 1, (dep.T, 1, *dep.qnet.input_shape))
     sim = ChipSimulator(dep).run(x, timing="lava")  # layer k's step t is Lava step t + k, as in netx
@@ -102,14 +102,15 @@ def test_slayer_cuba_blocks_export_the_same_network(netx, tmp_path):
     with h5py.File(tmp_path / "slayer.net", "w") as f:
         layers = f.create_group("layer")
         for i, q in enumerate(dep.qnet.stages):
+            w = q.inputs[0].weight
             vth = q.vth if q.spiking else NEVER_FIRES
             params = {"threshold": vth / 64, "current_decay": 1.0, "voltage_decay": (q.dv if q.spiking else 0) / 4096,
                       "scale": 64}
-            blk = slayer.block.cuba.Dense(params, q.weight.shape[1], q.weight.shape[0])
+            blk = slayer.block.cuba.Dense(params, w.shape[1], w.shape[0])
             blk.synapse.pre_hook_fx = blk.neuron.quantize_8bit
             with torch.no_grad():
-                blk.synapse.weight.copy_(torch.from_numpy(q.weight / 64.0).reshape(blk.synapse.weight.shape))
-                blk(torch.zeros(1, q.weight.shape[1], 1))  # slayer learns the neuron shape on a forward pass
+                blk.synapse.weight.copy_(torch.from_numpy(w / 64.0).reshape(blk.synapse.weight.shape))
+                blk(torch.zeros(1, w.shape[1], 1))  # slayer learns the neuron shape on a forward pass
             blk.export_hdf5(layers.create_group(str(i)))
     ours, theirs = (netx.hdf5.Network(str(tmp_path / n), input_message_bits=INPUT_MESSAGE_BITS)
                     for n in ("ours.net", "slayer.net"))
@@ -130,7 +131,7 @@ def test_file_holds_integer_weights_and_netx_neuron_fields(tmp_path):
         for k, q in enumerate(dep.qnet.stages, start=1):
             g = f[f"layer/{k}"]
             assert g["type"][0] == b"dense" and np.issubdtype(g["weight"].dtype, np.integer)
-            np.testing.assert_array_equal(g["weight"][()], q.weight)
+            np.testing.assert_array_equal(g["weight"][()], q.inputs[0].weight)
             assert (g["neuron/type"][0], g["neuron/iDecay"][()]) == (b"CUBA", 4096)
             assert g["neuron/vThMant"][()] == (q.vth if q.spiking else NEVER_FIRES)
             assert "bias" not in g
@@ -138,7 +139,7 @@ def test_file_holds_integer_weights_and_netx_neuron_fields(tmp_path):
 
 @pytest.mark.parametrize("case,layer,hint", [
     ("subtract", "fc1", "--target loihi"), ("ge", "fc1", "--reset zero"), ("bias", "fc1", "without bias"),
-    ("empf", "fc2_neuron", "empf"), ("feedback", "fc1_neuron", "feedback")])
+    ("empf", "fc2_neuron", "empf"), ("feedback", "fc1", "no recurrence")])
 def test_layers_netx_cannot_run_exactly_are_refused_by_name(case, layer, hint):
     kw = dict(reset="zero", spike="gt", bias=False)
     kw.update({"subtract": dict(reset="subtract"), "ge": dict(spike="ge"), "bias": dict(bias=True)}.get(case, {}))
@@ -195,13 +196,14 @@ def test_netx_quantization_is_the_loihi_quantizer_with_exponent_zero():
     dep = netx_deployment(g)
     net = lower(g)
     for i, (st, q) in enumerate(zip(net.stages, dep.qnet.stages, strict=True)):
-        frac = dep.qnet.input_frac_bits if i == 0 else None
-        again, _ = quantize_stage(st, dep.T, 1.0, frac, weight_exp=0)
-        np.testing.assert_array_equal(again.weight, q.weight)
-        lo, hi, step = mantissa_range(st.weight)
-        assert q.weight_exp == 0 and lo <= q.weight.min() and q.weight.max() <= hi and not np.any(q.weight % step)
-        bound = step * 2.0 ** (frac or 0) / (2 * q.scale)  # half a grid step of the first Dense, in real units
-        assert np.abs(dequantize_weight(q, dep.qnet.input_frac_bits) - st.weight).max() <= bound * (1 + 1e-9)
+        frac = dep.qnet.input_frac_bits if i == 0 else 0
+        (p,), (pf,) = q.inputs, st.inputs
+        again, _ = quantize_stage(st, dep.T, {pf.source: 1.0}, weight_exp=0, input_frac_bits=frac)
+        np.testing.assert_array_equal(again.inputs[0].weight, p.weight)
+        lo, hi, step = mantissa_range(pf.weight)
+        assert p.weight_exp == 0 and lo <= p.weight.min() and p.weight.max() <= hi and not np.any(p.weight % step)
+        bound = step * 2.0**frac / (2 * q.scale)  # half a grid step of the first Dense, in real units
+        assert np.abs(dequantize_weight(p, frac, q.scale) - pf.weight).max() <= bound * (1 + 1e-9)
 
 
 def test_a_model_trained_for_netx_exports(tmp_path, capsys):

@@ -182,7 +182,7 @@ def test_lowering_takes_empf_with_its_tables(tmp_path):
 
     path, _ = _checkpoint(tmp_path, "mlp", "bn", 9)  # deployed and tested in tests/test_deploy_empf.py
     st = lower(model_graph(path)).stages[0]
-    assert st.kind == "empf" and st.graded and st.tables["theta"].shape[1] == st.weight.shape[0]
+    assert st.kind == "empf" and st.graded and st.tables["theta"].shape[1] == st.size
 
 
 @pytest.mark.parametrize(("name", "variant", "seed"), [("mlp", "bn", 10), ("convnet", "bn", 11)])

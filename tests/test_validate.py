@@ -59,9 +59,10 @@ def test_corrupted_lava_graph_fails_and_names_the_layer(trained: Path, monkeypat
     def corrupted_build(dep):
         """Change one weight of the second stage in the Lava graph only (the simulator keeps the original)."""
         stages = list(dep.qnet.stages)
-        w = stages[1].weight.copy()
+        (p,) = stages[1].inputs
+        w = p.weight.copy()
         w[0, np.argmax(np.abs(w[0]))] += 64
-        stages[1] = dataclasses.replace(stages[1], weight=w)
+        stages[1] = dataclasses.replace(stages[1], inputs=(dataclasses.replace(p, weight=w),))
         return real_build(dataclasses.replace(dep, qnet=dataclasses.replace(dep.qnet, stages=tuple(stages))))
 
     monkeypatch.setattr(deploy, "build", corrupted_build)
