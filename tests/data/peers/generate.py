@@ -3,7 +3,7 @@ each library's own export function, and each library's own simulation of the sam
 
 This script runs ONLY in a separate virtual environment that holds the peer libraries (never in snnchip's own
 venv: the libraries pin other versions of nir and would replace its torch); the files here were generated in
-/work/peervenv (and /work/peervenv-spyx01 for Spyx 0.1.20). README.md in this folder lists how those environments
+one such environment (and a second one for Spyx 0.1.20). README.md in this folder lists how those environments
 are built; ``versions.json`` records the exact versions of the last run.
 
     <peer venv>/bin/python tests/data/peers/generate.py                 # every library importable here
@@ -174,7 +174,8 @@ def snntorch_cases() -> list[Case]:
         graph = export_to_nir(net, torch.zeros(1, 12), ignore_dims=[0])
         out, spk, mem = run(net, x, {"1": net[1], "3": net[3]})
         cases.append(Case(f"snntorch_leaky_{reset}", "snntorch", f"Linear(12,10)-Leaky-Linear(10,4)-Leaky, {reset}",
-                          graph, x, out, spk, mem, (1e-4, "euler", reset, "gt"), exact=reset == "zero"))
+                          graph, x, out, spk, mem, (1e-4, "euler", "zero" if reset == "zero" else "subtract_next",
+                                                    "gt"), exact=True))
 
     class Recurrent(torch.nn.Module):
         def __init__(self, cell: str, reset: str):
@@ -208,7 +209,7 @@ def snntorch_cases() -> list[Case]:
         rec, ff = ("RLeaky", "Leaky") if cell == "rleaky" else ("RSynaptic", "Synaptic")
         cases.append(Case(f"snntorch_{cell}_{reset}", "snntorch",
                           f"Linear(12,10)-{rec}(rec Linear 10x10)-Linear(10,4)-{ff}, {reset}",
-                          graph, x, out, spk, mem, (1e-4, "euler", reset, "gt"), exact=False))
+                          graph, x, out, spk, mem, (1e-4, "euler", f"{reset}_next", "gt"), exact=True))
 
     torch.manual_seed(3)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2, padding=1), leaky((4, 5, 5), 0.85, "zero"),
