@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import numpy as np
+from scipy.sparse import SparseEfficiencyWarning
 
 from snnchip import lava_compat
 from snnchip.deploy.result import RunResult, assemble, check_input, check_timing
@@ -155,6 +157,11 @@ class LavaNetwork:
         """Run inputs ``x`` [T, B, *input_shape]; ``states=False`` skips the per-step u/v reads (faster).
         ``deadline`` (a ``time.monotonic()`` value): start no sample after it (at least one runs); the result then
         holds the samples that ran, the first ones of ``x``."""
+        with warnings.catch_warnings():  # Lava's DelaySparse edits CSR matrices in place every step (scipy warns)
+            warnings.simplefilter("ignore", SparseEfficiencyWarning)
+            return self._run(x, cfg, timing, states, deadline)
+
+    def _run(self, x: np.ndarray, cfg: str, timing: str, states: bool, deadline: float | None) -> RunResult:
         if cfg not in CFGS:
             raise DeployError(f"unknown Lava run configuration {cfg!r}; valid: {', '.join(CFGS)}")
         check_timing(timing)
