@@ -42,6 +42,7 @@ from snnchip.export.quantize import (
     quantize,
     to_mantissa,
 )
+from snnchip.export.sizing import check_feasible, deployment_size
 from snnchip.identity import sha256_file
 from snnchip.spec import Interpretation, NetworkSpec
 
@@ -166,8 +167,14 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
 
 def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
                           input_range: float = 1.0, input_frac_bits: int = 8, weight_exp: int | None = None,
-                          spike_bounds: dict[str, float] | None = None) -> Deployment:
-    """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes; ``weight_exp``: see ``quantize``)."""
+                          spike_bounds: dict[str, float] | None = None, max_memory: float | None = None
+                          ) -> Deployment:
+    """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes; ``weight_exp``: see ``quantize``).
+
+    The deployment's size is computed first (``sizing.deployment_size``): one that would need more than
+    ``max_memory`` bytes (default: the memory available now) is refused with its numbers before anything is built.
+    """
+    check_feasible(deployment_size(graph, interpretation), max_memory)
     net = lower(graph, interpretation, T)
     if "snnchip" not in (graph.metadata or {}):
         interpretation = interpretation or recorded_interpretation(graph) or Interpretation()
@@ -217,14 +224,15 @@ def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, floa
 
 def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation: Interpretation | None = None,
                  T: int | None = None, source: str | os.PathLike | None = None,
-                 spike_bounds: dict[str, float] | None = None) -> Path:
+                 spike_bounds: dict[str, float] | None = None, max_memory: float | None = None) -> Path:
     """Write the deploy directory for a NIR graph, a ``SpikingNet``, a ``.nir`` file or a ``model.pt``; return its
     path. ``source``: the ``model.pt`` a given graph came from: its training set sizes graded spikes (unless
     ``spike_bounds`` are given) and the manifest records its path and sha256."""
     graph = read_model_graph(graph_or_path)
     origin = source or graph_or_path
+    check_feasible(deployment_size(graph, interpretation), max_memory)  # before measuring spikes on a training set
     dep = deployment_from_graph(graph, interpretation, T, spike_bounds=spike_bounds if spike_bounds is not None
-                                else measured_spike_bounds(origin, graph))
+                                else measured_spike_bounds(origin, graph), max_memory=max_memory)
     if isinstance(origin, (str, os.PathLike)) and Path(origin).is_file():
         dep.manifest["source"] = {"path": str(origin), "sha256": sha256_file(origin)}
     arrays = {}

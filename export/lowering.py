@@ -224,13 +224,29 @@ def scale_rows(a: Weight, g: np.ndarray) -> Weight:
     return out
 
 
+def _select_rows(m: Weight | None, rows: np.ndarray, n_rows: int) -> sp.csr_matrix:
+    """The rows ``rows`` of M (identity when None), the others zero."""
+    keep = sp.diags(np.isin(np.arange(n_rows), rows).astype(np.float64), format="csr")
+    return keep if m is None else sp.csr_matrix(keep @ m)
+
+
 # ------------------------------------------------------------------------------------------- the graph
-class _Paths:
+class Matrices:
+    """The algebra paths are composed in when lowering: each linear node's matrix (``_operator``), products,
+    row selection. ``snnchip.export.sizing`` composes sparsity patterns through the same paths instead."""
+
+    operator = staticmethod(_operator)
+    product = staticmethod(_product)
+    select_rows = staticmethod(_select_rows)
+
+
+class Paths:
     """Per node: its output as Σ (source, delay, matrix) over neuron/Input sources, and its rest value (what it
     outputs with every source at zero: the composed biases)."""
 
-    def __init__(self, checked: CheckedGraph, neurons: set[str], interp: Interpretation) -> None:
-        self.c, self.neurons, self.interp = checked, neurons, interp
+    def __init__(self, checked: CheckedGraph, neurons: set[str], interp: Interpretation, algebra: type = Matrices
+                 ) -> None:
+        self.c, self.neurons, self.interp, self.algebra = checked, neurons, interp, algebra
         self._terms: dict[str, list[tuple[str, int, Weight | None]]] = {}
         self._rest: dict[str, np.ndarray] = {}
         self._visiting: set[str] = set()
@@ -279,12 +295,14 @@ class _Paths:
                 raise _unsupported(name, node, "this node type cannot sit between neurons on the chip")
             self._enter(name)
             inputs = [(src, d + back, m) for a, back in self.c.predecessors(name) for src, d, m in self.terms(a)]
-            op, _ = self._op(name)
-            out = []
+            preds = [a for a, back in self.c.predecessors(name) if not back] or [self.c.predecessors(name)[0][0]]
+            op, _ = self.algebra.operator(name, node, self.c.shapes[preds[0]], self.c.shapes[name])
+            alg, out = self.algebra, []
             for src, d, m in inputs:
                 for extra, rows in self._delays(name, node):
-                    part = m if rows is None else _select_rows(m, rows, math.prod(self.c.shapes[name]))
-                    out.append((src, d + extra, part if op is None else (op if part is None else _product(op, part))))
+                    part = m if rows is None else alg.select_rows(m, rows, math.prod(self.c.shapes[name]))
+                    composed = part if op is None else (op if part is None else alg.product(op, part))
+                    out.append((src, d + extra, composed))
             self._visiting.discard(name)
         self._terms[name] = out
         return out
@@ -298,12 +316,6 @@ class _Paths:
         steps = np.rint(np.broadcast_to(np.asarray(node.delay, np.float64), self.c.shapes[name]).reshape(-1) / dt)
         for value in np.unique(steps):
             yield int(value), None if np.all(steps == value) else np.flatnonzero(steps == value)
-
-
-def _select_rows(m: Weight | None, rows: np.ndarray, n_rows: int) -> sp.csr_matrix:
-    """The rows ``rows`` of M (identity when None), the others zero."""
-    keep = sp.diags(np.isin(np.arange(n_rows), rows).astype(np.float64), format="csr")
-    return keep if m is None else sp.csr_matrix(keep @ m)
 
 
 def _uniform(name: str, node: object, value: object, what: str) -> float:
@@ -392,7 +404,7 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
                                    f"CubaLI) feeding its Output; the Output is fed by {[a for a, _ in out_preds]}")
     output_node = out_preds[0][0]
     neurons = {n for n, v in nodes.items() if isinstance(v, NEURON_TYPES)}
-    paths = _Paths(checked, neurons, interp)
+    paths = Paths(checked, neurons, interp)
     stage_of: dict[str, str] = {}
     stages: list[Stage] = []
     for name in checked.order:

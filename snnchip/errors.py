@@ -53,3 +53,7 @@ class ValidationFailure(SnnchipError):
 
 class BenchmarkError(SnnchipError, ValueError):
     """A benchmark option is out of range or names an unknown net, method or output path."""
+
+
+class ResourceError(SnnchipError):
+    """A deployment is too large for this machine (or the chip) to build; the message gives its size and the options."""

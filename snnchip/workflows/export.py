@@ -26,6 +26,8 @@ class ExportConfig:
     target: str = option(help="what to write", choices=TARGETS)
     out: str = option(help="output file (nir, onnx, netx) or directory (loihi)", flag=("-o", "--out"))
     T: int | None = option(None, help="time steps for a foreign .nir graph (ours record T)")
+    max_memory: float | None = option(None, help="loihi/netx: refuse, before building it, a deployment whose export "
+                                      "needs more than this many GiB (default: the memory available now)")
 
 
 def export(cfg: ExportConfig, overrides: dict[str, Any] | None = None) -> list[str]:
@@ -54,7 +56,7 @@ def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
 
     graph = read_model_graph(cfg.model)
     out = export_loihi(graph, cfg.out, Interpretation.overriding(recorded_interpretation(graph), **given), cfg.T,
-                       source=cfg.model)
+                       source=cfg.model, max_memory=_bytes(cfg.max_memory))
     dep = load_deploy(out)
     res = dep.manifest["resources"]
     return [format_report(dep.qnet.report),
@@ -91,6 +93,10 @@ def _netx(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
             f"wrote {cfg.out}: {dep.depth} dense layers, T = {dep.T}; load with "
             f"lava.lib.dl.netx.hdf5.Network({os.fspath(cfg.out)!r}, input_message_bits={INPUT_MESSAGE_BITS}) and "
             f"feed round(x * 2^{dep.qnet.input_frac_bits}) of the flattened input; layer k lags k Lava steps"]
+
+
+def _bytes(gib: float | None) -> float | None:
+    return None if gib is None else gib * 2**30
 
 
 _WRITERS = {"nir": _nir, "loihi": _loihi, "onnx": _onnx, "netx": _netx}

@@ -1,0 +1,54 @@
+"""A deployment's size before it is built: exact synapse counts for conv/pool chains (against the built deployment),
+a memory estimate that covers the real export, and a network too large for the machine refused in seconds."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from nir_nets import conv_graph, mlp_graph
+
+import snnchip
+from snnchip.errors import ResourceError
+from snnchip.export.loihi import deployment_from_graph
+from snnchip.export.sizing import deployment_size
+
+
+def _stored_nonzeros(dep):
+    return [sum(p.weight.nnz if sp.issparse(p.weight) else int(np.count_nonzero(p.weight)) for p in q.inputs)
+            for q in dep.net.stages]
+
+
+@pytest.mark.parametrize("graph", [
+    conv_graph(in_shape=(1, 28, 28), channels=(8, 16), classes=10, T=4, seed=0),
+    conv_graph(in_shape=(2, 12, 12), channels=(3, 4), classes=5, T=4, seed=1, pool="sum"),
+    mlp_graph((20, 16, 8, 4), T=3),
+], ids=["conv-28x28", "conv-sum", "mlp"])
+def test_sizes_match_the_built_deployment_and_the_estimate_covers_its_memory(graph):
+    size = deployment_size(graph)
+    tracemalloc.start()
+    try:
+        dep = deployment_from_graph(graph)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    built = _stored_nonzeros(dep)  # float weights: random values are never exactly 0, so nnz is the pattern's
+    assert [s["name"] for s in size.stages] == [q.name for q in dep.qnet.stages]
+    assert [s["synapses"] for s in size.stages] == built
+    assert size.neurons == sum(q.size for q in dep.qnet.stages)
+    assert peak <= size.peak_bytes, (peak, size.peak_bytes)
+
+
+def test_vgg_at_cifar_size_is_refused_in_seconds_with_the_numbers():
+    """OTTT's VGG-11 at 32×32: about 10^9 synapses, 20 GiB of arrays; refused under a 4 GiB budget before any
+    matrix is built."""
+    graph = snnchip.export_to_nir(snnchip.build_model(snnchip.model_spec("vgg", (3, 32, 32), 10, T=2)))
+    started = time.perf_counter()
+    with pytest.raises(ResourceError, match=r"synapses \(largest: conv\d.*Loihi 2 cores on \d+ chip.*above the "
+                                            r"budget of 4.00 GiB.*T does not change this"):
+        deployment_from_graph(graph, max_memory=4 * 2**30)
+    assert time.perf_counter() - started < 10
+    assert deployment_size(graph).synapses > 5e8
