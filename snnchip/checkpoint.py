@@ -1,4 +1,4 @@
-"""The ``model.pt`` checkpoint format (DESIGN.md, "Checkpoint format").
+"""The ``model.pt`` checkpoint format (docs/architecture.md, "Stage contracts").
 
 A dict saved with ``torch.save``::
 

@@ -1,6 +1,6 @@
 """The network specification: one source of truth for layers and neuron semantics.
 
-Every stage reads the neuron equations' parameters from here (DESIGN.md, "Neuron semantics").
+Every stage reads the neuron equations' parameters from here (docs/architecture.md, "Neuron semantics").
 Discrete time t = 1..T, dt = 1; within a step, layer l+1 sees layer l's output of the same step.
 
 The spec is a plain, JSON-serialisable description. Trainable tensors live in the checkpoint's

@@ -51,7 +51,7 @@ def test_versions_report_lava():
 
 
 def _hand_lif(u, v, a_in, du, dv, bias_mant, bias_exp, vth):
-    """Lava/Loihi fixed-point LIF step (DESIGN.md 'Lava 0.10.0 facts'), written independently of Lava."""
+    """Lava/Loihi fixed-point LIF step (docs/loihi-fixed-point.md, Lava's LIF), written independently of Lava."""
     p = u.astype(np.int64) * (4096 - (du + 1))
     u = (np.sign(p) * (np.abs(p) >> 12)) + (a_in.astype(np.int64) << 6)
     q = v.astype(np.int64) * (4096 - dv)

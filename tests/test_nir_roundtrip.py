@@ -1,4 +1,5 @@
-"""spec + params -> NIR -> file -> read -> executor equals a hand-written loop of DESIGN.md's LIF equations."""
+"""spec + params -> NIR -> file -> read -> executor equals a hand-written loop of the LIF equations
+(docs/architecture.md)."""
 
 import json
 
@@ -56,7 +57,7 @@ def random_params(spec: NetworkSpec, seed: int) -> dict:
 
 
 def reference(spec: NetworkSpec, params: dict, x: np.ndarray) -> tuple[np.ndarray, dict]:
-    """DESIGN.md, written out: I = W x + b (+ W_fb s_src[t-1]); u = λ v + I; s = H(u − θ); reset; o summed."""
+    """The LIF equations, written out: I = W x + b (+ W_fb s_src[t-1]); u = λ v + I; s = H(u − θ); reset; o summed."""
     T, B = x.shape[:2]
     v = {la.name: 0.0 for la in spec.layers}
     last = {la.name: None for la in spec.layers}

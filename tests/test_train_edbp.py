@@ -1,5 +1,6 @@
-"""Event-driven BP (Zhu et al. 2022, ../shared/papers/event_driven_bp_supplement.txt) against references written here:
-the SRM kernel sum (S14–S16), the backward S20/S21 by hand, the invariant S4, the weight-norm fold (S22)."""
+"""Event-driven BP (Zhu et al., "Training Spiking Neural Networks with Event-driven Backpropagation", NeurIPS 2022,
+supplement) against references written here: the SRM kernel sum (S14–S16), the backward S20/S21 by hand, the
+invariant S4, the weight-norm fold (S22)."""
 
 from __future__ import annotations
 

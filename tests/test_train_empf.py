@@ -1,6 +1,7 @@
-"""EM-PF in snnchip.train against the EM-PF paper (../shared/papers/em_pf.txt), references written here from the
-equations: Eq. 3 (neuron), Eq. 4 (binary STE, exact surrogate), Eq. 6–8 (membrane BN and its folding),
-Theorem 4.2 (online = STBP in its two cases), the parallel version, random BP, SECA (Eq. 9)."""
+"""EM-PF in snnchip.train against the EM-PF paper ("Comprehensive Online Training and Deployment for Spiking Neural
+Networks", arXiv:2410.07547), references written here from the equations: Eq. 3 (neuron), Eq. 4 (binary STE, exact
+surrogate), Eq. 6–8 (membrane BN and its folding), Theorem 4.2 (online = STBP in its two cases), the parallel
+version, random BP, SECA (Eq. 9)."""
 
 import json
 import random

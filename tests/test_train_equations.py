@@ -1,8 +1,7 @@
 """snnchip.train against the papers' equations, each reference written here from the equations alone.
 
-LIF (DESIGN.md), OTTT (Xiao et al. 2022: ∇W = Σ_t g_u[t]·â[t]ᵀ), SLTT (Meng et al. 2023, Eq. 12–13),
-SAF (Ota et al.: forward = LIF spikes; Theorem 1: SAF-E = OTTT-O), BPTT (hand-unrolled loop).
-"""
+LIF (docs/architecture.md), OTTT (Xiao et al. 2022: ∇W = Σ_t g_u[t]·â[t]ᵀ), SLTT (Meng et al. 2023, Eq. 12–13), SAF
+(Saiin et al., arXiv:2310.02772: forward = LIF spikes; Theorem 1: SAF-E = OTTT-O), BPTT (hand-unrolled loop)."""
 
 import random
 
@@ -50,7 +49,7 @@ def ce_grad(o, y, T):
 
 
 def lif_reference(x, W1, b1, W2, b2, lam, T, theta=1.0, zero_reset=False, strict=False, Wfb=None):
-    """The LIF recursion of DESIGN.md, by hand: returns u1, s1, o per step."""
+    """The LIF recursion, by hand: returns u1, s1, o per step."""
     v = torch.zeros(x.shape[0], W1.shape[0])
     s_prev = torch.zeros_like(v)
     us, ss, os_ = [], [], []

@@ -38,6 +38,7 @@ from .rules import METHODS, get_rule, mixed_loss, run_iteration
 from .zoo import MODELS, model_spec
 
 DEFAULT_LR = {"sgd": 0.1, "adam": 2e-3, "adamw": 2e-3}
+PROFILES = ("default", "loihi-builtin")
 SLTT_LAMBDA = 1 - 1 / 1.1
 
 
@@ -88,10 +89,15 @@ class TrainConfig:
     tau_grad: float | None = option(None, help="edbp: backward kernel h = e^(-t/τ_grad) (default: Table S1)")
     targets: str | None = option(None, help="edbp: target spike counts N_correct,N_wrong of the output neurons "
                                  "(default: Table S1, 5,1 for digits/MNIST)")
+    profile: str = option("default", help="loihi-builtin: train what Lava's built-in processes compute exactly "
+                          "(sets --reset zero --spike gt --no-bias), so the deployment needs no custom neuron "
+                          "microcode on Loihi 2", choices=PROFILES)
 
     def __post_init__(self) -> None:
         if self.random_bp and self.method == "empf":
             self.method = "empf-random-bp"
+        if self.profile == "loihi-builtin":
+            self.reset, self.spike, self.bias = "zero", "gt", False
 
 
 def summary(cfg: TrainConfig, metrics: dict[str, Any]) -> list[str]:
@@ -116,7 +122,7 @@ def summary(cfg: TrainConfig, metrics: dict[str, Any]) -> list[str]:
 
 
 def neuron_for(cfg: TrainConfig) -> NeuronSpec:
-    """Method defaults (DESIGN.md): λ = 0.5 and sigmoid for BPTT/OTTT/SAF, λ = 1 − 1/1.1 and triangle for SLTT."""
+    """Method defaults (the papers' own): λ = 0.5 and sigmoid for BPTT/OTTT/SAF, λ = 1 − 1/1.1 and triangle for SLTT."""
     sltt = cfg.method.startswith("sltt")
     lam = cfg.lam if cfg.lam is not None else (SLTT_LAMBDA if sltt else 0.5)
     surrogate = cfg.surrogate or ("triangle" if sltt else "sigmoid")

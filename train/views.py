@@ -4,8 +4,8 @@
 ``TraceView``  OTTT (Xiao et al. 2022, Eq. 8 / supplement): the pair (s[t], â[t]) with the presynaptic
                trace â[t] = λ·â[t−1] + s[t]. A synapse's value is W·s, computed once; its backward
                uses â (``_TraceSynapse``), so ∇W L[t] = g_u[t]·â[t]ᵀ and ∂L/∂s = Wᵀ g_u.
-``SafView``    SAF (Ota et al., Eq. 4–5): spike accumulations â[t] flow instead of spikes. Unrolling the
-               recursion Û[t] = λ·Û[t−1] + W(â_in[t] − λ·â_in[t−1]) + b with Û[0] = 0 gives
+``SafView``    SAF (Saiin et al., arXiv:2310.02772, Eq. 4–5): spike accumulations â[t] flow instead of spikes.
+               Unrolling the recursion Û[t] = λ·Û[t−1] + W(â_in[t] − λ·â_in[t−1]) + b with Û[0] = 0 gives
                Û[t] = W·â_in[t] + c_t·b,  c_t = Σ_{k<t} λ^k;  u[t] = Û[t] − θ·λ·â[t−1];
                s[t] = H(u[t] − θ);  â[t] = λ·â[t−1] + s[t]. The readout keeps Ô[t] = W·â[t] + c_t·b and
                emits o[t] = Ô[t] − λ·Ô[t−1] = W s[t] + b. Everything from steps < t is held constant
