@@ -29,7 +29,7 @@ import scipy.sparse as sp
 
 from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
-from snnchip.errors import DeployError, SpecError
+from snnchip.errors import DeployError
 from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower
 from snnchip.export.nir_meta import recorded_interpretation
 from snnchip.export.quantize import (
@@ -37,6 +37,7 @@ from snnchip.export.quantize import (
     QStage,
     QuantizedNet,
     SaturationWarning,
+    dequantize_weight,
     frac_bits,
     mantissa_range,
     quantize,
@@ -315,50 +316,66 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
     return stage, q
 
 
-def calibratable_layers(spec: NetworkSpec) -> list[str]:
-    """The synaptic layers (= stage names) whose deployed matrix holds the layer's weights elementwise; a network
-    with any other stage is refused by name (pooling composes weights into sums, feedback and non-LIF neurons
-    are not modelled elementwise)."""
-    if spec.feedback:
-        raise SpecError("calibration: feedback edges are not supported by the elementwise chip quantizer")
+def chip_deployment(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]]) -> Deployment:
+    """The deployment of (``spec``, plain ``params``) in memory, saturation warnings silenced (a caller that
+    quantizes after every optimizer step reports on the final deployment)."""
+    from snnchip.export.nir_export import spec_to_nir
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SaturationWarning)
+        return deployment_from_graph(spec_to_nir(spec, params))
+
+
+def _dequantized(dep: Deployment, st: Stage, q: QStage) -> tuple[list[Weight], np.ndarray]:
+    """The real projections and bias the chip applies for a stage, in the float stage's units (an EM-PF stage's
+    integer weights carry its input scale's power of two 2^ka, which its tables divide out)."""
+    unit = 2.0 ** next((r.get("input_scale_exp", 0) for r in dep.qnet.report if r["stage"] == q.name), 0)
+    weights = [dequantize_weight(p, frac_bits(dep.qnet, p.source), q.scale) / unit for p in q.inputs]
+    return weights, q.bias.astype(np.float64) / q.scale / unit
+
+
+def quantization_errors(dep: Deployment) -> dict[str, tuple[list[tuple[str, int, Weight]], np.ndarray]]:
+    """Per stage, what the chip adds to its float current: (source, delay, Q(A_p) − A_p) per projection and
+    Q(b) − b (float64, the projections' layout)."""
+    out = {}
+    for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
+        weights, bias = _dequantized(dep, st, q)
+        out[q.name] = ([(p.source, p.delay, w - p.weight) for p, w in zip(st.inputs, weights, strict=True)],
+                       bias - st.bias)
+    return out
+
+
+def elementwise_layers(spec: NetworkSpec) -> list[str]:
+    """The synaptic layers whose stage is the layer's own weights: fed by the previous neuron (or the input) through
+    flatten alone, with no shortcut or feedback into it; the chip quantizes those weights entry by entry."""
+    into = {fb.dst for fb in spec.feedback}
     names, chain = [], []
     for layer in spec.layers:
         if not layer.synaptic:
             chain.append(layer)
             continue
-        pooled = [la.name for la in chain if la.op != "flatten"]
-        if pooled:
-            raise SpecError(f"calibration: stage {layer.name!r} is fed through {pooled} ({chain[0].op}); pooling "
-                            "composes weights into sums, which the elementwise straight-through quantizer cannot "
-                            "express (supported: linear, flatten → linear, conv2d without pooling before it)")
-        if layer.neuron is None or layer.neuron.kind not in ("lif", "readout"):
-            kind = None if layer.neuron is None else layer.neuron.kind
-            raise SpecError(f"calibration: layer {layer.name!r} has neuron {kind!r}; supported: lif and readout")
-        names.append(layer.name)
+        if all(la.op == "flatten" for la in chain) and layer.name not in into and "shortcut" not in layer.options:
+            names.append(layer.name)
         chain = []
     return names
 
 
-def chip_weights(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], input_range: float = 1.0,
-                 input_frac_bits: int = 8) -> tuple[Deployment, dict[str, dict[str, np.ndarray]]]:
-    """The deployment of (``spec``, plain ``params``) and, per synaptic layer, the real weights and biases the
-    chip applies in the layer's own layout: Q(W) = mant(W·c/2^e)·2^e/c on the stage's grid, Q_b(b) = round(b·c)/c
-    (float64; bit for bit ``dequantize_weight`` of the deployment). Saturation warnings are silenced: a caller
-    quantizing after every optimizer step reports on the final deployment."""
-    from snnchip.export.nir_export import spec_to_nir
-
-    calibratable_layers(spec)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SaturationWarning)
-        dep = deployment_from_graph(spec_to_nir(spec, params), input_range=input_range,
-                                    input_frac_bits=input_frac_bits)
+def chip_weights(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], dep: Deployment
+                 ) -> dict[str, dict[str, np.ndarray]]:
+    """Per layer of ``elementwise_layers``, the real weights and bias the chip applies, in the layer's layout:
+    Q(W) = mant(W·c/2^e)·2^e/c on the stage's grid, Q_b(b) = round(b·c)/c (float64; bit for bit the deployment's
+    dequantized weights)."""
+    stages = {q.name: (st, q) for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True)}
     out = {}
-    for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
-        (p,), (pf,) = q.inputs, st.inputs  # calibratable stages have one projection
+    for name in elementwise_layers(spec):
+        st, q = stages[name]
+        if q.graded:  # EM-PF: binary weights are exact; its tables are not weights
+            continue
+        (p,), (pf,) = q.inputs, st.inputs
         e = p.weight_exp + frac_bits(dep.qnet, p.source)
         lo, hi, step = mantissa_range(pf.weight)
-        m, _ = to_mantissa(np.asarray(params[q.name]["weight"], np.float64) * q.scale / 2.0**e, lo, hi, step)
-        out[q.name] = {"weight": m * 2.0**e / q.scale}
-        if "bias" in params[q.name]:
-            out[q.name]["bias"] = np.round(np.asarray(params[q.name]["bias"], np.float64) * q.scale) / q.scale
-    return dep, out
+        m, _ = to_mantissa(np.asarray(params[name]["weight"], np.float64) * q.scale / 2.0**e, lo, hi, step)
+        out[name] = {"weight": m * 2.0**e / q.scale}
+        if "bias" in params[name]:
+            out[name]["bias"] = np.round(np.asarray(params[name]["bias"], np.float64) * q.scale) / q.scale
+    return out

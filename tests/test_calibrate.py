@@ -1,15 +1,16 @@
-"""Quantization-aware calibration (``snnchip.train.qat`` with ``snnchip.export.loihi.chip_weights``, the
+"""Quantization-aware calibration (``snnchip.train.qat`` with ``snnchip.export.loihi.quantization_errors``, the
 ``snnchip.workflows.calibrate`` workflow, ``snn-export --calibrate``).
 
-Independent checks: the straight-through quantizer reproduces the export quantizer's dequantized weights
-exactly (MLP with graded input and readout; conv stage through NIR lowering), gradients pass straight through,
-calibration closes a deliberately created float-vs-chip gap, and the CLI writes the deploy directory and record.
+Independent checks: with the correction attached, every stage's current is the deployment's own dequantized
+projections applied to the sources' spikes (MLP, convolution + pooling, recurrent, residual: the model's float
+path and the lowering meet only here); gradients pass straight through (equal to those of a plain model whose
+weights are the chip values); calibration closes a deliberately created float-vs-chip gap; the CLI writes the
+deploy directory and the record; unsupported rules are refused by name.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,109 +19,122 @@ import scipy.sparse as sp
 import torch
 
 from snnchip.errors import SpecError
-from snnchip.export.loihi import calibratable_layers, chip_weights, deployment_from_graph, load_deploy
-from snnchip.export.lowering import lower
-from snnchip.export.nir_export import spec_to_nir
-from snnchip.export.quantize import SaturationWarning, dequantize_weight, frac_bits
-from snnchip.spec import LayerSpec, NetworkSpec, NeuronSpec
+from snnchip.export.loihi import chip_deployment, chip_weights, elementwise_layers, load_deploy
+from snnchip.export.quantize import dequantize_weight, frac_bits
+from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
 from snnchip.train import build_model, from_plain, load_model, plain_parameters, plain_spec
 from snnchip.train.inference import encoded_test_set
-from snnchip.train.qat import ChipQuantizer
+from snnchip.train.qat import ChipCorrection, fine_tune
+from snnchip.train.views import SpikeView
 from snnchip.workflows import calibrate as C
 
 LIF = NeuronSpec(lam=0.5, theta=1.0)
 READOUT = NeuronSpec(kind="readout")
 
 
-def _mlp(seed: int, positive_out: bool = False, bias: bool = True):
+def _mlp(seed: int = 0, feedback: bool = False) -> torch.nn.Module:
     spec = NetworkSpec(model="t", input_shape=(12,), num_classes=4, T=5, method="bptt", layers=(
-        LayerSpec("fc1", "linear", out_features=9, bias=bias, neuron=LIF),
-        LayerSpec("fc2", "linear", out_features=7, bias=bias, neuron=LIF),
-        LayerSpec("out", "linear", out_features=4, bias=bias, neuron=READOUT)))
+        LayerSpec("fc1", "linear", out_features=9, neuron=LIF),
+        LayerSpec("fc2", "linear", out_features=7, neuron=LIF),
+        LayerSpec("out", "linear", out_features=4, neuron=READOUT)),
+        feedback=(FeedbackSpec("fc1", "fc1"),) if feedback else ())
     torch.manual_seed(seed)
-    model = build_model(spec)
-    if positive_out:
-        with torch.no_grad():
-            model.out.weight.abs_()  # the all-positive sign mode: grid [0, 255], step 1
-    return model
+    return build_model(spec)
 
 
-def _quantizer(model) -> ChipQuantizer:
-    return ChipQuantizer(model, lambda params: chip_weights(model.spec, params)[1])
-
-
-def _deployment(model):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SaturationWarning)
-        return deployment_from_graph(spec_to_nir(model.spec, plain_parameters(model)))
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_forward_weights_equal_the_deployments_dequantized_weights(seed):
-    model = _mlp(seed, positive_out=seed % 2 == 1, bias=seed != 2)
-    quant = _quantizer(model)
-    targets = quant.targets()
-    exact = chip_weights(model.spec, quant.raw_parameters())[1]
-    dep = _deployment(model)  # independent: the export path on plain_parameters
-    assert [q.name for q in dep.qnet.stages] == ["fc1", "fc2", "out"]
-    for q in dep.qnet.stages:
-        (p,) = q.inputs
-        w_hat = dequantize_weight(p, frac_bits(dep.qnet, p.source), q.scale)
-        assert np.array_equal(exact[q.name]["weight"], w_hat)  # bit for bit, float64
-        assert torch.equal(targets[q.name]["weight"], torch.from_numpy(w_hat).float())
-        if seed != 2:
-            assert np.array_equal(exact[q.name]["bias"], q.bias.astype(np.float64) / q.scale)
-    # attached: the model's forward weight is that tensor; detached: the float weight is back untouched
-    raw = model.fc1.weight.detach().clone()
-    quant.attach()
-    assert torch.equal(model.fc1.weight, targets["fc1"]["weight"])
-    quant.detach()
-    assert torch.equal(model.fc1.weight, raw)
-    assert set(model.state_dict()) == set(build_model(model.spec).state_dict())
-
-
-def test_conv_stage_quantizes_elementwise_like_the_deployment():
+def _pooled_convnet(seed: int = 0) -> torch.nn.Module:
     spec = NetworkSpec(model="c", input_shape=(2, 6, 6), num_classes=3, T=4, method="bptt", layers=(
         LayerSpec("conv1", "conv2d", out_channels=3, kernel_size=3, padding=1, neuron=LIF),
+        LayerSpec("pool", "avgpool", kernel_size=2),
+        LayerSpec("conv2", "conv2d", out_channels=4, kernel_size=3, padding=1, neuron=LIF),
         LayerSpec("flat", "flatten"),
         LayerSpec("out", "linear", out_features=3, neuron=READOUT)))
-    torch.manual_seed(1)
-    model = build_model(spec)
-    exact = chip_weights(spec, plain_parameters(model))[1]
-    dep = _deployment(model)
-    params = {k: {f: np.asarray(v, np.float32) for f, v in exact[k].items()} for k in exact}
-    lowered = lower(spec_to_nir(spec, params))  # the stage matrices of the quantized kernels
-    for st, q in zip(lowered.stages, dep.qnet.stages, strict=True):
-        (p,), (pf,) = q.inputs, st.inputs
-        w_hat = dequantize_weight(p, frac_bits(dep.qnet, p.source), q.scale).astype(np.float32).astype(np.float64)
-        assert pf.synapse == p.synapse, q.name
-        dense = [w.toarray() if sp.issparse(w) else w for w in (pf.weight, w_hat)]
-        assert np.array_equal(*dense), q.name
+    torch.manual_seed(seed)
+    return build_model(spec)
 
 
-def test_pooling_before_a_stage_is_refused_by_name():
-    spec = NetworkSpec(model="p", input_shape=(1, 4, 4), num_classes=2, T=3, method="bptt", layers=(
-        LayerSpec("conv1", "conv2d", out_channels=2, kernel_size=3, padding=1, neuron=LIF),
-        LayerSpec("pool", "avgpool", kernel_size=2),
+def _residual(seed: int = 0) -> torch.nn.Module:
+    spec = NetworkSpec(model="r", input_shape=(2, 5, 5), num_classes=3, T=4, method="bptt", layers=(
+        LayerSpec("stem", "conv2d", out_channels=3, kernel_size=3, padding=1, neuron=LIF),
+        LayerSpec("conv_a", "conv2d", out_channels=3, kernel_size=3, padding=1, neuron=LIF),
+        LayerSpec("conv_b", "conv2d", out_channels=3, kernel_size=3, padding=1, neuron=LIF,
+                  options={"shortcut": "stem"}),
         LayerSpec("flat", "flatten"),
-        LayerSpec("out", "linear", out_features=2, neuron=READOUT)))
-    with pytest.raises(SpecError, match="'out'.*pool"):
-        calibratable_layers(spec)
+        LayerSpec("out", "linear", out_features=3, neuron=READOUT)))
+    torch.manual_seed(seed)
+    return build_model(spec)
+
+
+class RecordingView(SpikeView):
+    """Records every stage's current and spikes per step."""
+
+    def __init__(self) -> None:
+        self.currents: list[dict[str, torch.Tensor]] = [{}]
+        self.spikes: list[dict[str, torch.Tensor]] = [{}]
+
+    def neuron(self, p, current, state, new, name):
+        s, h = super().neuron(p, current, state, new, name)
+        self.currents[-1][name], self.spikes[-1][name] = current.detach().clone(), s.detach().clone()
+        return s, h
+
+    def readout(self, current, state, new, name):
+        self.currents[-1][name] = current.detach().clone()
+        self.currents.append({})
+        self.spikes.append({})
+        return super().readout(current, state, new, name)
+
+
+def _gain(model: torch.nn.Module, factor: float) -> None:
+    with torch.no_grad():  # strong enough that every layer spikes
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and not name.startswith("out"):
+                p.mul_(factor)
+
+
+@pytest.mark.parametrize("build, gain", [(_mlp, 4.0), (lambda: _mlp(1, feedback=True), 4.0),
+                                          (_pooled_convnet, 8.0), (_residual, 6.0)],
+                         ids=["mlp", "feedback", "conv-pool-conv", "residual"])
+def test_corrected_current_is_the_chips_projections_applied_to_the_spikes(build, gain):
+    model = build()
+    _gain(model, gain)
+    dep = chip_deployment(model.spec, plain_parameters(model))
+    ChipCorrection(model, C.chip_errors).attach()
+    x = torch.rand(model.spec.T, 6, *model.spec.input_shape)
+    view, state = RecordingView(), {}
+    with torch.no_grad():
+        for t in range(model.spec.T):
+            _, state, _ = model.step(x[t], state, view)
+    delays = set()
+    for t in range(model.spec.T):
+        for q in dep.qnet.stages:
+            expected = np.tile(q.bias.astype(np.float64) / q.scale, (6, 1))
+            for p in q.inputs:
+                delays.add(p.delay)
+                if t - p.delay < 0:
+                    continue
+                src = x[t] if p.source == "input" else view.spikes[t - p.delay][p.source]
+                w = dequantize_weight(p, frac_bits(dep.qnet, p.source), q.scale)
+                w = w.toarray() if sp.issparse(w) else w
+                expected = expected + src.flatten(1).double().numpy() @ w.T
+            got = view.currents[t][q.name].flatten(1).double().numpy()
+            assert np.allclose(got, expected, rtol=1e-5, atol=1e-5), (q.name, t, np.abs(got - expected).max())
+    spiking = [n for n in view.spikes[0] if any(step[n].sum() > 0 for step in view.spikes[:-1])]
+    assert spiking == [q.name for q in dep.qnet.stages[:-1]]  # the check saw spikes in every layer
+    assert (1 in delays) == bool(model.spec.feedback)
 
 
 def test_gradients_pass_straight_through():
     model, ref = _mlp(3), _mlp(3)
-    with torch.no_grad():  # strong enough that every layer spikes (non-zero surrogate gradients everywhere)
-        for m in (model, ref):
-            for name in ("fc1", "fc2"):
-                getattr(m, name).weight.mul_(4)
-    quant = _quantizer(model)
-    targets = quant.targets()
-    with torch.no_grad():  # ref: a plain model whose float weights ARE the quantized ones
-        for name, entry in targets.items():
-            getattr(ref, name).weight.copy_(entry["weight"])
-            getattr(ref, name).bias.copy_(entry["bias"])
-    quant.attach()
+    _gain(model, 4.0)
+    _gain(ref, 4.0)
+    values = chip_weights(model.spec, plain_parameters(model),
+                          chip_deployment(model.spec, plain_parameters(model)))
+    assert sorted(values) == ["fc1", "fc2", "out"]
+    with torch.no_grad():  # ref: a plain model whose float weights ARE the chip's
+        for name, entry in values.items():
+            for field, v in entry.items():
+                getattr(getattr(ref, name), field).copy_(torch.from_numpy(v).float())
+    correction = ChipCorrection(model, C.chip_errors).attach()
     x = 2 * torch.rand(16, 12)
     y = torch.randint(0, 4, (16,))
     from snnchip.train import gradients
@@ -128,10 +142,51 @@ def test_gradients_pass_straight_through():
     g_model, g_ref = gradients(model, x, y, "bptt"), gradients(ref, x, y, "bptt")
     for name in ("fc1", "fc2", "out"):
         for field in ("weight", "bias"):
-            g = g_model[f"{name}.parametrizations.{field}.original"]
+            g = g_model[f"{name}.{field}"]
             assert g.abs().sum() > 0
-            assert torch.allclose(g, g_ref[f"{name}.{field}"], rtol=1e-5, atol=1e-7)  # dL/dW = dL/dQ(W)
-    quant.detach()
+            assert torch.allclose(g, g_ref[f"{name}.{field}"], rtol=1e-4, atol=1e-6)  # dL/dW = dL/dQ(W)
+    refreshes = correction.refreshes
+    with torch.no_grad():
+        model.fc1.weight.add_(0.01)
+    gradients(model, x, y, "bptt")
+    assert correction.refreshes == refreshes + 1  # a changed parameter re-quantizes; an unchanged one does not
+    gradients(model, x, y, "bptt")
+    assert correction.refreshes == refreshes + 1
+
+
+def test_elementwise_layers_are_those_with_their_own_stage():
+    assert elementwise_layers(_mlp().spec) == ["fc1", "fc2", "out"]
+    assert elementwise_layers(_mlp(feedback=True).spec) == ["fc2", "out"]  # fc1's stage holds the feedback too
+    assert elementwise_layers(_pooled_convnet().spec) == ["conv1", "out"]  # conv2's stage composes the pooling
+    assert elementwise_layers(_residual().spec) == ["stem", "conv_a", "out"]
+
+
+@pytest.mark.parametrize("build, method", [(_pooled_convnet, "ottt-a"), (_residual, "sltt"),
+                                           (lambda: _mlp(feedback=True), "saf-e")])
+def test_fine_tuning_composed_stages_under_every_view(build, method):
+    from snnchip.train.data import Dataset
+
+    model = build()
+    _gain(model, 4.0)
+    object.__setattr__(model.spec, "method", method)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(40, *model.spec.input_shape, generator=g)
+    y = torch.randint(0, model.spec.num_classes, (40,), generator=g)
+    data = Dataset(x, y, x[:8], y[:8], model.spec.input_shape, model.spec.num_classes)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    correction = fine_tune(model, data, C.chip_errors, epochs=2, lr=1e-2, batch_size=10)
+    assert correction.refreshes == 2 * 4  # quantized afresh for every batch (each follows an optimizer step)
+    assert model.correction is None and not model.training
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert set(changed) >= {f"{layer}.weight" for layer in elementwise_layers(model.spec)}
+
+
+def test_event_driven_bp_is_refused_by_name():
+    model = _mlp()
+    object.__setattr__(model.spec, "method", "edbp")
+    with pytest.raises(SpecError, match="event-driven BP"):
+        fine_tune(model, None, C.chip_errors, epochs=1, lr=1e-3)
+    assert model.correction is None
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +225,8 @@ def test_calibration_closes_a_quantization_gap(trained: Path, tmp_path: Path):
     assert abs(after["gap_points"]) <= before["gap_points"] - 2.0
     assert after["chip_accuracy"] >= before["chip_accuracy"] + 0.02
     assert after["decision_agreement"] > before["decision_agreement"]
-    assert rec["quantizer_refreshes"] >= 3 * 20  # c and e recomputed after every optimizer step
+    assert rec["quantizer_refreshes"] >= 3 * 20  # re-quantized after every optimizer step
+    assert rec["snapped"] == ["fc1", "out"]
 
 
 def test_cli_writes_deploy_dir_calibrated_checkpoint_and_record(trained: Path, tmp_path: Path, capsys):
@@ -181,23 +237,26 @@ def test_cli_writes_deploy_dir_calibrated_checkpoint_and_record(trained: Path, t
     printed = capsys.readouterr().out
     assert "before calibration" in printed and "after calibration" in printed
     rec = json.loads((out / C.RECORD_NAME).read_text())
-    assert rec["epochs"] == 1 and rec["method"] == "ottt-a" and rec["snapped"]
-    assert max(rec["snap_residual"].values()) <= 1e-6  # the exported float weights are the chip's, re-quantized
+    assert rec["epochs"] == 1 and rec["method"] == "ottt-a" and rec["snapped"] == ["fc1", "out"]
     for key in ("before", "after", "after_unsnapped"):
         assert set(rec[key]) >= {"float_accuracy", "chip_accuracy", "gap_points", "decision_agreement"}
     dep = load_deploy(out)
     calibrated, ckpt = load_model(out / C.CALIBRATED_NAME)
     assert ckpt.metrics["calibration"]["after"] == rec["after"]
-    again = _deployment(calibrated)  # the checkpoint is exactly the model that was exported
+    again = chip_deployment(ckpt.spec, plain_parameters(calibrated))  # the checkpoint is the exported model
     for q, r in zip(dep.qnet.stages, again.qnet.stages, strict=True):
         assert np.array_equal(q.inputs[0].weight, r.inputs[0].weight) and np.array_equal(q.bias, r.bias)
         assert q.scale == r.scale
-    # the accuracies recorded after calibration are those of the written deploy directory
+    # snapped weights are fixed points of the quantizer: exporting them again changes nothing
+    values = chip_weights(ckpt.spec, plain_parameters(calibrated), again)
+    for name in rec["snapped"]:
+        assert np.array_equal(values[name]["weight"].astype(np.float32),
+                              plain_parameters(calibrated)[name]["weight"])
     from snnchip.train.data import load_dataset
 
     data = load_dataset("digits", spec=ckpt.spec)
     xs, y = encoded_test_set(ckpt.spec, data)
-    assert C.accuracies(calibrated, dep, xs, y) == rec["after"]
+    assert C.accuracies(calibrated, dep, xs, y) == rec["after"]  # recorded = the written deploy directory's
 
 
 def test_cli_refuses_calibration_for_other_targets(trained: Path, tmp_path: Path, capsys):

@@ -80,6 +80,7 @@ class SpikingNet(nn.Module):
         })
         self.feedback_into = {layer.name: [fb for fb in spec.feedback if fb.dst == layer.name] for layer in spec.layers}
         self.feedback_sources = {fb.src for fb in spec.feedback}
+        self.correction = None  # the chip's error of each stage's current, while fine-tuning for it (train.qat)
 
     @property
     def readout_name(self) -> str:
@@ -132,6 +133,9 @@ class SpikingNet(nn.Module):
                 prev = state.get("fb:" + fb.src)
                 if prev is not None:
                     current = current + view.feedback(self.feedback[fb.key], prev, current.shape)
+            if self.correction is not None:  # quantization-aware fine-tuning (qat.ChipCorrection)
+                delta = self.correction(layer.name, x, outs, state, current.shape)
+                current = current if delta is None else current + delta
             if layer.neuron.kind == "readout":
                 out = view.readout(current, state, new, layer.name)
                 view.end_step(state, new)

@@ -1,12 +1,15 @@
 """Quantization-aware calibration: ``snn-export MODEL.pt --target loihi --calibrate -o DIR``.
 
 1. the plain (folded) model ``from_plain(spec, plain_parameters(model))``, i.e. the network export sees;
-2. ``snnchip.train.qat.fine_tune`` with the Loihi quantizer ``snnchip.export.loihi.chip_weights`` as Q:
-   W_used = W + (Q(W) − W).detach(), Q(W) = mant(W·c/2^e)·2^e/c, Q_b(b) = round(b·c)/c (the stage scale c,
-   exponent e and mantissa grid those of the deployment of the current weights, recomputed after every step);
-3. snap: the float weights become Q(W), so the float model that is exported, saved and validated is the network
-   the chip runs (without it the straight-through "shadow" weights drift: digits demo MLP with a 130× outlier
-   weight, 10 epochs: float 78.9 % vs chip 95.1 % unsnapped, 95.3 % vs 95.1 % snapped);
+2. ``snnchip.train.qat.fine_tune`` with the chip's error of every stage (``snnchip.export.loihi``:
+   ``quantization_errors`` of the deployment of the current weights, recomputed after every optimizer step) added
+   to the stage's current, its matrices held constant: the forward is the chip's current Σ_p Q(A_p)·x + Q(b),
+   the gradient straight-through. Every stage type is covered: pooling composed into the next convolution,
+   recurrent (feedback) and residual projections, EM-PF stages (their binary weights are exact; their
+   full-precision layers are corrected);
+3. snap: the float weights of the layers the chip quantizes entry by entry (``elementwise_layers``) become Q(W),
+   so that the float model that is exported, saved and validated is the network the chip runs; composed stages
+   keep their float weights (export quantizes the composition);
 4. export the calibrated model to DIR and write, atomically each, ``DIR/model.calibrated.pt`` (a normal
    checkpoint) and ``DIR/calibration.json``: float and bit-exact chip test accuracy (``ChipSimulator``), their gap
    and decision agreement, before and after, plus the settings.
@@ -61,58 +64,78 @@ def accuracies(model: nn.Module, dep: Any, xs: torch.Tensor, y: np.ndarray, batc
             "decision_agreement": float(np.mean(f == c)), "samples": int(len(y))}
 
 
+def _torch(m: Any) -> torch.Tensor:
+    import scipy.sparse as sp
+
+    if sp.issparse(m):
+        m = sp.coo_matrix(m, dtype=np.float32)
+        return torch.sparse_coo_tensor(np.vstack([m.row, m.col]).astype(np.int64), m.data, size=m.shape,
+                                       check_invariants=True)
+    return torch.as_tensor(np.asarray(m, np.float32))
+
+
+def chip_errors(model: nn.Module) -> dict[str, Any]:
+    """The chip's error of every stage of a plain model, as ``qat.StageError``s of torch tensors."""
+    from snnchip.export.loihi import chip_deployment, quantization_errors
+    from snnchip.train import plain_parameters
+    from snnchip.train.qat import StageError
+
+    errors = quantization_errors(chip_deployment(model.spec, plain_parameters(model)))
+    return {name: StageError([(src, d, _torch(m)) for src, d, m in projections], _torch(bias))
+            for name, (projections, bias) in errors.items()}
+
+
 def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfig | None = None,
               samples: int | None = None, snap: bool = True, log=print) -> dict[str, Any]:
     """Calibrate ``model_path``, export it to ``out_dir`` and record the accuracies before and after.
 
-    ``snap``: the exported (and saved) weights are the chip's weights Q(W) of the calibrated float weights
-    (``after``); ``after_unsnapped`` records the calibrated float weights themselves. ``snap_residual``:
-    max |Q(Ŵ) − Ŵ| per layer when the snapped weights are quantized again.
+    ``snap``: the exported (and saved) weights of the layers the chip quantizes entry by entry are their chip
+    values Q(W) (``after``); ``after_unsnapped`` records the calibrated float weights themselves.
     """
     from snnchip.checkpoint import save_checkpoint
-    from snnchip.export.loihi import calibratable_layers, chip_weights, export_loihi
+    from snnchip.export.loihi import chip_deployment, chip_weights, export_loihi
     from snnchip.export.nir_export import spec_to_nir
     from snnchip.train import from_plain, load_model, plain_parameters, plain_spec
     from snnchip.train.data import load_dataset
     from snnchip.train.inference import encoded_test_set
-    from snnchip.train.qat import ChipQuantizer, fine_tune, snap_to_chip
+    from snnchip.train.qat import fine_tune
+    from snnchip.train.qat import snap as snap_layers
 
     cfg = cfg or CalibrationConfig()
     t0 = time.perf_counter()
     model, ckpt = load_model(model_path)
     spec = plain_spec(ckpt.spec)
-    calibratable_layers(spec)  # refuse unsupported networks before any work
     torch.manual_seed(cfg.seed)
     plain = from_plain(ckpt.spec, plain_parameters(model)).eval()
     data = load_dataset(cfg.dataset, cfg.data_dir, spec=spec)
     xs, y = encoded_test_set(spec, data, samples)
 
-    def quantize(params: dict) -> dict:
-        return chip_weights(spec, params)[1]
+    def deployment() -> Any:
+        return chip_deployment(spec, plain_parameters(plain))
 
-    def deployment(quant: ChipQuantizer) -> Any:
-        return chip_weights(spec, quant.raw_parameters())[0]
-
-    quant = ChipQuantizer(plain, quantize)
-    before = accuracies(plain, deployment(quant), xs, y)
+    before = accuracies(plain, deployment(), xs, y)
     log(f"before calibration: float {before['float_accuracy']:.2%}, chip {before['chip_accuracy']:.2%} "
         f"(gap {before['gap_points']:+.2f} points, agreement {before['decision_agreement']:.2%})")
-    quant = fine_tune(plain, data, quantize, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, log=log)
-    shadow = accuracies(plain, deployment(quant), xs, y)
-    residual = snap_to_chip(quant) if snap else None
-    after = accuracies(plain, deployment(quant), xs, y)
+    correction = fine_tune(plain, data, chip_errors, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, log=log)
+    shadow = accuracies(plain, deployment(), xs, y)
+    snapped: list[str] = []
     if snap:
+        dep = deployment()
+        values = chip_weights(spec, plain_parameters(plain), dep)
+        snapped = snap_layers(plain, {k: {f: torch.as_tensor(v, dtype=torch.float32) for f, v in e.items()}
+                                      for k, e in values.items()})
         log(f"calibrated float weights (before snapping): float {shadow['float_accuracy']:.2%}, chip "
-            f"{shadow['chip_accuracy']:.2%}")
+            f"{shadow['chip_accuracy']:.2%}; snapped to their chip values: {', '.join(snapped) or 'none'}")
+    after = accuracies(plain, deployment(), xs, y)
     log(f"after calibration:  float {after['float_accuracy']:.2%}, chip {after['chip_accuracy']:.2%} "
         f"(gap {after['gap_points']:+.2f} points, agreement {after['decision_agreement']:.2%})")
     record = {
         "model": str(model_path), "method": spec.method, "dataset": cfg.dataset, "T": spec.T,
         "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed, "optimizer": "adam",
-        "quantizer": "straight-through W + (Q(W) - W).detach(), Q = export.quantize of the current weights; "
-                     "scale c and exponent e recomputed after every optimizer step",
-        "quantizer_refreshes": quant.refreshes, "snapped": snap,
-        "before": before, "after": after, "after_unsnapped": shadow, "snap_residual": residual,
+        "quantizer": "stage-level straight-through: I + (Σ_p (Q(A_p) - A_p)·x_p + Q(b) - b).detach(), Q = the "
+                     "Loihi quantizer of the current weights, recomputed after every optimizer step",
+        "quantizer_refreshes": correction.refreshes, "snapped": snapped,
+        "before": before, "after": after, "after_unsnapped": shadow,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     out = Path(out_dir)
