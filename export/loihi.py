@@ -29,7 +29,7 @@ import scipy.sparse as sp
 
 from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
-from snnchip.errors import DeployError
+from snnchip.errors import DeployError, OutputError
 from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower
 from snnchip.export.nir_meta import recorded_interpretation
 from snnchip.export.quantize import (
@@ -223,12 +223,22 @@ def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, floa
     return graded_spike_peaks(graph, load_dataset(cfg["dataset"], cfg.get("data_dir"), flat=flat, T=T).x_train)
 
 
+def check_replaceable(out_dir: str | os.PathLike) -> None:
+    """A deploy directory is written in place of nothing, an empty directory or an earlier deploy directory (one
+    with ``manifest.json``); anything else at ``out_dir`` would be replaced whole, so it is refused."""
+    out = Path(out_dir)
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise OutputError(f"{out}: exists and is not a deploy directory (no manifest.json); a deploy directory "
+                          f"replaces its destination whole, so name a new or empty directory")
+
+
 def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation: Interpretation | None = None,
                  T: int | None = None, source: str | os.PathLike | None = None,
                  spike_bounds: dict[str, float] | None = None, max_memory: float | None = None) -> Path:
     """Write the deploy directory for a NIR graph, a ``SpikingNet``, a ``.nir`` file or a ``model.pt``; return its
     path. ``source``: the ``model.pt`` a given graph came from: its training set sizes graded spikes (unless
     ``spike_bounds`` are given) and the manifest records its path and sha256."""
+    check_replaceable(out_dir)
     graph = read_model_graph(graph_or_path)
     origin = source or graph_or_path
     check_feasible(deployment_size(graph, interpretation), max_memory)  # before measuring spikes on a training set

@@ -13,6 +13,7 @@ import math
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from snnchip.errors import SpecError
@@ -20,12 +21,21 @@ from snnchip.errors import SpecError
 _MISSING = dataclasses.MISSING
 
 
+PATH_ROLES = ("input", "output")
+
+
 def option(default: Any = _MISSING, *, help: str, choices: tuple[Any, ...] | None = None,
            flag: tuple[str, ...] | str | None = None, positional: bool = False, metavar: str | None = None,
-           default_factory: Any = _MISSING) -> Any:
-    """A dataclass field with its command-line help; ``flag`` overrides the ``--field-name`` spelling."""
+           path: str | None = None, default_factory: Any = _MISSING) -> Any:
+    """A dataclass field with its command-line help; ``flag`` overrides the ``--field-name`` spelling.
+
+    ``path``: "input" for a file or directory that is read, "output" for one that is written whole (a file,
+    or a directory replaced as a unit); ``check_paths`` refuses an output that would overwrite an input.
+    """
+    if path not in (None, *PATH_ROLES):
+        raise ValueError(f"path role {path!r}; valid: {PATH_ROLES}")
     meta = {"help": help, "choices": choices, "flag": (flag,) if isinstance(flag, str) else flag,
-            "positional": positional, "metavar": metavar}
+            "positional": positional, "metavar": metavar, "path": path}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -88,3 +98,26 @@ def from_mapping(cls: type, mapping: Mapping[str, Any], where: str, **fixed: Any
         return cls(**{**values, **fixed})
     except TypeError as exc:
         raise SpecError(f"{where}: {exc}") from None
+
+
+def _paths(configs: tuple[Any, ...], role: str) -> list[tuple[str, Path]]:
+    out = []
+    for cfg in configs:
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name)
+            if f.metadata.get("path") == role and value not in (None, ""):
+                flag = (f.metadata.get("flag") or ("--" + f.name.replace("_", "-"),))[-1]
+                out.append((f.name.upper() if f.metadata.get("positional") else flag, Path(value).resolve()))
+    return out
+
+
+def check_paths(*configs: Any) -> None:
+    """Refuse (``SpecError``) outputs of ``configs`` that are an input, or a directory an input lies in (it is
+    replaced as a whole), before anything is read or written."""
+    inputs = _paths(configs, "input")
+    for out_flag, out in _paths(configs, "output"):
+        for in_flag, inp in inputs:
+            if inp == out or out in inp.parents:
+                what = "is" if inp == out else "contains"
+                raise SpecError(f"{out_flag} {out} {what} the input {in_flag} {inp}; writing it would destroy the "
+                                f"input: choose another output path")

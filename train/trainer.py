@@ -49,7 +49,7 @@ class TrainConfig:
 
     out: str = option(help="run directory (model.pt, metrics.json, curves.png)", flag="--out")
     dataset: str = option("digits", help="digits (embedded), mnist, fashion-mnist, cifar10, dvs", choices=DATASETS)
-    data_dir: str | None = option(None, help="directory with the local dataset files")
+    data_dir: str | None = option(None, help="directory with the local dataset files", path="input")
     model: str = option("mlp", help="a zoo model", choices=tuple(MODELS))
     hidden: str = option("128", help="comma-separated hidden widths of mlp")
     method: str = option("ottt-a", help="learning rule", choices=METHODS)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from snnchip.cli.command import base_parser, run_command
 from snnchip.cli.options import add_options, config, overrides
+from snnchip.options import check_paths
 from snnchip.spec import Interpretation
 
 EXAMPLES = """\
@@ -44,8 +45,11 @@ def handle(args: argparse.Namespace) -> int:
     if args.calibrate:
         from snnchip.workflows.calibrate import CalibrationConfig, calibrate_and_export
 
-        lines = calibrate_and_export(cfg, config(CalibrationConfig, args), log=print)
+        cal = config(CalibrationConfig, args)
+        check_paths(cfg, cal)
+        lines = calibrate_and_export(cfg, cal, log=print)
     else:
+        check_paths(cfg)
         lines = export(cfg, overrides(Interpretation, args))
     print("\n".join(lines))
     return 0

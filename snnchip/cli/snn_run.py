@@ -12,7 +12,7 @@ import numpy as np
 from snnchip.cli.command import base_parser, run_command
 from snnchip.cli.options import add_options, config, overrides
 from snnchip.errors import DataError, NIRFormatError
-from snnchip.options import option
+from snnchip.options import check_paths, option
 from snnchip.spec import Interpretation
 
 EXAMPLES = """\
@@ -26,9 +26,9 @@ BACKENDS = ("reference", "chip", "lava")
 @dataclass
 class RunConfig:
     graph: str = option(help="a .nir file (reference) or a deploy directory from snn-export --target loihi "
-                        "(chip, lava)", positional=True)
-    input: str = option(help=".npy array of shape [T, batch, *features]")
-    out: str = option(help=".npz with 'output' [T, batch, n_out] and 'spikes/<layer>'")
+                        "(chip, lava)", positional=True, path="input")
+    input: str = option(help=".npy array of shape [T, batch, *features]", path="input")
+    out: str = option(help=".npz with 'output' [T, batch, n_out] and 'spikes/<layer>'", path="output")
     backend: str = option("reference", help="NIR reference executor (float), bit-exact chip simulator, or Lava",
                           choices=BACKENDS)
     lava_cfg: str = option("fixed_pt", help="Lava run configuration", choices=("fixed_pt", "floating_pt"))
@@ -112,6 +112,7 @@ def _lava(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
 
 def handle(args: argparse.Namespace) -> int:
     cfg = config(RunConfig, args)
+    check_paths(cfg)
     x = load_input(cfg.input)
     lines = {"reference": _reference, "chip": _chip, "lava": _lava}[cfg.backend](
         cfg, x, overrides(Interpretation, args))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from snnchip.cli.command import base_parser, run_command
 from snnchip.cli.options import add_options, config
-from snnchip.options import option
+from snnchip.options import check_paths, option
 
 EXAMPLES = """\
   snn-validate runs/mlp/model.pt --dataset digits --json report.json --plots plots/
@@ -20,8 +20,8 @@ EXAMPLES = """\
 
 @dataclass
 class ValidateOutputs:
-    source: str = option(help="model.pt or a deploy directory", positional=True)
-    json: str | None = option(None, help="write the report as JSON here")
+    source: str = option(help="model.pt or a deploy directory", positional=True, path="input")
+    json: str | None = option(None, help="write the report as JSON here", path="output")
     plots: str | None = option(None, help="directory for the plots")
 
 
@@ -40,8 +40,9 @@ def handle(args: argparse.Namespace) -> int:
     from snnchip.workflows.report import print_table, write_plots
     from snnchip.workflows.validate import ValidateConfig, validate
 
-    out = config(ValidateOutputs, args)
-    report = validate(out.source, config(ValidateConfig, args))
+    out, cfg = config(ValidateOutputs, args), config(ValidateConfig, args)
+    check_paths(out, cfg)
+    report = validate(out.source, cfg)
     print_table(report)
     if out.plots:
         for p in write_plots(report, out.plots):

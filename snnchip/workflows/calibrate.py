@@ -41,7 +41,7 @@ class CalibrationConfig:
     epochs: int = option(3, help="calibration epochs", flag="--calibrate-epochs")
     lr: float = option(2e-4, help="calibration learning rate, Adam", flag="--calibrate-lr")
     dataset: str = option("digits", help="calibration data and test set")
-    data_dir: str | None = option(None, help="local dataset files (see snn-train --dataset)")
+    data_dir: str | None = option(None, help="local dataset files (see snn-train --dataset)", path="input")
     batch_size: int = option(64, help="calibration batch size", flag="--calibrate-batch-size")
     seed: int = option(0, help="calibration seed", flag="--calibrate-seed")
 
@@ -93,7 +93,7 @@ def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfi
     values Q(W) (``after``); ``after_unsnapped`` records the calibrated float weights themselves.
     """
     from snnchip.checkpoint import save_checkpoint
-    from snnchip.export.loihi import chip_deployment, chip_weights, export_loihi
+    from snnchip.export.loihi import check_replaceable, chip_deployment, chip_weights, export_loihi
     from snnchip.export.nir_export import spec_to_nir
     from snnchip.train import from_plain, load_model, plain_parameters, plain_spec
     from snnchip.train.data import load_dataset
@@ -102,6 +102,7 @@ def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfi
     from snnchip.train.qat import snap as snap_layers
 
     cfg = cfg or CalibrationConfig()
+    check_replaceable(out_dir)  # before training
     t0 = time.perf_counter()
     model, ckpt = load_model(model_path)
     spec = plain_spec(ckpt.spec)

@@ -22,9 +22,10 @@ DEFAULT_NAMES = {"nir": "model.nir", "loihi": "deploy", "onnx": "model.onnx", "n
 class ExportConfig:
     """What ``export`` takes besides the interpretation of a foreign graph."""
 
-    model: str = option(help="model.pt written by snn-train, or a .nir graph", positional=True)
+    model: str = option(help="model.pt written by snn-train, or a .nir graph", positional=True, path="input")
     target: str = option(help="what to write", choices=TARGETS)
-    out: str = option(help="output file (nir, onnx, netx) or directory (loihi)", flag=("-o", "--out"))
+    out: str = option(help="output file (nir, onnx, netx) or directory (loihi)", flag=("-o", "--out"),
+                      path="output")
     T: int | None = option(None, help="time steps for a foreign .nir graph (ours record T)")
     max_memory: float | None = option(None, help="loihi/netx: refuse, before building it, a deployment whose export "
                                       "needs more than this many GiB (default: the memory available now)")

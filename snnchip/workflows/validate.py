@@ -46,11 +46,11 @@ class ValidateConfig:
     """The ladder's settings (``snn-validate`` options)."""
 
     dataset: str = option("digits", help="dataset whose test set is evaluated")
-    data_dir: str | None = option(None, help="directory with the local dataset files")
+    data_dir: str | None = option(None, help="directory with the local dataset files", path="input")
     model: str | None = option(None, help="for a deploy directory: the model.pt it was exported from (the float "
-                               "reference; its sha256 must be the one the manifest records)")
+                               "reference; its sha256 must be the one the manifest records)", path="input")
     deploy_out: str | None = option(None, help="for a model.pt: where the certified deployment is written "
-                                    f"(default: {CERTIFIED_DIR}/ beside the model.pt)")
+                                    f"(default: {CERTIFIED_DIR}/ beside the model.pt)", path="output")
     samples: int | None = option(None, help="samples on the bit-exact chip (default: the whole test set)")
     lava_samples: int | None = option(None, help="samples run in Lava, stratified over the classes (0: skip the "
                                       "Lava gate; default: as many as --lava-budget allows)")
