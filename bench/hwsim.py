@@ -10,7 +10,6 @@ removes compilation and start-up.
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
@@ -23,6 +22,7 @@ from snnchip.export.loihi import deployment_from_graph
 from snnchip.hw_sim.chip import ChipSimulator
 
 from . import measure, options, report
+from .options import BenchConfig
 
 LAVA_SAMPLES = 2
 
@@ -75,7 +75,7 @@ def bench_network(name: str, graph: nir.NIRGraph, batch: int, repeats: int, warm
             "lava_samples": xl.shape[1], "lava_startup_s": 2 * timed[LAVA_SAMPLES] - timed[2 * LAVA_SAMPLES]}
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: BenchConfig) -> int:
     """``snn-bench hwsim``. Reads ``T`` (the first entry), ``batch_size``, ``repeats``, ``warmup``, ``threads``,
     ``json``, ``plot``. Exit 1 when the simulator and Lava disagree."""
     options.prepare(args)

@@ -1,16 +1,56 @@
-"""The command-line values every ``snn-bench`` subcommand shares, checked before any work: one
-``BenchmarkError`` line (exit code 2) for a bad value, never a traceback."""
+"""The settings of ``snn-bench`` (``BenchConfig``, from which the command's options are generated), checked
+before any work: one ``BenchmarkError`` line (exit code 2) for a bad value, never a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from snnchip.errors import BenchmarkError, SnnchipError
+from snnchip.options import option
+
+BENCHES = ("train", "peers", "hwsim")
+# Defaults that differ per benchmark (the config's are None): peers runs both of its nets at their own batch sizes.
+BENCH_DEFAULTS = {
+    "train": {"model": "mlp", "methods": "bptt,ottt-o,ottt-a,sltt,sltt-k,saf-e,saf-f", "batch_size": 32},
+    "peers": {"model": "conv,mlp", "methods": "all"},
+    "hwsim": {"batch_size": 32},
+}
+
+
+@dataclass
+class BenchConfig:
+    """One benchmark run (``snn-bench WHICH`` options)."""
+
+    which: str = option(help="the benchmark", positional=True, choices=BENCHES)
+    model: str | None = option(None, help="train: a zoo model (default mlp); peers: conv, mlp, vgg, "
+                               "comma-separated (default conv,mlp)")
+    methods: str | None = option(None, help="train: default bptt,ottt-o,ottt-a,sltt,sltt-k,saf-e,saf-f; "
+                                 "peers: all (default), ours, peers, or a list")
+    T: str = option("4,8,16,32", help="comma-separated time steps (hwsim: the first)")
+    batch_size: int | None = option(None, help="default 32 (peers: 32 conv, 128 mlp and vgg)")
+    warmup: int = option(3, help="untimed iterations first: one-time costs such as allocation, kernel creation "
+                         "and (re)compilation")
+    repeats: int = option(5, help="timed iterations; the median is reported")
+    device: str = option("cpu", help="train, peers: cpu, cuda or cuda:N")
+    threads: int = option(1, help="torch threads (1: on a busy machine more threads wait for each other and "
+                          "single timings can be 10-100x off)")
+    compile: bool = option(True, help="peers: our rules with eager LIF kernels (default: torch.compile'd, as "
+                           "snn-train --compile)", flag="--no-compile")
+    json: str | None = option(None, help="write the results as JSON here", path="output")
+    plot: str | None = option(None, help="write a PNG plot here", path="output")
+    markdown: str | None = option(None, help="peers: write the Markdown report (docs/BENCHMARKS.md)", path="output")
+
+    def with_defaults(self) -> BenchConfig:
+        """This config with the per-benchmark defaults filled in where a value was not given."""
+        from dataclasses import replace
+
+        return replace(self, **{k: v for k, v in BENCH_DEFAULTS[self.which].items() if getattr(self, k) is None})
 
 
 def time_steps(text: str) -> list[int]:
@@ -39,17 +79,17 @@ def names(text: str, valid: Sequence[str], option: str, groups: Mapping[str, Seq
     return chosen
 
 
-def prepare(args: argparse.Namespace) -> None:
+def prepare(args: argparse.Namespace | BenchConfig) -> None:
     """Check the shared options (``repeats``, ``warmup``, ``batch_size``, ``threads``, ``json``, ``plot``,
     ``markdown``) and apply ``--threads``."""
-    for option in ("repeats", "warmup", "batch_size", "threads"):
-        value = getattr(args, option, None)
+    for name in ("repeats", "warmup", "batch_size", "threads"):
+        value = getattr(args, name, None)
         if value is not None and value < 1:
-            raise BenchmarkError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
-    for option in ("json", "plot", "markdown"):
-        path = getattr(args, option, None)
+            raise BenchmarkError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    for name in ("json", "plot", "markdown"):
+        path = getattr(args, name, None)
         if path and Path(path).is_dir():
-            raise BenchmarkError(f"--{option} {path} is a directory; give a file name")
+            raise BenchmarkError(f"--{name} {path} is a directory; give a file name")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
 

@@ -31,6 +31,7 @@ from snnchip.atomic import write_text_atomic
 from snnchip.errors import BenchmarkError
 
 from . import adapters, measure, nets, options, report
+from .options import BenchConfig
 
 MODULE = "snnchip.bench.peers"
 
@@ -128,7 +129,7 @@ def _row_line(r: dict[str, Any]) -> str:
             f"{r['peak_memory_bytes'] / 2**20:9.1f} MiB  {100 * r.get('fraction_of_limit', math.nan):5.1f}% of limit")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: BenchConfig) -> int:
     """``snn-bench peers``. Reads ``model`` (nets, comma-separated), ``methods`` (all, ours, peers or a list),
     ``T``, ``batch_size`` (None: each net's own), ``repeats``, ``warmup``, ``threads``, ``compile``, ``device``,
     ``json``, ``plot``, ``markdown``."""

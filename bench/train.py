@@ -18,7 +18,6 @@ Sec. 4.3, "Inference time").
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from snnchip.train.zoo import MODELS, model_spec
 
 from . import measure, options, report
 from .adapters import method_neuron
+from .options import BenchConfig
 
 SRM_METHODS = {"edbp": "edbp", "bptt-srm": "bptt"}  # benchmark name -> rule, on the edbp (SRM) net
 EMPF_METHODS = {"empf": ("empf", "bn"), "empf-random-bp": ("empf-random-bp", "bn"),
@@ -121,7 +121,7 @@ def benchmark(model_name: str, methods: list[str], Ts: list[int], batch_size: in
             "cosine_sltt_bptt": cosines, "inference": inference}
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: BenchConfig) -> int:
     """``snn-bench train``. Reads ``model`` (a zoo model), ``methods`` (comma-separated), ``T``, ``batch_size``,
     ``repeats``, ``warmup``, ``threads``, ``device``, ``json``, ``plot``."""
     options.prepare(args)

@@ -34,7 +34,7 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
         if meta.get("positional"):
-            parser.add_argument(f.name, help=_help(f, None), metavar=meta.get("metavar"))
+            parser.add_argument(f.name, help=_help(f, None), metavar=meta.get("metavar"), choices=meta.get("choices"))
             continue
         flags = meta.get("flag") or ("--" + f.name.replace("_", "-"),)
         kw: dict[str, Any] = {"dest": f.name, "help": _help(f, default)}
