@@ -31,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
                                      "graph re-exported by snnchip keeps the one it records unless overridden)"),
                 Interpretation, as_overrides=True)
     cal = p.add_argument_group("calibration (--target loihi, model.pt)")
-    cal.add_argument("--calibrate", action="store_true", help="fine-tune with the chip's quantized weights in the "
+    cal.add_argument("--calibrate", action="store_true", help="fine-tune with the chip's quantized currents in the "
                      "forward pass (straight-through) before exporting; writes DIR/model.calibrated.pt and "
                      "DIR/calibration.json (float and bit-exact chip accuracy before/after)")
     add_options(cal, CalibrationConfig)
