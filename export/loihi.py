@@ -33,6 +33,7 @@ from snnchip.errors import DeployError, OutputError
 from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower
 from snnchip.export.nir_meta import recorded_interpretation
 from snnchip.export.quantize import (
+    NEVER_FIRES,
     QProjection,
     QStage,
     QuantizedNet,
@@ -311,6 +312,8 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
         fields.update(latency=index + 1, lam_syn=s.get("lam_syn", 0.0))
         if s["kind"] == "srm":  # versions 1/2 stored the current's factor as 4096 − du
             fields.update(reset="zero", du=int(s["du"]) - 1)
+        if s["kind"] == "readout":  # versions 1/2 stored vth 0 (their readout process had none); Lava's LIF fires
+            fields.update(vth=NEVER_FIRES)
     q_inputs = tuple(QProjection(e["source"], _unpack_weight(arrays, f"{key}/weight", e["synapse"]),
                                  int(e["weight_exp"]), int(e["num_message_bits"]), int(e["delay"]),
                                  int(e["lava_delay"])) for e, key in entries)

@@ -334,9 +334,24 @@ def _check_kind(name: str, node: object) -> None:
         raise _unsupported(name, node, f"snnchip neuron kind {kind!r} is not supported")
 
 
-def _neuron(name: str, node: object, interp: Interpretation, is_output: bool) -> tuple[dict, np.ndarray, np.ndarray]:
+def _per_neuron(name: str, node: object, value: object, shape: tuple[int, ...]) -> np.ndarray:
+    """A neuron field over the layer's neurons in C order: a scalar, per channel ((C, 1, 1) on (C, H, W)), or one
+    value per neuron in any layout."""
+    a = np.asarray(value, dtype=np.float64)
+    n = math.prod(shape)
+    try:
+        return np.broadcast_to(a, shape).reshape(-1)
+    except ValueError:
+        if a.size == n:
+            return a.reshape(-1)
+        raise _unsupported(name, node, f"a parameter of shape {a.shape} does not broadcast over the layer's "
+                                       f"neurons {shape}") from None
+
+
+def _neuron(name: str, node: object, interp: Interpretation, is_output: bool, shape: tuple[int, ...]
+            ) -> tuple[dict, np.ndarray, np.ndarray]:
     """Neuron parameters plus the per-neuron input gain g and offset β folded into the stage (``compile_neuron``:
-    u = a·v + b·x + c, current-based i = a_syn·i + b_syn·x; λ = a, g = b (·b_syn), β = c)."""
+    u = a·v + b·x + c, current-based i = a_syn·i + b_syn·x; λ = a, g = b (·b_syn), β = c), over ``shape``."""
     _check_kind(name, node)
     meta = snnchip_semantics(node, name)
     p = compile_neuron(name, node, interp, torch.float64)
@@ -346,14 +361,14 @@ def _neuron(name: str, node: object, interp: Interpretation, is_output: bool) ->
         tables = {key: np.broadcast_to(val.numpy(), (p.steps, *shape)).reshape(p.steps, -1).astype(np.float64)
                   for key, val in (("lam", p.a), ("input_scale", p.b), ("theta", p.theta), ("reset_offset", p.offset))}
         return dict(name=layer, kind="empf", tables=tables), np.ones(1), np.zeros(1)
-    gain, offset = p.b.numpy().reshape(-1), p.c.numpy().reshape(-1)
+    gain, offset = _per_neuron(name, node, p.b.numpy(), shape), _per_neuron(name, node, p.c.numpy(), shape)
     lam = _uniform(name, node, p.a.numpy(), "the leak λ")
     extra = {}
     if p.syn is not None:
         extra["lam_syn"] = _uniform(name, node, p.syn[0].numpy(), "the current decay λ_syn")
         if not 0.0 <= extra["lam_syn"] < 1.0:
             raise _unsupported(name, node, f"current decay λ_syn = {extra['lam_syn']} (needs 0 ≤ λ_syn < 1)")
-        gain = gain * p.syn[1].numpy().reshape(-1)
+        gain = gain * _per_neuron(name, node, p.syn[1].numpy(), shape)
         if np.any(offset != 0):
             raise _unsupported(name, node, "a current-based neuron with v_leak ≠ 0 (the chip adds constants to the "
                                            "current, where they would decay; set v_leak = 0)")
@@ -410,7 +425,7 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
     for name in checked.order:
         if name not in neurons:
             continue
-        params, gain, offset = _neuron(name, nodes[name], interp, is_output=name == output_node)
+        params, gain, offset = _neuron(name, nodes[name], interp, name == output_node, checked.shapes[name])
         preds = checked.predecessors(name)
         if not preds:
             raise _unsupported(name, nodes[name], "a neuron must have an input")

@@ -295,7 +295,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
         lam_syn=float(stage.lam_syn), lam_syn_q=(NO_CURRENT - du) / DECAY_UNITY,
         theta=float(stage.theta) if stage.spiking else None, theta_q=vth / c if stage.spiking else None,
         max_abs_bias_error=float(np.abs(stage.bias - bq / c).max(initial=0.0)),
-        projections=[dict(source=p.source, synapse=p.synapse, weight_exp=int(b["e"]), delay=p.delay,
+        projections=[dict(source=p.source, synapse=p.synapse, grid_exp=int(b["e"]), delay=p.delay,
                           synapses=int(np.count_nonzero(weight_values(p.weight))),
                           **_error_report(b, math.prod(p.weight.shape)))
                      for p, b in zip(projs, best["projections"], strict=True)],
@@ -350,7 +350,7 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float]) -> tuple[
         max_abs_theta_error=err(theta, ints["theta"] / (ACT_SHIFT_SCALE * c)),
         max_abs_reset_offset_error=err(off, ints["offset"] / (ACT_SHIFT_SCALE * c)),
         max_abs_bias_error=float(np.abs(stage.bias * 2.0**ka - best["bq"] / c).max(initial=0.0)) / 2.0**ka,
-        projections=[dict(source=p.source, synapse=p.synapse, weight_exp=int(b["e"]), delay=p.delay,
+        projections=[dict(source=p.source, synapse=p.synapse, grid_exp=int(b["e"]), delay=p.delay,
                           synapses=int(np.count_nonzero(weight_values(p.weight))),
                           **_error_report(b, math.prod(p.weight.shape), 2.0**ka))
                      for p, b in zip(projs, best["projections"], strict=True)],
@@ -455,7 +455,7 @@ def format_report(report: list[dict]) -> str:
                      f"{r['vth']:>8}{r['dv']:>6}{r.get('du', 0):>6}{r.get('latency', 0):>8}  "
                      f"{'MAY' if r['may_saturate'] else 'no'}")
         for p in r["projections"]:
-            lines.append(f"{'  <- ' + p['source']:<23}{p['synapse']:>8}{p['synapses']:>10}{p['weight_exp']:>5}"
+            lines.append(f"{'  <- ' + p['source']:<23}{p['synapse']:>8}{p['synapses']:>10}{p['grid_exp']:>5}"
                          f"{p['delay']:>6}{p.get('lava_delay', 0):>6}{p['clipped_fraction']:>9.2%}"
                          f"{p['max_abs_weight_error']:>10.3g}{p['mean_abs_weight_error']:>10.3g}")
     return "\n".join(lines)

@@ -97,6 +97,8 @@ def _as_chain_version(deploy_dir, version: int) -> None:
                  weight_exp=p["weight_exp"], num_message_bits=p["num_message_bits"])
         if version == 2:
             s["synapse"] = p["synapse"]
+        if s["kind"] == "readout":
+            s["vth"] = 0  # what versions 1 and 2 wrote for a readout
         stages.append({k: v for k, v in s.items() if k not in ("latency", "vsub", "reset_by")})
     np.savez(deploy_dir / "params.npz", **arrays)
     (deploy_dir / "manifest.json").write_text(json.dumps({**man, "stages": stages,
@@ -139,6 +141,19 @@ def test_snn_export_and_snn_run_chip(tmp_path, capsys):
         assert z["output"].shape == (4, 2, 3) and z["spikes/fc1"].shape == (4, 2, 8)
     assert cli.run([str(tmp_path / "nowhere"), "--input", str(tmp_path / "x.npy"), "--out", "y.npz",
                     "--backend", "chip"]) == 2
+
+
+@pytest.mark.lava
+def test_an_old_directory_runs_on_lava_as_on_the_chip(deploy_dir, tmp_path):
+    """A version 2 readout (stored vth 0) runs on Lava's LIF as a readout that never fires."""
+    _as_chain_version(deploy_dir, 2)
+    np.save(tmp_path / "x.npy", np.random.default_rng(3).uniform(0, 1, (4, 3, 6)))
+    base = [str(deploy_dir), "--input", str(tmp_path / "x.npy")]
+    assert cli.run(base + ["--out", str(tmp_path / "c.npz"), "--backend", "chip"]) == 0
+    assert cli.run(base + ["--out", str(tmp_path / "l.npz"), "--backend", "lava"]) == 0
+    with np.load(tmp_path / "c.npz") as c, np.load(tmp_path / "l.npz") as la:
+        assert np.abs(c["output"]).max() > 0
+        np.testing.assert_array_equal(c["output"], la["output"])
 
 
 @pytest.mark.lava

@@ -242,3 +242,34 @@ def test_foreign_cubalif_runs_on_lavas_lif_with_its_current():
     ref = NIRExecutor(g, interp, dtype=torch.float64).run(x)
     chip = ChipSimulator(dep).run(x)
     assert np.mean(chip.spikes["cuba"] == ref.spikes["cuba"].numpy().astype(bool)) >= 0.98
+
+
+def test_per_channel_neuron_fields_broadcast_over_the_layer():
+    """Foreign LIF fields of shape (C, 1, 1) on a (C, H, W) layer (r and v_leak differ per channel): the gain and
+    the offset of channel c reach every neuron of that channel, as in the executor."""
+    rng = np.random.default_rng(9)
+    C, H, W = 3, 6, 6
+    per_channel = np.array([0.5, 1.0, 2.0]).reshape(C, 1, 1)
+    ones = np.ones((C, 1, 1))
+    nodes = {"input": nir.Input(input_type={"input": np.array([2, H, W])}),
+             "conv": nir.Conv2d(input_shape=(H, W), weight=rng.normal(0, 0.8, (C, 2, 3, 3)), stride=1, padding=1,
+                                dilation=1, groups=1, bias=np.zeros(C)),
+             "lif": nir.LIF(tau=2.0 * ones, r=per_channel, v_leak=0.1 * per_channel, v_threshold=ones),
+             "flat": nir.Flatten(input_type={"input": np.array([C, H, W])}, start_dim=0, end_dim=-1),
+             "fc": _affine(rng, 4, C * H * W), "out": readout_node("out", 4),
+             "output": nir.Output(output_type={"output": np.array([4])})}
+    g = _graph(nodes, [("input", "conv"), ("conv", "lif"), ("lif", "flat"), ("flat", "fc"), ("fc", "out"),
+                       ("out", "output")])
+    interp = Interpretation(dt=1.0, discretization="euler", reset="zero", compare="gt")
+    st = lower(g, interp).stages[0]
+    x = rng.uniform(0, 1, (5, 2, H, W))
+    (p,) = st.inputs
+    a = p.weight.toarray() if p.synapse == "sparse" else p.weight
+    conv = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(nodes["conv"].weight), padding=1).numpy()
+    gain = per_channel / 2.0  # r·dt/τ
+    np.testing.assert_allclose(x.reshape(5, -1) @ a.T + st.bias,
+                               (conv * gain + 0.1 * per_channel / 2.0).reshape(5, -1), atol=1e-12)
+    xs = rng.uniform(0, 1, (T, 16, 2, H, W))
+    ref = NIRExecutor(g, interp, dtype=torch.float64).run(xs)
+    chip = ChipSimulator(deployment_from_graph(g, interp)).run(xs)
+    assert chip.spikes["lif"].any() and np.mean(chip.spikes["lif"] == ref.spikes["lif"].numpy().astype(bool)) >= 0.97

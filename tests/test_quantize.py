@@ -84,7 +84,7 @@ def test_input_encoding_and_first_stage_exponent():
     qn = quantize(net, input_frac_bits=8)
     first = qn.stages[0].inputs[0]
     assert first.num_message_bits == 24 and qn.stages[1].inputs[0].num_message_bits == 0
-    e = qn.report[0]["projections"][0]["weight_exp"]
+    e = qn.report[0]["projections"][0]["grid_exp"]
     assert first.weight_exp == e - 8
     assert np.array_equal(encode_input(np.array([0.5, -1.0, 1e9]), 8), [128, -256, 2**23 - 1])
     w_hat = dequantize_weight(first, qn.input_frac_bits, qn.stages[0].scale)
