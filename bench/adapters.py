@@ -85,10 +85,10 @@ def ours(net: NetworkSpec, method: str, x: torch.Tensor, y: torch.Tensor, graph:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    def iteration() -> None:
-        iterate(model, x, y, method, net.T, k=k, rng=rng, step=step)
-
-    if graph:
+    if not graph:
+        def iteration() -> None:
+            iterate(model, x, y, method, net.T, k=k, rng=rng, step=step)
+    else:
         graphed = GraphedIteration(model, x, y, method, net.T, k=k, step=step)
 
         def iteration() -> None:

@@ -60,8 +60,16 @@ def measure_one(cfg: dict[str, Any]) -> dict[str, Any]:
                    top_ops=prof["ops"])
         if cfg["method"].startswith("sj-"):
             row["sj_implementation"] = adapters.sj_implementation()
-    return {**row, "n_bp": n_bp, "load_avg": os.getloadavg()[0],
+    return {**row, "n_bp": n_bp, "load_avg": load_average()[0],
             "throughput": net_throughput(cfg["name"], cfg["net"], device, repeats=3)}
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (NaN where the system does not report them, as some sandboxes do not)."""
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return [math.nan] * 3
 
 
 def net_throughput(name: str, net: dict[str, Any], device: str = "cpu", repeats: int = 5) -> dict[str, Any]:
@@ -91,7 +99,7 @@ def _subprocess(args: list[str], timeout: float) -> dict[str, Any]:
 
 def _machine(threads: int, device: str) -> dict[str, Any]:
     machine = {"cpu_count": os.cpu_count(), "threads": threads, "processor": platform.processor(),
-               "device": device, "load_avg_start": list(os.getloadavg())}
+               "device": device, "load_avg_start": load_average()}
     if measure.on_cuda(device):
         machine["gpu"] = torch.cuda.get_device_name(device)
     return machine
@@ -148,7 +156,7 @@ def run_suite(net_sizes: dict[str, dict[str, Any]], Ts: list[int], methods: list
                 log(_row_line(row))
                 if json_path:
                     write_text_atomic(json_path, json.dumps(result, indent=2))
-    result["machine"]["load_avg_end"] = list(os.getloadavg())
+    result["machine"]["load_avg_end"] = load_average()
     if json_path:
         write_text_atomic(json_path, json.dumps(result, indent=2))
     return result
