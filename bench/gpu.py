@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -198,24 +199,42 @@ def main(argv: list[str] | None = None) -> int:
         def log(line: str) -> None:
             print(f"[{time.monotonic() - start:6.1f} s] {line}", flush=True)
 
+        only_nets = a.nets and options.names(a.nets, list(nets.NETS), "--nets")
+        only_methods = a.methods and options.names(a.methods, list(dict.fromkeys(m for *_, ms in PLAN for m in ms)),
+                                                   "--methods")
         env: dict[str, Any] = {}
-        if "env" in stages:
-            env = environment(a.device, a.tiny)
+
+        def save_env() -> None:
             write_text_atomic(out / "env.json", json.dumps(env, indent=2))
+
+        def stage(name: str, fn: Callable[[], None]) -> None:
+            """One stage; an exception ends the stage, not the run (recorded in env.json, traceback printed)."""
+            if name not in stages:
+                return
+            try:
+                fn()
+            except Exception as exc:  # a lent machine's time is spent: the later stages still run
+                traceback.print_exc()
+                env.setdefault("stage_errors", {})[name] = f"{type(exc).__name__}: {exc}"
+                save_env()
+                log(f"{name}: failed ({type(exc).__name__}: {exc}); going on")
+
+        def env_stage() -> None:
+            env.update(environment(a.device, a.tiny))
+            save_env()
             log(f"env: {env.get('nvidia_smi')}, ceilings {env['ceilings']}")
-        if "tests" in stages:
-            seconds = min(TESTS_CAP_S, deadline - time.monotonic() - REPORT_RESERVE_S)
-            env["tests"] = run_tests(out, seconds, a.tests_k)
-            write_text_atomic(out / "env.json", json.dumps(env, indent=2))
+
+        def tests_stage() -> None:
+            env["tests"] = run_tests(out, min(TESTS_CAP_S, deadline - time.monotonic() - REPORT_RESERVE_S), a.tests_k)
+            save_env()
             log(f"tests: {env['tests']}")
-        if "peers" in stages:
-            run_peers(out, a.device, deadline - REPORT_RESERVE_S, a.tiny,
-                      a.nets and options.names(a.nets, list(nets.NETS), "--nets"),
-                      a.methods and options.names(a.methods, list(dict.fromkeys(m for *_, ms in PLAN for m in ms)),
-                                                  "--methods"), log)
-        if "report" in stages:
-            write_report(out, log)
-        log("done")
+
+        stage("env", env_stage)
+        stage("tests", tests_stage)
+        stage("peers", lambda: run_peers(out, a.device, deadline - REPORT_RESERVE_S, a.tiny, only_nets, only_methods,
+                                         log))
+        stage("report", lambda: write_report(out, log))
+        log("done" + (f"; stages that failed: {env['stage_errors']}" if env.get("stage_errors") else ""))
         return 0
 
     return options.command(p.prog, body)

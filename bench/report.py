@@ -327,9 +327,11 @@ def gpu_section(gpu: dict[str, Any] | None, env: dict[str, Any] | None = None) -
     for net_name in gpu["nets"]:
         out += _gpu_net(gpu, net_name)
     out += _table3(gpu) + _gpu_targets([gpu]) + _failed(gpu)
-    tests = (env or {}).get("tests")
+    tests, errors = (env or {}).get("tests"), (env or {}).get("stage_errors")
     if tests:
         out += [f"CUDA tests (`pytest -m cuda`): {tests}", ""]
+    if errors:
+        out += ["Stages of the GPU run that failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items()), ""]
     return out
 
 

@@ -100,3 +100,16 @@ def test_gpu_run_refuses_cuda_without_a_gpu(tmp_path, capsys):
         pytest.skip("this machine has a GPU")
     assert gpu.main(["--out", str(tmp_path)]) == 2
     assert "no CUDA device here" in capsys.readouterr().err
+
+
+def test_a_failing_stage_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    def broken(device, tiny):
+        raise RuntimeError("no ceilings today")
+
+    monkeypatch.setattr(gpu, "environment", broken)
+    assert gpu.main(["--out", str(tmp_path), "--device", "cpu", "--tiny", "--stages", "env,peers,report",
+                     "--budget", "0", "--nets", "vgg", "--methods", "ottt-a"]) == 0
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["stage_errors"] == {"env": "RuntimeError: no ceilings today"}
+    assert json.loads((tmp_path / "peers_vgg.json").read_text())["rows"][0]["method"] == "ottt-a"
+    assert (tmp_path / "BENCHMARKS_gpu.md").exists() and "stages that failed" in capsys.readouterr().out
