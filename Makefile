@@ -31,6 +31,19 @@ setup-bench: setup
 		| xargs $(BIN)/python -m pip install -q --no-deps
 	$(BIN)/python -c 'import torch, snntorch, spikingjelly.activation_based; print("setup-bench ok: torch", torch.__version__)'
 
+# The wheels bench/gpu.sh installs on a lent GPU machine without network (CPython 3.12, x86-64): the bench extra,
+# nir and nirtorch at the versions installed here, and snnchip's own wheel (its fallback). Rerun after every change
+# that the GPU run should see in that fallback (bench/gpu.sh normally builds snnchip from the tree it is given).
+.PHONY: gpu-wheels
+gpu-wheels: setup
+	rm -rf .whl && mkdir -p .whl
+	$(BIN)/python -c 'import tomllib, importlib.metadata as m; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"] + [f"{n}=={m.version(n)}" for n in ("nir", "nirtorch")]))' \
+		| xargs $(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w .whl .
+	rm -rf build
+	ls -l .whl
+
 lint: setup
 	$(BIN)/ruff check .
 

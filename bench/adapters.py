@@ -2,14 +2,21 @@
 backward), the model and data on the given device.
 
 - ours (``bptt ottt-a ottt-o sltt sltt-k saf-e saf-f empf``): built from the net's ``NetworkSpec``, run with
-  ``snnchip.train.rules.run_iteration``;
-- ``sj-bptt``: SpikingJelly multi-step ``LIFNode`` + ``layer.*`` (``step_mode='m'``, torch backend), one backward
-  on the mean output;
+  ``snnchip.train.rules.iterate`` (the training loop without its one read of the loss);
+- ``sj-bptt``: SpikingJelly multi-step ``LIFNode`` + ``layer.*`` (``step_mode='m'``), one backward on the mean
+  output;
 - ``sj-ottt`` / ``sj-sltt``: SpikingJelly's ``OTTTLIFNode`` (inside ``layer.OTTTSequential``) / ``SLTTLIFNode``,
   single-step mode (the only mode they allow), trained with SpikingJelly's own loop
   ``learning.ottt_online_training(..., online=False)`` (backward every step, one optimizer step): the
   counterparts of our ``ottt-a`` / ``sltt``;
 - ``snntorch-bptt``: snnTorch ``Leaky`` (subtractive reset) in the tutorial's explicit time loop.
+
+Variants, ``METHOD+VARIANT``: ``+eager`` our rule with eager neuron kernels (not torch.compile'd); ``+graph`` our rule
+captured as one CUDA graph per iteration (``snnchip.train.cuda_graph``; CUDA only, rules with fixed backward steps;
+its iteration carries ``peak_memory_bytes``, the memory its capture took, since a replay allocates nothing);
+``+torch`` a SpikingJelly method with its neurons forced onto SpikingJelly's Torch reference implementation
+(``SJ_LIF_CUDA_IMPLEMENTATION=torch``; by default SpikingJelly 2.0 picks its native CUDA, then its Triton kernels
+on a GPU: ``sj_implementation`` tells which ran).
 
 Neurons match ours where the peer can express it: soft (subtractive) reset, no input decay, θ = 1, λ = 0.5
 (τ = 2) except SLTT (λ = 1 − 1/1.1, τ = 1.1); loss cross-entropy for everybody (per step /T for online rules,
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import platform
 import random
 import sys
@@ -39,25 +47,34 @@ from . import nets
 
 OURS = ("bptt", "ottt-a", "ottt-o", "sltt", "sltt-k", "saf-e", "saf-f", "empf")
 PEERS = ("sj-bptt", "sj-ottt", "sj-sltt", "snntorch-bptt")
-METHODS = OURS + PEERS
+VARIANTS = {"eager": OURS, "graph": tuple(m for m in OURS if m != "sltt-k"), "torch": ("sj-bptt", "sj-ottt", "sj-sltt")}
+METHODS = OURS + PEERS + tuple(f"{m}+{v}" for v, ms in VARIANTS.items() for m in ms)
+SJ_IMPLEMENTATION = "SJ_LIF_CUDA_IMPLEMENTATION"
 LAM = 0.5
 LR = 1e-3
 EXTRA_HINT = "install the peers with `make setup-bench` (pip extra `bench`: spikingjelly, snntorch, loguru)"
 Iteration = tuple[nn.Module, Callable[[], None], int]
 
 
+def base(method: str) -> str:
+    """The method without its variant: ``ottt-a+graph`` -> ``ottt-a``."""
+    return method.partition("+")[0]
+
+
 def method_neuron(method: str) -> NeuronSpec:
     """The LIF neuron of ``method`` (``snn-train``'s defaults, ``trainer.neuron_for``): λ = 0.5 and a sigmoid
     surrogate, or for SLTT λ = 1 − 1/1.1 and a triangle surrogate."""
-    sltt = method.startswith("sltt") or method == "sj-sltt"
+    sltt = method.startswith("sltt") or base(method) == "sj-sltt"
     return NeuronSpec(lam=SLTT_LAMBDA if sltt else LAM, surrogate="triangle" if sltt else "sigmoid")
 
 
-def ours(net: NetworkSpec, method: str, x: torch.Tensor, y: torch.Tensor) -> Iteration:
-    """Our rule ``method`` on ``net`` (EM-PF: the net's LIF neurons configured as EM-PF's bn variant)."""
+def ours(net: NetworkSpec, method: str, x: torch.Tensor, y: torch.Tensor, graph: bool = False) -> Iteration:
+    """Our rule ``method`` on ``net`` (EM-PF: the net's LIF neurons configured as EM-PF's bn variant); ``graph``:
+    captured as a CUDA graph (``snnchip.train.cuda_graph``), replayed per iteration."""
+    from snnchip.train.cuda_graph import GraphedIteration
     from snnchip.train.empf import configure_empf
     from snnchip.train.model import build_model
-    from snnchip.train.rules import run_iteration
+    from snnchip.train.rules import iterate
 
     model = build_model(configure_empf(net, "bn") if method == "empf" else net).to(x.device)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
@@ -68,9 +85,16 @@ def ours(net: NetworkSpec, method: str, x: torch.Tensor, y: torch.Tensor) -> Ite
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    def iteration() -> None:
-        run_iteration(model, x, y, method, net.T, k=k, rng=rng, step=step)
+    if not graph:
+        def iteration() -> None:
+            iterate(model, x, y, method, net.T, k=k, rng=rng, step=step)
+    else:
+        graphed = GraphedIteration(model, x, y, method, net.T, k=k, step=step)
 
+        def iteration() -> None:
+            graphed(x, y)
+
+        iteration.peak_memory_bytes = graphed.peak_memory_bytes
     return model, iteration, {"sltt-k": k, "saf-f": 1}.get(method, net.T)
 
 
@@ -183,23 +207,47 @@ def snntorch_bptt(net: NetworkSpec, x: torch.Tensor, y: torch.Tensor) -> Iterati
 
 def make_iteration(name: str, net: dict[str, Any], T: int, method: str, device: torch.device | str = "cpu",
                    seed: int = 0, compile: bool = False) -> Iteration:
-    """(model, one training iteration, steps with backward) of ``method`` on the benchmark net ``name`` with the sizes
-    of ``net`` and its random batch; ``compile``: our LIF kernels through torch.compile (``snn-train --compile``)."""
+    """(model, one training iteration, steps with backward) of ``method`` (a name of ``METHODS``) on the benchmark
+    net ``name`` with the sizes of ``net`` and its random batch; ``compile``: our LIF kernels through torch.compile
+    (``snn-train --compile``) unless the variant is ``+eager``."""
+    if method not in METHODS:
+        raise BenchmarkError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    plain, variant = base(method), method.partition("+")[2]
+    if variant == "torch":
+        _force_sj_implementation("torch")
     torch.manual_seed(seed)
     x, y = nets.data(net, seed, device)
     spec = nets.spec(name, net, T, method_neuron(method))
-    if method in OURS:
+    if plain in OURS:
         from snnchip.train.neuron import compile_kernels
 
-        compile_kernels(compile)
-        return ours(spec, method, x, y)
-    if method == "sj-bptt":
+        compile_kernels(compile and variant != "eager")
+        return ours(spec, plain, x, y, graph=variant == "graph")
+    if plain == "sj-bptt":
         return spikingjelly_bptt(spec, x, y)
-    if method in ("sj-ottt", "sj-sltt"):
-        return spikingjelly_online(spec, x, y, method[3:])
-    if method == "snntorch-bptt":
-        return snntorch_bptt(spec, x, y)
-    raise BenchmarkError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    if plain in ("sj-ottt", "sj-sltt"):
+        return spikingjelly_online(spec, x, y, plain[3:])
+    return snntorch_bptt(spec, x, y)
+
+
+def _force_sj_implementation(name: str) -> None:
+    """SpikingJelly reads ``SJ_LIF_CUDA_IMPLEMENTATION`` once, when its LIF operators are imported: set it before."""
+    if "spikingjelly._ops.lif" in sys.modules and os.environ.get(SJ_IMPLEMENTATION) != name:
+        raise BenchmarkError(f"SpikingJelly is already loaded in this process; {SJ_IMPLEMENTATION}={name} needs a "
+                             "fresh one")
+    os.environ[SJ_IMPLEMENTATION] = name
+
+
+def sj_implementation() -> str | None:
+    """The CUDA implementations SpikingJelly selected for its LIF in this process (``cuda``, ``triton``, ``torch``, or
+    ``torch-reference`` where a call fell back to it), None if none; read from its operator registry (a private
+    structure of SpikingJelly 2.0)."""
+    lif = sys.modules.get("spikingjelly._ops.lif")
+    try:
+        chosen = {"torch-reference" if impl is None else impl.name for impl in lif._selection._selections.values()}
+    except AttributeError:
+        return None
+    return ", ".join(sorted(chosen)) or None
 
 
 def check_peers(methods: list[str]) -> None:

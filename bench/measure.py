@@ -30,18 +30,18 @@ GEMM = 1024
 MEMORY_KIND = {"cpu": "autograd_saved_storage_bytes", "cuda": "cuda_max_allocated"}
 
 
-def _cuda(device: torch.device | str) -> bool:
+def on_cuda(device: torch.device | str) -> bool:
     return torch.device(device).type == "cuda"
 
 
 def sync(device: torch.device | str) -> None:
     """Wait for the device's queued work (CUDA); nothing on the CPU."""
-    if _cuda(device):
+    if on_cuda(device):
         torch.cuda.synchronize(device)
 
 
 def memory_kind(device: torch.device | str) -> str:
-    return MEMORY_KIND["cuda" if _cuda(device) else "cpu"]
+    return MEMORY_KIND["cuda" if on_cuda(device) else "cpu"]
 
 
 def time_calls(fn: Callable[[], object], repeats: int, device: torch.device | str = "cpu", warmup: int = 1
@@ -101,7 +101,7 @@ def saved_storage_peak(model: nn.Module, fn: Callable[[], object]) -> int:
 def peak_memory(model: nn.Module, fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
     """Peak bytes of one call of ``fn``: saved-for-backward storages on the CPU (``saved_storage_peak``), the CUDA
     allocator's peak above what was allocated before on CUDA."""
-    if not _cuda(device):
+    if not on_cuda(device):
         return saved_storage_peak(model, fn)
     sync(device)
     base = torch.cuda.memory_allocated(device)
@@ -192,7 +192,7 @@ def profile(iteration: Callable[[], object], T: int, device: torch.device | str 
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if _cuda(device) else [])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda(device) else [])
     iteration()
     sync(device)
     t0 = time.perf_counter()
@@ -201,7 +201,7 @@ def profile(iteration: Callable[[], object], T: int, device: torch.device | str 
         sync(device)
     wall = time.perf_counter() - t0
     events = prof.key_averages()
-    self_time = "self_device_time_total" if _cuda(device) else "self_cpu_time_total"
+    self_time = "self_device_time_total" if on_cuda(device) else "self_cpu_time_total"
     ranked = sorted(events, key=lambda e: getattr(e, self_time), reverse=True)
     total = sum(getattr(e, self_time) for e in ranked) or 1.0
     ops = [{"op": e.key, "calls_per_step": e.count / T, "self_ms_per_step": getattr(e, self_time) / 1e3 / T,

@@ -10,6 +10,12 @@ net at the start of the run and again inside every configuration's process right
 fraction uses the latter, so a busy shared machine slows both sides of the ratio alike). A method's ideal time is
 (F·T + B·n_bp) / throughput, with F and B the forward and backward FLOPs of one step (``measure.step_flops``) and
 n_bp the steps that run backward (T; K for sltt-k; 1 for saf-f); we report ideal / measured.
+
+On CUDA each row also has ``cuda_peak_total_bytes`` (the allocator's peak over the measured iterations, parameters,
+gradients and data included: comparable to what a paper reports as GPU memory), ``kernel_launches_per_step`` and the
+top device ops of one profiled iteration (``measure.profile``), and for SpikingJelly the implementation its LIF ran
+(``adapters.sj_implementation``). ``run_suite``'s ``deadline`` skips what would start after it, so a run with a
+time limit keeps every row it finished (the JSON is rewritten after each).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,8 +51,26 @@ def measure_one(cfg: dict[str, Any]) -> dict[str, Any]:
     model, iteration, n_bp = adapters.make_iteration(cfg["name"], cfg["net"], cfg["T"], cfg["method"], device,
                                                      compile=cfg.get("compile", False))
     row = measure.measure_iteration(model, iteration, device, cfg["warmup"], cfg["repeats"])
-    return {**row, "n_bp": n_bp, "load_avg": os.getloadavg()[0],
+    if measure.on_cuda(device):
+        row["cuda_peak_total_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        captured = getattr(iteration, "peak_memory_bytes", None)
+        if captured is not None:  # a CUDA graph allocates at capture; its replays allocate nothing
+            row.update(peak_memory_bytes=captured, memory_at="capture")
+        prof = measure.profile(iteration, cfg["T"], device, top=5)
+        row.update(kernel_launches_per_step=prof["kernel_launches_per_step"], ops_per_step=prof["ops_per_step"],
+                   top_ops=prof["ops"])
+        if cfg["method"].startswith("sj-"):
+            row["sj_implementation"] = adapters.sj_implementation()
+    return {**row, "n_bp": n_bp, "load_avg": load_average()[0],
             "throughput": net_throughput(cfg["name"], cfg["net"], device, repeats=3)}
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (NaN where the system does not report them, as some sandboxes do not)."""
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return [math.nan] * 3
 
 
 def net_throughput(name: str, net: dict[str, Any], device: str = "cpu", repeats: int = 5) -> dict[str, Any]:
@@ -68,43 +93,59 @@ def _subprocess(args: list[str], timeout: float) -> dict[str, Any]:
         return {"error": f"timed out after {timeout:.0f} s"}
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
+        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1],
+                "stderr_tail": proc.stderr[-3000:]}
     return json.loads(lines[-1])
 
 
 def _machine(threads: int, device: str) -> dict[str, Any]:
     machine = {"cpu_count": os.cpu_count(), "threads": threads, "processor": platform.processor(),
-               "device": device, "load_avg_start": list(os.getloadavg())}
-    if torch.device(device).type == "cuda":
+               "device": device, "load_avg_start": load_average()}
+    if measure.on_cuda(device):
         machine["gpu"] = torch.cuda.get_device_name(device)
     return machine
 
 
 def run_suite(net_sizes: dict[str, dict[str, Any]], Ts: list[int], methods: list[str], repeats: int = 5,
               warmup: int = 3, threads: int | None = None, timeout: float = 900.0, json_path: str | None = None,
-              log: Callable[[str], None] = print, compile: bool = True, device: str = "cpu") -> dict[str, Any]:
+              log: Callable[[str], None] = print, compile: bool = True, device: str = "cpu",
+              deadline: float | None = None, into: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every (net, T, method) in a fresh subprocess, each net's throughput first; saves the JSON after every row;
-    ``compile``: ours with the torch.compile'd LIF kernels (the peers have no such option)."""
+    ``compile``: ours with the torch.compile'd LIF kernels (the peers have no such option); ``deadline`` (a
+    ``time.monotonic()`` value): configurations not started by then are recorded as skipped, and none runs past
+    it; ``into``: an earlier result of this function to add the rows to (a net measured there keeps its
+    throughput)."""
     adapters.check_peers(methods)
     threads = threads or torch.get_num_threads()
-    result: dict[str, Any] = {
+
+    def run(args: list[str]) -> dict[str, Any]:
+        left = timeout if deadline is None else min(timeout, deadline - time.monotonic())
+        if left < 1:
+            return {"error": "skipped: the run's time budget was spent"}
+        return _subprocess(args, left)
+
+    result: dict[str, Any] = into or {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": _machine(threads, device),
-        "versions": {**adapters.versions(), "cuda": torch.version.cuda},
+        "versions": {**adapters.versions(), "cuda": torch.version.cuda,
+                     "cudnn": torch.backends.cudnn.version() if measure.on_cuda(device) else None},
         "repeats": repeats, "warmup": warmup, "memory_kind": measure.memory_kind(device),
-        "nets": net_sizes, "throughput": {}, "rows": [], "ours_compiled": compile,
+        "nets": {}, "throughput": {}, "rows": [], "ours_compiled": compile,
     }
+    result["nets"].update(net_sizes)
     for name, net in net_sizes.items():
-        tp = _subprocess(["--throughput", json.dumps({"name": name, "net": net, "threads": threads,
-                                                      "device": device})], timeout)
-        result["throughput"][name] = tp
+        if name not in result["throughput"]:
+            result["throughput"][name] = run(["--throughput", json.dumps({"name": name, "net": net,
+                                                                          "threads": threads, "device": device})])
+        tp = result["throughput"][name]
         log(f"{name}: layers {tp.get('layers_flops_per_s', 0) / 1e9:.1f} GFLOP/s, "
             f"GEMM {tp.get('gemm_flops_per_s', 0) / 1e9:.1f} GFLOP/s")
         for T in Ts:
             for method in methods:
+                ours = adapters.base(method) in adapters.OURS
                 cfg = {"name": name, "net": net, "T": T, "method": method, "repeats": repeats, "warmup": warmup,
-                       "threads": threads, "device": device, "compile": compile and method in adapters.OURS}
-                row = {"net": name, "T": T, "method": method, **_subprocess(["--one", json.dumps(cfg)], timeout)}
+                       "threads": threads, "device": device, "compile": compile and ours}
+                row = {"net": name, "T": T, "method": method, **run(["--one", json.dumps(cfg)])}
                 if "time_per_iter_s" in row:  # the limit measured in the same process, right after the timing
                     lim = row["throughput"]
                     flops = lim["step_forward_flops"] * T + lim["step_backward_flops"] * row["n_bp"]
@@ -116,7 +157,7 @@ def run_suite(net_sizes: dict[str, dict[str, Any]], Ts: list[int], methods: list
                 log(_row_line(row))
                 if json_path:
                     write_text_atomic(json_path, json.dumps(result, indent=2))
-    result["machine"]["load_avg_end"] = list(os.getloadavg())
+    result["machine"]["load_avg_end"] = load_average()
     if json_path:
         write_text_atomic(json_path, json.dumps(result, indent=2))
     return result
@@ -125,8 +166,10 @@ def run_suite(net_sizes: dict[str, dict[str, Any]], Ts: list[int], methods: list
 def _row_line(r: dict[str, Any]) -> str:
     if "error" in r:
         return f"  {r['net']:4} T={r['T']:<3} {r['method']:14} error: {r['error']}"
+    launches = f"  {r['kernel_launches_per_step']:6.1f} launches/step" if "kernel_launches_per_step" in r else ""
     return (f"  {r['net']:4} T={r['T']:<3} {r['method']:14} {1e3 * r['time_per_iter_s']:10.1f} ms "
-            f"{r['peak_memory_bytes'] / 2**20:9.1f} MiB  {100 * r.get('fraction_of_limit', math.nan):5.1f}% of limit")
+            f"{r['peak_memory_bytes'] / 2**20:9.1f} MiB  {100 * r.get('fraction_of_limit', math.nan):5.1f}% of limit"
+            + launches)
 
 
 def run(args: BenchConfig) -> int:

@@ -1,10 +1,12 @@
 """Reports generated from the benchmarks' JSON: docs/BENCHMARKS.md (``markdown``, from ``snn-bench peers`` results
-and profiles) and one plot per benchmark (``plot_peers``, ``plot_train``, ``plot_hwsim``).
+and profiles, with a GPU section from CUDA results and the GPU run's ``env.json``: ``gpu_section``) and one plot per
+benchmark (``plot_peers``, ``plot_train``, ``plot_hwsim``).
 
-Regenerate the committed report from its JSON::
+Regenerate the committed report from its JSON (add the GPU run's ``env.json``, ``peers_vgg.json`` and
+``peers_conv.json``, copied to docs/benchmarks/gpu/, once it has run: ``python -m snnchip.bench.gpu``)::
 
     python -m snnchip.bench.report docs/benchmarks/peers_mlp.json docs/benchmarks/peers_conv_T4_16.json \\
-        docs/benchmarks/peers_conv_T32.json docs/benchmarks/profile_*.json \\
+        docs/benchmarks/peers_conv_T32.json docs/benchmarks/profile_*.json [docs/benchmarks/gpu/*.json] \\
         --notes docs/benchmarks/peers_findings.md --out docs/BENCHMARKS.md
 """
 
@@ -21,8 +23,8 @@ from snnchip.atomic import atomic_path, write_text_atomic
 from snnchip.errors import BenchmarkError
 
 from . import options
-from .adapters import PEERS
-from .measure import GEMM
+from .adapters import PEERS, base
+from .measure import GEMM, on_cuda
 
 PAIRS = (("ottt-a", "sj-ottt", 0.7), ("sltt", "sj-sltt", 0.7), ("bptt", "sj-bptt", None),
          ("bptt", "snntorch-bptt", None), ("saf-e", "ottt-o", 0.75))
@@ -167,23 +169,170 @@ def _profile_section(name: str, prof: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
-def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, notes: str = "") -> str:
-    """docs/BENCHMARKS.md from a ``snn-bench peers`` result (and optional profiles): every number comes from the
-    JSON."""
-    methods = list(dict.fromkeys(r["method"] for r in result["rows"]))
+def _failed(result: dict[str, Any]) -> list[str]:
     errors = [r for r in result["rows"] if "error" in r]
+    if not errors:
+        return []
+    return ["Configurations that failed: " + "; ".join(f"{r['net']} T={r['T']} {r['method']}: {r['error']}"
+                                                      for r in errors), ""]
+
+
+def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, notes: str = "",
+             gpu: dict[str, Any] | None = None, env: dict[str, Any] | None = None) -> str:
+    """docs/BENCHMARKS.md from a ``snn-bench peers`` result (and optional profiles), then the GPU section
+    (``gpu_section``; a line saying it has not run when ``gpu`` is None): every number comes from the JSON."""
+    methods = list(dict.fromkeys(r["method"] for r in result["rows"]))
     out = _header(result)
     for net_name in result["nets"]:
         out += _net_section(result, net_name, methods)
     out += _repeatability(result)
-    if errors:
-        out += ["Configurations that failed: " + "; ".join(f"{r['net']} T={r['T']} {r['method']}: {r['error']}"
-                                                          for r in errors), ""]
+    out += _failed(result)
     for name, prof in (profiles or {}).items():
         out += _profile_section(name, prof)
     if notes:
         out += [notes.strip(), ""]
+    out += gpu_section(gpu, env)
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------- the GPU section
+CIFAR10_TRAIN = 50_000
+# SLTT paper (Meng et al., "Towards Memory- and Time-Efficient Backpropagation for Training Spiking Neural Networks",
+# arXiv:2302.14311), Table 3: VGG-11 on CIFAR-10, T = 6, one V100: (seconds per epoch, GB of GPU memory).
+SLTT_TABLE3 = {"OTTT": (184.7, 1.71), "SLTT": (54.5, 1.00)}
+GPU_TARGETS = (("ottt-a", "sj-ottt", 0.5), ("sltt", "sj-sltt", 0.5))
+
+
+def _gpu_header(result: dict[str, Any], env: dict[str, Any] | None) -> list[str]:
+    m, v = result["machine"], result["versions"]
+    card = (env or {}).get("nvidia_smi", {})
+    ceil = (env or {}).get("ceilings", {})
+    ceilings = ", ".join(f"{label} {ceil[k] / 1e12:.0f} TFLOP/s" for k, label in (
+        ("gemm_bf16_flops_per_s", "bf16 GEMM"), ("gemm_tf32_flops_per_s", "TF32 GEMM"),
+        ("gemm_fp32_flops_per_s", "fp32 GEMM")) if k in ceil)
+    if "copy_bytes_per_s" in ceil:
+        ceilings += f", device-to-device copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s (read + write)"
+    return [
+        f"## GPU: {m.get('gpu', m['device'])}", "",
+        f"Run {result['date']} on {m.get('gpu', m['device'])} (driver {card.get('driver_version', '?')}, "
+        f"{card.get('memory.total', '?')}), torch {v['torch']} (CUDA {v.get('cuda')}, cuDNN {v.get('cudnn')}), "
+        f"Triton {(env or {}).get('versions', {}).get('triton', '?')}, SpikingJelly {v['spikingjelly']}, "
+        f"snnTorch {v['snntorch']}, Python {v['python']}, {m['cpu_count']} CPUs. Measured on this card: "
+        f"{ceilings or 'no ceilings recorded'}. {result['warmup']} untimed warm-up iterations, one untimed "
+        f"iteration counting memory, {result['repeats']} timed iterations (the device synchronised before and after "
+        "each), one profiled; each configuration in a fresh process. Our rules: torch.compile'd neuron kernels "
+        "(Triton) unless `+eager`; `+graph`: the whole iteration captured as one CUDA graph and replayed "
+        "(`snnchip.train.cuda_graph`); SpikingJelly's LIF ran the implementation its column names (`+torch`: "
+        "forced onto its Torch reference). Default precision everywhere: float32, cuDNN convolutions may use TF32.",
+        "",
+        "Columns: **ms** median wall milliseconds per iteration (**min** the fastest); **MiB +** the CUDA "
+        "allocator's peak during one iteration above what was allocated before it (`+graph`: during the capture); "
+        "**MiB total** its peak over the measured iterations with parameters, gradients and data; **launches/step** "
+        "kernel launches per time step in one profiled iteration (a CUDA graph launch counts one); **% conv** the "
+        "fraction of the card's measured convolution throughput the method reaches: (forward FLOPs · T + backward "
+        "FLOPs · steps with backward) ÷ the net's own layers run as a plain ANN (forward + backward, same batch, the "
+        "faster of NCHW and channels-last) in the same process, ÷ the measured time; **s/epoch** "
+        f"{CIFAR10_TRAIN // 1000} 000 ÷ batch × median (a CIFAR-10 epoch without data loading).",
+        "",
+    ]
+
+
+def _gpu_net(result: dict[str, Any], net_name: str) -> list[str]:
+    idx, net = _index(result), result["nets"][net_name]
+    methods = list(dict.fromkeys(r["method"] for r in result["rows"] if r["net"] == net_name))
+    out = [f"### `{net_name}`: input {tuple(net['input'])}, widths {tuple(net['widths'])}, batch {net['batch']}", ""]
+    for T in sorted({T for (n, T, _) in idx if n == net_name}):
+        out += [f"**T = {T}**", "", "| method | ms | min ms | MiB + | MiB total | launches/step | % conv | s/epoch |",
+                "|---|---|---|---|---|---|---|---|"]
+        for method in methods:
+            r = idx.get((net_name, T, method))
+            if r is None:
+                continue
+            impl = f" ({r['sj_implementation']})" if r.get("sj_implementation") else ""
+            total = r.get("cuda_peak_total_bytes")
+            out.append(f"| {method}{impl} | {1e3 * r['time_per_iter_s']:.2f} | {1e3 * r['min_time_s']:.2f} | "
+                       f"{r['peak_memory_bytes'] / 2**20:.0f} | {'–' if total is None else f'{total / 2**20:.0f}'} | "
+                       f"{r.get('kernel_launches_per_step', math.nan):.1f} | {_pct(r, 'fraction_of_limit')} | "
+                       f"{CIFAR10_TRAIN / net['batch'] * r['time_per_iter_s']:.1f} |")
+        out.append("")
+    return out
+
+
+def _gpu_targets(results: list[dict[str, Any]]) -> list[str]:
+    out = ["### Targets", "",
+           "| check | net | T | value | target | |", "|---|---|---|---|---|---|"]
+    for result in results:
+        idx = _index(result)
+        for (net, T, method), r in sorted(idx.items()):
+            for ours, ref, target in GPU_TARGETS:
+                peer = idx.get((net, T, ref))
+                if method != ours or peer is None:
+                    continue
+                time_ratio = r["time_per_iter_s"] / peer["time_per_iter_s"]
+                mem_ratio = r["peak_memory_bytes"] / max(peer["peak_memory_bytes"], 1)
+                out.append(f"| {ours} ÷ {ref} time | {net} | {T} | {time_ratio:.2f} | ≤ {target} | "
+                           f"{'✓' if time_ratio <= target else '✗'} |")
+                out.append(f"| {ours} ÷ {ref} memory (MiB +) | {net} | {T} | {mem_ratio:.2f} | ≤ 1 | "
+                           f"{'✓' if mem_ratio <= 1 else '✗'} |")
+            graphed = idx.get((net, T, f"{method}+graph"))
+            if graphed is not None:
+                out.append(f"| {method}+graph ÷ {method} time | {net} | {T} | "
+                           f"{graphed['time_per_iter_s'] / r['time_per_iter_s']:.2f} | (measured) | |")
+        for net in result["nets"]:
+            Ts = sorted({T for (n, T, _) in idx if n == net})
+            for method in dict.fromkeys(mm for (n, _, mm) in idx if n == net):
+                lo, hi = idx.get((net, Ts[0], method)), idx.get((net, Ts[-1], method))
+                if base(method) not in ONLINE or lo is None or hi is None or lo is hi:
+                    continue
+                growth = hi["peak_memory_bytes"] / max(lo["peak_memory_bytes"], 1)
+                out.append(f"| {method} memory T={Ts[-1]} ÷ T={Ts[0]} | {net} | | {growth:.2f} | ≤ 1.1 | "
+                           f"{'✓' if growth <= 1.1 else '✗'} |")
+    return [*out, ""]
+
+
+def _table3(result: dict[str, Any]) -> list[str]:
+    idx, net = _index(result), result["nets"].get("vgg")
+    rows = {name: (idx.get(("vgg", 6, ours)), idx.get(("vgg", 6, peer)))
+            for name, ours, peer in (("OTTT", "ottt-a", "sj-ottt"), ("SLTT", "sltt", "sj-sltt"))}
+    if net is None or not any(a or b for a, b in rows.values()):
+        return []
+
+    def cell(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "–"
+        total = r.get("cuda_peak_total_bytes", r["peak_memory_bytes"])
+        return f"{CIFAR10_TRAIN / net['batch'] * r['time_per_iter_s']:.1f} s, {total / 1e9:.2f} GB"
+
+    card = result["machine"].get("gpu", result["machine"]["device"])
+    return ["### Beside the SLTT paper's Table 3 (VGG-11, CIFAR-10, T = 6)", "",
+            "| | OTTT (ours: ottt-a) | SLTT (ours: sltt) |", "|---|---|---|",
+            "| SLTT paper, one V100 | " + " | ".join(f"{t:.1f} s, {gb:.2f} GB" for t, gb in SLTT_TABLE3.values())
+            + " |",
+            f"| snnchip, {card} | {cell(rows['OTTT'][0])} | {cell(rows['SLTT'][0])} |",
+            f"| SpikingJelly, {card} | {cell(rows['OTTT'][1])} | {cell(rows['SLTT'][1])} |", "",
+            f"Different hardware (a V100 there, {card} here) and different accounting: the paper's seconds include "
+            "its data pipeline and its memory is the whole process's GPU memory; ours are "
+            f"{CIFAR10_TRAIN // 1000} 000 ÷ batch × the median iteration on random data, and the allocator's peak "
+            "(MiB total above). Compare the ratios within a row, not the absolute numbers across rows.", ""]
+
+
+def gpu_section(gpu: dict[str, Any] | None, env: dict[str, Any] | None = None) -> list[str]:
+    """The GPU section of docs/BENCHMARKS.md from merged CUDA ``snn-bench peers`` results and the GPU run's
+    ``env.json`` (``snnchip.bench.gpu``); without results, one line saying the GPU run has not been made."""
+    if gpu is None:
+        return ["## GPU", "", "Not measured yet: no CUDA results. `bench/gpu.sh` (`python -m snnchip.bench.gpu`) "
+                "runs the CUDA tests and this benchmark on a GPU and writes the JSON this section is generated from.",
+                ""]
+    out = _gpu_header(gpu, env)
+    for net_name in gpu["nets"]:
+        out += _gpu_net(gpu, net_name)
+    out += _table3(gpu) + _gpu_targets([gpu]) + _failed(gpu)
+    tests, errors = (env or {}).get("tests"), (env or {}).get("stage_errors")
+    if tests:
+        out += [f"CUDA tests (`pytest -m cuda`): {tests}", ""]
+    if errors:
+        out += ["Stages of the GPU run that failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items()), ""]
+    return out
 
 
 # ------------------------------------------------------------------------------------------- plots
@@ -222,7 +371,7 @@ def plot_peers(result: dict[str, Any], path: str) -> None:
             pts = sorted((T, r) for (n, T, mm), r in idx.items() if n == net and mm == method)
             if not pts:
                 continue
-            kw = {"linestyle": "--" if method in PEERS else "-", "marker": "o", "label": method,
+            kw = {"linestyle": "--" if base(method) in PEERS else "-", "marker": "o", "label": method,
                   "color": plt.cm.tab20(i % 20)}
             Ts = [T for T, _ in pts]
             axes[0, j].plot(Ts, [r["time_per_iter_s"] for _, r in pts], **kw)
@@ -234,7 +383,7 @@ def plot_peers(result: dict[str, Any], path: str) -> None:
         for ax in axes[:, j]:
             _t_axis(ax, sorted({T for (n, T, _) in idx if n == net}))
         if axes[0, j].lines:
-            peers = any(mm in PEERS for (n, _, mm) in idx if n == net)
+            peers = any(base(mm) in PEERS for (n, _, mm) in idx if n == net)
             axes[0, j].legend(fontsize=7, title="dashed: peer libraries" if peers else None, title_fontsize=7)
     _save(plt, fig, path)
 
@@ -283,8 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m snnchip.bench.report",
                                 description="Write docs/BENCHMARKS.md from snn-bench peers result JSONs (merged in "
                                             "the order given) and profile JSONs.")
-    p.add_argument("json", nargs="+", help="result JSONs (snn-bench peers --json) and profile JSONs "
-                                           "(python -m snnchip.bench.peers --profile)")
+    p.add_argument("json", nargs="+", help="result JSONs (snn-bench peers --json; CUDA ones make the GPU section), "
+                                           "profile JSONs (python -m snnchip.bench.peers --profile) and the GPU "
+                                           "run's env.json")
     p.add_argument("--notes", help="a Markdown file appended to the generated report")
     p.add_argument("--out", default="docs/BENCHMARKS.md")
     p.add_argument("--plot", default=None, help="also write the plot here")
@@ -297,13 +447,17 @@ def main(argv: list[str] | None = None) -> int:
                 docs[Path(path).stem] = json.loads(Path(path).read_text())
             except (OSError, ValueError) as exc:
                 raise BenchmarkError(f"{path}: not a readable JSON file ({exc})") from None
-        results = [d for d in docs.values() if "rows" in d]
+        runs = [d for d in docs.values() if "rows" in d]
+        gpu = [d for d in runs if on_cuda(d.get("machine", {}).get("device", "cpu"))]
+        results = [d for d in runs if d not in gpu]
         if not results:
-            raise BenchmarkError("no result JSON (with 'rows') among " + ", ".join(a.json))
+            raise BenchmarkError("no result JSON (with 'rows') of a CPU run among " + ", ".join(a.json))
         result = merge(results)
         profiles = {name: d for name, d in docs.items() if "ops" in d}
+        env = next((d for d in docs.values() if "nvidia_smi" in d), None)
         try:
-            text = markdown(result, profiles, Path(a.notes).read_text() if a.notes else "")
+            text = markdown(result, profiles, Path(a.notes).read_text() if a.notes else "",
+                            merge(gpu) if gpu else None, env)
         except KeyError as exc:
             raise BenchmarkError(f"a JSON lacks the field {exc} that the report needs") from None
         except OSError as exc:

@@ -15,7 +15,10 @@ TIMINGS = ("software", "lava")
 
 
 def check_input(x: np.ndarray, input_shape: tuple[int, ...], T: int) -> np.ndarray:
-    """Validate ``x`` [T, B, *input_shape]; return it as float64 [T, B, n_in]."""
+    """Validate ``x`` [T, B, *input_shape] (an array, or a torch tensor on any device, with or without a graph); return
+    it as float64 [T, B, n_in] in host memory."""
+    if hasattr(x, "detach"):  # a torch tensor (this module does not import torch: Lava's processes read it)
+        x = x.detach().cpu().double().numpy()
     x = np.asarray(x, dtype=np.float64)
     if x.ndim < 2 or tuple(x.shape[2:]) != tuple(input_shape) or x.shape[0] != T:
         raise DeployError(f"input has shape {x.shape}; expected [T={T}, batch, *{tuple(input_shape)}]")

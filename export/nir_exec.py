@@ -40,15 +40,16 @@ Tensor = torch.Tensor
 
 
 # ------------------------------------------------------------------------------------ neuron nodes
-def _tensor(value: Any, dtype: torch.dtype) -> Tensor:
-    return torch.tensor(np.array(value, dtype=np.float64), dtype=dtype)
+def _tensor(value: Any, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
+    return torch.tensor(np.array(value, dtype=np.float64), dtype=dtype, device=device)
 
 
 def compile_neuron(name: str, node: nir.NIRNode, interpretation: Interpretation,
-                   dtype: torch.dtype = torch.float32) -> NeuronParams:
-    """Discrete parameters of a neuron node: from ``metadata["snnchip"]`` if present, else from NIR + interpretation."""
+                   dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> NeuronParams:
+    """Discrete parameters of a neuron node (tensors of ``dtype`` on ``device``): from ``metadata["snnchip"]`` if
+    present, else from NIR + interpretation."""
     meta = snnchip_semantics(node, name)
-    t = lambda v: _tensor(v, dtype)  # noqa: E731
+    t = lambda v: _tensor(v, dtype, device)  # noqa: E731
     if meta is not None:
         kind = meta["kind"]
         wanted = "exact" if kind == "srm" else "euler"
@@ -64,7 +65,7 @@ def compile_neuron(name: str, node: nir.NIRNode, interpretation: Interpretation,
         if kind == "readout" and isinstance(node, nir.I):
             return NeuronParams(t(1.0), t(1.0), t(0.0), None)
         if kind == "empf" and isinstance(node, (nir.LIF, nir.IF)):
-            return _empf_params(node, meta, dtype)
+            return _empf_params(node, meta, dtype, device)
         raise UnsupportedNodeError(f"node {name!r}: snnchip neuron kind {kind!r} on a {type(node).__name__} node "
                                    "cannot be executed by this reference executor yet (supported: lif on LIF/IF, "
                                    "srm on CubaLIF, readout on I, empf on LIF/IF); upgrade snnchip")
@@ -82,25 +83,27 @@ def compile_neuron(name: str, node: nir.NIRNode, interpretation: Interpretation,
                         semantics=f"NIR {type(node).__name__} read as {interpretation}")
 
 
-def _empf_params(node: nir.NIRNode, meta: dict[str, Any], dtype: torch.dtype) -> NeuronParams:
+def _empf_params(node: nir.NIRNode, meta: dict[str, Any], dtype: torch.dtype, device: torch.device | str
+                 ) -> NeuronParams:
     """EM-PF folded form (metadata validated by ``snnchip_semantics``): tables [T, C] viewed as [T, C, 1, ...]
     so that row t broadcasts over the node's shape (C, H, W)."""
     ndim = np.ndim(node.v_threshold)
 
     def table(key: str) -> Tensor:
         arr = np.asarray(meta[key], dtype=np.float64)
-        return _tensor(arr.reshape(arr.shape + (1,) * (ndim - 1)), dtype)
+        return _tensor(arr.reshape(arr.shape + (1,) * (ndim - 1)), dtype, device)
 
-    return NeuronParams(table("lam"), table("input_scale"), _tensor(0.0, dtype), table("theta"), "subtract", "ge",
+    return NeuronParams(table("lam"), table("input_scale"), _tensor(0.0, dtype, device), table("theta"), "subtract",
+                        "ge",
                         graded=True, offset=table("reset_offset"), steps=int(meta["T"]),
                         semantics="snnchip v1 (empf: graded, per step)")
 
 
 # ------------------------------------------------------------------------------------ other nodes
 def _stateless(name: str, node: nir.NIRNode, in_shape: tuple[int, ...], interpretation: Interpretation,
-               dtype: torch.dtype):
+               dtype: torch.dtype, device: torch.device | str):
     """The per-step function y = f(x) of a node without state (x batched: [B, *in_shape])."""
-    t = lambda v: _tensor(v, dtype)  # noqa: E731
+    t = lambda v: _tensor(v, dtype, device)  # noqa: E731
     if isinstance(node, (nir.Input, nir.Output)):
         return lambda x: x
     if isinstance(node, nir.Affine):
@@ -140,12 +143,13 @@ class NodeOp:
     delay: Tensor | None = None
     fn: Any = None
 
-    def init_state(self, batch: int, shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Tensor]:
-        zeros = torch.zeros((batch, *shape), dtype=dtype)
+    def init_state(self, batch: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+                   ) -> dict[str, Tensor]:
+        zeros = torch.zeros((batch, *shape), dtype=dtype, device=device)
         if self.neuron is not None:
             return {k: zeros for k in self.neuron.state_keys}
         if self.delay is not None:
-            return {"hist": torch.zeros((int(self.delay.max()) + 1, batch, *shape), dtype=dtype)}
+            return {"hist": torch.zeros((int(self.delay.max()) + 1, batch, *shape), dtype=dtype, device=device)}
         return {}
 
     def step(self, x: Tensor, state: dict[str, Tensor], t: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
@@ -173,13 +177,14 @@ class ExecResult:
 
 
 class NIRExecutor:
-    """Run a NIR graph in discrete time; see the module docstring for the semantics."""
+    """Run a NIR graph in discrete time; see the module docstring for the semantics. Parameters, state and results
+    are tensors of ``dtype`` on ``device`` (a CUDA device runs the same arithmetic there)."""
 
     def __init__(self, graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
         self.checked: CheckedGraph = check_graph(graph)
         self.interpretation = interpretation or recorded_interpretation(graph) or Interpretation()
-        self.T, self.dtype = T, dtype
+        self.T, self.dtype, self.device = T, dtype, torch.device(device)
         if len(self.checked.inputs) != 1 or len(self.checked.outputs) != 1:
             raise UnsupportedNodeError(f"the executor runs graphs with one Input and one Output; this one has "
                                        f"inputs {self.checked.inputs} and outputs {self.checked.outputs}")
@@ -192,7 +197,7 @@ class NIRExecutor:
     def _compile(self, name: str) -> NodeOp:
         node, checked = self.checked.nodes[name], self.checked
         if isinstance(node, NEURON_TYPES):
-            params = compile_neuron(name, node, self.interpretation, self.dtype)
+            params = compile_neuron(name, node, self.interpretation, self.dtype, self.device)
             self.semantics[name] = params.semantics
             if params.theta is not None:
                 meta = snnchip_semantics(node, name)
@@ -200,12 +205,13 @@ class NIRExecutor:
             return NodeOp(neuron=params)
         if isinstance(node, nir.Delay):
             steps = np.rint(np.asarray(node.delay, np.float64) / self.interpretation.dt).astype(np.int64)
-            return NodeOp(delay=torch.as_tensor(np.broadcast_to(steps, checked.shapes[name]).copy()))
+            steps = np.broadcast_to(steps, checked.shapes[name]).copy()
+            return NodeOp(delay=torch.as_tensor(steps, device=self.device))
         if isinstance(node, nir.Threshold):
             self.spike_names[name] = name
         preds = [a for a, _ in checked.predecessors(name)]
         in_shape = checked.shapes[preds[0]] if preds else checked.shapes[name]
-        return NodeOp(fn=_stateless(name, node, in_shape, self.interpretation, self.dtype))
+        return NodeOp(fn=_stateless(name, node, in_shape, self.interpretation, self.dtype, self.device))
 
     def rest(self, name: str) -> Tensor:
         """The node's output before the first step [1, *shape]: zero for the Input, neurons and Delays, a stateless
@@ -213,15 +219,16 @@ class NIRExecutor:
         t = 1, as NIR's dataflow has it (a recurrent Affine adds its bias from the first step)."""
         op, shape = self.ops[name], self.checked.shapes[name]
         if op.fn is None or isinstance(self.checked.nodes[name], nir.Input):
-            return torch.zeros((1, *shape), dtype=self.dtype)
+            return torch.zeros((1, *shape), dtype=self.dtype, device=self.device)
         preds = self.checked.predecessors(name)
         return op.fn(sum((self.rest(a) for a, _ in preds), torch.zeros((1, *self.checked.shapes[preds[0][0]]),
-                                                                        dtype=self.dtype)))
+                                                                        dtype=self.dtype, device=self.device)))
 
     def run(self, x: Tensor | np.ndarray) -> ExecResult:
-        """Run on ``x`` [T, B, *input_shape]; returns outputs, spikes and membrane traces of every step."""
+        """Run on ``x`` [T, B, *input_shape] (an array, or a tensor on any device); returns outputs, spikes and membrane
+        traces of every step, on the executor's device."""
         c = self.checked
-        x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).to(self.dtype)
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).to(self.device, self.dtype)
         in_shape = c.shapes[c.inputs[0]]
         if x.ndim != 2 + len(in_shape) or tuple(x.shape[2:]) != in_shape:
             raise DataError(f"input has shape {tuple(x.shape)}; this graph takes [T, batch, *{in_shape}]")
@@ -234,7 +241,7 @@ class NIRExecutor:
                 raise DataError(f"input has {x.shape[0]} time steps; node {name!r} has per-step parameters for "
                                 f"T={op.neuron.steps} steps only")
         batch = x.shape[1]
-        state = {n: op.init_state(batch, c.shapes[n], self.dtype) for n, op in self.ops.items()}
+        state = {n: op.init_state(batch, c.shapes[n], self.dtype, self.device) for n, op in self.ops.items()}
         preds = {n: c.predecessors(n) for n in c.order}
         prev = {a: self.rest(a).expand(batch, *c.shapes[a]) for a, _ in c.back_edges}
         outputs, spikes, states = [], {n: [] for n in self.spike_names}, {}

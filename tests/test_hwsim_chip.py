@@ -94,6 +94,16 @@ def test_sparse_weights_give_the_dense_integers(sign):
             np.testing.assert_array_equal(dense_fixed(csr, e, s), dense_fixed(effective_weights(w), e, s))
 
 
+def test_a_torch_tensor_with_a_graph_is_taken_as_its_values():
+    dep = deployment_from_graph(_binary_grid_graph(0.5, "subtract"))
+    x = np.random.default_rng(2).integers(0, 257, (5, 3, 6)) / 256
+    ref = ChipSimulator(dep).run(x)
+    got = ChipSimulator(dep).run(torch.tensor(x, dtype=torch.float32, requires_grad=True))
+    for k in ref.spikes:
+        np.testing.assert_array_equal(got.spikes[k], ref.spikes[k])
+    np.testing.assert_array_equal(got.output, ref.output)
+
+
 def test_bad_input_shape_names_the_expected_one():
     dep = deployment_from_graph(mlp_graph((6, 8, 3), T=4))
     with pytest.raises(DeployError, match=r"expected \[T=4, batch, \*\(6,\)\]"):

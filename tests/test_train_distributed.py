@@ -4,6 +4,7 @@ The multi-process tests start ``torchrun`` (``python -m torch.distributed.run``)
 timeout; on timeout the whole process group is killed, so no worker outlives a test.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -77,7 +78,7 @@ def _torchrun(tmp_path, *args: str, nproc: int = 2) -> subprocess.CompletedProce
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
@@ -126,6 +127,28 @@ def test_snn_train_nproc_2_then_resume_in_one_process(tmp_path):
     assert a.extra["global_step"] == b.extra["global_step"] == 4
     for k, v in b.state_dict.items():
         torch.testing.assert_close(a.state_dict[k], v, atol=ATOL, rtol=0)
+
+
+def one_process_torchrun(tmp_path, device: str) -> dict:
+    """``torchrun --nproc-per-node=1`` of snn-train on ``device`` ends where the plain single-process run ends (it
+    trains through the process group and DDP: gradients all-reduced over one rank); returns its metrics'
+    ``distributed`` record (backend, world size)."""
+    argv = ["--method", "ottt-a", "--hidden", "12", "--T", "2", "--batch-size", "64", "--epochs", "1", "--quiet",
+            "--lr", "0.01", "--max-steps", "3", "--device", device]
+    res = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1", "-m",
+                "snnchip.cli.snn_train", *argv, "--out", str(tmp_path / "ddp")])
+    assert res.returncode == 0, res.stdout[-3000:]
+    fit(config_from_args(TrainConfig, train_parser().parse_args([*argv, "--out", str(tmp_path / "one")])))
+    a, b = load_checkpoint(tmp_path / "ddp" / "model.pt"), load_checkpoint(tmp_path / "one" / "model.pt")
+    assert a.extra["global_step"] == b.extra["global_step"] == 3
+    for k, v in b.state_dict.items():
+        torch.testing.assert_close(a.state_dict[k], v, atol=ATOL, rtol=0)
+    return json.loads((tmp_path / "ddp" / "metrics.json").read_text())["distributed"]
+
+
+@pytest.mark.slow
+def test_torchrun_with_one_process_trains_through_gloo(tmp_path):
+    assert one_process_torchrun(tmp_path, "cpu") == {"backend": "gloo", "world_size": 1}
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from snnchip.spec import LayerSpec, NeuronSpec
-from snnchip.train.neuron import LIF, lif_step, saf_step
+from snnchip.train.neuron import LIF, lif_step, lif_trace_step, saf_step
 from snnchip.train.synapse import Synapse
 from snnchip.train.views import TraceView
 
@@ -80,6 +80,57 @@ def test_saf_step_is_eq4_5_with_hand_derived_gradient(kernels):
     g_u = (g_s + g_a) * surrogate("sigmoid", u - THETA)
     torch.testing.assert_close(gc, g_u)
     torch.testing.assert_close(gp, -THETA * LAM * g_u + LAM * g_a)
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["t>1", "t=1"])
+def test_lif_trace_step_is_the_lif_and_ottt_trace_with_hand_derived_gradient(kernels, first):
+    """OTTT's fused step: (s, v) of ``lif_step``, â = λ_a·â[t−1] + s (â[0] = 0); ∂L/∂I = (g_s + g_â)·h + g_v·∂v/∂u,
+    ∂L/∂v[t−1] = λ·∂L/∂I, ∂L/∂â[t−1] = λ_a·g_â."""
+    lam_a = 0.6
+    p = LIF.from_spec(NeuronSpec(lam=LAM, theta=THETA, surrogate="sigmoid", slope=4.0))
+    current, v, g_s, g_v = tensors(3)
+    trace, g_a = tensors(4)[:2]
+    trace = trace.abs()
+    for t in (current, v, trace):
+        t.requires_grad_()
+    s, v_next, a = lif_trace_step(current, None if first else v, None if first else trace, p, lam_a)
+    u = current.detach() + (0 if first else LAM * v.detach())
+    s_ref = (u >= THETA).double()
+    assert torch.equal(s, s_ref)
+    torch.testing.assert_close(v_next, u - THETA * s_ref)
+    torch.testing.assert_close(a, s_ref + (0 if first else lam_a * trace.detach()))
+    loss = (s * g_s).sum() + (v_next * g_v).sum() + (a * g_a).sum()
+    inputs = (current,) if first else (current, v, trace)
+    grads = torch.autograd.grad(loss, inputs)
+    h = surrogate("sigmoid", u - THETA)
+    g_u = (g_s + g_a) * h + g_v * (1 - THETA * h)
+    torch.testing.assert_close(grads[0], g_u)
+    if not first:
+        torch.testing.assert_close(grads[1], LAM * g_u)
+        torch.testing.assert_close(grads[2], lam_a * g_a)
+
+
+@pytest.mark.parametrize("op", ["conv2d", "linear"])
+def test_trace_synapse_under_autocast_matches_float32(op):
+    """Mixed precision: the forward runs in bfloat16 (autocast), the backward, which autocast does not reach, in the
+    gradient's dtype; every gradient comes back in its input's dtype, within bfloat16 rounding of float32."""
+    torch.manual_seed(0)
+    conv = op == "conv2d"
+    layer = LayerSpec("c", op, out_channels=5, kernel_size=3, padding=1, neuron=NeuronSpec()) if conv \
+        else LayerSpec("c", op, out_features=5, neuron=NeuronSpec())
+    in_shape = (3, 8, 8) if conv else (7,)
+    syn = Synapse(layer, in_shape)
+    s = (torch.rand(4, *in_shape) > 0.6).float()
+    a = (0.5 * torch.rand(4, *in_shape) + s).requires_grad_()
+    grads = []
+    for low in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
+            current = TraceView(0.5).synapse(syn, (s, a), {})
+        assert current.dtype == (torch.bfloat16 if low else torch.float32)
+        grads.append(torch.autograd.grad(current.float().square().sum(), (a, syn.weight, syn.bias)))
+    for ref, got, x in zip(grads[0], grads[1], (a, syn.weight, syn.bias), strict=True):
+        assert got.dtype == x.dtype
+        torch.testing.assert_close(got, ref, atol=0.05 * float(ref.abs().max()), rtol=0.05)
 
 
 @pytest.mark.parametrize("op", ["conv2d", "linear"])

@@ -1,8 +1,9 @@
 """Data-parallel training with ``torch.distributed``: one process per GPU (or CPU worker), every learning rule.
 
 ``fit`` joins the process group that ``torchrun`` describes in the environment (``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``): NCCL on CUDA (device ``cuda:LOCAL_RANK``), gloo on CPU.
-Without those variables (or with one process) nothing here is used and training is the plain loop.
+``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``): NCCL on CUDA (device ``cuda:LOCAL_RANK``), gloo on CPU. Under
+torchrun this holds for any number of processes, one included (``torchrun --nproc-per-node=1`` trains through DDP
+and the backend); without a launcher nothing here is used and training is the plain loop.
 
 Data: ``--batch-size`` is the *global* batch B; each of the W ranks takes B/W samples of it.
 ``DistributedSampler`` (shuffle, seed = the trainer's epoch seed minus the epoch, ``set_epoch`` every epoch)
@@ -64,11 +65,13 @@ from .rules import _backward_steps, get_rule
 
 @dataclass(frozen=True)
 class World:
-    """This process's place in the job: rank, number of processes, and its device."""
+    """This process's place in the job: rank, number of processes, its device and the process group's backend
+    (None: no process group, the plain loop)."""
 
     rank: int
     size: int
     device: torch.device
+    backend: str | None = None
 
     @property
     def main(self) -> bool:
@@ -76,7 +79,7 @@ class World:
 
     @property
     def distributed(self) -> bool:
-        return self.size > 1
+        return self.backend is not None
 
     def order(self, n: int, base_seed: int, epoch: int) -> torch.Tensor:
         """This rank's sample indices for ``epoch`` (permutation seeded by ``base_seed + epoch``)."""
@@ -103,8 +106,9 @@ class World:
 
 
 def launched() -> bool:
-    """True under torchrun (or any launcher that sets ``WORLD_SIZE`` > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True under torchrun (which sets ``TORCHELASTIC_RUN_ID``; any number of processes) or any launcher that sets
+    ``WORLD_SIZE`` > 1."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 @contextlib.contextmanager
@@ -123,7 +127,7 @@ def process_group(device: torch.device) -> Iterator[World]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         atexit.register(_leave)
-    yield World(dist.get_rank(), dist.get_world_size(), device)
+    yield World(dist.get_rank(), dist.get_world_size(), device, dist.get_backend())
     dist.barrier()  # reached on success only: a rank that raised never leaves the others waiting here
 
 

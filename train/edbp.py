@@ -256,9 +256,10 @@ def forward_layers(model, xs: torch.Tensor) -> tuple[dict[str, torch.Tensor], to
 
 
 def iteration(model, xs: torch.Tensor, y: torch.Tensor, step: Callable[[], None] | None,
-              backward: Callable[[torch.Tensor], None]) -> tuple[float, torch.Tensor]:
+              backward: Callable[[torch.Tensor], None]) -> tuple[torch.Tensor, torch.Tensor]:
     """One edbp iteration on xs [T, B, ...]: forward, S9 loss on the last SRM layer's spike counts, the event-driven
-    backward, gradient L2 norm clipped to 1 (Sec. G), optimizer ``step``. Returns (loss, class scores Σ_t o[t])."""
+    backward, gradient L2 norm clipped to 1 (Sec. G), optimizer ``step``. Returns (loss as a 0-d tensor, class
+    scores Σ_t o[t]), nothing read from the device."""
     if not isinstance(model, torch.nn.Module):
         raise SpecError("edbp runs in one process only: its layer-wise forward bypasses DistributedDataParallel, so "
                         "gradients would not be averaged; train without --nproc / torchrun")
@@ -269,7 +270,7 @@ def iteration(model, xs: torch.Tensor, y: torch.Tensor, step: Callable[[], None]
     torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
     if step is not None:
         step()
-    return loss.item(), out.detach().sum(0)
+    return loss.detach(), out.detach().sum(0)
 
 
 def gradient_events(model, xs: torch.Tensor) -> dict[str, dict[str, int]]:

@@ -100,17 +100,20 @@ class LIF:
 
 
 def _step_forward(current: torch.Tensor, prev: torch.Tensor | None, c: float, theta: float, strict: bool,
-                  mode: str, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  mode: str, lam: float, trace: torch.Tensor | None = None, trace_lam: float | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """u = I + c·prev (prev omitted at t = 1), s = H(u − θ), and the carried state ``out``:
     ``subtract`` v' = u − θ·s, ``zero`` v' = u·(1 − s) (the LIF, c = λ, prev = v), or ``accumulate``
-    â = λ·prev + s (SAF, Eq. 4–5: c = −θ·λ, prev = â[t−1]). Returns (u, s, out)."""
+    â = λ·prev + s (SAF, Eq. 4–5: c = −θ·λ, prev = â[t−1]); with ``trace_lam`` also OTTT's presynaptic trace of
+    the spikes, â = λ_a·trace + s (trace omitted at t = 1), in the same pass. Returns (u, s, out, â or None)."""
     u = current if prev is None else torch.add(current, prev, alpha=c)
     s = (u > theta if strict else u >= theta).to(u.dtype)
+    a = None if trace_lam is None else (s if trace is None else torch.add(s, trace, alpha=trace_lam))
     if mode == "subtract":
-        return u, s, torch.add(u, s, alpha=-theta)
+        return u, s, torch.add(u, s, alpha=-theta), a
     if mode == "zero":
-        return u, s, u * (1 - s)
-    return u, s, (s if prev is None else torch.add(s, prev, alpha=lam))
+        return u, s, u * (1 - s), a
+    return u, s, (s if prev is None else torch.add(s, prev, alpha=lam)), a
 
 
 def _step_backward(u: torch.Tensor, s: torch.Tensor, g_s: torch.Tensor | None, g_o: torch.Tensor | None,
@@ -148,34 +151,48 @@ def compile_kernels(enabled: bool = True) -> None:
 
 class _NeuronStep(torch.autograd.Function):
     """One neuron step as one autograd node: ``_step_forward`` (4 element-wise passes in eager mode where composing
-    ``fire`` and ``reset`` takes 7; one fused loop when compiled) and the surrogate backward ``_step_backward``,
-    which does no work for an absent gradient (online rules cut the carried state before it is used);
-    ∂L/∂I = ∂L/∂u, ∂L/∂prev = c·∂L/∂u (+ λ·g_out for ``accumulate``)."""
+    ``fire`` and ``reset`` takes 7; one fused loop when compiled, the OTTT trace included) and the surrogate
+    backward ``_step_backward``, which does no work for an absent gradient (online rules cut the carried state
+    before it is used); ∂L/∂I = ∂L/∂u, ∂L/∂prev = c·∂L/∂u (+ λ·g_out for ``accumulate``); the trace â = λ_a·trace + s
+    passes its gradient to s (∂â/∂s = 1) and λ_a·g_â to the previous trace."""
 
     @staticmethod
-    def forward(ctx, current: torch.Tensor, prev: torch.Tensor | None, p: LIF, c: float, mode: str, lam: float):
-        u, s, out = _KERNELS["forward"](current, prev, c, p.theta, p.strict, mode, lam)
+    def forward(ctx, current: torch.Tensor, prev: torch.Tensor | None, p: LIF, c: float, mode: str, lam: float,
+                trace: torch.Tensor | None = None, trace_lam: float | None = None):
+        u, s, out, a = _KERNELS["forward"](current, prev, c, p.theta, p.strict, mode, lam, trace, trace_lam)
         ctx.save_for_backward(u, s if mode == "zero" else None)
-        ctx.p, ctx.c, ctx.mode, ctx.lam = p, c, mode, lam
+        ctx.p, ctx.c, ctx.mode, ctx.lam, ctx.trace_lam = p, c, mode, lam, trace_lam
         ctx.set_materialize_grads(False)
-        return s, out
+        return s, out, a
 
     @staticmethod
-    def backward(ctx, g_s: torch.Tensor | None, g_o: torch.Tensor | None):
+    def backward(ctx, g_s: torch.Tensor | None, g_o: torch.Tensor | None, g_a: torch.Tensor | None):
         u, s = ctx.saved_tensors
         p: LIF = ctx.p
+        if g_a is not None:
+            g_s = g_a if g_s is None else g_s + g_a
         if g_s is None and g_o is None:
-            return None, None, None, None, None, None
+            return None, None, None, None, None, None, None, None
         g_u = _KERNELS["backward"](u, s, g_s, g_o, p.surrogate.grad, p.surrogate.a, p.theta, ctx.mode)
         g_prev = None
         if ctx.needs_input_grad[1]:
             g_prev = ctx.c * g_u if ctx.mode != "accumulate" or g_o is None else ctx.c * g_u + ctx.lam * g_o
-        return g_u, g_prev, None, None, None, None
+        g_trace = ctx.trace_lam * g_a if ctx.needs_input_grad[6] and g_a is not None else None
+        return g_u, g_prev, None, None, None, None, g_trace, None
 
 
 def lif_step(current: torch.Tensor, v: torch.Tensor | None, p: LIF) -> tuple[torch.Tensor, torch.Tensor]:
     """One LIF step: (I[t], v[t-1]) -> (s[t], v[t]); ``v=None`` means v[0] = 0."""
-    return _NeuronStep.apply(current, v, p, p.lam, "subtract" if p.subtract else "zero", 0.0)
+    s, v_next, _ = _NeuronStep.apply(current, v, p, p.lam, "subtract" if p.subtract else "zero", 0.0, None, None)
+    return s, v_next
+
+
+def lif_trace_step(current: torch.Tensor, v: torch.Tensor | None, trace: torch.Tensor | None, p: LIF, lam: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``lif_step`` and OTTT's presynaptic trace of its spikes in one kernel ("Online Training Through Time for
+    Spiking Neural Networks", arXiv:2210.04195, Eq. 8): (I[t], v[t−1], â[t−1]) -> (s[t], v[t], â[t]) with
+    â[t] = λ·â[t−1] + s[t]; ``trace=None`` means â[0] = 0."""
+    return _NeuronStep.apply(current, v, p, p.lam, "subtract" if p.subtract else "zero", 0.0, trace, lam)
 
 
 def saf_step(current: torch.Tensor, prev: torch.Tensor | None, p: LIF, lam: float
@@ -184,4 +201,5 @@ def saf_step(current: torch.Tensor, prev: torch.Tensor | None, p: LIF, lam: floa
     arXiv:2310.02772, Eq. 4–5): u[t] = Û[t] − θ·λ·â[t−1], s[t] = H(u[t] − θ), â[t] = λ·â[t−1] + s[t], with
     Û[t] = Σ_τ λ^{t−τ}·I[τ], the same spikes as ``lif_step`` with subtractive reset; (Û[t], â[t−1]) -> (s[t], â[t]);
     ``prev=None`` means â[0] = 0."""
-    return _NeuronStep.apply(current, prev, p, -p.theta * lam, "accumulate", lam)
+    s, a, _ = _NeuronStep.apply(current, prev, p, -p.theta * lam, "accumulate", lam, None, None)
+    return s, a

@@ -133,7 +133,19 @@ def run_iteration(model: SpikingNet, x: torch.Tensor, y: torch.Tensor, method: s
 
     Gradients accumulate into ``.grad``; ``step()`` (optimizer step + zero_grad) is called every step
     for ottt-o/saf-e and once at the end otherwise; ``backward(loss)`` defaults to ``loss.backward()``.
+    The loss is read from the device once, after the iteration (``iterate`` does not read it at all).
     """
+    loss, score = iterate(model, x, y, method, T, k, mse_alpha, step, backward, rng)
+    return float(loss), score
+
+
+def iterate(model: SpikingNet, x: torch.Tensor, y: torch.Tensor, method: str, T: int | None = None,
+            k: int | None = None, mse_alpha: float = 0.0, step: Callable[[], None] | None = None,
+            backward: Callable[[torch.Tensor], None] | None = None,
+            rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``run_iteration`` without any host synchronisation: (summed loss as a 0-d device tensor, class scores). Every
+    decision of the time loop is made from Python values (the rule, T, the drawn steps), never from a tensor, so
+    the iteration can be queued asynchronously on a GPU or captured as a CUDA graph (``cuda_graph.py``)."""
     rule = get_rule(method)
     xs = time_major(x, model.spec, T)
     steps = xs.shape[0]
@@ -143,7 +155,7 @@ def run_iteration(model: SpikingNet, x: torch.Tensor, y: torch.Tensor, method: s
     if rule.name == "edbp":
         return edbp_iteration(model, xs, y, step, backward)
     state: dict = {}
-    outputs, total = [], 0.0
+    outputs, total = [], None
     score = None
     for t in range(steps):
         if rule.online:
@@ -156,16 +168,16 @@ def run_iteration(model: SpikingNet, x: torch.Tensor, y: torch.Tensor, method: s
             elif t in bp_steps:
                 loss = _online_loss(rule, model, o, state, y, mse_alpha, steps)
                 backward(loss)
-                total = total + loss.detach()  # no host sync per step (one .item() at the end)
+                total = loss.detach() if total is None else total + loss.detach()
                 if rule.step_every_t and step is not None:
                     step()
     if not rule.online:
         loss = mixed_loss(torch.stack(outputs).mean(0), y, mse_alpha)
         backward(loss)
-        total = loss.item()
+        total = loss.detach()
     if not rule.step_every_t and step is not None:
         step()
-    return float(total), score
+    return total, score
 
 
 def _fast_layout(x: torch.Tensor) -> torch.Tensor:

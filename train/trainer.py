@@ -260,13 +260,13 @@ def _fit(cfg: TrainConfig, dataset: Dataset | None, world: World) -> dict[str, A
         if pos.history and pos.history[-1]["epoch"] == record["epoch"]:
             pos.history.pop()  # the rest of an epoch interrupted by --max-steps replaces its partial record
         pos.history.append(record)
-        metrics = _metrics(cfg, pos.history, model)
+        metrics = _metrics(cfg, pos.history, model, world)
         extra = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                  "torch_rng": torch.get_rng_state(), **pos.to_extra()}
         save_checkpoint(out / "model.pt", spec, model.state_dict(), metrics, extra)
         write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
         _plot(pos.history, out / "curves.png")
-    return _metrics(cfg, pos.history, model)
+    return _metrics(cfg, pos.history, model, world)
 
 
 def _epoch_seed(cfg: TrainConfig, epoch: int) -> int:
@@ -300,7 +300,7 @@ def _train_epoch(cfg, model, ds, world: World, opt, scaler, amp, pos: Progress, 
     model.train()
     device = world.device
     order = world.order(len(ds.x_train), _epoch_seed(cfg, 0), pos.epoch)
-    loss_sum, correct, n = 0.0, 0, 0
+    loss_sum, correct, n = 0.0, torch.zeros((), dtype=torch.long, device=device), 0  # correct: read once, at the end
     n_batches = math.ceil(len(ds.x_train) / cfg.batch_size)
     from tqdm import tqdm
 
@@ -333,14 +333,14 @@ def _train_epoch(cfg, model, ds, world: World, opt, scaler, amp, pos: Progress, 
         pos.global_step += 1
         pos.batch = i + 1
         loss_sum += loss * len(y)
-        correct += int((score.argmax(-1) == y).sum())
+        correct += (score.argmax(-1) == y).sum()
         n += len(y)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
     bar.close()
     if pos.batch >= n_batches:
         pos.epoch, pos.batch = pos.epoch + 1, 0
-    loss_sum, correct, n = world.sum([loss_sum, correct, n])
+    loss_sum, correct, n = world.sum([loss_sum, int(correct), n])
     return {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1)}
 
 
@@ -357,9 +357,10 @@ def _restore(path: Path, spec, model, opt, sched, scaler) -> Progress:
     return Progress(int(e["epoch"]), int(e["batch"]), int(e["global_step"]), json.loads(e["history_json"]))
 
 
-def _metrics(cfg: TrainConfig, history: list[dict[str, Any]], model: SpikingNet) -> dict[str, Any]:
+def _metrics(cfg: TrainConfig, history: list[dict[str, Any]], model: SpikingNet, world: World) -> dict[str, Any]:
     accs = [h["test_acc"] for h in history]
     return {"config": dataclasses.asdict(cfg), "epochs": history,
+            "distributed": {"backend": world.backend, "world_size": world.size},
             "final_test_acc": accs[-1] if accs else None, "best_test_acc": max(accs) if accs else None,
             "parameter_memory_bits": parameter_memory_bits(model)}
 

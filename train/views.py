@@ -18,12 +18,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .neuron import LIF, saf_step
+from .neuron import LIF, lif_trace_step, saf_step
 
 
 def _decay(lam: float, prev: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """λ·prev + x (prev None = 0)."""
-    return x if prev is None else lam * prev + x
+    """λ·prev + x (prev None = 0), one kernel."""
+    return x if prev is None else torch.add(x, prev, alpha=lam)
 
 
 class SpikeView:
@@ -60,7 +60,9 @@ class _TraceSynapse(torch.autograd.Function):
     ∇W = g·âᵀ, ∇b = Σ g, ∂L/∂â = Wᵀ g (routed on to s by the previous neuron's output pair, as in the paper).
 
     Only (â, W) are saved, and grad-input and grad-weight come from one ``convolution_backward`` (conv) or two
-    GEMMs (linear), instead of computing the layer a second time on â with a graph.
+    GEMMs (linear), instead of computing the layer a second time on â with a graph. Under autocast the forward
+    ran in g's lower precision; the backward (which autocast does not reach) casts â and W to g's dtype and
+    returns each gradient in its input's dtype.
     """
 
     @staticmethod
@@ -73,7 +75,8 @@ class _TraceSynapse(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        a, w = ctx.saved_tensors
+        a_in, w_in = ctx.saved_tensors
+        a, w = a_in.to(g.dtype), w_in.to(g.dtype)
         conv, need_a = ctx.conv, ctx.needs_input_grad[1]
         if conv is not None:
             stride, padding = conv
@@ -84,7 +87,8 @@ class _TraceSynapse(torch.autograd.Function):
             ga = g @ w if need_a else None
             gw = g.t() @ a if ctx.needs_input_grad[2] else None
             gb = g.sum(0) if ctx.has_bias else None
-        return None, ga, gw, gb, None
+        cast = lambda t, like: None if t is None else t.to(like.dtype)  # noqa: E731
+        return None, cast(ga, a_in), cast(gw, w_in), cast(gb, w_in), None
 
 
 class TraceView(SpikeView):
@@ -114,11 +118,9 @@ class TraceView(SpikeView):
         return h if c == 1.0 else (h[0] * c, h[1] * c)
 
     def neuron(self, p: LIF, current, state, new, name):
-        s, _ = super().neuron(p, current, state, new, name)
-        new["a:" + name] = _decay(self.lam, state.get("a:" + name), s)
+        s, new["v:" + name], new["a:" + name] = lif_trace_step(current, state.get("v:" + name),
+                                                              state.get("a:" + name), p, self.lam)
         return s, (s, new["a:" + name])
-
-
 
 
 class SafView(SpikeView):
