@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from snnchip import __version__
+from snnchip import __version__, interrupts
 from snnchip.errors import SnnchipError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -47,13 +47,15 @@ def _main(parser: argparse.ArgumentParser, route: Callable[[argparse.Namespace],
           argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
-        return int(route(args)(args) or 0)
+        with interrupts.sigterm_raises():
+            return int(route(args)(args) or 0)
     except SnnchipError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
+    except interrupts.INTERRUPTS as exc:
+        code, word = interrupts.exit_status(exc)
+        print(f"{parser.prog}: {word}", file=sys.stderr)
+        return code
 
 
 def add_interpretation_arguments(p: argparse.ArgumentParser) -> None:
