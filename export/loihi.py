@@ -17,6 +17,8 @@ import argparse
 import dataclasses
 import json
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ import scipy.sparse as sp
 from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
 from snnchip.errors import DeployError
+from snnchip.export.loihi_limits import check_manifest, check_stage
 from snnchip.export.lowering import LoweredNet, Stage, Weight, lower
 from snnchip.export.nir_import import recorded_interpretation
 from snnchip.export.quantize import QStage, QuantizedNet, format_report, quantize
@@ -188,8 +191,22 @@ def export_loihi(graph_or_path: nir.NIRGraph | str | os.PathLike, out_dir: str |
     return out
 
 
+def _read_params(path: Path) -> dict[str, np.ndarray]:
+    """Every array of params.npz (never unpickled); an unreadable file raises ``DeployError`` naming it."""
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DeployError(f"{path}: corrupt or not a params archive ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "re-run `snn-export --target loihi`") from None
+
+
 def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
-    """Read a deploy directory; a missing or corrupt file raises ``DeployError`` naming it."""
+    """Read a deploy directory; a missing or corrupt file, or a value outside Loihi 2's limits
+    (``loihi_limits``), raises ``DeployError`` naming the file, the stage and the field."""
     path = Path(deploy_dir)
     if not path.is_dir():
         raise DeployError(f"{path}: not a deploy directory (write one with `snn-export MODEL --target loihi -o DIR`)")
@@ -205,30 +222,36 @@ def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
         raise DeployError(f"{path / 'manifest.json'}: not a snnchip deploy manifest of a version this snnchip reads "
                           f"({', '.join(map(str, READABLE_VERSIONS))}; found {fmt!r}): re-export it with "
                           "`snn-export MODEL --target loihi -o DIR`")
-    try:
-        with np.load(path / "params.npz") as z:
-            arrays = {k: z[k] for k in z.files}
-        net_stages, q_stages = [], []
-        for s in man["stages"]:
-            name = s["name"]
-            shapes = dict(in_shape=tuple(s["in_shape"]), out_shape=tuple(s["out_shape"]))
-            graded, synapse = s["kind"] == "empf", s.get("synapse", "dense")  # version 1: every stage dense
+    check_manifest(man, str(path / "manifest.json"))
+    arrays = _read_params(path / "params.npz")
+    net_stages, q_stages = [], []
+    for k, s in enumerate(man["stages"], start=1):
+        name, at = s["name"], f"{path / 'params.npz'}: stage {k} ({s['name']!r})"
+        shapes = dict(in_shape=tuple(s["in_shape"]), out_shape=tuple(s["out_shape"]))
+        graded, synapse = s["kind"] == "empf", s.get("synapse", "dense")  # version 1: every stage dense
+        try:
             w_float, w_int = (_unpack_weight(arrays, f"{name}/{key}", synapse) for key in ("weight_float", "weight"))
-            net_stages.append(Stage(name=name, kind=s["kind"], weight=w_float,
-                                    bias=arrays[f"{name}/bias_float"], lam=s["lam"], theta=s["theta"],
-                                    reset=s["reset"], spike=s["spike"], lam_syn=s.get("lam_syn", 0.0),
-                                    tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in TABLES} if graded else None,
-                                    **shapes))
-            q_stages.append(QStage(**{**{k: s[k] for k in _STAGE_KEYS if k in s}, **shapes},
-                                   tables={qk: arrays[f"{name}/qtable/{qk}"] for _, qk in TABLES} if graded else None,
-                                   weight=w_int, bias=arrays[f"{name}/bias"]))
-        inp = man["input"]
-        net = LoweredNet(tuple(inp["shape"]), tuple(net_stages), man["T"], man["encoding"])
-        qnet = QuantizedNet(net.input_shape, tuple(q_stages), man["T"], man["encoding"], inp["frac_bits"],
-                            inp["range"], man["quantization"])
-    except (KeyError, TypeError, ValueError, OSError) as exc:
-        raise DeployError(f"{path}: params.npz or manifest.json is corrupt or inconsistent ({type(exc).__name__}: "
-                          f"{exc})") from None
+            st = Stage(name=name, kind=s["kind"], weight=w_float, bias=arrays[f"{name}/bias_float"], lam=s["lam"],
+                       theta=s["theta"], reset=s["reset"], spike=s["spike"], lam_syn=s.get("lam_syn", 0.0),
+                       tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in TABLES} if graded else None, **shapes)
+            q = QStage(**{**{key: s[key] for key in _STAGE_KEYS if key in s}, **shapes},
+                       tables={qk: arrays[f"{name}/qtable/{qk}"] for _, qk in TABLES} if graded else None,
+                       weight=w_int, bias=arrays[f"{name}/bias"])
+        except KeyError as exc:
+            raise DeployError(f"{path / 'params.npz'}: no array {exc} for stage {k} ({name!r}); re-export the "
+                              "directory") from None
+        except (TypeError, ValueError) as exc:  # a CSR triple scipy refuses
+            raise DeployError(f"{at}: params.npz holds an invalid weight matrix ({exc})") from None
+        check_stage(at, q, st, man["T"])
+        if s.get("process", process_of(q)) != process_of(q):
+            raise DeployError(f"{path / 'manifest.json'}: stage {k} ({name!r}): process = {s['process']!r} is invalid: "
+                              f"this stage runs on {process_of(q)}")
+        net_stages.append(st)
+        q_stages.append(q)
+    inp = man["input"]
+    net = LoweredNet(tuple(inp["shape"]), tuple(net_stages), man["T"], man["encoding"])
+    qnet = QuantizedNet(net.input_shape, tuple(q_stages), man["T"], man["encoding"], inp["frac_bits"],
+                        inp["range"], man["quantization"])
     return Deployment(net, qnet, man, path)
 
 

@@ -25,6 +25,7 @@ SPIKE_CONDITIONS = ("ge", "gt")
 SURROGATES = ("sigmoid", "triangle", "rectangle")
 LAYER_OPS = ("linear", "conv2d", "avgpool", "sumpool", "flatten")
 ENCODINGS = ("direct", "rate")
+T_MAX = 10_000  # time steps per sample: far above any published setting (tens to a few hundred), a sanity bound
 SYNAPTIC_OPS = ("linear", "conv2d")
 
 
@@ -179,7 +180,8 @@ class NetworkSpec:
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "feedback", tuple(self.feedback))
-        _check(isinstance(self.T, int) and self.T > 0, f"T (time steps) must be a positive integer, got {self.T}")
+        _check(isinstance(self.T, int) and 0 < self.T <= T_MAX,
+               f"T (time steps) must be an integer in 1..{T_MAX}, got {self.T}")
         _check(len(self.input_shape) > 0 and all(d > 0 for d in self.input_shape),
                f"input_shape must be positive, got {self.input_shape}")
         _choice(self.encoding, ENCODINGS, "input encoding")
