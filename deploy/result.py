@@ -16,10 +16,18 @@ TIMINGS = ("software", "lava")
 
 
 def check_input(x: np.ndarray, input_shape: tuple[int, ...], T: int) -> np.ndarray:
-    """Validate ``x`` [T, B, *input_shape]; return it as float64 [T, B, n_in]."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim < 2 or tuple(x.shape[2:]) != tuple(input_shape) or x.shape[0] != T:
-        raise DeployError(f"input has shape {x.shape}; expected [T={T}, batch, *{tuple(input_shape)}]")
+    """Validate ``x`` [T, B ≥ 1, *input_shape] of finite real numbers; return it as float64 [T, B, n_in]."""
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DeployError(f"input is not an array of real numbers ({exc})") from None
+    if x.ndim < 2 or tuple(x.shape[2:]) != tuple(input_shape) or x.shape[0] != T or x.shape[1] == 0:
+        raise DeployError(f"input has shape {x.shape}; expected [T={T}, batch ≥ 1, *{tuple(input_shape)}]")
+    bad = np.argwhere(~np.isfinite(x))
+    if bad.size:
+        first = tuple(int(i) for i in bad[0])
+        raise DeployError(f"input holds {len(bad)} NaN or infinite value(s), the first at index {first}; the chip "
+                          "takes finite inputs")
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 

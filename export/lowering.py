@@ -35,13 +35,14 @@ import torch
 from snnchip.errors import UnsupportedNodeError
 from snnchip.export.nir_exec import compile_neuron
 from snnchip.export.nir_import import check_graph, recorded_interpretation, snnchip_semantics
-from snnchip.spec import Interpretation
+from snnchip.spec import Interpretation, check_T
 
 LINEAR_TYPES = (nir.Affine, nir.Linear, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d, nir.Flatten)
 NEURON_TYPES = (nir.LIF, nir.IF, nir.I, nir.CubaLIF)
 SUPPORTED = ("Input", "Output", "Affine", "Linear", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten",
              "LIF/IF (snnchip kind 'lif', or foreign with reset to zero)", "CubaLIF (snnchip kind 'srm')",
              "LIF/IF (snnchip kind 'empf')", "I (readout integrator)")
+MAX_SYNAPSES = 2**28  # entries of one stage's matrix (a Loihi 2 chip holds ~2^27 synapses); bigger is refused
 SPARSE_MAX_DENSITY = 0.25  # a composed map with fewer non-zero entries than this fraction is stored CSR (Lava Sparse)
 Weight = np.ndarray | sp.csr_matrix  # a stage's [n_out, n_in] matrix: dense, or CSR when sparse
 
@@ -154,6 +155,9 @@ def _operator(name: str, node: object, shape: tuple[int, ...], out_shape: tuple[
     if len(shape) != 3:
         raise _unsupported(name, node, f"needs a (C, H, W) input, got shape {shape}")
     n_in, n_out = math.prod(shape[1:]), math.prod(out_shape[1:])
+    taps = math.prod(np.shape(node.weight)[:2]) * math.prod(np.shape(node.weight)[2:]) \
+        if isinstance(node, nir.Conv2d) else shape[0] * math.prod(_pair(node.kernel_size))
+    _bounded(name, node, taps * n_out)
     if isinstance(node, nir.Conv2d):
         if node.groups != 1 or _pair(node.dilation) != (1, 1):
             raise _unsupported(name, node, "only groups=1, dilation=1 convolutions are supported")
@@ -174,6 +178,13 @@ def _operator(name: str, node: object, shape: tuple[int, ...], out_shape: tuple[
     rows, cols = np.broadcast_arrays(c * n_out + out, c * n_in + inp)
     return sp.csr_matrix((np.full(rows.size, gain), (rows.ravel(), cols.ravel())),
                          shape=(shape[0] * n_out, shape[0] * n_in)), None
+
+
+def _bounded(name: str, node: object, entries: int) -> None:
+    """Refuse, before allocating, a matrix of more than ``MAX_SYNAPSES`` entries."""
+    if entries > MAX_SYNAPSES:
+        raise _unsupported(name, node, f"its matrix would hold {entries} entries, more than the {MAX_SYNAPSES} "
+                                       "snnchip builds")
 
 
 def _product(m: Weight, a: Weight) -> Weight:
@@ -212,6 +223,8 @@ def _compose(chain: list[tuple[str, object]], in_shape: tuple[int, ...], shapes:
     a, b, shape = None, np.zeros(math.prod(in_shape)), in_shape
     for name, node in chain:
         m, c = _operator(name, node, shape, shapes[name])
+        if m is not None and a is not None and not (sp.issparse(m) and sp.issparse(a)):
+            _bounded(name, node, m.shape[0] * a.shape[1])  # the dense product
         if m is not None:
             a = m if a is None else _product(m, a)
             b = np.asarray(m @ b).reshape(-1)
@@ -284,10 +297,17 @@ def _neuron(name: str, node: object, interp: Interpretation) -> tuple[dict, np.n
 def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None) -> LoweredNet:
     """Lower ``graph`` to a chain of ``Stage``s; ``T`` overrides the graph's ``metadata['snnchip']['T']``.
 
+    T (either) must be an integer in 1..``T_MAX``: anything else is refused before any work.
     Foreign neurons are read with ``interpretation``, else the one recorded in the graph
     (``metadata['snnchip_interpretation']``), else NIR's defaults (Euler, dt = 1, reset to v_reset, >).
     The graph is read by ``check_graph`` (flat nodes, run order, back edges, shapes).
     """
+    meta = (getattr(graph, "metadata", None) or {}).get("snnchip", {})
+    meta = meta if isinstance(meta, dict) else {}
+    if T is not None:
+        steps = check_T(T)
+    else:
+        steps = check_T(meta["T"], "the graph's metadata['snnchip']['T']") if "T" in meta else None
     interp = interpretation or recorded_interpretation(graph) or Interpretation()
     for name, node in graph.nodes.items():
         _check_kind(name, node)
@@ -336,13 +356,11 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
     if chain or not stages:
         raise UnsupportedNodeError("the graph must end in a neuron (LIF/IF or the readout I) before its Output; "
                                    f"found linear nodes {[n for n, _ in chain]} after the last neuron")
-    meta = (graph.metadata or {}).get("snnchip", {}) if hasattr(graph, "metadata") else {}
-    steps = T if T is not None else meta.get("T")
     for i, st in enumerate(stages):
         if st.tables is not None and steps is not None:
-            if int(steps) > st.tables["lam"].shape[0]:
+            if steps > st.tables["lam"].shape[0]:
                 raise UnsupportedNodeError(f"layer {st.name!r}: its EM-PF tables hold {st.tables['lam'].shape[0]} "
                                            f"steps; cannot run T = {steps}")
-            stages[i] = replace(st, tables={k: v[: int(steps)] for k, v in st.tables.items()})
-    return LoweredNet(in_shape, tuple(stages), None if steps is None else int(steps),
+            stages[i] = replace(st, tables={k: v[:steps] for k, v in st.tables.items()})
+    return LoweredNet(in_shape, tuple(stages), steps,
                       str(meta.get("encoding", "direct")))

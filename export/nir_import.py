@@ -421,6 +421,17 @@ def _out_shape(name: str, node: nir.NIRNode, shape: Shape) -> Shape:
     return shape
 
 
+MAX_NODE_VALUES = 2**24  # values per sample of one node: 16 Loihi 2 chips' neurons (2^20 each); bigger is refused
+
+
+def _bounded(where: str, name: str, shape: Shape) -> Shape:
+    """``shape``, or ``NIRFormatError`` when it holds more than ``MAX_NODE_VALUES`` (before anything is allocated)."""
+    if math.prod(shape) > MAX_NODE_VALUES:
+        raise NIRFormatError(f"{where}: node {name!r} has shape {shape} = {math.prod(shape)} values per sample, more "
+                             f"than the {MAX_NODE_VALUES} snnchip runs")
+    return shape
+
+
 def check_graph(graph: nir.NIRGraph, where: str = "graph") -> CheckedGraph:
     """Flatten, order and shape-check ``graph``; raise ``NIRFormatError``/``UnsupportedNodeError`` naming the node."""
     if not isinstance(graph, nir.NIRGraph):
@@ -442,7 +453,7 @@ def check_graph(graph: nir.NIRGraph, where: str = "graph") -> CheckedGraph:
             shape = _declared(node.input_type.get("input"), name, "input shape")
             if shape is None:
                 raise NIRFormatError(f"{where}: Input {name!r} has no shape")
-            shapes[name] = shape
+            shapes[name] = _bounded(where, name, shape)
             continue
         fwd = {shapes[a] for a, is_back in incoming[name] if not is_back}
         if not fwd:
@@ -450,7 +461,7 @@ def check_graph(graph: nir.NIRGraph, where: str = "graph") -> CheckedGraph:
         if len(fwd) != 1:
             raise NIRFormatError(f"{where}: node {name!r} receives inputs of different shapes {sorted(fwd)}")
         try:
-            shapes[name] = _out_shape(name, node, fwd.pop())
+            shapes[name] = _bounded(where, name, _out_shape(name, node, fwd.pop()))
         except (NIRFormatError, UnsupportedNodeError):
             raise
         except Exception as exc:  # a field of an unexpected kind (string where a number belongs, ...)

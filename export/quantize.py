@@ -87,6 +87,19 @@ class QuantizedNet:
     report: list[dict] = field(default_factory=list)
 
 
+def geometric_sum(lam: float, T: int) -> float:
+    """Σ_{k=0}^{T−1} λ^k = (λ^T − 1)/(λ − 1), evaluated as expm1(T·log1p(λ − 1))/(λ − 1) (accurate near λ = 1);
+    T at λ = 1, 1 at λ = 0, inf where it overflows; λ ≥ 0. O(1) for any T."""
+    if lam == 1.0:
+        return float(T)
+    if lam == 0.0:
+        return 1.0
+    try:
+        return math.expm1(T * math.log1p(lam - 1.0)) / (lam - 1.0)
+    except OverflowError:
+        return math.inf
+
+
 def weight_values(weight: Weight) -> np.ndarray:
     """The entries that may be non-zero: the whole of a dense matrix, the stored entries of a CSR one."""
     return weight.data if sp.issparse(weight) else np.asarray(weight)
@@ -203,8 +216,8 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
     lam_syn = stage.lam_syn if stage.kind == "srm" else 0.0
     one_step = theta0 + row
     # srm: |i| ≤ R·Σλ_syn^k and |v| ≤ θ + (that)·Σλ^k over T steps (lif: λ_syn = 0, the current is the input)
-    syn = 1.0 if T is None else sum(lam_syn**k for k in range(T))
-    full = one_step if T is None else theta0 + row * syn * sum(lam**k for k in range(T))
+    syn = 1.0 if T is None else geometric_sum(lam_syn, T)
+    full = one_step if T is None else theta0 + row * syn * geometric_sum(lam, T)
     bound = full
     if stage.spiking and V_MAX / (ACT_SHIFT_SCALE * full) * stage.theta < 1:
         bound = one_step  # the T-step worst case does not fit: keep one step, warn below
@@ -269,8 +282,11 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: float, frac_bits: int | Non
     w, b = stage.weight * 2.0**ka, stage.bias * 2.0**ka
     row = float((_row_abs_sum(stage.weight) * x_max + np.abs(stage.bias)).max(initial=0.0))
     lam_max = float(np.abs(lam).max(initial=0.0))
-    bound = float(np.abs(theta).max(initial=0.0)) + (a_max * row + float(np.abs(off).max(initial=0.0))) * sum(
-        lam_max**k for k in range(T))
+    bound = float(np.abs(theta).max(initial=0.0)) + (a_max * row + float(np.abs(off).max(initial=0.0))) * \
+        geometric_sum(lam_max, T)
+    if not math.isfinite(bound):
+        raise QuantizationError(f"stage {stage.name!r}: the membrane bound over T={T} steps overflows (max λ̂ = "
+                                f"{lam_max:.4g} > 1 compounds); lower T or λ̂")
     c_head = V_MAX / (ACT_SHIFT_SCALE * bound) if bound > 0 else 1.0
     c = 2.0 ** math.floor(math.log2(c_head))
     # graded spike bound for the next stage's headroom: after any step v ≤ max(θ̂ + r) (fired: v = θ̂ + r; else

@@ -94,8 +94,27 @@ def test_sparse_weights_give_the_dense_integers(sign):
 
 def test_bad_input_shape_names_the_expected_one():
     dep = deployment_from_graph(mlp_graph((6, 8, 3), T=4))
-    with pytest.raises(DeployError, match=r"expected \[T=4, batch, \*\(6,\)\]"):
+    with pytest.raises(DeployError, match=r"expected \[T=4, batch ≥ 1, \*\(6,\)\]"):
         ChipSimulator(dep).run(np.zeros((4, 2, 5)))
+
+
+BAD_INPUTS = {
+    "nan": (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 7, np.nan, x),
+            r"1 NaN or infinite value\(s\), the first at index \(0, 1, 1\)"),
+    "inf": (lambda x: x + np.inf, r"48 NaN or infinite value\(s\), the first at index \(0, 0, 0\)"),
+    "zero batch": (lambda x: x[:, :0], r"input has shape \(4, 0, 6\); expected \[T=4, batch ≥ 1"),
+    "empty": (lambda x: np.zeros(0), r"input has shape \(0,\); expected"),
+    "strings": (lambda x: np.array([["a"]]), "input is not an array of real numbers"),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_INPUTS))
+def test_inputs_the_chip_cannot_take_are_refused_by_name(bad):
+    """NaN would be encoded as an arbitrary integer (the chip and Lava then disagree), a zero batch as nothing."""
+    dep = deployment_from_graph(mlp_graph((6, 8, 3), T=4))
+    make, message = BAD_INPUTS[bad]
+    with pytest.raises(DeployError, match=message):
+        ChipSimulator(dep).run(make(np.full((4, 2, 6), 0.5)))
 
 
 @pytest.mark.lava

@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snnchip.errors import QuantizationError, UnsupportedNodeError
+from snnchip.errors import NIRFormatError, QuantizationError, SpecError, UnsupportedNodeError
 from snnchip.export.lowering import SPARSE_MAX_DENSITY, Stage, lower
 from snnchip.export.quantize import (
     SaturationWarning,
@@ -238,3 +238,51 @@ def test_unsupported_node_names_itself_and_the_supported_list(make):
 
 def test_readout_node_helper_round_trips_kind():
     assert readout_node("fc", 3).metadata["snnchip"]["kind"] == "readout"
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.5, 0.9, 1 - 1e-9, 1.0])
+@pytest.mark.parametrize("T", [1, 2, 7, 50])
+def test_the_membrane_bound_uses_the_geometric_sum(lam, T):
+    """B_T = θ + R·Σ_{k<T} λ^k (docs/loihi-fixed-point.md §2): the readout's T-step bound in integer units."""
+    explicit = math.fsum(lam**k for k in range(T))
+    w = np.array([[0.5, -0.25]])
+    _, rep = quantize_stage(_stage(w, [0.1], lam=lam), T, 1.0, None)
+    bound = 1.0 + (0.5 + 0.25 + 0.1) * explicit
+    assert rep["state_bound_T_int"] == pytest.approx(64 * rep["scale"] * bound, rel=1e-12)
+
+
+def test_an_absurd_T_costs_no_time_and_is_refused_before_lowering():
+    """T = 10^9 in the quantizer's bound is O(1) (Σ λ^k → 1/(1 − λ) = 2 for λ = 0.5); lowering refuses it."""
+    w = np.array([[0.5, -0.25]])
+    _, rep = quantize_stage(_stage(w, [0.1], lam=0.5), 10**9, 1.0, None)
+    assert rep["state_bound_T_int"] == pytest.approx(64 * rep["scale"] * (1.0 + 0.85 * 2.0), rel=1e-12)
+    g = mlp_graph((4, 5, 2), T=4)
+    for T in (0, -3, 10**9, 6.0, True):
+        with pytest.raises(SpecError, match=rf"^T \(time steps\) must be an integer in 1..10000, got {T!r}$"):
+            lower(g, T=T)
+    g.metadata["snnchip"]["T"] = 10**9
+    with pytest.raises(SpecError, match=r"the graph's metadata\['snnchip'\]\['T'\] \(time steps\) must be"):
+        lower(g)
+
+
+def test_a_huge_declared_shape_is_refused_before_anything_is_allocated():
+    """A 31623×31623 pooling input would need 7.45 GiB for its bias vector alone."""
+    big = np.array([1, 31623, 31623])
+    nodes = {"input": nir.Input(input_type={"input": big}),
+             "pool": nir.SumPool2d(kernel_size=big[1:], stride=big[1:], padding=np.array([0, 0])),
+             "flat": nir.Flatten(input_type={"input": np.array([1, 1, 1])}, start_dim=0),
+             "fc": nir.Affine(weight=np.ones((2, 1)), bias=np.zeros(2)), "lif": neuron_node("fc", (2,)),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    order = list(nodes)
+    g = nir.NIRGraph(nodes=nodes, edges=list(zip(order[:-1], order[1:], strict=False)))
+    with pytest.raises(NIRFormatError, match=r"node 'input' has shape \(1, 31623, 31623\) = 1000014129 values per "
+                                             r"sample, more than the 16777216"):
+        lower(g, T=4)
+    conv = nir.Conv2d(input_shape=(128, 128), weight=np.zeros((64, 64, 3, 3)), stride=1, padding=1, dilation=1,
+                      groups=1, bias=np.zeros(64))
+    shape = np.array([64, 128, 128])
+    nodes = {"input": nir.Input(input_type={"input": shape}), "conv": conv, "lif": neuron_node("conv", tuple(shape)),
+             "output": nir.Output(output_type={"output": shape})}
+    edges = [("input", "conv"), ("conv", "lif"), ("lif", "output")]
+    with pytest.raises(UnsupportedNodeError, match="its matrix would hold 603979776 entries, more than the"):
+        lower(nir.NIRGraph(nodes=nodes, edges=edges), T=4)

@@ -7,7 +7,7 @@ import torch
 
 from snnchip.checkpoint import load_checkpoint
 from snnchip.cli import train as snn_train
-from snnchip.errors import TrainingError
+from snnchip.errors import SpecError, TrainingError
 from snnchip.train import trainer
 from snnchip.train.trainer import TrainConfig, fit
 
@@ -59,12 +59,35 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     (["--method", "nope"], "valid: bptt"),
     (["--model", "resnet"], "valid: mlp"),
     (["--dataset", "imagenet"], "valid: digits"),
-    (["--T", "0"], "positive"),
-    (["--method", "sltt-k", "--k", "7", "--T", "3"], "K <= T"),
+    (["--T", "0"], "--T (time steps) must be an integer in 1..10000, got 0"),
+    (["--method", "sltt-k", "--k", "7", "--T", "3"], "--k must be an integer in 1..3, got 7"),
 ])
 def test_snn_train_bad_input_exits_2_with_the_valid_choices(tmp_path, capsys, argv, msg):
     assert snn_train([*argv, "--out", str(tmp_path), "--epochs", "1"]) == 2
     assert msg in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("max_steps", 0, "--max-steps must be an integer in 1.."),
+    ("mse_alpha", 5.0, "--mse-alpha must be a finite number >= 0 and <= 1, got 5.0"),
+    ("mse_alpha", -0.1, "--mse-alpha must be a finite number >= 0 and <= 1, got -0.1"),
+    ("lr", float("nan"), "--lr must be a finite number > 0, got nan"),
+    ("lr", 0.0, "--lr must be a finite number > 0, got 0.0"),
+    ("lr", float("inf"), "--lr must be a finite number > 0, got inf"),
+    ("weight_decay", -1e-4, "--weight-decay must be a finite number >= 0, got -0.0001"),
+    ("weight_decay", float("nan"), "--weight-decay must be a finite number >= 0, got nan"),
+    ("epochs", 0, "--epochs must be an integer in 1..100000, got 0"),
+    ("batch_size", -5, "--batch-size must be an integer in 1..1048576, got -5"),
+    ("T", 10**9, "--T (time steps) must be an integer in 1..10000, got 1000000000"),
+    ("k", 0, "--k must be an integer in 1..2, got 0"),
+    ("theta", 0.0, "--theta must be a finite number > 0, got 0.0"),
+    ("lam", 1.5, "--lam must be a finite number >= 0 and <= 1, got 1.5"),
+    ("seed", -1, "--seed must be an integer in 0.."),
+])
+def test_an_option_out_of_range_is_refused_by_name_before_anything_is_written(tmp_path, option, value, message):
+    with pytest.raises(SpecError) as err:
+        fit(TrainConfig(out=str(tmp_path / "run"), method="ottt-o", **{**SMALL, "epochs": 1, option: value}))
+    assert str(err.value).startswith(message) and not (tmp_path / "run").exists()
 
 
 def test_snn_train_cli_runs(tmp_path, capsys):

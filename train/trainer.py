@@ -24,7 +24,7 @@ import torch
 from snnchip.atomic import atomic_path, write_text_atomic
 from snnchip.checkpoint import load_checkpoint, save_checkpoint
 from snnchip.errors import SpecError, TrainingError
-from snnchip.spec import NetworkSpec, NeuronSpec
+from snnchip.spec import NetworkSpec, NeuronSpec, check_T
 
 from .data import Dataset, load_dataset
 from .distributed import World, process_group
@@ -37,6 +37,8 @@ from .rules import get_rule, mixed_loss, run_iteration
 from .zoo import model_spec
 
 DEFAULT_LR = {"sgd": 0.1, "adam": 2e-3, "adamw": 2e-3}
+MAX_EPOCHS = 100_000
+MAX_BATCH = 2**20
 SLTT_LAMBDA = 1 - 1 / 1.1
 
 
@@ -98,16 +100,45 @@ def neuron_for(cfg: TrainConfig) -> NeuronSpec:
     return NeuronSpec(lam=lam, theta=cfg.theta, reset=cfg.reset, spike=cfg.spike, surrogate=surrogate)
 
 
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _integer(cfg: TrainConfig, name: str, lo: int, hi: int) -> None:
+    value = getattr(cfg, name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi):
+        raise SpecError(f"{_option(name)} must be an integer in {lo}..{hi}, got {value!r}")
+
+
+def _real(cfg: TrainConfig, name: str, lo: float, hi: float = math.inf, lo_open: bool = False) -> None:
+    value = getattr(cfg, name)
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        bounds = f"{'>' if lo_open else '>='} {lo:g}" + ("" if hi == math.inf else f" and <= {hi:g}")
+        raise SpecError(f"{_option(name)} must be a finite number {bounds}, got {value!r}")
+
+
 def check_config(cfg: TrainConfig) -> None:
+    """Every option in its range, each refusal naming the option (``SpecError``)."""
     get_rule(cfg.method)
-    if cfg.T <= 0:
-        raise SpecError(f"--T must be a positive number of time steps, got {cfg.T}")
-    if cfg.method == "sltt-k" and (cfg.k is None or not 0 < cfg.k <= cfg.T):
-        raise SpecError(f"sltt-k needs --k with 0 < K <= T (T={cfg.T}), got {cfg.k}")
+    check_T(cfg.T, "--T")
+    for name, hi in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH), ("max_steps", 2**62), ("seed", 2**63 - 1)):
+        _integer(cfg, name, 0 if name == "seed" else 1, hi)
+    _integer(cfg, "k", 1, cfg.T)
+    if cfg.method == "sltt-k" and cfg.k is None:
+        raise SpecError(f"sltt-k needs --k with 0 < K <= T (T={cfg.T})")
     if cfg.random_bp and cfg.method != "empf-random-bp":
         raise SpecError(f"--random-bp applies to --method empf, not {cfg.method!r} (sltt-k --k 1 is its LIF form)")
-    if cfg.epochs <= 0 or cfg.batch_size <= 0:
-        raise SpecError(f"--epochs and --batch-size must be positive, got {cfg.epochs}, {cfg.batch_size}")
+    _real(cfg, "mse_alpha", 0.0, 1.0)
+    _real(cfg, "lr", 0.0, lo_open=True)
+    _real(cfg, "weight_decay", 0.0)
+    _real(cfg, "theta", 0.0, lo_open=True)
+    _real(cfg, "lam", 0.0, 1.0)
+    for name in ("tau_m", "tau_s", "tau_grad"):
+        _real(cfg, name, 0.0, lo_open=True)
 
 
 def build_spec(cfg: TrainConfig, ds: Dataset) -> NetworkSpec:
