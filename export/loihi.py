@@ -32,6 +32,7 @@ from snnchip.atomic import atomic_dir
 from snnchip.errors import DeployError
 from snnchip.export.loihi_limits import check_manifest, check_stage
 from snnchip.export.lowering import LoweredNet, Stage, Weight, lower
+from snnchip.export.nir_export import model_graph, nir_bytes
 from snnchip.export.nir_import import recorded_interpretation
 from snnchip.export.quantize import QStage, QuantizedNet, format_report, quantize
 from snnchip.spec import Interpretation
@@ -95,8 +96,6 @@ class Deployment:
 def _read_graph(graph_or_path: nir.NIRGraph | str | os.PathLike) -> nir.NIRGraph:
     if isinstance(graph_or_path, nir.NIRGraph):
         return graph_or_path
-    from snnchip.export.nir_export import model_graph
-
     return model_graph(graph_or_path)
 
 
@@ -185,7 +184,7 @@ def export_loihi(graph_or_path: nir.NIRGraph | str | os.PathLike, out_dir: str |
             arrays.update({f"{q.name}/qtable/{qk}": q.tables[qk] for _, qk in TABLES})
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
-        nir.write(tmp / "model.nir", graph)
+        (tmp / "model.nir").write_bytes(nir_bytes(graph))
         np.savez(tmp / "params.npz", **arrays)
         (tmp / "manifest.json").write_text(json.dumps(dep.manifest, indent=2), encoding="utf-8")
     return out

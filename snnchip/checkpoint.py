@@ -16,6 +16,7 @@ so a flipped byte is refused by name instead of loading changed weights. Writes 
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from snnchip.atomic import atomic_path
+from snnchip.atomic import write_bytes_atomic
 from snnchip.errors import CheckpointError, SpecError
 from snnchip.spec import NetworkSpec
 
@@ -63,9 +64,10 @@ def save_checkpoint(
         "metrics": dict(metrics or {}),
         "extra": dict(extra or {}),
     }
+    buf = io.BytesIO()  # serialized first: torch's own writer reports a full disk as "unexpected pos"
+    torch.save(payload, buf)
     dest = Path(path)
-    with atomic_path(dest) as tmp:
-        torch.save(payload, tmp)
+    write_bytes_atomic(dest, buf.getbuffer())
     return dest
 
 

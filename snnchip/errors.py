@@ -47,5 +47,9 @@ class LavaUnavailableError(SnnchipError):
     """lava-nc is not installed or cannot be imported on this Python."""
 
 
+class OutputError(SnnchipError):
+    """An output cannot be written: no space, its destination is of the wrong kind, or another run holds it."""
+
+
 class ValidationFailure(SnnchipError):
     """An equivalence gate of ``snn-validate`` failed."""

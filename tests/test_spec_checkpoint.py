@@ -174,11 +174,13 @@ def test_interrupted_save_keeps_previous_file(tmp_path: Path, monkeypatch):
     path = save_checkpoint(tmp_path / "model.pt", mlp_spec(), {"w": torch.ones(3)}, metrics={"v": 1})
     before = path.read_bytes()
 
-    def boom(obj, f, *a, **k):
-        Path(f).write_bytes(b"partial")
+    write = Path.write_bytes
+
+    def boom(self, data):
+        write(self, bytes(data)[:10])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torch, "save", boom)
+    monkeypatch.setattr(Path, "write_bytes", boom)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, mlp_spec(), {"w": torch.zeros(3)})
     assert path.read_bytes() == before
