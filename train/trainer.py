@@ -8,6 +8,7 @@ good checkpoint in place. Under ``torchrun`` the same loop runs data-parallel (`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -24,6 +25,7 @@ import torch
 from snnchip.atomic import atomic_path, write_text_atomic
 from snnchip.checkpoint import load_checkpoint, save_checkpoint
 from snnchip.errors import SpecError, TrainingError
+from snnchip.lock import exclusive
 from snnchip.spec import NetworkSpec, NeuronSpec, check_T
 
 from .data import Dataset, load_dataset
@@ -218,13 +220,16 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
 
 
 def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
-    """Train per ``cfg``; returns the metrics written to ``OUT/metrics.json`` (by rank 0 under torchrun)."""
+    """Train per ``cfg``; returns the metrics written to ``OUT/metrics.json`` (by rank 0 under torchrun).
+
+    Rank 0 holds ``OUT``'s lock (``snnchip.lock``) for the run: a second run on the same OUT is refused."""
     check_config(cfg)
     with process_group(pick_device(cfg.device)) as world:
         if cfg.batch_size % world.size:
             raise SpecError(f"--batch-size {cfg.batch_size} is the global batch: it must be a multiple of the "
                             f"{world.size} processes")
-        return _fit(cfg, dataset, world)
+        with exclusive(cfg.out, "snn-train") if world.main else contextlib.nullcontext():
+            return _fit(cfg, dataset, world)
 
 
 def _fit(cfg: TrainConfig, dataset: Dataset | None, world: World) -> dict[str, Any]:
@@ -241,7 +246,7 @@ def _fit(cfg: TrainConfig, dataset: Dataset | None, world: World) -> dict[str, A
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     pos = Progress()
     if cfg.resume:
-        pos = _restore(out / "model.pt", spec, model, opt, sched, scaler)
+        pos = _restore(out / "model.pt", cfg, spec, model, opt, sched, scaler)
     world.seed_rank_stream(cfg.seed, pos.global_step)
     net = world.wrap(model)  # what the rules train; checkpoints always hold model's own state_dict
     while pos.epoch < cfg.epochs and (cfg.max_steps is None or pos.global_step < cfg.max_steps):
@@ -344,15 +349,53 @@ def _train_epoch(cfg, model, ds, world: World, opt, scaler, amp, pos: Progress, 
     return {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1)}
 
 
-def _restore(path: Path, spec, model, opt, sched, scaler) -> Progress:
+RESUME_FREE = ("out", "resume", "max_steps", "epochs", "quiet", "device", "compile", "data_dir")
+
+
+def _effective(cfg: TrainConfig, key: str) -> Any:
+    """The value option ``key`` stands for (``None`` resolved to the method's default)."""
+    if key == "lr":
+        return cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.optimizer]
+    if key in ("lam", "surrogate"):
+        return getattr(neuron_for(cfg), key)
+    if key in ("tau_m", "tau_s", "tau_grad", "targets") and cfg.method == "edbp":
+        return edbp_options(cfg)[key]
+    if key == "hidden":
+        return tuple(int(h) for h in str(cfg.hidden).split(",") if h.strip())
+    return getattr(cfg, key)
+
+
+def _changed_options(recorded: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """The options (other than ``RESUME_FREE``) whose value differs from the checkpoint's run, named."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    old = TrainConfig(**{k: v for k, v in recorded.items() if k in names})
+    return [f"{_option(k)} {_effective(cfg, k)!r} (the run used {_effective(old, k)!r})" for k in sorted(names)
+            if k not in RESUME_FREE and _effective(cfg, k) != _effective(old, k)]
+
+
+def _restore(path: Path, cfg: TrainConfig, spec, model, opt, sched, scaler) -> Progress:
+    """Resume from ``path``: exactly where it stopped, with its options (``RESUME_FREE`` may change).
+
+    Raising or lowering --epochs continues on the cosine schedule of the new length: epoch e (0-based) trains at
+    lr0·(1 + cos(π·e/E))/2, as a run started with --epochs E would; the epochs already done keep their rates.
+    """
     ckpt = load_checkpoint(path)
-    if ckpt.spec != spec:
-        raise TrainingError(f"{path}: cannot resume, the checkpoint's network spec differs from these options")
+    recorded = (ckpt.metrics or {}).get("config") or {}
+    changed = _changed_options(recorded, cfg) if recorded else []
+    if changed or ckpt.spec != spec:
+        raise TrainingError(f"{path}: cannot resume with options that differ from the run's: "
+                            f"{'; '.join(changed) or 'the network spec'}; resume with the run's options, or train "
+                            "into a new --out")
     model.load_state_dict(ckpt.state_dict)
     opt.load_state_dict(ckpt.extra["optimizer"])
     sched.load_state_dict(ckpt.extra["scheduler"])
     scaler.load_state_dict(ckpt.extra["scaler"])
     torch.set_rng_state(ckpt.extra["torch_rng"])
+    if sched.T_max != cfg.epochs:
+        sched.T_max = cfg.epochs
+        for group, base in zip(opt.param_groups, sched.base_lrs, strict=True):
+            group["lr"] = base * (1 + math.cos(math.pi * sched.last_epoch / cfg.epochs)) / 2
+        sched._last_lr = [group["lr"] for group in opt.param_groups]
     e = ckpt.extra
     return Progress(int(e["epoch"]), int(e["batch"]), int(e["global_step"]), json.loads(e["history_json"]))
 
