@@ -227,7 +227,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
             f"stage {stage.name!r}: one-step membrane bound {bound:.4g} (θ = {stage.theta:.4g} + max input "
             f"{row:.4g}) needs scale ≤ {c_head:.4g}, which gives a threshold mantissa < 1; reduce the weights or "
             "raise θ")
-    lo, hi, _ = mantissa_range(w)
+    lo, hi, grid = mantissa_range(w)
     cands = [2.0 ** math.floor(math.log2(c_head)), c_head]
     if w.size and np.abs(w).max() > 0:  # the largest c ≤ c_head at which max|W| fills the mantissa exactly
         c_fit = (hi if hi > 0 else -lo) / float(np.abs(w).max())
@@ -262,7 +262,9 @@ def quantize_stage(stage: Stage, T: int | None, x_max: float, frac_bits: int | N
         theta=float(stage.theta) if stage.spiking else None,
         theta_q=vth / c if stage.spiking else None, **_error_report(best["errors"], math.prod(stage.weight.shape)),
         state_bound_int=float(ACT_SHIFT_SCALE * c * one_step), state_bound_T_int=float(ACT_SHIFT_SCALE * c * full),
-        may_saturate=bool(may_saturate),
+        may_saturate=bool(may_saturate), weight_step=grid * 2.0**e / c,
+        weight_step_theta=grid * 2.0**e / vth if stage.spiking else None,
+        coarse=bool(stage.spiking and grid * 2**e >= vth),
     )
     return q, report
 
@@ -380,14 +382,24 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
     return QuantizedNet(net.input_shape, tuple(stages), steps, net.encoding, input_frac_bits, input_range, report)
 
 
+def warnings_of(r: dict) -> str:
+    """A stage's report row in words: the membrane may saturate (its T-step bound exceeds 2^23 − 1), and/or the
+    weights are coarse (one step of the weight grid, g·2^e/c with g the mantissa step of the sign mode, moves the
+    membrane by at least θ = vth/c, so the rounding of a single synapse can decide a spike: vth ≤ g·2^e; the
+    weights' relative error can still be small)."""
+    out = ["MAY saturate"] if r["may_saturate"] else []
+    if r.get("coarse"):
+        out.append(f"coarse: weight step {r['weight_step_theta']:.3g}θ (vth {r['vth']})")
+    return ", ".join(out) or "none"
+
+
 def format_report(report: list[dict]) -> str:
     """The quantization report as a fixed-width table."""
     head = f"{'stage':<12}{'kind':<8}{'neurons':>8}{'synapses':>10}{'scale':>10}{'exp':>5}{'vth':>8}{'dv':>6}" \
-           f"{'clipped':>9}{'max|dW|':>10}{'mean|dW|':>10}  saturate?"
+           f"{'clipped':>9}{'max|dW|':>10}{'mean|dW|':>10}  warnings"
     lines = [head, "-" * len(head)]
     for r in report:
         lines.append(f"{r['stage']:<12}{r['kind']:<8}{r['neurons']:>8}{r['synapses']:>10}{r['scale']:>10.4g}"
                      f"{r['weight_exp']:>5}{r['vth']:>8}{r['dv']:>6}{r['clipped_fraction']:>9.2%}"
-                     f"{r['max_abs_weight_error']:>10.3g}{r['mean_abs_weight_error']:>10.3g}  "
-                     f"{'MAY' if r['may_saturate'] else 'no'}")
+                     f"{r['max_abs_weight_error']:>10.3g}{r['mean_abs_weight_error']:>10.3g}  {warnings_of(r)}")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from snnchip.export.quantize import (
     SaturationWarning,
     dequantize_weight,
     encode_input,
+    format_report,
     mantissa_range,
     quantize,
     quantize_stage,
@@ -286,3 +287,31 @@ def test_a_huge_declared_shape_is_refused_before_anything_is_allocated():
     edges = [("input", "conv"), ("conv", "lif"), ("lif", "output")]
     with pytest.raises(UnsupportedNodeError, match="its matrix would hold 603979776 entries, more than the"):
         lower(nir.NIRGraph(nodes=nodes, edges=edges), T=4)
+
+
+def _scaled_mlp(gain: float) -> nir.NIRGraph:
+    g = mlp_graph((6, 8, 3), T=4, seed=1, gain=1.5)
+    for node in g.nodes.values():
+        if isinstance(node, nir.Affine):
+            node.weight, node.bias = node.weight * gain, node.bias * gain
+    return g
+
+
+def test_the_report_flags_a_collapsed_threshold_with_its_numbers():
+    """Weights ×10^4: the one-step bound leaves a threshold mantissa of 1 and the state does not saturate; the
+    report said "no". One weight-mantissa step, run through the chip's arithmetic, moves the membrane by 2^e/vth
+    thresholds; the report must give that number and flag it (and not flag the same net at ×1)."""
+    from snnchip.deploy.fixed_point import dense_fixed, neuron_step_fixed
+
+    for gain, flagged in ((1.0, False), (1e4, True)):
+        q = quantize(lower(_scaled_mlp(gain)))
+        stage, rep = q.stages[0], q.report[0]
+        grid = mantissa_range(stage.weight)[2]  # mixed-sign weights: even mantissas only
+        a = dense_fixed(np.full((1, 1), grid), stage.weight_exp, encode_input(np.ones(1), q.input_frac_bits))
+        u, _, _ = neuron_step_fixed(np.zeros(1, np.int64), a, 4095, stage.vth, "subtract", "ge")
+        step_in_thresholds = float(u[0]) / (64 * stage.vth)
+        assert rep["weight_step_theta"] == pytest.approx(step_in_thresholds, rel=1e-12)
+        assert rep["coarse"] is flagged and (step_in_thresholds >= 1) is flagged
+        row = format_report(q.report).splitlines()[2]
+        assert row.endswith(f"coarse: weight step {step_in_thresholds:.3g}θ (vth {stage.vth})" if flagged else "none")
+    assert (stage.vth, rep["may_saturate"]) == (1, False)
