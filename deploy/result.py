@@ -66,6 +66,22 @@ class RunResult:
                 np.savez(fh, **arrays)
 
 
+def join_batches(parts: Sequence[RunResult]) -> RunResult:
+    """One ``RunResult`` of consecutive batches (each array concatenated along the batch axis 1)."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+
+    def cat(arrays: list) -> np.ndarray | None:
+        return None if arrays[0] is None else np.concatenate(arrays, axis=1)
+
+    return RunResult(output=cat([p.output for p in parts]), output_raw=cat([p.output_raw for p in parts]),
+                     spikes={k: cat([p.spikes[k] for p in parts]) for k in first.spikes},
+                     states={k: {var: cat([p.states[k][var] for p in parts]) for var in first.states[k]}
+                             for k in first.states},
+                     latency=first.latency, timing=first.timing, meta=first.meta)
+
+
 def assemble(stages: Sequence[QStage], u: dict[str, np.ndarray], v: dict[str, np.ndarray],
              s: dict[str, np.ndarray], T: int, timing: str, fixed: bool, keep_states: bool = True) -> RunResult:
     """A ``RunResult`` from per-stage arrays on Lava's clock ([T + depth, B, n]; stage k's step t is t + k).

@@ -23,9 +23,11 @@ from snnchip.deploy.fixed_point import (
     neuron_step_fixed,
     srm_step_fixed,
 )
-from snnchip.deploy.result import RunResult, assemble, check_input, check_timing
+from snnchip.deploy.result import RunResult, assemble, check_input, check_timing, join_batches
 from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.quantize import encode_input
+
+CHUNK = 1024  # samples simulated at a time
 
 
 def to_lava_timing(a: np.ndarray, k: int, steps: int) -> np.ndarray:
@@ -42,13 +44,23 @@ class ChipSimulator:
         self.dep = deployment if isinstance(deployment, Deployment) else load_deploy(deployment)
         self.weights = [effective_weights(q.weight) for q in self.dep.qnet.stages]
 
-    def run(self, x: np.ndarray, timing: str = "software") -> RunResult:
-        """Simulate inputs ``x`` [T, B, *input_shape] (float); ``timing`` "software" or "lava"."""
+    def run(self, x: np.ndarray, timing: str = "software", states: bool = True, chunk: int = CHUNK) -> RunResult:
+        """Simulate inputs ``x`` [T, B, *input_shape] (float); ``timing`` "software" or "lava".
+
+        Samples run ``chunk`` at a time (they are independent), so the per-step buffers stay bounded; u and v of
+        every stage are kept only with ``states`` (for B samples they are 2·(T + depth)·B·Σn int64 values).
+        """
         check_timing(timing)
+        xs = check_input(x, self.dep.qnet.input_shape, self.dep.T)
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
+        return join_batches([self._run(xs[:, b:b + chunk], timing, states) for b in range(0, xs.shape[1], chunk)])
+
+    def _run(self, xs: np.ndarray, timing: str, states: bool) -> RunResult:
+        """One chunk of checked inputs ``xs`` [T, b, n_in]."""
         dep, qnet = self.dep, self.dep.qnet
         T, depth = dep.T, dep.depth
         steps = T + depth
-        xs = check_input(x, qnet.input_shape, T)
         B = xs.shape[1]
         feed = np.zeros((steps, B, xs.shape[2]), dtype=np.int64)
         feed[:T] = encode_input(xs, qnet.input_frac_bits)
@@ -73,5 +85,7 @@ class ChipSimulator:
                     us[t], vs[t], ss[t] = neuron_step_fixed(vt, a, q.dv, q.vth, q.reset, q.spike, q.spiking)
                 ut, vt = us[t], vs[t]
             feed = msgs if q.graded else ss
-            u[q.name], v[q.name], s[q.name] = (to_lava_timing(a, k, steps) for a in (us, vs, ss))
-        return assemble(qnet.stages, u, v, s, T, timing, fixed=True)
+            s[q.name] = to_lava_timing(ss, k, steps)
+            if states or k == depth:  # the readout's v is the output
+                u[q.name], v[q.name] = to_lava_timing(us, k, steps), to_lava_timing(vs, k, steps)
+        return assemble(qnet.stages, u, v, s, T, timing, fixed=True, keep_states=states)

@@ -12,7 +12,7 @@ from snnchip.hw_sim.chip import ChipSimulator
 def run_graph(args: argparse.Namespace) -> int:
     """Simulate ``args.graph`` (a deploy directory) on ``args.input``; write ``args.out`` (.npz)."""
     x = np.load(args.input)
-    res = ChipSimulator(args.graph).run(x)
+    res = ChipSimulator(args.graph).run(x, states=False)
     res.save(args.out)
     rates = ", ".join(f"{k} {v.mean():.3f}" for k, v in res.spikes.items())
     print(f"chip (bit-exact fixed point): input {x.shape} -> output {res.output.shape}; spike rates: {rates}; "
