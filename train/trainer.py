@@ -1,6 +1,7 @@
 """The training loop: ``fit(config)`` trains a spec-built model with one learning rule.
 
-Cosine learning-rate schedule (per epoch), evaluation with ``simulate`` every epoch, ``metrics.json``
+On the CPU torch gets as many threads as the net's size and the free cores repay (``threads``). Cosine
+learning-rate schedule (per epoch), evaluation with ``simulate`` every epoch, ``metrics.json``
 (written atomically), ``curves.png`` and ``model.pt`` (every epoch; optimizer, scheduler, scaler and RNG
 state in ``extra`` for an exact ``resume``). A non-finite loss raises ``TrainingError`` and leaves the last
 good checkpoint in place. Under ``torchrun`` the same loop runs data-parallel (``distributed.py``).
@@ -36,6 +37,7 @@ from .inference import simulate
 from .model import SpikingNet, build_model, parameter_memory_bits
 from .neuron import compile_kernels
 from .rules import get_rule, mixed_loss, run_iteration
+from .threads import threads_for
 from .zoo import model_spec
 
 DEFAULT_LR = {"sgd": 0.1, "adam": 2e-3, "adamw": 2e-3}
@@ -233,11 +235,15 @@ def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
 
 
 def _fit(cfg: TrainConfig, dataset: Dataset | None, world: World) -> dict[str, Any]:
-    out = Path(cfg.out)
     ds = dataset or load_dataset(cfg.dataset, cfg.data_dir, flat=cfg.model.startswith("mlp"), T=cfg.T)
-    device = world.device
     torch.manual_seed(cfg.seed)
     spec = build_spec(cfg, ds)
+    with threads_for(spec, world.device):
+        return _train(cfg, ds, spec, world)
+
+
+def _train(cfg: TrainConfig, ds: Dataset, spec: NetworkSpec, world: World) -> dict[str, Any]:
+    out, device = Path(cfg.out), world.device
     model = build_model(spec).to(device)
     opt = make_optimizer(cfg, model)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
