@@ -18,7 +18,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from snnchip.errors import OutputError
@@ -106,6 +106,22 @@ def _temp_prefix(dest: Path) -> str:
 
 
 @contextlib.contextmanager
+def _written(dest: Path, tmp: Path, what: str, commit: Callable[[], None]) -> Iterator[Path]:
+    """Yield ``tmp`` for the caller to fill, then ``commit()`` it onto ``dest``: a full disk while filling, or
+    any OS error while committing, becomes ``OutputError`` naming ``dest``."""
+    try:
+        yield tmp
+    except Exception as exc:
+        if _no_space(exc):
+            raise _failed(dest, what, exc) from exc
+        raise
+    try:
+        commit()
+    except OSError as exc:
+        raise _failed(dest, what, exc) from exc
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path in the destination's directory; rename it onto ``path`` on success.
 
@@ -120,20 +136,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise _failed(dest, "a file", exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
+
+    def commit() -> None:
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp_path, _mode(dest, 0o666))
+        os.replace(tmp_path, dest)
+
     try:
-        try:
-            yield tmp_path
-        except Exception as exc:
-            if _no_space(exc):
-                raise _failed(dest, "the file", exc) from exc
-            raise
-        try:
-            with open(tmp_path, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.chmod(tmp_path, _mode(dest, 0o666))
-            os.replace(tmp_path, dest)
-        except OSError as exc:
-            raise _failed(dest, "the file", exc) from exc
+        with _written(dest, tmp_path, "the file", commit) as written:
+            yield written
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -151,24 +163,20 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent))
     except OSError as exc:
         raise _failed(dest, "a directory", exc) from None
+
+    def commit() -> None:
+        os.chmod(tmp, _mode(dest, 0o777))
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(dest), suffix=".old", dir=dest.parent))
+            os.replace(dest, old / "d")
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+
     try:
-        try:
-            yield tmp
-        except Exception as exc:
-            if _no_space(exc):
-                raise _failed(dest, "the directory", exc) from exc
-            raise
-        try:
-            os.chmod(tmp, _mode(dest, 0o777))
-            if dest.exists():
-                old = Path(tempfile.mkdtemp(prefix=_temp_prefix(dest), suffix=".old", dir=dest.parent))
-                os.replace(dest, old / "d")
-                os.replace(tmp, dest)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, dest)
-        except OSError as exc:
-            raise _failed(dest, "the directory", exc) from exc
+        with _written(dest, tmp, "the directory", commit) as written:
+            yield written
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
