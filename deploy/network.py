@@ -29,43 +29,13 @@ from scipy.sparse import SparseEfficiencyWarning
 
 from snnchip import lava_compat
 from snnchip.deploy.result import RunResult, assemble, check_input, check_timing
+from snnchip.deploy.supervise import supervised
 from snnchip.errors import DeployError
 from snnchip.export.loihi import Deployment, load_deploy, process_of
 from snnchip.export.lowering import INPUT
 from snnchip.export.quantize import encode_input
 
 CFGS = ("fixed_pt", "floating_pt")
-
-
-def _actor_errors(proc: object) -> str:
-    """The tracebacks Lava's workers hold after a failed run (Lava itself only logs them at INFO)."""
-    runtime = getattr(proc, "runtime", None)
-    infra = getattr(runtime, "_messaging_infrastructure", None)
-    texts = []
-    for actor in getattr(infra, "actors", []) or []:
-        try:
-            exc = actor.exception
-        except Exception:  # a dead pipe: nothing more to learn
-            continue
-        if exc:
-            texts.append(str(exc[1]).strip())
-    return "\n".join(texts)
-
-
-def _terminate(proc: object) -> None:
-    """Stop a failed run: Lava's own ``stop()`` waits for workers that are gone and hangs, so terminate the
-    workers that are still alive, then release the shared memory (no orphan process, no /dev/shm/psm_*)."""
-    runtime = getattr(proc, "runtime", None)
-    if runtime is None:
-        return
-    infra = runtime._messaging_infrastructure
-    for actor in infra.actors:
-        if not actor._closed and actor.is_alive():  # Lava closes the workers it could join
-            actor.terminate()
-            actor.join(5)
-    infra.stop()
-    runtime._watchdog_manager.stop()
-    runtime._is_running = runtime._is_started = False
 
 
 class _Graph:
@@ -185,9 +155,10 @@ class LavaNetwork:
         s = {q.name: np.zeros((steps, B, q.size), bool) for q in qnet.stages if q.spiking}
         read = [i for i, q in enumerate(qnet.stages) if states or q.name == qnet.output]
         chunk = 1 if read else steps
-        graph = _Graph(dep, fixed, sample(0))
         done = B
-        try:
+        with supervised() as lava_run:
+            graph = _Graph(dep, fixed, sample(0))
+            lava_run.start(graph.source, run_cfg)
             for b in range(B):
                 if b and deadline is not None and time.monotonic() > deadline:
                     done = b
@@ -195,21 +166,13 @@ class LavaNetwork:
                 if b:
                     graph.reset(sample(b))
                 for t in range(0, steps, chunk):
-                    graph.source.run(condition=RunSteps(num_steps=chunk), run_cfg=run_cfg)
+                    graph.source.run(condition=RunSteps(num_steps=chunk))
                     for i in read:
                         u[names[i]][t, b] = graph.neurons[i].u.get()
                         v[names[i]][t, b] = graph.neurons[i].v.get()
                 for name, sink in zip(names, graph.sinks, strict=True):
                     if sink is not None:
                         s[name][:, b] = sink.data.get().T != 0
-        except RuntimeError as exc:
-            detail = _actor_errors(graph.source)
-            _terminate(graph.source)
-            raise DeployError(f"the Lava run failed ({exc})" + (f":\n{detail}" if detail else "")) from exc
-        except BaseException:
-            _terminate(graph.source)
-            raise
-        graph.source.stop()
         u, v, s = ({k: a[:, :done] for k, a in arrays.items()} for arrays in (u, v, s))
         return assemble(qnet, u, v, s, timing, fixed, keep_states=states)
 

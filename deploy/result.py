@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,13 +16,21 @@ TIMINGS = ("software", "lava")
 
 
 def check_input(x: np.ndarray, input_shape: tuple[int, ...], T: int) -> np.ndarray:
-    """Validate ``x`` [T, B, *input_shape] (an array, or a torch tensor on any device, with or without a graph); return
-    it as float64 [T, B, n_in] in host memory."""
+    """Validate ``x`` [T, B ≥ 1, *input_shape] of finite real numbers (an array, or a torch tensor on any device,
+    with or without a graph); return it as float64 [T, B, n_in] in host memory."""
     if hasattr(x, "detach"):  # a torch tensor (this module does not import torch: Lava's processes read it)
         x = x.detach().cpu().double().numpy()
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim < 2 or tuple(x.shape[2:]) != tuple(input_shape) or x.shape[0] != T:
-        raise DeployError(f"input has shape {x.shape}; expected [T={T}, batch, *{tuple(input_shape)}]")
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DeployError(f"input is not an array of real numbers ({exc})") from None
+    if x.ndim < 2 or tuple(x.shape[2:]) != tuple(input_shape) or x.shape[0] != T or x.shape[1] == 0:
+        raise DeployError(f"input has shape {x.shape}; expected [T={T}, batch ≥ 1, *{tuple(input_shape)}]")
+    bad = np.argwhere(~np.isfinite(x))
+    if bad.size:
+        first = tuple(int(i) for i in bad[0])
+        raise DeployError(f"input holds {len(bad)} NaN or infinite value(s), the first at index {first}; the chip "
+                          "takes finite inputs")
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
@@ -58,6 +67,22 @@ class RunResult:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
+
+
+def join_batches(parts: Sequence[RunResult]) -> RunResult:
+    """One ``RunResult`` of consecutive batches (each array concatenated along the batch axis 1)."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+
+    def cat(arrays: list) -> np.ndarray | None:
+        return None if arrays[0] is None else np.concatenate(arrays, axis=1)
+
+    return RunResult(output=cat([p.output for p in parts]), output_raw=cat([p.output_raw for p in parts]),
+                     spikes={k: cat([p.spikes[k] for p in parts]) for k in first.spikes},
+                     states={k: {var: cat([p.states[k][var] for p in parts]) for var in first.states[k]}
+                             for k in first.states},
+                     latency=first.latency, timing=first.timing, meta=first.meta)
 
 
 def assemble(qnet: QuantizedNet, u: dict[str, np.ndarray], v: dict[str, np.ndarray], s: dict[str, np.ndarray],

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +32,10 @@ import scipy.sparse as sp
 
 from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
-from snnchip.errors import DeployError, OutputError
-from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower
+from snnchip.errors import DeployError, OutputError, UnsupportedNodeError
+from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
+from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower, schedule
+from snnchip.export.nir_export import nir_bytes
 from snnchip.export.nir_meta import recorded_interpretation
 from snnchip.export.quantize import (
     NEVER_FIRES,
@@ -258,14 +263,28 @@ def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation:
             arrays.update({f"{q.name}/qtable/{qk}": q.tables[qk] for _, qk in TABLES})
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
-        nir.write(tmp / "model.nir", graph)
+        (tmp / "model.nir").write_bytes(nir_bytes(graph))
         np.savez(tmp / "params.npz", **arrays)
         (tmp / "manifest.json").write_text(json.dumps(dep.manifest, indent=2), encoding="utf-8")
     return out
 
 
+def _read_params(path: Path) -> dict[str, np.ndarray]:
+    """Every array of params.npz (never unpickled); an unreadable file raises ``DeployError`` naming it."""
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DeployError(f"{path}: corrupt or not a params archive ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "re-run `snn-export --target loihi`") from None
+
+
 def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
-    """Read a deploy directory; a missing or corrupt file raises ``DeployError`` naming it."""
+    """Read a deploy directory; a missing or corrupt file, or a value outside Loihi 2's limits
+    (``loihi_limits``), raises ``DeployError`` naming the file, the stage and the field."""
     path = Path(deploy_dir)
     if not path.is_dir():
         raise DeployError(f"{path}: not a deploy directory (write one with `snn-export MODEL --target loihi -o DIR`)")
@@ -281,20 +300,49 @@ def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
         raise DeployError(f"{path / 'manifest.json'}: not a snnchip deploy manifest of a version this snnchip reads "
                           f"({', '.join(map(str, READABLE_VERSIONS))}; found {fmt!r}): re-export it with "
                           "`snn-export MODEL --target loihi -o DIR`")
-    try:
-        with np.load(path / "params.npz") as z:
-            arrays = {k: z[k] for k in z.files}
-        pairs = [_read_stage(s, arrays, fmt["version"], i, man["stages"][i - 1]["name"] if i else INPUT)
-                 for i, s in enumerate(man["stages"])]
-        inp = man["input"]
-        output = man.get("output", pairs[-1][0].name)
-        net = LoweredNet(tuple(inp["shape"]), tuple(st for st, _ in pairs), man["T"], man["encoding"], output)
-        qnet = QuantizedNet(net.input_shape, tuple(q for _, q in pairs), man["T"], man["encoding"], inp["frac_bits"],
-                            inp["range"], output, man["quantization"])
-    except (KeyError, TypeError, ValueError, OSError, IndexError, StopIteration) as exc:
-        raise DeployError(f"{path}: params.npz or manifest.json is corrupt or inconsistent ({type(exc).__name__}: "
-                          f"{exc})") from None
+    where = path / "manifest.json"
+    check_manifest(man, str(where))
+    arrays = _read_params(path / "params.npz")
+    pairs = []
+    for i, s in enumerate(man["stages"]):
+        at = f"{where}: stage {i + 1} ({s['name']!r})"
+        try:
+            pairs.append(_read_stage(s, arrays, fmt["version"], i, man["stages"][i - 1]["name"] if i else INPUT))
+        except KeyError as exc:
+            raise DeployError(f"{at}: no {exc} in the manifest entry or params.npz; re-export the directory") from None
+        except (TypeError, ValueError, AttributeError) as exc:  # a field of the wrong type, a CSR triple scipy refuses
+            raise DeployError(f"{at}: invalid entry or arrays ({type(exc).__name__}: {exc})") from None
+        st, q = pairs[-1]
+        check_neuron(at, q, st)
+        if s.get("process", process_of(q)) != process_of(q):
+            raise DeployError(f"{at}: process = {s['process']!r} is invalid: this stage runs on {process_of(q)}")
+    sizes = {INPUT: math.prod(man["input"]["shape"]), **{q.name: q.size for _, q in pairs}}
+    for i, (st, q) in enumerate(pairs):
+        check_synapses(f"{where}: stage {i + 1} ({q.name!r})", f"{path / 'params.npz'}: stage {i + 1} ({q.name!r})",
+                       q, st, man["T"], sizes)
+    inp = man["input"]
+    output = man.get("output", pairs[-1][0].name)
+    net = LoweredNet(tuple(inp["shape"]), tuple(st for st, _ in pairs), man["T"], man["encoding"], output)
+    qnet = QuantizedNet(net.input_shape, tuple(q for _, q in pairs), man["T"], man["encoding"], inp["frac_bits"],
+                        inp["range"], output, man["quantization"])
+    _check_schedule(where, net, qnet)
     return Deployment(net, qnet, man, path)
+
+
+def _check_schedule(where: Path, net: LoweredNet, qnet: QuantizedNet) -> None:
+    """The latencies and extra Lava delays a directory records are those its graph needs (``schedule``)."""
+    try:
+        plan = schedule(net)
+    except UnsupportedNodeError as exc:
+        raise DeployError(f"{where}: the stages' projections cannot run on Lava ({exc})") from None
+    for q in qnet.stages:
+        if q.latency != plan.latency[q.name]:
+            raise DeployError(f"{where}: stage {q.name!r}: latency = {q.latency} is invalid: its projections give "
+                              f"{plan.latency[q.name]}")
+        for i, (p, e) in enumerate(zip(q.inputs, plan.extra[q.name], strict=True)):
+            if p.lava_delay != e:
+                raise DeployError(f"{where}: stage {q.name!r}, input {i}: lava_delay = {p.lava_delay} is invalid: "
+                                  f"the schedule needs {e}")
 
 
 def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, index: int, previous: str
@@ -315,10 +363,10 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
         if s["kind"] == "readout":  # versions 1/2 stored vth 0 (their readout process had none); Lava's LIF fires
             fields.update(vth=NEVER_FIRES)
     q_inputs = tuple(QProjection(e["source"], _unpack_weight(arrays, f"{key}/weight", e["synapse"]),
-                                 int(e["weight_exp"]), int(e["num_message_bits"]), int(e["delay"]),
-                                 int(e["lava_delay"])) for e, key in entries)
+                                 e["weight_exp"], e["num_message_bits"], e["delay"], e["lava_delay"])
+                     for e, key in entries)
     f_inputs = tuple(Projection(e["source"], _unpack_weight(arrays, f"{key}/weight_float", e["synapse"]),
-                                int(e["delay"])) for e, key in entries)
+                                e["delay"]) for e, key in entries)
     out_shape = tuple(s["out_shape"])
     stage = Stage(name=name, kind=s["kind"], inputs=f_inputs, bias=arrays[f"{name}/bias_float"], out_shape=out_shape,
                   lam=s["lam"], theta=s["theta"], reset=fields["reset"], spike=s["spike"],

@@ -38,13 +38,14 @@ from snnchip.errors import UnsupportedNodeError
 from snnchip.export.nir_exec import compile_neuron
 from snnchip.export.nir_graph import CheckedGraph, check_graph, window
 from snnchip.export.nir_meta import recorded_interpretation, snnchip_semantics
-from snnchip.spec import Interpretation
+from snnchip.spec import Interpretation, check_T
 
 LINEAR_TYPES = (nir.Affine, nir.Linear, nir.Scale, nir.Conv1d, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d,
                 nir.Flatten, nir.Delay)
 NEURON_TYPES = (nir.LIF, nir.IF, nir.I, nir.LI, nir.CubaLIF, nir.CubaLI)
 SUPPORTED = ("Input", "Output", "Affine", "Linear", "Scale", "Conv1d", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten",
              "Delay", "LIF/IF", "CubaLIF", "I/LI/CubaLI (the readout feeding the Output)")
+MAX_SYNAPSES = 2**28  # entries of one matrix (a Loihi 2 chip holds ~2^27 synapses); bigger is refused
 SPARSE_MAX_DENSITY = 0.25  # a composed map with fewer non-zero entries than this fraction is stored CSR (Lava Sparse)
 MAX_LAVA_DELAY = 63  # Loihi 2 synaptic delays have 6 bits (Lava's DelayDense / DelaySparse)
 INPUT = "input"  # the source name of projections from the network input
@@ -175,6 +176,8 @@ def _operator(name: str, node: object, shape: tuple[int, ...], out_shape: tuple[
         return w, None if bias is None else np.broadcast_to(bias, (w.shape[0],))
     win = window(name, node, shape[1:])
     n_in, n_out = math.prod(shape[1:]), math.prod(out_shape[1:])
+    channels = math.prod(np.shape(node.weight)[:2]) if isinstance(node, (nir.Conv1d, nir.Conv2d)) else shape[0]
+    _bounded(name, node, channels * math.prod(win.kernel) * n_out)  # taps: the matrix's stored entries at most
     out, inp, tap = _window_taps(shape[1:], out_shape[1:], win)
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         w = np.asarray(node.weight, dtype=np.float64)
@@ -195,10 +198,20 @@ def _operator(name: str, node: object, shape: tuple[int, ...], out_shape: tuple[
                          shape=(shape[0] * n_out, shape[0] * n_in)), None
 
 
+def _bounded(name: str, node: object, entries: int) -> None:
+    """Refuse, before allocating, a matrix of more than ``MAX_SYNAPSES`` entries."""
+    if entries > MAX_SYNAPSES:
+        raise _unsupported(name, node, f"its matrix would hold {entries} entries, more than the {MAX_SYNAPSES} "
+                                       "snnchip builds")
+
+
 def _product(m: Weight, a: Weight) -> Weight:
     """m·a; CSR only when both factors are (a dense factor makes the product dense)."""
     if sp.issparse(m) and sp.issparse(a):
         return sp.csr_matrix(m @ a)
+    if m.shape[0] * a.shape[1] > MAX_SYNAPSES:
+        raise UnsupportedNodeError(f"a composed matrix would hold {m.shape[0] * a.shape[1]} dense entries, more than "
+                                   f"the {MAX_SYNAPSES} snnchip builds")
     if sp.issparse(a):
         return np.asarray((a.T @ m.T).T)
     return np.asarray(m @ a)
@@ -399,9 +412,16 @@ def _neuron(name: str, node: object, interp: Interpretation, is_output: bool, sh
 def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None) -> LoweredNet:
     """Lower ``graph`` to ``Stage``s with their projections; ``T`` overrides the graph's ``metadata['snnchip']['T']``.
 
+    T (either) must be an integer in 1..``T_MAX``: anything else is refused before any work.
     Foreign neurons are read with ``interpretation``, else the one recorded in the graph
     (``metadata['snnchip_interpretation']``), else NIR's defaults (Euler, dt = 1, reset to v_reset, >).
     """
+    meta = (getattr(graph, "metadata", None) or {}).get("snnchip", {})
+    meta = meta if isinstance(meta, dict) else {}
+    if T is not None:
+        steps = check_T(T)
+    else:
+        steps = check_T(meta["T"], "the graph's metadata['snnchip']['T']") if "T" in meta else None
     interp = interpretation or recorded_interpretation(graph) or Interpretation()
     for name, node in graph.nodes.items():
         _check_kind(name, node)
@@ -449,15 +469,13 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
     if len(set(names)) != len(names):
         raise UnsupportedNodeError(f"two neuron nodes map to the same layer name: {sorted(names)}")
     stages = _run_order(stages)
-    meta = (graph.metadata or {}).get("snnchip", {}) if hasattr(graph, "metadata") else {}
-    steps = T if T is not None else meta.get("T")
     for i, st in enumerate(stages):
         if st.tables is not None and steps is not None:
-            if int(steps) > st.tables["lam"].shape[0]:
+            if steps > st.tables["lam"].shape[0]:
                 raise UnsupportedNodeError(f"layer {st.name!r}: its EM-PF tables hold {st.tables['lam'].shape[0]} "
                                            f"steps; cannot run T = {steps}")
-            stages[i] = replace(st, tables={k: v[: int(steps)] for k, v in st.tables.items()})
-    return LoweredNet(checked.shapes[checked.inputs[0]], tuple(stages), None if steps is None else int(steps),
+            stages[i] = replace(st, tables={k: v[:steps] for k, v in st.tables.items()})
+    return LoweredNet(checked.shapes[checked.inputs[0]], tuple(stages), steps,
                       str(meta.get("encoding", "direct")), stage_of[output_node])
 
 

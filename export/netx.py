@@ -29,6 +29,7 @@ leave at Lava step t + k, as in the Loihi target (a run lasts T + depth steps).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -37,7 +38,7 @@ import nir
 import numpy as np
 import scipy.sparse as sp
 
-from snnchip.atomic import atomic_path
+from snnchip.atomic import write_bytes_atomic
 from snnchip.errors import UnsupportedNodeError
 from snnchip.export.loihi import Deployment, deployment_from_graph, read_model_graph
 from snnchip.export.lowering import INPUT
@@ -133,7 +134,8 @@ def write_netx(dep: Deployment, path: str | os.PathLike) -> Path:
     if bad:
         raise ValueError(f"stages {bad} have a Dense exponent ≠ 0; quantize with netx_deployment()")
     out = Path(path)
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+    buf = io.BytesIO()  # serialized in memory, written by write_bytes_atomic (see nir_export.nir_bytes)
+    with h5py.File(buf, "w") as f:
         f.attrs["snnchip"] = json.dumps({
             "format": FORMAT, "T": dep.T, "encoding": dep.qnet.encoding,
             "input_frac_bits": dep.qnet.input_frac_bits, "input_message_bits": INPUT_MESSAGE_BITS,
@@ -158,6 +160,7 @@ def write_netx(dep: Deployment, path: str | os.PathLike) -> Path:
             neuron.create_dataset("vThMant", data=q.vth if q.spiking else NEVER_FIRES)
             neuron.create_dataset("refDelay", data=1)
             neuron.create_dataset("gradedSpike", data=False)
+    write_bytes_atomic(out, buf.getbuffer())
     return out
 
 

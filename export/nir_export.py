@@ -25,6 +25,7 @@ Binary synaptic layers write their ±1 weights as plain weights with ``metadata[
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from typing import Any
 import nir
 import numpy as np
 
-from snnchip.atomic import atomic_path
+from snnchip.atomic import write_bytes_atomic
 from snnchip.discretize import decay, euler_lif_fields, lif_coefficients, srm_cubalif_fields, srm_decays
 from snnchip.errors import SpecError, UnsupportedNodeError
 from snnchip.spec import Interpretation, LayerSpec, NetworkSpec, NeuronSpec
@@ -195,10 +196,17 @@ def spec_to_nir(spec: NetworkSpec, params: Params) -> nir.NIRGraph:
     return graph
 
 
+def nir_bytes(graph: nir.NIRGraph) -> memoryview:
+    """``graph`` as the bytes of a NIR HDF5 file (serialized in memory: HDF5 errors while writing a file on a full
+    disk surface as noise at garbage collection instead of an exception)."""
+    buf = io.BytesIO()
+    nir.write(buf, graph)
+    return buf.getbuffer()
+
+
 def write_nir(graph: nir.NIRGraph, path: str | os.PathLike) -> None:
-    """Write ``graph`` with ``nir.write`` to a temp file, then rename it onto ``path`` (atomic)."""
-    with atomic_path(path) as tmp:
-        nir.write(tmp, graph)
+    """Write ``graph`` to ``path`` as a NIR file, atomically."""
+    write_bytes_atomic(path, nir_bytes(graph))
 
 
 def model_graph(source: Any, interpretation: Interpretation | None = None) -> nir.NIRGraph:

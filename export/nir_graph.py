@@ -262,6 +262,17 @@ def _out_shape(name: str, node: nir.NIRNode, shape: Shape) -> Shape:
     return shape
 
 
+MAX_NODE_VALUES = 2**24  # values per sample of one node: 16 Loihi 2 chips' neurons (2^20 each); bigger is refused
+
+
+def _bounded(where: str, name: str, shape: Shape) -> Shape:
+    """``shape``, or ``NIRFormatError`` when it holds more than ``MAX_NODE_VALUES`` (before anything is allocated)."""
+    if math.prod(shape) > MAX_NODE_VALUES:
+        raise NIRFormatError(f"{where}: node {name!r} has shape {shape} = {math.prod(shape)} values per sample, more "
+                             f"than the {MAX_NODE_VALUES} snnchip runs")
+    return shape
+
+
 def _refuse_algebraic_loops(nodes: dict[str, nir.NIRNode], edges: list[tuple[str, str]], where: str) -> None:
     """Every cycle must pass a neuron or a Delay, whose previous output closes it; a cycle of stateless nodes has no
     value at any step."""
@@ -312,7 +323,7 @@ def check_graph(graph: nir.NIRGraph, where: str = "graph") -> CheckedGraph:
             shape = _declared(node.input_type.get("input"), name, "input shape")
             if shape is None:
                 raise NIRFormatError(f"{where}: Input {name!r} has no shape")
-            shapes[name] = shape
+            shapes[name] = _bounded(where, name, shape)
             continue
         fwd = {shapes[a] for a, is_back in incoming[name] if not is_back}
         if not fwd:
@@ -320,7 +331,7 @@ def check_graph(graph: nir.NIRGraph, where: str = "graph") -> CheckedGraph:
         if len(fwd) != 1:
             raise NIRFormatError(f"{where}: node {name!r} receives inputs of different shapes {sorted(fwd)}")
         try:
-            shapes[name] = _out_shape(name, node, fwd.pop())
+            shapes[name] = _bounded(where, name, _out_shape(name, node, fwd.pop()))
         except (NIRFormatError, UnsupportedNodeError):
             raise
         except Exception as exc:  # a field of an unexpected kind (string where a number belongs, ...)

@@ -120,9 +120,17 @@ class QuantizedNet:
         return next(q for q in self.stages if q.name == name)
 
 
-def geometric(lam: float, T: int) -> float:
-    """Σ_{k<T} λ^k in closed form (T for λ = 1)."""
-    return float(T) if lam == 1.0 else (1.0 - lam**T) / (1.0 - lam)
+def geometric_sum(lam: float, T: int) -> float:
+    """Σ_{k=0}^{T−1} λ^k = (λ^T − 1)/(λ − 1), evaluated as expm1(T·log1p(λ − 1))/(λ − 1) (accurate near λ = 1);
+    T at λ = 1, 1 at λ = 0, inf where it overflows; λ ≥ 0. O(1) for any T."""
+    if lam == 1.0:
+        return float(T)
+    if lam == 0.0:
+        return 1.0
+    try:
+        return math.expm1(T * math.log1p(lam - 1.0)) / (lam - 1.0)
+    except OverflowError:
+        return math.inf
 
 
 def weight_values(weight: Weight) -> np.ndarray:
@@ -217,7 +225,7 @@ def _candidate(stage: Stage, weights: list[Weight], c: float, exps: list[int] | 
         e = _exponent(values, c, lo, hi) if exps is None else exps[i]
         m, clipped = to_mantissa(values * c / 2.0**e, lo, hi, step)
         err = np.abs(values - m * 2.0**e / c)
-        projs.append(dict(e=e, m=_with_values(w, m), clipped=int(clipped.sum()),
+        projs.append(dict(e=e, step=step, m=_with_values(w, m), clipped=int(clipped.sum()),
                           werr_max=float(err.max(initial=0.0)), werr_sum=float(err.sum())))
         score = max(score, projs[-1]["werr_max"])
     return score, dict(c=c, vth=vth, vsub=vsub, bq=bq, projections=projs)
@@ -258,7 +266,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
     theta0 = max(stage.theta, stage.reset_by or 0.0) if stage.spiking else 0.0
     one_step = theta0 + row
     # current-based: |i| ≤ R·Σλ_syn^k and |v| ≤ θ + (that)·Σλ^k over T steps (no current: the current is the input)
-    full = one_step if T is None else theta0 + row * geometric(stage.lam_syn, T) * geometric(stage.lam, T)
+    full = one_step if T is None else theta0 + row * geometric_sum(stage.lam_syn, T) * geometric_sum(stage.lam, T)
     bound = full
     if stage.spiking and V_MAX / (ACT_SHIFT_SCALE * full) * stage.theta < 1:
         bound = one_step  # the T-step worst case does not fit: keep one step, warn below
@@ -288,6 +296,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
     q = QStage(name=stage.name, kind=stage.kind, inputs=projs, out_shape=stage.out_shape, bias=bq.astype(np.int32),
                dv=int(dv), vth=int(vth), scale=float(c), reset=stage.reset, spike=stage.spike, du=int(du),
                vsub=best["vsub"], lam_syn=float(stage.lam_syn))
+    step_int = max((b["step"] * 2.0 ** b["e"] for b in best["projections"]), default=0.0)  # one weight step, c units
     report = dict(
         stage=stage.name, kind=stage.kind, neurons=stage.size,
         synapses=sum(int(np.count_nonzero(weight_values(p.weight))) for p in projs),
@@ -300,7 +309,8 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
                           **_error_report(b, math.prod(p.weight.shape)))
                      for p, b in zip(projs, best["projections"], strict=True)],
         state_bound_int=float(ACT_SHIFT_SCALE * c * one_step), state_bound_T_int=float(ACT_SHIFT_SCALE * c * full),
-        may_saturate=bool(may_saturate),
+        may_saturate=bool(may_saturate), weight_step=step_int / c,
+        weight_step_theta=step_int / vth if stage.spiking else None, coarse=bool(stage.spiking and step_int >= vth),
     )
     return q, report
 
@@ -317,11 +327,12 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float]) -> tuple[
                        initial=0.0))
     lam_max = float(np.abs(lam).max(initial=0.0))
     bound = float(np.abs(theta).max(initial=0.0)) + (a_max * row + float(np.abs(off).max(initial=0.0))) * \
-        geometric(lam_max, T)
+        geometric_sum(lam_max, T)
     if not math.isfinite(bound):
-        raise QuantizationError(f"stage {stage.name!r}: the membrane bound over T = {T} steps with λ̂ up to "
-                                f"{lam_max:.3g} is not finite")
-    c = 2.0 ** math.floor(math.log2(V_MAX / (ACT_SHIFT_SCALE * bound))) if bound > 0 else 1.0
+        raise QuantizationError(f"stage {stage.name!r}: the membrane bound over T={T} steps overflows (max λ̂ = "
+                                f"{lam_max:.4g} > 1 compounds); lower T or λ̂")
+    c_head = V_MAX / (ACT_SHIFT_SCALE * bound) if bound > 0 else 1.0
+    c = 2.0 ** math.floor(math.log2(c_head))
     # graded spike bound for the stages it feeds: after any step v ≤ max(θ̂ + r) (fired: v = θ̂ + r; else
     # v = m + r < θ̂ + r), so with λ̂ ≥ 0, s = m − θ̂ ≤ λ̂_max·max(θ̂ + r, 0) + max|a|·R − min θ̂
     spike_bound = bound
@@ -443,17 +454,27 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
                         [reports[st.name] for st in net.stages])
 
 
+def warnings_of(r: dict) -> str:
+    """A stage's report row in words: the membrane may saturate (its T-step bound exceeds 2^23 − 1), and/or the
+    weights are coarse (one step of the weight grid, g·2^e/c with g the mantissa step of the sign mode, moves the
+    membrane by at least θ = vth/c, so the rounding of a single synapse can decide a spike: vth ≤ g·2^e; the
+    weights' relative error can still be small)."""
+    out = ["MAY saturate"] if r["may_saturate"] else []
+    if r.get("coarse"):
+        out.append(f"coarse: weight step {r['weight_step_theta']:.3g}θ (vth {r['vth']})")
+    return ", ".join(out) or "none"
+
+
 def format_report(report: list[dict]) -> str:
     """The quantization report as a fixed-width table: a row per stage, a row per projection beneath it."""
     head = f"{'stage':<14}{'kind':<9}{'neurons':>8}{'synapses':>10}{'scale':>10}{'vth':>8}{'dv':>6}{'du':>6}" \
-           f"{'latency':>8}  saturate?"
+           f"{'latency':>8}  warnings"
     sub = f"{'  <- source':<23}{'synapse':>8}{'synapses':>10}{'exp':>5}{'delay':>6}{'+lava':>6}{'clipped':>9}" \
           f"{'max|dW|':>10}{'mean|dW|':>10}"
     lines = [head, sub, "-" * max(len(head), len(sub))]
     for r in report:
         lines.append(f"{r['stage']:<14}{r['kind']:<9}{r['neurons']:>8}{r['synapses']:>10}{r['scale']:>10.4g}"
-                     f"{r['vth']:>8}{r['dv']:>6}{r.get('du', 0):>6}{r.get('latency', 0):>8}  "
-                     f"{'MAY' if r['may_saturate'] else 'no'}")
+                     f"{r['vth']:>8}{r['dv']:>6}{r.get('du', 0):>6}{r.get('latency', 0):>8}  {warnings_of(r)}")
         for p in r["projections"]:
             lines.append(f"{'  <- ' + p['source']:<23}{p['synapse']:>8}{p['synapses']:>10}{p['grid_exp']:>5}"
                          f"{p['delay']:>6}{p.get('lava_delay', 0):>6}{p['clipped_fraction']:>9.2%}"

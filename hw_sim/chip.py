@@ -19,10 +19,12 @@ import os
 import numpy as np
 
 from snnchip.deploy.fixed_point import dense_fixed, effective_weights, empf_step_fixed, neuron_step_fixed
-from snnchip.deploy.result import RunResult, assemble, check_input, check_timing
+from snnchip.deploy.result import RunResult, assemble, check_input, check_timing, join_batches
 from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.lowering import INPUT
 from snnchip.export.quantize import encode_input
+
+CHUNK = 1024  # samples simulated at a time
 
 
 def to_lava_timing(a: np.ndarray, k: int, steps: int) -> np.ndarray:
@@ -39,13 +41,23 @@ class ChipSimulator:
         self.dep = deployment if isinstance(deployment, Deployment) else load_deploy(deployment)
         self.weights = {q.name: [effective_weights(p.weight) for p in q.inputs] for q in self.dep.qnet.stages}
 
-    def run(self, x: np.ndarray, timing: str = "software") -> RunResult:
-        """Simulate inputs ``x`` [T, B, *input_shape] (float); ``timing`` "software" or "lava"."""
+    def run(self, x: np.ndarray, timing: str = "software", states: bool = True, chunk: int = CHUNK) -> RunResult:
+        """Simulate inputs ``x`` [T, B, *input_shape] (float); ``timing`` "software" or "lava".
+
+        Samples run ``chunk`` at a time (they are independent), so the per-step buffers stay bounded; u and v of
+        every stage are kept only with ``states`` (for B samples they are 2·(T + depth)·B·Σn int64 values).
+        """
         check_timing(timing)
+        xs = check_input(x, self.dep.qnet.input_shape, self.dep.T)
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
+        return join_batches([self._run(xs[:, b:b + chunk], timing, states) for b in range(0, xs.shape[1], chunk)])
+
+    def _run(self, xs: np.ndarray, timing: str, states: bool) -> RunResult:
+        """One chunk of checked inputs ``xs`` [T, b, n_in]."""
         qnet = self.dep.qnet
         T = self.dep.T
         steps = T + qnet.depth
-        xs = check_input(x, qnet.input_shape, T)
         B = xs.shape[1]
         msgs = {INPUT: np.zeros((steps, B, xs.shape[2]), dtype=np.int64)}
         msgs[INPUT][:T] = encode_input(xs, qnet.input_frac_bits)
@@ -72,6 +84,8 @@ class ChipSimulator:
                         u0, v0, a, q.du, q.dv, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm", q.vsub,
                         s[q.name][t - 1] if t else None)
                     msgs[q.name][t] = s[q.name][t]
-        lava = {name: {q.name: to_lava_timing(arr[q.name], q.latency, steps) for q in qnet.stages}
+        kept = [q for q in qnet.stages if states or q.name == qnet.output]  # the readout's v is the output
+        lava = {name: {q.name: to_lava_timing(arr[q.name], q.latency, steps) for q in (qnet.stages if name == "s"
+                                                                                       else kept)}
                 for name, arr in (("u", u), ("v", v), ("s", s))}
-        return assemble(qnet, lava["u"], lava["v"], lava["s"], timing, fixed=True)
+        return assemble(qnet, lava["u"], lava["v"], lava["s"], timing, fixed=True, keep_states=states)

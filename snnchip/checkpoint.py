@@ -9,11 +9,14 @@ A dict saved with ``torch.save``::
      "extra": {...}}                         # optimizer/scheduler/RNG state for exact resume
 
 It is loaded only with ``torch.load(weights_only=True)``: no arbitrary object is ever unpickled, so
-a pickle carrying code is refused before its payload can run. Writes are atomic.
+a pickle carrying code is refused before its payload can run. ``torch.save`` writes a zip archive whose
+members carry CRC-32 checksums, which torch itself never checks: every member is verified before loading,
+so a flipped byte is refused by name instead of loading changed weights. Writes are atomic.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -23,7 +26,7 @@ from typing import Any
 
 import torch
 
-from snnchip.atomic import atomic_path
+from snnchip.atomic import write_bytes_atomic
 from snnchip.errors import CheckpointError, SpecError
 from snnchip.spec import NetworkSpec
 
@@ -61,9 +64,10 @@ def save_checkpoint(
         "metrics": dict(metrics or {}),
         "extra": dict(extra or {}),
     }
+    buf = io.BytesIO()  # serialized first: torch's own writer reports a full disk as "unexpected pos"
+    torch.save(payload, buf)
     dest = Path(path)
-    with atomic_path(dest) as tmp:
-        torch.save(payload, tmp)
+    write_bytes_atomic(dest, buf.getbuffer())
     return dest
 
 
@@ -74,6 +78,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{p}: no such file (expected a model.pt written by snn-train)")
     if not p.is_file():
         raise CheckpointError(f"{p}: not a file")
+    _verify_crc(p)
     try:
         data = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -89,6 +94,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"re-save it or use the last good copy"
         ) from None
     return _validate(data, p)
+
+
+def _verify_crc(p: Path) -> None:
+    """Check the CRC-32 of every member of a zip checkpoint (a file that is not a zip goes on to ``torch.load``)."""
+    if not zipfile.is_zipfile(p):
+        return
+    try:
+        with zipfile.ZipFile(p) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        raise CheckpointError(f"{p}: corrupt checkpoint archive ({type(exc).__name__}: {str(exc)[:200]}); re-save it "
+                              "or use the last good copy") from None
+    if bad is not None:
+        raise CheckpointError(f"{p}: corrupt checkpoint: member {bad!r} fails its CRC-32 check (the file changed "
+                              "after it was written); re-save it or use the last good copy")
 
 
 def _validate(data: Any, p: Path) -> Checkpoint:

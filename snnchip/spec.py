@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +28,20 @@ SURROGATES = ("sigmoid", "triangle", "rectangle")
 INTERPRETED_RESETS = ("v_reset", "zero", "subtract", "subtract_next", "zero_next")
 LAYER_OPS = ("linear", "conv2d", "avgpool", "sumpool", "flatten")
 ENCODINGS = ("direct", "rate")
+T_MAX = 10_000  # time steps per sample: far above any published setting (tens to a few hundred), a sanity bound
 SYNAPTIC_OPS = ("linear", "conv2d")
 
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise SpecError(msg)
+
+
+def check_T(T: object, what: str = "T") -> int:
+    """``T`` (time steps) as an int in 1..``T_MAX``; anything else raises ``SpecError`` naming ``what``."""
+    _check(isinstance(T, numbers.Integral) and not isinstance(T, bool) and 0 < T <= T_MAX,
+           f"{what} (time steps) must be an integer in 1..{T_MAX}, got {T!r}")
+    return int(T)
 
 
 def _choice(value: str, options: tuple[str, ...], what: str) -> None:
@@ -178,7 +187,7 @@ class NetworkSpec:
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "feedback", tuple(self.feedback))
-        _check(isinstance(self.T, int) and self.T > 0, f"T (time steps) must be a positive integer, got {self.T}")
+        object.__setattr__(self, "T", check_T(self.T))
         _check(len(self.input_shape) > 0 and all(d > 0 for d in self.input_shape),
                f"input_shape must be positive, got {self.input_shape}")
         _choice(self.encoding, ENCODINGS, "input encoding")

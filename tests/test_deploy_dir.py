@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 
 import nir
 import numpy as np
@@ -61,6 +62,107 @@ def test_missing_or_corrupt_files_raise_deploy_error(deploy_dir, tmp_path):
     (deploy_dir / "model.nir").unlink()
     with pytest.raises(DeployError, match="missing model.nir"):
         load_deploy(deploy_dir)
+
+
+def _set(path, value):
+    """A manifest edit: ``path`` is a key sequence into the JSON (an int indexes a list)."""
+    def edit(man):
+        *head, last = path
+        for key in head:
+            man = man[key]
+        man[last] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit,field", [
+    (_set(("stages", 0, "dv"), -5000), "stage 1 ('fc1'): dv = -5000 is invalid: an integer in 0..4095"),
+    (_set(("stages", 0, "dv"), "5"), "stage 1 ('fc1'): dv = '5' is invalid"),
+    (_set(("stages", 0, "vth"), -100), "stage 1 ('fc1'): vth = -100 is invalid: an integer in 1..131071"),
+    (_set(("stages", 1, "inputs", 0, "weight_exp"), 100),
+     "stage 2 ('fc2'), input 0: weight_exp = 100 is invalid: an integer in -31..31"),
+    (_set(("stages", 1, "inputs", 0, "weight_exp"), 2.5), "weight_exp = 2.5 is invalid"),
+    (_set(("stages", 1, "inputs", 0, "source"), "nowhere"), "source = 'nowhere' is invalid: one of input, fc1, fc2"),
+    (_set(("stages", 1, "inputs", 0, "lava_delay"), 3), "lava_delay = 3 is invalid: the schedule needs 0"),
+    (_set(("stages", 1, "latency"), 5), "stage 'fc2': latency = 5 is invalid: its projections give 2"),
+    (_set(("stages", 1, "vth"), 7), "stage 2 ('fc2'): vth = 7 is invalid: 131072: a readout"),
+    (_set(("input", "frac_bits"), 80), "input.frac_bits = 80 is invalid: an integer in 0..23"),
+    (_set(("stages", 0, "kind"), "hodgkin-huxley"), "stage 1 ('fc1'): kind = 'hodgkin-huxley' is invalid: one of"),
+    (_set(("stages", 0, "du"), 5000), "stage 1 ('fc1'): du = 5000 is invalid: an integer in 0..4095"),
+    (_set(("stages", 0, "inputs", 0, "num_message_bits"), 30), "num_message_bits = 30 is invalid: an integer in 0..24"),
+    (_set(("stages", 0, "reset"), "explode"), "stage 1 ('fc1'): reset = 'explode' is invalid"),
+    (_set(("stages", 0, "spike"), "eq"), "stage 1 ('fc1'): spike = 'eq' is invalid"),
+    (_set(("stages", 0, "scale"), float("nan")), "stage 1 ('fc1'): scale = nan is invalid: a finite number > 0"),
+    (_set(("stages", 0, "lam"), 1.5), "stage 1 ('fc1'): lam = 1.5 is invalid: a decay factor in [0, 1]"),
+    (_set(("stages", 0, "process"), "lava.Foo"), "stage 1 ('fc1'): process = 'lava.Foo' is invalid"),
+    (_set(("stages", 0, "process"), "lava.LIF"), "process = 'lava.LIF' is invalid: this stage runs on snnchip.CubaLIF"),
+    (_set(("stages", 1, "out_shape"), [9]), "stage 2 ('fc2'), input 0: weight = 'ndarray (3, 8)' is invalid: a dense"),
+    (_set(("stages", 1, "name"), "fc1"), "stages[1].name = 'fc1' is invalid: a unique, non-empty string"),
+    (_set(("T",), 0), "T = 0 is invalid: an integer in 1..10000"),
+    (_set(("T",), 10**9), "T = 1000000000 is invalid"),
+    (_set(("encoding",), "morse"), "encoding = 'morse' is invalid"),
+])
+def test_a_manifest_value_outside_the_chip_limits_is_refused_by_field(deploy_dir, edit, field):
+    man = json.loads((deploy_dir / "manifest.json").read_text())
+    edit(man)
+    (deploy_dir / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(DeployError) as err:
+        load_deploy(deploy_dir)
+    assert str(err.value).startswith(str(deploy_dir)) and field in str(err.value)  # the file, then the field
+
+
+def _rewrite_params(deploy_dir, **changes):
+    with np.load(deploy_dir / "params.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    with open(deploy_dir / "params.npz", "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+@pytest.mark.parametrize("key,change,field", [
+    ("fc1/in0/weight", lambda w: w + 1, "stage 1 ('fc1'), input 0: weight = "),  # odd: off the mixed-sign grid
+    ("fc1/in0/weight", lambda w: np.where(w == w.max(), 300, w), "weight = 300 is invalid: 8-bit mantissas"),
+    ("fc1/in0/weight", lambda w: w.astype(np.float64),
+     "stage 1 ('fc1'), input 0: weight = 'float64 array (8, 6)' is invalid"),
+    ("fc2/in0/weight", lambda w: w[:, :4], "stage 2 ('fc2'), input 0: weight = 'ndarray (3, 4)' is invalid: a dense"),
+    ("fc1/in0/weight_float", lambda w: np.where(w == w.max(), np.nan, w), "weight_float = 'an array with NaN"),
+    ("fc1/bias", lambda b: b + 2**18, "stage 1 ('fc1'): bias = "),
+    ("fc2/bias_float", lambda b: b[:2], "stage 2 ('fc2'): bias_float = 'float64 array (2,)' is invalid"),
+])
+def test_a_params_array_outside_the_chip_limits_is_refused_by_field(deploy_dir, key, change, field):
+    with np.load(deploy_dir / "params.npz") as z:
+        _rewrite_params(deploy_dir, **{key: change(z[key])})
+    with pytest.raises(DeployError) as err:
+        load_deploy(deploy_dir)
+    assert str(err.value).startswith(str(deploy_dir / "params.npz")) and field in str(err.value)
+
+
+def test_an_unreadable_params_archive_is_refused_naming_it(deploy_dir):
+    good = (deploy_dir / "params.npz").read_bytes()
+    info = zipfile.ZipFile(deploy_dir / "params.npz").getinfo("fc1/in0/weight.npy")
+    flipped = bytearray(good)
+    flipped[info.header_offset + 30 + len(info.filename) + info.compress_size // 2 + 20] ^= 0xFF
+    with open(deploy_dir / "x.npy", "wb") as fh:
+        np.save(fh, np.zeros(3))
+    for junk in (b"garbage", good[:len(good) // 2], bytes(flipped), (deploy_dir / "x.npy").read_bytes(),
+                 b"PK\x03\x04" + bytes(100)):
+        (deploy_dir / "params.npz").write_bytes(junk)
+        with pytest.raises(DeployError, match=f"^{deploy_dir / 'params.npz'}: corrupt or not a params archive"):
+            load_deploy(deploy_dir)
+    (deploy_dir / "params.npz").write_bytes(good)
+    _rewrite_params(deploy_dir, **{"fc1/in0/weight": np.array([object()], dtype=object)})
+    with pytest.raises(DeployError, match="params.npz: corrupt or not .*Object arrays cannot be loaded"):
+        load_deploy(deploy_dir)
+
+
+def test_snn_run_refuses_an_out_of_range_deploy_directory_in_one_line(deploy_dir, tmp_path, capsys):
+    man = json.loads((deploy_dir / "manifest.json").read_text())
+    man["stages"][0]["dv"] = -5000
+    (deploy_dir / "manifest.json").write_text(json.dumps(man))
+    np.save(tmp_path / "x.npy", np.ones((4, 1, 6)))
+    assert cli.run([str(deploy_dir), "--input", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npz"),
+                    "--backend", "chip"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dv = -5000 is invalid" in err and not (tmp_path / "y.npz").exists()
 
 
 def test_sparse_stages_are_stored_as_csr_arrays_and_round_trip(tmp_path):

@@ -244,6 +244,15 @@ def test_foreign_lif_graph_deploys_on_lavas_builtin_lif():
     assert sim.spikes["lif1"].any()
 
 
+def test_lava_refuses_non_finite_input_before_starting():
+    dep = deployment_from_graph(mlp_graph((4, 5, 2), T=5))
+    x = np.ones((5, 2, 4))
+    x[2, 1, 3] = np.nan
+    with pytest.raises(DeployError, match=r"1 NaN or infinite value\(s\), the first at index \(2, 1, 3\)"):
+        build(dep).run(x)
+    assert multiprocessing.active_children() == []
+
+
 def test_runner_stops_lava_on_an_exception_mid_run(monkeypatch):
     from snnchip.deploy.procs.cubalif import models
 

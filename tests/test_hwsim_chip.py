@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from nir_nets import mlp_graph
+from lava_harness import assert_same_run
+from nir_nets import conv_graph, mlp_graph
 
 from snnchip.deploy.fixed_point import dense_fixed, effective_weights
 from snnchip.errors import DeployError
@@ -106,8 +107,27 @@ def test_a_torch_tensor_with_a_graph_is_taken_as_its_values():
 
 def test_bad_input_shape_names_the_expected_one():
     dep = deployment_from_graph(mlp_graph((6, 8, 3), T=4))
-    with pytest.raises(DeployError, match=r"expected \[T=4, batch, \*\(6,\)\]"):
+    with pytest.raises(DeployError, match=r"expected \[T=4, batch ≥ 1, \*\(6,\)\]"):
         ChipSimulator(dep).run(np.zeros((4, 2, 5)))
+
+
+BAD_INPUTS = {
+    "nan": (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 7, np.nan, x),
+            r"1 NaN or infinite value\(s\), the first at index \(0, 1, 1\)"),
+    "inf": (lambda x: x + np.inf, r"48 NaN or infinite value\(s\), the first at index \(0, 0, 0\)"),
+    "zero batch": (lambda x: x[:, :0], r"input has shape \(4, 0, 6\); expected \[T=4, batch ≥ 1"),
+    "empty": (lambda x: np.zeros(0), r"input has shape \(0,\); expected"),
+    "strings": (lambda x: np.array([["a"]]), "input is not an array of real numbers"),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_INPUTS))
+def test_inputs_the_chip_cannot_take_are_refused_by_name(bad):
+    """NaN would be encoded as an arbitrary integer (the chip and Lava then disagree), a zero batch as nothing."""
+    dep = deployment_from_graph(mlp_graph((6, 8, 3), T=4))
+    make, message = BAD_INPUTS[bad]
+    with pytest.raises(DeployError, match=message):
+        ChipSimulator(dep).run(make(np.full((4, 2, 6), 0.5)))
 
 
 def test_chip_equals_nir_reference_executor_on_an_exported_spec():
@@ -131,3 +151,35 @@ def test_chip_equals_nir_reference_executor_on_an_exported_spec():
     np.testing.assert_array_equal(chip.spikes["conv1"], ref.spikes["conv1"].numpy().astype(bool))
     np.testing.assert_array_equal(chip.output, ref.output.numpy())
     assert chip.spikes["conv1"].any()
+
+
+@pytest.mark.parametrize("timing", ["software", "lava"])
+def test_samples_run_in_chunks_give_the_same_bits(timing):
+    for graph in (mlp_graph((6, 8, 3), T=4, seed=2, gain=2.5), conv_graph((1, 8, 8), (2, 3), 3, T=3, seed=2)):
+        dep = deployment_from_graph(graph)
+        x = np.random.default_rng(3).uniform(0, 1, (dep.T, 10, *dep.qnet.input_shape))
+        whole, parts = ChipSimulator(dep).run(x, timing), ChipSimulator(dep).run(x, timing, chunk=3)
+        assert_same_run(whole, parts)
+        np.testing.assert_array_equal(whole.output_raw, parts.output_raw)
+        lean = ChipSimulator(dep).run(x, timing, states=False, chunk=4)
+        assert lean.states == {} and lean.spikes.keys() == whole.spikes.keys()
+        np.testing.assert_array_equal(lean.output_raw, whole.output_raw)
+        for k, s in whole.spikes.items():
+            np.testing.assert_array_equal(lean.spikes[k], s)
+
+
+def test_without_states_memory_is_bounded_by_the_chunk_not_the_batch():
+    """4096 samples of a 32-256-10 net over T + depth = 10 steps: u and v of every stage would be 2·10·4096·266
+    int64 = 174 MB; without them the run keeps the outputs (spikes 8·4096·256 bool = 8 MB, output 2·2.6 MB) and
+    one chunk's buffers."""
+    import tracemalloc
+
+    dep = deployment_from_graph(mlp_graph((32, 256, 10), T=8, seed=1))
+    x = np.random.default_rng(0).uniform(0, 1, (8, 4096, 32))
+    tracemalloc.start()
+    try:
+        ChipSimulator(dep).run(x, states=False, chunk=256)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 * 2**20, f"peak {peak / 2**20:.0f} MiB"

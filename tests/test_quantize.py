@@ -16,12 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nir_nets import conv_graph, mlp_graph, neuron_node, readout_node
 
-from snnchip.errors import QuantizationError, UnsupportedNodeError
+from snnchip.errors import NIRFormatError, QuantizationError, SpecError, UnsupportedNodeError
 from snnchip.export.lowering import INPUT, SPARSE_MAX_DENSITY, Projection, Stage, lower
 from snnchip.export.quantize import (
     SaturationWarning,
     dequantize_weight,
     encode_input,
+    format_report,
     mantissa_range,
     quantize,
     quantize_stage,
@@ -243,3 +244,81 @@ def test_unsupported_kind_names_its_node_and_the_supported_list():
 
 def test_readout_node_helper_round_trips_kind():
     assert readout_node("fc", 3).metadata["snnchip"]["kind"] == "readout"
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.5, 0.9, 1 - 1e-9, 1.0])
+@pytest.mark.parametrize("T", [1, 2, 7, 50])
+def test_the_membrane_bound_uses_the_geometric_sum(lam, T):
+    """B_T = θ + R·Σ_{k<T} λ^k (docs/loihi-fixed-point.md §2): the readout's T-step bound in integer units."""
+    explicit = math.fsum(lam**k for k in range(T))
+    w = np.array([[0.5, -0.25]])
+    _, rep = quantize_stage(_stage(w, [0.1], lam=lam), T, X1)
+    bound = 1.0 + (0.5 + 0.25 + 0.1) * explicit
+    assert rep["state_bound_T_int"] == pytest.approx(64 * rep["scale"] * bound, rel=1e-12)
+
+
+def test_an_absurd_T_costs_no_time_and_is_refused_before_lowering():
+    """T = 10^9 in the quantizer's bound is O(1) (Σ λ^k → 1/(1 − λ) = 2 for λ = 0.5); lowering refuses it."""
+    w = np.array([[0.5, -0.25]])
+    _, rep = quantize_stage(_stage(w, [0.1], lam=0.5), 10**9, X1)
+    assert rep["state_bound_T_int"] == pytest.approx(64 * rep["scale"] * (1.0 + 0.85 * 2.0), rel=1e-12)
+    g = mlp_graph((4, 5, 2), T=4)
+    for T in (0, -3, 10**9, 6.0, True):
+        with pytest.raises(SpecError, match=rf"^T \(time steps\) must be an integer in 1..10000, got {T!r}$"):
+            lower(g, T=T)
+    g.metadata["snnchip"]["T"] = 10**9
+    with pytest.raises(SpecError, match=r"the graph's metadata\['snnchip'\]\['T'\] \(time steps\) must be"):
+        lower(g)
+
+
+def test_a_huge_declared_shape_is_refused_before_anything_is_allocated():
+    """A 31623×31623 pooling input would need 7.45 GiB for its bias vector alone."""
+    big = np.array([1, 31623, 31623])
+    nodes = {"input": nir.Input(input_type={"input": big}),
+             "pool": nir.SumPool2d(kernel_size=big[1:], stride=big[1:], padding=np.array([0, 0])),
+             "flat": nir.Flatten(input_type={"input": np.array([1, 1, 1])}, start_dim=0),
+             "fc": nir.Affine(weight=np.ones((2, 1)), bias=np.zeros(2)), "lif": neuron_node("fc", (2,)),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    order = list(nodes)
+    g = nir.NIRGraph(nodes=nodes, edges=list(zip(order[:-1], order[1:], strict=False)))
+    with pytest.raises(NIRFormatError, match=r"node 'input' has shape \(1, 31623, 31623\) = 1000014129 values per "
+                                             r"sample, more than the 16777216"):
+        lower(g, T=4)
+    conv = nir.Conv2d(input_shape=(128, 128), weight=np.zeros((64, 64, 3, 3)), stride=1, padding=1, dilation=1,
+                      groups=1, bias=np.zeros(64))
+    shape = np.array([64, 128, 128])
+    nodes = {"input": nir.Input(input_type={"input": shape}), "conv": conv, "lif": neuron_node("conv", tuple(shape)),
+             "output": nir.Output(output_type={"output": shape})}
+    edges = [("input", "conv"), ("conv", "lif"), ("lif", "output")]
+    with pytest.raises(UnsupportedNodeError, match="its matrix would hold 603979776 entries, more than the"):
+        lower(nir.NIRGraph(nodes=nodes, edges=edges), T=4)
+
+
+def _scaled_mlp(gain: float) -> nir.NIRGraph:
+    g = mlp_graph((6, 8, 3), T=4, seed=1, gain=1.5)
+    for node in g.nodes.values():
+        if isinstance(node, nir.Affine):
+            node.weight, node.bias = node.weight * gain, node.bias * gain
+    return g
+
+
+def test_the_report_flags_a_collapsed_threshold_with_its_numbers():
+    """Weights ×10^4: the one-step bound leaves a threshold mantissa of 1 and the state does not saturate; the
+    report said "no". One weight-mantissa step, run through the chip's arithmetic, moves the membrane by 2^e/vth
+    thresholds; the report must give that number and flag it (and not flag the same net at ×1)."""
+    from snnchip.deploy.fixed_point import dense_fixed, neuron_step_fixed
+
+    for gain, flagged in ((1.0, False), (1e4, True)):
+        q = quantize(lower(_scaled_mlp(gain)))
+        stage, rep = q.stages[0], q.report[0]
+        (p,) = stage.inputs
+        grid = mantissa_range(p.weight)[2]  # mixed-sign weights: even mantissas only
+        a = dense_fixed(np.full((1, 1), grid), p.weight_exp, encode_input(np.ones(1), q.input_frac_bits))
+        zero = np.zeros(1, np.int64)
+        u, _, _ = neuron_step_fixed(zero, zero, a, 4095, 4095, stage.vth, "subtract", "ge")
+        step_in_thresholds = float(u[0]) / (64 * stage.vth)
+        assert rep["weight_step_theta"] == pytest.approx(step_in_thresholds, rel=1e-12)
+        assert rep["coarse"] is flagged and (step_in_thresholds >= 1) is flagged
+        row = format_report(q.report).splitlines()[3]  # after the two header lines and the rule
+        assert row.endswith(f"coarse: weight step {step_in_thresholds:.3g}θ (vth {stage.vth})" if flagged else "none")
+    assert (stage.vth, rep["may_saturate"]) == (1, False)

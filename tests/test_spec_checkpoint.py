@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -139,6 +141,21 @@ def test_truncated_missing_and_foreign_files(tmp_path: Path):
         load_checkpoint(junk)
 
 
+def test_a_flipped_byte_inside_the_archive_is_refused_naming_the_member(tmp_path: Path):
+    """torch.load never checks the zip CRC-32s: two flipped bytes inside a tensor would load as changed weights."""
+    path = save_checkpoint(tmp_path / "model.pt", mlp_spec(), {"fc1.weight": torch.randn(32, 64)})
+    with zipfile.ZipFile(path) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)  # the weight's storage
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len  # the member's bytes (stored, not compressed)
+    for i in (start + 100, start + 101):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"{path}: corrupt checkpoint: member '{info.filename}' fails its CRC"):
+        load_checkpoint(path)
+
+
 def test_wrong_version_and_missing_keys(tmp_path: Path):
     p = tmp_path / "v2.pt"
     torch.save({"format": {"name": FORMAT_NAME, "version": 99}, "spec": {}, "state_dict": {}, "metrics": {}}, p)
@@ -157,11 +174,13 @@ def test_interrupted_save_keeps_previous_file(tmp_path: Path, monkeypatch):
     path = save_checkpoint(tmp_path / "model.pt", mlp_spec(), {"w": torch.ones(3)}, metrics={"v": 1})
     before = path.read_bytes()
 
-    def boom(obj, f, *a, **k):
-        Path(f).write_bytes(b"partial")
+    write = Path.write_bytes
+
+    def boom(self, data):
+        write(self, bytes(data)[:10])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torch, "save", boom)
+    monkeypatch.setattr(Path, "write_bytes", boom)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, mlp_spec(), {"w": torch.zeros(3)})
     assert path.read_bytes() == before

@@ -116,3 +116,58 @@ def test_cifar10_batch_with_wrong_contents_is_named(tmp_path):
         (tmp_path / name).write_bytes(pickle.dumps(d))
     with pytest.raises(DataError, match="uint8"):
         load_dataset("cifar10", tmp_path)
+
+
+def _mnist(root, gz=False):
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 5), ("t10k", 3)):
+        _idx(root / f"{part}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), gz)
+        _idx(root / f"{part}-labels-idx1-ubyte", rng.integers(0, 10, n), gz)
+
+
+@pytest.mark.parametrize("name,damage,message", [
+    ("train-images-idx3-ubyte.gz", lambda raw: raw[: len(raw) // 2], "train-images-idx3-ubyte.gz: unreadable"),
+    ("train-images-idx3-ubyte.gz", lambda raw: b"\x1f\x8b" + bytes(40), "train-images-idx3-ubyte.gz: unreadable"),
+    ("t10k-labels-idx1-ubyte.gz", lambda raw: gzip.compress(gzip.decompress(raw)[:6]),
+     r"t10k-labels-idx1-ubyte.gz: truncated IDX header \(6 bytes for 1 dimensions\)"),
+    ("t10k-labels-idx1-ubyte.gz", lambda raw: gzip.compress(gzip.decompress(raw)[:8]),
+     r"t10k-labels-idx1-ubyte.gz: truncated or empty IDX file \(0 bytes of data for shape \(3,\)\)"),
+    ("train-labels-idx1-ubyte.gz", lambda raw: gzip.compress(gzip.decompress(raw)[:-1] + b"\xff"),
+     r"train-labels-idx1-ubyte\[.gz\]: label 255 outside the 10 classes 0..9"),
+])
+def test_a_damaged_idx_file_is_named(tmp_path, name, damage, message):
+    _mnist(tmp_path, gz=True)
+    (tmp_path / name).write_bytes(damage((tmp_path / name).read_bytes()))
+    with pytest.raises(DataError, match=message):
+        load_dataset("mnist", tmp_path)
+
+
+def _events(path, **arrays):
+    good = {"x": np.array([0, 5, 9]), "y": np.array([1, 2, 7]), "p": np.array([0, 1, 1]),
+            "t": np.array([0.0, 1.0, 2.0]), "label": np.array(1), "sensor_size": np.array([10, 8])}
+    np.savez(path, **{**good, **arrays})
+
+
+@pytest.mark.parametrize("arrays,message", [
+    ({"x": np.array([0, 5, object()], dtype=object)}, r"not an event .npz \(ValueError: Object arrays cannot be"),
+    ({"x": np.array([0, 5, 10])}, "x values must be in 0..9, found 0..10"),
+    ({"y": np.array([-1, 2, 7])}, r"y values must be in 0..7, found -1..7"),
+    ({"p": np.array([0, 2, 1])}, "p values must be in 0..1"),
+    ({"t": np.array([0.0, np.nan, 2.0])}, "t holds NaN"),
+    ({"t": np.array([0.0, 1.0])}, r"x, y, p, t must be 1-D arrays of one length, got shapes \{'x': \(3,\)"),
+    ({"p": np.array([0.0, 1.0, 1.0])}, "p must hold integers, got float64"),
+    ({"label": np.array(-3)}, "label must be one integer in 0..9999, got -3"),
+    ({"sensor_size": np.array([10**6, 8])}, r"sensor_size must be two integers \(W, H\) in 1..4096"),
+])
+def test_a_bad_event_file_is_named(tmp_path, arrays, message):
+    for part in ("train", "test"):
+        (tmp_path / part).mkdir()
+        _events(tmp_path / part / "a.npz")
+    _events(tmp_path / "train" / "a.npz", **arrays)
+    with pytest.raises(DataError, match=f"{tmp_path / 'train' / 'a.npz'}: {message}"):
+        load_dataset("dvs", tmp_path, T=2)
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    for junk in (b"PK\x03\x04 not a zip at all", (tmp_path / "x.npy").read_bytes()):
+        (tmp_path / "train" / "a.npz").write_bytes(junk)
+        with pytest.raises(DataError, match=f"{tmp_path / 'train' / 'a.npz'}: not an event .npz"):
+            load_dataset("dvs", tmp_path, T=2)

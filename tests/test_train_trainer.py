@@ -1,13 +1,19 @@
 """Trainer and snn-train: outputs, exact resume, NaN handling, bad input."""
 
 import json
+import math
+import re
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from snnchip.checkpoint import load_checkpoint
 from snnchip.cli import train as snn_train
-from snnchip.errors import TrainingError
+from snnchip.errors import SpecError, TrainingError
+from snnchip.lock import exclusive
 from snnchip.train import trainer
 from snnchip.train.trainer import TrainConfig, fit
 
@@ -60,13 +66,36 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     (["--model", "resnet"], "invalid choice: 'resnet' (choose from 'mlp'"),
     (["--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'digits'"),
     (["--T", "six"], "argument --T: invalid int value: 'six'"),
-    (["--T", "0"], "positive"),
-    (["--method", "sltt-k", "--k", "7", "--T", "3"], "K <= T"),
+    (["--T", "0"], "--T (time steps) must be an integer in 1..10000, got 0"),
+    (["--method", "sltt-k", "--k", "7", "--T", "3"], "--k must be an integer in 1..3, got 7"),
 ])
 def test_snn_train_bad_input_exits_2_with_the_valid_choices(tmp_path, capsys, argv, msg):
     assert snn_train([*argv, "--out", str(tmp_path), "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert msg in err and err.count("\n") == 1  # one line
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("max_steps", 0, "--max-steps must be an integer in 1.."),
+    ("mse_alpha", 5.0, "--mse-alpha must be a finite number >= 0 and <= 1, got 5.0"),
+    ("mse_alpha", -0.1, "--mse-alpha must be a finite number >= 0 and <= 1, got -0.1"),
+    ("lr", float("nan"), "--lr must be a finite number > 0, got nan"),
+    ("lr", 0.0, "--lr must be a finite number > 0, got 0.0"),
+    ("lr", float("inf"), "--lr must be a finite number > 0, got inf"),
+    ("weight_decay", -1e-4, "--weight-decay must be a finite number >= 0, got -0.0001"),
+    ("weight_decay", float("nan"), "--weight-decay must be a finite number >= 0, got nan"),
+    ("epochs", 0, "--epochs must be an integer in 1..100000, got 0"),
+    ("batch_size", -5, "--batch-size must be an integer in 1..1048576, got -5"),
+    ("T", 10**9, "--T (time steps) must be an integer in 1..10000, got 1000000000"),
+    ("k", 0, "--k must be an integer in 1..2, got 0"),
+    ("theta", 0.0, "--theta must be a finite number > 0, got 0.0"),
+    ("lam", 1.5, "--lam must be a finite number >= 0 and <= 1, got 1.5"),
+    ("seed", -1, "--seed must be an integer in 0.."),
+])
+def test_an_option_out_of_range_is_refused_by_name_before_anything_is_written(tmp_path, option, value, message):
+    with pytest.raises(SpecError) as err:
+        fit(TrainConfig(out=str(tmp_path / "run"), method="ottt-o", **{**SMALL, "epochs": 1, option: value}))
+    assert str(err.value).startswith(message) and not (tmp_path / "run").exists()
 
 
 def test_snn_train_cli_runs(tmp_path, capsys):
@@ -118,3 +147,59 @@ def test_snn_train_compile_without_a_compiler_names_the_fix(tmp_path, capsys, mo
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert snn_train(["--compile", "--max-steps", "1", "--quiet", "--out", str(tmp_path)]) == 2
     assert "C++ compiler" in capsys.readouterr().err
+
+
+def test_a_second_run_on_the_same_out_is_refused_and_a_dead_holders_lock_taken_over(tmp_path, capsys):
+    """Two snn-train on one --out both exited 0 and one lost its results; the lock makes the second one stop."""
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom snnchip.lock import exclusive\n"
+        "with exclusive(sys.argv[1], 'snn-train'):\n    print('running', flush=True)\n    time.sleep(60)\n"),
+        str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "running\n"
+        argv = ["--hidden", "16", "--T", "2", "--epochs", "1", "--max-steps", "1", "--quiet", "--out", str(out)]
+        assert snn_train(argv) == 2
+        assert capsys.readouterr().err == (f"snn-train: error: {out}: snn-train (pid {holder.pid}) is writing to this "
+                                           "directory; wait for it to end or choose another output directory\n")
+        assert not (out / "model.pt").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)  # dies holding the lock
+        holder.wait()
+    assert snn_train(argv) == 0 and (out / "model.pt").exists()
+    with exclusive(out, "snn-train"):  # released when the run ended
+        pass
+
+
+@pytest.mark.parametrize("change,named", [
+    ({"lr": 0.01}, "--lr 0.01 (the run used 0.002)"),
+    ({"optimizer": "sgd"}, "--lr 0.1 (the run used 0.002); --optimizer 'sgd' (the run used 'adam')"),
+    ({"batch_size": 128}, "--batch-size 128 (the run used 256)"),
+    ({"seed": 1}, "--seed 1 (the run used 0)"),
+    ({"hidden": "32"}, "--hidden (32,) (the run used (16,))"),
+    ({"mse_alpha": 0.5}, "--mse-alpha 0.5 (the run used 0.05)"),
+    ({"method": "sltt", "lam": 0.5}, "--method 'sltt' (the run used 'ottt-o'); --surrogate 'triangle' (the run used "
+                                     "'sigmoid')"),  # the method's default surrogate, named too
+])
+def test_resume_refuses_changed_options_by_name(tmp_path, change, named):
+    """--lr was silently ignored on --resume; every option that changes the run is refused, named."""
+    opts = {**SMALL, "method": "ottt-o", "epochs": 2}
+    fit(TrainConfig(out=str(tmp_path), max_steps=1, **opts))
+    with pytest.raises(TrainingError, match=rf"cannot resume with options that differ from the run's: "
+                                            rf"{re.escape(named)}; resume with"):
+        fit(TrainConfig(out=str(tmp_path), resume=True, **{**opts, **change}))
+    assert load_checkpoint(tmp_path / "model.pt").extra["global_step"] == 1
+    fit(TrainConfig(out=str(tmp_path), resume=True, **{**opts, "max_steps": 2, "quiet": False}))  # free to change
+
+
+def test_raising_epochs_on_resume_continues_on_the_cosine_of_the_new_length(tmp_path):
+    """lr(e) = lr0·(1 + cos(π·e/E))/2 (SGDR, arXiv:1608.03983, Eq. 5 with one period): after --epochs 2 → 4 the
+    third epoch trains at lr0/2 as in a 4-epoch run (it trained at 0: the old period had ended)."""
+    opts, lr0 = {**SMALL, "method": "ottt-o"}, trainer.DEFAULT_LR["adam"]
+    fit(TrainConfig(out=str(tmp_path / "a"), epochs=2, **opts))
+    extended = fit(TrainConfig(out=str(tmp_path / "a"), epochs=4, resume=True, **opts))
+    cosine = [lr0, lr0 * (1 + math.cos(math.pi / 2)) / 2, lr0 * (1 + math.cos(math.pi * 2 / 4)) / 2,
+              lr0 * (1 + math.cos(math.pi * 3 / 4)) / 2]
+    assert [h["lr"] for h in extended["epochs"]] == pytest.approx(cosine, rel=1e-12)
+    straight = fit(TrainConfig(out=str(tmp_path / "b"), epochs=4, **opts))
+    assert [h["lr"] for h in straight["epochs"]][2:] == pytest.approx(cosine[2:], rel=1e-12)

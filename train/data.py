@@ -18,6 +18,8 @@ import codecs
 import gzip
 import os
 import pickle
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,24 +106,30 @@ def _digits() -> Dataset:
     return _dataset(xtr, ytr, xte, yte, 10)
 
 
-def _open(path: Path, fmt: str) -> bytes:
+def _open(path: Path, fmt: str) -> tuple[bytes, Path]:
+    """The bytes of ``path`` or ``path.gz`` (decompressed) and which of the two it was."""
     for candidate in (path, path.with_name(path.name + ".gz")):
         if candidate.is_file():
-            raw = candidate.read_bytes()
-            return gzip.decompress(raw) if candidate.suffix == ".gz" else raw
+            try:
+                raw = candidate.read_bytes()
+                return (gzip.decompress(raw) if candidate.suffix == ".gz" else raw), candidate
+            except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+                raise DataError(f"{candidate}: unreadable ({type(exc).__name__}: {exc}; expected {fmt})") from None
     raise DataError(f"{path}[.gz]: no such file (expected {fmt})")
 
 
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (raw or .gz): magic 0x0000 08 ndim (uint8 data), big-endian int32 dims, then the data."""
-    raw = _open(path, "an IDX file of unsigned bytes")
+    raw, path = _open(path, "an IDX file of unsigned bytes")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
         raise DataError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex()}, expected 000008nn)")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes for {ndim} dimensions)")
     dims = np.frombuffer(raw, ">i4", count=ndim, offset=4)
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise DataError(f"{path}: truncated IDX file ({data.size} bytes of data for shape {tuple(dims)})")
+    if dims.min(initial=1) < 1 or data.size != int(np.prod(dims.astype(np.int64))):
+        raise DataError(f"{path}: truncated or empty IDX file ({data.size} bytes of data for shape {tuple(dims)})")
     return data.reshape(dims)
 
 
@@ -132,6 +140,9 @@ def _idx_pair(root: Path) -> Dataset:
         labels = read_idx(root / f"{part}-labels-idx1-ubyte")
         if images.ndim != 3 or labels.shape != (images.shape[0],):
             raise DataError(f"{root}: {part} images {images.shape} and labels {labels.shape} do not match")
+        if labels.max() > 9:
+            raise DataError(f"{root / f'{part}-labels-idx1-ubyte'}[.gz]: label {int(labels.max())} outside the 10 "
+                            "classes 0..9")
         split[part] = (images[:, None].astype(np.float32) / 255.0, labels.astype(np.int64))
     return _dataset(*split["train"], *split["t10k"], 10)
 
@@ -203,21 +214,49 @@ def bin_events(x, y, p, t, T: int, size: tuple[int, int]) -> np.ndarray:
     return np.minimum(frames, 1.0)
 
 
+MAX_SENSOR = 4096  # pixels per side of an event sensor (1280 × 720 is the largest in use)
+MAX_CLASSES = 10_000
+
+
+def read_events(path: Path, T: int) -> tuple[np.ndarray, int]:
+    """One DVS sample file: its frames [T, 2, H, W] (``bin_events``) and label; never unpickled, every field checked."""
+    fmt = f"expected {_FORMATS['dvs']}"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("x", "y", "p", "t", "label") if k not in z]
+            if missing:
+                raise DataError(f"{path}: missing arrays {missing} ({fmt})")
+            ev = {k: z[k] for k in ("x", "y", "p", "t", "label")}
+            size = z["sensor_size"] if "sensor_size" in z else np.array([128, 128])
+    except (OSError, ValueError, EOFError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{path}: not an event .npz ({type(exc).__name__}: {exc}; {fmt})") from None
+    shapes = {k: ev[k].shape for k in ("x", "y", "p", "t")}
+    if any(len(v) != 1 for v in shapes.values()) or len(set(shapes.values())) != 1:
+        raise DataError(f"{path}: x, y, p, t must be 1-D arrays of one length, got shapes {shapes}")
+    if size.shape != (2,) or size.dtype.kind not in "iu" or size.min() < 1 or size.max() > MAX_SENSOR:
+        raise DataError(f"{path}: sensor_size must be two integers (W, H) in 1..{MAX_SENSOR}, got {size.tolist()}")
+    w, h = (int(v) for v in size)
+    for k, hi in (("x", w), ("y", h), ("p", 2), ("t", None)):
+        a = ev[k]
+        if a.dtype.kind not in ("iuf" if k == "t" else "iu"):
+            raise DataError(f"{path}: {k} must hold {'numbers' if k == 't' else 'integers'}, got {a.dtype}")
+        if hi is not None and a.size and (a.min() < 0 or a.max() >= hi):
+            raise DataError(f"{path}: {k} values must be in 0..{hi - 1}, found {int(a.min())}..{int(a.max())}")
+    if not np.isfinite(ev["t"]).all():
+        raise DataError(f"{path}: t holds NaN or infinite times")
+    label = ev["label"]
+    if label.size != 1 or label.dtype.kind not in "iu" or not 0 <= int(label.reshape(-1)[0]) < MAX_CLASSES:
+        raise DataError(f"{path}: label must be one integer in 0..{MAX_CLASSES - 1}, got {label.tolist()!r:.40}")
+    return bin_events(ev["x"], ev["y"], ev["p"], ev["t"], T, (w, h)), int(label.reshape(-1)[0])
+
+
 def _dvs(root: Path, T: int) -> Dataset:
     parts = {}
     for part in ("train", "test"):
         files = sorted((root / part).glob("*.npz"))
         if not files:
             raise DataError(f"{root / part}: no .npz event files (expected {_FORMATS['dvs']})")
-        xs, ys = [], []
-        for f in files:
-            with np.load(f) as z:
-                missing = [k for k in ("x", "y", "p", "t", "label") if k not in z]
-                if missing:
-                    raise DataError(f"{f}: missing arrays {missing} (expected {_FORMATS['dvs']})")
-                size = tuple(int(v) for v in z["sensor_size"]) if "sensor_size" in z else (128, 128)
-                xs.append(bin_events(z["x"], z["y"], z["p"], z["t"], T, size))
-                ys.append(int(z["label"]))
-        parts[part] = (np.stack(xs), np.asarray(ys))
+        samples = [read_events(f, T) for f in files]
+        parts[part] = (np.stack([x for x, _ in samples]), np.asarray([y for _, y in samples]))
     num_classes = int(max(parts["train"][1].max(), parts["test"][1].max())) + 1
     return _dataset(*parts["train"], *parts["test"], num_classes, temporal=True)

@@ -1,6 +1,7 @@
 """The training loop: ``fit(config)`` trains a spec-built model with one learning rule.
 
-Cosine learning-rate schedule (per epoch), evaluation with ``simulate`` every epoch, ``metrics.json``
+On the CPU torch gets as many threads as the net's size and the free cores repay (``threads``). Cosine
+learning-rate schedule (per epoch), evaluation with ``simulate`` every epoch, ``metrics.json``
 (written atomically), ``curves.png`` and ``model.pt`` (every epoch; optimizer, scheduler, scaler and RNG
 state in ``extra`` for an exact ``resume``). A non-finite loss raises ``TrainingError`` and leaves the last
 good checkpoint in place. Under ``torchrun`` the same loop runs data-parallel (``distributed.py``).
@@ -8,6 +9,7 @@ good checkpoint in place. Under ``torchrun`` the same loop runs data-parallel (`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -24,8 +26,9 @@ import torch
 from snnchip.atomic import atomic_path, write_text_atomic
 from snnchip.checkpoint import load_checkpoint, save_checkpoint
 from snnchip.errors import SpecError, TrainingError
+from snnchip.lock import exclusive
 from snnchip.options import option
-from snnchip.spec import NetworkSpec, NeuronSpec
+from snnchip.spec import NetworkSpec, NeuronSpec, check_T
 
 from .data import DATASETS, Dataset, load_dataset
 from .distributed import World, process_group
@@ -35,10 +38,13 @@ from .inference import simulate
 from .model import SpikingNet, build_model, parameter_memory_bits
 from .neuron import compile_kernels
 from .rules import METHODS, get_rule, mixed_loss, run_iteration
+from .threads import threads_for
 from .zoo import MODELS, model_spec
 
 DEFAULT_LR = {"sgd": 0.1, "adam": 2e-3, "adamw": 2e-3}
 PROFILES = ("default", "loihi-builtin")
+MAX_EPOCHS = 100_000
+MAX_BATCH = 2**20
 SLTT_LAMBDA = 1 - 1 / 1.1
 
 
@@ -129,16 +135,45 @@ def neuron_for(cfg: TrainConfig) -> NeuronSpec:
     return NeuronSpec(lam=lam, theta=cfg.theta, reset=cfg.reset, spike=cfg.spike, surrogate=surrogate)
 
 
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _integer(cfg: TrainConfig, name: str, lo: int, hi: int) -> None:
+    value = getattr(cfg, name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi):
+        raise SpecError(f"{_option(name)} must be an integer in {lo}..{hi}, got {value!r}")
+
+
+def _real(cfg: TrainConfig, name: str, lo: float, hi: float = math.inf, lo_open: bool = False) -> None:
+    value = getattr(cfg, name)
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        bounds = f"{'>' if lo_open else '>='} {lo:g}" + ("" if hi == math.inf else f" and <= {hi:g}")
+        raise SpecError(f"{_option(name)} must be a finite number {bounds}, got {value!r}")
+
+
 def check_config(cfg: TrainConfig) -> None:
+    """Every option in its range, each refusal naming the option (``SpecError``)."""
     get_rule(cfg.method)
-    if cfg.T <= 0:
-        raise SpecError(f"--T must be a positive number of time steps, got {cfg.T}")
-    if cfg.method == "sltt-k" and (cfg.k is None or not 0 < cfg.k <= cfg.T):
-        raise SpecError(f"sltt-k needs --k with 0 < K <= T (T={cfg.T}), got {cfg.k}")
+    check_T(cfg.T, "--T")
+    for name, hi in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH), ("max_steps", 2**62), ("seed", 2**63 - 1)):
+        _integer(cfg, name, 0 if name == "seed" else 1, hi)
+    _integer(cfg, "k", 1, cfg.T)
+    if cfg.method == "sltt-k" and cfg.k is None:
+        raise SpecError(f"sltt-k needs --k with 0 < K <= T (T={cfg.T})")
     if cfg.random_bp and cfg.method != "empf-random-bp":
         raise SpecError(f"--random-bp applies to --method empf, not {cfg.method!r} (sltt-k --k 1 is its LIF form)")
-    if cfg.epochs <= 0 or cfg.batch_size <= 0:
-        raise SpecError(f"--epochs and --batch-size must be positive, got {cfg.epochs}, {cfg.batch_size}")
+    _real(cfg, "mse_alpha", 0.0, 1.0)
+    _real(cfg, "lr", 0.0, lo_open=True)
+    _real(cfg, "weight_decay", 0.0)
+    _real(cfg, "theta", 0.0, lo_open=True)
+    _real(cfg, "lam", 0.0, 1.0)
+    for name in ("tau_m", "tau_s", "tau_grad"):
+        _real(cfg, name, 0.0, lo_open=True)
 
 
 def build_spec(cfg: TrainConfig, ds: Dataset) -> NetworkSpec:
@@ -218,21 +253,28 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
 
 
 def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
-    """Train per ``cfg``; returns the metrics written to ``OUT/metrics.json`` (by rank 0 under torchrun)."""
+    """Train per ``cfg``; returns the metrics written to ``OUT/metrics.json`` (by rank 0 under torchrun).
+
+    Rank 0 holds ``OUT``'s lock (``snnchip.lock``) for the run: a second run on the same OUT is refused."""
     check_config(cfg)
     with process_group(pick_device(cfg.device)) as world:
         if cfg.batch_size % world.size:
             raise SpecError(f"--batch-size {cfg.batch_size} is the global batch: it must be a multiple of the "
                             f"{world.size} processes")
-        return _fit(cfg, dataset, world)
+        with exclusive(cfg.out, "snn-train") if world.main else contextlib.nullcontext():
+            return _fit(cfg, dataset, world)
 
 
 def _fit(cfg: TrainConfig, dataset: Dataset | None, world: World) -> dict[str, Any]:
-    out = Path(cfg.out)
     ds = dataset or load_dataset(cfg.dataset, cfg.data_dir, flat=cfg.model.startswith("mlp"), T=cfg.T)
-    device = world.device
     torch.manual_seed(cfg.seed)
     spec = build_spec(cfg, ds)
+    with threads_for(spec, world.device):
+        return _train(cfg, ds, spec, world)
+
+
+def _train(cfg: TrainConfig, ds: Dataset, spec: NetworkSpec, world: World) -> dict[str, Any]:
+    out, device = Path(cfg.out), world.device
     model = build_model(spec).to(device)
     opt = make_optimizer(cfg, model)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
@@ -241,7 +283,7 @@ def _fit(cfg: TrainConfig, dataset: Dataset | None, world: World) -> dict[str, A
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     pos = Progress()
     if cfg.resume:
-        pos = _restore(out / "model.pt", spec, model, opt, sched, scaler)
+        pos = _restore(out / "model.pt", cfg, spec, model, opt, sched, scaler)
     world.seed_rank_stream(cfg.seed, pos.global_step)
     net = world.wrap(model)  # what the rules train; checkpoints always hold model's own state_dict
     while pos.epoch < cfg.epochs and (cfg.max_steps is None or pos.global_step < cfg.max_steps):
@@ -344,15 +386,53 @@ def _train_epoch(cfg, model, ds, world: World, opt, scaler, amp, pos: Progress, 
     return {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1)}
 
 
-def _restore(path: Path, spec, model, opt, sched, scaler) -> Progress:
+RESUME_FREE = ("out", "resume", "max_steps", "epochs", "quiet", "device", "compile", "data_dir")
+
+
+def _effective(cfg: TrainConfig, key: str) -> Any:
+    """The value option ``key`` stands for (``None`` resolved to the method's default)."""
+    if key == "lr":
+        return cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.optimizer]
+    if key in ("lam", "surrogate"):
+        return getattr(neuron_for(cfg), key)
+    if key in ("tau_m", "tau_s", "tau_grad", "targets") and cfg.method == "edbp":
+        return edbp_options(cfg)[key]
+    if key == "hidden":
+        return tuple(int(h) for h in str(cfg.hidden).split(",") if h.strip())
+    return getattr(cfg, key)
+
+
+def _changed_options(recorded: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """The options (other than ``RESUME_FREE``) whose value differs from the checkpoint's run, named."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    old = TrainConfig(**{k: v for k, v in recorded.items() if k in names})
+    return [f"{_option(k)} {_effective(cfg, k)!r} (the run used {_effective(old, k)!r})" for k in sorted(names)
+            if k not in RESUME_FREE and _effective(cfg, k) != _effective(old, k)]
+
+
+def _restore(path: Path, cfg: TrainConfig, spec, model, opt, sched, scaler) -> Progress:
+    """Resume from ``path``: exactly where it stopped, with its options (``RESUME_FREE`` may change).
+
+    Raising or lowering --epochs continues on the cosine schedule of the new length: epoch e (0-based) trains at
+    lr0·(1 + cos(π·e/E))/2, as a run started with --epochs E would; the epochs already done keep their rates.
+    """
     ckpt = load_checkpoint(path)
-    if ckpt.spec != spec:
-        raise TrainingError(f"{path}: cannot resume, the checkpoint's network spec differs from these options")
+    recorded = (ckpt.metrics or {}).get("config") or {}
+    changed = _changed_options(recorded, cfg) if recorded else []
+    if changed or ckpt.spec != spec:
+        raise TrainingError(f"{path}: cannot resume with options that differ from the run's: "
+                            f"{'; '.join(changed) or 'the network spec'}; resume with the run's options, or train "
+                            "into a new --out")
     model.load_state_dict(ckpt.state_dict)
     opt.load_state_dict(ckpt.extra["optimizer"])
     sched.load_state_dict(ckpt.extra["scheduler"])
     scaler.load_state_dict(ckpt.extra["scaler"])
     torch.set_rng_state(ckpt.extra["torch_rng"])
+    if sched.T_max != cfg.epochs:
+        sched.T_max = cfg.epochs
+        for group, base in zip(opt.param_groups, sched.base_lrs, strict=True):
+            group["lr"] = base * (1 + math.cos(math.pi * sched.last_epoch / cfg.epochs)) / 2
+        sched._last_lr = [group["lr"] for group in opt.param_groups]
     e = ckpt.extra
     return Progress(int(e["epoch"]), int(e["batch"]), int(e["global_step"]), json.loads(e["history_json"]))
 

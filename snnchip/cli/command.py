@@ -1,7 +1,7 @@
 """What every command shares: the parser skeleton (``--version``, examples) and the error contract.
 
 A command is a parser and a handler. Any ``SnnchipError`` becomes one line on stderr and exit code 2 (no
-traceback); Ctrl-C ends with "interrupted" and 130.
+traceback); Ctrl-C ends with "interrupted" and 130, SIGTERM with "terminated" and 143.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from snnchip import __version__
+from snnchip import __version__, interrupts
 from snnchip.errors import SnnchipError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -36,10 +36,12 @@ def base_parser(prog: str, description: str, examples: str) -> argparse.Argument
 def run_command(parser: argparse.ArgumentParser, handler: Handler, argv: Sequence[str] | None) -> int:
     """Parse ``argv`` and run ``handler``; the exit code of the command."""
     try:
-        return int(handler(parser.parse_args(argv)) or 0)
+        with interrupts.sigterm_raises():
+            return int(handler(parser.parse_args(argv)) or 0)
     except SnnchipError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
+    except interrupts.INTERRUPTS as exc:
+        code, word = interrupts.exit_status(exc)
+        print(f"{parser.prog}: {word}", file=sys.stderr)
+        return code

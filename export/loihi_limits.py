@@ -1,0 +1,184 @@
+"""What a deploy directory may hold: Loihi 2's limits, checked field by field when the directory is read.
+
+``check_manifest`` checks what manifest.json holds about the whole network (T, encoding, the input, the stage
+list); ``check_stage`` checks one stage as read (its manifest entry and its params.npz arrays, any format
+version) against the limits the quantizer (``quantize``) keeps. Each failure raises ``DeployError`` naming the
+file, the stage and the field:
+
+- kind, reset, spike: known names; float λ, λ_syn in [0, 1] and θ > 0 where the stage spikes (as ``lowering``
+  admits them); latency ≥ 1;
+- dv: 12-bit decay 0..4095; du: the current's decay register 0..4095; vth: threshold mantissa 1..2^17 − 1 where
+  the stage spikes, 2^17 (never fires) for a readout; vsub (a subtraction other than vth) 1..2^23 − 1;
+- per projection: a known source whose size matches the matrix's columns; weights 8-bit mantissas on the sign
+  mode's grid (mixed: even values in [−256, 254]; excitatory [0, 255]; inhibitory [−255, 0]); weight_exp in
+  ``WEIGHT_EXP``; num_message_bits 0..24; delay ≥ 0; extra Lava delay 0..``MAX_LAVA_DELAY``;
+- bias: |b| ≤ (2^23 − 1) / 64 (V += 64·b); EM-PF: spike_frac_bits 0..8, shift in ``SHIFT``, integer tables
+  within the 24-bit state; every float finite.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from snnchip.errors import DeployError
+from snnchip.export.lowering import MAX_LAVA_DELAY, Stage
+from snnchip.export.quantize import (
+    ACT_SHIFT_SCALE,
+    DECAY_UNITY,
+    MESSAGE_BITS,
+    NEVER_FIRES,
+    SPIKE_FRAC_BITS,
+    V_MAX,
+    VTH_MAX,
+    QStage,
+    mantissa_range,
+    weight_values,
+)
+from snnchip.spec import ENCODINGS, SPIKE_CONDITIONS, T_MAX
+
+KINDS = ("lif", "cubalif", "srm", "empf", "readout")
+RESETS = ("subtract", "zero", "zero_next")
+WEIGHT_EXP = (-31, 31)  # shifts of Lava's integer accumulator that keep their meaning (beyond: always 0 or overflow)
+SHIFT = (-MESSAGE_BITS + 1, MESSAGE_BITS - 1)  # an EM-PF message is a shifted 24-bit value
+BIAS_MAX = V_MAX // ACT_SHIFT_SCALE
+
+
+def _fail(where: str, field: str, value: Any, need: str) -> None:
+    raise DeployError(f"{where}: {field} = {value!r:.60} is invalid: {need}")
+
+
+def _int(where: str, field: str, value: Any, lo: int, hi: int, why: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        _fail(where, field, value, f"an integer in {lo}..{hi} ({why})")
+    return int(value)
+
+
+def _real(where: str, field: str, value: Any, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (positive and value <= 0):
+        _fail(where, field, value, "a finite number" + (" > 0" if positive else ""))
+    return float(value)
+
+
+def _one_of(where: str, field: str, value: Any, options: tuple[str, ...]) -> str:
+    if value not in options:
+        _fail(where, field, value, f"one of {', '.join(options)}")
+    return value
+
+
+def _shape(where: str, field: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 2**31 for d in value):
+        _fail(where, field, value, "a non-empty list of positive integers")
+    return tuple(value)
+
+
+def check_manifest(man: Any, where: str) -> None:
+    """Check what manifest.json says of the whole network (``where``: the file)."""
+    if not isinstance(man, dict):
+        _fail(where, "manifest", man, "a JSON object")
+    _int(where, "T", man.get("T"), 1, T_MAX, "time steps")
+    _one_of(where, "encoding", man.get("encoding"), ENCODINGS)
+    inp = man.get("input")
+    if not isinstance(inp, dict):
+        _fail(where, "input", inp, "an object with shape, frac_bits and range")
+    _shape(where, "input.shape", inp.get("shape"))
+    _int(where, "input.frac_bits", inp.get("frac_bits"), 0, MESSAGE_BITS - 1, "graded input x·2^q in 24 bits")
+    _real(where, "input.range", inp.get("range"), positive=True)
+    stages = man.get("stages")
+    if not isinstance(stages, list) or not stages:
+        _fail(where, "stages", stages, "a non-empty list")
+    if not isinstance(man.get("quantization"), list):
+        _fail(where, "quantization", man.get("quantization"), "the quantization report (a list)")
+    names: set[str] = set()
+    for k, s in enumerate(stages):
+        name = s.get("name") if isinstance(s, dict) else None
+        if not isinstance(name, str) or not name or name in names or name == "input":
+            _fail(where, f"stages[{k}].name", name, "a unique, non-empty string other than 'input'")
+        names.add(name)
+    if "output" in man and man["output"] not in names:
+        _fail(where, "output", man["output"], "the name of a stage")
+
+
+def _array(at: str, field: str, a: Any, shape: tuple[int, ...], integer: bool) -> np.ndarray:
+    a = np.asarray(a)
+    kind_ok = np.issubdtype(a.dtype, np.integer) if integer else np.issubdtype(a.dtype, np.number)
+    if not kind_ok or a.shape != shape:
+        _fail(at, field, f"{a.dtype} array {a.shape}", f"{'an integer' if integer else 'a numeric'} array of shape "
+              f"{shape}")
+    if not integer and not np.isfinite(a).all():
+        _fail(at, field, "an array with NaN or infinity", "finite values")
+    return a
+
+
+def check_neuron(at: str, q: QStage, st: Stage) -> None:
+    """Check a stage's neuron fields (``at`` names the file and the stage)."""
+    kind = _one_of(at, "kind", q.kind, KINDS)
+    if st.kind != kind:
+        _fail(at, "kind", st.kind, f"{kind!r}, as the integer stage")
+    _shape(at, "out_shape", list(q.out_shape))
+    _one_of(at, "reset", q.reset, RESETS)
+    _one_of(at, "spike", q.spike, SPIKE_CONDITIONS)
+    _int(at, "dv", q.dv, 0, DECAY_UNITY - 1, "12-bit voltage decay")
+    _int(at, "du", q.du, 0, DECAY_UNITY - 1, "12-bit current decay register")
+    _int(at, "latency", q.latency, 1, T_MAX, "Lava steps from the input")
+    _real(at, "scale", q.scale, positive=True)
+    spiking = kind in ("lif", "cubalif", "srm")
+    if spiking:
+        _int(at, "vth", q.vth, 1, VTH_MAX, "threshold mantissa")
+    elif kind == "readout" and q.vth != NEVER_FIRES:
+        _fail(at, "vth", q.vth, f"{NEVER_FIRES}: a readout runs on Lava's LIF and must never fire")
+    if q.vsub is not None:
+        _int(at, "vsub", q.vsub, 1, V_MAX, "the mantissa a subtractive reset removes")
+    for key, value in (("lam", st.lam), ("lam_syn", st.lam_syn)):
+        if not 0.0 <= _real(at, key, value) <= 1.0 and spiking:
+            _fail(at, key, value, "a decay factor in [0, 1]")
+    _real(at, "theta", st.theta, positive=spiking)
+    if kind == "empf":
+        _int(at, "shift", q.shift, *SHIFT, "graded message shift")
+        _int(at, "spike_frac_bits", q.spike_frac_bits, 0, SPIKE_FRAC_BITS, "graded message fraction bits")
+
+
+def check_synapses(at: str, arrays_at: str, q: QStage, st: Stage, T: int, sizes: dict[str, int]) -> None:
+    """Check a stage's projections, bias and tables (``q`` integer, ``st`` float, its neurons checked): manifest
+    fields named with ``at``, arrays with ``arrays_at``; ``sizes``: the number of values each source (the input,
+    every stage) sends."""
+    n_out = math.prod(q.out_shape)
+    if not q.inputs or len(q.inputs) != len(st.inputs):
+        _fail(at, "inputs", len(q.inputs), f"one or more projections, as many as the float stage ({len(st.inputs)})")
+    for i, (p, pf) in enumerate(zip(q.inputs, st.inputs, strict=True)):
+        where, arrays_where = f"{at}, input {i}", f"{arrays_at}, input {i}"
+        if p.source not in sizes or pf.source != p.source:
+            _fail(where, "source", p.source, f"one of {', '.join(sizes)}")
+        _int(where, "weight_exp", p.weight_exp, *WEIGHT_EXP, "Dense/Sparse weight exponent")
+        _int(where, "num_message_bits", p.num_message_bits, 0, MESSAGE_BITS, "0: binary spikes, else graded")
+        _int(where, "delay", p.delay, 0, T_MAX, "steps of delay in the float graph")
+        _int(where, "lava_delay", p.lava_delay, 0, MAX_LAVA_DELAY, "extra Lava synaptic delay")
+        if pf.delay != p.delay:
+            _fail(where, "delay", pf.delay, f"{p.delay}, as the integer projection")
+        shape = (n_out, sizes[p.source])
+        for field, w, integer in (("weight", p.weight, True), ("weight_float", pf.weight, False)):
+            if w.shape != shape or sp.issparse(w) != (p.synapse == "sparse"):
+                _fail(arrays_where, field, f"{type(w).__name__} {w.shape}", f"a {p.synapse} {list(shape)} matrix")
+            _array(arrays_where, field, weight_values(w), weight_values(w).shape, integer)
+        m = weight_values(p.weight)
+        lo, hi, step = mantissa_range(m)
+        off = (m < lo) | (m > hi) | (m % step != 0)
+        if off.any():
+            _fail(arrays_where, "weight", int(m[off][0]), f"8-bit mantissas on the grid {lo}..{hi} step {step} (Lava's "
+                  "sign mode)")
+    bias = _array(arrays_at, "bias", q.bias, (n_out,), integer=True)
+    if np.abs(bias).max(initial=0) > BIAS_MAX:
+        _fail(arrays_at, "bias", int(np.abs(bias).max()), f"|bias| ≤ {BIAS_MAX} (V += 64·bias in 24 bits)")
+    _array(arrays_at, "bias_float", st.bias, (n_out,), integer=False)
+    if q.graded:
+        for key, table in (st.tables or {}).items():
+            _array(arrays_at, f"table/{key}", table, (T, n_out), integer=False)
+        for key, table in (q.tables or {}).items():
+            a = _array(arrays_at, f"qtable/{key}", table, (T, n_out), integer=True)
+            if np.abs(a).max(initial=0) > V_MAX + 1:
+                _fail(arrays_at, f"qtable/{key}", int(np.abs(a).max()), f"values within ±{V_MAX + 1} (24-bit state)")

@@ -1,0 +1,126 @@
+"""Interrupting a Lava run: one line, exit 128 + signal, no process or /dev/shm segment left; failures end too.
+
+Each run is a real ``snn-run --backend lava`` in its own session; what it leaves is read from /proc: the processes
+of that session, and the /dev/shm/psm_* segments its processes had mapped while the run was going.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nir_nets import mlp_graph
+
+from snnchip.export.loihi import export_loihi
+
+pytestmark = pytest.mark.lava
+SNN_RUN = str(Path(sys.executable).with_name("snn-run"))
+
+
+def _session(sid: int) -> list[int]:
+    """Pids of the processes in session ``sid`` (field 6 of /proc/PID/stat)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _kill_session(sid: int) -> list[int]:
+    """SIGKILL what is left of session ``sid`` once it had 10 s to end; return the pids that were left."""
+    deadline = time.monotonic() + 10  # the resource tracker leaves when the last holder of its pipe has gone
+    while _session(sid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _session(sid)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
+def _segments(pids: list[int]) -> set[str]:
+    """The /dev/shm/psm_* files these processes have mapped."""
+    out = set()
+    for pid in pids:
+        try:
+            out |= {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+                    if "/dev/shm/psm_" in line}
+        except OSError:
+            continue
+    return out
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory):
+    """A deploy directory and an input that keeps Lava busy for about a minute (30 ms per sample)."""
+    d = tmp_path_factory.mktemp("interrupt")
+    export_loihi(mlp_graph((4, 6, 3), T=4), d / "dep")
+    np.save(d / "x.npy", np.random.default_rng(0).uniform(0, 1, (4, 2000, 4)))
+    return d
+
+
+@pytest.mark.parametrize("sig,group,code,line", [
+    (signal.SIGINT, True, 130, "snn-run: interrupted"),  # Ctrl-C: the whole process group
+    (signal.SIGTERM, False, 143, "snn-run: terminated"),  # kill PID
+    (signal.SIGTERM, True, 143, "snn-run: terminated"),  # kill -TERM -PGID (a job controller)
+])
+def test_a_signal_during_a_lava_run_ends_it_cleanly(long_run, sig, group, code, line):
+    proc = subprocess.Popen([SNN_RUN, str(long_run / "dep"), "--input", str(long_run / "x.npy"), "--out",
+                             str(long_run / "y.npz"), "--backend", "lava"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline, used = time.monotonic() + 60, set()
+        while time.monotonic() < deadline and (len(_session(proc.pid)) < 8 or not used):
+            time.sleep(0.2)  # until Lava's workers run and their channels are mapped
+            used = _segments(_session(proc.pid))
+        assert proc.poll() is None and used, "the Lava run did not start"
+        time.sleep(0.5)
+        (os.killpg if group else os.kill)(proc.pid, sig)
+        err = proc.communicate(timeout=20)[1].decode()  # EOF on stderr: no worker holds it any more
+    finally:
+        left = _kill_session(proc.pid)
+    assert (proc.returncode, err) == (code, line + "\n")
+    stale = [s for s in used if os.path.exists(s)]
+    for path in stale:
+        os.unlink(path)
+    assert left == [] and stale == []
+
+
+def test_an_exception_of_any_type_in_lava_ends_the_run_with_a_deploy_error(tmp_path):
+    """A process model that fails while Lava builds it (in its worker, re-raised in the parent as itself)."""
+    export_loihi(mlp_graph((4, 6, 3), T=4), tmp_path / "dep")
+    script = textwrap.dedent(f"""
+        import glob, multiprocessing, numpy as np
+        from snnchip.deploy import build
+        from snnchip.deploy.procs.cubalif import models
+        from snnchip.errors import DeployError
+
+        def broken(self, *args, **kwargs):
+            raise TypeError("injected: a parameter of the wrong type")
+
+        models.PyCubaLIFModelFixed.__init__ = broken
+        try:
+            build({str(tmp_path / "dep")!r}).run(np.ones((4, 3, 4)), states=False)
+        except DeployError as exc:
+            print("DeployError:", exc)
+        print("children:", len(multiprocessing.active_children()))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        left = _kill_session(proc.pid)
+    assert left == []
+    assert "DeployError: the Lava run failed (TypeError: injected: a parameter of the wrong type)" in out
+    assert "children: 0" in out and proc.returncode == 0
