@@ -178,7 +178,7 @@ def _failed(result: dict[str, Any]) -> list[str]:
 
 
 def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, notes: str = "",
-             gpu: dict[str, Any] | None = None, env: dict[str, Any] | None = None) -> str:
+             gpu: dict[str, Any] | None = None, env: dict[str, Any] | None = None, gpu_notes: str = "") -> str:
     """docs/BENCHMARKS.md from a ``snn-bench peers`` result (and optional profiles), then the GPU section
     (``gpu_section``; a line saying it has not run when ``gpu`` is None): every number comes from the JSON."""
     methods = list(dict.fromkeys(r["method"] for r in result["rows"]))
@@ -191,7 +191,7 @@ def markdown(result: dict[str, Any], profiles: dict[str, Any] | None = None, not
         out += _profile_section(name, prof)
     if notes:
         out += [notes.strip(), ""]
-    out += gpu_section(gpu, env)
+    out += gpu_section(gpu, env, gpu_notes)
     return "\n".join(out)
 
 
@@ -316,14 +316,17 @@ def _table3(result: dict[str, Any]) -> list[str]:
             "(MiB total above). Compare the ratios within a row, not the absolute numbers across rows.", ""]
 
 
-def gpu_section(gpu: dict[str, Any] | None, env: dict[str, Any] | None = None) -> list[str]:
+def gpu_section(gpu: dict[str, Any] | None, env: dict[str, Any] | None = None, notes: str = "") -> list[str]:
     """The GPU section of docs/BENCHMARKS.md from merged CUDA ``snn-bench peers`` results and the GPU run's
-    ``env.json`` (``snnchip.bench.gpu``); without results, one line saying the GPU run has not been made."""
+    ``env.json`` (``snnchip.bench.gpu``), ``notes`` (Markdown) after its heading; without results, one line saying
+    the GPU run has not been made."""
     if gpu is None:
         return ["## GPU", "", "Not measured yet: no CUDA results. `bench/gpu.sh` (`python -m snnchip.bench.gpu`) "
                 "runs the CUDA tests and this benchmark on a GPU and writes the JSON this section is generated from.",
                 ""]
     out = _gpu_header(gpu, env)
+    if notes:
+        out[2:2] = [notes.strip(), ""]
     for net_name in gpu["nets"]:
         out += _gpu_net(gpu, net_name)
     out += _table3(gpu) + _gpu_targets([gpu]) + _failed(gpu)
@@ -436,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "profile JSONs (python -m snnchip.bench.peers --profile) and the GPU "
                                            "run's env.json")
     p.add_argument("--notes", help="a Markdown file appended to the generated report")
+    p.add_argument("--gpu-notes", help="a Markdown file placed after the GPU section's heading")
     p.add_argument("--out", default="docs/BENCHMARKS.md")
     p.add_argument("--plot", default=None, help="also write the plot here")
     a = p.parse_args(argv)
@@ -457,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         env = next((d for d in docs.values() if "nvidia_smi" in d), None)
         try:
             text = markdown(result, profiles, Path(a.notes).read_text() if a.notes else "",
-                            merge(gpu) if gpu else None, env)
+                            merge(gpu) if gpu else None, env, Path(a.gpu_notes).read_text() if a.gpu_notes else "")
         except KeyError as exc:
             raise BenchmarkError(f"a JSON lacks the field {exc} that the report needs") from None
         except OSError as exc:

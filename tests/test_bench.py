@@ -156,8 +156,11 @@ def test_the_committed_report_is_what_the_committed_json_renders(tmp_path):
     d = ROOT / "docs" / "benchmarks"
     jsons = [d / f for f in ("peers_mlp.json", "peers_conv_T4_16.json", "peers_conv_T32.json")]
     jsons += sorted(d.glob("profile_*.json"))
+    gpu = ROOT / "docs" / "gpu"
+    jsons += [gpu / f for f in ("peers_vgg.json", "peers_conv.json", "env.json")]
     out = tmp_path / "BENCHMARKS.md"
-    assert report.main([*map(str, jsons), "--notes", str(d / "peers_findings.md"), "--out", str(out)]) == 0
+    assert report.main([*map(str, jsons), "--notes", str(d / "peers_findings.md"), "--gpu-notes",
+                        str(gpu / "notes.md"), "--out", str(out)]) == 0
     assert out.read_text() == (ROOT / "docs" / "BENCHMARKS.md").read_text()
 
 
