@@ -165,8 +165,9 @@ def test_interpretation_report_names_what_plain_nir_gets_wrong():
     assert "subtractive reset" in text and "u >= θ" in text and "exact" in text and "previous step" in text
 
 
-@pytest.mark.parametrize("option", [{"shortcut": "fc1"}, {"seca": "i"}])
+@pytest.mark.parametrize("option", [{"seca": "i"}])
 def test_export_refuses_layers_it_cannot_express(option):
+    """SECA's attention (a pooled, gated product) has no NIR node; residual shortcuts do (tests/test_general_graphs)."""
     from snnchip.errors import UnsupportedNodeError
 
     spec = NetworkSpec(
