@@ -10,6 +10,7 @@ import torch
 from snnchip.cli import snn_train
 from snnchip.errors import SpecError
 from snnchip.spec import NeuronSpec
+from snnchip.train.accuracy_table import accuracy_table, markdown
 from snnchip.train.activity import LayerActivityWarning, RateFlag, rate_flags
 from snnchip.train.data import load_dataset
 from snnchip.train.inference import simulate
@@ -129,4 +130,12 @@ def test_a_healthy_network_trains_without_warnings(tmp_path):
 def test_method_defaults():
     assert TrainConfig(out="x", method="sltt-k").k == 2 and TrainConfig(out="x", method="sltt-k", T=1).k == 1
     assert TrainConfig(out="x", method="sltt").k is None
-    assert TrainConfig(out="x", method="edbp").batch_size == 32 and TrainConfig(out="x").batch_size == 64
+    assert TrainConfig(out="x", method="edbp").batch_size == 16 and TrainConfig(out="x").batch_size == 64
+
+
+def test_accuracy_table_runs_each_rule_at_snn_train_defaults():
+    rows = accuracy_table(["sltt-k", "edbp"], "convnet", epochs=1)
+    assert [(r["method"], r["k"], r["batch_size"], r["lr"], r["T"]) for r in rows] == [
+        ("sltt-k", 2, 64, 1e-2, 6), ("edbp", None, 16, 5e-3, 6)]
+    assert all(0 <= r["final_test_acc"] <= 1 and r["peak_saved_tensor_bytes"] > 0 for r in rows)
+    assert markdown(rows).splitlines()[2].startswith("| sltt-k (K=2) | ")

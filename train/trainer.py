@@ -1,7 +1,7 @@
 """The training loop: ``fit(config)`` trains a spec-built model with one learning rule.
 
 The fresh model gets the data-driven initialisation (``rate_init``: every hidden spiking layer scaled to fire at
-``init_rate`` on a training batch); Adam at 1e-2 (edbp 5e-3 with batch 32), train/README.md says why.
+``init_rate`` on a training batch); Adam at 1e-2 (edbp 5e-3 with batch 16), train/README.md says why.
 Every epoch, the silent and saturated layers (``activity.rate_flags``) are warned about (``LayerActivityWarning``)
 and recorded in ``metrics.json`` (``rate_flags``).
 Cosine learning-rate schedule (per epoch), evaluation with ``simulate`` every epoch, ``metrics.json``
@@ -47,7 +47,7 @@ from .zoo import MODELS, model_spec
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-2, "adamw": 1e-2}
 EDBP_LR = 5e-3  # adam/adamw
 DEFAULT_BATCH = 64
-EDBP_BATCH = 32
+EDBP_BATCH = 16
 SLTT_K = 2
 SLTT_LAMBDA = 1 - 1 / 1.1
 
