@@ -304,7 +304,7 @@ def _warn_rates(spec: NetworkSpec, record: dict[str, Any]) -> list[dict[str, Any
     """The epoch's silent and saturated layers (test-set firing rates), each also a ``LayerActivityWarning``."""
     flags = rate_flags(spec, record["firing_rate"])
     for flag in flags:
-        warnings.warn(LayerActivityWarning(f"epoch {record['epoch']}: {flag.message()}"), stacklevel=2)
+        warnings.warn(LayerActivityWarning(f"epoch {record['epoch']}: {flag.message()}"), stacklevel=4)  # fit's caller
     return [dataclasses.asdict(f) for f in flags]
 
 
