@@ -197,18 +197,26 @@ def configure_edbp(spec: NetworkSpec, tau_m: float, tau_s: float, tau_grad: floa
                    theta: float = 1.0, spike: str = "ge") -> NetworkSpec:
     """The edbp version of a zoo spec: every spiking neuron an SRM (τm, τs, θ), the readout layer a spiking SRM
     output layer, followed by a fixed identity readout ``count`` (o[t] = s_out[t]); synaptic layers without bias
-    and with weight normalisation (S22). τ_grad, the targets and ``revive`` (virtual last-step spikes for silent
-    output neurons below target) go to ``spec.options``."""
+    and with weight normalisation (S22, in place of VGG's scaled weight standardisation and post-neuron scale).
+    τ_grad, the targets and ``revive`` (virtual last-step spikes for silent output neurons below target) go to
+    ``spec.options``."""
     if spec.feedback or any("shortcut" in la.options for la in spec.layers):
         raise SpecError("edbp trains feed-forward networks (no feedback edges or residual shortcuts)")
     srm = NeuronSpec(kind="srm", theta=theta, spike=spike, tau_m=tau_m, tau_s=tau_s)
-    layers = [dataclasses.replace(la, neuron=srm, bias=False, options={**la.options, "weight_norm": True})
+    layers = [dataclasses.replace(la, neuron=srm, bias=False, options={**_without_vgg_scaling(la.options),
+                                                                       "weight_norm": True})
               if la.synaptic else la for la in spec.layers]
     count = LayerSpec("count", "linear", out_features=spec.num_classes, bias=False,
                       neuron=NeuronSpec(kind="readout"), options={"identity": True})
     options = {**spec.options, "tau_grad": float(tau_grad), "targets": [int(targets[0]), int(targets[1])],
                "revive": True}
     return dataclasses.replace(spec, layers=(*layers, count), options=options)
+
+
+def _without_vgg_scaling(options: dict) -> dict:
+    """Layer options without VGG's scaled weight standardisation and post-neuron scale: weight normalisation (S22)
+    takes their place (both would share one gain)."""
+    return {k: v for k, v in options.items() if k not in ("weight_std", "scale")}
 
 
 def edbp_options(cfg) -> dict:

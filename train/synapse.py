@@ -71,6 +71,17 @@ class Synapse(nn.Module):
             w = self.gain * (w - mean) / torch.sqrt(var + WN_EPS) + self.shift
         return binarize(w) if self.binary else w
 
+    @torch.no_grad()
+    def scale_(self, c: float) -> None:
+        """Multiply the applied weight Ŵ and the bias by c, in place: standardised layers scale their gain γ
+        (and weight normalisation's shift β, Ŵ = γ·norm(W) + β), the others W itself."""
+        if self.weight_std or self.weight_norm:
+            scaled = [self.gain, self.shift] if self.weight_norm else [self.gain]
+        else:
+            scaled = [self.weight]
+        for p in scaled + ([self.bias] if self.bias is not None else []):
+            p.mul_(c)
+
     def with_weight(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """w x + bias with a given weight of this layer's shape (conv or linear); the bias is added inside the
         convolution/GEMM, not as a separate pass over the output."""

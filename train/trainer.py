@@ -1,5 +1,9 @@
 """The training loop: ``fit(config)`` trains a spec-built model with one learning rule.
 
+The fresh model gets the data-driven initialisation (``rate_init``: every hidden spiking layer scaled to fire at
+``init_rate`` on a training batch); Adam at 1e-2 (edbp 5e-3 with batch 16), train/README.md says why.
+Every epoch, the silent and saturated layers (``activity.rate_flags``) are warned about (``LayerActivityWarning``)
+and recorded in ``metrics.json`` (``rate_flags``).
 On the CPU torch gets as many threads as the net's size and the free cores repay (``threads``). Cosine
 learning-rate schedule (per epoch), evaluation with ``simulate`` every epoch, ``metrics.json``
 (written atomically), ``curves.png`` and ``model.pt`` (every epoch; optimizer, scheduler, scaler and RNG
@@ -17,6 +21,7 @@ import random
 import resource
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,7 @@ from snnchip.lock import exclusive
 from snnchip.options import option
 from snnchip.spec import NetworkSpec, NeuronSpec, check_T
 
+from .activity import LayerActivityWarning, RateFlag, rate_flags
 from .data import DATASETS, Dataset, load_dataset
 from .distributed import World, process_group
 from .edbp import configure_edbp, edbp_options
@@ -37,11 +43,16 @@ from .empf import VARIANTS, configure_empf
 from .inference import simulate
 from .model import SpikingNet, build_model, parameter_memory_bits
 from .neuron import compile_kernels
+from .rate_init import calibrate_rates
 from .rules import METHODS, get_rule, mixed_loss, run_iteration
 from .threads import threads_for
 from .zoo import MODELS, model_spec
 
-DEFAULT_LR = {"sgd": 0.1, "adam": 2e-3, "adamw": 2e-3}
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-2, "adamw": 1e-2}
+EDBP_LR = 5e-3  # adam/adamw
+DEFAULT_BATCH = 64
+EDBP_BATCH = 16
+SLTT_K = 2
 PROFILES = ("default", "loihi-builtin")
 MAX_EPOCHS = 100_000
 MAX_BATCH = 2**20
@@ -60,10 +71,11 @@ class TrainConfig:
     hidden: str = option("128", help="comma-separated hidden widths of mlp")
     method: str = option("ottt-a", help="learning rule", choices=METHODS)
     T: int = option(6, help="time steps")
-    k: int | None = option(None, help="SLTT-K: steps with backward per batch (0 < K <= T)")
+    k: int | None = option(None, help=f"SLTT-K: steps with backward per batch, 0 < K <= T (default {SLTT_K})")
     epochs: int = option(20, help="training epochs")
-    batch_size: int = option(64, help="global batch size")
-    lr: float | None = option(None, help="learning rate (default: sgd 0.1, adam/adamw 2e-3)")
+    batch_size: int | None = option(None, help=f"global batch size (default {DEFAULT_BATCH}; edbp {EDBP_BATCH})")
+    lr: float | None = option(None, help=f"learning rate (default: adam/adamw {DEFAULT_LR['adam']:g}, edbp "
+                              f"{EDBP_LR:g}; sgd {DEFAULT_LR['sgd']:g})")
     optimizer: str = option("adam", help="optimizer", choices=("sgd", "adam", "adamw"))
     weight_decay: float = option(0.0, help="weight decay")
     mse_alpha: float = option(0.05, help="loss (1-α)·CE + α·MSE (OTTT), α in [0, 1]")
@@ -76,6 +88,9 @@ class TrainConfig:
                         "from step 1)", flag="--no-bias")
     surrogate: str | None = option(None, help="surrogate gradient (default: sigmoid; SLTT triangle)",
                                    choices=("sigmoid", "triangle", "rectangle"))
+    init_rate: float = option(0.2, help="data-driven initialisation: scale each hidden LIF/SRM layer's weights, "
+                              "first to last, so that it fires at this mean rate on one batch of training data "
+                              "(LSUV for spiking layers); 0 keeps PyTorch's default initialisation")
     seed: int = option(0, help="random seed")
     device: str = option("auto", help="auto (cuda when present), cpu, cuda", choices=("auto", "cpu", "cuda"))
     amp: bool = option(False, help="mixed precision on CUDA")
@@ -104,6 +119,10 @@ class TrainConfig:
             self.method = "empf-random-bp"
         if self.profile == "loihi-builtin":
             self.reset, self.spike, self.bias = "zero", "gt", False
+        if self.batch_size is None:
+            self.batch_size = EDBP_BATCH if self.method == "edbp" else DEFAULT_BATCH
+        if self.k is None and self.method == "sltt-k":
+            self.k = min(SLTT_K, self.T)
 
 
 def summary(cfg: TrainConfig, metrics: dict[str, Any]) -> list[str]:
@@ -119,6 +138,8 @@ def summary(cfg: TrainConfig, metrics: dict[str, Any]) -> list[str]:
              f"{last['test_loss']:.4f}, train accuracy {last['train_acc']:.4f}",
              f"  {last['time_s']:.1f} s/epoch, peak memory {last['peak_memory_bytes'] / 2**20:.1f} MiB "
              f"({last['peak_memory_kind']}), firing rate: {rates}"]
+    for flag in last.get("rate_flags", []):
+        lines.append(f"  warning: {RateFlag(**flag).message()}")
     mem = metrics["parameter_memory_bits"]
     if mem["binary_bits"] < mem["float_bits"]:
         lines.append(f"  parameter memory {mem['binary_bits'] / 8 / 1024:.1f} KiB with binary weights vs "
@@ -172,6 +193,7 @@ def check_config(cfg: TrainConfig) -> None:
     _real(cfg, "weight_decay", 0.0)
     _real(cfg, "theta", 0.0, lo_open=True)
     _real(cfg, "lam", 0.0, 1.0)
+    _real(cfg, "init_rate", 0.0, 1.0)
     for name in ("tau_m", "tau_s", "tau_grad"):
         _real(cfg, name, 0.0, lo_open=True)
 
@@ -203,7 +225,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def make_optimizer(cfg: TrainConfig, model: SpikingNet) -> torch.optim.Optimizer:
-    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.optimizer]
+    lr = cfg.lr if cfg.lr is not None else EDBP_LR if cfg.method == "edbp" and cfg.optimizer != "sgd" \
+        else DEFAULT_LR[cfg.optimizer]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
@@ -276,12 +299,14 @@ def _fit(cfg: TrainConfig, dataset: Dataset | None, world: World) -> dict[str, A
 def _train(cfg: TrainConfig, ds: Dataset, spec: NetworkSpec, world: World) -> dict[str, Any]:
     out, device = Path(cfg.out), world.device
     model = build_model(spec).to(device)
+    pos = Progress()
+    if not cfg.resume:
+        pos.init = initialise(model, cfg, ds)
     opt = make_optimizer(cfg, model)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     amp = cfg.amp and device.type == "cuda"
     compile_kernels(cfg.compile)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    pos = Progress()
     if cfg.resume:
         pos = _restore(out / "model.pt", cfg, spec, model, opt, sched, scaler)
     world.seed_rank_stream(cfg.seed, pos.global_step)
@@ -299,16 +324,37 @@ def _train(cfg: TrainConfig, ds: Dataset, spec: NetworkSpec, world: World) -> di
         record = {"epoch": pos.epoch + (0 if complete else 1), **stats, "complete": complete,
                   "time_s": time.perf_counter() - t0, **evaluate(model, ds, device, cfg.mse_alpha),
                   **peak_memory(device), "lr": lr, "steps": pos.global_step}
+        record["rate_flags"] = _warn_rates(spec, record)
         if pos.history and pos.history[-1]["epoch"] == record["epoch"]:
             pos.history.pop()  # the rest of an epoch interrupted by --max-steps replaces its partial record
         pos.history.append(record)
-        metrics = _metrics(cfg, pos.history, model, world)
+        metrics = _metrics(cfg, pos, model, world)
         extra = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                  "torch_rng": torch.get_rng_state(), **pos.to_extra()}
         save_checkpoint(out / "model.pt", spec, model.state_dict(), metrics, extra)
         write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
         _plot(pos.history, out / "curves.png")
-    return _metrics(cfg, pos.history, model, world)
+    return _metrics(cfg, pos, model, world)
+
+
+def initialise(model: SpikingNet, cfg: TrainConfig, ds: Dataset) -> dict[str, dict[str, float]]:
+    """The data-driven initialisation of a freshly built ``model`` (``rate_init.calibrate_rates`` to
+    ``cfg.init_rate`` on one batch of training inputs drawn with the run's seed; nothing when ``init_rate`` is 0).
+    Returns {layer: {"rate_before", "rate_after", "scale"}}."""
+    if not cfg.init_rate:
+        return {}
+    order = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.batch_size]
+    x = ds.x_train[order].to(next(model.parameters()).device)
+    calibration = calibrate_rates(model, x.transpose(0, 1) if ds.temporal else x, cfg.init_rate)
+    return {name: dataclasses.asdict(c) for name, c in calibration.items()}
+
+
+def _warn_rates(spec: NetworkSpec, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The epoch's silent and saturated layers (test-set firing rates), each also a ``LayerActivityWarning``."""
+    flags = rate_flags(spec, record["firing_rate"])
+    for flag in flags:
+        warnings.warn(LayerActivityWarning(f"epoch {record['epoch']}: {flag.message()}"), stacklevel=5)  # fit's caller
+    return [dataclasses.asdict(f) for f in flags]
 
 
 def _epoch_seed(cfg: TrainConfig, epoch: int) -> int:
@@ -328,10 +374,11 @@ class Progress:
     batch: int = 0
     global_step: int = 0
     history: list = dataclasses.field(default_factory=list)
+    init: dict = dataclasses.field(default_factory=dict)  # the data-driven initialisation, per layer
 
     def to_extra(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
-                "history_json": json.dumps(self.history)}
+                "history_json": json.dumps(self.history), "init_json": json.dumps(self.init)}
 
 
 def _train_epoch(cfg, model, ds, world: World, opt, scaler, amp, pos: Progress, out) -> dict[str, float]:
@@ -434,15 +481,16 @@ def _restore(path: Path, cfg: TrainConfig, spec, model, opt, sched, scaler) -> P
             group["lr"] = base * (1 + math.cos(math.pi * sched.last_epoch / cfg.epochs)) / 2
         sched._last_lr = [group["lr"] for group in opt.param_groups]
     e = ckpt.extra
-    return Progress(int(e["epoch"]), int(e["batch"]), int(e["global_step"]), json.loads(e["history_json"]))
+    return Progress(int(e["epoch"]), int(e["batch"]), int(e["global_step"]), json.loads(e["history_json"]),
+                    json.loads(e.get("init_json", "{}")))
 
 
-def _metrics(cfg: TrainConfig, history: list[dict[str, Any]], model: SpikingNet, world: World) -> dict[str, Any]:
-    accs = [h["test_acc"] for h in history]
-    return {"config": dataclasses.asdict(cfg), "epochs": history,
+def _metrics(cfg: TrainConfig, pos: Progress, model: SpikingNet, world: World) -> dict[str, Any]:
+    accs = [h["test_acc"] for h in pos.history]
+    return {"config": dataclasses.asdict(cfg), "epochs": pos.history,
             "distributed": {"backend": world.backend, "world_size": world.size},
             "final_test_acc": accs[-1] if accs else None, "best_test_acc": max(accs) if accs else None,
-            "parameter_memory_bits": parameter_memory_bits(model)}
+            "init_calibration": pos.init, "parameter_memory_bits": parameter_memory_bits(model)}
 
 
 def _plot(history: list[dict[str, Any]], path: Path) -> None:

@@ -10,6 +10,7 @@ import argparse
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 
 from snnchip.cli.command import base_parser, run_command
@@ -47,10 +48,24 @@ def handle(args: argparse.Namespace) -> int:
             raise SpecError("--nproc starts torchrun itself; under torchrun leave it out (--nproc-per-node sets it)")
         return launch(args)
     cfg = config(TrainConfig, args)
-    metrics = fit(cfg)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line(warnings.showwarning)
+        metrics = fit(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print("\n".join(summary(cfg, metrics)))
     return 0
+
+
+def _one_line(show):
+    """``warnings.showwarning`` that prints a silent/saturated-layer warning as one line."""
+    from snnchip.train.activity import LayerActivityWarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, LayerActivityWarning):
+            print(f"snn-train: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return showwarning
 
 
 def torchrun_command(args: argparse.Namespace) -> list[str]:
