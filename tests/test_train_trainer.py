@@ -172,8 +172,8 @@ def test_a_second_run_on_the_same_out_is_refused_and_a_dead_holders_lock_taken_o
 
 
 @pytest.mark.parametrize("change,named", [
-    ({"lr": 0.01}, "--lr 0.01 (the run used 0.002)"),
-    ({"optimizer": "sgd"}, "--lr 0.1 (the run used 0.002); --optimizer 'sgd' (the run used 'adam')"),
+    ({"lr": 0.02}, "--lr 0.02 (the run used 0.01)"),
+    ({"optimizer": "sgd"}, "--lr 0.1 (the run used 0.01); --optimizer 'sgd' (the run used 'adam')"),
     ({"batch_size": 128}, "--batch-size 128 (the run used 256)"),
     ({"seed": 1}, "--seed 1 (the run used 0)"),
     ({"hidden": "32"}, "--hidden (32,) (the run used (16,))"),

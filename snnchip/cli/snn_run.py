@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,8 +48,11 @@ def load_input(path: str | os.PathLike) -> np.ndarray:
     """A ``.npy`` array [T, batch, *features] of finite numbers, or a ``DataError`` saying what is wrong."""
     try:
         x = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read a .npy array ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read a .npy array ({exc or type(exc).__name__})") from None
+    if not isinstance(x, np.ndarray):  # an .npz (zip) archive: np.load opens it lazily
+        x.close()
+        raise DataError(f"{path}: an .npz archive, not a .npy array")
     if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
         raise DataError(f"{path}: expected a numeric array, got dtype {x.dtype}")
     if x.ndim < 3 or x.shape[0] < 1 or x.shape[1] < 1:
