@@ -124,3 +124,46 @@ def test_an_exception_of_any_type_in_lava_ends_the_run_with_a_deploy_error(tmp_p
     assert left == []
     assert "DeployError: the Lava run failed (TypeError: injected: a parameter of the wrong type)" in out
     assert "children: 0" in out and proc.returncode == 0
+
+
+def _descendants(pid: int) -> list[int]:
+    """Pids of every process below ``pid`` (torchrun starts its ranks in sessions of their own)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parent.items() if p in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_a_data_parallel_training_run_ends_with_all_its_ranks(tmp_path, sig, code, word):
+    """``snn-train --nproc 2`` runs torchrun; a signal to snn-train reaches torchrun, which stops both ranks: none of
+    the run's processes is left, one line, exit 128 + signal."""
+    snn_train = str(Path(sys.executable).with_name("snn-train"))
+    proc = subprocess.Popen([snn_train, "--nproc", "2", "--out", str(tmp_path / "run"), "--epochs", "10000",
+                             "--quiet", "--device", "cpu"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    below: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(below) < 3 and time.monotonic() < deadline:  # torchrun and its two ranks
+            time.sleep(0.2)
+            below = _descendants(proc.pid)
+        assert len(below) >= 3, "the ranks did not start"
+        time.sleep(3)
+        below = _descendants(proc.pid)
+        os.kill(proc.pid, sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        left = [p for p in below if Path(f"/proc/{p}").exists()]
+        for p in left:
+            os.kill(p, signal.SIGKILL)
+        _kill_session(proc.pid)
+    assert left == []
+    assert proc.returncode == code and err.strip().splitlines()[-1] == f"snn-train: {word}", err[-2000:]

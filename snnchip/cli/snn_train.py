@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import warnings
 from collections.abc import Sequence
 
+from snnchip import interrupts
 from snnchip.cli.command import base_parser, run_command
 from snnchip.cli.options import add_options, config
 from snnchip.errors import SpecError
@@ -85,7 +87,17 @@ def torchrun_command(args: argparse.Namespace) -> list[str]:
 
 def launch(args: argparse.Namespace) -> int:
     """``snn-train --nproc N``: run torchrun; a failing rank stops all of them (torchrun's summary names it)."""
-    rc = subprocess.call(torchrun_command(args))
+    proc = subprocess.Popen(torchrun_command(args))
+    try:
+        rc = proc.wait()
+    except interrupts.INTERRUPTS as exc:  # hand the signal to torchrun, which stops its ranks, then end as it did
+        proc.send_signal(signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
     if rc:
         print(f"snn-train: the {args.nproc}-process run failed (exit code {rc}); torchrun stopped every rank, "
               "the failing rank's traceback is above", file=sys.stderr)
