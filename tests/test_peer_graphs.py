@@ -1,6 +1,6 @@
 """NIR graphs written by snnTorch, Norse, Sinabs, Rockpool and Spyx (tests/data/peers, each with the library's own
 simulated spikes): the reference executor reproduces the library where an Interpretation states its semantics, the
-chip keeps ≥ 97.5 % of the reference's spikes in every layer (8-bit weights; measured 98.0–100 %), and Lava equals
+chip keeps ≥ 97.5 % of the reference's spikes in every layer (8-bit weights; measured 97.97–100 %), and Lava equals
 the bit-exact chip."""
 
 from __future__ import annotations
