@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -48,8 +48,6 @@ class BenchConfig:
 
     def with_defaults(self) -> BenchConfig:
         """This config with the per-benchmark defaults filled in where a value was not given."""
-        from dataclasses import replace
-
         return replace(self, **{k: v for k, v in BENCH_DEFAULTS[self.which].items() if getattr(self, k) is None})
 
 

@@ -387,7 +387,7 @@ def chip_deployment(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]])
         return deployment_from_graph(spec_to_nir(spec, params))
 
 
-def _dequantized(dep: Deployment, st: Stage, q: QStage) -> tuple[list[Weight], np.ndarray]:
+def _dequantized(dep: Deployment, q: QStage) -> tuple[list[Weight], np.ndarray]:
     """The real projections and bias the chip applies for a stage, in the float stage's units (an EM-PF stage's
     integer weights carry its input scale's power of two 2^ka, which its tables divide out)."""
     unit = 2.0 ** next((r.get("input_scale_exp", 0) for r in dep.qnet.report if r["stage"] == q.name), 0)
@@ -400,7 +400,7 @@ def quantization_errors(dep: Deployment) -> dict[str, tuple[list[tuple[str, int,
     Q(b) − b (float64, the projections' layout)."""
     out = {}
     for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
-        weights, bias = _dequantized(dep, st, q)
+        weights, bias = _dequantized(dep, q)
         out[q.name] = ([(p.source, p.delay, w - p.weight) for p, w in zip(st.inputs, weights, strict=True)],
                        bias - st.bias)
     return out

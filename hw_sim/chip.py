@@ -84,8 +84,9 @@ class ChipSimulator:
                         u0, v0, a, q.du, q.dv, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm", q.vsub,
                         s[q.name][t - 1] if t else None)
                     msgs[q.name][t] = s[q.name][t]
+        def on_lava_clock(arrays: dict[str, np.ndarray], stages: list) -> dict[str, np.ndarray]:
+            return {q.name: to_lava_timing(arrays[q.name], q.latency, steps) for q in stages}
+
         kept = [q for q in qnet.stages if states or q.name == qnet.output]  # the readout's v is the output
-        lava = {name: {q.name: to_lava_timing(arr[q.name], q.latency, steps) for q in (qnet.stages if name == "s"
-                                                                                       else kept)}
-                for name, arr in (("u", u), ("v", v), ("s", s))}
-        return assemble(qnet, lava["u"], lava["v"], lava["s"], timing, fixed=True, keep_states=states)
+        return assemble(qnet, on_lava_clock(u, kept), on_lava_clock(v, kept), on_lava_clock(s, list(qnet.stages)),
+                        timing, fixed=True, keep_states=states)

@@ -8,40 +8,23 @@ No stage imports this package. Errors: one line and exit 2 (``snnchip.cli.comman
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Sequence
 
 
-def train(argv: Sequence[str] | None = None) -> int:
-    from snnchip.cli.snn_train import main
+def _command(module: str) -> Callable[[Sequence[str] | None], int]:
+    """The entry point of ``snnchip.cli.<module>``, imported when it is called (so ``import snnchip.cli`` stays
+    light)."""
+    def main(argv: Sequence[str] | None = None) -> int:
+        return importlib.import_module(f"snnchip.cli.{module}").main(argv)
 
-    return main(argv)
-
-
-def export(argv: Sequence[str] | None = None) -> int:
-    from snnchip.cli.snn_export import main
-
-    return main(argv)
+    main.__name__ = main.__qualname__ = module.removeprefix("snn_")
+    return main
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    from snnchip.cli.snn_run import main
-
-    return main(argv)
-
-
-def validate(argv: Sequence[str] | None = None) -> int:
-    from snnchip.cli.snn_validate import main
-
-    return main(argv)
-
-
-def bench(argv: Sequence[str] | None = None) -> int:
-    from snnchip.cli.snn_bench import main
-
-    return main(argv)
-
-
-def pipeline(argv: Sequence[str] | None = None) -> int:
-    from snnchip.cli.snn_pipeline import main
-
-    return main(argv)
+train = _command("snn_train")
+export = _command("snn_export")
+run = _command("snn_run")
+validate = _command("snn_validate")
+bench = _command("snn_bench")
+pipeline = _command("snn_pipeline")

@@ -118,23 +118,23 @@ def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfi
     log(f"before calibration: float {before['float_accuracy']:.2%}, chip {before['chip_accuracy']:.2%} "
         f"(gap {before['gap_points']:+.2f} points, agreement {before['decision_agreement']:.2%})")
     correction = fine_tune(plain, data, chip_errors, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, log=log)
-    shadow = accuracies(plain, deployment(), xs, y)
+    dep = deployment()
+    shadow = accuracies(plain, dep, xs, y)
     snapped: list[str] = []
     if snap:
-        dep = deployment()
         values = chip_weights(spec, plain_parameters(plain), dep)
         snapped = snap_layers(plain, {k: {f: torch.as_tensor(v, dtype=torch.float32) for f, v in e.items()}
                                       for k, e in values.items()})
         log(f"calibrated float weights (before snapping): float {shadow['float_accuracy']:.2%}, chip "
             f"{shadow['chip_accuracy']:.2%}; snapped to their chip values: {', '.join(snapped) or 'none'}")
-    after = accuracies(plain, deployment(), xs, y)
+    after = accuracies(plain, deployment(), xs, y) if snapped else shadow  # snapping changed weights, or nothing
     log(f"after calibration:  float {after['float_accuracy']:.2%}, chip {after['chip_accuracy']:.2%} "
         f"(gap {after['gap_points']:+.2f} points, agreement {after['decision_agreement']:.2%})")
     record = {
         "model": str(model_path), "method": spec.method, "dataset": cfg.dataset, "T": spec.T,
         "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed, "optimizer": "adam",
-        "quantizer": "stage-level straight-through: I + (Σ_p (Q(A_p) - A_p)·x_p + Q(b) - b).detach(), Q = the "
-                     "Loihi quantizer of the current weights, recomputed after every optimizer step",
+        "quantizer": "stage-level straight-through: I + Σ_p (Q(A_p) - A_p)·x_p + Q(b) - b with the errors held "
+                     "constant, Q = the Loihi quantizer of the current weights, recomputed after every optimizer step",
         "quantizer_refreshes": correction.refreshes, "snapped": snapped,
         "before": before, "after": after, "after_unsnapped": shadow,
         "seconds": round(time.perf_counter() - t0, 2),
