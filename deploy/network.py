@@ -5,11 +5,12 @@ kept through the spike, and every readout as a LIF that never fires; our ``CubaL
 or a current reset; our ``EMPF`` for graded neurons) → ``io.sink.RingBuffer`` recording its spikes, and per
 projection a ``Dense`` (``Sparse`` for CSR weights) from its source (the input ``io.source.RingBuffer`` of graded
 spikes, or a stage's spikes, recurrent ones included) into the neuron, a ``DelayDense``/``DelaySparse`` when the
-projection needs extra delay to stay aligned (``snnchip.export.lowering.schedule``). Every hop takes one Lava step:
-software step t of a stage with latency k is Lava step t + k; a sample runs T + depth steps. A stage with a bias
-gets its own source RingBuffer wired straight into the neuron's input, active at Lava steps k + 1 .. k + T only, so
-that the bias starts with the stage's first input (Lava's ``bias_mant`` would act from step 1). Between samples
-every state (u, v, synaptic buffers) is set back to zero.
+projection needs extra delay to stay aligned (``snnchip.export.lowering.schedule``); with wide weights two of them
+side by side, the mantissas' and their residual's (floating_pt: one, of the float weights). Every hop takes one
+Lava step: software step t of a stage with latency k is Lava step t + k; a sample runs T + depth steps. A stage
+with a bias gets its own source RingBuffer wired straight into the neuron's input, active at Lava steps k + 1 ..
+k + T only, so that the bias starts with the stage's first input (Lava's ``bias_mant`` would act from step 1).
+Between samples every state (u, v, synaptic buffers) is set back to zero.
 
 fixed_pt uses the integer parameters (bit-exact with ``snnchip.hw_sim.chip``); floating_pt uses the float stages
 (weights W, bias b, du = 1 − λ_syn, dv = 1 − λ, vth = θ) on the same graph. Lava's ``Sparse`` has the
@@ -91,17 +92,15 @@ class _Graph:
         for st, q, neuron in zip(dep.net.stages, dep.qnet.stages, self.neurons, strict=True):
             for p, pf in zip(q.inputs, st.inputs, strict=True):
                 module = sparse if p.synapse == "sparse" else dense
-                weights = p.weight.astype(np.int32) if fixed else pf.weight
-                kw = dict(weights=weights, num_message_bits=p.num_message_bits,
-                          **({"weight_exp": p.weight_exp} if fixed else {}))
-                if p.lava_delay:
-                    conn = getattr(module, "DelaySparse" if p.synapse == "sparse" else "DelayDense")(
-                        delays=p.lava_delay, **kw)
-                else:
-                    conn = getattr(module, "Sparse" if p.synapse == "sparse" else "Dense")(**kw)
-                out_port[p.source].connect(conn.s_in)
-                conn.a_out.connect(neuron.a_in)
-                self.synapses.append(conn)
+                process = ("Delay" if p.lava_delay else "") + ("Sparse" if p.synapse == "sparse" else "Dense")
+                for weights, exp in p.parts if fixed else ((pf.weight, None),):
+                    kw = dict(weights=weights.astype(np.int32) if fixed else weights,
+                              num_message_bits=p.num_message_bits, **({"weight_exp": exp} if fixed else {}),
+                              **({"delays": p.lava_delay} if p.lava_delay else {}))
+                    conn = getattr(module, process)(**kw)
+                    out_port[p.source].connect(conn.s_in)
+                    conn.a_out.connect(neuron.a_in)
+                    self.synapses.append(conn)
 
     def reset(self, data: np.ndarray) -> None:
         self.source.data.set(data)

@@ -5,12 +5,14 @@
 deploy. Stage n runs with ``latency`` steps of Lava latency: its software step t is Lava step t + latency; a run
 lasts T + depth steps (depth: the largest latency).
 
-Format version 3: each stage's manifest entry lists its ``inputs`` (projections): source (``input`` or a stage),
+Format version 4: each stage's manifest entry lists its ``inputs`` (projections): source (``input`` or a stage),
 ``synapse`` ("dense": a Lava Dense, params.npz holds ``<stage>/in<i>/weight`` [n_out, n_source]; "sparse": a Lava
 Sparse, the CSR arrays ``<stage>/in<i>/weight/{data,indices,indptr,shape}``; the same for ``weight_float``),
-``weight_exp``, ``num_message_bits``, ``delay`` (software steps) and ``lava_delay`` (extra synaptic delay on
-Lava: a DelayDense/DelaySparse). Versions 1 and 2 (a chain: one input per stage, from the stage before; the SRM's
-current decay stored as 4096 − factor) are still read.
+``weight_exp``, ``num_message_bits``, ``delay`` (software steps), ``lava_delay`` (extra synaptic delay on
+Lava: a DelayDense/DelaySparse) and ``low_exp``: null, or the exponent of the wide weights' residual mantissas
+``<stage>/in<i>/weight_low`` (a second Dense/Sparse of the same layout). Version 3 (no ``low_exp``) and versions 1
+and 2 (a chain: one input per stage, from the stage before; the SRM's current decay stored as 4096 − factor) are
+still read.
 """
 
 from __future__ import annotations
@@ -47,14 +49,15 @@ from snnchip.export.quantize import (
     frac_bits,
     mantissa_range,
     quantize,
+    residual_mantissas,
     to_mantissa,
 )
 from snnchip.export.sizing import check_feasible, deployment_size
 from snnchip.identity import sha256_file
 from snnchip.spec import Interpretation, NetworkSpec
 
-FORMAT = {"name": "snnchip-loihi-deploy", "version": 3}
-READABLE_VERSIONS = (1, 2, 3)  # 1, 2: chains (version 1: every stage dense)
+FORMAT = {"name": "snnchip-loihi-deploy", "version": 4}
+READABLE_VERSIONS = (1, 2, 3, 4)  # 1, 2: chains (version 1: every stage dense); 3: no wide weights
 CSR_PARTS = ("data", "indices", "indptr", "shape")
 FILES = ("model.nir", "params.npz", "manifest.json")
 _STAGE_KEYS = ("name", "kind", "dv", "vth", "vsub", "scale", "reset", "spike", "du", "lam_syn", "latency", "shift",
@@ -86,8 +89,9 @@ def hardware_processes(dep: Deployment) -> dict[str, Any]:
     models for them) or snnchip custom (Python models only: on hardware it needs custom neuron microcode)."""
     rows = [{"stage": "input", "process": "lava.RingBuffer", "role": "graded input spikes"}]
     for q in dep.qnet.stages:
-        rows += [{"stage": q.name, "process": synapse_process(p), "role": f"synapses from {p.source}"}
-                 for p in q.inputs]
+        rows += [{"stage": q.name, "process": synapse_process(p),
+                  "role": f"synapses from {p.source}" + (" (wide weights' residual)" if part else "")}
+                 for p in q.inputs for part in range(len(p.parts))]
         rows.append({"stage": q.name, "process": process_of(q), "role": "neurons" if q.spiking else "readout"})
         if np.any(np.asarray(q.bias) != 0):
             rows.append({"stage": q.name, "process": "lava.RingBuffer", "role": "bias, injected from the stage's "
@@ -150,7 +154,8 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
         entry.update(out_shape=list(q.out_shape), process=process_of(q), lam=st.lam, theta=st.theta,
                      reset_by=st.reset_by,
                      inputs=[{**{k: getattr(p, k) for k in _INPUT_KEYS}, "synapse": p.synapse,
-                              "process": synapse_process(p)} for p in q.inputs])
+                              "process": synapse_process(p), "low_exp": None if p.low is None else p.low_exp}
+                             for p in q.inputs])
         stages.append(entry)
     report = qnet.report
     return {
@@ -173,10 +178,11 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
 
 
 def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
-                          input_range: float = 1.0, input_frac_bits: int = 8, weight_exp: int | None = None,
-                          spike_bounds: dict[str, float] | None = None, max_memory: float | None = None
-                          ) -> Deployment:
-    """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes; ``weight_exp``: see ``quantize``).
+                          input_range: float = 1.0, input_frac_bits: int | None = None, weight_exp: int | None = None,
+                          spike_bounds: dict[str, float] | None = None, max_memory: float | None = None,
+                          wide_weights: bool = False) -> Deployment:
+    """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes; ``weight_exp``, ``wide_weights``: see
+    ``quantize``).
 
     The deployment's size is computed first (``sizing.deployment_size``): one that would need more than
     ``max_memory`` bytes (default: the memory available now) is refused with its numbers before anything is built.
@@ -189,7 +195,7 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
         interpretation = None  # our own graph: its metadata fixes the semantics
     if net.T is None:
         raise DeployError("the number of time steps T is unknown (a foreign graph carries none): pass T / --T")
-    qnet = quantize(net, net.T, input_range, input_frac_bits, weight_exp, spike_bounds)
+    qnet = quantize(net, net.T, input_range, input_frac_bits, weight_exp, spike_bounds, wide_weights)
     return Deployment(net, qnet, _manifest(net, qnet, interpretation))
 
 
@@ -240,16 +246,18 @@ def check_replaceable(out_dir: str | os.PathLike) -> None:
 
 def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation: Interpretation | None = None,
                  T: int | None = None, source: str | os.PathLike | None = None,
-                 spike_bounds: dict[str, float] | None = None, max_memory: float | None = None) -> Path:
+                 spike_bounds: dict[str, float] | None = None, max_memory: float | None = None,
+                 wide_weights: bool = False) -> Path:
     """Write the deploy directory for a NIR graph, a ``SpikingNet``, a ``.nir`` file or a ``model.pt``; return its
     path. ``source``: the ``model.pt`` a given graph came from: its training set sizes graded spikes (unless
-    ``spike_bounds`` are given) and the manifest records its path and sha256."""
+    ``spike_bounds`` are given) and the manifest records its path and sha256. ``wide_weights``: see ``quantize``."""
     check_replaceable(out_dir)
     graph = read_model_graph(graph_or_path)
     origin = source or graph_or_path
     check_feasible(deployment_size(graph, interpretation), max_memory)  # before measuring spikes on a training set
     dep = deployment_from_graph(graph, interpretation, T, spike_bounds=spike_bounds if spike_bounds is not None
-                                else measured_spike_bounds(origin, graph), max_memory=max_memory)
+                                else measured_spike_bounds(origin, graph), max_memory=max_memory,
+                                wide_weights=wide_weights)
     if isinstance(origin, (str, os.PathLike)) and Path(origin).is_file():
         dep.manifest["source"] = {"path": str(origin), "sha256": sha256_file(origin)}
     arrays = {}
@@ -257,7 +265,8 @@ def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation:
         arrays.update({f"{q.name}/bias": q.bias, f"{q.name}/bias_float": st.bias})
         for i, (p, pf) in enumerate(zip(q.inputs, st.inputs, strict=True)):
             arrays.update({**_pack_weight(f"{q.name}/in{i}/weight", p.weight),
-                           **_pack_weight(f"{q.name}/in{i}/weight_float", pf.weight)})
+                           **_pack_weight(f"{q.name}/in{i}/weight_float", pf.weight),
+                           **({} if p.low is None else _pack_weight(f"{q.name}/in{i}/weight_low", p.low))})
         if q.tables is not None:
             arrays.update({f"{q.name}/table/{fk}": st.tables[fk] for fk, _ in TABLES})
             arrays.update({f"{q.name}/qtable/{qk}": q.tables[qk] for _, qk in TABLES})
@@ -363,7 +372,9 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
         if s["kind"] == "readout":  # versions 1/2 stored vth 0 (their readout process had none); Lava's LIF fires
             fields.update(vth=NEVER_FIRES)
     q_inputs = tuple(QProjection(e["source"], _unpack_weight(arrays, f"{key}/weight", e["synapse"]),
-                                 e["weight_exp"], e["num_message_bits"], e["delay"], e["lava_delay"])
+                                 e["weight_exp"], e["num_message_bits"], e["delay"], e["lava_delay"],
+                                 *(() if e.get("low_exp") is None else
+                                   (_unpack_weight(arrays, f"{key}/weight_low", e["synapse"]), e["low_exp"])))
                      for e, key in entries)
     f_inputs = tuple(Projection(e["source"], _unpack_weight(arrays, f"{key}/weight_float", e["synapse"]),
                                 e["delay"]) for e, key in entries)
@@ -377,14 +388,15 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
     return stage, q
 
 
-def chip_deployment(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]]) -> Deployment:
+def chip_deployment(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], wide_weights: bool = False
+                    ) -> Deployment:
     """The deployment of (``spec``, plain ``params``) in memory, saturation warnings silenced (a caller that
     quantizes after every optimizer step reports on the final deployment)."""
     from snnchip.export.nir_export import spec_to_nir
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SaturationWarning)
-        return deployment_from_graph(spec_to_nir(spec, params))
+        return deployment_from_graph(spec_to_nir(spec, params), wide_weights=wide_weights)
 
 
 def _dequantized(dep: Deployment, q: QStage) -> tuple[list[Weight], np.ndarray]:
@@ -424,8 +436,8 @@ def elementwise_layers(spec: NetworkSpec) -> list[str]:
 def chip_weights(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], dep: Deployment
                  ) -> dict[str, dict[str, np.ndarray]]:
     """Per layer of ``elementwise_layers``, the real weights and bias the chip applies, in the layer's layout:
-    Q(W) = mant(W·c/2^e)·2^e/c on the stage's grid, Q_b(b) = round(b·c)/c (float64; bit for bit the deployment's
-    dequantized weights)."""
+    Q(W) = mant(W·c/2^e)·2^e/c on the stage's grid (plus the residual's mantissas on theirs, 2^f/c, with wide
+    weights), Q_b(b) = round(b·c)/c (float64; bit for bit the deployment's dequantized weights)."""
     stages = {q.name: (st, q) for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True)}
     out = {}
     for name in elementwise_layers(spec):
@@ -433,10 +445,15 @@ def chip_weights(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], de
         if q.graded:  # EM-PF: binary weights are exact; its tables are not weights
             continue
         (p,), (pf,) = q.inputs, st.inputs
-        e = p.weight_exp + frac_bits(dep.qnet, p.source)
+        frac = frac_bits(dep.qnet, p.source)
+        cw = np.asarray(params[name]["weight"], np.float64) * q.scale
         lo, hi, step = mantissa_range(pf.weight)
-        m, _ = to_mantissa(np.asarray(params[name]["weight"], np.float64) * q.scale / 2.0**e, lo, hi, step)
-        out[name] = {"weight": m * 2.0**e / q.scale}
+        m, _ = to_mantissa(cw / 2.0 ** (p.weight_exp + frac), lo, hi, step)
+        applied = m * 2.0 ** (p.weight_exp + frac)
+        if p.low is not None:
+            m_lo, f, _ = residual_mantissas(cw - applied, p.low_exp + frac)
+            applied = applied + m_lo * 2.0**f
+        out[name] = {"weight": applied / q.scale}
         if "bias" in params[name]:
             out[name]["bias"] = np.round(np.asarray(params[name]["bias"], np.float64) * q.scale) / q.scale
     return out

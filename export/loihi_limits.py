@@ -11,7 +11,8 @@ file, the stage and the field:
   the stage spikes, 2^17 (never fires) for a readout; vsub (a subtraction other than vth) 1..2^23 − 1;
 - per projection: a known source whose size matches the matrix's columns; weights 8-bit mantissas on the sign
   mode's grid (mixed: even values in [−256, 254]; excitatory [0, 255]; inhibitory [−255, 0]); weight_exp in
-  ``WEIGHT_EXP``; num_message_bits 0..24; delay ≥ 0; extra Lava delay 0..``MAX_LAVA_DELAY``;
+  ``WEIGHT_EXP`` (the wide weights' residual mantissas and exponent alike); num_message_bits 0..24; delay ≥ 0;
+  extra Lava delay 0..``MAX_LAVA_DELAY``;
 - bias: |b| ≤ (2^23 − 1) / 64 (V += 64·b); EM-PF: spike_frac_bits 0..8, shift in ``SHIFT``, integer tables
   within the 24-bit state; every float finite.
 """
@@ -155,22 +156,28 @@ def check_synapses(at: str, arrays_at: str, q: QStage, st: Stage, T: int, sizes:
         if p.source not in sizes or pf.source != p.source:
             _fail(where, "source", p.source, f"one of {', '.join(sizes)}")
         _int(where, "weight_exp", p.weight_exp, *WEIGHT_EXP, "Dense/Sparse weight exponent")
+        if p.low is not None:
+            _int(where, "low_exp", p.low_exp, *WEIGHT_EXP, "the residual Dense/Sparse weight exponent")
         _int(where, "num_message_bits", p.num_message_bits, 0, MESSAGE_BITS, "0: binary spikes, else graded")
         _int(where, "delay", p.delay, 0, T_MAX, "steps of delay in the float graph")
         _int(where, "lava_delay", p.lava_delay, 0, MAX_LAVA_DELAY, "extra Lava synaptic delay")
         if pf.delay != p.delay:
             _fail(where, "delay", pf.delay, f"{p.delay}, as the integer projection")
         shape = (n_out, sizes[p.source])
-        for field, w, integer in (("weight", p.weight, True), ("weight_float", pf.weight, False)):
+        matrices = (("weight", p.weight, True), ("weight_float", pf.weight, False)) + \
+            ((("weight_low", p.low, True),) if p.low is not None else ())
+        for field, w, integer in matrices:
             if w.shape != shape or sp.issparse(w) != (p.synapse == "sparse"):
                 _fail(arrays_where, field, f"{type(w).__name__} {w.shape}", f"a {p.synapse} {list(shape)} matrix")
             _array(arrays_where, field, weight_values(w), weight_values(w).shape, integer)
-        m = weight_values(p.weight)
-        lo, hi, step = mantissa_range(m)
-        off = (m < lo) | (m > hi) | (m % step != 0)
-        if off.any():
-            _fail(arrays_where, "weight", int(m[off][0]), f"8-bit mantissas on the grid {lo}..{hi} step {step} (Lava's "
-                  "sign mode)")
+            if not integer:
+                continue
+            m = weight_values(w)
+            lo, hi, step = mantissa_range(m)
+            off = (m < lo) | (m > hi) | (m % step != 0)
+            if off.any():
+                _fail(arrays_where, field, int(m[off][0]), f"8-bit mantissas on the grid {lo}..{hi} step {step} "
+                      "(Lava's sign mode)")
     bias = _array(arrays_at, "bias", q.bias, (n_out,), integer=True)
     if np.abs(bias).max(initial=0) > BIAS_MAX:
         _fail(arrays_at, "bias", int(np.abs(bias).max()), f"|bias| ≤ {BIAS_MAX} (V += 64·bias in 24 bits)")

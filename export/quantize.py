@@ -8,9 +8,14 @@ Every projection into a stage (its own Lava Dense/Sparse) shares the stage's sca
   lowest bit; excitatory [0, 255]; inhibitory [−255, 0]) and a shared exponent e with m·2^e ≈ c·W. Lava's Dense
   and Sparse send a = (Σ m·s) << e (>> −e for e < 0, rounding toward −∞). A CSR projection is quantized entry by
   entry on its stored values (``weight_values``), which gives the mantissas the dense matrix would get.
+- wide weights (``quantize(..., wide_weights=True)``): a projection is two Dense/Sparse of the same layout, m·2^e
+  and the residual's mantissas m_lo·2^f ≈ c·W − m·2^e (f ≥ −1 for even mantissas, whose sums >> 1 are exact for
+  binary spikes; f ≥ 0 otherwise): every weight is within half a step of the residual's grid, one activation unit
+  1/c while e ≤ 7, instead of half of 2^e/c (twice that for mixed signs).
 - graded messages (the real-valued input, EM-PF spikes): a payload s·2^q (24 bits); the projection's exponent
-  is e − q. The input's q is ``input_frac_bits``; an EM-PF stage's q_s ≤ 8 is the largest for which every Dense it
-  feeds keeps its worst-case sum inside Lava's int32 accumulator.
+  is e − q. The input's q (``input_frac_bits``, unless given) is the largest ≤ 16 for which its payloads fit 24 bits
+  and every Dense reading it keeps its worst-case sum inside Lava's int32 accumulator; an EM-PF stage's q_s ≤ 8 is
+  the largest for which every Dense it feeds does.
 - threshold: vth = c·θ, an integer ≤ 2^17 − 1 (c is adjusted so that c·θ is exact). Readouts never fire
   (vth = 2^17: vth << 6 = 2^23 exceeds every 24-bit membrane).
 - leak: dv = round(4096·(1 − λ)) (12 bits). Current (Lava's LIF register du, factor 4096 − (du + 1)):
@@ -51,6 +56,7 @@ DECAY_UNITY = 4096  # 12-bit decays
 NO_CURRENT = DECAY_UNITY - 1  # du: the current forgets everything every step
 MESSAGE_BITS = 24  # graded-spike payload
 SPIKE_FRAC_BITS = 8  # graded EM-PF messages: s_real·2^8 (fewer where a Dense's int32 sum needs it)
+INPUT_FRAC_BITS = 16  # the real-valued input: x·2^16 (fewer where its 24-bit payload or a Dense's int32 sum needs it)
 INT32_MAX = 2**31 - 1
 
 
@@ -68,10 +74,17 @@ class QProjection:
     num_message_bits: int  # 24 for graded sources (the input, EM-PF stages), 0 for binary spikes
     delay: int = 0  # software steps (the float graph's)
     lava_delay: int = 0  # extra synaptic delay on Lava (a DelayDense/DelaySparse when > 0)
+    low: Weight | None = None  # wide weights: the residual's mantissas, a second Dense/Sparse of the same layout
+    low_exp: int = 0  # its exponent (includes −q of a graded source)
 
     @property
     def synapse(self) -> str:
         return synapse_of(self.weight)
+
+    @property
+    def parts(self) -> tuple[tuple[Weight, int], ...]:
+        """(mantissas, exponent) of each Lava Dense/Sparse the projection is: one, or two with wide weights."""
+        return ((self.weight, self.weight_exp),) + (() if self.low is None else ((self.low, self.low_exp),))
 
 
 @dataclass(frozen=True)
@@ -121,12 +134,12 @@ class QuantizedNet:
 
 
 def geometric_sum(lam: float, T: int) -> float:
-    """Σ_{k=0}^{T−1} λ^k = (λ^T − 1)/(λ − 1), evaluated as expm1(T·log1p(λ − 1))/(λ − 1) (accurate near λ = 1);
-    T at λ = 1, 1 at λ = 0, inf where it overflows; λ ≥ 0. O(1) for any T."""
+    """Σ_{k=0}^{T−1} λ^k = (λ^T − 1)/(λ − 1), evaluated as expm1(T·log1p(λ − 1))/(λ − 1) near λ = 1 (accurate
+    there) and directly below 1/2; T at λ = 1, inf where it overflows; λ ≥ 0. O(1) for any T."""
     if lam == 1.0:
         return float(T)
-    if lam == 0.0:
-        return 1.0
+    if lam < 0.5:
+        return (1.0 - lam**T) / (1.0 - lam)
     try:
         return math.expm1(T * math.log1p(lam - 1.0)) / (lam - 1.0)
     except OverflowError:
@@ -182,8 +195,8 @@ def frac_bits(qnet: QuantizedNet, source: str) -> int:
 
 
 def dequantize_weight(q: QProjection, frac: int, scale: float) -> Weight:
-    """Real weights the chip applies: Ŵ = m·2^(e + q)/c (``frac`` = q of the projection's source)."""
-    return q.weight.astype(np.float64) * 2.0 ** (q.weight_exp + frac) / scale
+    """Real weights the chip applies: Ŵ = Σ_parts m·2^(e + q)/c (``frac`` = q of the projection's source)."""
+    return sum(m.astype(np.float64) * 2.0 ** (e + frac) for m, e in q.parts) / scale
 
 
 def encode_input(x: np.ndarray, frac: int) -> np.ndarray:
@@ -207,8 +220,23 @@ def _fit_scale(w: np.ndarray, lo: int, hi: int) -> float:
     return min(fits, default=math.inf)
 
 
-def _candidate(stage: Stage, weights: list[Weight], c: float, exps: list[int] | None) -> tuple[float, dict]:
-    """Quantize at scale c: (score = the largest weight/bias/threshold error, parameters and error summaries)."""
+def residual_mantissas(r: np.ndarray, f: int | None = None) -> tuple[np.ndarray, int, int] | None:
+    """Wide weights' second part: the residual r = c·W − m·2^e (activation units) on its own 8-bit grid, (mantissas,
+    exponent f, grid step) with m_lo·2^f ≈ r and f (unless given) the smallest that fits, no finer than the
+    activation unit (f ≥ −1 for even mantissas, whose sums >> 1 are exact for binary spikes; f ≥ 0 otherwise); None
+    where the first part is exact."""
+    if f is None and not np.any(np.round(r)):
+        return None
+    lo, hi, step = mantissa_range(r)
+    f = max(_exponent(r, 1.0, lo, hi), -(step // 2)) if f is None else f
+    m, _ = to_mantissa(r / 2.0**f, lo, hi, step)
+    return m, f, step
+
+
+def _candidate(stage: Stage, weights: list[Weight], c: float, exps: list[int] | None, wide: bool = False
+               ) -> tuple[float, dict]:
+    """Quantize at scale c: (score = the largest weight/bias/threshold error, parameters and error summaries);
+    ``wide``: each projection also gets the residual's mantissas (``residual_mantissas``)."""
     vth = NEVER_FIRES
     if stage.spiking and stage.kind != "empf":
         vth = min(VTH_MAX, max(1, math.floor(c * stage.theta * (1 + 1e-12))))
@@ -224,9 +252,13 @@ def _candidate(stage: Stage, weights: list[Weight], c: float, exps: list[int] | 
         lo, hi, step = mantissa_range(values)
         e = _exponent(values, c, lo, hi) if exps is None else exps[i]
         m, clipped = to_mantissa(values * c / 2.0**e, lo, hi, step)
-        err = np.abs(values - m * 2.0**e / c)
-        projs.append(dict(e=e, step=step, m=_with_values(w, m), clipped=int(clipped.sum()),
-                          werr_max=float(err.max(initial=0.0)), werr_sum=float(err.sum())))
+        applied, low, low_exp, grid = m * 2.0**e, None, 0, step * 2.0**e
+        if wide and (part := residual_mantissas(values * c - applied)) is not None:
+            m_lo, low_exp, step_lo = part
+            applied, low, grid = applied + m_lo * 2.0**low_exp, _with_values(w, m_lo), step_lo * 2.0**low_exp
+        err = np.abs(values - applied / c)
+        projs.append(dict(e=e, step=step, m=_with_values(w, m), clipped=int(clipped.sum()), low=low, low_exp=low_exp,
+                          grid=grid, werr_max=float(err.max(initial=0.0)), werr_sum=float(err.sum())))
         score = max(score, projs[-1]["werr_max"])
     return score, dict(c=c, vth=vth, vsub=vsub, bq=bq, projections=projs)
 
@@ -245,19 +277,42 @@ def _scale_candidates(stage: Stage, weights: list[Weight], c_head: float, exps: 
     return cands
 
 
-def _error_report(p: dict, n: int, unit: float = 1.0) -> dict:
-    """A projection's weight errors over all n = n_out·n_in entries (a CSR stage's zeros are exact), in real units
-    divided by ``unit``."""
-    return dict(clipped_fraction=p["clipped"] / n if n else 0.0, max_abs_weight_error=p["werr_max"] / unit,
-                mean_abs_weight_error=p["werr_sum"] / n / unit if n else 0.0)
+def _projections(stage: Stage, best: dict) -> tuple[QProjection, ...]:
+    """The integer projections of a chosen candidate (exponents before the −q of graded sources)."""
+    return tuple(QProjection(p.source, _int32(b["m"]), int(b["e"]), 0, p.delay,
+                             low=None if b["low"] is None else _int32(b["low"]), low_exp=int(b["low_exp"]))
+                 for p, b in zip(stage.inputs, best["projections"], strict=True))
+
+
+def _synapse_count(p: QProjection) -> int:
+    """Synapses of a projection: non-zero mantissas of each of its Dense/Sparse parts."""
+    return sum(int(np.count_nonzero(weight_values(m))) for m, _ in p.parts)
+
+
+def _synapses(projs: tuple[QProjection, ...]) -> int:
+    return sum(_synapse_count(p) for p in projs)
+
+
+def _projection_reports(projs: tuple[QProjection, ...], best: dict, unit: float = 1.0) -> list[dict]:
+    """Per projection: layout, exponents, synapses and its weight errors over all n = n_out·n_in entries (a CSR
+    stage's zeros are exact), in real units divided by ``unit``."""
+    out = []
+    for p, b in zip(projs, best["projections"], strict=True):
+        n = math.prod(p.weight.shape)
+        out.append(dict(source=p.source, synapse=p.synapse, grid_exp=int(b["e"]),
+                        low_exp=None if p.low is None else int(b["low_exp"]), delay=p.delay,
+                        synapses=_synapse_count(p), clipped_fraction=b["clipped"] / n if n else 0.0,
+                        max_abs_weight_error=b["werr_max"] / unit,
+                        mean_abs_weight_error=b["werr_sum"] / n / unit if n else 0.0))
+    return out
 
 
 def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_exp: int | None = None,
-                   input_frac_bits: int = 0) -> tuple[QStage, dict]:
+                   input_frac_bits: int = 0, wide: bool = False) -> tuple[QStage, dict]:
     """Quantize one LIF-family stage (lif, cubalif, srm, readout); ``x_max``: the largest message per source
     (the input's range, 1 for binary spikes, an EM-PF stage's graded bound). ``weight_exp`` fixes every
     projection's Dense exponent as Lava applies it (netx: 0, its files hold the effective integer weights; the
-    input's projection then has e = weight_exp + ``input_frac_bits``)."""
+    input's projection then has e = weight_exp + ``input_frac_bits``). ``wide``: see ``quantize``."""
     weights = [p.weight for p in stage.inputs]
     drive = sum(row_abs_sum(p.weight) * x_max[p.source] for p in stage.inputs) + np.abs(stage.bias)
     row = float(np.max(drive, initial=0.0))
@@ -278,8 +333,8 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
             "raise θ")
     exps = None if weight_exp is None else [weight_exp + (input_frac_bits if p.source == INPUT else 0)
                                             for p in stage.inputs]
-    _, best = min((_candidate(stage, weights, c, exps) for c in _scale_candidates(stage, weights, c_head, exps)),
-                  key=lambda sc: sc[0])
+    _, best = min((_candidate(stage, weights, c, exps, wide)
+                   for c in _scale_candidates(stage, weights, c_head, exps)), key=lambda sc: sc[0])
     c, vth, bq = best["c"], best["vth"], best["bq"]
     dv = min(DECAY_UNITY - 1, round(DECAY_UNITY * (1 - stage.lam)))
     du = round(DECAY_UNITY * (1 - stage.lam_syn)) - 1 if stage.current else NO_CURRENT
@@ -291,23 +346,18 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
         warnings.warn(SaturationWarning(
             f"stage {stage.name!r}: worst-case membrane over T={T} steps is {full:.4g} (real) = "
             f"{ACT_SHIFT_SCALE * c * full:.4g} (int) > 2^23 − 1; it saturates if inputs stay maximal"), stacklevel=3)
-    projs = tuple(QProjection(p.source, _int32(b["m"]), int(b["e"]), 0, p.delay)
-                  for p, b in zip(stage.inputs, best["projections"], strict=True))
+    projs = _projections(stage, best)
     q = QStage(name=stage.name, kind=stage.kind, inputs=projs, out_shape=stage.out_shape, bias=bq.astype(np.int32),
                dv=int(dv), vth=int(vth), scale=float(c), reset=stage.reset, spike=stage.spike, du=int(du),
                vsub=best["vsub"], lam_syn=float(stage.lam_syn))
-    step_int = max((b["step"] * 2.0 ** b["e"] for b in best["projections"]), default=0.0)  # one weight step, c units
+    step_int = max((b["grid"] for b in best["projections"]), default=0.0)  # one weight step, c units
     report = dict(
-        stage=stage.name, kind=stage.kind, neurons=stage.size,
-        synapses=sum(int(np.count_nonzero(weight_values(p.weight))) for p in projs),
+        stage=stage.name, kind=stage.kind, neurons=stage.size, synapses=_synapses(projs),
         scale=float(c), vth=int(vth), dv=int(dv), lam=float(stage.lam), lam_q=1 - dv / DECAY_UNITY, du=int(du),
         lam_syn=float(stage.lam_syn), lam_syn_q=(NO_CURRENT - du) / DECAY_UNITY,
         theta=float(stage.theta) if stage.spiking else None, theta_q=vth / c if stage.spiking else None,
         max_abs_bias_error=float(np.abs(stage.bias - bq / c).max(initial=0.0)),
-        projections=[dict(source=p.source, synapse=p.synapse, grid_exp=int(b["e"]), delay=p.delay,
-                          synapses=int(np.count_nonzero(weight_values(p.weight))),
-                          **_error_report(b, math.prod(p.weight.shape)))
-                     for p, b in zip(projs, best["projections"], strict=True)],
+        projections=_projection_reports(projs, best),
         state_bound_int=float(ACT_SHIFT_SCALE * c * one_step), state_bound_T_int=float(ACT_SHIFT_SCALE * c * full),
         may_saturate=bool(may_saturate), weight_step=step_int / c,
         weight_step_theta=step_int / vth if stage.spiking else None, coarse=bool(stage.spiking and step_int >= vth),
@@ -315,7 +365,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
     return q, report
 
 
-def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float]) -> tuple[QStage, dict]:
+def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: bool = False) -> tuple[QStage, dict]:
     """Quantize an EM-PF stage (docs/loihi-fixed-point.md §2): c = 2^k (so that graded messages are shifts),
     weights W·2^ka with 2^ka ≥ max|a| (binary ±1 weights stay exact), per-step integer tables
     lq = round(4096·λ̂), aq = round(4096·a/2^ka), th = round(64·c·θ̂), r = round(64·c·r̂)."""
@@ -341,55 +391,63 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float]) -> tuple[
         spike_bound = min(bound, max(0.0, lam_max * v_up + a_max * row - float(theta.min(initial=0.0))))
     proxy = Stage(name=stage.name, kind="readout", inputs=stage.inputs, bias=stage.bias * 2.0**ka,
                   out_shape=stage.out_shape)
-    _, best = _candidate(proxy, [p.weight * 2.0**ka for p in stage.inputs], c, None)
+    _, best = _candidate(proxy, [p.weight * 2.0**ka for p in stage.inputs], c, None, wide)
     ints = dict(lam=np.round(DECAY_UNITY * lam), scale=np.round(DECAY_UNITY * a / 2.0**ka),
                 theta=np.round(ACT_SHIFT_SCALE * c * theta), offset=np.round(ACT_SHIFT_SCALE * c * off))
     ints = {k: np.clip(v, -V_MAX, V_MAX + 1).astype(np.int64) for k, v in ints.items()}
-    projs = tuple(QProjection(p.source, _int32(b["m"]), int(b["e"]), 0, p.delay)
-                  for p, b in zip(stage.inputs, best["projections"], strict=True))
+    projs = _projections(stage, best)
     q = QStage(name=stage.name, kind="empf", inputs=projs, out_shape=stage.out_shape,
                bias=best["bq"].astype(np.int32), dv=0, vth=0, scale=float(c), reset="subtract", spike="ge",
                shift=int(ACT_SHIFT + round(math.log2(c)) - SPIKE_FRAC_BITS), spike_frac_bits=SPIKE_FRAC_BITS,
                tables=ints)
     err = lambda x, xq: float(np.abs(x - xq).max(initial=0.0))  # noqa: E731
     report = dict(
-        stage=stage.name, kind="empf", neurons=stage.size,
-        synapses=sum(int(np.count_nonzero(weight_values(p.weight))) for p in projs), scale=float(c),
+        stage=stage.name, kind="empf", neurons=stage.size, synapses=_synapses(projs), scale=float(c),
         vth=0, dv=0, lam=None, lam_q=None, theta=None, theta_q=None, input_scale_exp=ka,
         max_abs_lam_error=err(lam, ints["lam"] / DECAY_UNITY),
         max_abs_input_scale_error=err(a, ints["scale"] * 2.0**ka / DECAY_UNITY),
         max_abs_theta_error=err(theta, ints["theta"] / (ACT_SHIFT_SCALE * c)),
         max_abs_reset_offset_error=err(off, ints["offset"] / (ACT_SHIFT_SCALE * c)),
         max_abs_bias_error=float(np.abs(stage.bias * 2.0**ka - best["bq"] / c).max(initial=0.0)) / 2.0**ka,
-        projections=[dict(source=p.source, synapse=p.synapse, grid_exp=int(b["e"]), delay=p.delay,
-                          synapses=int(np.count_nonzero(weight_values(p.weight))),
-                          **_error_report(b, math.prod(p.weight.shape), 2.0**ka))
-                     for p, b in zip(projs, best["projections"], strict=True)],
+        projections=_projection_reports(projs, best, 2.0**ka),
         state_bound_int=float(ACT_SHIFT_SCALE * c * bound), state_bound_T_int=float(ACT_SHIFT_SCALE * c * bound),
         may_saturate=False, graded_spike_bound=spike_bound,
     )
     return q, report
 
 
-def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, float], input_frac_bits: int
+def _largest_bits(cap: int, *limits: tuple[float, float]) -> int:
+    """The largest q ≤ ``cap`` with value·2^q ≤ limit for every (value, limit) (values of 0 bound nothing)."""
+    return min([cap] + [math.floor(math.log2(limit / value)) for value, limit in limits if value > 0])
+
+
+def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, float], input_frac_bits: int | None
                   ) -> dict[str, int]:
-    """q per graded source: the input's ``input_frac_bits`` (an error if some Dense could overflow), and for each
-    EM-PF stage the largest q_s ≤ 8 that keeps every Dense it feeds inside int32."""
+    """q per graded source: the input's ``input_frac_bits`` (an error if some Dense could overflow; None: the
+    largest q ≤ 16 with 24-bit payloads and int32 sums), and for each EM-PF stage the largest q_s ≤ 8 that keeps every
+    Dense it feeds inside int32."""
     need: dict[str, list[float]] = {}
     for st in net.stages:
         for p in stages[st.name].inputs:
             if p.source == INPUT or stages[p.source].graded:
-                need.setdefault(p.source, []).append(float(row_abs_sum(p.weight).max(initial=0)) * worst[p.source])
-    q = {INPUT: input_frac_bits}
+                need.setdefault(p.source, []).extend(float(row_abs_sum(m).max(initial=0)) * worst[p.source]
+                                                     for m, _ in p.parts)
+    largest_input = max(need.get(INPUT, [0.0]))
+    q = {INPUT: _largest_bits(INPUT_FRAC_BITS, (worst[INPUT], V_MAX), (largest_input, INT32_MAX))
+         if input_frac_bits is None else input_frac_bits}
+    if q[INPUT] < 0:
+        raise QuantizationError(f"a Dense reading the input sums up to {largest_input:.3g} (input range "
+                                f"{worst[INPUT]:.3g}), which overflows Lava's int32 accumulator even with no "
+                                "fractional bits; lower the input range or the weights")
     for source, sums in need.items():
         largest = max(sums)
         if source == INPUT:
-            if largest * 2.0**input_frac_bits > INT32_MAX:
+            if largest * 2.0**q[INPUT] > INT32_MAX:
                 raise QuantizationError(f"a Dense reading the input sums up to {largest * 2.0**input_frac_bits:.3g}, "
                                         f"which overflows Lava's int32 accumulator; lower input_frac_bits (now "
                                         f"{input_frac_bits})")
             continue
-        bits = SPIKE_FRAC_BITS if largest == 0 else min(SPIKE_FRAC_BITS, math.floor(math.log2(INT32_MAX / largest)))
+        bits = _largest_bits(SPIKE_FRAC_BITS, (largest, INT32_MAX))
         if bits < 0:
             raise QuantizationError(f"stage {source!r}: its graded spikes (up to {worst[source]:.3g}) overflow the "
                                     "int32 Dense sum of the stages it feeds even without fractional bits")
@@ -397,15 +455,22 @@ def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, f
     return q
 
 
-def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, input_frac_bits: int = 8,
-             weight_exp: int | None = None, spike_bounds: dict[str, float] | None = None) -> QuantizedNet:
+def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, input_frac_bits: int | None = None,
+             weight_exp: int | None = None, spike_bounds: dict[str, float] | None = None, wide_weights: bool = False
+             ) -> QuantizedNet:
     """Quantize every stage of ``net``; the first reads graded real inputs with |x| ≤ ``input_range``.
 
-    ``weight_exp`` (None: chosen per projection) fixes every Dense exponent (see ``quantize_stage``).
+    ``wide_weights``: every projection is two 8-bit synapse sets, the weights' mantissas and their residual's
+    (twice the synapses), so a weight is exact to the membrane's resolution (1/c) instead of 8 bits.
+    ``input_frac_bits``: q of the input's payloads x·2^q (None: the largest ≤ 16 that fits, see ``_message_bits``).
+    ``weight_exp`` (None: chosen per projection) fixes every Dense exponent (see ``quantize_stage``; it needs an
+    explicit ``input_frac_bits``).
     ``spike_bounds`` {EM-PF stage: max graded spike measured on data}: the stages it feeds use it for their scale
     instead of the worst case (the message bits q_s still use the worst case, so Lava's int32 Dense sum cannot
     overflow; larger spikes only clip the 24-bit state, identically in hw_sim and Lava).
     """
+    if weight_exp is not None and input_frac_bits is None:
+        raise ValueError("fixed weight exponents (weight_exp) need an explicit input_frac_bits")
     steps = T if T is not None else net.T
     plan: Schedule = schedule(net)
     worst: dict[str, float] = {INPUT: input_range}
@@ -423,7 +488,7 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
         if st.kind == "empf":
             if steps is None:
                 raise QuantizationError(f"stage {st.name!r}: an EM-PF stage needs T")
-            q, r = quantize_empf_stage(st, steps, headroom)
+            q, r = quantize_empf_stage(st, steps, headroom, wide_weights)
             worst[st.name] = float(r["graded_spike_bound"])
             measured = (spike_bounds or {}).get(st.name)
             headroom[st.name] = float(measured) if measured is not None and 0 < measured < worst[st.name] \
@@ -431,14 +496,15 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
             if headroom[st.name] != worst[st.name]:
                 r["graded_spike_measured"] = headroom[st.name]
         else:
-            q, r = quantize_stage(st, steps, headroom, weight_exp, input_frac_bits)
+            q, r = quantize_stage(st, steps, headroom, weight_exp, input_frac_bits or 0, wide_weights)
         stages[st.name], reports[st.name] = q, r
     q_bits = _message_bits(net, stages, worst, input_frac_bits)
     out = []
     for st in net.stages:
         q = stages[st.name]
         inputs = tuple(dataclasses.replace(
-            p, weight_exp=p.weight_exp - (q_bits.get(p.source, 0)), lava_delay=e,
+            p, weight_exp=p.weight_exp - q_bits.get(p.source, 0), low_exp=p.low_exp - q_bits.get(p.source, 0),
+            lava_delay=e,
             num_message_bits=MESSAGE_BITS if p.source in q_bits else 0)
             for p, e in zip(q.inputs, plan.extra[st.name], strict=True))
         q = dataclasses.replace(q, inputs=inputs, latency=plan.latency[st.name])
@@ -450,7 +516,7 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
             rp.update(lava_delay=p.lava_delay, num_message_bits=p.num_message_bits)
         reports[st.name]["latency"] = q.latency
         out.append(q)
-    return QuantizedNet(net.input_shape, tuple(out), steps, net.encoding, input_frac_bits, input_range, net.output,
+    return QuantizedNet(net.input_shape, tuple(out), steps, net.encoding, q_bits[INPUT], input_range, net.output,
                         [reports[st.name] for st in net.stages])
 
 
@@ -465,18 +531,23 @@ def warnings_of(r: dict) -> str:
     return ", ".join(out) or "none"
 
 
+def _exponents(p: dict) -> str:
+    """A projection's grid exponent, and its residual's after a comma with wide weights."""
+    return str(p["grid_exp"]) + ("" if p.get("low_exp") is None else f",{p['low_exp']}")
+
+
 def format_report(report: list[dict]) -> str:
     """The quantization report as a fixed-width table: a row per stage, a row per projection beneath it."""
     head = f"{'stage':<14}{'kind':<9}{'neurons':>8}{'synapses':>10}{'scale':>10}{'vth':>8}{'dv':>6}{'du':>6}" \
            f"{'latency':>8}  warnings"
-    sub = f"{'  <- source':<23}{'synapse':>8}{'synapses':>10}{'exp':>5}{'delay':>6}{'+lava':>6}{'clipped':>9}" \
+    sub = f"{'  <- source':<23}{'synapse':>8}{'synapses':>10}{'exp':>7}{'delay':>6}{'+lava':>6}{'clipped':>9}" \
           f"{'max|dW|':>10}{'mean|dW|':>10}"
     lines = [head, sub, "-" * max(len(head), len(sub))]
     for r in report:
         lines.append(f"{r['stage']:<14}{r['kind']:<9}{r['neurons']:>8}{r['synapses']:>10}{r['scale']:>10.4g}"
                      f"{r['vth']:>8}{r['dv']:>6}{r.get('du', 0):>6}{r.get('latency', 0):>8}  {warnings_of(r)}")
         for p in r["projections"]:
-            lines.append(f"{'  <- ' + p['source']:<23}{p['synapse']:>8}{p['synapses']:>10}{p['grid_exp']:>5}"
+            lines.append(f"{'  <- ' + p['source']:<23}{p['synapse']:>8}{p['synapses']:>10}{_exponents(p):>7}"
                          f"{p['delay']:>6}{p.get('lava_delay', 0):>6}{p['clipped_fraction']:>9.2%}"
                          f"{p['max_abs_weight_error']:>10.3g}{p['mean_abs_weight_error']:>10.3g}")
     return "\n".join(lines)

@@ -39,7 +39,8 @@ class ChipSimulator:
 
     def __init__(self, deployment: Deployment | str | os.PathLike) -> None:
         self.dep = deployment if isinstance(deployment, Deployment) else load_deploy(deployment)
-        self.weights = {q.name: [effective_weights(p.weight) for p in q.inputs] for q in self.dep.qnet.stages}
+        self.weights = {q.name: [[(effective_weights(m), e) for m, e in p.parts] for p in q.inputs]
+                        for q in self.dep.qnet.stages}
 
     def run(self, x: np.ndarray, timing: str = "software", states: bool = True, chunk: int = CHUNK) -> RunResult:
         """Simulate inputs ``x`` [T, B, *input_shape] (float); ``timing`` "software" or "lava".
@@ -68,9 +69,10 @@ class ChipSimulator:
         for t in range(steps):
             for q in qnet.stages:
                 a = np.zeros((B, q.size), dtype=np.int64)
-                for p, w in zip(q.inputs, self.weights[q.name], strict=True):
+                for p, parts in zip(q.inputs, self.weights[q.name], strict=True):
                     if t >= p.delay:
-                        a += dense_fixed(w, p.weight_exp, msgs[p.source][t - p.delay])
+                        for w, e in parts:
+                            a += dense_fixed(w, e, msgs[p.source][t - p.delay])
                 if t < T:
                     a += q.bias
                 u0, v0 = (u[q.name][t - 1], v[q.name][t - 1]) if t else (a * 0, a * 0)

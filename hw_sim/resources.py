@@ -38,14 +38,15 @@ def layer_resources(deployment: Any) -> list[dict[str, Any]]:
     """Neurons, fan-in, synaptic connections (non-zero deployed weights) of each stage of a ``Deployment``.
 
     Counts what is deployed: every projection into a stage is one Lava Dense or Sparse [n_out, n_source] (conv,
-    pooling and flatten are merged into it, docs/loihi-fixed-point.md), so a connection is a non-zero integer weight;
-    a Sparse (CSR) projection is counted from its stored entries (nnz), never densified, so the per-core synapse
-    limit applies to convnets.
+    pooling and flatten are merged into it, docs/loihi-fixed-point.md; two with wide weights), so a connection is a
+    non-zero integer weight; a Sparse (CSR) projection is counted from its stored entries (nnz), never densified,
+    so the per-core synapse limit applies to convnets.
     """
     layers = []
     for q in deployment.qnet.stages:
         inputs = [{"source": p.source, "synapse": p.synapse, "sources": int(p.weight.shape[1]),
-                   "connections": int(np.count_nonzero(weight_values(p.weight)))} for p in q.inputs]
+                   "connections": sum(int(np.count_nonzero(weight_values(m))) for m, _ in p.parts)}
+                  for p in q.inputs]
         nonzero = sum(p["connections"] for p in inputs)
         layers.append({"layer": q.name, "neurons": q.size, "inputs": inputs, "connections": nonzero,
                        "weights": nonzero})

@@ -10,6 +10,7 @@ deploy directory and the record; unsupported rules are refused by name.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 
 from snnchip.errors import SpecError
 from snnchip.export.loihi import chip_deployment, chip_weights, elementwise_layers, load_deploy
-from snnchip.export.quantize import dequantize_weight, frac_bits
+from snnchip.export.quantize import dequantize_weight, frac_bits, mantissa_range
 from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
 from snnchip.train import build_model, from_plain, load_model, plain_parameters, plain_spec
 from snnchip.train.inference import encoded_test_set
@@ -91,14 +92,16 @@ def _gain(model: torch.nn.Module, factor: float) -> None:
                 p.mul_(factor)
 
 
-@pytest.mark.parametrize("build, gain", [(_mlp, 4.0), (lambda: _mlp(1, feedback=True), 4.0),
-                                          (_pooled_convnet, 8.0), (_residual, 6.0)],
-                         ids=["mlp", "feedback", "conv-pool-conv", "residual"])
-def test_corrected_current_is_the_chips_projections_applied_to_the_spikes(build, gain):
+@pytest.mark.parametrize("build, gain, wide", [(_mlp, 4.0, False), (lambda: _mlp(1, feedback=True), 4.0, False),
+                                                (_pooled_convnet, 8.0, False), (_residual, 6.0, False),
+                                                (_mlp, 4.0, True), (_pooled_convnet, 8.0, True)],
+                         ids=["mlp", "feedback", "conv-pool-conv", "residual", "mlp-wide", "conv-pool-conv-wide"])
+def test_corrected_current_is_the_chips_projections_applied_to_the_spikes(build, gain, wide):
     model = build()
     _gain(model, gain)
-    dep = chip_deployment(model.spec, plain_parameters(model))
-    ChipCorrection(model, C.chip_errors).attach()
+    dep = chip_deployment(model.spec, plain_parameters(model), wide_weights=wide)
+    assert any(p.low is not None for q in dep.qnet.stages for p in q.inputs) == wide
+    ChipCorrection(model, functools.partial(C.chip_errors, wide_weights=wide)).attach()
     x = torch.rand(model.spec.T, 6, *model.spec.input_shape)
     view, state = RecordingView(), {}
     with torch.no_grad():
@@ -152,6 +155,25 @@ def test_gradients_pass_straight_through():
     assert correction.refreshes == refreshes + 1  # a changed parameter re-quantizes; an unchanged one does not
     gradients(model, x, y, "bptt")
     assert correction.refreshes == refreshes + 1
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_snapped_weights_are_the_deployments_dequantized_weights(wide):
+    """chip_weights re-quantizes a layer's weights on the deployment's grids (both parts with wide weights): for
+    the deployment's own weights that is its dequantized matrix, Σ_parts m·2^(e+q)/c."""
+    model = _mlp(2)
+    _gain(model, 4.0)
+    params = plain_parameters(model)
+    dep = chip_deployment(model.spec, params, wide_weights=wide)
+    values = chip_weights(model.spec, params, dep)
+    for q in dep.qnet.stages:
+        (p,) = q.inputs
+        np.testing.assert_array_equal(values[q.name]["weight"],
+                                      dequantize_weight(p, frac_bits(dep.qnet, p.source), q.scale))
+        e = p.weight_exp + frac_bits(dep.qnet, p.source)
+        _, _, step = mantissa_range(p.weight)
+        half_step = 0.5 if wide and 0 <= e <= 7 else step * 2.0**e / 2  # activation units (docs §2)
+        assert np.abs(values[q.name]["weight"] - params[q.name]["weight"]).max() <= half_step / q.scale * (1 + 1e-6)
 
 
 def test_elementwise_layers_are_those_with_their_own_stage():

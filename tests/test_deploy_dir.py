@@ -8,6 +8,7 @@ import zipfile
 import nir
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from nir_nets import conv_graph, mlp_graph
 
 from snnchip import cli
@@ -24,12 +25,12 @@ def deploy_dir(tmp_path):
 def test_directory_holds_float_graph_integer_params_and_manifest(deploy_dir):
     assert sorted(p.name for p in deploy_dir.iterdir()) == ["manifest.json", "model.nir", "params.npz"]
     man = json.loads((deploy_dir / "manifest.json").read_text())
-    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 3}
+    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 4}
     assert [[(p["source"], p["synapse"], p["delay"], p["lava_delay"]) for p in s["inputs"]] for s in man["stages"]] \
         == [[("input", "dense", 0, 0)], [("fc1", "dense", 0, 0)]]
     assert [s["process"] for s in man["stages"]] == ["snnchip.CubaLIF", "lava.LIF"] and man["output"] == "fc2"
     assert man["versions"]["lava-nc"] == "0.10.0" and man["T"] == 4
-    assert man["latency"]["per_stage"] == {"fc1": 1, "fc2": 2} and man["input"]["frac_bits"] == 8
+    assert man["latency"]["per_stage"] == {"fc1": 1, "fc2": 2} and man["input"]["frac_bits"] == 16
     assert man["resources"]["neurons"] == 11 and man["resources"]["per_stage"]["fc1"]["synapses"] <= 48
     assert {"clipped_fraction", "max_abs_weight_error", "mean_abs_weight_error"} <= \
         set(man["quantization"][0]["projections"][0])
@@ -186,6 +187,55 @@ def test_sparse_stages_are_stored_as_csr_arrays_and_round_trip(tmp_path):
     np.testing.assert_array_equal(ChipSimulator(dep).run(x).output_raw, ChipSimulator(mem).run(x).output_raw)
 
 
+@pytest.mark.parametrize("make", [lambda: mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5),
+                                  lambda: conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=4, seed=1)])
+def test_wide_weights_are_stored_beside_the_mantissas_and_round_trip(tmp_path, make):
+    """snn-export --wide-weights: each projection's residual mantissas (``<stage>/in<i>/weight_low``, the
+    projection's layout) and ``low_exp``; the directory reads back to the in-memory deployment and runs the same."""
+    graph = make()
+    nir.write(tmp_path / "m.nir", graph)
+    assert cli.export([str(tmp_path / "m.nir"), "--target", "loihi", "--wide-weights", "-o", str(tmp_path / "d")]) == 0
+    man = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert all(isinstance(p["low_exp"], int) for s in man["stages"] for p in s["inputs"])
+    dep, mem = load_deploy(tmp_path / "d"), deployment_from_graph(graph, wide_weights=True)
+    narrow = deployment_from_graph(graph)
+    for a, b in zip(dep.qnet.stages, mem.qnet.stages, strict=True):
+        (pa,), (pb,) = a.inputs, b.inputs
+        assert pa.low_exp == pb.low_exp and sp.issparse(pa.low) == (pa.synapse == "sparse")
+        assert abs(pa.low - pb.low).sum() == 0
+    assert man["resources"]["synapses"] > narrow.manifest["resources"]["synapses"]
+    x = np.random.default_rng(0).uniform(0, 1, (4, 2, *dep.qnet.input_shape))
+    np.testing.assert_array_equal(ChipSimulator(dep).run(x).output_raw, ChipSimulator(mem).run(x).output_raw)
+
+
+def test_a_wide_weights_residual_off_the_grid_is_refused_and_version_3_still_reads(tmp_path):
+    graph = mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5)
+    out = export_loihi(graph, tmp_path / "d", wide_weights=True)
+    with np.load(out / "params.npz") as z:
+        low = z["fc1/in0/weight_low"]
+    _rewrite_params(out, **{"fc1/in0/weight_low": np.where(low == low.max(), 301, low)})
+    with pytest.raises(DeployError, match=r"stage 1 \('fc1'\), input 0: weight_low = 301 is invalid: 8-bit"):
+        load_deploy(out)
+    narrow = export_loihi(graph, tmp_path / "n")  # version 3 wrote no low_exp: read as 8-bit weights
+    man = json.loads((narrow / "manifest.json").read_text())
+    for s in man["stages"]:
+        for p in s["inputs"]:
+            assert p.pop("low_exp") is None
+    (narrow / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 3}}))
+    x = np.random.default_rng(2).uniform(0, 1, (4, 3, 6))
+    np.testing.assert_array_equal(ChipSimulator(narrow).run(x).output_raw,
+                                  ChipSimulator(deployment_from_graph(graph)).run(x).output_raw)
+
+
+def test_wide_weights_apply_to_the_loihi_target_only(tmp_path, capsys):
+    nir.write(tmp_path / "m.nir", mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5))
+    assert cli.export([str(tmp_path / "m.nir"), "--target", "netx", "--wide-weights", "-o", str(tmp_path / "n.net")]) \
+        == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--wide-weights applies to --target loihi" in err[0]
+    assert not (tmp_path / "n.net").exists()
+
+
 def _as_chain_version(deploy_dir, version: int) -> None:
     """Rewrite a (chain) version-3 directory in the layout of version 2 (one ``<stage>/weight`` per stage, its
     ``synapse``, ``in_shape``, ``weight_exp`` and ``num_message_bits`` on the stage) or 1 (no ``synapse``: dense)."""
@@ -218,8 +268,8 @@ def test_chain_versions_are_read_and_unknown_versions_refused(deploy_dir, versio
     assert [q.latency for q in dep.qnet.stages] == [1, 2]
     np.testing.assert_array_equal(ChipSimulator(dep).run(x).output_raw, ref.output_raw)
     man = json.loads((deploy_dir / "manifest.json").read_text())
-    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 4}}))
-    with pytest.raises(DeployError, match=r"version this snnchip reads \(1, 2, 3; found .*'version': 4.*snn-export"):
+    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 5}}))
+    with pytest.raises(DeployError, match=r"version this snnchip reads \(1, 2, 3, 4; found .*'version': 5.*snn-export"):
         load_deploy(deploy_dir)
 
 

@@ -31,11 +31,11 @@ def _case(name: str):
     return read_graph(PEERS / f"{name}.nir"), interp, z
 
 
-def _deployment(graph, interp, x, T: int = 25):
+def _deployment(graph, interp, x, T: int = 25, wide_weights: bool = False):
     """Inputs |x| ≤ max |x| (1 for the binary and [0, 1) inputs here)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SaturationWarning)
-        return deployment_from_graph(graph, interp, T=T, input_range=float(np.abs(x).max()))
+        return deployment_from_graph(graph, interp, T=T, input_range=float(np.abs(x).max()), wide_weights=wide_weights)
 
 
 def test_the_corpus_covers_every_library_and_the_exact_cases():
@@ -56,20 +56,22 @@ def test_reference_executor_reproduces_the_librarys_own_spikes(name):
         np.testing.assert_allclose(res.output.numpy().reshape(z["output"].shape), z["output"], atol=1e-6)
 
 
+@pytest.mark.parametrize("wide, gate", [(False, 0.975), (True, 0.99)])
 @pytest.mark.parametrize("name", [c for c in CASES if c != "spyx_haiku_lif"])
-def test_chip_keeps_the_reference_spikes(name):
-    """On 48 fresh inputs of the file's kind (binary p = 0.3 for the MLPs, uniform reals for the conv nets): the
-    8-bit weights (7 bits and a sign when mixed) flip spikes near threshold, most where an IF or a recurrence
-    integrates the error over 20–25 steps."""
+def test_chip_keeps_the_reference_spikes(name, wide, gate):
+    """On 48 fresh inputs of the file's kind (binary p = 0.3 for the MLPs, uniform reals for the conv nets), every
+    layer. 8-bit weights (7 bits and a sign when mixed) flip spikes near threshold, most where an IF or a recurrence
+    integrates the error over 20–25 steps: 98.06–100 % measured (24 of 33 layers ≥ 99 %). Wide weights (exact to
+    the membrane's resolution): 99.44–100 %."""
     graph, interp, z = _case(name)
     rng = np.random.default_rng(0)
     shape = (z["x"].shape[0], 48, *z["x"].shape[2:])
     binary = set(np.unique(z["x"]).tolist()) <= {0.0, 1.0}
     x = ((rng.uniform(size=shape) < 0.3) if binary else rng.uniform(size=shape)).astype(np.float32)
     ref = NIRExecutor(graph, interp).run(x)
-    chip = ChipSimulator(_deployment(graph, interp, np.ones(1), T=shape[0])).run(x)
+    chip = ChipSimulator(_deployment(graph, interp, np.ones(1), T=shape[0], wide_weights=wide)).run(x)
     agree = {k: float(np.mean(np.asarray(ref.spikes[k]).astype(bool) == chip.spikes[k])) for k in chip.spikes}
-    assert min(agree.values()) >= 0.975, agree
+    assert min(agree.values()) >= gate, agree
 
 
 LAVA_CASES = ["snntorch_rleaky_subtract", "snntorch_rsynaptic_zero", "norse_lif_cuba", "sinabs_conv_lif",
@@ -77,15 +79,16 @@ LAVA_CASES = ["snntorch_rleaky_subtract", "snntorch_rsynaptic_zero", "norse_lif_
 
 
 @pytest.mark.lava
+@pytest.mark.parametrize("wide", [False, True])
 @pytest.mark.parametrize("name", LAVA_CASES)
-def test_lava_fixed_pt_equals_the_chip_simulator(name):
+def test_lava_fixed_pt_equals_the_chip_simulator(name, wide):
     from lava_harness import assert_same_run
 
     from snnchip.deploy import build
 
     graph, interp, z = _case(name)
     x = z["x"][:, :1]
-    dep = _deployment(graph, interp, z["x"], T=x.shape[0])
+    dep = _deployment(graph, interp, z["x"], T=x.shape[0], wide_weights=wide)
     assert_same_run(ChipSimulator(dep).run(x, timing="lava"), build(dep).run(x, timing="lava"))
 
 

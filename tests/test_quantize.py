@@ -92,6 +92,51 @@ def test_input_encoding_and_first_stage_exponent():
     assert np.abs(w_hat - net.stages[0].inputs[0].weight).max() <= 2 * 2.0**e / qn.stages[0].scale
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), scale=st.floats(1e-3, 1e2), theta=st.floats(0.1, 20.0), lam=st.floats(0.0, 1.0),
+       sign=st.sampled_from(["mixed", "pos", "neg"]))
+def test_wide_weights_apply_round_cw_to_binary_spikes(seed, scale, theta, lam, sign):
+    """Wide weights: two Dense of 8-bit mantissas whose Lava sums (>> for negative exponents, toward −∞) add up to
+    round(c·W)·s for every binary spike vector s while the first exponent e is in 0..7 (docs/loihi-fixed-point.md
+    §1; below 0 the 8-bit grid is finer than the activation unit already); 8-bit weights alone round to step·2^e."""
+    from snnchip.deploy.fixed_point import dense_fixed, effective_weights
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, scale, (6, 9))
+    w = np.abs(w) if sign == "pos" else -np.abs(w) if sign == "neg" else w
+    q, rep = quantize_stage(_stage(w, np.zeros(6), theta=theta, lam=lam), T=4, x_max=X1, wide=True)
+    p = q.inputs[0]
+    assert rep["projections"][0]["low_exp"] == (None if p.low is None else p.low_exp)
+    assert rep["synapses"] == sum(np.count_nonzero(m) for m, _ in p.parts)
+    for m, _ in p.parts:
+        lo, hi, step = mantissa_range(m)
+        assert m.min() >= lo and m.max() <= hi and np.all(m % step == 0)
+    s = rng.integers(0, 2, (32, 9))
+    a = sum(dense_fixed(effective_weights(m), e, s) for m, e in p.parts)
+    if 0 <= p.weight_exp <= 7:
+        np.testing.assert_array_equal(a, s @ np.round(w * q.scale).T)
+        assert np.abs(_dequantized(q) - w).max() <= 0.5 / q.scale * (1 + 1e-9)
+    narrow, _ = quantize_stage(_stage(w, np.zeros(6), theta=theta, lam=lam), T=4, x_max=X1)
+    assert narrow.inputs[0].low is None and len(narrow.inputs[0].parts) == 1
+
+
+def test_the_input_gets_the_finest_payload_that_fits():
+    """q = 16 where the 24-bit payload and every int32 Dense sum allow it; fewer for a large input range; an explicit
+    q is kept (and one that overflows is refused)."""
+    net = lower(mlp_graph((4, 3, 2), T=3))
+    assert quantize(net).input_frac_bits == 16
+    for r in (2.0**6, 2.0**9, 2.0**12):
+        qn = quantize(net, input_range=r)
+        rows = np.abs(qn.stages[0].inputs[0].weight).sum(axis=1).max()
+        assert qn.input_frac_bits == min(16, math.floor(math.log2((2**23 - 1) / r)),  # the 24-bit payload x·2^q
+                                         math.floor(math.log2((2**31 - 1) / (r * rows))))  # int32: Σ|m|·x·2^q
+    assert quantize(net, input_frac_bits=8).input_frac_bits == 8
+    with pytest.raises(QuantizationError, match="overflows Lava's int32 accumulator"):
+        quantize(net, input_frac_bits=30)
+    with pytest.raises(ValueError, match="explicit input_frac_bits"):
+        quantize(net, weight_exp=0)
+
+
 def test_saturation_warning_and_error_name_the_numbers():
     w = np.full((2, 3), 0.9)
     with pytest.warns(SaturationWarning, match=r"stage .s.*T=1000000"):

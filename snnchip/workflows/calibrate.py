@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -74,20 +75,21 @@ def _torch(m: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(m, np.float32))
 
 
-def chip_errors(model: nn.Module) -> dict[str, Any]:
+def chip_errors(model: nn.Module, wide_weights: bool = False) -> dict[str, Any]:
     """The chip's error of every stage of a plain model, as ``qat.StageError``s of torch tensors."""
     from snnchip.export.loihi import chip_deployment, quantization_errors
     from snnchip.train import plain_parameters
     from snnchip.train.qat import StageError
 
-    errors = quantization_errors(chip_deployment(model.spec, plain_parameters(model)))
+    errors = quantization_errors(chip_deployment(model.spec, plain_parameters(model), wide_weights))
     return {name: StageError([(src, d, _torch(m)) for src, d, m in projections], _torch(bias))
             for name, (projections, bias) in errors.items()}
 
 
 def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfig | None = None,
-              samples: int | None = None, snap: bool = True, log=print) -> dict[str, Any]:
-    """Calibrate ``model_path``, export it to ``out_dir`` and record the accuracies before and after.
+              samples: int | None = None, snap: bool = True, log=print, wide_weights: bool = False) -> dict[str, Any]:
+    """Calibrate ``model_path``, export it to ``out_dir`` and record the accuracies before and after (for the
+    chip with ``wide_weights``, see ``snnchip.export.quantize.quantize``).
 
     ``snap``: the exported (and saved) weights of the layers the chip quantizes entry by entry are their chip
     values Q(W) (``after``); ``after_unsnapped`` records the calibrated float weights themselves.
@@ -112,12 +114,13 @@ def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfi
     xs, y = encoded_test_set(spec, data, samples)
 
     def deployment() -> Any:
-        return chip_deployment(spec, plain_parameters(plain))
+        return chip_deployment(spec, plain_parameters(plain), wide_weights)
 
     before = accuracies(plain, deployment(), xs, y)
     log(f"before calibration: float {before['float_accuracy']:.2%}, chip {before['chip_accuracy']:.2%} "
         f"(gap {before['gap_points']:+.2f} points, agreement {before['decision_agreement']:.2%})")
-    correction = fine_tune(plain, data, chip_errors, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, log=log)
+    correction = fine_tune(plain, data, functools.partial(chip_errors, wide_weights=wide_weights), cfg.epochs, cfg.lr,
+                           cfg.batch_size, cfg.seed, log=log)
     dep = deployment()
     shadow = accuracies(plain, dep, xs, y)
     snapped: list[str] = []
@@ -131,7 +134,8 @@ def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfi
     log(f"after calibration:  float {after['float_accuracy']:.2%}, chip {after['chip_accuracy']:.2%} "
         f"(gap {after['gap_points']:+.2f} points, agreement {after['decision_agreement']:.2%})")
     record = {
-        "model": str(model_path), "method": spec.method, "dataset": cfg.dataset, "T": spec.T,
+        "model": str(model_path), "method": spec.method, "wide_weights": wide_weights, "dataset": cfg.dataset,
+        "T": spec.T,
         "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed, "optimizer": "adam",
         "quantizer": "stage-level straight-through: I + Σ_p (Q(A_p) - A_p)·x_p + Q(b) - b with the errors held "
                      "constant, Q = the Loihi quantizer of the current weights, recomputed after every optimizer step",
@@ -140,7 +144,7 @@ def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfi
         "seconds": round(time.perf_counter() - t0, 2),
     }
     out = Path(out_dir)
-    export_loihi(spec_to_nir(spec, plain_parameters(plain)), out)
+    export_loihi(spec_to_nir(spec, plain_parameters(plain)), out, wide_weights=wide_weights)
     save_checkpoint(out / CALIBRATED_NAME, spec, plain.state_dict(),
                     metrics={"calibration": record, "source": dict(ckpt.metrics)}, extra={})
     from snnchip.atomic import write_text_atomic
@@ -159,7 +163,7 @@ def calibrate_and_export(export_cfg: Any, cfg: CalibrationConfig, log=print) -> 
                            f"{export_cfg.target!r}")
     if Path(export_cfg.model).suffix != ".pt":
         raise SnnchipError(f"--calibrate needs a model.pt written by snn-train (it trains), got {export_cfg.model}")
-    record = calibrate(export_cfg.model, export_cfg.out, cfg, log=log)
+    record = calibrate(export_cfg.model, export_cfg.out, cfg, log=log, wide_weights=export_cfg.wide_weights)
     dep = load_deploy(export_cfg.out)
     lines = [format_report(dep.qnet.report), f"{'':<22}{'float':>9}{'chip':>9}{'gap (pts)':>11}{'agreement':>11}"]
     rows = [("before calibration", record["before"])]

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from snnchip.errors import SpecError
 from snnchip.options import option
 from snnchip.spec import Interpretation
 
@@ -29,11 +30,16 @@ class ExportConfig:
     T: int | None = option(None, help="time steps for a foreign .nir graph (ours record T)")
     max_memory: float | None = option(None, help="loihi/netx: refuse, before building it, a deployment whose export "
                                       "needs more than this many GiB (default: the memory available now)")
+    wide_weights: bool = option(False, help="loihi: every projection as two 8-bit synapse sets (the weights' "
+                                "mantissas and their residual's: twice the synapses), so each weight is exact to the "
+                                "membrane's resolution instead of 8 bits")
 
 
 def export(cfg: ExportConfig, overrides: dict[str, Any] | None = None) -> list[str]:
     """Write ``cfg.model`` as ``cfg.target`` to ``cfg.out``; ``overrides``: ``Interpretation`` fields given
     explicitly for a foreign graph. Returns the report lines."""
+    if cfg.wide_weights and cfg.target != "loihi":
+        raise SpecError(f"--wide-weights applies to --target loihi (a {cfg.target} file holds one weight per synapse)")
     return _WRITERS[cfg.target](cfg, overrides or {})
 
 
@@ -57,7 +63,7 @@ def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
 
     graph = read_model_graph(cfg.model)
     out = export_loihi(graph, cfg.out, Interpretation.overriding(recorded_interpretation(graph), **given), cfg.T,
-                       source=cfg.model, max_memory=_bytes(cfg.max_memory))
+                       source=cfg.model, max_memory=_bytes(cfg.max_memory), wide_weights=cfg.wide_weights)
     dep = load_deploy(out)
     res = dep.manifest["resources"]
     return [format_report(dep.qnet.report),

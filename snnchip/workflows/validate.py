@@ -60,6 +60,8 @@ class ValidateConfig:
     min_rate: float = option(1e-3, help="gate: lowest firing rate of every spiking layer (float and chip)")
     max_rate: float = option(0.99, help="gate: highest firing rate of every spiking layer (float and chip)")
     batch_size: int = option(128, help="samples per batch on the float model and the chip simulator")
+    wide_weights: bool = option(False, help="for a model: deploy every projection as two 8-bit synapse sets "
+                                "(snn-export --wide-weights); a deploy directory records its own")
 
     def check(self) -> None:
         bad = []
@@ -114,6 +116,7 @@ class Reference:
         from snnchip.train import SpikingNet, load_model
 
         self.model, self.model_path, self.deploy_path, self.deployment = None, None, None, None
+        self.wide_weights = cfg.wide_weights
         if isinstance(source, SpikingNet):
             self.name, self.model, self.spec = f"in-memory {source.spec.model}", source, source.spec
             self.graph = model_graph(source)
@@ -142,7 +145,7 @@ class Reference:
                 self.spec = ckpt.spec
                 self.graph = model_graph(path)
                 self.deploy_path = Path(cfg.deploy_out) if cfg.deploy_out else path.parent / CERTIFIED_DIR
-                export_loihi(self.graph, self.deploy_path, source=path)
+                export_loihi(self.graph, self.deploy_path, source=path, wide_weights=cfg.wide_weights)
                 self.deployment = load_deploy(self.deploy_path)  # certify the files, not an in-memory copy
         if self.spec is None:
             raise SnnchipError(f"{self.name}: a foreign graph carries no dataset spec; validate a model.pt or a "
@@ -157,9 +160,9 @@ class Reference:
             return
         bounds = graded_spike_peaks(self.graph, data.x_train)
         if self.deploy_path is None:
-            self.deployment = deployment_from_graph(self.graph, spike_bounds=bounds)
+            self.deployment = deployment_from_graph(self.graph, spike_bounds=bounds, wide_weights=self.wide_weights)
         else:
-            export_loihi(self.graph, self.deploy_path, spike_bounds=bounds)
+            export_loihi(self.graph, self.deploy_path, spike_bounds=bounds, wide_weights=self.wide_weights)
             self.deployment = load_deploy(self.deploy_path)
 
     def run(self, xs: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
