@@ -180,14 +180,15 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
 def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
                           input_range: float = 1.0, input_frac_bits: int | None = None, weight_exp: int | None = None,
                           spike_bounds: dict[str, float] | None = None, max_memory: float | None = None,
-                          wide_weights: bool = False) -> Deployment:
+                          wide_weights: bool | None = None) -> Deployment:
     """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes; ``weight_exp``, ``wide_weights``: see
-    ``quantize``).
+    ``quantize``; None: ``uses_wide_weights``).
 
     The deployment's size is computed first (``sizing.deployment_size``): one that would need more than
     ``max_memory`` bytes (default: the memory available now) is refused with its numbers before anything is built.
     """
-    check_feasible(deployment_size(graph, interpretation), max_memory)
+    wide, why = uses_wide_weights(graph, wide_weights, weight_exp)
+    check_feasible(deployment_size(graph, interpretation, 2 if wide else 1), max_memory)
     net = lower(graph, interpretation, T)
     if "snnchip" not in (graph.metadata or {}):
         interpretation = interpretation or recorded_interpretation(graph) or Interpretation()
@@ -195,8 +196,25 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
         interpretation = None  # our own graph: its metadata fixes the semantics
     if net.T is None:
         raise DeployError("the number of time steps T is unknown (a foreign graph carries none): pass T / --T")
-    qnet = quantize(net, net.T, input_range, input_frac_bits, weight_exp, spike_bounds, wide_weights)
-    return Deployment(net, qnet, _manifest(net, qnet, interpretation))
+    qnet = quantize(net, net.T, input_range, input_frac_bits, weight_exp, spike_bounds, wide)
+    manifest = _manifest(net, qnet, interpretation)
+    manifest["weights"] = {"synapse_sets": 2 if wide else 1, "why": why}
+    return Deployment(net, qnet, manifest)
+
+
+
+def uses_wide_weights(graph: nir.NIRGraph, wide_weights: bool | None, weight_exp: int | None = None
+                      ) -> tuple[bool, str]:
+    """Whether a deployment of ``graph`` gets wide weights (``quantize``), and why: as asked, else (None) for a
+    foreign graph, whose weights were trained without the chip's 8-bit grid (nothing calibrates them), and not for
+    snnchip's own (``--calibrate`` closes its gaps without the second synapse set) nor with fixed exponents (netx)."""
+    if wide_weights is not None:
+        return wide_weights, "asked for"
+    if weight_exp is not None:
+        return False, "fixed exponents (one weight matrix per layer)"
+    if "snnchip" in (graph.metadata or {}):
+        return False, "auto: a snnchip model (8-bit; --calibrate closes quantization gaps)"
+    return True, "auto: a foreign graph (its weights never saw the chip's 8-bit grid)"
 
 
 def graded_spike_peaks(graph: nir.NIRGraph, x: Any) -> dict[str, float] | None:
@@ -247,14 +265,16 @@ def check_replaceable(out_dir: str | os.PathLike) -> None:
 def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation: Interpretation | None = None,
                  T: int | None = None, source: str | os.PathLike | None = None,
                  spike_bounds: dict[str, float] | None = None, max_memory: float | None = None,
-                 wide_weights: bool = False) -> Path:
+                 wide_weights: bool | None = None) -> Path:
     """Write the deploy directory for a NIR graph, a ``SpikingNet``, a ``.nir`` file or a ``model.pt``; return its
     path. ``source``: the ``model.pt`` a given graph came from: its training set sizes graded spikes (unless
-    ``spike_bounds`` are given) and the manifest records its path and sha256. ``wide_weights``: see ``quantize``."""
+    ``spike_bounds`` are given) and the manifest records its path and sha256. ``wide_weights``: see
+    ``deployment_from_graph``."""
     check_replaceable(out_dir)
     graph = read_model_graph(graph_or_path)
     origin = source or graph_or_path
-    check_feasible(deployment_size(graph, interpretation), max_memory)  # before measuring spikes on a training set
+    sets = 2 if uses_wide_weights(graph, wide_weights)[0] else 1
+    check_feasible(deployment_size(graph, interpretation, sets), max_memory)  # before measuring spikes on data
     dep = deployment_from_graph(graph, interpretation, T, spike_bounds=spike_bounds if spike_bounds is not None
                                 else measured_spike_bounds(origin, graph), max_memory=max_memory,
                                 wide_weights=wide_weights)

@@ -9,8 +9,9 @@ entries); its non-zeros are the product of the factors' non-zeros. An Affine/Lin
 count is exact for conv/pool chains and an upper bound where paths merge.
 
 Memory: a CSR projection stores int32 mantissas and float64 weights with their int32 column indices; a dense one
-int32 and float64 matrices. Composing the sparse products costs about ``PEAK_FACTOR`` times what is stored, plus a
-fixed ``BASE_BYTES`` (measured on conv nets: tests/test_sizing.py).
+int32 and float64 matrices; wide weights (two synapse sets) add a second int32 matrix, and count their synapses
+twice (an upper bound: a residual that rounds to zero is none). Composing the sparse products costs about
+``PEAK_FACTOR`` times what is stored, plus a fixed ``BASE_BYTES`` (measured on conv nets: tests/test_sizing.py).
 """
 
 from __future__ import annotations
@@ -141,14 +142,17 @@ class DeploymentSize:
                 f"{self.stored_bytes / 2**30:.2f} GiB and needs about {self.peak_bytes / 2**30:.2f} GiB of memory")
 
 
-def _projection_bytes(rows: int, cols: int, nnz: int) -> int:
+def _projection_bytes(rows: int, cols: int, nnz: int, sets: int = 1) -> int:
+    """Bytes of one projection's float weights and ``sets`` integer matrices (dense, or CSR with their indices)."""
     if nnz < SPARSE_MAX_DENSITY * rows * cols:
-        return nnz * (INT_BYTES + FLOAT_BYTES + 2 * INDEX_BYTES) + 2 * (rows + 1) * INDEX_BYTES
-    return rows * cols * (INT_BYTES + FLOAT_BYTES)
+        return (sets + 1) * (nnz * INDEX_BYTES + (rows + 1) * INDEX_BYTES) + nnz * (sets * INT_BYTES + FLOAT_BYTES)
+    return rows * cols * (sets * INT_BYTES + FLOAT_BYTES)
 
 
-def deployment_size(graph: nir.NIRGraph, interpretation: Interpretation | None = None) -> DeploymentSize:
-    """The size of ``graph``'s Loihi deployment, from patterns (nothing large is allocated)."""
+def deployment_size(graph: nir.NIRGraph, interpretation: Interpretation | None = None, synapse_sets: int = 1
+                    ) -> DeploymentSize:
+    """The size of ``graph``'s Loihi deployment, from patterns (nothing large is allocated); ``synapse_sets``: 2
+    with wide weights."""
     checked = check_graph(graph)
     interp = interpretation or recorded_interpretation(graph) or Interpretation()
     neurons = {n for n, v in checked.nodes.items() if isinstance(v, NEURON_TYPES)}
@@ -164,8 +168,10 @@ def deployment_size(graph: nir.NIRGraph, interpretation: Interpretation | None =
                 key = (src, d + int(back))
                 merged[key] = (cols, min(merged.get(key, (cols, 0))[1] + nnz, n_out * cols))
         layer = (snnchip_semantics(checked.nodes[name], name) or {}).get("layer", name.removesuffix("_neuron"))
-        size.stages.append({"name": layer, "neurons": n_out, "synapses": sum(nnz for _, nnz in merged.values()),
-                            "bytes": sum(_projection_bytes(n_out, cols, nnz) for cols, nnz in merged.values())})
+        size.stages.append({"name": layer, "neurons": n_out,
+                            "synapses": synapse_sets * sum(nnz for _, nnz in merged.values()),
+                            "bytes": sum(_projection_bytes(n_out, cols, nnz, synapse_sets)
+                                         for cols, nnz in merged.values())})
     return size
 
 

@@ -190,11 +190,12 @@ def test_sparse_stages_are_stored_as_csr_arrays_and_round_trip(tmp_path):
 @pytest.mark.parametrize("make", [lambda: mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5),
                                   lambda: conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=4, seed=1)])
 def test_wide_weights_are_stored_beside_the_mantissas_and_round_trip(tmp_path, make):
-    """snn-export --wide-weights: each projection's residual mantissas (``<stage>/in<i>/weight_low``, the
+    """snn-export --weights wide: each projection's residual mantissas (``<stage>/in<i>/weight_low``, the
     projection's layout) and ``low_exp``; the directory reads back to the in-memory deployment and runs the same."""
     graph = make()
     nir.write(tmp_path / "m.nir", graph)
-    assert cli.export([str(tmp_path / "m.nir"), "--target", "loihi", "--wide-weights", "-o", str(tmp_path / "d")]) == 0
+    assert cli.export([str(tmp_path / "m.nir"), "--target", "loihi", "--weights", "wide", "-o", str(tmp_path / "d")]) \
+        == 0
     man = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert all(isinstance(p["low_exp"], int) for s in man["stages"] for p in s["inputs"])
     dep, mem = load_deploy(tmp_path / "d"), deployment_from_graph(graph, wide_weights=True)
@@ -229,10 +230,10 @@ def test_a_wide_weights_residual_off_the_grid_is_refused_and_version_3_still_rea
 
 def test_wide_weights_apply_to_the_loihi_target_only(tmp_path, capsys):
     nir.write(tmp_path / "m.nir", mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5))
-    assert cli.export([str(tmp_path / "m.nir"), "--target", "netx", "--wide-weights", "-o", str(tmp_path / "n.net")]) \
-        == 2
+    assert cli.export([str(tmp_path / "m.nir"), "--target", "netx", "--weights", "wide", "-o",
+                       str(tmp_path / "n.net")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--wide-weights applies to --target loihi" in err[0]
+    assert len(err) == 1 and "--weights wide applies to --target loihi" in err[0]
     assert not (tmp_path / "n.net").exists()
 
 

@@ -92,6 +92,25 @@ def test_lava_fixed_pt_equals_the_chip_simulator(name, wide):
     assert_same_run(ChipSimulator(dep).run(x, timing="lava"), build(dep).run(x, timing="lava"))
 
 
+def test_foreign_graphs_get_wide_weights_unless_asked_otherwise():
+    """--weights auto: a peer library's graph (weights never fitted to the chip's grid) deploys with wide weights, a
+    snnchip graph with 8-bit ones; an explicit choice wins; netx's fixed exponents never take them."""
+    from nir_nets import mlp_graph
+
+    graph, interp, _ = _case("snntorch_rsynaptic_zero")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SaturationWarning)
+        auto = deployment_from_graph(graph, interp, T=25)
+        narrow = deployment_from_graph(graph, interp, T=25, wide_weights=False)
+        fixed = deployment_from_graph(graph, interp, T=25, weight_exp=0, input_frac_bits=8)
+    assert auto.manifest["weights"] == {"synapse_sets": 2, "why": "auto: a foreign graph (its weights never saw the "
+                                                                    "chip's 8-bit grid)"}
+    assert all(p.low is not None for q in auto.qnet.stages for p in q.inputs)
+    assert narrow.manifest["weights"]["synapse_sets"] == 1 and fixed.manifest["weights"]["synapse_sets"] == 1
+    assert not any(p.low is not None for q in narrow.qnet.stages + fixed.qnet.stages for p in q.inputs)
+    assert deployment_from_graph(mlp_graph((6, 8, 3), T=4)).manifest["weights"]["synapse_sets"] == 1
+
+
 def test_processes_are_lavas_own_wherever_exact():
     """snnTorch/Norse reset-to-zero LIF and Norse's current-based LIF run on Lava's LIF; snnTorch's delayed
     subtraction and Sinabs' ``>=`` need our CubaLIF."""

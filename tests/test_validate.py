@@ -52,11 +52,11 @@ def test_trained_model_passes_every_gate(trained: Path, tmp_path: Path):
 
 @pytest.mark.lava
 def test_wide_weights_are_certified_like_8_bit_ones(trained: Path, tmp_path: Path):
-    """snn-validate --wide-weights: the certified directory holds both synapse sets, Lava runs both, every gate
+    """snn-validate --weights wide: the certified directory holds both synapse sets, Lava runs both, every gate
     passes, and the chip follows the float model at least as closely as with 8-bit weights."""
     narrow = validate(trained, ValidateConfig(samples=200, lava_samples=0, deploy_out=str(tmp_path / "n")),
                       progress=False)
-    wide = validate(trained, ValidateConfig(samples=200, lava_samples=2, wide_weights=True,
+    wide = validate(trained, ValidateConfig(samples=200, lava_samples=2, weights="wide",
                                             deploy_out=str(tmp_path / "w")), progress=False)
     man = json.loads((tmp_path / "w" / "manifest.json").read_text())
     assert all(isinstance(p["low_exp"], int) for s in man["stages"] for p in s["inputs"])

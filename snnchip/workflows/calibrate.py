@@ -163,7 +163,7 @@ def calibrate_and_export(export_cfg: Any, cfg: CalibrationConfig, log=print) -> 
                            f"{export_cfg.target!r}")
     if Path(export_cfg.model).suffix != ".pt":
         raise SnnchipError(f"--calibrate needs a model.pt written by snn-train (it trains), got {export_cfg.model}")
-    record = calibrate(export_cfg.model, export_cfg.out, cfg, log=log, wide_weights=export_cfg.wide_weights)
+    record = calibrate(export_cfg.model, export_cfg.out, cfg, log=log, wide_weights=export_cfg.weights == "wide")
     dep = load_deploy(export_cfg.out)
     lines = [format_report(dep.qnet.report), f"{'':<22}{'float':>9}{'chip':>9}{'gap (pts)':>11}{'agreement':>11}"]
     rows = [("before calibration", record["before"])]

@@ -16,6 +16,12 @@ from snnchip.options import option
 from snnchip.spec import Interpretation
 
 TARGETS = ("nir", "loihi", "onnx", "netx")
+WEIGHT_CHOICES = ("auto", "8bit", "wide")
+
+
+def wide_weights(choice: str) -> bool | None:
+    """``--weights`` as ``export.loihi``'s ``wide_weights`` (None: decided per graph, ``uses_wide_weights``)."""
+    return {"auto": None, "8bit": False, "wide": True}[choice]
 DEFAULT_NAMES = {"nir": "model.nir", "loihi": "deploy", "onnx": "model.onnx", "netx": "model.net"}
 
 
@@ -30,16 +36,17 @@ class ExportConfig:
     T: int | None = option(None, help="time steps for a foreign .nir graph (ours record T)")
     max_memory: float | None = option(None, help="loihi/netx: refuse, before building it, a deployment whose export "
                                       "needs more than this many GiB (default: the memory available now)")
-    wide_weights: bool = option(False, help="loihi: every projection as two 8-bit synapse sets (the weights' "
-                                "mantissas and their residual's: twice the synapses), so each weight is exact to the "
-                                "membrane's resolution instead of 8 bits")
+    weights: str = option("auto", choices=WEIGHT_CHOICES, help="loihi: 8bit: one 8-bit mantissa per synapse; wide: "
+                          "every projection as two 8-bit synapse sets (the mantissas and their residual's: twice the "
+                          "synapses), each weight exact to the membrane's resolution; auto: wide for a foreign graph, "
+                          "8bit for a snnchip model")
 
 
 def export(cfg: ExportConfig, overrides: dict[str, Any] | None = None) -> list[str]:
     """Write ``cfg.model`` as ``cfg.target`` to ``cfg.out``; ``overrides``: ``Interpretation`` fields given
     explicitly for a foreign graph. Returns the report lines."""
-    if cfg.wide_weights and cfg.target != "loihi":
-        raise SpecError(f"--wide-weights applies to --target loihi (a {cfg.target} file holds one weight per synapse)")
+    if cfg.weights == "wide" and cfg.target != "loihi":
+        raise SpecError(f"--weights wide applies to --target loihi (a {cfg.target} file holds one weight per synapse)")
     return _WRITERS[cfg.target](cfg, overrides or {})
 
 
@@ -63,10 +70,13 @@ def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
 
     graph = read_model_graph(cfg.model)
     out = export_loihi(graph, cfg.out, Interpretation.overriding(recorded_interpretation(graph), **given), cfg.T,
-                       source=cfg.model, max_memory=_bytes(cfg.max_memory), wide_weights=cfg.wide_weights)
+                       source=cfg.model, max_memory=_bytes(cfg.max_memory), wide_weights=wide_weights(cfg.weights))
     dep = load_deploy(out)
     res = dep.manifest["resources"]
+    sets = dep.manifest["weights"]
     return [format_report(dep.qnet.report),
+            f"weights: {'wide (two 8-bit synapse sets per projection)' if sets['synapse_sets'] == 2 else '8-bit'}, "
+            f"{sets['why']}",
             f"wrote {out}: {dep.depth} stages, {res['neurons']} neurons, {res['synapses']} synapses, "
             f"T = {dep.T}, Lava latency {dep.depth} steps (run T + {dep.depth})"]
 

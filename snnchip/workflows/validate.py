@@ -36,6 +36,7 @@ from snnchip.errors import SnnchipError
 from snnchip.hw_sim.compare import compare_exact, spike_agreement
 from snnchip.identity import sha256_arrays, sha256_file
 from snnchip.options import option
+from snnchip.workflows.export import WEIGHT_CHOICES, wide_weights
 
 NIR_TOLERANCE = 1e-5
 CERTIFIED_DIR = "certified-deploy"
@@ -60,8 +61,8 @@ class ValidateConfig:
     min_rate: float = option(1e-3, help="gate: lowest firing rate of every spiking layer (float and chip)")
     max_rate: float = option(0.99, help="gate: highest firing rate of every spiking layer (float and chip)")
     batch_size: int = option(128, help="samples per batch on the float model and the chip simulator")
-    wide_weights: bool = option(False, help="for a model: deploy every projection as two 8-bit synapse sets "
-                                "(snn-export --wide-weights); a deploy directory records its own")
+    weights: str = option("auto", choices=WEIGHT_CHOICES, help="for a model: its deployment's synapses, as "
+                          "snn-export --weights (auto: 8bit for a snnchip model); a deploy directory records its own")
 
     def check(self) -> None:
         bad = []
@@ -116,7 +117,7 @@ class Reference:
         from snnchip.train import SpikingNet, load_model
 
         self.model, self.model_path, self.deploy_path, self.deployment = None, None, None, None
-        self.wide_weights = cfg.wide_weights
+        self.wide_weights = wide_weights(cfg.weights)
         if isinstance(source, SpikingNet):
             self.name, self.model, self.spec = f"in-memory {source.spec.model}", source, source.spec
             self.graph = model_graph(source)
@@ -145,7 +146,7 @@ class Reference:
                 self.spec = ckpt.spec
                 self.graph = model_graph(path)
                 self.deploy_path = Path(cfg.deploy_out) if cfg.deploy_out else path.parent / CERTIFIED_DIR
-                export_loihi(self.graph, self.deploy_path, source=path, wide_weights=cfg.wide_weights)
+                export_loihi(self.graph, self.deploy_path, source=path, wide_weights=self.wide_weights)
                 self.deployment = load_deploy(self.deploy_path)  # certify the files, not an in-memory copy
         if self.spec is None:
             raise SnnchipError(f"{self.name}: a foreign graph carries no dataset spec; validate a model.pt or a "
