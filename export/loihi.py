@@ -180,15 +180,15 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
 def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
                           input_range: float = 1.0, input_frac_bits: int | None = None, weight_exp: int | None = None,
                           spike_bounds: dict[str, float] | None = None, max_memory: float | None = None,
-                          wide_weights: bool | None = None) -> Deployment:
-    """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes; ``weight_exp``, ``wide_weights``: see
-    ``quantize``; None: ``uses_wide_weights``).
+                          wide_weights: bool | None = None, headroom: str | None = None) -> Deployment:
+    """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes; ``weight_exp``, ``wide_weights``,
+    ``headroom``: see ``quantize``; None: ``precision_of`` the graph).
 
     The deployment's size is computed first (``sizing.deployment_size``): one that would need more than
     ``max_memory`` bytes (default: the memory available now) is refused with its numbers before anything is built.
     """
-    wide, why = uses_wide_weights(graph, wide_weights, weight_exp)
-    check_feasible(deployment_size(graph, interpretation, 2 if wide else 1), max_memory)
+    precision = precision_of(graph, wide_weights, headroom, weight_exp)
+    check_feasible(deployment_size(graph, interpretation, precision["synapse_sets"]), max_memory)
     net = lower(graph, interpretation, T)
     if "snnchip" not in (graph.metadata or {}):
         interpretation = interpretation or recorded_interpretation(graph) or Interpretation()
@@ -196,25 +196,30 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
         interpretation = None  # our own graph: its metadata fixes the semantics
     if net.T is None:
         raise DeployError("the number of time steps T is unknown (a foreign graph carries none): pass T / --T")
-    qnet = quantize(net, net.T, input_range, input_frac_bits, weight_exp, spike_bounds, wide)
+    qnet = quantize(net, net.T, input_range, input_frac_bits, weight_exp, spike_bounds,
+                    precision["synapse_sets"] == 2, precision["headroom"])
     manifest = _manifest(net, qnet, interpretation)
-    manifest["weights"] = {"synapse_sets": 2 if wide else 1, "why": why}
+    manifest["precision"] = precision
     return Deployment(net, qnet, manifest)
 
 
+def precision_of(graph: nir.NIRGraph, wide_weights: bool | None = None, headroom: str | None = None,
+                 weight_exp: int | None = None) -> dict[str, Any]:
+    """The synapse sets (2: wide weights) and membrane headroom of ``graph``'s deployment (``quantize``), and why.
 
-def uses_wide_weights(graph: nir.NIRGraph, wide_weights: bool | None, weight_exp: int | None = None
-                      ) -> tuple[bool, str]:
-    """Whether a deployment of ``graph`` gets wide weights (``quantize``), and why: as asked, else (None) for a
-    foreign graph, whose weights were trained without the chip's 8-bit grid (nothing calibrates them), and not for
-    snnchip's own (``--calibrate`` closes its gaps without the second synapse set) nor with fixed exponents (netx)."""
-    if wide_weights is not None:
-        return wide_weights, "asked for"
-    if weight_exp is not None:
-        return False, "fixed exponents (one weight matrix per layer)"
-    if "snnchip" in (graph.metadata or {}):
-        return False, "auto: a snnchip model (8-bit; --calibrate closes quantization gaps)"
-    return True, "auto: a foreign graph (its weights never saw the chip's 8-bit grid)"
+    What is not given (None) follows the graph: a foreign graph's weights never saw the chip's grid and nothing
+    calibrates them, so it gets precision (wide weights, the one-step headroom: the scale does not shrink with T);
+    a snnchip model gets resources and guarantees (8-bit weights, which ``--calibrate`` serves, and the T-step
+    headroom, which never saturates); fixed exponents (netx) hold one weight matrix per layer."""
+    foreign = "snnchip" not in (graph.metadata or {}) and weight_exp is None
+    why = "fixed exponents (netx)" if weight_exp is not None else \
+        "a foreign graph: precision first" if foreign else "a snnchip model: resources and guarantees first"
+    wide = foreign if wide_weights is None else wide_weights
+    room = ("step" if foreign else "T") if headroom is None else headroom
+    asked = [name for name, given in (("weights", wide_weights), ("headroom", headroom)) if given is not None]
+    return {"synapse_sets": 2 if wide else 1, "headroom": room,
+            "why": f"{' and '.join(asked)} as asked" if len(asked) == 2 else
+            f"{why}{'; ' + asked[0] + ' as asked' if asked else ''}"}
 
 
 def graded_spike_peaks(graph: nir.NIRGraph, x: Any) -> dict[str, float] | None:
@@ -265,19 +270,19 @@ def check_replaceable(out_dir: str | os.PathLike) -> None:
 def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation: Interpretation | None = None,
                  T: int | None = None, source: str | os.PathLike | None = None,
                  spike_bounds: dict[str, float] | None = None, max_memory: float | None = None,
-                 wide_weights: bool | None = None) -> Path:
+                 wide_weights: bool | None = None, headroom: str | None = None) -> Path:
     """Write the deploy directory for a NIR graph, a ``SpikingNet``, a ``.nir`` file or a ``model.pt``; return its
     path. ``source``: the ``model.pt`` a given graph came from: its training set sizes graded spikes (unless
-    ``spike_bounds`` are given) and the manifest records its path and sha256. ``wide_weights``: see
+    ``spike_bounds`` are given) and the manifest records its path and sha256. ``wide_weights``, ``headroom``: see
     ``deployment_from_graph``."""
     check_replaceable(out_dir)
     graph = read_model_graph(graph_or_path)
     origin = source or graph_or_path
-    sets = 2 if uses_wide_weights(graph, wide_weights)[0] else 1
+    sets = precision_of(graph, wide_weights)["synapse_sets"]
     check_feasible(deployment_size(graph, interpretation, sets), max_memory)  # before measuring spikes on data
     dep = deployment_from_graph(graph, interpretation, T, spike_bounds=spike_bounds if spike_bounds is not None
                                 else measured_spike_bounds(origin, graph), max_memory=max_memory,
-                                wide_weights=wide_weights)
+                                wide_weights=wide_weights, headroom=headroom)
     if isinstance(origin, (str, os.PathLike)) and Path(origin).is_file():
         dep.manifest["source"] = {"path": str(origin), "sha256": sha256_file(origin)}
     arrays = {}
@@ -408,15 +413,15 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
     return stage, q
 
 
-def chip_deployment(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], wide_weights: bool = False
-                    ) -> Deployment:
+def chip_deployment(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], wide_weights: bool = False,
+                    headroom: str = "T") -> Deployment:
     """The deployment of (``spec``, plain ``params``) in memory, saturation warnings silenced (a caller that
     quantizes after every optimizer step reports on the final deployment)."""
     from snnchip.export.nir_export import spec_to_nir
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SaturationWarning)
-        return deployment_from_graph(spec_to_nir(spec, params), wide_weights=wide_weights)
+        return deployment_from_graph(spec_to_nir(spec, params), wide_weights=wide_weights, headroom=headroom)
 
 
 def _dequantized(dep: Deployment, q: QStage) -> tuple[list[Weight], np.ndarray]:

@@ -25,13 +25,15 @@ Every projection into a stage (its own Lava Dense/Sparse) shares the stage's sca
   (V += 64·bq), so that it starts with the stage's first input (see docs: latency).
 
 Scale choice: the weight grid is 2^e/c with e = ⌈log2(c·max|W| / m_max)⌉, i.e. always the full mantissa, so a
-larger c only refines the membrane (threshold, bias, leak rounding). c is therefore taken as large as the 24-bit
-headroom allows: c_head = (2^23 − 1) / (64·B) for the one-step bound B = θ + max_i(Σ_p Σ_j |W_p,ij|·x_max(p) + |b_i|)
-(readout: B = Σ_{k<T} λ^k · max_i(...)). Candidates c ∈ {2^⌊log2 c_head⌋, c_head, c_fit·2^⌊log2(c_head/c_fit)⌋}
-(c_fit fills the mantissa of the largest weight exactly), each rounded down so that vth = c·θ is an integer; the
-one with the smallest maximal weight/bias/threshold error wins (ties: the power of two, which is lossless for
-parameters on a binary grid). A bound the headroom cannot meet raises ``QuantizationError``; a T-step worst case
-that could saturate warns (``SaturationWarning``).
+larger c refines the membrane (threshold, bias, leak rounding) and, with wide weights, the weights. c is therefore
+taken as large as the 24-bit headroom allows: c_head = (2^23 − 1) / (64·B) with R = max_i(Σ_p Σ_j |W_p,ij|·x_max(p)
++ |b_i|), the largest current I = R·Σ_{k<T} λ_syn^k and B = θ + I·Σ_{k<T} λ^k over T steps (``headroom="T"``,
+readouts always) or B = θ + I for one step (``headroom="step"``, or where the T-step bound leaves c·θ < 1).
+Candidates c ∈ {2^⌊log2 c_head⌋, c_head, c_fit·2^⌊log2(c_head/c_fit)⌋} (c_fit fills the mantissa of the largest
+weight exactly), each rounded down so that vth = c·θ is an integer; the one with the smallest maximal
+weight/bias/threshold error wins (ties: the power of two, which is lossless for parameters on a binary grid). A
+bound the headroom cannot meet raises ``QuantizationError``; a T-step worst case that could saturate under the
+T-step headroom warns (``SaturationWarning``).
 """
 
 from __future__ import annotations
@@ -307,29 +309,35 @@ def _projection_reports(projs: tuple[QProjection, ...], best: dict, unit: float 
     return out
 
 
+HEADROOMS = ("T", "step")
+
+
 def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_exp: int | None = None,
-                   input_frac_bits: int = 0, wide: bool = False) -> tuple[QStage, dict]:
+                   input_frac_bits: int = 0, wide: bool = False, headroom: str = "T") -> tuple[QStage, dict]:
     """Quantize one LIF-family stage (lif, cubalif, srm, readout); ``x_max``: the largest message per source
     (the input's range, 1 for binary spikes, an EM-PF stage's graded bound). ``weight_exp`` fixes every
     projection's Dense exponent as Lava applies it (netx: 0, its files hold the effective integer weights; the
-    input's projection then has e = weight_exp + ``input_frac_bits``). ``wide``: see ``quantize``."""
+    input's projection then has e = weight_exp + ``input_frac_bits``). ``wide``, ``headroom``: see ``quantize``."""
+    if headroom not in HEADROOMS:
+        raise ValueError(f"headroom {headroom!r}; valid: {', '.join(HEADROOMS)}")
     weights = [p.weight for p in stage.inputs]
     drive = sum(row_abs_sum(p.weight) * x_max[p.source] for p in stage.inputs) + np.abs(stage.bias)
     row = float(np.max(drive, initial=0.0))
     if T is None and not stage.spiking:
         raise QuantizationError(f"stage {stage.name!r}: the readout's 24-bit headroom needs T; pass T")
     theta0 = max(stage.theta, stage.reset_by or 0.0) if stage.spiking else 0.0
-    one_step = theta0 + row
     # current-based: |i| ≤ R·Σλ_syn^k and |v| ≤ θ + (that)·Σλ^k over T steps (no current: the current is the input)
-    full = one_step if T is None else theta0 + row * geometric_sum(stage.lam_syn, T) * geometric_sum(stage.lam, T)
+    current = row if T is None else row * geometric_sum(stage.lam_syn, T)
+    one_step = theta0 + current  # one step of the largest current
+    full = one_step if T is None else theta0 + current * geometric_sum(stage.lam, T)
     bound = full
-    if stage.spiking and V_MAX / (ACT_SHIFT_SCALE * full) * stage.theta < 1:
-        bound = one_step  # the T-step worst case does not fit: keep one step, warn below
+    if stage.spiking and (headroom == "step" or V_MAX / (ACT_SHIFT_SCALE * full) * stage.theta < 1):
+        bound = one_step  # asked for, or the T-step worst case does not fit (warned below)
     c_head = V_MAX / (ACT_SHIFT_SCALE * bound) if bound > 0 else float(VTH_MAX)
     if stage.spiking and c_head * stage.theta < 1:
         raise QuantizationError(
-            f"stage {stage.name!r}: one-step membrane bound {bound:.4g} (θ = {stage.theta:.4g} + max input "
-            f"{row:.4g}) needs scale ≤ {c_head:.4g}, which gives a threshold mantissa < 1; reduce the weights or "
+            f"stage {stage.name!r}: one-step membrane bound {bound:.4g} (θ = {stage.theta:.4g} + largest current "
+            f"{current:.4g}) needs scale ≤ {c_head:.4g}, which gives a threshold mantissa < 1; reduce the weights or "
             "raise θ")
     exps = None if weight_exp is None else [weight_exp + (input_frac_bits if p.source == INPUT else 0)
                                             for p in stage.inputs]
@@ -342,7 +350,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
         raise QuantizationError(f"stage {stage.name!r}: current decay λ_syn = {stage.lam_syn} rounds to no decay "
                                 "at all, which Lava's 12-bit du cannot express")
     may_saturate = ACT_SHIFT_SCALE * c * full > V_MAX * (1 + 1e-9)
-    if may_saturate:
+    if may_saturate and headroom == "T":
         warnings.warn(SaturationWarning(
             f"stage {stage.name!r}: worst-case membrane over T={T} steps is {full:.4g} (real) = "
             f"{ACT_SHIFT_SCALE * c * full:.4g} (int) > 2^23 − 1; it saturates if inputs stay maximal"), stacklevel=3)
@@ -359,7 +367,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
         max_abs_bias_error=float(np.abs(stage.bias - bq / c).max(initial=0.0)),
         projections=_projection_reports(projs, best),
         state_bound_int=float(ACT_SHIFT_SCALE * c * one_step), state_bound_T_int=float(ACT_SHIFT_SCALE * c * full),
-        may_saturate=bool(may_saturate), weight_step=step_int / c,
+        may_saturate=bool(may_saturate), headroom=headroom if stage.spiking else "T", weight_step=step_int / c,
         weight_step_theta=step_int / vth if stage.spiking else None, coarse=bool(stage.spiking and step_int >= vth),
     )
     return q, report
@@ -456,12 +464,16 @@ def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, f
 
 
 def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, input_frac_bits: int | None = None,
-             weight_exp: int | None = None, spike_bounds: dict[str, float] | None = None, wide_weights: bool = False
-             ) -> QuantizedNet:
+             weight_exp: int | None = None, spike_bounds: dict[str, float] | None = None, wide_weights: bool = False,
+             headroom: str = "T") -> QuantizedNet:
     """Quantize every stage of ``net``; the first reads graded real inputs with |x| ≤ ``input_range``.
 
     ``wide_weights``: every projection is two 8-bit synapse sets, the weights' mantissas and their residual's
     (twice the synapses), so a weight is exact to the membrane's resolution (1/c) instead of 8 bits.
+    ``headroom``: "T" scales every spiking membrane for its worst case over T steps (it never saturates; the scale,
+    and with it the resolution, shrinks with T where a neuron integrates without much leak); "step" for one step
+    of the largest current, θ + R·Σλ_syn^k (beyond it the 24-bit state saturates, identically in Lava and the
+    simulator; the report flags it). Readouts always get the T-step bound.
     ``input_frac_bits``: q of the input's payloads x·2^q (None: the largest ≤ 16 that fits, see ``_message_bits``).
     ``weight_exp`` (None: chosen per projection) fixes every Dense exponent (see ``quantize_stage``; it needs an
     explicit ``input_frac_bits``).
@@ -474,7 +486,7 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
     steps = T if T is not None else net.T
     plan: Schedule = schedule(net)
     worst: dict[str, float] = {INPUT: input_range}
-    headroom: dict[str, float] = {INPUT: input_range}
+    message_max: dict[str, float] = {INPUT: input_range}
     stages: dict[str, QStage] = {}
     reports: dict[str, dict] = {}
     graded = {st.name for st in net.stages if st.graded}
@@ -484,19 +496,19 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
                 raise QuantizationError(f"stage {st.name!r}: a recurrent input from the graded (EM-PF) stage "
                                         f"{p.source!r} is not supported on the chip")
             worst.setdefault(p.source, 1.0)  # binary spikes
-            headroom.setdefault(p.source, 1.0)
+            message_max.setdefault(p.source, 1.0)
         if st.kind == "empf":
             if steps is None:
                 raise QuantizationError(f"stage {st.name!r}: an EM-PF stage needs T")
-            q, r = quantize_empf_stage(st, steps, headroom, wide_weights)
+            q, r = quantize_empf_stage(st, steps, message_max, wide_weights)
             worst[st.name] = float(r["graded_spike_bound"])
             measured = (spike_bounds or {}).get(st.name)
-            headroom[st.name] = float(measured) if measured is not None and 0 < measured < worst[st.name] \
+            message_max[st.name] = float(measured) if measured is not None and 0 < measured < worst[st.name] \
                 else worst[st.name]
-            if headroom[st.name] != worst[st.name]:
-                r["graded_spike_measured"] = headroom[st.name]
+            if message_max[st.name] != worst[st.name]:
+                r["graded_spike_measured"] = message_max[st.name]
         else:
-            q, r = quantize_stage(st, steps, headroom, weight_exp, input_frac_bits or 0, wide_weights)
+            q, r = quantize_stage(st, steps, message_max, weight_exp, input_frac_bits or 0, wide_weights, headroom)
         stages[st.name], reports[st.name] = q, r
     q_bits = _message_bits(net, stages, worst, input_frac_bits)
     out = []
@@ -521,11 +533,12 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
 
 
 def warnings_of(r: dict) -> str:
-    """A stage's report row in words: the membrane may saturate (its T-step bound exceeds 2^23 − 1), and/or the
+    """A stage's report row in words: the membrane may saturate (its T-step bound exceeds 2^23 − 1; with the
+    one-step headroom that is by choice), and/or the
     weights are coarse (one step of the weight grid, g·2^e/c with g the mantissa step of the sign mode, moves the
     membrane by at least θ = vth/c, so the rounding of a single synapse can decide a spike: vth ≤ g·2^e; the
     weights' relative error can still be small)."""
-    out = ["MAY saturate"] if r["may_saturate"] else []
+    out = [] if not r["may_saturate"] else ["one-step headroom"] if r.get("headroom") == "step" else ["MAY saturate"]
     if r.get("coarse"):
         out.append(f"coarse: weight step {r['weight_step_theta']:.3g}θ (vth {r['vth']})")
     return ", ".join(out) or "none"

@@ -228,13 +228,24 @@ def test_a_wide_weights_residual_off_the_grid_is_refused_and_version_3_still_rea
                                   ChipSimulator(deployment_from_graph(graph)).run(x).output_raw)
 
 
-def test_wide_weights_apply_to_the_loihi_target_only(tmp_path, capsys):
+@pytest.mark.parametrize("flag", [["--weights", "wide"], ["--weights", "8bit"], ["--headroom", "step"]])
+def test_precision_options_apply_to_the_loihi_target_only(tmp_path, capsys, flag):
     nir.write(tmp_path / "m.nir", mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5))
-    assert cli.export([str(tmp_path / "m.nir"), "--target", "netx", "--weights", "wide", "-o",
-                       str(tmp_path / "n.net")]) == 2
+    assert cli.export([str(tmp_path / "m.nir"), "--target", "netx", *flag, "-o", str(tmp_path / "n.net")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--weights wide applies to --target loihi" in err[0]
+    assert len(err) == 1 and "--weights and --headroom apply to --target loihi, not netx" in err[0]
     assert not (tmp_path / "n.net").exists()
+
+
+def test_snn_export_says_which_precision_and_why(tmp_path, capsys):
+    nir.write(tmp_path / "m.nir", mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5))
+    assert cli.export([str(tmp_path / "m.nir"), "--target", "loihi", "--headroom", "step", "-o", str(tmp_path / "d")]) \
+        == 0
+    out = capsys.readouterr().out
+    assert "weights: 8-bit, headroom: one step (a snnchip model: resources and guarantees first; headroom as asked)" \
+        in out
+    man = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert man["precision"]["headroom"] == "step" and {s["headroom"] for s in man["quantization"]} == {"step", "T"}
 
 
 def _as_chain_version(deploy_dir, version: int) -> None:

@@ -75,21 +75,22 @@ def _torch(m: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(m, np.float32))
 
 
-def chip_errors(model: nn.Module, wide_weights: bool = False) -> dict[str, Any]:
+def chip_errors(model: nn.Module, wide_weights: bool = False, headroom: str = "T") -> dict[str, Any]:
     """The chip's error of every stage of a plain model, as ``qat.StageError``s of torch tensors."""
     from snnchip.export.loihi import chip_deployment, quantization_errors
     from snnchip.train import plain_parameters
     from snnchip.train.qat import StageError
 
-    errors = quantization_errors(chip_deployment(model.spec, plain_parameters(model), wide_weights))
+    errors = quantization_errors(chip_deployment(model.spec, plain_parameters(model), wide_weights, headroom))
     return {name: StageError([(src, d, _torch(m)) for src, d, m in projections], _torch(bias))
             for name, (projections, bias) in errors.items()}
 
 
 def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfig | None = None,
-              samples: int | None = None, snap: bool = True, log=print, wide_weights: bool = False) -> dict[str, Any]:
+              samples: int | None = None, snap: bool = True, log=print, wide_weights: bool = False,
+              headroom: str = "T") -> dict[str, Any]:
     """Calibrate ``model_path``, export it to ``out_dir`` and record the accuracies before and after (for the
-    chip with ``wide_weights``, see ``snnchip.export.quantize.quantize``).
+    chip with ``wide_weights`` and ``headroom``, see ``snnchip.export.quantize.quantize``).
 
     ``snap``: the exported (and saved) weights of the layers the chip quantizes entry by entry are their chip
     values Q(W) (``after``); ``after_unsnapped`` records the calibrated float weights themselves.
@@ -114,13 +115,13 @@ def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfi
     xs, y = encoded_test_set(spec, data, samples)
 
     def deployment() -> Any:
-        return chip_deployment(spec, plain_parameters(plain), wide_weights)
+        return chip_deployment(spec, plain_parameters(plain), wide_weights, headroom)
 
     before = accuracies(plain, deployment(), xs, y)
     log(f"before calibration: float {before['float_accuracy']:.2%}, chip {before['chip_accuracy']:.2%} "
         f"(gap {before['gap_points']:+.2f} points, agreement {before['decision_agreement']:.2%})")
-    correction = fine_tune(plain, data, functools.partial(chip_errors, wide_weights=wide_weights), cfg.epochs, cfg.lr,
-                           cfg.batch_size, cfg.seed, log=log)
+    errors = functools.partial(chip_errors, wide_weights=wide_weights, headroom=headroom)
+    correction = fine_tune(plain, data, errors, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, log=log)
     dep = deployment()
     shadow = accuracies(plain, dep, xs, y)
     snapped: list[str] = []
@@ -134,8 +135,8 @@ def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfi
     log(f"after calibration:  float {after['float_accuracy']:.2%}, chip {after['chip_accuracy']:.2%} "
         f"(gap {after['gap_points']:+.2f} points, agreement {after['decision_agreement']:.2%})")
     record = {
-        "model": str(model_path), "method": spec.method, "wide_weights": wide_weights, "dataset": cfg.dataset,
-        "T": spec.T,
+        "model": str(model_path), "method": spec.method, "wide_weights": wide_weights, "headroom": headroom,
+        "dataset": cfg.dataset, "T": spec.T,
         "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed, "optimizer": "adam",
         "quantizer": "stage-level straight-through: I + Σ_p (Q(A_p) - A_p)·x_p + Q(b) - b with the errors held "
                      "constant, Q = the Loihi quantizer of the current weights, recomputed after every optimizer step",
@@ -144,7 +145,7 @@ def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfi
         "seconds": round(time.perf_counter() - t0, 2),
     }
     out = Path(out_dir)
-    export_loihi(spec_to_nir(spec, plain_parameters(plain)), out, wide_weights=wide_weights)
+    export_loihi(spec_to_nir(spec, plain_parameters(plain)), out, wide_weights=wide_weights, headroom=headroom)
     save_checkpoint(out / CALIBRATED_NAME, spec, plain.state_dict(),
                     metrics={"calibration": record, "source": dict(ckpt.metrics)}, extra={})
     from snnchip.atomic import write_text_atomic
@@ -163,7 +164,8 @@ def calibrate_and_export(export_cfg: Any, cfg: CalibrationConfig, log=print) -> 
                            f"{export_cfg.target!r}")
     if Path(export_cfg.model).suffix != ".pt":
         raise SnnchipError(f"--calibrate needs a model.pt written by snn-train (it trains), got {export_cfg.model}")
-    record = calibrate(export_cfg.model, export_cfg.out, cfg, log=log, wide_weights=export_cfg.weights == "wide")
+    record = calibrate(export_cfg.model, export_cfg.out, cfg, log=log, wide_weights=export_cfg.weights == "wide",
+                       headroom="step" if export_cfg.headroom == "step" else "T")
     dep = load_deploy(export_cfg.out)
     lines = [format_report(dep.qnet.report), f"{'':<22}{'float':>9}{'chip':>9}{'gap (pts)':>11}{'agreement':>11}"]
     rows = [("before calibration", record["before"])]

@@ -17,11 +17,14 @@ from snnchip.spec import Interpretation
 
 TARGETS = ("nir", "loihi", "onnx", "netx")
 WEIGHT_CHOICES = ("auto", "8bit", "wide")
+HEADROOM_CHOICES = ("auto", "T", "step")
 
 
-def wide_weights(choice: str) -> bool | None:
-    """``--weights`` as ``export.loihi``'s ``wide_weights`` (None: decided per graph, ``uses_wide_weights``)."""
-    return {"auto": None, "8bit": False, "wide": True}[choice]
+def precision_args(weights: str, headroom: str) -> dict[str, Any]:
+    """``--weights`` and ``--headroom`` as ``export.loihi``'s ``wide_weights`` and ``headroom`` (None: "auto",
+    decided per graph by ``precision_of``)."""
+    return {"wide_weights": {"auto": None, "8bit": False, "wide": True}[weights],
+            "headroom": None if headroom == "auto" else headroom}
 DEFAULT_NAMES = {"nir": "model.nir", "loihi": "deploy", "onnx": "model.onnx", "netx": "model.net"}
 
 
@@ -40,13 +43,17 @@ class ExportConfig:
                           "every projection as two 8-bit synapse sets (the mantissas and their residual's: twice the "
                           "synapses), each weight exact to the membrane's resolution; auto: wide for a foreign graph, "
                           "8bit for a snnchip model")
+    headroom: str = option("auto", choices=HEADROOM_CHOICES, help="loihi: T: each membrane's scale covers its worst "
+                           "case over T steps (never saturates; coarser as T grows); step: one step of the largest "
+                           "current (finer; saturates if inputs stay maximal, identically in Lava); auto: step for a "
+                           "foreign graph, T for a snnchip model")
 
 
 def export(cfg: ExportConfig, overrides: dict[str, Any] | None = None) -> list[str]:
     """Write ``cfg.model`` as ``cfg.target`` to ``cfg.out``; ``overrides``: ``Interpretation`` fields given
     explicitly for a foreign graph. Returns the report lines."""
-    if cfg.weights == "wide" and cfg.target != "loihi":
-        raise SpecError(f"--weights wide applies to --target loihi (a {cfg.target} file holds one weight per synapse)")
+    if (cfg.weights, cfg.headroom) != ("auto", "auto") and cfg.target != "loihi":
+        raise SpecError(f"--weights and --headroom apply to --target loihi, not {cfg.target}")
     return _WRITERS[cfg.target](cfg, overrides or {})
 
 
@@ -70,13 +77,14 @@ def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
 
     graph = read_model_graph(cfg.model)
     out = export_loihi(graph, cfg.out, Interpretation.overriding(recorded_interpretation(graph), **given), cfg.T,
-                       source=cfg.model, max_memory=_bytes(cfg.max_memory), wide_weights=wide_weights(cfg.weights))
+                       source=cfg.model, max_memory=_bytes(cfg.max_memory),
+                       **precision_args(cfg.weights, cfg.headroom))
     dep = load_deploy(out)
     res = dep.manifest["resources"]
-    sets = dep.manifest["weights"]
+    precision = dep.manifest["precision"]
     return [format_report(dep.qnet.report),
-            f"weights: {'wide (two 8-bit synapse sets per projection)' if sets['synapse_sets'] == 2 else '8-bit'}, "
-            f"{sets['why']}",
+            f"weights: {'wide (two 8-bit synapse sets per projection)' if precision['synapse_sets'] == 2 else '8-bit'}"
+            f", headroom: {'one step' if precision['headroom'] == 'step' else 'T steps'} ({precision['why']})",
             f"wrote {out}: {dep.depth} stages, {res['neurons']} neurons, {res['synapses']} synapses, "
             f"T = {dep.T}, Lava latency {dep.depth} steps (run T + {dep.depth})"]
 

@@ -17,6 +17,7 @@ so a config line and a command-line flag mean the same thing::
     [export]
     targets = ["nir", "loihi"]            # written to RUN/model.nir, RUN/deploy/, RUN/model.onnx, RUN/model.net
     weights = "auto"                      # loihi and the validated deployment: auto, 8bit or wide (--weights)
+    headroom = "auto"                     # and: auto, T or step (--headroom)
 
     [validate]                            # snn-validate options; the report and plots go under RUN
     lava_samples = 20
@@ -63,7 +64,7 @@ def run_pipeline(config_path: str | Path, out: str | Path | None = None,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the pipeline of ``config_path``; returns the validation report (``report["passed"]``)."""
     from snnchip.train.trainer import TrainConfig, fit, summary
-    from snnchip.workflows.export import DEFAULT_NAMES, WEIGHT_CHOICES, ExportConfig, export
+    from snnchip.workflows.export import DEFAULT_NAMES, HEADROOM_CHOICES, WEIGHT_CHOICES, ExportConfig, export
     from snnchip.workflows.report import print_table, write_plots
     from snnchip.workflows.validate import ValidateConfig, validate
 
@@ -71,13 +72,16 @@ def run_pipeline(config_path: str | Path, out: str | Path | None = None,
     run_dir = Path(out or config.get("run", {}).get("out") or f"runs/{Path(config_path).stem}")
     train_cfg = from_mapping(TrainConfig, config["train"], "[train]", out=str(run_dir))
     targets = config.get("export", {}).get("targets", ["nir", "loihi"])
-    weights = config.get("export", {}).get("weights", "auto")
+    precision = {"weights": config.get("export", {}).get("weights", "auto"),
+                 "headroom": config.get("export", {}).get("headroom", "auto")}
     bad = [t for t in targets if t not in DEFAULT_NAMES] if isinstance(targets, list) else [targets]
-    if bad or set(config.get("export", {})) - {"targets", "weights"} or weights not in WEIGHT_CHOICES:
-        raise SnnchipError(f"[export]: the keys are targets, a list of {', '.join(DEFAULT_NAMES)}, and weights, one "
-                           f"of {', '.join(WEIGHT_CHOICES)}; got {config.get('export')}")
+    if bad or set(config.get("export", {})) - {"targets", *precision} or precision["weights"] not in WEIGHT_CHOICES \
+            or precision["headroom"] not in HEADROOM_CHOICES:
+        raise SnnchipError(f"[export]: the keys are targets, a list of {', '.join(DEFAULT_NAMES)}, weights (one of "
+                           f"{', '.join(WEIGHT_CHOICES)}) and headroom (one of {', '.join(HEADROOM_CHOICES)}); got "
+                           f"{config.get('export')}")
     validate_cfg = from_mapping(ValidateConfig, {"dataset": train_cfg.dataset, "data_dir": train_cfg.data_dir,
-                                                 "weights": weights, **config.get("validate", {})}, "[validate]")
+                                                 **precision, **config.get("validate", {})}, "[validate]")
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
@@ -87,7 +91,7 @@ def run_pipeline(config_path: str | Path, out: str | Path | None = None,
         dest = run_dir / DEFAULT_NAMES[target]
         log(f"== [2/3] export ({i}/{len(targets)}) --target {target} -> {dest}")
         log("\n".join(export(ExportConfig(model=str(run_dir / "model.pt"), target=target, out=str(dest),
-                                          weights=weights if target == "loihi" else "auto"))))
+                                          **(precision if target == "loihi" else {})))))
     log("== [3/3] validate (the validation ladder)")
     report = validate(str(run_dir / "model.pt"), validate_cfg)
     print_table(report)

@@ -36,7 +36,7 @@ from snnchip.errors import SnnchipError
 from snnchip.hw_sim.compare import compare_exact, spike_agreement
 from snnchip.identity import sha256_arrays, sha256_file
 from snnchip.options import option
-from snnchip.workflows.export import WEIGHT_CHOICES, wide_weights
+from snnchip.workflows.export import HEADROOM_CHOICES, WEIGHT_CHOICES, precision_args
 
 NIR_TOLERANCE = 1e-5
 CERTIFIED_DIR = "certified-deploy"
@@ -63,6 +63,8 @@ class ValidateConfig:
     batch_size: int = option(128, help="samples per batch on the float model and the chip simulator")
     weights: str = option("auto", choices=WEIGHT_CHOICES, help="for a model: its deployment's synapses, as "
                           "snn-export --weights (auto: 8bit for a snnchip model); a deploy directory records its own")
+    headroom: str = option("auto", choices=HEADROOM_CHOICES, help="for a model: its deployment's membrane headroom, "
+                           "as snn-export --headroom (auto: T for a snnchip model)")
 
     def check(self) -> None:
         bad = []
@@ -117,7 +119,7 @@ class Reference:
         from snnchip.train import SpikingNet, load_model
 
         self.model, self.model_path, self.deploy_path, self.deployment = None, None, None, None
-        self.wide_weights = wide_weights(cfg.weights)
+        self.precision = precision_args(cfg.weights, cfg.headroom)
         if isinstance(source, SpikingNet):
             self.name, self.model, self.spec = f"in-memory {source.spec.model}", source, source.spec
             self.graph = model_graph(source)
@@ -146,7 +148,7 @@ class Reference:
                 self.spec = ckpt.spec
                 self.graph = model_graph(path)
                 self.deploy_path = Path(cfg.deploy_out) if cfg.deploy_out else path.parent / CERTIFIED_DIR
-                export_loihi(self.graph, self.deploy_path, source=path, wide_weights=self.wide_weights)
+                export_loihi(self.graph, self.deploy_path, source=path, **self.precision)
                 self.deployment = load_deploy(self.deploy_path)  # certify the files, not an in-memory copy
         if self.spec is None:
             raise SnnchipError(f"{self.name}: a foreign graph carries no dataset spec; validate a model.pt or a "
@@ -161,9 +163,9 @@ class Reference:
             return
         bounds = graded_spike_peaks(self.graph, data.x_train)
         if self.deploy_path is None:
-            self.deployment = deployment_from_graph(self.graph, spike_bounds=bounds, wide_weights=self.wide_weights)
+            self.deployment = deployment_from_graph(self.graph, spike_bounds=bounds, **self.precision)
         else:
-            export_loihi(self.graph, self.deploy_path, spike_bounds=bounds, wide_weights=self.wide_weights)
+            export_loihi(self.graph, self.deploy_path, spike_bounds=bounds, **self.precision)
             self.deployment = load_deploy(self.deploy_path)
 
     def run(self, xs: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
