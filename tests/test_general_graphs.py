@@ -279,3 +279,29 @@ def test_per_channel_neuron_fields_broadcast_over_the_layer():
     ref = NIRExecutor(g, interp, dtype=torch.float64).run(xs)
     chip = ChipSimulator(deployment_from_graph(g, interp)).run(xs)
     assert chip.spikes["lif"].any() and np.mean(chip.spikes["lif"] == ref.spikes["lif"].numpy().astype(bool)) >= 0.97
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_a_membrane_saturating_under_the_one_step_headroom_saturates_alike_on_lava(reset):
+    """IF neurons driven by 3θ (one up, one down) every step for 40 steps under the one-step headroom: the membrane
+    reaches ±(2^23 − 1) and stays clipped there, spike for spike and state for state the same in Lava."""
+    from lava_harness import assert_same_run
+
+    from snnchip.deploy import build
+    from snnchip.deploy.fixed_point import V_LIMIT
+
+    nodes = {"input": nir.Input(input_type={"input": np.array([3])}),
+             "fc": nir.Affine(weight=np.array([[3.0, 2.5, 1.0], [-3.0, -2.0, -1.5]]), bias=np.array([0.5, -0.5])),
+             "lif": nir.IF(r=np.ones(2), v_threshold=np.ones(2)),
+             "fc2": nir.Affine(weight=np.array([[1.0, -1.0]]), bias=np.zeros(1)),
+             "out": nir.LI(tau=np.full(1, 2.0), r=np.ones(1), v_leak=np.zeros(1)),
+             "output": nir.Output(output_type={"output": np.array([1])})}
+    g = nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "lif"), ("lif", "fc2"), ("fc2", "out"),
+                                         ("out", "output")], type_check=False)
+    dep = deployment_from_graph(g, Interpretation(dt=1.0, reset=reset), T=40, headroom="step")
+    assert [r["headroom"] for r in dep.qnet.report] == ["step", "T"] and dep.qnet.report[0]["may_saturate"]
+    x = np.ones((40, 2, 3))
+    chip = ChipSimulator(dep).run(x, timing="lava")
+    assert np.abs(chip.states["lif"]["v"]).max() == V_LIMIT
+    assert_same_run(chip, build(dep).run(x, timing="lava"))
