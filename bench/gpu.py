@@ -58,7 +58,8 @@ STAGES = ("env", "tests", "memory", "peers", "report")
 TESTS_CAP_S = 150  # the CUDA test set's share of the budget at most
 MEMORY_CAP_S = 90  # the memory breakdown's share at most
 MEMORY = ["--model", "vgg", "--T", "6", "--batch-size", "128", "--methods", "ottt-a,sj-ottt,sltt,sj-sltt"]
-MEMORY_TINY = ["--model", "conv", "--T", "2", "--batch-size", "2", "--methods", "ottt-a", "--warmup", "1", "--no-compile"]
+MEMORY_TINY = ["--model", "conv", "--T", "2", "--batch-size", "2", "--methods", "ottt-a", "--warmup", "1",
+               "--no-compile"]
 REPORT_RESERVE_S = 20  # kept for the report after the benchmarks
 GEMM_N, COPY_BYTES = 8192, 2**30
 

@@ -1,7 +1,8 @@
 """One training iteration captured as a CUDA graph and replayed: the kernels of all T steps, their backward passes
 and the optimizer step launch as one graph, so the host work of each step (Python, autograd, the kernel launches)
-is paid once, at capture, instead of every iteration. Off unless asked for (``snn-bench peers`` method suffix
-``+graph``); tests/test_cuda.py checks that replays train exactly as ``rules.iterate`` does.
+is paid once, at capture, instead of every iteration. Off unless asked for (``snn-train --cuda-graph``,
+``snn-bench peers`` method suffix ``+graph``); tests/test_cuda.py checks that replays train exactly as
+``rules.iterate`` does.
 
 ``GraphedIteration(model, x, y, method, step=...)`` runs ``warmup`` real iterations on a side stream (cuDNN plans,
 compiled kernels and optimizer state are created before capture), captures ``rules.iterate`` on its own copies of

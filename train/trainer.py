@@ -38,7 +38,7 @@ from snnchip.spec import NetworkSpec, NeuronSpec, check_T
 from .activity import LayerActivityWarning, RateFlag, rate_flags
 from .cuda_graph import GraphedIteration
 from .data import DATASETS, Dataset, load_dataset
-from .distributed import World, process_group
+from .distributed import World, launched, process_group
 from .edbp import configure_edbp, edbp_options
 from .empf import VARIANTS, configure_empf
 from .inference import simulate
@@ -301,12 +301,12 @@ def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
     Rank 0 holds ``OUT``'s lock (``snnchip.lock``) for the run: a second run on the same OUT is refused."""
     check_config(cfg)
     device = pick_device(cfg.device)
+    if cfg.cuda_graph and launched():
+        raise SpecError("--cuda-graph trains in one process, without torchrun: the data-parallel gradient all-reduce "
+                        "is not captured")
     if cfg.cuda_graph and device.type != "cuda":
         raise SpecError(f"--cuda-graph needs a CUDA device; this run is on {device.type}")
     with process_group(device) as world:
-        if cfg.cuda_graph and world.distributed:
-            raise SpecError("--cuda-graph trains in one process; the data-parallel gradient all-reduce is not "
-                            "captured (leave out --nproc / torchrun)")
         if cfg.batch_size % world.size:
             raise SpecError(f"--batch-size {cfg.batch_size} is the global batch: it must be a multiple of the "
                             f"{world.size} processes")
