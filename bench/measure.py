@@ -9,7 +9,10 @@ counts peak memory, then ``repeats`` timed calls (median and minimum wall time, 
 Peak memory on the CPU: the peak bytes of the distinct storages autograd saves for backward
 (``torch.autograd.graph.saved_tensors_hooks``; a storage saved twice counts once; the model's parameters are
 excluded), i.e. the activation memory of a rule, counted the same way for every library. On CUDA: the allocator's
-peak during the call minus what was allocated before it.
+peak during the call minus what was allocated before the warm-up (the model and its batch), so that what a library
+keeps from one iteration to the next (SpikingJelly: its neurons' states and the gradients, freed and rebuilt during
+the next iteration) counts as it does for a library that frees everything at the end of an iteration.
+``snn-bench memory`` (``memory.py``) breaks that peak down.
 """
 
 from __future__ import annotations
@@ -151,13 +154,14 @@ def saved_storage_peak(model: nn.Module, fn: Callable[[], object]) -> int:
     return saved.peak
 
 
-def peak_memory(model: nn.Module, fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
-    """Peak bytes of one call of ``fn``: saved-for-backward storages on the CPU (``saved_storage_peak``), the CUDA
-    allocator's peak above what was allocated before on CUDA."""
+def peak_memory(model: nn.Module, fn: Callable[[], object], device: torch.device | str = "cpu",
+                base: int | None = None) -> int:
+    """Peak bytes of one call of ``fn``: saved-for-backward storages on the CPU (``saved_storage_peak``), on CUDA the
+    allocator's peak during the call above ``base`` bytes (default: what is allocated just before the call)."""
     if not on_cuda(device):
         return saved_storage_peak(model, fn)
     sync(device)
-    base = torch.cuda.memory_allocated(device)
+    base = torch.cuda.memory_allocated(device) if base is None else base
     torch.cuda.reset_peak_memory_stats(device)
     fn()
     sync(device)
@@ -167,9 +171,11 @@ def peak_memory(model: nn.Module, fn: Callable[[], object], device: torch.device
 def measure_iteration(model: nn.Module, iteration: Callable[[], object], device: torch.device | str = "cpu",
                       warmup: int = 3, repeats: int = 5) -> dict[str, Any]:
     """The protocol of the module docstring: ``time_calls`` fields plus ``peak_memory_bytes``."""
+    sync(device)
+    base = torch.cuda.memory_allocated(device) if on_cuda(device) else None
     for _ in range(warmup):
         iteration()
-    peak = peak_memory(model, iteration, device)
+    peak = peak_memory(model, iteration, device, base)
     return {**time_calls(iteration, repeats, device, warmup=0), "peak_memory_bytes": peak}
 
 
