@@ -1,7 +1,8 @@
 """The GPU run in one command, for a lent machine with a time limit (``bench/gpu.sh`` installs and starts it):
-``python -m snnchip.bench.gpu --out DIR [--budget S]``. The CUDA test set and ``snn-bench peers`` on CUDA run inside
-one time budget, the most important first; every file is written as soon as it holds something, so a run cut off
-keeps what it finished, and ``--stages``, ``--nets``, ``--methods`` and ``--tests-k`` make a shorter second run.
+``python -m snnchip.bench.gpu --out DIR [--budget S]``. The CUDA test set, ``snn-bench memory`` and
+``snn-bench peers`` on CUDA run inside one time budget, the most important first; every file is written as soon as
+it holds something, so a run cut off keeps what it finished, and ``--stages``, ``--nets``, ``--methods`` and
+``--tests-k`` make a shorter second run.
 
 Stages, in this order:
 
@@ -10,10 +11,12 @@ Stages, in this order:
             copy), read by ``report.gpu_section``.
 ``tests``   ``pytest.log``: ``pytest -m cuda`` (tests/test_cuda.py), its summary line also in env.json.
 ``memory``  ``memory.json`` / ``memory.log``: ``snn-bench memory`` (``memory.py``) on the card: where one iteration's
-            memory goes, OTTT_A and SLTT, ours and SpikingJelly's, on VGG-11 at the peers' batch and T.
-``peers``   ``PLAN``: ``peers_vgg.json`` (OTTT's VGG-11 at CIFAR-10 shape, batch 128, T = 6), then ``peers_conv.json``
-            (the conv net at T = 4 and 32; at T = 4 our eager kernels and SpikingJelly's Torch reference LIF; then
-            T = 16), each configuration in a fresh process (``peers.run_suite``), none started after the deadline.
+            memory goes, OTTT_A and SLTT, ours (also with channels-last weights, ``+cl``) and SpikingJelly's, on
+            VGG-11 at the peers' batch and T.
+``peers``   ``PLAN``: ``peers_vgg.json`` (OTTT's VGG-11 at CIFAR-10 shape, batch 128, T = 6; ``+cl`` last), then
+            ``peers_conv.json`` (the conv net at T = 4 and 32; at T = 4 our eager kernels and SpikingJelly's Torch
+            reference LIF; then T = 16), each configuration in a fresh process (``peers.run_suite``), none started
+            after the deadline.
 ``report``  ``BENCHMARKS_gpu.md`` (``report.gpu_section``) and ``peers_gpu.png``; the Markdown is printed last.
 
 ``--device cpu --tiny`` runs the same plumbing at toy sizes on a CPU (tests/test_bench_gpu.py).
@@ -46,8 +49,9 @@ MAIN = ["ottt-a", "sj-ottt", "sltt", "sj-sltt", "ottt-a+graph", "sltt+graph", "b
         "bptt+graph", "sltt-k", "saf-e"]
 SJ_TORCH = ["sj-ottt+torch", "sj-sltt+torch", "sj-bptt+torch"]  # SpikingJelly on its Torch reference LIF
 EAGER = ["ottt-a+eager", "sltt+eager", "bptt+eager"]  # our rules without torch.compile'd kernels
+CL = ["ottt-a+cl", "sltt+cl"]  # our rules with channels-last convolution weights
 PLAN = [  # (file, net, T list, methods), in the order they run
-    ("peers_vgg.json", "vgg", [6], MAIN + SJ_TORCH),
+    ("peers_vgg.json", "vgg", [6], MAIN + SJ_TORCH + CL),
     ("peers_conv.json", "conv", [4, 32], MAIN),
     ("peers_conv.json", "conv", [4], EAGER + SJ_TORCH),
     ("peers_conv.json", "conv", [16], MAIN),
@@ -57,7 +61,8 @@ TINY = {"conv": {"input": [3, 8, 8], "widths": [4, 4, 8], "batch": 2},
 STAGES = ("env", "tests", "memory", "peers", "report")
 TESTS_CAP_S = 150  # the CUDA test set's share of the budget at most
 MEMORY_CAP_S = 90  # the memory breakdown's share at most
-MEMORY = ["--model", "vgg", "--T", "6", "--batch-size", "128", "--methods", "ottt-a,sj-ottt,sltt,sj-sltt"]
+MEMORY = ["--model", "vgg", "--T", "6", "--batch-size", "128", "--methods",
+          "ottt-a,sj-ottt,sltt,sj-sltt,ottt-a+cl,sltt+cl"]
 MEMORY_TINY = ["--model", "conv", "--T", "2", "--batch-size", "2", "--methods", "ottt-a", "--warmup", "1",
                "--no-compile"]
 REPORT_RESERVE_S = 20  # kept for the report after the benchmarks

@@ -34,6 +34,7 @@ from .nets import plain_layers
 
 GEMM = 1024
 MEMORY_KIND = {"cpu": "autograd_saved_storage_bytes", "cuda": "cuda_max_allocated"}
+MEMORY_BASE = "before_warmup"  # what the CUDA peak is taken above (``measure_iteration``)
 
 
 def on_cuda(device: torch.device | str) -> bool:

@@ -47,23 +47,26 @@ CATEGORIES = ("gradients", "optimizer", "saved_for_backward", "forward_other", "
 BUILT, ITERATION = "snnchip.built", "snnchip.iteration"
 
 
-def _allocations(events: list) -> tuple[list, dict[str, tuple[int, int]]]:
+def _allocations(events: list) -> tuple[list, dict[str, tuple[int, int]], list[tuple[int, str]]]:
     """The allocation events (frees have negative sizes) in time order, each with the chain of its ancestors'
-    names, and the [start, end] of each ``snnchip.*`` marker (the last of each name)."""
+    names; the [start, end] of the ``snnchip.built`` and ``snnchip.iteration`` ranges; the (start, name) of every
+    other ``snnchip.*`` marker."""
     from torch._C._profiler import _EventType
 
-    allocs, marks, stack = [], {}, [(e, ()) for e in events]
+    allocs, ranges, marks, stack = [], {}, [], [(e, ()) for e in events]
     while stack:
         event, chain = stack.pop()
         if event.tag == _EventType.Allocation:
             allocs.append((event.start_time_ns, event.extra_fields, chain))
             continue
         name = _name(event)
-        if name.startswith("snnchip."):
-            marks[name] = (event.start_time_ns, event.end_time_ns)
+        if name in (BUILT, ITERATION):
+            ranges[name] = (event.start_time_ns, event.end_time_ns)
+        elif name.startswith("snnchip."):
+            marks.append((event.start_time_ns, name))
         stack.extend((child, (*chain, name)) for child in event.children)
     allocs.sort(key=lambda a: a[0])
-    return allocs, marks
+    return allocs, ranges, marks
 
 
 def _mark_gradients(optimizer: torch.optim.Optimizer, *_: Any) -> None:
@@ -125,13 +128,13 @@ def breakdown(build: Callable[[], adapters.Iteration], device: torch.device | st
                 measure.sync(device)
         finally:
             hook.remove()
-    allocs, marks = _allocations(list(prof.profiler.kineto_results.experimental_event_tree()))
-    built_end, (start, end) = marks[BUILT][1], marks[ITERATION]
+    allocs, ranges, marks = _allocations(list(prof.profiler.kineto_results.experimental_event_tree()))
+    built_end, (start, end) = ranges[BUILT][1], ranges[ITERATION]
     live: dict[int, list] = {}  # pointer -> [bytes, ancestors, saved, allocated after the build, a .grad]
     built = total = peak = 0  # live bytes allocated during the build, after it, and the peak of the latter
     at_peak: list[tuple[list, bool]] = []  # (entry, saved at the peak)
     events = sorted([(t, 0, f, chain) for t, f, chain in allocs if f.device == device]
-                    + [(t0, 1, name, None) for name, (t0, _) in marks.items() if ":" in name], key=lambda e: e[:2])
+                    + [(t, 1, name, None) for t, name in marks], key=lambda e: e[:2])
     for t, kind, what, chain in events:
         if kind == 1:  # a storage saved for backward, released by it, or an optimizer's .grad
             verb, _, ptr = what.partition(":")

@@ -8,6 +8,7 @@ import math
 from functools import partial
 
 import pytest
+import torch
 
 from snnchip.bench import adapters, memory, nets
 from snnchip.cli.snn_bench import main
@@ -83,3 +84,29 @@ def test_snn_bench_memory_writes_the_rows(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["net"], r["method"], r["T"]) for r in rows] == [("conv", "ottt-a", 2)]
     assert "ottt-a" in capsys.readouterr().out
+
+
+def test_the_breakdown_is_the_same_run_to_run(ours):
+    """Every save and release of a storage counts (a pointer reused by a later tensor is saved again)."""
+    again = _breakdown("ottt-a")
+    assert again["categories"] == ours["ottt-a"]["categories"] and again["sites"] == ours["ottt-a"]["sites"]
+
+
+def test_a_storage_saved_by_graphs_in_turn_counts_as_saved_each_time():
+    """Hand-made iteration: x is saved for weight's gradient by three graphs in turn, each released by its backward;
+    next to the second, a 40 MB temporary makes the peak. At the peak, x (4 MB) is what is saved."""
+    n = 2**20
+    weight = torch.nn.Parameter(torch.ones(n))
+
+    def iteration() -> None:
+        x = torch.ones(n)
+        for size in (2 * n, 10 * n, 2 * n):  # the second of three passes makes the peak
+            y = x * weight  # saves x (weight's gradient is grad·x), not weight (x needs no gradient)
+            temporary = torch.ones(size)
+            del temporary
+            y.sum().backward()
+            del y
+
+    r = memory.breakdown(lambda: (torch.nn.Linear(1, 1), iteration, 1), "cpu", warmup=1)
+    # at the peak: x, y, the temporary and weight.grad (kept from the warm-up), 4 bytes each
+    assert r["categories"]["saved_for_backward"] == 4 * n and r["peak_bytes"] == (1 + 1 + 10 + 1) * 4 * n
