@@ -1,4 +1,4 @@
-"""snnchip.bench: the benchmarks (``snn-bench train|hwsim|peers``, ``python -m snnchip.bench.ddp``,
+"""snnchip.bench: the benchmarks (``snn-bench train|hwsim|peers|memory``, ``python -m snnchip.bench.ddp``,
 ``python -m snnchip.bench.accuracy``).
 
 A top layer like the command-line face: it may import every stage, and no stage imports it.
@@ -10,6 +10,7 @@ A top layer like the command-line face: it may import every stage, and no stage 
 | ``adapters`` | one training iteration per library: ours, SpikingJelly, snnTorch |
 | ``measure`` | warm-up and timing (CUDA-synchronised), peak memory, FLOP model, machine throughput, profiling |
 | ``report`` | Markdown and plots, from the benchmarks' JSON |
-| ``train``, ``hwsim``, ``peers`` | the ``snn-bench`` subcommands (entry point ``run(args)`` each) |
+| ``memory`` | ``snn-bench memory``: one iteration's memory at the allocator's peak, by category and by site |
+| ``train``, ``hwsim``, ``peers`` | the other ``snn-bench`` subcommands (entry point ``run(args)`` each) |
 | ``ddp``, ``accuracy`` | data-parallel throughput, the digits accuracy table |
 """

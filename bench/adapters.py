@@ -14,6 +14,9 @@ backward), the model and data on the given device.
 Variants, ``METHOD+VARIANT``: ``+eager`` our rule with eager neuron kernels (not torch.compile'd); ``+graph`` our rule
 captured as one CUDA graph per iteration (``snnchip.train.cuda_graph``; CUDA only, rules with fixed backward steps;
 its iteration carries ``peak_memory_bytes``, the memory its capture took, since a replay allocates nothing);
+``+cl`` our rule with the convolution weights channels-last too, like the activations (``rules._fast_layout``), so
+that no convolution reorders its weights (same gradients bit for bit on the CPU; ``snn-bench memory`` shows the
+reorders' temporaries);
 ``+torch`` a SpikingJelly method with its neurons forced onto SpikingJelly's Torch reference implementation
 (``SJ_LIF_CUDA_IMPLEMENTATION=torch``; by default SpikingJelly 2.0 picks its native CUDA, then its Triton kernels
 on a GPU: ``sj_implementation`` tells which ran).
@@ -47,7 +50,8 @@ from . import nets
 
 OURS = ("bptt", "ottt-a", "ottt-o", "sltt", "sltt-k", "saf-e", "saf-f", "empf")
 PEERS = ("sj-bptt", "sj-ottt", "sj-sltt", "snntorch-bptt")
-VARIANTS = {"eager": OURS, "graph": tuple(m for m in OURS if m != "sltt-k"), "torch": ("sj-bptt", "sj-ottt", "sj-sltt")}
+VARIANTS = {"eager": OURS, "graph": tuple(m for m in OURS if m != "sltt-k"), "cl": ("bptt", "ottt-a", "sltt"),
+            "torch": ("sj-bptt", "sj-ottt", "sj-sltt")}
 METHODS = OURS + PEERS + tuple(f"{m}+{v}" for v, ms in VARIANTS.items() for m in ms)
 SJ_IMPLEMENTATION = "SJ_LIF_CUDA_IMPLEMENTATION"
 LAM = 0.5
@@ -68,15 +72,19 @@ def method_neuron(method: str) -> NeuronSpec:
     return NeuronSpec(lam=SLTT_LAMBDA if sltt else LAM, surrogate="triangle" if sltt else "sigmoid")
 
 
-def ours(net: NetworkSpec, method: str, x: torch.Tensor, y: torch.Tensor, graph: bool = False) -> Iteration:
+def ours(net: NetworkSpec, method: str, x: torch.Tensor, y: torch.Tensor, graph: bool = False,
+         channels_last: bool = False) -> Iteration:
     """Our rule ``method`` on ``net`` (EM-PF: the net's LIF neurons configured as EM-PF's bn variant); ``graph``:
-    captured as a CUDA graph (``snnchip.train.cuda_graph``), replayed per iteration."""
+    captured as a CUDA graph (``snnchip.train.cuda_graph``), replayed per iteration; ``channels_last``: the
+    convolution weights in channels-last layout."""
     from snnchip.train.cuda_graph import GraphedIteration
     from snnchip.train.empf import configure_empf
     from snnchip.train.model import build_model
     from snnchip.train.rules import iterate
 
     model = build_model(configure_empf(net, "bn") if method == "empf" else net).to(x.device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     k = max(1, net.T // 4)
     rng = random.Random(0)
@@ -222,7 +230,7 @@ def make_iteration(name: str, net: dict[str, Any], T: int, method: str, device: 
         from snnchip.train.neuron import compile_kernels
 
         compile_kernels(compile and variant != "eager")
-        return ours(spec, plain, x, y, graph=variant == "graph")
+        return ours(spec, plain, x, y, graph=variant == "graph", channels_last=variant == "cl")
     if plain == "sj-bptt":
         return spikingjelly_bptt(spec, x, y)
     if plain in ("sj-ottt", "sj-sltt"):

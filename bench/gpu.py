@@ -1,7 +1,8 @@
 """The GPU run in one command, for a lent machine with a time limit (``bench/gpu.sh`` installs and starts it):
-``python -m snnchip.bench.gpu --out DIR [--budget S]``. The CUDA test set and ``snn-bench peers`` on CUDA run inside
-one time budget, the most important first; every file is written as soon as it holds something, so a run cut off
-keeps what it finished, and ``--stages``, ``--nets``, ``--methods`` and ``--tests-k`` make a shorter second run.
+``python -m snnchip.bench.gpu --out DIR [--budget S]``. The CUDA test set, ``snn-bench memory`` and
+``snn-bench peers`` on CUDA run inside one time budget, the most important first; every file is written as soon as
+it holds something, so a run cut off keeps what it finished, and ``--stages``, ``--nets``, ``--methods`` and
+``--tests-k`` make a shorter second run.
 
 Stages, in this order:
 
@@ -9,9 +10,13 @@ Stages, in this order:
             versions, and the card's measured ceilings (``ceilings``: bf16, TF32 and fp32 GEMMs, a device-to-device
             copy), read by ``report.gpu_section``.
 ``tests``   ``pytest.log``: ``pytest -m cuda`` (tests/test_cuda.py), its summary line also in env.json.
-``peers``   ``PLAN``: ``peers_vgg.json`` (OTTT's VGG-11 at CIFAR-10 shape, batch 128, T = 6), then ``peers_conv.json``
-            (the conv net at T = 4 and 32; at T = 4 our eager kernels and SpikingJelly's Torch reference LIF; then
-            T = 16), each configuration in a fresh process (``peers.run_suite``), none started after the deadline.
+``memory``  ``memory.json`` / ``memory.log``: ``snn-bench memory`` (``memory.py``) on the card: where one iteration's
+            memory goes, OTTT_A and SLTT, ours (also with channels-last weights, ``+cl``) and SpikingJelly's, on
+            VGG-11 at the peers' batch and T.
+``peers``   ``PLAN``: ``peers_vgg.json`` (OTTT's VGG-11 at CIFAR-10 shape, batch 128, T = 6; ``+cl`` last), then
+            ``peers_conv.json`` (the conv net at T = 4 and 32; at T = 4 our eager kernels and SpikingJelly's Torch
+            reference LIF; then T = 16), each configuration in a fresh process (``peers.run_suite``), none started
+            after the deadline.
 ``report``  ``BENCHMARKS_gpu.md`` (``report.gpu_section``) and ``peers_gpu.png``; the Markdown is printed last.
 
 ``--device cpu --tiny`` runs the same plumbing at toy sizes on a CPU (tests/test_bench_gpu.py).
@@ -44,16 +49,22 @@ MAIN = ["ottt-a", "sj-ottt", "sltt", "sj-sltt", "ottt-a+graph", "sltt+graph", "b
         "bptt+graph", "sltt-k", "saf-e"]
 SJ_TORCH = ["sj-ottt+torch", "sj-sltt+torch", "sj-bptt+torch"]  # SpikingJelly on its Torch reference LIF
 EAGER = ["ottt-a+eager", "sltt+eager", "bptt+eager"]  # our rules without torch.compile'd kernels
+CL = ["ottt-a+cl", "sltt+cl"]  # our rules with channels-last convolution weights
 PLAN = [  # (file, net, T list, methods), in the order they run
-    ("peers_vgg.json", "vgg", [6], MAIN + SJ_TORCH),
+    ("peers_vgg.json", "vgg", [6], MAIN + SJ_TORCH + CL),
     ("peers_conv.json", "conv", [4, 32], MAIN),
     ("peers_conv.json", "conv", [4], EAGER + SJ_TORCH),
     ("peers_conv.json", "conv", [16], MAIN),
 ]
 TINY = {"conv": {"input": [3, 8, 8], "widths": [4, 4, 8], "batch": 2},
         "vgg": {"input": [3, 8, 8], "widths": [4, "M", 8], "batch": 2}}
-STAGES = ("env", "tests", "peers", "report")
+STAGES = ("env", "tests", "memory", "peers", "report")
 TESTS_CAP_S = 150  # the CUDA test set's share of the budget at most
+MEMORY_CAP_S = 90  # the memory breakdown's share at most
+MEMORY = ["--model", "vgg", "--T", "6", "--batch-size", "128", "--methods",
+          "ottt-a,sj-ottt,sltt,sj-sltt,ottt-a+cl,sltt+cl"]
+MEMORY_TINY = ["--model", "conv", "--T", "2", "--batch-size", "2", "--methods", "ottt-a", "--warmup", "1",
+               "--no-compile"]
 REPORT_RESERVE_S = 20  # kept for the report after the benchmarks
 GEMM_N, COPY_BYTES = 8192, 2**30
 
@@ -124,14 +135,9 @@ def environment(device: str, tiny: bool) -> dict[str, Any]:
     return env
 
 
-def run_tests(out: Path, seconds: float, k: str | None) -> str:
-    """``pytest -m cuda`` on tests/test_cuda.py, its output in ``pytest.log``, killed (with every process it started)
-    after ``seconds``; returns its summary line."""
-    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rfEs", "-p", "no:cacheprovider", "tests/test_cuda.py"]
-    if importlib.util.find_spec("pytest_timeout"):
-        cmd += ["--timeout", "100"]
-    if k:
-        cmd += ["-k", k]
+def _capped(cmd: list[str], seconds: float, log_path: Path) -> str:
+    """Run ``cmd``, its output in ``log_path``, killed (with every process it started) after ``seconds``; returns its
+    last output line."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         text, _ = proc.communicate(timeout=max(seconds, 1))
@@ -140,8 +146,27 @@ def run_tests(out: Path, seconds: float, k: str | None) -> str:
         os.killpg(proc.pid, signal.SIGKILL)
         text, _ = proc.communicate()
         summary = f"stopped after {seconds:.0f} s (the run's time budget): {(text.strip().splitlines() or [''])[-1]}"
-    write_text_atomic(out / "pytest.log", text)
+    write_text_atomic(log_path, text)
     return summary
+
+
+def run_tests(out: Path, seconds: float, k: str | None) -> str:
+    """``pytest -m cuda`` on tests/test_cuda.py, its output in ``pytest.log``, stopped after ``seconds``; returns its
+    summary line."""
+    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rfEs", "-p", "no:cacheprovider", "tests/test_cuda.py"]
+    if importlib.util.find_spec("pytest_timeout"):
+        cmd += ["--timeout", "100"]
+    if k:
+        cmd += ["-k", k]
+    return _capped(cmd, seconds, out / "pytest.log")
+
+
+def run_memory(out: Path, device: str, seconds: float, tiny: bool) -> str:
+    """``snn-bench memory`` (``MEMORY``, or ``MEMORY_TINY``) into ``memory.json``, its table in ``memory.log``,
+    stopped after ``seconds``; returns its last line."""
+    cmd = [sys.executable, "-c", "import sys; from snnchip.cli.snn_bench import main; sys.exit(main())", "memory",
+           *(MEMORY_TINY if tiny else MEMORY), "--device", device, "--json", str(out / "memory.json")]
+    return _capped(cmd, seconds, out / "memory.log")
 
 
 def run_peers(out: Path, device: str, deadline: float, tiny: bool, only_nets: list[str] | None,
@@ -229,8 +254,15 @@ def main(argv: list[str] | None = None) -> int:
             save_env()
             log(f"tests: {env['tests']}")
 
+        def memory_stage() -> None:
+            env["memory"] = run_memory(out, a.device, min(MEMORY_CAP_S, deadline - time.monotonic() - REPORT_RESERVE_S),
+                                       a.tiny)
+            save_env()
+            log(f"memory: {env['memory']}")
+
         stage("env", env_stage)
         stage("tests", tests_stage)
+        stage("memory", memory_stage)
         stage("peers", lambda: run_peers(out, a.device, deadline - REPORT_RESERVE_S, a.tiny, only_nets, only_methods,
                                          log))
         stage("report", lambda: write_report(out, log))

@@ -9,14 +9,20 @@ counts peak memory, then ``repeats`` timed calls (median and minimum wall time, 
 Peak memory on the CPU: the peak bytes of the distinct storages autograd saves for backward
 (``torch.autograd.graph.saved_tensors_hooks``; a storage saved twice counts once; the model's parameters are
 excluded), i.e. the activation memory of a rule, counted the same way for every library. On CUDA: the allocator's
-peak during the call minus what was allocated before it.
+peak during the call minus what was allocated before the warm-up (the model and its batch), so that what a library
+keeps from one iteration to the next (SpikingJelly: its neurons' states and the gradients, freed and rebuilt during
+the next iteration) counts as it does for a library that frees everything at the end of an iteration.
+``snn-bench memory`` (``memory.py``) breaks that peak down.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +34,7 @@ from .nets import plain_layers
 
 GEMM = 1024
 MEMORY_KIND = {"cpu": "autograd_saved_storage_bytes", "cuda": "cuda_max_allocated"}
+MEMORY_BASE = "before_warmup"  # what the CUDA peak is taken above (``measure_iteration``)
 
 
 def on_cuda(device: torch.device | str) -> bool:
@@ -62,49 +69,100 @@ def time_calls(fn: Callable[[], object], repeats: int, device: torch.device | st
             "cpu_per_iter_s": statistics.median(cpu)}
 
 
+class SavedStorages:
+    """While active (``with``): the distinct storages autograd saves for backward (parameters excluded), their live
+    bytes and the peak of those bytes with, at that peak, the bytes per site (``file:function`` of the innermost
+    caller outside torch that saved them). A storage counts once, with the bytes of the largest view saved from it:
+    a batch sliced from a dataset tensor counts as the batch, a tensor saved by two nodes counts once. ``mark``:
+    each storage's first save and last release also leave a torch.profiler marker ``snnchip.saved:<pointer>`` /
+    ``snnchip.released:<pointer>`` (``memory.py`` lines them up with the allocations)."""
+
+    def __init__(self, model: nn.Module, mark: bool = False):
+        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.mark = mark
+        self.live: dict[int, list] = {}  # storage pointer -> [bytes, references, site]
+        self.total = self.peak = 0
+        self.sites_at_peak: dict[str, int] = {}
+
+    def __enter__(self) -> SavedStorages:
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda packed: packed.t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+    def _pack(self, t: torch.Tensor) -> _Packed:
+        key = t.untyped_storage().data_ptr()
+        if key in self.params:
+            return _Packed(t, None, None)
+        entry = self.live.get(key)
+        if entry is None:
+            entry = self.live[key] = [0, 0, _site()]
+            self._marker("saved", key)
+        size = t.numel() * t.element_size()
+        if size > entry[0]:
+            self.total += size - entry[0]
+            entry[0] = size
+            if self.total > self.peak:
+                self.peak = self.total
+                self.sites_at_peak = {}
+                for nbytes, _, site in self.live.values():
+                    self.sites_at_peak[site] = self.sites_at_peak.get(site, 0) + nbytes
+        entry[1] += 1
+        return _Packed(t, self, key)
+
+    def _release(self, key: int) -> None:
+        entry = self.live[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.total -= entry[0]
+            del self.live[key]
+            self._marker("released", key)
+
+    def _marker(self, what: str, key: int) -> None:
+        if self.mark:
+            with torch.profiler.record_function(f"snnchip.{what}:{key}"):
+                pass
+
+
+class _Packed:
+    """What a saved tensor is packed into: the tensor, and its release when autograd frees it."""
+
+    def __init__(self, t: torch.Tensor, owner: SavedStorages | None, key: int | None):
+        self.t, self.owner, self.key = t, owner, key
+
+    def __del__(self):
+        if self.owner is not None:
+            self.owner._release(self.key)
+
+
+def _site() -> str:
+    """``file:function`` of the innermost caller outside torch (and outside this module)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if f"{os.sep}torch{os.sep}" not in name and name != __file__:
+            return f"{Path(name).name}:{frame.f_code.co_name}"
+        frame = frame.f_back
+    return "?"
+
+
 def saved_storage_peak(model: nn.Module, fn: Callable[[], object]) -> int:
-    """Peak bytes of the distinct storages saved for backward while ``fn()`` runs (parameters excluded). A storage
-    counts once, with the bytes of the largest view saved from it: a batch sliced from a dataset tensor counts as
-    the batch, a tensor saved by two nodes counts once."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    live: dict[int, list[int]] = {}  # storage pointer -> [bytes, references]
-    total, peak = [0], [0]
-
-    class Packed:
-        def __init__(self, t: torch.Tensor):
-            self.t, self.key = t, t.untyped_storage().data_ptr()
-            if self.key in params:
-                self.key = None
-                return
-            entry = live.setdefault(self.key, [0, 0])
-            size = t.numel() * t.element_size()
-            if size > entry[0]:
-                total[0] += size - entry[0]
-                entry[0] = size
-                peak[0] = max(peak[0], total[0])
-            entry[1] += 1
-
-        def __del__(self):
-            if self.key is None:
-                return
-            entry = live[self.key]
-            entry[1] -= 1
-            if entry[1] == 0:
-                total[0] -= entry[0]
-                del live[self.key]
-
-    with torch.autograd.graph.saved_tensors_hooks(Packed, lambda p: p.t):
+    """Peak bytes of the distinct storages saved for backward while ``fn()`` runs (``SavedStorages``)."""
+    with SavedStorages(model) as saved:
         fn()
-    return peak[0]
+    return saved.peak
 
 
-def peak_memory(model: nn.Module, fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
-    """Peak bytes of one call of ``fn``: saved-for-backward storages on the CPU (``saved_storage_peak``), the CUDA
-    allocator's peak above what was allocated before on CUDA."""
+def peak_memory(model: nn.Module, fn: Callable[[], object], device: torch.device | str = "cpu",
+                base: int | None = None) -> int:
+    """Peak bytes of one call of ``fn``: saved-for-backward storages on the CPU (``saved_storage_peak``), on CUDA the
+    allocator's peak during the call above ``base`` bytes (default: what is allocated just before the call)."""
     if not on_cuda(device):
         return saved_storage_peak(model, fn)
     sync(device)
-    base = torch.cuda.memory_allocated(device)
+    base = torch.cuda.memory_allocated(device) if base is None else base
     torch.cuda.reset_peak_memory_stats(device)
     fn()
     sync(device)
@@ -114,9 +172,11 @@ def peak_memory(model: nn.Module, fn: Callable[[], object], device: torch.device
 def measure_iteration(model: nn.Module, iteration: Callable[[], object], device: torch.device | str = "cpu",
                       warmup: int = 3, repeats: int = 5) -> dict[str, Any]:
     """The protocol of the module docstring: ``time_calls`` fields plus ``peak_memory_bytes``."""
+    sync(device)
+    base = torch.cuda.memory_allocated(device) if on_cuda(device) else None
     for _ in range(warmup):
         iteration()
-    peak = peak_memory(model, iteration, device)
+    peak = peak_memory(model, iteration, device, base)
     return {**time_calls(iteration, repeats, device, warmup=0), "peak_memory_bytes": peak}
 
 

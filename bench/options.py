@@ -14,12 +14,13 @@ import torch
 from snnchip.errors import BenchmarkError, SnnchipError
 from snnchip.options import option
 
-BENCHES = ("train", "peers", "hwsim")
+BENCHES = ("train", "peers", "hwsim", "memory")
 # Defaults that differ per benchmark (the config's are None): peers runs both of its nets at their own batch sizes.
 BENCH_DEFAULTS = {
     "train": {"model": "mlp", "methods": "bptt,ottt-o,ottt-a,sltt,sltt-k,saf-e,saf-f", "batch_size": 32},
     "peers": {"model": "conv,mlp", "methods": "all"},
     "hwsim": {"batch_size": 32},
+    "memory": {"model": "vgg,conv", "methods": "ottt-a,sj-ottt,sltt,sj-sltt", "batch_size": 8},
 }
 
 
@@ -28,12 +29,13 @@ class BenchConfig:
     """One benchmark run (``snn-bench WHICH`` options)."""
 
     which: str = option(help="the benchmark", positional=True, choices=BENCHES)
-    model: str | None = option(None, help="train: a zoo model (default mlp); peers: conv, mlp, vgg, "
-                               "comma-separated (default conv,mlp)")
+    model: str | None = option(None, help="train: a zoo model (default mlp); peers, memory: conv, mlp, vgg, "
+                               "comma-separated (default conv,mlp; memory: vgg,conv)")
     methods: str | None = option(None, help="train: default bptt,ottt-o,ottt-a,sltt,sltt-k,saf-e,saf-f; "
-                                 "peers: all (default), ours, peers, or a list")
+                                 "peers: all (default), ours, peers, or a list; memory: default "
+                                 "ottt-a,sj-ottt,sltt,sj-sltt")
     T: str = option("4,8,16,32", help="comma-separated time steps (hwsim: the first)")
-    batch_size: int | None = option(None, help="default 32 (peers: 32 conv, 128 mlp and vgg)")
+    batch_size: int | None = option(None, help="default 32 (peers: 32 conv, 128 mlp and vgg; memory: 8)")
     warmup: int = option(3, help="untimed iterations first: one-time costs such as allocation, kernel creation "
                          "and (re)compilation")
     repeats: int = option(5, help="timed iterations; the median is reported")

@@ -130,6 +130,7 @@ def run_suite(net_sizes: dict[str, dict[str, Any]], Ts: list[int], methods: list
         "versions": {**adapters.versions(), "cuda": torch.version.cuda,
                      "cudnn": torch.backends.cudnn.version() if measure.on_cuda(device) else None},
         "repeats": repeats, "warmup": warmup, "memory_kind": measure.memory_kind(device),
+        "memory_base": measure.MEMORY_BASE,
         "nets": {}, "throughput": {}, "rows": [], "ours_compiled": compile,
     }
     result["nets"].update(net_sizes)

@@ -212,6 +212,8 @@ def _gpu_header(result: dict[str, Any], env: dict[str, Any] | None) -> list[str]
         ("gemm_fp32_flops_per_s", "fp32 GEMM")) if k in ceil)
     if "copy_bytes_per_s" in ceil:
         ceilings += f", device-to-device copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s (read + write)"
+    base = ("what was allocated before the warm-up (the model and its batch)"
+            if result.get("memory_base") == "before_warmup" else "what was allocated just before it")
     return [
         f"## GPU: {m.get('gpu', m['device'])}", "",
         f"Run {result['date']} on {m.get('gpu', m['device'])} (driver {card.get('driver_version', '?')}, "
@@ -222,11 +224,12 @@ def _gpu_header(result: dict[str, Any], env: dict[str, Any] | None) -> list[str]
         f"iteration counting memory, {result['repeats']} timed iterations (the device synchronised before and after "
         "each), one profiled; each configuration in a fresh process. Our rules: torch.compile'd neuron kernels "
         "(Triton) unless `+eager`; `+graph`: the whole iteration captured as one CUDA graph and replayed "
-        "(`snnchip.train.cuda_graph`); SpikingJelly's LIF ran the implementation its column names (`+torch`: "
-        "forced onto its Torch reference). Default precision everywhere: float32, cuDNN convolutions may use TF32.",
+        "(`snnchip.train.cuda_graph`); `+cl`: our convolution weights channels-last too; SpikingJelly's LIF ran the "
+        "implementation its column names (`+torch`: forced onto its Torch reference). Default precision everywhere: "
+        "float32, cuDNN convolutions may use TF32.",
         "",
         "Columns: **ms** median wall milliseconds per iteration (**min** the fastest); **MiB +** the CUDA "
-        "allocator's peak during one iteration above what was allocated before it (`+graph`: during the capture); "
+        f"allocator's peak during one iteration above {base} (`+graph`: during the capture); "
         "**MiB total** its peak over the measured iterations with parameters, gradients and data; **launches/step** "
         "kernel launches per time step in one profiled iteration (a CUDA graph launch counts one); **% conv** the "
         "fraction of the card's measured convolution throughput the method reaches: (forward FLOPs · T + backward "

@@ -22,6 +22,18 @@ def test_our_eager_variant_trains_and_graph_needs_cuda():
         adapters.make_iteration("conv", TINY_CONV, 2, "sltt+graph", "cpu")
 
 
+@pytest.mark.parametrize("method", ["ottt-a", "sltt"])
+def test_channels_last_weights_train_bit_for_bit_alike(method):
+    """``+cl`` only changes the convolution weights' memory layout: one iteration gives the same weights."""
+    runs, layouts = [], []
+    for name in (method, f"{method}+cl"):
+        model, iteration, _ = adapters.make_iteration("conv", TINY_CONV, 2, name, "cpu")
+        iteration()
+        runs.append([p.detach().contiguous() for p in model.parameters()])
+        layouts.append(model.conv1.weight.is_contiguous(memory_format=torch.channels_last))
+    assert layouts == [False, True] and all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
 @pytest.mark.parametrize("method", ["ottt-a+nope", "sltt-k+graph", "snntorch-bptt+torch", "sj-ottt+eager"])
 def test_variants_that_do_not_exist_are_refused(method, capsys):
     assert bench(["peers", "--methods", method]) == 2
@@ -87,6 +99,14 @@ def test_gpu_run_keeps_to_its_budget_and_writes_what_it_has(tmp_path, capsys):
     assert len(conv["rows"]) == planned["peers_conv.json"] and len(vgg["rows"]) == planned["peers_vgg.json"]
     assert all(r["error"].startswith("skipped") for r in conv["rows"] + vgg["rows"])
     assert "## GPU: cpu" in (tmp_path / "BENCHMARKS_gpu.md").read_text()
+
+
+def test_gpu_run_memory_stage_writes_the_breakdown(tmp_path):
+    assert gpu.main(["--out", str(tmp_path), "--device", "cpu", "--tiny", "--stages", "memory"]) == 0
+    rows = json.loads((tmp_path / "memory.json").read_text())["rows"]
+    assert [(r["net"], r["method"]) for r in rows] == [("conv", "ottt-a")] and rows[0]["peak_bytes"] > 0
+    assert "wrote" in json.loads((tmp_path / "env.json").read_text())["memory"]
+    assert "ottt-a" in (tmp_path / "memory.log").read_text()
 
 
 def test_gpu_run_environment_stage_measures_the_ceilings(tmp_path):

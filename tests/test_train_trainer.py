@@ -203,3 +203,25 @@ def test_raising_epochs_on_resume_continues_on_the_cosine_of_the_new_length(tmp_
     assert [h["lr"] for h in extended["epochs"]] == pytest.approx(cosine, rel=1e-12)
     straight = fit(TrainConfig(out=str(tmp_path / "b"), epochs=4, **opts))
     assert [h["lr"] for h in straight["epochs"]][2:] == pytest.approx(cosine[2:], rel=1e-12)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"method": "sltt-k", "k": 1}, "--cuda-graph: sltt-k draws its backward steps per batch"),
+    ({"method": "empf", "random_bp": True}, "--cuda-graph: empf-random-bp draws its backward steps per batch"),
+    ({"amp": True}, "--cuda-graph does not combine with --amp"),
+    ({"device": "cpu"}, "--cuda-graph needs a CUDA device; this run is on cpu"),
+])
+def test_cuda_graph_is_refused_where_it_cannot_capture(tmp_path, options, message):
+    with pytest.raises(SpecError) as err:
+        fit(TrainConfig(out=str(tmp_path / "run"), cuda_graph=True, **{**SMALL, "epochs": 1, **options}))
+    assert str(err.value).startswith(message) and not (tmp_path / "run").exists()
+
+
+def test_cuda_graph_is_refused_under_torchrun_and_with_nproc(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SpecError, match="^--cuda-graph trains in one process, without torchrun"):
+        fit(TrainConfig(out=str(tmp_path / "run"), cuda_graph=True, **{**SMALL, "epochs": 1}))
+    monkeypatch.delenv("WORLD_SIZE")
+    assert snn_train(["--out", str(tmp_path / "run"), "--cuda-graph", "--nproc", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--cuda-graph trains in one process" in err and err.count("\n") == 1 and not (tmp_path / "run").exists()

@@ -143,8 +143,8 @@ class _Step(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x, state, view):
-        return self.net.step(x, state, view)
+    def forward(self, x, state, view, record=True):
+        return self.net.step(x, state, view, record)
 
 
 class DataParallelNet:
@@ -168,7 +168,7 @@ class DataParallelNet:
         bp = _backward_steps(rule, steps, k, random.Random(seed))
         self._t, self._sync = 0, frozenset(bp if rule.step_every_t else {max(bp)})
 
-    def step(self, x, state, view):
+    def step(self, x, state, view, record=True):
         self.ddp.require_backward_grad_sync = self._t in self._sync  # what DDP.no_sync() toggles
         self._t += 1
-        return self.ddp(x, state, view)
+        return self.ddp(x, state, view, record)

@@ -115,8 +115,11 @@ class SpikingNet(nn.Module):
         return (f"model={s.model!r}, input_shape={s.input_shape}, classes={s.num_classes}, T={s.T}, "
                 f"method={s.method!r}, encoding={s.encoding!r}\nneurons: " + "; ".join(neurons))
 
-    def step(self, x: torch.Tensor, state: State, view) -> tuple[torch.Tensor, State, dict[str, torch.Tensor]]:
-        """One time step: (x[t], state[t-1]) -> (readout o[t], state[t], spikes s[t] per spiking layer)."""
+    def step(self, x: torch.Tensor, state: State, view, record: bool = True
+             ) -> tuple[torch.Tensor, State, dict[str, torch.Tensor]]:
+        """One time step: (x[t], state[t-1]) -> (readout o[t], state[t], spikes s[t] per spiking layer). The view
+        consumes ``state``'s neuron entries (``views.py``); ``record=False`` returns no spikes (the training loop
+        reads none, and collecting them would hold every layer's spikes to the step's end)."""
         new: State = {"t": state.get("t", 0) + 1}
         spikes: dict[str, torch.Tensor] = {}
         h = view.source(x, state, new)
@@ -140,7 +143,9 @@ class SpikingNet(nn.Module):
                 out = view.readout(current, state, new, layer.name)
                 view.end_step(state, new)
                 return out, new, spikes
-            spikes[layer.name], h = view.neuron(self.neurons[layer.name], current, state, new, layer.name)
+            s, h = view.neuron(self.neurons[layer.name], current, state, new, layer.name)
+            if record:
+                spikes[layer.name] = s
             h = outs[layer.name] = view.scale(h, self.scales[layer.name])
             if layer.name in self.feedback_sources:
                 new["fb:" + layer.name] = h

@@ -101,32 +101,42 @@ class LIF:
 
 def _step_forward(current: torch.Tensor, prev: torch.Tensor | None, c: float, theta: float, strict: bool,
                   mode: str, lam: float, trace: torch.Tensor | None = None, trace_lam: float | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """u = I + c·prev (prev omitted at t = 1), s = H(u − θ), and the carried state ``out``:
     ``subtract`` v' = u − θ·s, ``zero`` v' = u·(1 − s) (the LIF, c = λ, prev = v), or ``accumulate``
     â = λ·prev + s (SAF, Eq. 4–5: c = −θ·λ, prev = â[t−1]); with ``trace_lam`` also OTTT's presynaptic trace of
-    the spikes, â = λ_a·trace + s (trace omitted at t = 1), in the same pass. Returns (u, s, out, â or None)."""
+    the spikes, â = λ_a·trace + s (trace omitted at t = 1), in the same pass. Returns (u, s, s as a bool mask, out,
+    â or None)."""
     u = current if prev is None else torch.add(current, prev, alpha=c)
-    s = (u > theta if strict else u >= theta).to(u.dtype)
+    mask = u > theta if strict else u >= theta
+    s = mask.to(u.dtype)
     a = None if trace_lam is None else (s if trace is None else torch.add(s, trace, alpha=trace_lam))
     if mode == "subtract":
-        return u, s, torch.add(u, s, alpha=-theta), a
+        return u, s, mask, torch.add(u, s, alpha=-theta), a
     if mode == "zero":
-        return u, s, u * (1 - s), a
-    return u, s, (s if prev is None else torch.add(s, prev, alpha=lam)), a
+        return u, s, mask, u * (1 - s), a
+    return u, s, mask, (s if prev is None else torch.add(s, prev, alpha=lam)), a
 
 
-def _step_backward(u: torch.Tensor, s: torch.Tensor, g_s: torch.Tensor | None, g_o: torch.Tensor | None,
+def _step_backward(saved: torch.Tensor, spikes: torch.Tensor, g_s: torch.Tensor | None, g_o: torch.Tensor | None,
                    surrogate: Callable[[torch.Tensor, float], torch.Tensor], a: float, theta: float,
                    mode: str) -> torch.Tensor:
     """∂L/∂u = g_s·h + g_out·∂out/∂u with h = dH/du (the surrogate at u − θ) and ∂out/∂u = 1 − θ·h (subtract),
-    (1 − s) − u·h (zero) or h (accumulate); a missing g is zero. ``surrogate(x, a)`` is a surrogate's ``grad``."""
-    h = surrogate(u - theta, a)
+    (1 − s) − u·h (zero) or h (accumulate); a missing g is zero. ``surrogate(x, a)`` is a surrogate's ``grad``.
+
+    ``saved`` is v' for ``subtract`` (u − θ is then v' where s = 1 and v' − θ where s = 0, bit for bit: v' = u − θ·s
+    rounds to u − θ and to u exactly), u otherwise; ``spikes`` is s, as floats or as a bool mask (None for
+    ``accumulate``, which does not need it)."""
+    fired = spikes if spikes is None or spikes.dtype == torch.bool else spikes != 0
+    if mode == "subtract":
+        h = surrogate(torch.where(fired, saved, saved - theta), a)
+    else:
+        u, h = saved, surrogate(saved - theta, a)
     if mode == "accumulate":
         return h * (g_o if g_s is None else g_s if g_o is None else g_s + g_o)
     g_u = None if g_s is None else g_s * h
     if g_o is not None:
-        g_ou = g_o * (1 - theta * h) if mode == "subtract" else g_o * (1 - s) - g_o * u * h
+        g_ou = g_o * (1 - theta * h) if mode == "subtract" else g_o * (1 - fired.to(u.dtype)) - g_o * u * h
         g_u = g_ou if g_u is None else g_u + g_ou
     return g_u
 
@@ -154,26 +164,31 @@ class _NeuronStep(torch.autograd.Function):
     ``fire`` and ``reset`` takes 7; one fused loop when compiled, the OTTT trace included) and the surrogate
     backward ``_step_backward``, which does no work for an absent gradient (online rules cut the carried state
     before it is used); ∂L/∂I = ∂L/∂u, ∂L/∂prev = c·∂L/∂u (+ λ·g_out for ``accumulate``); the trace â = λ_a·trace + s
-    passes its gradient to s (∂â/∂s = 1) and λ_a·g_â to the previous trace."""
+    passes its gradient to s (∂â/∂s = 1) and λ_a·g_â to the previous trace.
+
+    Saved for backward, chosen to share storage with what training keeps anyway: with subtractive reset the new
+    membrane v' (the carried state) instead of u, with the spikes s (which a spike view's next synapse saves for its
+    weight gradient) or, in the trace view, whose synapse saves the trace instead, s as a 1-byte mask."""
 
     @staticmethod
     def forward(ctx, current: torch.Tensor, prev: torch.Tensor | None, p: LIF, c: float, mode: str, lam: float,
                 trace: torch.Tensor | None = None, trace_lam: float | None = None):
-        u, s, out, a = _KERNELS["forward"](current, prev, c, p.theta, p.strict, mode, lam, trace, trace_lam)
-        ctx.save_for_backward(u, s if mode == "zero" else None)
+        u, s, mask, out, a = _KERNELS["forward"](current, prev, c, p.theta, p.strict, mode, lam, trace, trace_lam)
+        fired = None if mode == "accumulate" else s if trace_lam is None else mask
+        ctx.save_for_backward(out if mode == "subtract" else u, fired)
         ctx.p, ctx.c, ctx.mode, ctx.lam, ctx.trace_lam = p, c, mode, lam, trace_lam
         ctx.set_materialize_grads(False)
         return s, out, a
 
     @staticmethod
     def backward(ctx, g_s: torch.Tensor | None, g_o: torch.Tensor | None, g_a: torch.Tensor | None):
-        u, s = ctx.saved_tensors
+        saved, spikes = ctx.saved_tensors
         p: LIF = ctx.p
         if g_a is not None:
             g_s = g_a if g_s is None else g_s + g_a
         if g_s is None and g_o is None:
             return None, None, None, None, None, None, None, None
-        g_u = _KERNELS["backward"](u, s, g_s, g_o, p.surrogate.grad, p.surrogate.a, p.theta, ctx.mode)
+        g_u = _KERNELS["backward"](saved, spikes, g_s, g_o, p.surrogate.grad, p.surrogate.a, p.theta, ctx.mode)
         g_prev = None
         if ctx.needs_input_grad[1]:
             g_prev = ctx.c * g_u if ctx.mode != "accumulate" or g_o is None else ctx.c * g_u + ctx.lam * g_o

@@ -161,7 +161,7 @@ def iterate(model: SpikingNet, x: torch.Tensor, y: torch.Tensor, method: str, T:
         if rule.online:
             state = detach_state(state)
         with torch.set_grad_enabled(t in bp_steps):
-            o, state, _ = model.step(_fast_layout(xs[t]), state, view)
+            o, state, _ = model.step(_fast_layout(xs[t]), state, view, record=False)
             score = o.detach() if score is None else score + o.detach()
             if not rule.online:
                 outputs.append(o)

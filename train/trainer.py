@@ -36,8 +36,9 @@ from snnchip.options import option
 from snnchip.spec import NetworkSpec, NeuronSpec, check_T
 
 from .activity import LayerActivityWarning, RateFlag, rate_flags
+from .cuda_graph import GraphedIteration
 from .data import DATASETS, Dataset, load_dataset
-from .distributed import World, process_group
+from .distributed import World, launched, process_group
 from .edbp import configure_edbp, edbp_options
 from .empf import VARIANTS, configure_empf
 from .inference import simulate
@@ -96,6 +97,10 @@ class TrainConfig:
     amp: bool = option(False, help="mixed precision on CUDA")
     compile: bool = option(False, help="fuse the LIF step's element-wise work with torch.compile (CPU: needs a C++ "
                            "compiler; costs seconds once, then about 10 % faster conv-net iterations)")
+    cuda_graph: bool = option(False, help="CUDA: capture one training iteration (all T steps, their backward passes "
+                              "and the optimizer step) as a CUDA graph and replay it per batch; every batch must "
+                              "have the same shape, so each epoch's last partial batch is left out; not with "
+                              "sltt-k, empf-random-bp, --amp or --nproc > 1")
     max_steps: int | None = option(None, help="stop after N optimizer iterations")
     resume: bool = option(False, help="resume exactly from OUT/model.pt")
     quiet: bool = option(False, help="no progress bar")
@@ -188,6 +193,12 @@ def check_config(cfg: TrainConfig) -> None:
         raise SpecError(f"sltt-k needs --k with 0 < K <= T (T={cfg.T})")
     if cfg.random_bp and cfg.method != "empf-random-bp":
         raise SpecError(f"--random-bp applies to --method empf, not {cfg.method!r} (sltt-k --k 1 is its LIF form)")
+    if cfg.cuda_graph and get_rule(cfg.method).sampled:
+        raise SpecError(f"--cuda-graph: {cfg.method} draws its backward steps per batch, which a captured graph "
+                        "would fix; use a rule with backward at fixed steps or train without --cuda-graph")
+    if cfg.cuda_graph and cfg.amp:
+        raise SpecError("--cuda-graph does not combine with --amp (the gradient scaler reads the device for "
+                        "infinities every step, which a CUDA graph cannot capture)")
     _real(cfg, "mse_alpha", 0.0, 1.0)
     _real(cfg, "lr", 0.0, lo_open=True)
     _real(cfg, "weight_decay", 0.0)
@@ -225,12 +236,21 @@ def pick_device(name: str) -> torch.device:
 
 
 def make_optimizer(cfg: TrainConfig, model: SpikingNet) -> torch.optim.Optimizer:
+    """The optimizer of ``cfg``. For ``--cuda-graph`` its step must run inside a CUDA graph without reading the
+    device and follow the learning-rate schedule there: the learning rate is a device tensor (the scheduler fills
+    it in place), Adam/AdamW run ``capturable`` and SGD ``fused``."""
     lr = cfg.lr if cfg.lr is not None else EDBP_LR if cfg.method == "edbp" and cfg.optimizer != "sgd" \
         else DEFAULT_LR[cfg.optimizer]
+    graph: dict[str, Any] = {}
+    if cfg.cuda_graph:
+        device = next(model.parameters()).device
+        graph = {"lr": torch.tensor(lr, device=device)} | ({"fused": True} if cfg.optimizer == "sgd"
+                                                           else {"capturable": True})
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(model.parameters(), **({"lr": lr} | graph), momentum=0.9,
+                               weight_decay=cfg.weight_decay)
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return cls(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    return cls(model.parameters(), **({"lr": lr} | graph), weight_decay=cfg.weight_decay)
 
 
 def _batches(ds_x: torch.Tensor, ds_y: torch.Tensor, batch_size: int, temporal: bool, device, order=None):
@@ -280,7 +300,13 @@ def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
 
     Rank 0 holds ``OUT``'s lock (``snnchip.lock``) for the run: a second run on the same OUT is refused."""
     check_config(cfg)
-    with process_group(pick_device(cfg.device)) as world:
+    device = pick_device(cfg.device)
+    if cfg.cuda_graph and launched():
+        raise SpecError("--cuda-graph trains in one process, without torchrun: the data-parallel gradient all-reduce "
+                        "is not captured")
+    if cfg.cuda_graph and device.type != "cuda":
+        raise SpecError(f"--cuda-graph needs a CUDA device; this run is on {device.type}")
+    with process_group(device) as world:
         if cfg.batch_size % world.size:
             raise SpecError(f"--batch-size {cfg.batch_size} is the global batch: it must be a multiple of the "
                             f"{world.size} processes")
@@ -311,12 +337,13 @@ def _train(cfg: TrainConfig, ds: Dataset, spec: NetworkSpec, world: World) -> di
         pos = _restore(out / "model.pt", cfg, spec, model, opt, sched, scaler)
     world.seed_rank_stream(cfg.seed, pos.global_step)
     net = world.wrap(model)  # what the rules train; checkpoints always hold model's own state_dict
+    graph = None
     while pos.epoch < cfg.epochs and (cfg.max_steps is None or pos.global_step < cfg.max_steps):
         t0 = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        stats = _train_epoch(cfg, net, ds, world, opt, scaler, amp, pos, out)
-        complete, lr = pos.batch == 0, opt.param_groups[0]["lr"]
+        stats, graph = _train_epoch(cfg, net, ds, world, opt, scaler, amp, pos, out, graph)
+        complete, lr = pos.batch == 0, float(opt.param_groups[0]["lr"])
         if complete:
             sched.step()
         if not world.main:
@@ -381,8 +408,11 @@ class Progress:
                 "history_json": json.dumps(self.history), "init_json": json.dumps(self.init)}
 
 
-def _train_epoch(cfg, model, ds, world: World, opt, scaler, amp, pos: Progress, out) -> dict[str, float]:
+def _train_epoch(cfg, model, ds, world: World, opt, scaler, amp, pos: Progress, out,
+                 graph: GraphedIteration | None = None) -> tuple[dict[str, float], GraphedIteration | None]:
     """Train from batch ``pos.batch`` of epoch ``pos.epoch`` to its end or to --max-steps; advances ``pos``.
+    Returns the epoch's statistics (``train_samples``: the samples trained on) and, with --cuda-graph, the captured
+    iteration (``graph``: one captured by an earlier epoch, or None to capture one on the first batch).
 
     ``model`` is the net, or its ``DataParallelNet`` under torchrun: this rank's share of each global batch.
     """
@@ -390,7 +420,10 @@ def _train_epoch(cfg, model, ds, world: World, opt, scaler, amp, pos: Progress, 
     device = world.device
     order = world.order(len(ds.x_train), _epoch_seed(cfg, 0), pos.epoch)
     loss_sum, correct, n = 0.0, torch.zeros((), dtype=torch.long, device=device), 0  # correct: read once, at the end
-    n_batches = math.ceil(len(ds.x_train) / cfg.batch_size)
+    n_batches = (len(ds.x_train) // cfg.batch_size) if cfg.cuda_graph else math.ceil(len(ds.x_train) / cfg.batch_size)
+    if n_batches == 0:
+        raise SpecError(f"--cuda-graph leaves out each epoch's last partial batch; the {len(ds.x_train)} training "
+                        f"samples make no full batch of {cfg.batch_size}")
     from tqdm import tqdm
 
     bar = tqdm(total=n_batches, initial=pos.batch, desc=f"epoch {pos.epoch + 1}/{cfg.epochs} {cfg.method}",
@@ -402,18 +435,24 @@ def _train_epoch(cfg, model, ds, world: World, opt, scaler, amp, pos: Progress, 
         opt.zero_grad(set_to_none=True)
 
     local_batch = cfg.batch_size // world.size
+    T = cfg.T if not ds.temporal else None
     for i, (x, y) in enumerate(_batches(ds.x_train, ds.y_train, local_batch, ds.temporal, device, order)):
-        if i < pos.batch:
+        if i < pos.batch or i >= n_batches:
             continue
         if cfg.max_steps is not None and pos.global_step >= cfg.max_steps:
             break
         seed = _step_seed(cfg, pos.global_step)
         if world.distributed:
             model.plan(cfg.method, x.shape[0] if ds.temporal else cfg.T, cfg.k, seed)
-        with torch.autocast(device.type, enabled=amp):
-            loss, score = run_iteration(model, x, y, cfg.method, cfg.T if not ds.temporal else None, k=cfg.k,
-                                        mse_alpha=cfg.mse_alpha, step=step,
-                                        backward=lambda lo: scaler.scale(lo).backward(), rng=random.Random(seed))
+        if cfg.cuda_graph:
+            graph = graph or GraphedIteration(model, x, y, cfg.method, T, step=step, k=cfg.k, mse_alpha=cfg.mse_alpha,
+                                              undo_warmup=opt)
+            loss_t, score = graph(x, y)
+            loss = float(loss_t)
+        else:
+            with torch.autocast(device.type, enabled=amp):
+                loss, score = run_iteration(model, x, y, cfg.method, T, k=cfg.k, mse_alpha=cfg.mse_alpha, step=step,
+                                            backward=lambda lo: scaler.scale(lo).backward(), rng=random.Random(seed))
         if not math.isfinite(loss):
             last = f"the last good checkpoint {out / 'model.pt'} is kept" if (out / "model.pt").exists() \
                 else "no checkpoint was written yet"
@@ -430,7 +469,7 @@ def _train_epoch(cfg, model, ds, world: World, opt, scaler, amp, pos: Progress, 
     if pos.batch >= n_batches:
         pos.epoch, pos.batch = pos.epoch + 1, 0
     loss_sum, correct, n = world.sum([loss_sum, int(correct), n])
-    return {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1)}
+    return {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1), "train_samples": n}, graph
 
 
 RESUME_FREE = ("out", "resume", "max_steps", "epochs", "quiet", "device", "compile", "data_dir")
@@ -472,14 +511,21 @@ def _restore(path: Path, cfg: TrainConfig, spec, model, opt, sched, scaler) -> P
                             "into a new --out")
     model.load_state_dict(ckpt.state_dict)
     opt.load_state_dict(ckpt.extra["optimizer"])
+    if cfg.cuda_graph:  # the captured step reads the learning rate from a tensor on the parameters' device
+        for group in opt.param_groups:
+            group["lr"] = torch.as_tensor(group["lr"], device=group["params"][0].device)
     sched.load_state_dict(ckpt.extra["scheduler"])
     scaler.load_state_dict(ckpt.extra["scaler"])
     torch.set_rng_state(ckpt.extra["torch_rng"])
     if sched.T_max != cfg.epochs:
         sched.T_max = cfg.epochs
         for group, base in zip(opt.param_groups, sched.base_lrs, strict=True):
-            group["lr"] = base * (1 + math.cos(math.pi * sched.last_epoch / cfg.epochs)) / 2
-        sched._last_lr = [group["lr"] for group in opt.param_groups]
+            lr = base * (1 + math.cos(math.pi * sched.last_epoch / cfg.epochs)) / 2
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        sched._last_lr = [float(group["lr"]) for group in opt.param_groups]
     e = ckpt.extra
     return Progress(int(e["epoch"]), int(e["batch"]), int(e["global_step"]), json.loads(e["history_json"]),
                     json.loads(e.get("init_json", "{}")))

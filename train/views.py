@@ -11,6 +11,10 @@
                emits o[t] = Ô[t] − λ·Ô[t−1] = W s[t] + b. Everything from steps < t is held constant
                (the paper's assumption in Eq. 6), including the bias's past part λ·c_{t−1}·b, so
                ∂L/∂b equals OTTT's. Feedback: Û_dst += W_fb·â_src[t−1] (SAF Sec. 4.3).
+
+A view takes a layer's entries of the previous step's state out of the state (``state.pop``) as it updates them,
+so that step's membranes and traces are freed layer by layer rather than held next to the new ones to the step's
+end.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class SpikeView:
         return h if c == 1.0 else h * c
 
     def neuron(self, p, current, state, new, name):
-        s, new["v:" + name] = p.step(current, state.get("v:" + name), state.get("t", 0))
+        s, new["v:" + name] = p.step(current, state.pop("v:" + name, None), state.get("t", 0))
         return s, s
 
     def readout(self, current, state, new, name):
@@ -98,7 +102,7 @@ class TraceView(SpikeView):
         self.lam = lam
 
     def source(self, x, state, new):
-        new["a:input"] = _decay(self.lam, state.get("a:input"), x)
+        new["a:input"] = _decay(self.lam, state.pop("a:input", None), x)
         return x, new["a:input"]
 
     def synapse(self, op, h, state):
@@ -118,8 +122,8 @@ class TraceView(SpikeView):
         return h if c == 1.0 else (h[0] * c, h[1] * c)
 
     def neuron(self, p: LIF, current, state, new, name):
-        s, new["v:" + name], new["a:" + name] = lif_trace_step(current, state.get("v:" + name),
-                                                              state.get("a:" + name), p, self.lam)
+        s, new["v:" + name], new["a:" + name] = lif_trace_step(current, state.pop("v:" + name, None),
+                                                              state.pop("a:" + name, None), p, self.lam)
         return s, (s, new["a:" + name])
 
 
@@ -130,7 +134,7 @@ class SafView(SpikeView):
         self.lam = lam
 
     def source(self, x, state, new):
-        new["a:input"] = _decay(self.lam, state.get("a:input"), x)
+        new["a:input"] = _decay(self.lam, state.pop("a:input", None), x)
         return new["a:input"]
 
     def synapse(self, op, h, state):
@@ -139,12 +143,12 @@ class SafView(SpikeView):
         return op.affine(h, bias)
 
     def neuron(self, p: LIF, current, state, new, name):
-        s, new["a:" + name] = saf_step(current, state.get("a:" + name), p, self.lam)
+        s, new["a:" + name] = saf_step(current, state.pop("a:" + name, None), p, self.lam)
         return s, new["a:" + name]
 
     def readout(self, current, state, new, name):
         new["o:" + name] = current
-        prev = state.get("o:" + name)
+        prev = state.pop("o:" + name, None)
         return current if prev is None else current - self.lam * prev
 
     def end_step(self, state, new) -> None:

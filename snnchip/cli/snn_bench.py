@@ -1,4 +1,4 @@
-"""``snn-bench train|peers|hwsim``: benchmark tables, plots and JSON."""
+"""``snn-bench train|peers|hwsim|memory``: benchmark tables, plots and JSON."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from snnchip.cli.command import base_parser, run_command
 from snnchip.cli.options import add_options, config
 
-RUNNERS = {"train": "snnchip.bench.train", "peers": "snnchip.bench.peers", "hwsim": "snnchip.bench.hwsim"}
+RUNNERS = {"train": "snnchip.bench.train", "peers": "snnchip.bench.peers", "hwsim": "snnchip.bench.hwsim",
+           "memory": "snnchip.bench.memory"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,7 +22,9 @@ def parser() -> argparse.ArgumentParser:
         "  snn-bench train --model mlp --methods bptt,ottt-a,sltt --T 4,8,16,32 --json out.json --plot train.png\n"
         "  snn-bench hwsim --json hwsim.json --plot hwsim.png\n"
         "  snn-bench peers --model conv --T 4,16 --json peers.json --plot peers.png --markdown docs/BENCHMARKS.md\n"
-        "    (peers: SpikingJelly and snnTorch side by side; install them with `make setup-bench`)\n",
+        "    (peers: SpikingJelly and snnTorch side by side; install them with `make setup-bench`)\n"
+        "  snn-bench memory --model vgg --T 4 --batch-size 8 --json memory.json\n"
+        "    (where one iteration's memory goes, ours and SpikingJelly's: gradients, saved for backward, ...)\n",
     )
     add_options(p, BenchConfig)
     return p

@@ -46,6 +46,9 @@ def handle(args: argparse.Namespace) -> int:
     if args.nproc < 1:
         raise SpecError(f"--nproc must be at least 1, got {args.nproc}")
     if args.nproc > 1:
+        if args.cuda_graph:
+            raise SpecError("--cuda-graph trains in one process; the data-parallel gradient all-reduce is not "
+                            "captured (leave out --nproc)")
         if launched():
             raise SpecError("--nproc starts torchrun itself; under torchrun leave it out (--nproc-per-node sets it)")
         return launch(args)
