@@ -108,6 +108,7 @@ class DeploymentSize:
     """What a deployment of the graph would hold, and what writing it costs."""
 
     stages: list[dict[str, Any]] = field(default_factory=list)
+    synapse_sets: int = 1  # 2 with wide weights
 
     @property
     def neurons(self) -> int:
@@ -157,7 +158,7 @@ def deployment_size(graph: nir.NIRGraph, interpretation: Interpretation | None =
     interp = interpretation or recorded_interpretation(graph) or Interpretation()
     neurons = {n for n, v in checked.nodes.items() if isinstance(v, NEURON_TYPES)}
     paths = Paths(checked, neurons, interp, Patterns)
-    size = DeploymentSize()
+    size = DeploymentSize(synapse_sets=synapse_sets)
     for name in (n for n in checked.order if n in neurons):
         n_out = math.prod(checked.shapes[name])
         merged: dict[tuple[str, int], tuple[int, int]] = {}
@@ -195,4 +196,6 @@ def check_feasible(size: DeploymentSize, max_memory: float | None = None) -> Non
         raise ResourceError(
             f"the Loihi deployment is too large for this machine: {size.summary()}, above the budget of "
             f"{budget / 2**30:.2f} GiB (--max-memory). T does not change this; fewer channels or smaller "
-            "inputs, sparser connections, or a machine with more memory (and --max-memory) do")
+            "inputs, sparser connections, " + ("8-bit weights (--weights 8bit: one synapse set, not two), "
+                                               if size.synapse_sets == 2 else "")
+            + "or a machine with more memory (and --max-memory) do")

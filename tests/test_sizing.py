@@ -58,3 +58,6 @@ def test_vgg_at_cifar_size_is_refused_in_seconds_with_the_numbers():
         deployment_from_graph(graph, max_memory=4 * 2**30)
     assert time.perf_counter() - started < 10
     assert deployment_size(graph).synapses > 5e8
+    with pytest.raises(ResourceError, match=r"--weights 8bit: one synapse set, not two"):  # the way out, named
+        deployment_from_graph(graph, max_memory=4 * 2**30, wide_weights=True)
+    assert deployment_size(graph, synapse_sets=2).stored_bytes > deployment_size(graph).stored_bytes
