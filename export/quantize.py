@@ -11,7 +11,7 @@ Every projection into a stage (its own Lava Dense/Sparse) shares the stage's sca
 - wide weights (``quantize(..., wide_weights=True)``): a projection is two Dense/Sparse of the same layout, m·2^e
   and the residual's mantissas m_lo·2^f ≈ c·W − m·2^e (f ≥ −1 for even mantissas, whose sums >> 1 are exact for
   binary spikes; f ≥ 0 otherwise): every weight is within half a step of the residual's grid, one activation unit
-  1/c while e ≤ 7, instead of half of 2^e/c (twice that for mixed signs).
+  1/c while e ≤ 6 (7 for single-signed weights), instead of half of 2^e/c (twice that for mixed signs).
 - graded messages (the real-valued input, EM-PF spikes): a payload s·2^q (24 bits); the projection's exponent
   is e − q. The input's q (``input_frac_bits``, unless given) is the largest ≤ 16 for which its payloads fit 24 bits
   and every Dense reading it keeps its worst-case sum inside Lava's int32 accumulator; an EM-PF stage's q_s ≤ 8 is
