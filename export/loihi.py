@@ -413,8 +413,8 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
     return stage, q
 
 
-def chip_deployment(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], wide_weights: bool = False,
-                    headroom: str = "T") -> Deployment:
+def chip_deployment(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], wide_weights: bool | None = None,
+                    headroom: str | None = None) -> Deployment:
     """The deployment of (``spec``, plain ``params``) in memory, saturation warnings silenced (a caller that
     quantizes after every optimizer step reports on the final deployment)."""
     from snnchip.export.nir_export import spec_to_nir

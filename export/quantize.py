@@ -88,6 +88,11 @@ class QProjection:
         """(mantissas, exponent) of each Lava Dense/Sparse the projection is: one, or two with wide weights."""
         return ((self.weight, self.weight_exp),) + (() if self.low is None else ((self.low, self.low_exp),))
 
+    @property
+    def synapses(self) -> int:
+        """Synapses on the chip: the non-zero mantissas of every part."""
+        return sum(int(np.count_nonzero(weight_values(m))) for m, _ in self.parts)
+
 
 @dataclass(frozen=True)
 class QStage(StageTraits):
@@ -286,15 +291,6 @@ def _projections(stage: Stage, best: dict) -> tuple[QProjection, ...]:
                  for p, b in zip(stage.inputs, best["projections"], strict=True))
 
 
-def _synapse_count(p: QProjection) -> int:
-    """Synapses of a projection: non-zero mantissas of each of its Dense/Sparse parts."""
-    return sum(int(np.count_nonzero(weight_values(m))) for m, _ in p.parts)
-
-
-def _synapses(projs: tuple[QProjection, ...]) -> int:
-    return sum(_synapse_count(p) for p in projs)
-
-
 def _projection_reports(projs: tuple[QProjection, ...], best: dict, unit: float = 1.0) -> list[dict]:
     """Per projection: layout, exponents, synapses and its weight errors over all n = n_out·n_in entries (a CSR
     stage's zeros are exact), in real units divided by ``unit``."""
@@ -303,7 +299,7 @@ def _projection_reports(projs: tuple[QProjection, ...], best: dict, unit: float 
         n = math.prod(p.weight.shape)
         out.append(dict(source=p.source, synapse=p.synapse, grid_exp=int(b["e"]),
                         low_exp=None if p.low is None else int(b["low_exp"]), delay=p.delay,
-                        synapses=_synapse_count(p), clipped_fraction=b["clipped"] / n if n else 0.0,
+                        synapses=p.synapses, clipped_fraction=b["clipped"] / n if n else 0.0,
                         max_abs_weight_error=b["werr_max"] / unit,
                         mean_abs_weight_error=b["werr_sum"] / n / unit if n else 0.0))
     return out
@@ -360,7 +356,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
                vsub=best["vsub"], lam_syn=float(stage.lam_syn))
     step_int = max((b["grid"] for b in best["projections"]), default=0.0)  # one weight step, c units
     report = dict(
-        stage=stage.name, kind=stage.kind, neurons=stage.size, synapses=_synapses(projs),
+        stage=stage.name, kind=stage.kind, neurons=stage.size, synapses=sum(p.synapses for p in projs),
         scale=float(c), vth=int(vth), dv=int(dv), lam=float(stage.lam), lam_q=1 - dv / DECAY_UNITY, du=int(du),
         lam_syn=float(stage.lam_syn), lam_syn_q=(NO_CURRENT - du) / DECAY_UNITY,
         theta=float(stage.theta) if stage.spiking else None, theta_q=vth / c if stage.spiking else None,
@@ -410,7 +406,7 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: boo
                tables=ints)
     err = lambda x, xq: float(np.abs(x - xq).max(initial=0.0))  # noqa: E731
     report = dict(
-        stage=stage.name, kind="empf", neurons=stage.size, synapses=_synapses(projs), scale=float(c),
+        stage=stage.name, kind="empf", neurons=stage.size, synapses=sum(p.synapses for p in projs), scale=float(c),
         vth=0, dv=0, lam=None, lam_q=None, theta=None, theta_q=None, input_scale_exp=ka,
         max_abs_lam_error=err(lam, ints["lam"] / DECAY_UNITY),
         max_abs_input_scale_error=err(a, ints["scale"] * 2.0**ka / DECAY_UNITY),

@@ -20,10 +20,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
-from snnchip.export.quantize import weight_values
-
 CORES_PER_CHIP = 128
 NEURONS_PER_CORE = 8192
 SYNAPSES_PER_CORE = 120_000_000 // CORES_PER_CHIP
@@ -45,8 +41,7 @@ def layer_resources(deployment: Any) -> list[dict[str, Any]]:
     layers = []
     for q in deployment.qnet.stages:
         inputs = [{"source": p.source, "synapse": p.synapse, "sources": int(p.weight.shape[1]),
-                   "connections": sum(int(np.count_nonzero(weight_values(m))) for m, _ in p.parts)}
-                  for p in q.inputs]
+                   "connections": p.synapses} for p in q.inputs]
         nonzero = sum(p["connections"] for p in inputs)
         layers.append({"layer": q.name, "neurons": q.size, "inputs": inputs, "connections": nonzero,
                        "weights": nonzero})

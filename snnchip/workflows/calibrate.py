@@ -30,6 +30,7 @@ from torch import nn
 
 from snnchip.errors import SnnchipError
 from snnchip.options import option
+from snnchip.workflows.export import precision_args
 
 CALIBRATED_NAME = "model.calibrated.pt"
 RECORD_NAME = "calibration.json"
@@ -75,7 +76,7 @@ def _torch(m: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(m, np.float32))
 
 
-def chip_errors(model: nn.Module, wide_weights: bool = False, headroom: str = "T") -> dict[str, Any]:
+def chip_errors(model: nn.Module, wide_weights: bool | None = None, headroom: str | None = None) -> dict[str, Any]:
     """The chip's error of every stage of a plain model, as ``qat.StageError``s of torch tensors."""
     from snnchip.export.loihi import chip_deployment, quantization_errors
     from snnchip.train import plain_parameters
@@ -87,10 +88,10 @@ def chip_errors(model: nn.Module, wide_weights: bool = False, headroom: str = "T
 
 
 def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfig | None = None,
-              samples: int | None = None, snap: bool = True, log=print, wide_weights: bool = False,
-              headroom: str = "T") -> dict[str, Any]:
+              samples: int | None = None, snap: bool = True, log=print, wide_weights: bool | None = None,
+              headroom: str | None = None) -> dict[str, Any]:
     """Calibrate ``model_path``, export it to ``out_dir`` and record the accuracies before and after (for the
-    chip with ``wide_weights`` and ``headroom``, see ``snnchip.export.quantize.quantize``).
+    chip with ``wide_weights`` and ``headroom``, None: a snnchip model's default, ``export.loihi.precision_of``).
 
     ``snap``: the exported (and saved) weights of the layers the chip quantizes entry by entry are their chip
     values Q(W) (``after``); ``after_unsnapped`` records the calibrated float weights themselves.
@@ -135,7 +136,7 @@ def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfi
     log(f"after calibration:  float {after['float_accuracy']:.2%}, chip {after['chip_accuracy']:.2%} "
         f"(gap {after['gap_points']:+.2f} points, agreement {after['decision_agreement']:.2%})")
     record = {
-        "model": str(model_path), "method": spec.method, "wide_weights": wide_weights, "headroom": headroom,
+        "model": str(model_path), "method": spec.method, "precision": dep.manifest["precision"],
         "dataset": cfg.dataset, "T": spec.T,
         "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed, "optimizer": "adam",
         "quantizer": "stage-level straight-through: I + Σ_p (Q(A_p) - A_p)·x_p + Q(b) - b with the errors held "
@@ -164,8 +165,8 @@ def calibrate_and_export(export_cfg: Any, cfg: CalibrationConfig, log=print) -> 
                            f"{export_cfg.target!r}")
     if Path(export_cfg.model).suffix != ".pt":
         raise SnnchipError(f"--calibrate needs a model.pt written by snn-train (it trains), got {export_cfg.model}")
-    record = calibrate(export_cfg.model, export_cfg.out, cfg, log=log, wide_weights=export_cfg.weights == "wide",
-                       headroom="step" if export_cfg.headroom == "step" else "T")
+    record = calibrate(export_cfg.model, export_cfg.out, cfg, log=log,
+                       **precision_args(export_cfg.weights, export_cfg.headroom))
     dep = load_deploy(export_cfg.out)
     lines = [format_report(dep.qnet.report), f"{'':<22}{'float':>9}{'chip':>9}{'gap (pts)':>11}{'agreement':>11}"]
     rows = [("before calibration", record["before"])]

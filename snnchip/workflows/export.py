@@ -16,14 +16,15 @@ from snnchip.options import option
 from snnchip.spec import Interpretation
 
 TARGETS = ("nir", "loihi", "onnx", "netx")
-WEIGHT_CHOICES = ("auto", "8bit", "wide")
+WIDE_WEIGHTS = {"auto": None, "8bit": False, "wide": True}  # --weights -> export.loihi's wide_weights
+WEIGHT_CHOICES = tuple(WIDE_WEIGHTS)
 HEADROOM_CHOICES = ("auto", "T", "step")
 
 
 def precision_args(weights: str, headroom: str) -> dict[str, Any]:
     """``--weights`` and ``--headroom`` as ``export.loihi``'s ``wide_weights`` and ``headroom`` (None: "auto",
     decided per graph by ``precision_of``)."""
-    return {"wide_weights": {"auto": None, "8bit": False, "wide": True}[weights],
+    return {"wide_weights": WIDE_WEIGHTS[weights],
             "headroom": None if headroom == "auto" else headroom}
 DEFAULT_NAMES = {"nir": "model.nir", "loihi": "deploy", "onnx": "model.onnx", "netx": "model.net"}
 
