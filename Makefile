@@ -51,7 +51,7 @@ test: setup lint
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/snn-pipeline configs/demo.toml
+	$(BIN)/snn-pipeline configs/demo.toml --overwrite
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs .pytest_cache

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.sparse import SparseEfficiencyWarning
 
 from snnchip import lava_compat
-from snnchip.deploy.result import RunResult, assemble, check_input, check_timing
+from snnchip.deploy.result import RunResult, accept_input, assemble, check_timing
 from snnchip.deploy.supervise import supervised
 from snnchip.errors import DeployError
 from snnchip.export.loihi import Deployment, load_deploy, process_of
@@ -122,21 +122,23 @@ class LavaNetwork:
         self.dep = deployment
 
     def run(self, x: np.ndarray, cfg: str = "fixed_pt", timing: str = "software", states: bool = True,
-            deadline: float | None = None) -> RunResult:
+            deadline: float | None = None, clip: bool = False) -> RunResult:
         """Run inputs ``x`` [T, B, *input_shape]; ``states=False`` skips the per-step u/v reads (faster).
         ``deadline`` (a ``time.monotonic()`` value): start no sample after it (at least one runs); the result then
-        holds the samples that ran, the first ones of ``x``."""
+        holds the samples that ran, the first ones of ``x``. Inputs outside the deployment's range are refused, or
+        with ``clip`` clipped (``accept_input``; ``meta["clipped_inputs"]``)."""
         with warnings.catch_warnings():  # Lava's DelaySparse edits CSR matrices in place every step (scipy warns)
             warnings.simplefilter("ignore", SparseEfficiencyWarning)
-            return self._run(x, cfg, timing, states, deadline)
+            return self._run(x, cfg, timing, states, deadline, clip)
 
-    def _run(self, x: np.ndarray, cfg: str, timing: str, states: bool, deadline: float | None) -> RunResult:
+    def _run(self, x: np.ndarray, cfg: str, timing: str, states: bool, deadline: float | None, clip: bool
+             ) -> RunResult:
         if cfg not in CFGS:
             raise DeployError(f"unknown Lava run configuration {cfg!r}; valid: {', '.join(CFGS)}")
         check_timing(timing)
         dep, qnet = self.dep, self.dep.qnet
         T, steps, fixed = dep.T, dep.T + dep.depth, cfg == "fixed_pt"
-        xs = check_input(x, qnet.input_shape, T)
+        xs, clipped = accept_input(x, qnet, clip)
         feed = encode_input(xs, qnet.input_frac_bits) if fixed else xs
         B = xs.shape[1]
 
@@ -173,7 +175,9 @@ class LavaNetwork:
                     if sink is not None:
                         s[name][:, b] = sink.data.get().T != 0
         u, v, s = ({k: a[:, :done] for k, a in arrays.items()} for arrays in (u, v, s))
-        return assemble(qnet, u, v, s, timing, fixed, keep_states=states)
+        res = assemble(qnet, u, v, s, timing, fixed, keep_states=states)
+        res.meta["clipped_inputs"] = clipped
+        return res
 
 
 def build(deployment: Deployment | str | os.PathLike) -> LavaNetwork:

@@ -20,6 +20,8 @@ def check_input(x: np.ndarray, input_shape: tuple[int, ...], T: int) -> np.ndarr
     with or without a graph); return it as float64 [T, B, n_in] in host memory."""
     if hasattr(x, "detach"):  # a torch tensor (this module does not import torch: Lava's processes read it)
         x = x.detach().cpu().double().numpy()
+    if np.iscomplexobj(x):
+        raise DeployError("input holds complex numbers; the chip takes real inputs (pass x.real or abs(x))")
     try:
         x = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -32,6 +34,46 @@ def check_input(x: np.ndarray, input_shape: tuple[int, ...], T: int) -> np.ndarr
         raise DeployError(f"input holds {len(bad)} NaN or infinite value(s), the first at index {first}; the chip "
                           "takes finite inputs")
     return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def accept_input(x: np.ndarray, qnet: QuantizedNet, clip: bool = False) -> tuple[np.ndarray, int]:
+    """``check_input``, then the deployment's input contract (its recorded encoding and range); return the input as
+    float64 [T, B, n_in] and the number of values clipped.
+
+    The quantizer sizes the input's fixed point (x·2^q in 24 bits, every Dense sum inside Lava's int32 accumulator)
+    for |x| ≤ the recorded range; beyond it Lava's int32 sums wrap and the deployment no longer computes what the
+    float graph does (and the chip simulator and Lava need not agree). An input outside it raises ``DeployError``
+    with the numbers, unless ``clip``: then it is clipped to ±range, the same for every backend, and counted. A
+    rate-coded deployment takes spikes: every value 0 or 1 (``clip`` does not apply).
+    """
+    xs = check_input(x, qnet.input_shape, qnet.T)
+    if qnet.encoding == "rate":
+        off = (xs != 0) & (xs != 1)
+        if off.any():
+            first = int(np.argmax(off))
+            raise DeployError(f"input holds {int(off.sum())} value(s) that are not spikes (the first, "
+                              f"{xs.reshape(-1)[first]:g}, at {_index(first, xs.shape, qnet.input_shape)}); this "
+                              "deployment's encoding is rate: it takes 0 or 1, so encode intensities first (spikes = "
+                              "rng.random(x.shape) < x)")
+        return xs, 0
+    limit = float(qnet.input_range)
+    over = np.abs(xs) > limit
+    count = int(over.sum())
+    if count and not clip:
+        worst = int(np.argmax(np.abs(xs)))
+        largest = float(np.abs(xs).reshape(-1)[worst])
+        raise DeployError(f"input holds {count} value(s) outside the deployment's input range |x| ≤ {limit:g} (the "
+                          f"largest, |x| = {largest:g}, at {_index(worst, xs.shape, qnet.input_shape)}); its fixed "
+                          "point is exact only inside it: scale the inputs, re-export with --input-range "
+                          f"{largest:g} (or more), or clip them to ±{limit:g} (--clip-inputs, clip=True)")
+    return (np.clip(xs, -limit, limit) if count else xs), count
+
+
+def _index(flat: int, shape: tuple[int, ...], input_shape: tuple[int, ...]) -> str:
+    """'[t=.., sample .., feature ..]' of a flat index into [T, B, n_in] (the feature as an index of input_shape)."""
+    t, b, i = np.unravel_index(flat, shape)
+    feature = tuple(int(k) for k in np.unravel_index(int(i), input_shape))
+    return f"[t={int(t)}, sample {int(b)}, feature {feature if len(feature) > 1 else feature[0]}]"
 
 
 def check_timing(timing: str) -> None:

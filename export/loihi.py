@@ -5,14 +5,15 @@
 deploy. Stage n runs with ``latency`` steps of Lava latency: its software step t is Lava step t + latency; a run
 lasts T + depth steps (depth: the largest latency).
 
-Format version 4: each stage's manifest entry lists its ``inputs`` (projections): source (``input`` or a stage),
+Each stage's manifest entry lists its ``inputs`` (projections): source (``input`` or a stage),
 ``synapse`` ("dense": a Lava Dense, params.npz holds ``<stage>/in<i>/weight`` [n_out, n_source]; "sparse": a Lava
 Sparse, the CSR arrays ``<stage>/in<i>/weight/{data,indices,indptr,shape}``; the same for ``weight_float``),
 ``weight_exp``, ``num_message_bits``, ``delay`` (software steps), ``lava_delay`` (extra synaptic delay on
 Lava: a DelayDense/DelaySparse) and ``low_exp``: null, or the exponent of the wide weights' residual mantissas
-``<stage>/in<i>/weight_low`` (a second Dense/Sparse of the same layout). Version 3 (no ``low_exp``) and versions 1
-and 2 (a chain: one input per stage, from the stage before; the SRM's current decay stored as 4096 − factor) are
-still read.
+``<stage>/in<i>/weight_low`` (a second Dense/Sparse of the same layout). Format version 5 adds the manifest's
+``seal`` (``export.seal``: the sha256 of model.nir, params.npz and of every manifest value), checked on every read.
+Version 4 (no seal), version 3 (no ``low_exp``) and versions 1 and 2 (a chain: one input per stage, from the stage
+before; the SRM's current decay stored as 4096 − factor) are still read.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from snnchip import lava_compat
+from snnchip.arrayfile import load_npz
 from snnchip.atomic import atomic_dir
 from snnchip.errors import DeployError, OutputError, UnsupportedNodeError
 from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
@@ -52,12 +54,13 @@ from snnchip.export.quantize import (
     residual_mantissas,
     to_mantissa,
 )
+from snnchip.export.seal import SealCheck, check_format, check_seal, refuse_edited, sealed_manifest_json
 from snnchip.export.sizing import check_feasible, deployment_size
 from snnchip.identity import sha256_file
 from snnchip.spec import Interpretation, NetworkSpec
 
-FORMAT = {"name": "snnchip-loihi-deploy", "version": 4}
-READABLE_VERSIONS = (1, 2, 3, 4)  # 1, 2: chains (version 1: every stage dense); 3: no wide weights
+FORMAT = {"name": "snnchip-loihi-deploy", "version": 5}
+READABLE_VERSIONS = (1, 2, 3, 4, 5)  # 1, 2: chains (version 1: every stage dense); 3: no wide weights; 4: no seal
 CSR_PARTS = ("data", "indices", "indptr", "shape")
 FILES = ("model.nir", "params.npz", "manifest.json")
 _STAGE_KEYS = ("name", "kind", "dv", "vth", "vsub", "scale", "reset", "spike", "du", "lam_syn", "latency", "shift",
@@ -128,6 +131,7 @@ class Deployment:
     qnet: QuantizedNet
     manifest: dict[str, Any]
     path: Path | None = None
+    seal: SealCheck | None = None  # what load_deploy found of the directory's seal (None: built in memory)
 
     @property
     def depth(self) -> int:
@@ -270,11 +274,12 @@ def check_replaceable(out_dir: str | os.PathLike) -> None:
 def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation: Interpretation | None = None,
                  T: int | None = None, source: str | os.PathLike | None = None,
                  spike_bounds: dict[str, float] | None = None, max_memory: float | None = None,
-                 wide_weights: bool | None = None, headroom: str | None = None) -> Path:
+                 wide_weights: bool | None = None, headroom: str | None = None, input_range: float = 1.0) -> Path:
     """Write the deploy directory for a NIR graph, a ``SpikingNet``, a ``.nir`` file or a ``model.pt``; return its
     path. ``source``: the ``model.pt`` a given graph came from: its training set sizes graded spikes (unless
-    ``spike_bounds`` are given) and the manifest records its path and sha256. ``wide_weights``, ``headroom``: see
-    ``deployment_from_graph``."""
+    ``spike_bounds`` are given) and the manifest records its path and sha256. ``wide_weights``, ``headroom``,
+    ``input_range`` (the largest |x| the deployment takes): see ``deployment_from_graph``. The manifest seals the
+    files and its own values (``export.seal``)."""
     check_replaceable(out_dir)
     graph = read_model_graph(graph_or_path)
     origin = source or graph_or_path
@@ -282,7 +287,7 @@ def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation:
     check_feasible(deployment_size(graph, interpretation, sets), max_memory)  # before measuring spikes on data
     dep = deployment_from_graph(graph, interpretation, T, spike_bounds=spike_bounds if spike_bounds is not None
                                 else measured_spike_bounds(origin, graph), max_memory=max_memory,
-                                wide_weights=wide_weights, headroom=headroom)
+                                wide_weights=wide_weights, headroom=headroom, input_range=input_range)
     if isinstance(origin, (str, os.PathLike)) and Path(origin).is_file():
         dep.manifest["source"] = {"path": str(origin), "sha256": sha256_file(origin)}
     arrays = {}
@@ -299,26 +304,23 @@ def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation:
     with atomic_dir(out) as tmp:
         (tmp / "model.nir").write_bytes(nir_bytes(graph))
         np.savez(tmp / "params.npz", **arrays)
-        (tmp / "manifest.json").write_text(json.dumps(dep.manifest, indent=2), encoding="utf-8")
+        (tmp / "manifest.json").write_text(sealed_manifest_json(tmp, dep.manifest), encoding="utf-8")
     return out
 
 
 def _read_params(path: Path) -> dict[str, np.ndarray]:
     """Every array of params.npz (never unpickled); an unreadable file raises ``DeployError`` naming it."""
     try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError("a single array, not an .npz archive")
-        with z:
-            return {k: z[k] for k in z.files}
+        return load_npz(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DeployError(f"{path}: corrupt or not a params archive ({type(exc).__name__}: {str(exc)[:200]}); "
                           "re-run `snn-export --target loihi`") from None
 
 
-def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
-    """Read a deploy directory; a missing or corrupt file, or a value outside Loihi 2's limits
-    (``loihi_limits``), raises ``DeployError`` naming the file, the stage and the field."""
+def load_deploy(deploy_dir: str | os.PathLike, allow_edited: bool = False) -> Deployment:
+    """Read a deploy directory; a missing or corrupt file, a file or value that no longer matches the manifest's
+    seal (unless ``allow_edited``: the ``Deployment``'s ``seal`` then says what was edited), or a value outside
+    Loihi 2's limits (``loihi_limits``) raises ``DeployError`` naming the file, the stage and the field."""
     path = Path(deploy_dir)
     if not path.is_dir():
         raise DeployError(f"{path}: not a deploy directory (write one with `snn-export MODEL --target loihi -o DIR`)")
@@ -329,19 +331,18 @@ def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
         man = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DeployError(f"{path / 'manifest.json'}: corrupt ({exc})") from None
-    fmt = man.get("format") if isinstance(man, dict) else None
-    if not isinstance(fmt, dict) or fmt.get("name") != FORMAT["name"] or fmt.get("version") not in READABLE_VERSIONS:
-        raise DeployError(f"{path / 'manifest.json'}: not a snnchip deploy manifest of a version this snnchip reads "
-                          f"({', '.join(map(str, READABLE_VERSIONS))}; found {fmt!r}): re-export it with "
-                          "`snn-export MODEL --target loihi -o DIR`")
     where = path / "manifest.json"
+    version = check_format(man, where, FORMAT["name"], READABLE_VERSIONS)
+    sealed = check_seal(path, man, version)
+    if not allow_edited:
+        refuse_edited(path, sealed)
     check_manifest(man, str(where))
     arrays = _read_params(path / "params.npz")
     pairs = []
     for i, s in enumerate(man["stages"]):
         at = f"{where}: stage {i + 1} ({s['name']!r})"
         try:
-            pairs.append(_read_stage(s, arrays, fmt["version"], i, man["stages"][i - 1]["name"] if i else INPUT))
+            pairs.append(_read_stage(s, arrays, version, i, man["stages"][i - 1]["name"] if i else INPUT))
         except KeyError as exc:
             raise DeployError(f"{at}: no {exc} in the manifest entry or params.npz; re-export the directory") from None
         except (TypeError, ValueError, AttributeError) as exc:  # a field of the wrong type, a CSR triple scipy refuses
@@ -360,7 +361,7 @@ def load_deploy(deploy_dir: str | os.PathLike) -> Deployment:
     qnet = QuantizedNet(net.input_shape, tuple(q for _, q in pairs), man["T"], man["encoding"], inp["frac_bits"],
                         inp["range"], output, man["quantization"])
     _check_schedule(where, net, qnet)
-    return Deployment(net, qnet, man, path)
+    return Deployment(net, qnet, man, path, sealed)
 
 
 def _check_schedule(where: Path, net: LoweredNet, qnet: QuantizedNet) -> None:

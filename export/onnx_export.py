@@ -38,7 +38,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from snnchip.atomic import atomic_path
-from snnchip.errors import DataError, UnsupportedNodeError
+from snnchip.errors import DataError, OutputError, UnsupportedNodeError
 from snnchip.neurons import TABLES, NeuronParams, neuron_step
 from snnchip.spec import Interpretation
 
@@ -211,10 +211,21 @@ def onnx_model(graph: nir.NIRGraph, interpretation: Interpretation | None = None
     return model
 
 
+def check_onnx_name(path: str | os.PathLike) -> None:
+    """Refuse a file name whose suffix onnx reads as a text format (``.json``, ``.textproto``, ...): the file is
+    binary ONNX (what onnxruntime loads), and a text name would make onnx misread it."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    fmt = onnx.serialization.registry.get_format_from_file_extension(suffix)
+    if fmt not in (None, "protobuf"):
+        raise OutputError(f"{path}: a {suffix} name means ONNX's {fmt} text format, but --target onnx writes a binary "
+                          "ONNX model (what onnxruntime loads); name it .onnx")
+
+
 def write_onnx(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Save ``model`` to a temp file and rename it onto ``path`` (atomic)."""
+    """Save ``model`` as binary ONNX to a temp file and rename it onto ``path`` (atomic)."""
+    check_onnx_name(path)
     with atomic_path(path) as tmp:
-        onnx.save(model, str(tmp))
+        onnx.save(model, str(tmp), format="protobuf")
 
 
 @dataclass
@@ -238,7 +249,7 @@ def run_onnx(path: str | os.PathLike, x: np.ndarray) -> OnnxResult:
         raise DataError(f"input has shape {x.shape}; the model takes [T, batch, *{tuple(specs['x'][1:])}]")
     batch = x.shape[1]
     state = {n: np.zeros([batch, *s[1:]], np.float32) for n, s in specs.items() if n not in ("x", STEP_INPUT)}
-    for prop in onnx.load(str(path), load_external_data=False).metadata_props:
+    for prop in onnx.load(str(path), format="protobuf", load_external_data=False).metadata_props:
         if prop.key.startswith(REST_PREFIX) and prop.key[len(REST_PREFIX):] in state:
             name = prop.key[len(REST_PREFIX):]
             state[name] = state[name] + np.asarray(json.loads(prop.value), np.float32).reshape(state[name].shape[1:])
@@ -259,7 +270,7 @@ def run_onnx(path: str | os.PathLike, x: np.ndarray) -> OnnxResult:
 
 def _per_step_T(path: str | os.PathLike) -> int:
     """The number of steps of the per-step tables of a model (the first axis of every table Gathered by ``step``)."""
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), format="protobuf")
     inits = {i.name: i for i in model.graph.initializer}
     return min(inits[n.input[0]].dims[0] for n in model.graph.node
                if n.op_type == "Gather" and n.input[1] == STEP_INPUT)

@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from snnchip.deploy.fixed_point import dense_fixed, effective_weights, empf_step_fixed, neuron_step_fixed
-from snnchip.deploy.result import RunResult, assemble, check_input, check_timing, join_batches
+from snnchip.deploy.result import RunResult, accept_input, assemble, check_timing, join_batches
 from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.lowering import INPUT
 from snnchip.export.quantize import encode_input
@@ -42,17 +42,21 @@ class ChipSimulator:
         self.weights = {q.name: [[(effective_weights(m), e) for m, e in p.parts] for p in q.inputs]
                         for q in self.dep.qnet.stages}
 
-    def run(self, x: np.ndarray, timing: str = "software", states: bool = True, chunk: int = CHUNK) -> RunResult:
-        """Simulate inputs ``x`` [T, B, *input_shape] (float); ``timing`` "software" or "lava".
+    def run(self, x: np.ndarray, timing: str = "software", states: bool = True, chunk: int = CHUNK,
+            clip: bool = False) -> RunResult:
+        """Simulate inputs ``x`` [T, B, *input_shape] (float); ``timing`` "software" or "lava". Inputs outside the
+        deployment's range are refused, or with ``clip`` clipped (``accept_input``; ``meta["clipped_inputs"]``).
 
         Samples run ``chunk`` at a time (they are independent), so the per-step buffers stay bounded; u and v of
         every stage are kept only with ``states`` (for B samples they are 2·(T + depth)·B·Σn int64 values).
         """
         check_timing(timing)
-        xs = check_input(x, self.dep.qnet.input_shape, self.dep.T)
+        xs, clipped = accept_input(x, self.dep.qnet, clip)
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")
-        return join_batches([self._run(xs[:, b:b + chunk], timing, states) for b in range(0, xs.shape[1], chunk)])
+        res = join_batches([self._run(xs[:, b:b + chunk], timing, states) for b in range(0, xs.shape[1], chunk)])
+        res.meta["clipped_inputs"] = clipped
+        return res
 
     def _run(self, xs: np.ndarray, timing: str, states: bool) -> RunResult:
         """One chunk of checked inputs ``xs`` [T, b, n_in]."""

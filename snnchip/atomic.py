@@ -85,8 +85,11 @@ def _failed(dest: Path, what: str, exc: BaseException) -> OutputError:
     return OutputError(f"{dest}: cannot write {what} ({getattr(exc, 'strerror', None) or exc}); {kept}")
 
 
-def _prepare(dest: Path, directory: bool) -> None:
-    """Check that ``dest`` can become a file (a directory when ``directory``) and create its folder."""
+def check_destination(path: str | os.PathLike, directory: bool = False) -> None:
+    """Refuse (``OutputError``) a ``path`` that cannot become a file (a directory when ``directory``): a directory
+    where a file is to go, a file where a directory is, a file where one of its folders is to be. Commands call it
+    on their outputs before any work, so that a long run does not end in an unwritable destination."""
+    dest = Path(path)
     if dest.is_dir() and not directory:
         raise OutputError(f"{dest}: is a directory; name a file to write")
     if dest.exists() and not dest.is_dir() and directory:
@@ -94,6 +97,11 @@ def _prepare(dest: Path, directory: bool) -> None:
     blocker = next((p for p in dest.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise OutputError(f"{dest}: cannot create its folder: {blocker} is a file")
+
+
+def _prepare(dest: Path, directory: bool) -> None:
+    """Check that ``dest`` can become a file (a directory when ``directory``) and create its folder."""
+    check_destination(dest, directory)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

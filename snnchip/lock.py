@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from snnchip.atomic import NO_SPACE
 from snnchip.errors import OutputError
 
 LOCK_NAME = ".snnchip.lock"
@@ -36,8 +37,13 @@ def exclusive(directory: str | os.PathLike, command: str) -> Iterator[None]:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             raise OutputError(f"{path}: {holder} is writing to this directory; wait for it to end or choose another "
                               "output directory") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{command} (pid {os.getpid()})\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{command} (pid {os.getpid()})\n".encode(), 0)
+        except OSError as exc:
+            why = "no space left on device" if exc.errno in NO_SPACE else exc.strerror or str(exc)
+            raise OutputError(f"{path / LOCK_NAME}: cannot record this run in its lock file ({why}); free space or "
+                              "choose another output directory") from None
         try:
             yield
         finally:

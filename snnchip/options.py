@@ -111,9 +111,24 @@ def _paths(configs: tuple[Any, ...], role: str) -> list[tuple[str, Path]]:
     return out
 
 
+RUN_FILES = ("model.pt", "metrics.json", "curves.png", ".snnchip.lock")  # what snn-train keeps in its run directory
+DEPLOY_FILES = ("model.nir", "params.npz", "manifest.json")  # a deploy directory's files (export.loihi.FILES)
+DEPLOY_MANIFEST = DEPLOY_FILES[-1]  # what marks a deploy directory
+
+
+def _is_deploy_dir(path: Path) -> bool:
+    return (path / DEPLOY_MANIFEST).is_file()
+
+
+def _is_run_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in RUN_FILES[1:])
+
+
 def check_paths(*configs: Any) -> None:
-    """Refuse (``SpecError``) outputs of ``configs`` that are an input, or a directory an input lies in (it is
-    replaced as a whole), before anything is read or written."""
+    """Refuse (``SpecError``) outputs of ``configs`` that would destroy or edit an input, before anything is read or
+    written: an output that is an input, or a directory an input lies in (it is replaced as a whole); a path inside
+    an input deploy directory; one of the files of any deploy directory (``DEPLOY_FILES``, sealed by its manifest);
+    a training product (``RUN_FILES``) of the run directory an input file lies in."""
     inputs = _paths(configs, "input")
     for out_flag, out in _paths(configs, "output"):
         for in_flag, inp in inputs:
@@ -121,3 +136,13 @@ def check_paths(*configs: Any) -> None:
                 what = "is" if inp == out else "contains"
                 raise SpecError(f"{out_flag} {out} {what} the input {in_flag} {inp}; writing it would destroy the "
                                 f"input: choose another output path")
+            if inp in out.parents and _is_deploy_dir(inp):
+                raise SpecError(f"{out_flag} {out} lies inside the input deploy directory {in_flag} {inp}; writing "
+                                "there would destroy the input or edit the deployment: choose a path outside it")
+            if out.parent == inp.parent and out.name in RUN_FILES and _is_run_dir(inp.parent):
+                raise SpecError(f"{out_flag} {out} would replace the {out.name} of the run directory the input "
+                                f"{in_flag} {inp} belongs to (written by snn-train); writing it would destroy the "
+                                "input's run: choose another output path")
+        if out.name in DEPLOY_FILES and _is_deploy_dir(out.parent):
+            raise SpecError(f"{out_flag} {out} is a file of the deploy directory {out.parent}, which its manifest "
+                            "seals; writing it would destroy that deployment: choose another output path")

@@ -25,7 +25,8 @@ def deploy_dir(tmp_path):
 def test_directory_holds_float_graph_integer_params_and_manifest(deploy_dir):
     assert sorted(p.name for p in deploy_dir.iterdir()) == ["manifest.json", "model.nir", "params.npz"]
     man = json.loads((deploy_dir / "manifest.json").read_text())
-    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 4}
+    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 5}
+    assert set(man["seal"]["files"]) == {"model.nir", "params.npz"} and "stages[1]" in man["seal"]["values"]
     assert [[(p["source"], p["synapse"], p["delay"], p["lava_delay"]) for p in s["inputs"]] for s in man["stages"]] \
         == [[("input", "dense", 0, 0)], [("fc1", "dense", 0, 0)]]
     assert [s["process"] for s in man["stages"]] == ["snnchip.CubaLIF", "lava.LIF"] and man["output"] == "fc2"
@@ -103,11 +104,14 @@ def _set(path, value):
     (_set(("encoding",), "morse"), "encoding = 'morse' is invalid"),
 ])
 def test_a_manifest_value_outside_the_chip_limits_is_refused_by_field(deploy_dir, edit, field):
+    """Even when an edited deployment is explicitly allowed, every value is held to the chip's limits."""
     man = json.loads((deploy_dir / "manifest.json").read_text())
     edit(man)
     (deploy_dir / "manifest.json").write_text(json.dumps(man))
-    with pytest.raises(DeployError) as err:
+    with pytest.raises(DeployError, match="differs from its sealed value"):
         load_deploy(deploy_dir)
+    with pytest.raises(DeployError) as err:
+        load_deploy(deploy_dir, allow_edited=True)
     assert str(err.value).startswith(str(deploy_dir)) and field in str(err.value)  # the file, then the field
 
 
@@ -133,7 +137,7 @@ def test_a_params_array_outside_the_chip_limits_is_refused_by_field(deploy_dir, 
     with np.load(deploy_dir / "params.npz") as z:
         _rewrite_params(deploy_dir, **{key: change(z[key])})
     with pytest.raises(DeployError) as err:
-        load_deploy(deploy_dir)
+        load_deploy(deploy_dir, allow_edited=True)
     assert str(err.value).startswith(str(deploy_dir / "params.npz")) and field in str(err.value)
 
 
@@ -148,11 +152,11 @@ def test_an_unreadable_params_archive_is_refused_naming_it(deploy_dir):
                  b"PK\x03\x04" + bytes(100)):
         (deploy_dir / "params.npz").write_bytes(junk)
         with pytest.raises(DeployError, match=f"^{deploy_dir / 'params.npz'}: corrupt or not a params archive"):
-            load_deploy(deploy_dir)
+            load_deploy(deploy_dir, allow_edited=True)
     (deploy_dir / "params.npz").write_bytes(good)
     _rewrite_params(deploy_dir, **{"fc1/in0/weight": np.array([object()], dtype=object)})
-    with pytest.raises(DeployError, match="params.npz: corrupt or not .*Object arrays cannot be loaded"):
-        load_deploy(deploy_dir)
+    with pytest.raises(DeployError, match=r"params.npz: corrupt or not .*holds Python objects \(a pickle\)"):
+        load_deploy(deploy_dir, allow_edited=True)
 
 
 def test_snn_run_refuses_an_out_of_range_deploy_directory_in_one_line(deploy_dir, tmp_path, capsys):
@@ -160,8 +164,11 @@ def test_snn_run_refuses_an_out_of_range_deploy_directory_in_one_line(deploy_dir
     man["stages"][0]["dv"] = -5000
     (deploy_dir / "manifest.json").write_text(json.dumps(man))
     np.save(tmp_path / "x.npy", np.ones((4, 1, 6)))
-    assert cli.run([str(deploy_dir), "--input", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npz"),
-                    "--backend", "chip"]) == 2
+    base = [str(deploy_dir), "--input", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npz"), "--backend", "chip"]
+    assert cli.run(base) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stage 1 ('fc1') differs from its sealed value" in err
+    assert cli.run([*base, "--allow-edited"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "dv = -5000 is invalid" in err and not (tmp_path / "y.npz").exists()
 
@@ -216,7 +223,7 @@ def test_a_wide_weights_residual_off_the_grid_is_refused_and_version_3_still_rea
         low = z["fc1/in0/weight_low"]
     _rewrite_params(out, **{"fc1/in0/weight_low": np.where(low == low.max(), 301, low)})
     with pytest.raises(DeployError, match=r"stage 1 \('fc1'\), input 0: weight_low = 301 is invalid: 8-bit"):
-        load_deploy(out)
+        load_deploy(out, allow_edited=True)
     narrow = export_loihi(graph, tmp_path / "n")  # version 3 wrote no low_exp: read as 8-bit weights
     man = json.loads((narrow / "manifest.json").read_text())
     for s in man["stages"]:
@@ -271,17 +278,19 @@ def _as_chain_version(deploy_dir, version: int) -> None:
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_chain_versions_are_read_and_unknown_versions_refused(deploy_dir, version):
-    """Versions 1 and 2 (chains; version 1 every stage dense) are still read; a newer version names the fix."""
+    """Versions 1 and 2 (chains; version 1 every stage dense) are still read, unsealed; a newer version names the
+    fix."""
     x = np.random.default_rng(3).uniform(0, 1, (4, 3, 6))
     ref = ChipSimulator(load_deploy(deploy_dir)).run(x)
     _as_chain_version(deploy_dir, version)
     dep = load_deploy(deploy_dir)
     assert [[p.source for p in q.inputs] for q in dep.qnet.stages] == [["input"], ["fc1"]]
-    assert [q.latency for q in dep.qnet.stages] == [1, 2]
+    assert [q.latency for q in dep.qnet.stages] == [1, 2] and not dep.seal.sealed
     np.testing.assert_array_equal(ChipSimulator(dep).run(x).output_raw, ref.output_raw)
     man = json.loads((deploy_dir / "manifest.json").read_text())
-    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 5}}))
-    with pytest.raises(DeployError, match=r"version this snnchip reads \(1, 2, 3, 4; found .*'version': 5.*snn-export"):
+    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 6}}))
+    with pytest.raises(DeployError, match=r"version 6 was written by a newer snnchip \(this one reads 1-5\); upgrade "
+                                          r"snnchip, or re-export .*snn-export"):
         load_deploy(deploy_dir)
 
 

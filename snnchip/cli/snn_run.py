@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from snnchip.arrayfile import load_npy
+from snnchip.atomic import check_destination
 from snnchip.cli.command import base_parser, run_command
 from snnchip.cli.options import add_options, config, overrides
-from snnchip.errors import DataError, NIRFormatError
+from snnchip.errors import DataError, NIRFormatError, SpecError
 from snnchip.options import check_paths, option
 from snnchip.spec import Interpretation
 
@@ -20,6 +22,7 @@ EXAMPLES = """\
   snn-run model.nir --input x.npy --out y.npz
   snn-run deploy/mlp --input x.npy --out y.npz --backend chip
   snn-run deploy/mlp --input x.npy --out y.npz --backend lava --lava-cfg fixed_pt
+  snn-run deploy/mlp --input x.npy --out y.npz --backend chip --clip-inputs
 """
 BACKENDS = ("reference", "chip", "lava")
 
@@ -33,6 +36,10 @@ class RunConfig:
     backend: str = option("reference", help="NIR reference executor (float), bit-exact chip simulator, or Lava",
                           choices=BACKENDS)
     lava_cfg: str = option("fixed_pt", help="Lava run configuration", choices=("fixed_pt", "floating_pt"))
+    clip_inputs: bool = option(False, help="chip, lava: clip inputs outside the deployment's recorded range to it "
+                               "(the same on both backends; the count is reported) instead of refusing them")
+    allow_edited: bool = option(False, help="chip, lava: run a deploy directory whose files or values no longer "
+                                "match its manifest's seal (refused without it; the run then says what was edited)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,14 +52,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def load_input(path: str | os.PathLike) -> np.ndarray:
-    """A ``.npy`` array [T, batch, *features] of finite numbers, or a ``DataError`` saying what is wrong."""
+    """A ``.npy`` array [T, batch, *features] of finite real numbers, or a ``DataError`` saying what is wrong."""
     try:
-        x = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        x = load_npy(path)
+    except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: cannot read a .npy array ({exc or type(exc).__name__})") from None
-    if not isinstance(x, np.ndarray):  # an .npz (zip) archive: np.load opens it lazily
-        x.close()
-        raise DataError(f"{path}: an .npz archive, not a .npy array")
+    if np.iscomplexobj(x):
+        raise DataError(f"{path}: holds complex numbers ({x.dtype}); the network takes real inputs: pass the real "
+                        "part (x.real) or the magnitude (abs(x))")
     if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
         raise DataError(f"{path}: expected a numeric array, got dtype {x.dtype}")
     if x.ndim < 3 or x.shape[0] < 1 or x.shape[1] < 1:
@@ -97,26 +104,46 @@ def _reference(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
             f"argmax of output[T-1] (first {shown}): {result.output[-1][:shown].argmax(-1).tolist()}", semantics]
 
 
+def _deployment(cfg: RunConfig) -> Any:
+    from snnchip.export.loihi import load_deploy
+
+    return load_deploy(cfg.graph, allow_edited=cfg.allow_edited)
+
+
+def _contract(dep: Any, res: Any) -> list[str]:
+    """What the run's report says of the deployment's seal and of the inputs it clipped."""
+    lines = [f"deployment: {dep.seal.describe()}" + (" (run as asked by --allow-edited)" if dep.seal.edited else "")]
+    if res.meta.get("clipped_inputs"):
+        lines.append(f"inputs: {res.meta['clipped_inputs']} value(s) outside |x| ≤ {dep.qnet.input_range:g} clipped "
+                     "to it (--clip-inputs)")
+    return lines
+
+
 def _chip(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
     from snnchip.hw_sim.chip import ChipSimulator
 
-    res = ChipSimulator(cfg.graph).run(x, states=False)
+    dep = _deployment(cfg)
+    res = ChipSimulator(dep).run(x, states=False, clip=cfg.clip_inputs)
     res.save(cfg.out)
-    return ["backend: bit-exact fixed-point chip simulator", *_rates(res.spikes)]
+    return ["backend: bit-exact fixed-point chip simulator", *_contract(dep, res), *_rates(res.spikes)]
 
 
 def _lava(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
     from snnchip.deploy import build
 
-    net = build(cfg.graph)
-    res = net.run(x, cfg=cfg.lava_cfg, states=False)
+    dep = _deployment(cfg)
+    res = build(dep).run(x, cfg=cfg.lava_cfg, states=False, clip=cfg.clip_inputs)
     res.save(cfg.out)
-    return [f"backend: Lava Loihi2SimCfg({cfg.lava_cfg}), latency {net.dep.depth} steps removed", *_rates(res.spikes)]
+    return [f"backend: Lava Loihi2SimCfg({cfg.lava_cfg}), latency {dep.depth} steps removed", *_contract(dep, res),
+            *_rates(res.spikes)]
 
 
 def handle(args: argparse.Namespace) -> int:
     cfg = config(RunConfig, args)
     check_paths(cfg)
+    check_destination(cfg.out)
+    if cfg.backend == "reference" and (cfg.clip_inputs or cfg.allow_edited):
+        raise SpecError("--clip-inputs and --allow-edited apply to a deploy directory (--backend chip or lava)")
     x = load_input(cfg.input)
     lines = {"reference": _reference, "chip": _chip, "lava": _lava}[cfg.backend](
         cfg, x, overrides(Interpretation, args))

@@ -36,12 +36,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from snnchip.atomic import write_text_atomic
+    from snnchip.atomic import check_destination, write_text_atomic
     from snnchip.workflows.report import print_table, write_plots
     from snnchip.workflows.validate import ValidateConfig, validate
 
     out, cfg = config(ValidateOutputs, args), config(ValidateConfig, args)
     check_paths(out, cfg)
+    for path, directory in ((out.json, False), (out.plots, True)):
+        if path:
+            check_destination(path, directory)
     report = validate(out.source, cfg)
     print_table(report)
     if out.plots:

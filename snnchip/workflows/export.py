@@ -48,6 +48,9 @@ class ExportConfig:
                            "case over T steps (never saturates; coarser as T grows); step: one step of the largest "
                            "current (finer; saturates if inputs stay maximal, identically in Lava); auto: step for a "
                            "foreign graph, T for a snnchip model")
+    input_range: float | None = option(None, help="loihi: the largest |x| of the inputs the deployment takes; its "
+                                       "fixed point is sized for it and every run refuses inputs beyond it (default: "
+                                       "1, inputs in [-1, 1], as every snn-train dataset)")
 
 
 def export(cfg: ExportConfig, overrides: dict[str, Any] | None = None) -> list[str]:
@@ -55,6 +58,10 @@ def export(cfg: ExportConfig, overrides: dict[str, Any] | None = None) -> list[s
     explicitly for a foreign graph. Returns the report lines."""
     if (cfg.weights, cfg.headroom) != ("auto", "auto") and cfg.target != "loihi":
         raise SpecError(f"--weights and --headroom apply to --target loihi, not {cfg.target}")
+    if cfg.input_range is not None and cfg.target != "loihi":
+        raise SpecError(f"--input-range applies to --target loihi, not {cfg.target}")
+    if cfg.input_range is not None and not 0 < cfg.input_range < float("inf"):
+        raise SpecError(f"--input-range must be a positive, finite number, got {cfg.input_range}")
     return _WRITERS[cfg.target](cfg, overrides or {})
 
 
@@ -79,6 +86,7 @@ def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
     graph = read_model_graph(cfg.model)
     out = export_loihi(graph, cfg.out, Interpretation.overriding(recorded_interpretation(graph), **given), cfg.T,
                        source=cfg.model, max_memory=_bytes(cfg.max_memory),
+                       input_range=1.0 if cfg.input_range is None else cfg.input_range,
                        **precision_args(cfg.weights, cfg.headroom))
     dep = load_deploy(out)
     res = dep.manifest["resources"]
@@ -87,15 +95,17 @@ def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
             f"weights: {'wide (two 8-bit synapse sets per projection)' if precision['synapse_sets'] == 2 else '8-bit'}"
             f", headroom: {'one step' if precision['headroom'] == 'step' else 'T steps'} ({precision['why']})",
             f"wrote {out}: {dep.depth} stages, {res['neurons']} neurons, {res['synapses']} synapses, "
-            f"T = {dep.T}, Lava latency {dep.depth} steps (run T + {dep.depth})"]
+            f"T = {dep.T}, Lava latency {dep.depth} steps (run T + {dep.depth}); inputs |x| ≤ "
+            f"{dep.qnet.input_range:g}; sealed (sha256 of model.nir, params.npz and every manifest value)"]
 
 
 def _onnx(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
     import numpy as np
 
     from snnchip.export.nir_export import model_graph
-    from snnchip.export.onnx_export import OPSET, onnx_model, run_onnx, write_onnx
+    from snnchip.export.onnx_export import OPSET, check_onnx_name, onnx_model, run_onnx, write_onnx
 
+    check_onnx_name(cfg.out)
     interpretation = Interpretation.overriding(None, **given)
     model = onnx_model(model_graph(cfg.model, interpretation), interpretation)
     write_onnx(model, cfg.out)

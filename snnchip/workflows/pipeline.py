@@ -61,8 +61,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 def run_pipeline(config_path: str | Path, out: str | Path | None = None,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the pipeline of ``config_path``; returns the validation report (``report["passed"]``)."""
+                 log: Callable[[str], None] = print, overwrite: bool = False) -> dict[str, Any]:
+    """Run the pipeline of ``config_path``; returns the validation report (``report["passed"]``).
+
+    A run directory that already holds a trained run (``model.pt``) is refused, unless ``[train]`` resumes it
+    (``resume = true``) or ``overwrite`` trains a new model in its place."""
     from snnchip.train.trainer import TrainConfig, fit, summary
     from snnchip.workflows.export import DEFAULT_NAMES, HEADROOM_CHOICES, WEIGHT_CHOICES, ExportConfig, export
     from snnchip.workflows.report import print_table, write_plots
@@ -70,7 +73,14 @@ def run_pipeline(config_path: str | Path, out: str | Path | None = None,
 
     config = load_config(config_path)
     run_dir = Path(out or config.get("run", {}).get("out") or f"runs/{Path(config_path).stem}")
+    if "out" in config["train"]:
+        raise SnnchipError(f"{config_path}: [train] out = {config['train']['out']!r}: the pipeline trains into its run "
+                           "directory; set it as [run] out (or --out) and remove it from [train]")
     train_cfg = from_mapping(TrainConfig, config["train"], "[train]", out=str(run_dir))
+    if (run_dir / "model.pt").exists() and not (train_cfg.resume or overwrite):
+        raise SnnchipError(f"{run_dir}: holds a trained run (model.pt); the pipeline would train a new model in its "
+                           "place: choose another run directory (--out), set resume = true in [train] to continue it, "
+                           "or pass --overwrite to replace it")
     targets = config.get("export", {}).get("targets", ["nir", "loihi"])
     precision = {"weights": config.get("export", {}).get("weights", "auto"),
                  "headroom": config.get("export", {}).get("headroom", "auto")}

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from snnchip.atomic import atomic_path, check_destination
+
 GATE_LABELS = {
     "deployment_from_model": "deployment exported from this model.pt",
     "float_accuracy": "0a. float accuracy above chance",
@@ -85,6 +87,17 @@ def print_table(report: dict[str, Any], file: Any = None) -> None:
     print("\n".join(lines), file=file or sys.stdout)
 
 
+def _save(fig: Any, path: Path) -> None:
+    """Write ``fig`` as a PNG at ``path`` atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
+
+
 def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """``agreement.png``: per-layer spike agreement and the decision agreement on a zoomed axis with the gate line,
     accuracy with chance and the accuracy gate; ``raster.png``: float and chip spikes of one sample per layer,
@@ -95,7 +108,7 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_destination(out, directory=True)
     chip, gates = report["chip"], report["gates"]
     paths = []
 
@@ -122,8 +135,7 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     ax[1].legend(loc="lower right")
     fig.tight_layout()
     paths.append(out / "agreement.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    _save(fig, paths[-1])
 
     data = report["_plot_data"]
     fig, axes = plt.subplots(len(names), 2, figsize=(11, 2.6 * max(1, len(names))), squeeze=False)
@@ -143,6 +155,5 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
             a.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     paths.append(out / "raster.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    _save(fig, paths[-1])
     return paths
