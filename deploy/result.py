@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,8 +66,14 @@ def accept_input(x: np.ndarray, qnet: QuantizedNet, clip: bool = False) -> tuple
         raise DeployError(f"input holds {count} value(s) outside the deployment's input range |x| ≤ {limit:g} (the "
                           f"largest, |x| = {largest:g}, at {_index(worst, xs.shape, qnet.input_shape)}); its fixed "
                           "point is exact only inside it: scale the inputs, re-export with --input-range "
-                          f"{largest:g} (or more), or clip them to ±{limit:g} (--clip-inputs, clip=True)")
+                          f"{_rounded_up(largest):g}, or clip them to ±{limit:g} (--clip-inputs, clip=True)")
     return (np.clip(xs, -limit, limit) if count else xs), count
+
+
+def _rounded_up(x: float) -> float:
+    """``x`` rounded up to 3 significant digits (a range that covers it)."""
+    step = 10.0 ** (math.floor(math.log10(x)) - 2)
+    return math.ceil(x / step) * step
 
 
 def _index(flat: int, shape: tuple[int, ...], input_shape: tuple[int, ...]) -> str:

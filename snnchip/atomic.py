@@ -158,6 +158,41 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+class StagedDir:
+    """A directory written under a temporary name beside ``path`` (``.NAME.PID.XXXXXXXX.tmp``) and moved into place
+    by ``commit()`` only when the caller decides it is complete; ``discard()`` (after a commit: nothing) removes it.
+    An existing directory at ``path`` is replaced only by the commit; until then it is left as it was."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.dest = Path(path)
+        _prepare(self.dest, directory=True)
+        try:
+            self.path = Path(tempfile.mkdtemp(prefix=_temp_prefix(self.dest), suffix=".tmp", dir=self.dest.parent))
+        except OSError as exc:
+            raise _failed(self.dest, "a directory", exc) from None
+
+    def _swap(self) -> None:
+        os.chmod(self.path, _mode(self.dest, 0o777))
+        if self.dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(self.dest), suffix=".old", dir=self.dest.parent))
+            os.replace(self.dest, old / "d")
+            os.replace(self.path, self.dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.path, self.dest)
+
+    def commit(self) -> None:
+        """Move the staged directory onto ``path`` (an OS error becomes ``OutputError`` naming ``path``)."""
+        try:
+            self._swap()
+        except OSError as exc:
+            raise _failed(self.dest, "the directory", exc) from exc
+
+    def discard(self) -> None:
+        if self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temp directory beside ``path``; swap it in place of ``path`` on success.
@@ -165,29 +200,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     An existing directory at ``path`` is replaced only after the new one is complete; on an
     exception the temp directory is deleted and the old one is left as it was.
     """
-    dest = Path(path)
-    _prepare(dest, directory=True)
+    staged = StagedDir(path)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent))
-    except OSError as exc:
-        raise _failed(dest, "a directory", exc) from None
-
-    def commit() -> None:
-        os.chmod(tmp, _mode(dest, 0o777))
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(dest), suffix=".old", dir=dest.parent))
-            os.replace(dest, old / "d")
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-
-    try:
-        with _written(dest, tmp, "the directory", commit) as written:
+        with _written(staged.dest, staged.path, "the directory", staged._swap) as written:
             yield written
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        staged.discard()
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes | memoryview) -> None:

@@ -160,19 +160,29 @@ def test_cli_exits_non_zero_on_a_dead_network(tmp_path, capsys):
 
 @pytest.mark.lava
 def test_deploy_dir_is_checked_against_its_model(trained: Path, tmp_path: Path):
+    """--model derives the deployment again and compares it bit for bit: the same weights in another file pass (the
+    recorded hash is only noted), a model with one weight changed fails naming the stage and field."""
+    from snnchip.checkpoint import load_checkpoint, save_checkpoint
     from snnchip.cli import export
 
     assert export([str(trained), "--target", "loihi", "-o", str(tmp_path / "dep")]) == 0
-    ok = validate(tmp_path / "dep", ValidateConfig(model=str(trained), samples=60, lava_samples=1), progress=False)
-    assert ok["gates"]["deployment_from_model"]["passed"] and ok["passed"]
-    other = tmp_path / "other.pt"
-    other.write_bytes(trained.read_bytes() + b"")  # same bytes: same hash
-    from snnchip.checkpoint import load_checkpoint, save_checkpoint
-
+    cfg = {"samples": 60, "min_agreement": 0.9}
+    ok = validate(tmp_path / "dep", ValidateConfig(model=str(trained), lava_samples=1, **cfg), progress=False)
+    assert ok["gates"]["deployment_from_model"]["passed"] and ok["gates"]["deployment_sealed"]["passed"]
+    assert ok["passed"] and ok["provenance"]["recorded_is_this_model"]
     ck = load_checkpoint(trained)
-    save_checkpoint(other, ck.spec, ck.state_dict, metrics={"note": "a different file"})
-    bad = validate(tmp_path / "dep", ValidateConfig(model=str(other), samples=60, lava_samples=0), progress=False)
-    assert bad["gates"]["deployment_from_model"]["passed"] is False and not bad["passed"]
+    save_checkpoint(tmp_path / "same.pt", ck.spec, ck.state_dict, metrics={"note": "a different file"})
+    same = validate(tmp_path / "dep", ValidateConfig(model=str(tmp_path / "same.pt"), lava_samples=0, **cfg),
+                    progress=False)
+    assert same["gates"]["deployment_from_model"]["passed"] and not same["provenance"]["recorded_is_this_model"]
+    edited = {k: v.clone() for k, v in ck.state_dict.items()}
+    edited["fc2.weight"][0, 0] += 0.25
+    save_checkpoint(tmp_path / "other.pt", ck.spec, edited, metrics={})
+    bad = validate(tmp_path / "dep", ValidateConfig(model=str(tmp_path / "other.pt"), lava_samples=0, **cfg),
+                   progress=False)
+    g = bad["gates"]["deployment_from_model"]
+    assert not g["passed"] and not bad["passed"] and g["value"] >= 1
+    assert "stage 'fc2' (chip), inputs[0], weight: 1 of" in g["meaning"], g["meaning"]
 
 
 def test_lava_samples_are_stratified_over_the_classes():

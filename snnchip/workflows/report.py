@@ -12,7 +12,8 @@ import numpy as np
 from snnchip.atomic import atomic_path, check_destination
 
 GATE_LABELS = {
-    "deployment_from_model": "deployment exported from this model.pt",
+    "deployment_sealed": "deploy dir matches its seal",
+    "deployment_from_model": "deployment = this model.pt's, bit for bit",
     "float_accuracy": "0a. float accuracy above chance",
     "layers_alive_float": "0b. spiking layers alive, float",
     "layers_alive_chip": "0b. spiking layers alive, chip",
@@ -76,9 +77,18 @@ def print_table(report: dict[str, Any], file: Any = None) -> None:
     ident = report["identity"]
     if ident.get("model"):
         lines.append(f"  model.pt: {ident['model']['path']} (sha256 {ident['model']['sha256'][:16]})")
-    if ident.get("deploy_dir"):
-        files = ", ".join(f"{f} {h[:12]}" for f, h in ident["deploy_dir"]["files"].items())
-        lines.append(f"  certified deploy dir: {ident['deploy_dir']['path']} (sha256 {files})")
+    deploy = ident.get("deploy_dir")
+    if deploy:
+        files = ", ".join(f"{f} {h[:12]}" for f, h in deploy["files"].items())
+        if not deploy["written_by_validation"]:
+            seal = deploy["seal"]
+            state = "seal intact" if seal["intact"] else "EDITED since export" if seal["sealed"] else "unsealed format"
+            lines.append(f"  deploy dir: {deploy['path']} (sha256 {files}; {state})")
+        elif deploy.get("written"):
+            lines.append(f"  certified deploy dir: {deploy['path']} (sha256 {files})")
+        else:
+            lines.append(f"  certified deploy dir: not written to {deploy['path']} (a gate failed: nothing is "
+                         "certified)")
     lines.append(f"  data: {ident['data']['dataset']}, {ident['data']['samples']} samples, sha256 "
                  f"{ident['data']['sha256'][:16]}")
     failed = [k for k, g in report["gates"].items() if not g["passed"]]

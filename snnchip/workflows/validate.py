@@ -11,9 +11,13 @@ The ladder:
   3. bit-exact chip vs Lava ``Loihi2SimCfg(select_tag='fixed_pt')`` on M samples, stratified over the classes: the
      number of differing spikes and u/v states at every Lava step, which must be 0.
 Identity: the report carries the sha256 of the model.pt, of every file of the deploy directory and of the evaluated
-data. Validating a model.pt writes the deployment it certifies to a directory and checks those files (the one
-``snn-export --target loihi`` writes for it); validating a deploy directory with ``--model model.pt`` checks that the
-manifest names that model.pt's hash.
+data. A deploy directory must match its seal (``export.seal``; gate ``deployment_sealed``, read at all only with
+``allow_edited``). With a model.pt (validated itself, or given with ``--model`` for a deploy directory) the
+deployment is derived again from it and compared bit for bit (``export.provenance``; gate
+``deployment_from_model``): a deployment of another model fails it by name, whatever hash its manifest records.
+Validating a model.pt writes the deployment it certifies (the one ``snn-export --target loihi`` writes for it) under a
+temporary name, checks those files, and moves it to ``deploy_out`` only when every gate has passed: a failed or
+interrupted validation leaves no certified directory.
 
 The report is a JSON-able dict: every gate with its value, threshold and verdict; the terminal table and plots are
 made from it (``snnchip.workflows.report``).
@@ -21,10 +25,12 @@ made from it (``snnchip.workflows.report``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from snnchip.atomic import StagedDir
 from snnchip.errors import SnnchipError
 from snnchip.hw_sim.compare import compare_exact, spike_agreement
 from snnchip.identity import sha256_arrays, sha256_file
@@ -49,9 +56,12 @@ class ValidateConfig:
     dataset: str = option("digits", help="dataset whose test set is evaluated")
     data_dir: str | None = option(None, help="directory with the local dataset files", path="input")
     model: str | None = option(None, help="for a deploy directory: the model.pt it was exported from (the float "
-                               "reference; its sha256 must be the one the manifest records)", path="input")
-    deploy_out: str | None = option(None, help="for a model.pt: where the certified deployment is written "
-                                    f"(default: {CERTIFIED_DIR}/ beside the model.pt)", path="output")
+                               "reference; the deployment derived again from it must equal the directory bit for "
+                               "bit)", path="input")
+    deploy_out: str | None = option(None, help="for a model.pt: where the certified deployment is written once every "
+                                    f"gate has passed (default: {CERTIFIED_DIR}/ beside the model.pt)", path="output")
+    allow_edited: bool = option(False, help="for a deploy directory: evaluate it even when its files or values no "
+                                "longer match its seal (the gate 'deployment sealed' then fails)")
     samples: int | None = option(None, help="samples on the bit-exact chip (default: the whole test set)")
     lava_samples: int | None = option(None, help="samples run in Lava, stratified over the classes (0: skip the "
                                       "Lava gate; default: as many as --lava-budget allows)")
@@ -119,11 +129,13 @@ class Reference:
         from snnchip.train import SpikingNet, load_model
 
         self.model, self.model_path, self.deploy_path, self.deployment = None, None, None, None
+        self.staged: StagedDir | None = None  # the certified directory being written (committed when all pass)
         self.precision = precision_args(cfg.weights, cfg.headroom)
         if isinstance(source, SpikingNet):
             self.name, self.model, self.spec = f"in-memory {source.spec.model}", source, source.spec
             self.graph = model_graph(source)
-            self.deploy_path = None if cfg.deploy_out is None else Path(cfg.deploy_out)
+            if cfg.deploy_out is not None:
+                self._stage(Path(cfg.deploy_out))
         else:
             path = Path(source)
             self.name = str(path)
@@ -132,7 +144,7 @@ class Reference:
             if path.is_dir():
                 if cfg.deploy_out is not None:
                     raise SnnchipError("--deploy-out applies to a model.pt; a deploy directory is validated as it is")
-                self.deploy_path, self.deployment = path, load_deploy(path)
+                self.deploy_path, self.deployment = path, load_deploy(path, allow_edited=cfg.allow_edited)
                 self.graph = model_graph(path / "model.nir")
                 meta = (self.graph.metadata or {}).get("snnchip", {})
                 self.spec = NetworkSpec.from_dict(json.loads(meta["spec_json"])) if "spec_json" in meta else None
@@ -147,13 +159,33 @@ class Reference:
                 self.model, ckpt = load_model(path)
                 self.spec = ckpt.spec
                 self.graph = model_graph(path)
-                self.deploy_path = Path(cfg.deploy_out) if cfg.deploy_out else path.parent / CERTIFIED_DIR
-                export_loihi(self.graph, self.deploy_path, source=path, **self.precision)
-                self.deployment = load_deploy(self.deploy_path)  # certify the files, not an in-memory copy
+                self._stage(Path(cfg.deploy_out) if cfg.deploy_out else path.parent / CERTIFIED_DIR)
+                with self._discarded_on_failure():
+                    export_loihi(self.graph, self.staged.path, source=path, **self.precision)
+                    self.deployment = load_deploy(self.staged.path)  # certify the files, not an in-memory copy
         if self.spec is None:
             raise SnnchipError(f"{self.name}: a foreign graph carries no dataset spec; validate a model.pt or a "
                                "deploy directory exported from one")
         self.executor = NIRExecutor(self.graph)
+
+    def _stage(self, dest: Path) -> None:
+        """Write the certified directory under a temporary name beside ``dest`` (``commit`` moves it there)."""
+        from snnchip.export.loihi import check_replaceable
+
+        check_replaceable(dest)
+        self.deploy_path, self.staged = dest, StagedDir(dest)
+
+    @contextlib.contextmanager
+    def _discarded_on_failure(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self.staged.discard()
+            raise
+
+    def files(self) -> Path | None:
+        """Where the deployment's files are now (the staged directory until it is committed)."""
+        return self.staged.path if self.staged is not None else self.deploy_path
 
     def deploy(self, data: Any) -> None:
         """The deployment of an in-memory model (graded-spike bounds measured on the training set ``data``)."""
@@ -162,11 +194,12 @@ class Reference:
         if self.deployment is not None:
             return
         bounds = graded_spike_peaks(self.graph, data.x_train)
-        if self.deploy_path is None:
+        if self.staged is None:
             self.deployment = deployment_from_graph(self.graph, spike_bounds=bounds, **self.precision)
         else:
-            export_loihi(self.graph, self.deploy_path, spike_bounds=bounds, **self.precision)
-            self.deployment = load_deploy(self.deploy_path)
+            with self._discarded_on_failure():
+                export_loihi(self.graph, self.staged.path, spike_bounds=bounds, **self.precision)
+                self.deployment = load_deploy(self.staged.path)
 
     def run(self, xs: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         if self.model is not None:
@@ -186,7 +219,9 @@ class Reference:
             out["model"] = {"path": str(self.model_path), "sha256": sha256_file(self.model_path)}
         if self.deploy_path is not None:
             out["deploy_dir"] = {"path": str(self.deploy_path),
-                                 "files": {f: sha256_file(self.deploy_path / f) for f in FILES}}
+                                 "files": {f: sha256_file(self.files() / f) for f in FILES},
+                                 "seal": self.deployment.seal.as_dict(),
+                                 "written_by_validation": self.staged is not None, "written": False}
         out["manifest_source"] = (self.deployment.manifest.get("source") if self.deployment is not None else None)
         return out
 
@@ -218,7 +253,38 @@ def _liveness(rates: dict[str, float], cfg: ValidateConfig, where: str) -> dict[
 
 def validate(model: Any, cfg: ValidateConfig | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the ladder on a ``SpikingNet``, a ``model.pt`` or a deploy directory; return the report (JSON-able,
-    plus ``_plot_data``)."""
+    plus ``_plot_data``). The certified directory of a model is moved into place only when every gate passed."""
+    cfg = cfg or ValidateConfig()
+    cfg.check()
+    ref = Reference(model, cfg)
+    try:
+        report = _ladder(ref, cfg, progress)
+        if ref.staged is not None and report["passed"]:
+            ref.staged.commit()
+            report["identity"]["deploy_dir"]["written"] = True
+    finally:
+        if ref.staged is not None:
+            ref.staged.discard()
+    return report
+
+
+def _provenance(ref: Reference, identity: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(report entry, gate): the deployment derived again from the model.pt against the one validated."""
+    from snnchip.export.provenance import differences, rederive, summary
+
+    found = differences(ref.deployment, rederive(ref.deployment, ref.model_path))
+    recorded = (ref.deployment.manifest.get("source") or {}).get("sha256")
+    entry = {"differences": found, "recorded_model_sha256": recorded,
+             "recorded_is_this_model": recorded == identity["model"]["sha256"]}
+    meaning = "values in which the deployment differs from the one derived again from this model.pt (registers, " \
+        "weights, exponents, biases, the input's grid)"
+    if found:
+        meaning += f": {summary(found)}; it was exported from another model, edited, or by another snnchip " \
+            "(re-export it)"
+    return entry, gate(float(len(found)), 0.0, "==", meaning)
+
+
+def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
     from snnchip.export.loihi import hardware_processes
@@ -227,9 +293,6 @@ def validate(model: Any, cfg: ValidateConfig | None = None, progress: bool = Tru
     from snnchip.train.data import load_dataset
     from snnchip.train.inference import encoded_test_set
 
-    cfg = cfg or ValidateConfig()
-    cfg.check()
-    ref = Reference(model, cfg)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, spec=ref.spec)
     ref.deploy(data)
     xs, y = encoded_test_set(ref.spec, data, cfg.samples)
@@ -242,12 +305,12 @@ def validate(model: Any, cfg: ValidateConfig | None = None, progress: bool = Tru
                               "config": asdict(cfg), "identity": identity, "gates": {},
                               "hardware": hardware_processes(ref.deployment)}
     gates = report["gates"]
+    seal = ref.deployment.seal
+    if ref.staged is None and seal is not None and seal.sealed:  # a deploy directory given to the ladder
+        gates["deployment_sealed"] = gate(float(seal.intact), 1.0, "==", "the deploy directory's files and manifest "
+                                          "values match its seal" + ("" if seal.intact else f": {seal.describe()}"))
     if ref.model_path is not None and ref.deploy_path is not None:
-        recorded = (ref.deployment.manifest.get("source") or {}).get("sha256")
-        gates["deployment_from_model"] = gate(
-            float(recorded == identity["model"]["sha256"]), 1.0, "==",
-            "the deploy directory's manifest records this model.pt's sha256"
-            + ("" if recorded else " (it records none: re-export it with snn-export --target loihi)"))
+        report["provenance"], gates["deployment_from_model"] = _provenance(ref, identity)
 
     # 1. float PyTorch model vs the NIR reference executor
     if ref.model is not None:
