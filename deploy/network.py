@@ -167,6 +167,7 @@ class LavaNetwork:
                 if b:
                     graph.reset(sample(b))
                 for t in range(0, steps, chunk):
+                    lava_run.check()
                     graph.source.run(condition=RunSteps(num_steps=chunk))
                     for i in read:
                         u[names[i]][t, b] = graph.neurons[i].u.get()

@@ -1,4 +1,5 @@
-"""Interrupting a Lava run: one line, exit 128 + signal, no process or /dev/shm segment left; failures end too.
+"""Interrupting a Lava run, however: one line, exit 128 + signal, no process or /dev/shm segment left; SIGKILL, runs in
+a thread and failures end too.
 
 Each run is a real ``snn-run --backend lava`` in its own session; what it leaves is read from /proc: the processes
 of that session, and the /dev/shm/psm_* segments its processes had mapped while the run was going.
@@ -6,6 +7,7 @@ of that session, and the /dev/shm/psm_* segments its processes had mapped while 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -69,31 +71,127 @@ def long_run(tmp_path_factory):
     return d
 
 
+def _started(argv: list[str]) -> tuple[subprocess.Popen, set[str]]:
+    """``argv`` started in a session of its own, once Lava's workers run and their channels are mapped; the
+    /dev/shm segments they use."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline, used = time.monotonic() + 60, set()
+    while time.monotonic() < deadline and (len(_session(proc.pid)) < 8 or not used):
+        time.sleep(0.2)
+        used = _segments(_session(proc.pid))
+    if proc.poll() is not None or not used:
+        _kill_session(proc.pid)
+        raise AssertionError("the Lava run did not start")
+    time.sleep(0.5)
+    return proc, used
+
+
+def _stale(used: set[str]) -> list[str]:
+    """The segments of ``used`` still in /dev/shm (removed, so that a failure leaves nothing behind)."""
+    stale = [s for s in used if os.path.exists(s)]
+    for path in stale:
+        os.unlink(path)
+    return stale
+
+
 @pytest.mark.parametrize("sig,group,code,line", [
     (signal.SIGINT, True, 130, "snn-run: interrupted"),  # Ctrl-C: the whole process group
     (signal.SIGTERM, False, 143, "snn-run: terminated"),  # kill PID
     (signal.SIGTERM, True, 143, "snn-run: terminated"),  # kill -TERM -PGID (a job controller)
+    (signal.SIGHUP, True, 129, "snn-run: terminated by SIGHUP"),  # the terminal closed, the ssh session dropped
+    (signal.SIGQUIT, False, 131, "snn-run: terminated by SIGQUIT"),  # Ctrl-\\
 ])
 def test_a_signal_during_a_lava_run_ends_it_cleanly(long_run, sig, group, code, line):
-    proc = subprocess.Popen([SNN_RUN, str(long_run / "dep"), "--input", str(long_run / "x.npy"), "--out",
-                             str(long_run / "y.npz"), "--backend", "lava"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc, used = _started([SNN_RUN, str(long_run / "dep"), "--input", str(long_run / "x.npy"), "--out",
+                           str(long_run / "y.npz"), "--backend", "lava"])
     try:
-        deadline, used = time.monotonic() + 60, set()
-        while time.monotonic() < deadline and (len(_session(proc.pid)) < 8 or not used):
-            time.sleep(0.2)  # until Lava's workers run and their channels are mapped
-            used = _segments(_session(proc.pid))
-        assert proc.poll() is None and used, "the Lava run did not start"
-        time.sleep(0.5)
         (os.killpg if group else os.kill)(proc.pid, sig)
         err = proc.communicate(timeout=20)[1].decode()  # EOF on stderr: no worker holds it any more
     finally:
         left = _kill_session(proc.pid)
     assert (proc.returncode, err) == (code, line + "\n")
-    stale = [s for s in used if os.path.exists(s)]
-    for path in stale:
-        os.unlink(path)
-    assert left == [] and stale == []
+    assert left == [] and _stale(used) == []
+
+
+def test_a_lava_run_killed_by_sigkill_takes_its_workers_and_segments_with_it(long_run):
+    """SIGKILL cannot be handled: the workers die with their parent (PR_SET_PDEATHSIG), the segments go with the
+    last process that held them, and the run's registry entry is swept by the next run."""
+    from snnchip.deploy import supervise
+
+    proc, used = _started([SNN_RUN, str(long_run / "dep"), "--input", str(long_run / "x.npy"), "--out",
+                           str(long_run / "y.npz"), "--backend", "lava"])
+    record = supervise.REGISTRY / f"{proc.pid}-0.json"
+    try:
+        assert record.exists() and {f"/dev/shm/{n}" for n in json.loads(record.read_text())["segments"]} >= used
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=20)
+    finally:
+        left = _kill_session(proc.pid)
+    assert left == [] and _stale(used) == []
+    supervise.sweep()
+    assert not record.exists()
+
+
+def test_the_sweep_removes_only_segments_of_runs_that_are_gone(tmp_path, monkeypatch):
+    from multiprocessing import resource_tracker, shared_memory
+
+    from snnchip.deploy import supervise
+
+    monkeypatch.setattr(supervise, "REGISTRY", tmp_path / "registry")
+    orphan, owned, foreign = (shared_memory.SharedMemory(create=True, size=64) for _ in range(3))
+    for seg in (orphan, owned, foreign):
+        resource_tracker.unregister(seg._name, "shared_memory")  # left to the sweep, as a killed run's are
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    folder = supervise._registry()
+    (folder / "dead.json").write_text(json.dumps({"pid": int(dead.stdout), "started": "1", "segments":
+                                                  [orphan.name, "../../etc/passwd", "psm_0000"]}))
+    (folder / "alive.json").write_text(json.dumps({"pid": os.getpid(), "started": supervise._start_time(os.getpid()),
+                                                   "segments": [owned.name]}))
+    (folder / "junk.json").write_text("{not json")
+    try:
+        assert supervise.sweep() == [orphan.name]
+        assert not Path(f"/dev/shm/{orphan.name}").exists()
+        assert Path(f"/dev/shm/{owned.name}").exists() and Path(f"/dev/shm/{foreign.name}").exists()
+        assert sorted(p.name for p in folder.iterdir()) == ["alive.json", "junk.json"]
+    finally:
+        for seg in (orphan, owned, foreign):
+            seg.close()
+            if Path(f"/dev/shm/{seg.name}").exists():
+                seg.unlink()
+
+
+THREAD = """
+import sys, threading, numpy as np
+from snnchip.deploy import build
+
+def work():
+    try:
+        build(sys.argv[1]).run(np.random.default_rng(0).uniform(0, 1, (4, 2000, 4)), states=False)
+        print("result", flush=True)
+    except BaseException as exc:
+        print(type(exc).__name__ + ": " + str(exc), flush=True)
+
+thread = threading.Thread(target=work, daemon=sys.argv[2] == "daemon")
+thread.start()
+thread.join()
+"""
+
+
+@pytest.mark.parametrize("daemon", [False, True], ids=["thread", "daemon-thread"])
+def test_a_lava_run_in_a_thread_is_stopped_and_its_exception_delivered(long_run, daemon):
+    """Ctrl-C reaches the main thread only; when the program exits, the run in the other thread stops between
+    two steps and its caller gets a DeployError; nothing is left and nothing is printed at exit but the program's
+    own KeyboardInterrupt."""
+    proc, used = _started([sys.executable, "-c", THREAD, str(long_run / "dep"), "daemon" if daemon else "plain"])
+    try:
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = (b.decode() for b in proc.communicate(timeout=30))
+    finally:
+        left = _kill_session(proc.pid)
+    assert out == "DeployError: the Lava run was stopped: the program is exiting (its main thread was interrupted " \
+        "or has ended)\n", out
+    assert err.strip().splitlines()[-1] == "KeyboardInterrupt" and "Exception ignored" not in err, err
+    assert left == [] and _stale(used) == []
 
 
 def test_an_exception_of_any_type_in_lava_ends_the_run_with_a_deploy_error(tmp_path):

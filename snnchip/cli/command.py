@@ -1,7 +1,8 @@
 """What every command shares: the parser skeleton (``--version``, examples) and the error contract.
 
 A command is a parser and a handler. Any ``SnnchipError`` becomes one line on stderr and exit code 2 (no
-traceback); Ctrl-C ends with "interrupted" and 130, SIGTERM with "terminated" and 143.
+traceback); Ctrl-C ends with "interrupted" and 130, SIGTERM with "terminated" and 143, SIGHUP, SIGQUIT, SIGUSR1 and
+SIGUSR2 with "terminated by SIGHUP" (...) and 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def base_parser(prog: str, description: str, examples: str) -> argparse.Argument
 def run_command(parser: argparse.ArgumentParser, handler: Handler, argv: Sequence[str] | None) -> int:
     """Parse ``argv`` and run ``handler``; the exit code of the command."""
     try:
-        with interrupts.sigterm_raises():
+        with interrupts.termination_raises():
             return int(handler(parser.parse_args(argv)) or 0)
     except SnnchipError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
