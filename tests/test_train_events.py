@@ -594,3 +594,12 @@ def test_the_example_config_without_its_data_refuses_in_one_line(tmp_path, capsy
     rc = cli.pipeline([str(ROOT / "configs" / f"{name}.toml"), "--out", str(tmp_path / "run")])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and len(err) == 1 and err[0].startswith("snn-pipeline: error: data/"), err
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "3", "nan", "abc", "", "1.5", "99999999999999999999"])
+def test_a_hostile_downsample_gets_one_line(tmp_path, capsys, value):
+    _nmnist_tree(tmp_path, False)
+    rc = cli.train(["--dataset", "nmnist", "--data-dir", str(tmp_path), "--downsample", value, "--out",
+                    str(tmp_path / "run"), "--quiet", "--device", "cpu"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(err) == 1 and err[0].startswith("snn-train: error: ") and "downsample" in err[0], err

@@ -72,7 +72,7 @@ class TrainConfig:
                           choices=DATASETS)
     data_dir: str | None = option(None, help="directory with the local dataset files", path="input")
     downsample: int = option(1, help="nmnist, dvsgesture, cifar10dvs: pool the sensor's pixels K×K (K divides its "
-                             "size: 4 makes DVS128's 128×128 frames 32×32)")
+                             "size: 4 makes DVS128's 128×128 frames 32×32)", metavar="K")
     model: str = option("mlp", help="a zoo model", choices=tuple(MODELS))
     hidden: str = option("128", help="comma-separated hidden widths of mlp")
     method: str = option("ottt-a", help="learning rule", choices=METHODS)
