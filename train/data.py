@@ -6,9 +6,9 @@
   ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each raw or ``.gz``) in ``data_dir``; (1, 28, 28).
 - ``cifar10``: the python-pickle batches ``data_batch_1..5`` and ``test_batch`` in ``data_dir`` (or its
   ``cifar-10-batches-py``); (3, 32, 32).
-- ``dvs``: ``data_dir/{train,test}/*.npz``, each one sample with event arrays ``x``, ``y``, ``p`` (0/1),
-  ``t`` and its ``label`` (optional ``sensor_size`` = (W, H), default 128×128); events are binned into T
-  equal time windows of counts, clipped to 1: x [N, T, 2, H, W] (time-major per sample).
+- event datasets (``events.py``: the readers of the published formats and the binning): ``nmnist``,
+  ``dvsgesture``, ``cifar10dvs`` (frames x [N, T, 2, H, W], optionally pooled ``downsample`` × ``downsample``),
+  ``shd`` (x [N, T, 700]) and our own ``dvs`` (``.npz`` files); time-major per sample (``temporal``).
 The input encoding (direct / rate) is applied per step by ``rules.time_major``.
 """
 
@@ -18,7 +18,6 @@ import codecs
 import gzip
 import os
 import pickle
-import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,10 @@ import torch
 from snnchip.errors import DataError
 from snnchip.spec import NetworkSpec
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "dvs")
+from .events import CLASSES, check_downsample, downsample_for, load_events
+from .events import FORMATS as EVENT_FORMATS
+
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "nmnist", "shd", "dvsgesture", "cifar10dvs", "dvs")
 
 
 @dataclass
@@ -54,26 +56,34 @@ class Dataset:
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, flat: bool = False, T: int = 6,
-                 spec: NetworkSpec | None = None) -> Dataset:
-    """Load ``name`` (see module doc); ``flat`` flattens static images to vectors (MLPs).
+                 spec: NetworkSpec | None = None, downsample: int = 1) -> Dataset:
+    """Load ``name`` (see module doc); ``flat`` flattens static images to vectors (MLPs); ``downsample`` K pools
+    an event camera's pixels K×K.
 
-    With ``spec``, ``flat`` and ``T`` follow the spec and the samples must have its ``input_shape``.
+    With ``spec``, ``flat``, ``T`` and ``downsample`` follow the spec and the samples must have its ``input_shape``.
     """
     if spec is not None:
-        ds = load_dataset(name, data_dir, flat=len(spec.input_shape) == 1, T=spec.T)
+        ds = load_dataset(name, data_dir, flat=len(spec.input_shape) == 1, T=spec.T,
+                          downsample=downsample_for(name, spec.input_shape))
         if ds.input_shape != spec.input_shape:
             raise DataError(f"dataset {name!r} has samples of shape {ds.input_shape}, but the model expects "
                             f"{spec.input_shape}")
         return ds
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    check_downsample(name, downsample)
     if name == "digits":
         ds = _digits()
     else:
         if data_dir is None:
             raise DataError(f"dataset {name!r} needs --data-dir with its local files ({_FORMATS[name]})")
         root = Path(data_dir).expanduser()
-        ds = _dvs(root, T) if name == "dvs" else (_cifar10(root) if name == "cifar10" else _idx_pair(root))
+        if name in EVENT_FORMATS:
+            (xtr, ytr), (xte, yte) = load_events(name, root, T, downsample)
+            num_classes = CLASSES.get(name) or int(max(ytr.max(), yte.max())) + 1
+            ds = _dataset(xtr, ytr, xte, yte, num_classes, temporal=True)
+        else:
+            ds = _cifar10(root) if name == "cifar10" else _idx_pair(root)
     if flat and not ds.temporal:
         ds.x_train, ds.x_test = ds.x_train.flatten(1), ds.x_test.flatten(1)
         ds.input_shape = (int(np.prod(ds.input_shape)),)
@@ -85,7 +95,7 @@ _FORMATS = {
              "t10k-labels-idx1-ubyte, raw or .gz",
     "fashion-mnist": "IDX files as for mnist",
     "cifar10": "python-pickle batches data_batch_1..5 and test_batch",
-    "dvs": "train/ and test/ folders of .npz files with arrays x, y, p, t and label",
+    **EVENT_FORMATS,
 }
 
 
@@ -200,63 +210,3 @@ def _cifar10(root: Path) -> Dataset:
     xte, yte = read_cifar_batch(root / "test_batch")
     xtr, ytr = np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train])
     return _dataset(xtr / np.float32(255), ytr, xte / np.float32(255), yte, 10)
-
-
-def bin_events(x, y, p, t, T: int, size: tuple[int, int]) -> np.ndarray:
-    """Events binned into T equal windows over [t_min, t_max]: frames [T, 2, H, W] of counts clipped to 1."""
-    w, h = size
-    frames = np.zeros((T, 2, h, w), np.float32)
-    if len(t):
-        t = np.asarray(t, np.float64)
-        span = max(t.max() - t.min(), 1e-12)
-        b = np.minimum(((t - t.min()) / span * T).astype(np.int64), T - 1)
-        np.add.at(frames, (b, np.asarray(p, np.int64), np.asarray(y, np.int64), np.asarray(x, np.int64)), 1.0)
-    return np.minimum(frames, 1.0)
-
-
-MAX_SENSOR = 4096  # pixels per side of an event sensor (1280 × 720 is the largest in use)
-MAX_CLASSES = 10_000
-
-
-def read_events(path: Path, T: int) -> tuple[np.ndarray, int]:
-    """One DVS sample file: its frames [T, 2, H, W] (``bin_events``) and label; never unpickled, every field checked."""
-    fmt = f"expected {_FORMATS['dvs']}"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("x", "y", "p", "t", "label") if k not in z]
-            if missing:
-                raise DataError(f"{path}: missing arrays {missing} ({fmt})")
-            ev = {k: z[k] for k in ("x", "y", "p", "t", "label")}
-            size = z["sensor_size"] if "sensor_size" in z else np.array([128, 128])
-    except (OSError, ValueError, EOFError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(f"{path}: not an event .npz ({type(exc).__name__}: {exc}; {fmt})") from None
-    shapes = {k: ev[k].shape for k in ("x", "y", "p", "t")}
-    if any(len(v) != 1 for v in shapes.values()) or len(set(shapes.values())) != 1:
-        raise DataError(f"{path}: x, y, p, t must be 1-D arrays of one length, got shapes {shapes}")
-    if size.shape != (2,) or size.dtype.kind not in "iu" or size.min() < 1 or size.max() > MAX_SENSOR:
-        raise DataError(f"{path}: sensor_size must be two integers (W, H) in 1..{MAX_SENSOR}, got {size.tolist()}")
-    w, h = (int(v) for v in size)
-    for k, hi in (("x", w), ("y", h), ("p", 2), ("t", None)):
-        a = ev[k]
-        if a.dtype.kind not in ("iuf" if k == "t" else "iu"):
-            raise DataError(f"{path}: {k} must hold {'numbers' if k == 't' else 'integers'}, got {a.dtype}")
-        if hi is not None and a.size and (a.min() < 0 or a.max() >= hi):
-            raise DataError(f"{path}: {k} values must be in 0..{hi - 1}, found {int(a.min())}..{int(a.max())}")
-    if not np.isfinite(ev["t"]).all():
-        raise DataError(f"{path}: t holds NaN or infinite times")
-    label = ev["label"]
-    if label.size != 1 or label.dtype.kind not in "iu" or not 0 <= int(label.reshape(-1)[0]) < MAX_CLASSES:
-        raise DataError(f"{path}: label must be one integer in 0..{MAX_CLASSES - 1}, got {label.tolist()!r:.40}")
-    return bin_events(ev["x"], ev["y"], ev["p"], ev["t"], T, (w, h)), int(label.reshape(-1)[0])
-
-
-def _dvs(root: Path, T: int) -> Dataset:
-    parts = {}
-    for part in ("train", "test"):
-        files = sorted((root / part).glob("*.npz"))
-        if not files:
-            raise DataError(f"{root / part}: no .npz event files (expected {_FORMATS['dvs']})")
-        samples = [read_events(f, T) for f in files]
-        parts[part] = (np.stack([x for x, _ in samples]), np.asarray([y for _, y in samples]))
-    num_classes = int(max(parts["train"][1].max(), parts["test"][1].max())) + 1
-    return _dataset(*parts["train"], *parts["test"], num_classes, temporal=True)

@@ -41,6 +41,7 @@ from .data import DATASETS, Dataset, load_dataset
 from .distributed import World, launched, process_group
 from .edbp import configure_edbp, edbp_options
 from .empf import VARIANTS, configure_empf
+from .events import MAX_SENSOR
 from .inference import simulate
 from .model import SpikingNet, build_model, parameter_memory_bits
 from .neuron import compile_kernels
@@ -66,8 +67,12 @@ class TrainConfig:
     config. ``None`` means the method's default."""
 
     out: str = option(help="run directory (model.pt, metrics.json, curves.png)", flag="--out")
-    dataset: str = option("digits", help="digits (embedded), mnist, fashion-mnist, cifar10, dvs", choices=DATASETS)
+    dataset: str = option("digits", help="digits (embedded); from --data-dir: mnist, fashion-mnist, cifar10, and the "
+                          "event datasets as published: nmnist, shd, dvsgesture, cifar10dvs, or dvs (our .npz)",
+                          choices=DATASETS)
     data_dir: str | None = option(None, help="directory with the local dataset files", path="input")
+    downsample: int = option(1, help="nmnist, dvsgesture, cifar10dvs: pool the sensor's pixels K×K (K divides its "
+                             "size: 4 makes DVS128's 128×128 frames 32×32)", metavar="K")
     model: str = option("mlp", help="a zoo model", choices=tuple(MODELS))
     hidden: str = option("128", help="comma-separated hidden widths of mlp")
     method: str = option("ottt-a", help="learning rule", choices=METHODS)
@@ -186,7 +191,8 @@ def check_config(cfg: TrainConfig) -> None:
     """Every option in its range, each refusal naming the option (``SpecError``)."""
     get_rule(cfg.method)
     check_T(cfg.T, "--T")
-    for name, hi in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH), ("max_steps", 2**62), ("seed", 2**63 - 1)):
+    for name, hi in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH), ("max_steps", 2**62), ("seed", 2**63 - 1),
+                     ("downsample", MAX_SENSOR)):
         _integer(cfg, name, 0 if name == "seed" else 1, hi)
     _integer(cfg, "k", 1, cfg.T)
     if cfg.method == "sltt-k" and cfg.k is None:
@@ -315,7 +321,8 @@ def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
 
 
 def _fit(cfg: TrainConfig, dataset: Dataset | None, world: World) -> dict[str, Any]:
-    ds = dataset or load_dataset(cfg.dataset, cfg.data_dir, flat=cfg.model.startswith("mlp"), T=cfg.T)
+    ds = dataset or load_dataset(cfg.dataset, cfg.data_dir, flat=cfg.model.startswith("mlp"), T=cfg.T,
+                                 downsample=cfg.downsample)
     torch.manual_seed(cfg.seed)
     spec = build_spec(cfg, ds)
     with threads_for(spec, world.device):
