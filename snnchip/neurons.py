@@ -40,8 +40,10 @@ Why one function over array operators: three consumers hold three array types (t
 tensors, the Lava floating_pt process models NumPy arrays, which must not import torch because Lava forks its
 workers, and the ONNX graph builder symbolic values whose operators emit ONNX nodes). Each step uses only ``+``,
 ``-``, ``*``, a comparison and ``heaviside``'s cast of the comparison to the potential's dtype, so the one definition
-runs on all three, and the ONNX graph is this equation traced, not a transcription of it. The training kernels
-(``snnchip.train``) add autograd, surrogate gradients and compilation; tests prove their forward equal to these.
+runs on all three, and the ONNX graph is this equation traced, not a transcription of it. The training kernels of
+the SRM and EM-PF (``snnchip.train.edbp``, ``snnchip.train.empf``) call these steps with their surrogate-gradient
+spike as ``fire`` (and EM-PF's membrane BN as ``normalize``); the LIF's training kernel (``snnchip.train.neuron``)
+is fused and compiled for speed and tested equal to ``lif_step``.
 This module imports only the standard library, so Lava's workers can import it.
 """
 
@@ -75,17 +77,21 @@ def current_step(i: Array, x: Array, *, a_syn: Array, b_syn: Array) -> Array:
 DELAYED_RESETS = ("subtract_next", "zero_next")  # resets that need the previous step's spikes in the state
 
 
+Fire = Callable[[Array, Array], Array]  # (potential, threshold) -> output: a training kernel's surrogate-gradient spike
+
+
 def lif_step(v: Array, x: Array, *, a: Array, theta: Array, b: Array = 1.0, c: Array = 0.0, reset: str = "subtract",
-             compare: str = "ge", v_reset: Array = 0.0, s_prev: Array = 0.0, reset_by: Array | None = None
-             ) -> tuple[Array, Array, Array]:
+             compare: str = "ge", v_reset: Array = 0.0, s_prev: Array = 0.0, reset_by: Array | None = None,
+             fire: Fire | None = None) -> tuple[Array, Array, Array]:
     """LIF / IF (module docstring): (v[t−1], x[t]) -> (u[t], s[t], v[t]); ``s_prev`` = s[t−1] for the resets
-    ``subtract_next`` and ``zero_next``; ``reset_by``: the amount ``subtract`` removes, when it is not θ."""
+    ``subtract_next`` and ``zero_next``; ``reset_by``: the amount ``subtract`` removes, when it is not θ; ``fire``:
+    s[t] = fire(u, θ) in place of H(u − θ) (the training kernels' spike with a surrogate gradient)."""
     u = li_step(v, x, a=a, b=b, c=c)
     if reset == "subtract_next":
         u = u - theta * s_prev
     elif reset == "zero_next":
         u = u * (1 - s_prev)
-    s = heaviside(u, theta, compare)
+    s = heaviside(u, theta, compare) if fire is None else fire(u, theta)
     if reset in DELAYED_RESETS:
         return u, s, u
     if reset == "subtract":
@@ -97,20 +103,28 @@ def lif_step(v: Array, x: Array, *, a: Array, theta: Array, b: Array = 1.0, c: A
 
 def cuba_lif_step(i: Array, v: Array, x: Array, *, a_syn: Array, b_syn: Array, a: Array, theta: Array,
                   b: Array = 1.0, c: Array = 0.0, reset: str = "subtract", compare: str = "ge", v_reset: Array = 0.0,
-                  reset_current: bool = False, s_prev: Array = 0.0, reset_by: Array | None = None
-                  ) -> tuple[Array, Array, Array, Array]:
-    """Current-based LIF (module docstring): (i[t−1], v[t−1], x[t]) -> (u[t], s[t], i[t], v[t])."""
+                  reset_current: bool = False, s_prev: Array = 0.0, reset_by: Array | None = None,
+                  fire: Fire | None = None) -> tuple[Array, Array, Array, Array]:
+    """Current-based LIF (module docstring): (i[t−1], v[t−1], x[t]) -> (u[t], s[t], i[t], v[t]); ``fire`` as in
+    ``lif_step``."""
     i = current_step(i, x, a_syn=a_syn, b_syn=b_syn)
     u, s, v = lif_step(v, i, a=a, theta=theta, b=b, c=c, reset=reset, compare=compare, v_reset=v_reset, s_prev=s_prev,
-                       reset_by=reset_by)
+                       reset_by=reset_by, fire=fire)
     return u, s, i * (1 - s) if reset_current else i, v
 
 
-def empf_step(v: Array, x: Array, *, lam: Array, scale: Array, theta: Array, offset: Array
+def empf_step(v: Array, x: Array, *, lam: Array, scale: Array, theta: Array, offset: Array,
+              fire: Fire | None = None, normalize: Callable[[Array], Array] | None = None
               ) -> tuple[Array, Array, Array]:
-    """EM-PF, folded form (module docstring), with step t's λ̂, a, θ̂, r: (v[t−1], x[t]) -> (m[t], s[t], v[t])."""
+    """EM-PF, folded form (module docstring), with step t's λ̂, a, θ̂, r: (v[t−1], x[t]) -> (m[t], s[t], v[t]).
+
+    Training hooks (``snnchip.train.empf``): ``fire`` = s[t] = fire(m, θ̂) in place of (m − θ̂)·H(m − θ̂) (the same
+    value with autograd's gradient of Eq. 4–5); ``normalize``: the membrane BN of Eq. 6, m̂ = normalize(m), applied
+    before the spike; it is folded into λ̂, a, θ̂, r at export, so no deployed step has it."""
     m = lam * v + scale * x
-    s = (m - theta) * heaviside(m, theta, "ge")
+    if normalize is not None:
+        m = normalize(m)
+    s = (m - theta) * heaviside(m, theta, "ge") if fire is None else fire(m, theta)
     return m, s, m - s + offset
 
 

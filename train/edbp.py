@@ -57,6 +57,7 @@ import torch
 
 from snnchip.discretize import srm_decays
 from snnchip.errors import SpecError
+from snnchip.neurons import cuba_lif_step
 from snnchip.spec import LayerSpec, NetworkSpec, NeuronSpec
 
 from .neuron import SURROGATES, _Heaviside
@@ -75,8 +76,8 @@ DEFAULTS = {
 
 @dataclass(frozen=True)
 class SRM:
-    """One SRM layer (S14–S16) as the current-based recursion; ``fire`` has the spec's surrogate, so BPTT can also
-    train an SRM net (the edbp rule does not use it)."""
+    """One SRM layer (S14–S16) as the current-based recursion; ``step`` fires with the spec's surrogate, so BPTT can
+    also train an SRM net (the edbp rule replaces that gradient with the event-driven one of ``_EventDrivenSRM``)."""
 
     tau_m: float
     tau_s: float
@@ -117,11 +118,11 @@ def srm_step(current: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | N
     """``snnchip.neurons.cuba_lif_step`` of the SRM (a_syn = λ_syn, b_syn = c, a = λ_mem, reset ``zero`` of both
     traces) with the surrogate gradient of ``p``: (I[t], (i, v)[t−1]) -> (s[t], (i, v)[t]); ``state=None`` is
     i = v = 0."""
-    i = p.input_scale * current if state is None else p.lam_syn * state[0] + p.input_scale * current
-    v = i if state is None else p.lam_mem * state[1] + i
-    s = _Heaviside.apply(v - p.theta, p.surrogate, p.strict)
-    keep = 1 - s
-    return s, (i * keep, v * keep)
+    i, v = (0.0, 0.0) if state is None else state
+    _, s, i, v = cuba_lif_step(i, v, current, a_syn=p.lam_syn, b_syn=p.input_scale, a=p.lam_mem, theta=p.theta,
+                               reset="zero", reset_current=True,
+                               fire=lambda u, theta: _Heaviside.apply(u - theta, p.surrogate, p.strict))
+    return s, (i, v)
 
 
 def event_backward(s: torch.Tensor, g: torch.Tensor, grad_s: torch.Tensor, p: SRM, tau_grad: float,

@@ -38,12 +38,14 @@ SECA-I(I) = σ(Conv1d_K(sign(GAP(I)))) ⊙ I;  SECA-II(I) = SECA-I(I + BN2d(BCon
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from snnchip.errors import SpecError
+from snnchip.neurons import empf_step
 from snnchip.spec import LayerSpec, NetworkSpec, NeuronSpec
 
 VARIANTS = ("vanilla", "learnable", "bn", "parallel", "mixed")
@@ -75,6 +77,11 @@ def binarize(w: torch.Tensor) -> torch.Tensor:
 def relu_ge(x: torch.Tensor) -> torch.Tensor:
     """ActFunc of Eq. 3: x where x ≥ 0, else 0, with the exact gradient 1[x ≥ 0] (Eq. 4; torch's ReLU gives 0 at 0)."""
     return x * (x >= 0).to(x.dtype)
+
+
+def _fire(m: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """s = ReLU(m − θ) (Eq. 3) with the gradients of Eq. 4–5."""
+    return relu_ge(m - theta)
 
 
 class SECA(nn.Module):
@@ -129,19 +136,18 @@ class EMPF(nn.Module):
         return p[t] if p.dim() == 1 else p[t].view(self.channel_view)
 
     def step(self, current: torch.Tensor, v: torch.Tensor | None, t: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(I[t], v[t−1], t) -> (s[t], v[t]); ``v=None`` means v[0] = 0 (Eq. 3, 6, 8; parallel: no state)."""
-        m = current if self.variant != "folded" else self._at(self.input_scale, t) * current
-        if v is not None:
-            m = m + self._at(self.lam, t) * v
-        if self.variant in ("bn", "parallel"):
-            m = self._at(self.alpha, t) * m + self._at(self.beta, t) * self.bn[t](m)
-        s = relu_ge(m - self._at(self.theta, t))
-        if self.variant == "parallel":
-            return s, None
-        v = m - s
-        if self.variant == "folded":
-            v = v + self._at(self.reset_offset, t)
-        return s, v
+        """(I[t], v[t−1], t) -> (s[t], v[t]): ``empf_step`` with this variant's parameters of step t and the exact
+        gradient of ``relu_ge``; ``v=None`` means v[0] = 0 (Eq. 3, 6, 8; parallel: no state)."""
+        folded = self.variant == "folded"
+        _, s, v = empf_step(0.0 if v is None else v, current, lam=0.0 if v is None else self._at(self.lam, t),
+                            scale=self._at(self.input_scale, t) if folded else 1.0, theta=self._at(self.theta, t),
+                            offset=self._at(self.reset_offset, t) if folded else 0.0, fire=_fire,
+                            normalize=self._membrane_bn(t) if self.variant in ("bn", "parallel") else None)
+        return s, None if self.variant == "parallel" else v
+
+    def _membrane_bn(self, t: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """m -> m̂ = α[t]·m + β[t]·BN_t(m) (Eq. 6)."""
+        return lambda m: self._at(self.alpha, t) * m + self._at(self.beta, t) * self.bn[t](m)
 
     def fire_all(self, current: torch.Tensor) -> torch.Tensor:
         """Parallel variant in eval mode over all steps at once: current [T, B, *shape] -> s[t] = ReLU(a[t]·I[t] − θ̂[t])
