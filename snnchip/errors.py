@@ -51,10 +51,6 @@ class OutputError(SnnchipError):
     """An output cannot be written: no space, its destination is of the wrong kind, or another run holds it."""
 
 
-class ValidationFailure(SnnchipError):
-    """An equivalence gate of ``snn-validate`` failed."""
-
-
 class BenchmarkError(SnnchipError, ValueError):
     """A benchmark option is out of range or names an unknown net, method or output path."""
 

@@ -10,7 +10,7 @@ import torch
 from snnchip.export.loihi import export_loihi
 from snnchip.train import load_model, simulate
 from snnchip.train.data import load_dataset
-from snnchip.train.rules import time_major
+from snnchip.train.encoding import time_major
 from snnchip.train.trainer import TrainConfig, fit
 
 

@@ -11,7 +11,8 @@ from snnchip.checkpoint import save_checkpoint
 from snnchip.errors import SpecError
 from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
 from snnchip.train import build_model, gradients, load_model, model_spec, plain_parameters, plain_spec, simulate, vgg
-from snnchip.train.rules import run_iteration, time_major
+from snnchip.train.encoding import time_major
+from snnchip.train.rules import run_iteration
 
 
 def _plain_copy(model):

@@ -9,7 +9,7 @@
 - event datasets (``events.py``: the readers of the published formats and the binning): ``nmnist``,
   ``dvsgesture``, ``cifar10dvs`` (frames x [N, T, 2, H, W], optionally pooled ``downsample`` × ``downsample``),
   ``shd`` (x [N, T, 700]) and our own ``dvs`` (``.npz`` files); time-major per sample (``temporal``).
-The input encoding (direct / rate) is applied per step by ``rules.time_major``.
+The input encoding (direct / rate) is applied per step by ``encoding.time_major``.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from snnchip.errors import CheckpointError, SpecError
 from snnchip.spec import NetworkSpec
 
 from .data import Dataset
+from .encoding import time_major
 from .model import SpikingNet, build_model
-from .rules import time_major
 
 
 @dataclass

@@ -3,8 +3,8 @@
 ``SpikingNet.step(x[t], state, view)`` runs every layer once (layer l+1 sees layer l's output of the
 same step; feedback edges deliver the previous step's output: I_dst[t] += W_fb · s_src[t−1]).
 The *view* decides what flows between layers (see ``views.py``): spikes (BPTT, SLTT, inference),
-spikes with a presynaptic trace (OTTT), or spike accumulations (SAF). The neuron is always
-``neuron.lif_step`` / ``LIF.fire``.
+spikes with a presynaptic trace (OTTT), or spike accumulations (SAF). The neuron of a layer is
+``neuron.lif_step`` (LIF), ``edbp.srm_step`` (SRM) or ``empf.EMPF.step`` (EM-PF).
 
 A layer's ``options["scale"]`` multiplies its neuron's output before the next layer (OTTT VGG);
 ``options["weight_std"]`` standardises its weight (``synapse.py``). ``plain_parameters`` folds both
@@ -37,6 +37,7 @@ from snnchip.spec import LayerSpec, NetworkSpec
 
 from .edbp import SRM
 from .empf import EMPF, FOLDED_KEYS, layer_variant
+from .encoding import time_major
 from .neuron import LIF
 from .synapse import Synapse, shape_op
 from .views import SpikeView
@@ -92,8 +93,6 @@ class SpikingNet(nn.Module):
         by the spec's encoding) → the readout o[t] [T, batch, classes] (class scores: ``.sum(0)``), and with
         ``return_spikes`` the spikes {layer: [T, batch, *shape]}. Differentiable through time (BPTT); the online
         rules train through ``step`` (``snnchip.train.run_iteration``)."""
-        from .rules import time_major
-
         xs = time_major(x, self.spec)
         state: State = {}
         view = SpikeView()

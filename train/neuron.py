@@ -19,10 +19,10 @@ from snnchip.spec import NeuronSpec
 
 
 class Sigmoid:
-    """dH/du = k·σ(k(u−θ))·(1 − σ(k(u−θ))), slope k (OTTT, SAF)."""
+    """dH/du = k·σ(k(u−θ))·(1 − σ(k(u−θ))), slope k (OTTT, SAF); ``param`` = k."""
 
     def __init__(self, slope: float, theta: float):
-        self.a = slope
+        self.param = slope
 
     @staticmethod
     def grad(x: torch.Tensor, k: float) -> torch.Tensor:
@@ -30,35 +30,35 @@ class Sigmoid:
         return k * sg * (1 - sg)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.grad(x, self.a)
+        return self.grad(x, self.param)
 
 
 class Triangle:
-    """dH/du = max(0, 1 − |u−θ|/γ)/γ with γ = θ (SLTT, Eq. 6)."""
+    """dH/du = max(0, 1 − |u−θ|/γ)/γ with γ = θ (SLTT, Eq. 6); ``param`` = γ."""
 
     def __init__(self, slope: float, theta: float):
-        self.a = theta
+        self.param = theta
 
     @staticmethod
     def grad(x: torch.Tensor, gamma: float) -> torch.Tensor:
         return (1 - x.abs() / gamma).clamp(min=0) / gamma
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.grad(x, self.a)
+        return self.grad(x, self.param)
 
 
 class Rectangle:
-    """dH/du = 1[|u−θ| < 1/2] (SLTT, Eq. 5 with γ = 1)."""
+    """dH/du = 1[|u−θ| < 1/2] (SLTT, Eq. 5 with γ = 1); ``param`` = the half-width 1/2."""
 
     def __init__(self, slope: float, theta: float):
-        self.a = 0.5
+        self.param = 0.5
 
     @staticmethod
     def grad(x: torch.Tensor, half_width: float) -> torch.Tensor:
         return (x.abs() < half_width).to(x.dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.grad(x, self.a)
+        return self.grad(x, self.param)
 
 
 SURROGATES = {"sigmoid": Sigmoid, "triangle": Triangle, "rectangle": Rectangle}
@@ -160,9 +160,9 @@ def compile_kernels(enabled: bool = True) -> None:
 
 
 class _NeuronStep(torch.autograd.Function):
-    """One neuron step as one autograd node: ``_step_forward`` (4 element-wise passes in eager mode where composing
-    ``fire`` and ``reset`` takes 7; one fused loop when compiled, the OTTT trace included) and the surrogate
-    backward ``_step_backward``, which does no work for an absent gradient (online rules cut the carried state
+    """One neuron step as one autograd node: ``_step_forward`` (4 element-wise passes in eager mode where the spike
+    and the reset as separate operations take 7; one fused loop when compiled, the OTTT trace included) and the
+    surrogate backward ``_step_backward``, which does no work for an absent gradient (online rules cut the carried state
     before it is used); ∂L/∂I = ∂L/∂u, ∂L/∂prev = c·∂L/∂u (+ λ·g_out for ``accumulate``); the trace â = λ_a·trace + s
     passes its gradient to s (∂â/∂s = 1) and λ_a·g_â to the previous trace.
 
@@ -188,7 +188,7 @@ class _NeuronStep(torch.autograd.Function):
             g_s = g_a if g_s is None else g_s + g_a
         if g_s is None and g_o is None:
             return None, None, None, None, None, None, None, None
-        g_u = _KERNELS["backward"](saved, spikes, g_s, g_o, p.surrogate.grad, p.surrogate.a, p.theta, ctx.mode)
+        g_u = _KERNELS["backward"](saved, spikes, g_s, g_o, p.surrogate.grad, p.surrogate.param, p.theta, ctx.mode)
         g_prev = None
         if ctx.needs_input_grad[1]:
             g_prev = ctx.c * g_u if ctx.mode != "accumulate" or g_o is None else ctx.c * g_u + ctx.lam * g_o

@@ -29,9 +29,9 @@ import torch
 from snnchip.errors import SpecError
 
 from .edbp import SRM
+from .encoding import time_major
 from .model import SpikingNet
 from .neuron import LIF
-from .rules import time_major
 from .views import SpikeView
 
 MAX_DOUBLINGS = 30

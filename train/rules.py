@@ -35,6 +35,7 @@ from snnchip.errors import SpecError
 from snnchip.spec import NetworkSpec
 
 from .edbp import iteration as edbp_iteration
+from .encoding import time_major
 from .model import SpikingNet, detach_state
 from .views import SafView, SpikeView, TraceView
 
@@ -109,20 +110,6 @@ def make_view(rule: Rule, spec: NetworkSpec):
     if bad:
         raise SpecError(f"SAF equals the LIF only with subtractive reset; layers {bad} reset to zero")
     return SafView(lam)
-
-
-def time_major(x: torch.Tensor, spec: NetworkSpec, T: int | None = None) -> torch.Tensor:
-    """Inputs [T, B, *input_shape]: x as given if it has a time axis, else repeated (direct encoding) or
-    sampled as Bernoulli spikes with probability x (rate encoding) for T = ``T`` or ``spec.T`` steps."""
-    if x.dim() == len(spec.input_shape) + 2:
-        return x
-    if x.dim() != len(spec.input_shape) + 1 or tuple(x.shape[1:]) != spec.input_shape:
-        raise SpecError(f"input of shape {tuple(x.shape)} does not match [batch, *{spec.input_shape}] "
-                        f"or [T, batch, *{spec.input_shape}]")
-    steps = T or spec.T
-    if spec.encoding == "rate":
-        return torch.bernoulli(x.clamp(0, 1).unsqueeze(0).expand(steps, *x.shape))
-    return x.unsqueeze(0).expand(steps, *x.shape)
 
 
 def run_iteration(model: SpikingNet, x: torch.Tensor, y: torch.Tensor, method: str, T: int | None = None,

@@ -241,12 +241,18 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def learning_rate(cfg: TrainConfig) -> float:
+    """``--lr``, or the default of the optimizer (event-driven BP with Adam/AdamW: ``EDBP_LR``)."""
+    if cfg.lr is not None:
+        return cfg.lr
+    return EDBP_LR if cfg.method == "edbp" and cfg.optimizer != "sgd" else DEFAULT_LR[cfg.optimizer]
+
+
 def make_optimizer(cfg: TrainConfig, model: SpikingNet) -> torch.optim.Optimizer:
     """The optimizer of ``cfg``. For ``--cuda-graph`` its step must run inside a CUDA graph without reading the
     device and follow the learning-rate schedule there: the learning rate is a device tensor (the scheduler fills
     it in place), Adam/AdamW run ``capturable`` and SGD ``fused``."""
-    lr = cfg.lr if cfg.lr is not None else EDBP_LR if cfg.method == "edbp" and cfg.optimizer != "sgd" \
-        else DEFAULT_LR[cfg.optimizer]
+    lr = learning_rate(cfg)
     graph: dict[str, Any] = {}
     if cfg.cuda_graph:
         device = next(model.parameters()).device
@@ -485,7 +491,7 @@ RESUME_FREE = ("out", "resume", "max_steps", "epochs", "quiet", "device", "compi
 def _effective(cfg: TrainConfig, key: str) -> Any:
     """The value option ``key`` stands for (``None`` resolved to the method's default)."""
     if key == "lr":
-        return cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.optimizer]
+        return learning_rate(cfg)
     if key in ("lam", "surrogate"):
         return getattr(neuron_for(cfg), key)
     if key in ("tau_m", "tau_s", "tau_grad", "targets") and cfg.method == "edbp":
