@@ -44,7 +44,7 @@ from torch import nn
 
 from snnchip.errors import BenchmarkError
 from snnchip.spec import NetworkSpec, NeuronSpec
-from snnchip.train.trainer import SLTT_LAMBDA
+from snnchip.train.config import SLTT_LAMBDA
 
 from . import nets
 

@@ -38,7 +38,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from snnchip.atomic import write_text_atomic
 from snnchip.errors import BenchmarkError
-from snnchip.train.trainer import pick_device
+from snnchip.train.config import pick_device
 
 from . import adapters, measure, nets, options
 from .options import BenchConfig

@@ -177,7 +177,7 @@ def run(args: BenchConfig) -> int:
     """``snn-bench peers``. Reads ``model`` (nets, comma-separated), ``methods`` (all, ours, peers or a list),
     ``T``, ``batch_size`` (None: each net's own), ``repeats``, ``warmup``, ``threads``, ``compile``, ``device``,
     ``json``, ``plot``, ``markdown``."""
-    from snnchip.train.trainer import pick_device
+    from snnchip.train.config import pick_device
 
     options.prepare(args)
     device = str(pick_device(args.device))

@@ -28,6 +28,7 @@ import torch
 
 from snnchip.atomic import write_text_atomic
 from snnchip.errors import BenchmarkError
+from snnchip.train.config import pick_device
 from snnchip.train.data import load_dataset
 from snnchip.train.edbp import DEFAULTS, configure_edbp, gradient_events
 from snnchip.train.empf import configure_empf
@@ -35,7 +36,6 @@ from snnchip.train.encoding import time_major
 from snnchip.train.inference import simulate, simulate_parallel
 from snnchip.train.model import SpikingNet, build_model
 from snnchip.train.rules import METHODS, gradients, run_iteration
-from snnchip.train.trainer import pick_device
 from snnchip.train.zoo import MODELS, model_spec
 
 from . import measure, options, report

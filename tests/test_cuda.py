@@ -31,10 +31,10 @@ from snnchip.export.nir_exec import NIRExecutor
 from snnchip.hw_sim.chip import ChipSimulator
 from snnchip.spec import NeuronSpec
 from snnchip.train import build_model, gradients, model_spec, simulate
+from snnchip.train.config import SLTT_LAMBDA
 from snnchip.train.data import load_dataset
 from snnchip.train.neuron import compile_kernels
 from snnchip.train.rules import iterate, run_iteration
-from snnchip.train.trainer import SLTT_LAMBDA
 
 DEVICE = torch.device(os.environ.get("SNNCHIP_CUDA_TESTS_DEVICE", "cuda"))
 ON_CUDA = DEVICE.type == "cuda"

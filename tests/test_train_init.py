@@ -12,12 +12,13 @@ from snnchip.cli import snn_train
 from snnchip.errors import SpecError
 from snnchip.spec import NeuronSpec
 from snnchip.train.activity import LayerActivityWarning, RateFlag, rate_flags
+from snnchip.train.config import TrainConfig, build_spec
 from snnchip.train.data import load_dataset
 from snnchip.train.inference import simulate
 from snnchip.train.model import build_model
 from snnchip.train.rate_init import TOLERANCE, calibrate_rates
 from snnchip.train.rules import METHODS
-from snnchip.train.trainer import TrainConfig, build_spec, fit, initialise
+from snnchip.train.trainer import fit, initialise
 from snnchip.train.zoo import model_spec
 
 

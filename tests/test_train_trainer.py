@@ -15,6 +15,7 @@ from snnchip.cli import train as snn_train
 from snnchip.errors import SpecError, TrainingError
 from snnchip.lock import exclusive
 from snnchip.train import trainer
+from snnchip.train.config import DEFAULT_LR
 from snnchip.train.trainer import TrainConfig, fit
 
 SMALL = {"hidden": "16", "T": 2, "batch_size": 256, "quiet": True}
@@ -195,7 +196,7 @@ def test_resume_refuses_changed_options_by_name(tmp_path, change, named):
 def test_raising_epochs_on_resume_continues_on_the_cosine_of_the_new_length(tmp_path):
     """lr(e) = lr0·(1 + cos(π·e/E))/2 (SGDR, arXiv:1608.03983, Eq. 5 with one period): after --epochs 2 → 4 the
     third epoch trains at lr0/2 as in a 4-epoch run (it trained at 0: the old period had ended)."""
-    opts, lr0 = {**SMALL, "method": "ottt-o"}, trainer.DEFAULT_LR["adam"]
+    opts, lr0 = {**SMALL, "method": "ottt-o"}, DEFAULT_LR["adam"]
     fit(TrainConfig(out=str(tmp_path / "a"), epochs=2, **opts))
     extended = fit(TrainConfig(out=str(tmp_path / "a"), epochs=4, resume=True, **opts))
     cosine = [lr0, lr0 * (1 + math.cos(math.pi / 2)) / 2, lr0 * (1 + math.cos(math.pi * 2 / 4)) / 2,
