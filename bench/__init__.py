@@ -1,6 +1,8 @@
 """snnchip.bench: the benchmarks (``snn-bench train|hwsim|peers|memory``, ``python -m snnchip.bench.ddp``,
 ``python -m snnchip.bench.accuracy``).
 
+The folder ``bench/`` at the repository's top is the package ``snnchip.bench`` (pyproject's ``package-dir``).
+
 A top layer like the command-line face: it may import every stage, and no stage imports it.
 
 | module | responsibility |

@@ -1,5 +1,7 @@
 """snnchip.deploy: NIR graph (plus quantized parameters) -> Lava process graph (lava-nc and our own processes).
 
+The folder ``deploy/`` at the repository's top is the package ``snnchip.deploy`` (pyproject's ``package-dir``).
+
 ``build(deploy_dir).run(x, cfg="fixed_pt"|"floating_pt")``; Lava is imported lazily, on build/run.
 """
 

@@ -1,5 +1,7 @@
 """snnchip.export: model ↔ NIR, the NIR reference executor, Loihi fixed-point lowering and quantization, ONNX, netx.
 
+The folder ``export/`` at the repository's top is the package ``snnchip.export`` (pyproject's ``package-dir``).
+
 Modules: ``nir_export`` (spec → NIR, ``export_to_nir``), ``nir_read`` / ``nir_graph`` / ``nir_meta`` (reading and
 checking NIR), ``nir_exec`` (the reference executor), ``lowering`` → ``quantize`` → ``loihi`` (the deploy
 directory), ``onnx_export``, ``netx``.

@@ -1,4 +1,7 @@
-"""snnchip.hw_sim: the bit-exact fixed-point chip simulator, the comparison harness, resource and energy estimates."""
+"""snnchip.hw_sim: the bit-exact fixed-point chip simulator, the comparison harness, resource and energy estimates.
+
+The folder ``hw_sim/`` at the repository's top is the package ``snnchip.hw_sim`` (pyproject's ``package-dir``).
+"""
 
 from .chip import ChipSimulator
 from .compare import compare_exact, spike_agreement

@@ -1,6 +1,8 @@
 """snnchip.train: LIF, EM-PF and SRM neurons, learning rules (BPTT, OTTT, SLTT, SAF, EM-PF, event-driven BP), models,
 data, trainer.
 
+The folder ``train/`` at the repository's top is the package ``snnchip.train`` (pyproject's ``package-dir``).
+
 Other stages use ``build_model(spec)``, ``plain_parameters(model)`` (+ ``plain_spec(spec)``),
 ``simulate(model, x)`` and ``load_model(path)``.
 """
