@@ -26,12 +26,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-V_LIMIT = 2**23 - 1
-WRAP = 2**23
-SHIFT = 6
+from snnchip.export.loihi2 import ACT_SHIFT, DECAY_BITS, DECAY_UNITY, V_MAX, WEIGHT_BITS, WRAP, sign_mode
 
 
-def effective_weights(weight: np.ndarray | sp.spmatrix, num_weight_bits: int = 8) -> np.ndarray | sp.csr_matrix:
+def effective_weights(weight: np.ndarray | sp.spmatrix, num_weight_bits: int = WEIGHT_BITS
+                      ) -> np.ndarray | sp.csr_matrix:
     """Lava Dense's / Sparse's clip + truncation by sign mode (``lava.utils.weightutils``), as int64.
 
     The sign mode counts zeros as ≥ 0 and ≤ 0 (Lava's ``np.min``/``np.max`` see a CSR matrix's implicit zeros);
@@ -39,15 +38,11 @@ def effective_weights(weight: np.ndarray | sp.spmatrix, num_weight_bits: int = 8
     """
     sparse = sp.issparse(weight)
     w = (sp.csr_matrix(weight).data if sparse else np.asarray(weight)).astype(np.int64)
-    if w.min(initial=0) >= 0:
-        mode_sign, mixed = 1, 0
-    elif w.max(initial=0) <= 0:
-        mode_sign, mixed = -1, 0
-    else:
-        mode_sign, mixed = 1, 1
+    mode = sign_mode(w)
+    mode_sign, mixed = (-1 if mode == "inhibitory" else 1), int(mode == "mixed")
     w = mode_sign * w
-    w = np.clip(w, -(2**8) * mixed, 2**8 - 1)
-    drop = 8 - num_weight_bits + mixed
+    w = np.clip(w, -(2**WEIGHT_BITS) * mixed, 2**WEIGHT_BITS - 1)
+    drop = WEIGHT_BITS - num_weight_bits + mixed
     w = mode_sign * ((w >> drop) << drop)
     if not sparse:
         return w
@@ -80,8 +75,8 @@ def wrap24(x: np.ndarray) -> np.ndarray:
 
 
 def decay(x: np.ndarray, d: int) -> np.ndarray:
-    p = x * (4096 - d)
-    return np.sign(p) * (np.abs(p) >> 12)
+    p = x * (DECAY_UNITY - d)
+    return np.sign(p) * (np.abs(p) >> DECAY_BITS)
 
 
 def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int, vth: int,
@@ -90,16 +85,16 @@ def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, d
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One fixed-point step of the LIF family (module docstring); returns (u, v, s) as int64, int64, bool.
     ``s_prev``: the previous step's spikes (``zero_next``)."""
-    u = wrap24(decay(np.asarray(u, dtype=np.int64), du + 1) + (np.asarray(a_in, dtype=np.int64) << SHIFT))
-    v = np.clip(decay(np.asarray(v, dtype=np.int64), dv) + u, -V_LIMIT, V_LIMIT)
+    u = wrap24(decay(np.asarray(u, dtype=np.int64), du + 1) + (np.asarray(a_in, dtype=np.int64) << ACT_SHIFT))
+    v = np.clip(decay(np.asarray(v, dtype=np.int64), dv) + u, -V_MAX, V_MAX)
     if not spiking:
         return u, v, np.zeros(v.shape, dtype=bool)
     if reset == "zero_next" and s_prev is not None:
         v = np.where(s_prev, 0, v)
-    th = np.int64(vth) << SHIFT
+    th = np.int64(vth) << ACT_SHIFT
     s = v >= th if spike == "ge" else v > th
     if reset == "subtract":
-        v = v - (np.int64(vth if vsub is None else vsub) << SHIFT) * s
+        v = v - (np.int64(vth if vsub is None else vsub) << ACT_SHIFT) * s
     elif reset == "zero":
         v = np.where(s, 0, v)
     return (np.where(s, 0, u) if reset_current else u), v, s
@@ -108,7 +103,7 @@ def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, d
 def mul12(x: np.ndarray, f: np.ndarray) -> np.ndarray:
     """x·f/4096 rounded toward zero (the decay's arithmetic with a signed, possibly > 4096 factor f)."""
     p = np.asarray(x, dtype=np.int64) * np.asarray(f, dtype=np.int64)
-    return np.sign(p) * (np.abs(p) >> 12)
+    return np.sign(p) * (np.abs(p) >> DECAY_BITS)
 
 
 def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndarray, th: np.ndarray,
@@ -126,9 +121,9 @@ def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndar
     if not active:
         z = np.zeros(np.broadcast_shapes(v.shape, np.shape(a_in)), dtype=np.int64)
         return z, v + z, z
-    u = mul12(np.asarray(a_in, dtype=np.int64) << SHIFT, aq)
-    m = np.clip(mul12(v, lq) + u, -V_LIMIT, V_LIMIT)
+    u = mul12(np.asarray(a_in, dtype=np.int64) << ACT_SHIFT, aq)
+    m = np.clip(mul12(v, lq) + u, -V_MAX, V_MAX)
     s = np.where(m >= th, m - th, 0)
-    v = np.clip(m - s + np.asarray(r, dtype=np.int64), -V_LIMIT, V_LIMIT)
+    v = np.clip(m - s + np.asarray(r, dtype=np.int64), -V_MAX, V_MAX)
     msg = s >> shift if shift >= 0 else s << -shift
-    return m, v, np.minimum(msg, V_LIMIT)
+    return m, v, np.minimum(msg, V_MAX)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 from scipy.sparse import SparseEfficiencyWarning
@@ -32,11 +33,30 @@ from snnchip import lava_compat
 from snnchip.deploy.result import RunResult, accept_input, assemble, check_timing
 from snnchip.deploy.supervise import supervised
 from snnchip.errors import DeployError
-from snnchip.export.loihi import Deployment, load_deploy, process_of
+from snnchip.export.loihi import Deployment, load_deploy
+from snnchip.export.loihi2 import BUILTIN, EMPF_TABLES, neuron_process, synapse_process
 from snnchip.export.lowering import INPUT
 from snnchip.export.quantize import encode_input
 
 CFGS = ("fixed_pt", "floating_pt")
+
+
+def hardware_processes(dep: Deployment) -> dict[str, Any]:
+    """The Lava processes a deployment runs on, each marked Lava built-in (Intel's lava-loihi extension has Loihi 2
+    models for them) or snnchip custom (Python models only: on hardware it needs custom neuron microcode)."""
+    rows = [{"stage": "input", "process": "lava.RingBuffer", "role": "graded input spikes"}]
+    for q in dep.qnet.stages:
+        rows += [{"stage": q.name, "process": synapse_process(p),
+                  "role": f"synapses from {p.source}" + (" (wide weights' residual)" if part else "")}
+                 for p in q.inputs for part in range(len(p.parts))]
+        rows.append({"stage": q.name, "process": neuron_process(q), "role": "neurons" if q.spiking else "readout"})
+        if np.any(np.asarray(q.bias) != 0):
+            rows.append({"stage": q.name, "process": "lava.RingBuffer", "role": "bias, injected from the stage's "
+                         "first input step (a host-side source on hardware)"})
+    for r in rows:
+        r["builtin"] = r["process"] in BUILTIN
+    custom = sorted({r["process"] for r in rows if not r["builtin"]})
+    return {"processes": rows, "builtin_only": not custom, "custom": custom}
 
 
 class _Graph:
@@ -57,7 +77,7 @@ class _Graph:
         self.synapses, self.neurons, self.sinks = [], [], []
         for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
             n = q.size
-            kind = process_of(q)
+            kind = neuron_process(q)
             if fixed:
                 bias, dv, du, vth = q.bias.astype(np.int64), q.dv, q.du, q.vth
             else:
@@ -66,11 +86,7 @@ class _Graph:
                 neuron = LIF(shape=(n,), du=du, dv=dv, vth=vth, bias_mant=0 if fixed else 0.0, bias_exp=0,
                              name=q.name)
             elif kind == "snnchip.EMPF":
-                if fixed:
-                    tabs = {k: q.tables[k] for k in ("lam", "scale", "theta", "offset")}
-                else:
-                    tabs = dict(zip(("lam", "scale", "theta", "offset"), (st.tables[k] for k in
-                                    ("lam", "input_scale", "theta", "reset_offset")), strict=True))
+                tabs = {qk: q.tables[qk] if fixed else st.tables[fk] for fk, qk in EMPF_TABLES}
                 neuron = EMPF(shape=(n,), delay=q.latency, shift=q.shift if fixed else 0, name=q.name, **tabs)
             else:
                 vsub = (q.vsub if fixed else st.reset_by) if q.vsub is not None else vth

@@ -35,6 +35,7 @@ import scipy.sparse as sp
 import torch
 
 from snnchip.errors import UnsupportedNodeError
+from snnchip.export.loihi2 import EMPF_FLOAT_TABLES, MAX_LAVA_DELAY
 from snnchip.export.nir_exec import compile_neuron
 from snnchip.export.nir_graph import CheckedGraph, check_graph, window
 from snnchip.export.nir_meta import recorded_interpretation, snnchip_semantics
@@ -47,7 +48,6 @@ SUPPORTED = ("Input", "Output", "Affine", "Linear", "Scale", "Conv1d", "Conv2d",
              "Delay", "LIF/IF", "CubaLIF", "I/LI/CubaLI (the readout feeding the Output)")
 MAX_SYNAPSES = 2**28  # entries of one matrix (a Loihi 2 chip holds ~2^27 synapses); bigger is refused
 SPARSE_MAX_DENSITY = 0.25  # a composed map with fewer non-zero entries than this fraction is stored CSR (Lava Sparse)
-MAX_LAVA_DELAY = 63  # Loihi 2 synaptic delays have 6 bits (Lava's DelayDense / DelaySparse)
 INPUT = "input"  # the source name of projections from the network input
 Weight = np.ndarray | sp.csr_matrix  # a projection's [n_out, n_in] matrix: dense, or CSR when sparse
 
@@ -372,7 +372,7 @@ def _neuron(name: str, node: object, interp: Interpretation, is_output: bool, sh
     if p.graded:  # empf: per-step tables [T, C(, 1, 1)] broadcast over the node's shape -> [T, n] (C order)
         shape = np.shape(node.v_threshold)
         tables = {key: np.broadcast_to(val.numpy(), (p.steps, *shape)).reshape(p.steps, -1).astype(np.float64)
-                  for key, val in (("lam", p.a), ("input_scale", p.b), ("theta", p.theta), ("reset_offset", p.offset))}
+                  for key, val in zip(EMPF_FLOAT_TABLES, (p.a, p.b, p.theta, p.offset), strict=True)}
         return dict(name=layer, kind="empf", tables=tables), np.ones(1), np.zeros(1)
     gain, offset = _per_neuron(name, node, p.b.numpy(), shape), _per_neuron(name, node, p.c.numpy(), shape)
     lam = _uniform(name, node, p.a.numpy(), "the leak λ")

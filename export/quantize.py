@@ -47,19 +47,24 @@ import numpy as np
 import scipy.sparse as sp
 
 from snnchip.errors import QuantizationError
+from snnchip.export.loihi2 import (
+    ACT_SHIFT,
+    ACT_SHIFT_SCALE,
+    DECAY_UNITY,
+    EMPF_FLOAT_TABLES,
+    EMPF_INT_TABLES,
+    INT32_MAX,
+    MESSAGE_BITS,
+    NEVER_FIRES,
+    NO_CURRENT,
+    V_MAX,
+    VTH_MAX,
+    mantissa_grid,
+)
 from snnchip.export.lowering import INPUT, LoweredNet, Schedule, Stage, StageTraits, Weight, schedule, synapse_of
 
-V_MAX = 2**23 - 1  # 24-bit signed state
-VTH_MAX = 2**17 - 1
-NEVER_FIRES = VTH_MAX + 1  # vth << 6 = 2^23 > any 24-bit membrane: a readout on Lava's LIF
-ACT_SHIFT = 6  # Lava: activations and thresholds are shifted left by 6
-ACT_SHIFT_SCALE = 2**ACT_SHIFT
-DECAY_UNITY = 4096  # 12-bit decays
-NO_CURRENT = DECAY_UNITY - 1  # du: the current forgets everything every step
-MESSAGE_BITS = 24  # graded-spike payload
 SPIKE_FRAC_BITS = 8  # graded EM-PF messages: s_real·2^8 (fewer where a Dense's int32 sum needs it)
 INPUT_FRAC_BITS = 16  # the real-valued input: x·2^16 (fewer where its 24-bit payload or a Dense's int32 sum needs it)
-INT32_MAX = 2**31 - 1
 
 
 class SaturationWarning(UserWarning):
@@ -173,14 +178,8 @@ def row_abs_sum(weight: Weight) -> np.ndarray:
 
 
 def mantissa_range(weight: Weight) -> tuple[int, int, int]:
-    """(lowest, highest, step) of the 8-bit mantissa grid for this weight matrix's sign mode (zeros count as ≥ 0
-    and ≤ 0, as in Lava's ``determine_sign_mode``)."""
-    v = weight_values(weight)
-    if v.min(initial=0) < 0 < v.max(initial=0):
-        return -256, 254, 2
-    if v.min(initial=0) < 0:
-        return -255, 0, 1
-    return 0, 255, 1
+    """(lowest, highest, step) of the 8-bit mantissa grid for this weight matrix's sign mode (``loihi2``)."""
+    return mantissa_grid(weight_values(weight))
 
 
 def _exponent(w: np.ndarray, c: float, lo: int, hi: int) -> int:
@@ -374,7 +373,7 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: boo
     weights W·2^ka with 2^ka ≥ max|a| (binary ±1 weights stay exact), per-step integer tables
     lq = round(4096·λ̂), aq = round(4096·a/2^ka), th = round(64·c·θ̂), r = round(64·c·r̂)."""
     tab = stage.tables
-    lam, a, theta, off = (np.asarray(tab[k], np.float64) for k in ("lam", "input_scale", "theta", "reset_offset"))
+    lam, a, theta, off = (np.asarray(tab[k], np.float64) for k in EMPF_FLOAT_TABLES)
     a_max = float(np.abs(a).max(initial=0.0)) or 1.0
     ka = math.ceil(math.log2(a_max))
     row = float(np.max(sum(row_abs_sum(p.weight) * x_max[p.source] for p in stage.inputs) + np.abs(stage.bias),
@@ -396,8 +395,9 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: boo
     proxy = Stage(name=stage.name, kind="readout", inputs=stage.inputs, bias=stage.bias * 2.0**ka,
                   out_shape=stage.out_shape)
     _, best = _candidate(proxy, [p.weight * 2.0**ka for p in stage.inputs], c, None, wide)
-    ints = dict(lam=np.round(DECAY_UNITY * lam), scale=np.round(DECAY_UNITY * a / 2.0**ka),
-                theta=np.round(ACT_SHIFT_SCALE * c * theta), offset=np.round(ACT_SHIFT_SCALE * c * off))
+    ints = dict(zip(EMPF_INT_TABLES, (np.round(DECAY_UNITY * lam), np.round(DECAY_UNITY * a / 2.0**ka),
+                                      np.round(ACT_SHIFT_SCALE * c * theta), np.round(ACT_SHIFT_SCALE * c * off)),
+                    strict=True))
     ints = {k: np.clip(v, -V_MAX, V_MAX + 1).astype(np.int64) for k, v in ints.items()}
     projs = _projections(stage, best)
     q = QStage(name=stage.name, kind="empf", inputs=projs, out_shape=stage.out_shape,

@@ -25,14 +25,12 @@ import nir
 import numpy as np
 
 from snnchip.errors import ResourceError
+from snnchip.export.loihi2 import CORES_PER_CHIP, NEURONS_PER_CORE, SYNAPSES_PER_CORE
 from snnchip.export.lowering import NEURON_TYPES, SPARSE_MAX_DENSITY, Paths
 from snnchip.export.nir_graph import check_graph, window
 from snnchip.export.nir_meta import recorded_interpretation, snnchip_semantics
 from snnchip.spec import Interpretation
 
-CORES_PER_CHIP = 128
-NEURONS_PER_CORE = 8192
-SYNAPSES_PER_CORE = 120_000_000 // CORES_PER_CHIP
 PEAK_FACTOR = 3.0
 BASE_BYTES = 64 * 2**20  # the export's own working memory besides the matrices (graph copies, small tensors)
 INT_BYTES, FLOAT_BYTES, INDEX_BYTES = 4, 8, 4

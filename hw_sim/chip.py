@@ -21,6 +21,7 @@ import numpy as np
 from snnchip.deploy.fixed_point import dense_fixed, effective_weights, empf_step_fixed, neuron_step_fixed
 from snnchip.deploy.result import RunResult, accept_input, assemble, check_timing, join_batches
 from snnchip.export.loihi import Deployment, load_deploy
+from snnchip.export.loihi2 import EMPF_INT_TABLES
 from snnchip.export.lowering import INPUT
 from snnchip.export.quantize import encode_input
 
@@ -81,9 +82,9 @@ class ChipSimulator:
                     a += q.bias
                 u0, v0 = (u[q.name][t - 1], v[q.name][t - 1]) if t else (a * 0, a * 0)
                 if q.graded:  # row t of the tables; idle (v kept, nothing sent) after the stage's T steps
-                    tb, row = q.tables, min(t, T - 1)
+                    row = min(t, T - 1)
                     u[q.name][t], v[q.name][t], msgs[q.name][t] = empf_step_fixed(
-                        v0, a, tb["lam"][row], tb["scale"][row], tb["theta"][row], tb["offset"][row], q.shift, t < T)
+                        v0, a, *(q.tables[k][row] for k in EMPF_INT_TABLES), q.shift, t < T)
                     s[q.name][t] = msgs[q.name][t] != 0
                 else:
                     u[q.name][t], v[q.name][t], s[q.name][t] = neuron_step_fixed(

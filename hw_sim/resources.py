@@ -20,14 +20,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-CORES_PER_CHIP = 128
-NEURONS_PER_CORE = 8192
-SYNAPSES_PER_CORE = 120_000_000 // CORES_PER_CHIP
+from snnchip.export.loihi2 import CORES_PER_CHIP, NEURONS_PER_CORE, SYNAPSES_PER_CORE, WEIGHT_BITS
+
 E_SYNOP_PJ = 23.6
 E_NEURON_UPDATE_PJ = 52.0
 E_NEURON_SPIKE_EXTRA_PJ = 81.0 - 52.0
 E_SPIKE_PJ = 1.7
-WEIGHT_BITS = 8
 
 
 def layer_resources(deployment: Any) -> list[dict[str, Any]]:

@@ -289,7 +289,7 @@ def test_a_membrane_saturating_under_the_one_step_headroom_saturates_alike_on_la
     from lava_harness import assert_same_run
 
     from snnchip.deploy import build
-    from snnchip.deploy.fixed_point import V_LIMIT
+    from snnchip.export.loihi2 import V_MAX
 
     nodes = {"input": nir.Input(input_type={"input": np.array([3])}),
              "fc": nir.Affine(weight=np.array([[3.0, 2.5, 1.0], [-3.0, -2.0, -1.5]]), bias=np.array([0.5, -0.5])),
@@ -303,5 +303,5 @@ def test_a_membrane_saturating_under_the_one_step_headroom_saturates_alike_on_la
     assert [r["headroom"] for r in dep.qnet.report] == ["step", "T"] and dep.qnet.report[0]["may_saturate"]
     x = np.ones((40, 2, 3))
     chip = ChipSimulator(dep).run(x, timing="lava")
-    assert np.abs(chip.states["lif"]["v"]).max() == V_LIMIT
+    assert np.abs(chip.states["lif"]["v"]).max() == V_MAX
     assert_same_run(chip, build(dep).run(x, timing="lava"))
