@@ -6,7 +6,8 @@ reset/compare options. Works on any leading batch dimensions; integers are int64
 
 Dense and Sparse (fixed_pt): w' = truncate(clip(w)) by sign mode (mixed: clip to [−256, 255], drop the lowest
 bit, rounding toward −∞; excitatory [0, 255]; inhibitory [−255, 0]); a = Σ_j w'_ij·s_j, then
-a << e (e > 0) or a >> −e (e ≤ 0, floor). A Sparse projection's w is a CSR matrix (scipy sparse product).
+a << e (e > 0) or a >> −e (e ≤ 0, floor). A Sparse projection's w is a CSR matrix (scipy sparse product), a
+Conv projection's a ``Kernel`` (the same sum over the taps that land, ``conv_fixed``).
 
 Neuron (fixed_pt), per step with input a, current register du and threshold mantissa vth (Lava's LIF):
     u = wrap24(decay(u, du + 1) + (a << 6))  (du = 4095: no current memory, u = the step's input)
@@ -26,16 +27,21 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from snnchip.export.kernel import Kernel, conv_numpy
 from snnchip.export.loihi2 import ACT_SHIFT, DECAY_BITS, DECAY_UNITY, V_MAX, WEIGHT_BITS, WRAP, sign_mode
 
 
-def effective_weights(weight: np.ndarray | sp.spmatrix, num_weight_bits: int = WEIGHT_BITS
-                      ) -> np.ndarray | sp.csr_matrix:
+def effective_weights(weight: np.ndarray | sp.spmatrix | Kernel, num_weight_bits: int = WEIGHT_BITS
+                      ) -> np.ndarray | sp.csr_matrix | Kernel:
     """Lava Dense's / Sparse's clip + truncation by sign mode (``lava.utils.weightutils``), as int64.
 
     The sign mode counts zeros as ≥ 0 and ≤ 0 (Lava's ``np.min``/``np.max`` see a CSR matrix's implicit zeros);
-    a CSR matrix stays CSR with its truncated-to-zero entries dropped (as Lava's ``truncate_weights`` does).
+    a CSR matrix stays CSR with its truncated-to-zero entries dropped (as Lava's ``truncate_weights`` does); a
+    kernel's entries are truncated alike (a quantized kernel is on its grid already, so Lava's ``Conv``, which does
+    not truncate, applies the same integers).
     """
+    if isinstance(weight, Kernel):
+        return weight.with_kernel(effective_weights(weight.kernel, num_weight_bits))
     sparse = sp.issparse(weight)
     w = (sp.csr_matrix(weight).data if sparse else np.asarray(weight)).astype(np.int64)
     mode = sign_mode(w)
@@ -59,7 +65,9 @@ def dense_fixed(w_eff: np.ndarray | sp.csr_matrix, weight_exp: int, s: np.ndarra
     left by e > 0 or right (floor) by −e.
     """
     s = np.asarray(s)
-    if sp.issparse(w_eff):
+    if isinstance(w_eff, Kernel):
+        a = conv_fixed(w_eff, s)
+    elif sp.issparse(w_eff):
         flat = s.reshape(-1, s.shape[-1]).astype(np.int64)
         a = np.asarray(w_eff @ flat.T).T.reshape(*s.shape[:-1], w_eff.shape[0])
     elif float(np.abs(s).max(initial=0)) * float(np.abs(w_eff).sum(axis=1).max(initial=0)) < 2.0**52:
@@ -67,6 +75,21 @@ def dense_fixed(w_eff: np.ndarray | sp.csr_matrix, weight_exp: int, s: np.ndarra
     else:
         a = s.astype(np.int64) @ w_eff.T
     return a << weight_exp if weight_exp > 0 else a >> -weight_exp
+
+
+def conv_fixed(k: Kernel, s: np.ndarray) -> np.ndarray:
+    """The integer convolution Σ m·s of a kernel, batched, exact: by torch in float32 where every partial sum is an
+    integer below 2^24 (Σ|m|·|s| < 2^24 bounds them), in float64 below 2^53, else in int64 (``conv_numpy``)."""
+    bound = float(np.abs(s).max(initial=0)) * float(np.abs(k.kernel).reshape(k.kernel.shape[0], -1).sum(1).max())
+    if bound >= 2.0**53:
+        return conv_numpy(k, s)
+    import torch
+
+    a = k.apply(s, torch.float32 if bound < 2.0**24 else torch.float64)
+    out = a.astype(np.int64)
+    if not np.array_equal(out, a):
+        raise ArithmeticError("an integer convolution gave a fraction: the float kernel is not exact here")
+    return out
 
 
 def wrap24(x: np.ndarray) -> np.ndarray:

@@ -107,6 +107,9 @@ class _Graph:
         out_port[INPUT] = self.source.s_out
         for st, q, neuron in zip(dep.net.stages, dep.qnet.stages, self.neurons, strict=True):
             for p, pf in zip(q.inputs, st.inputs, strict=True):
+                if p.synapse == "conv":
+                    self._conv(p, pf, fixed, out_port[p.source], neuron.a_in)
+                    continue
                 module = sparse if p.synapse == "sparse" else dense
                 process = ("Delay" if p.lava_delay else "") + ("Sparse" if p.synapse == "sparse" else "Dense")
                 for weights, exp in p.parts if fixed else ((pf.weight, None),):
@@ -118,10 +121,35 @@ class _Graph:
                     conn.a_out.connect(neuron.a_in)
                     self.synapses.append(conn)
 
+    def _conv(self, p: Any, pf: Any, fixed: bool, source: Any, target: Any) -> None:
+        """A weight-shared projection: Lava's own ``Conv`` where it is exact (``loihi2.synapse_process``), its ports
+        adapted to Lava's (W, H, C) layout by transposes; our ``Conv`` otherwise and for floating_pt."""
+        from snnchip.deploy.procs.conv.process import Conv
+
+        if fixed and synapse_process(p) == "lava.Conv":
+            LavaConv = lava_compat.lava_module("proc.conv.process").Conv
+            for m, _ in p.parts:
+                k = m.kernel
+                conn = LavaConv(weight=np.ascontiguousarray(k[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)).astype(np.int32),
+                                input_shape=tuple(m.in_shape[::-1]), padding=tuple(m.pad_before[::-1]),
+                                stride=tuple(m.stride[::-1]), dilation=tuple(m.dilation[::-1]), groups=m.groups,
+                                num_message_bits=p.num_message_bits)
+                source.reshape(m.in_shape).transpose([2, 1, 0]).connect(conn.s_in)
+                conn.a_out.transpose([2, 1, 0]).reshape((m.shape[0],)).connect(target)
+                self.synapses.append(conn)
+            return
+        for m, e in p.parts if fixed else ((pf.weight, 0),):
+            conn = Conv(kernel=m.kernel.astype(np.int32) if fixed else m.kernel, geometry=m.geometry(),
+                        weight_exp=e, num_message_bits=p.num_message_bits, delay=p.lava_delay)
+            source.connect(conn.s_in)
+            conn.a_out.connect(target)
+            self.synapses.append(conn)
+
     def reset(self, data: np.ndarray) -> None:
         self.source.data.set(data)
         for conn in self.synapses:
-            conn.a_buff.set(np.zeros(conn.a_buff.shape))
+            buffer = conn.a_buff if "a_buff" in conn.vars.member_names else conn.a_buf  # Lava's Conv: a_buf
+            buffer.set(np.zeros(buffer.shape))
         for neuron in self.neurons:
             neuron.u.set(np.zeros(neuron.u.shape))
             neuron.v.set(np.zeros(neuron.v.shape))

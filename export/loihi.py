@@ -10,10 +10,13 @@ Each stage's manifest entry lists its ``inputs`` (projections): source (``input`
 Sparse, the CSR arrays ``<stage>/in<i>/weight/{data,indices,indptr,shape}``; the same for ``weight_float``),
 ``weight_exp``, ``num_message_bits``, ``delay`` (software steps), ``lava_delay`` (extra synaptic delay on
 Lava: a DelayDense/DelaySparse) and ``low_exp``: null, or the exponent of the wide weights' residual mantissas
-``<stage>/in<i>/weight_low`` (a second Dense/Sparse of the same layout). Format version 5 adds the manifest's
-``seal`` (``export.seal``: the sha256 of model.nir, params.npz and of every manifest value), checked on every read.
-Version 4 (no seal), version 3 (no ``low_exp``) and versions 1 and 2 (a chain: one input per stage, from the stage
-before; the SRM's current decay stored as 4096 − factor) are still read.
+``<stage>/in<i>/weight_low`` (a second Dense/Sparse of the same layout). Format version 6 adds ``synapse`` "conv":
+a weight-shared kernel (``export.kernel.Kernel``), params.npz holds ``<stage>/in<i>/weight/kernel``
+[C_out, C_in/groups, *k] (and ``weight_float/kernel``, ``weight_low/kernel``), the manifest entry its ``geometry``
+(in_shape, out_shape, stride, pad_before, pad_after, dilation, groups). Version 5 added the manifest's ``seal``
+(``export.seal``: the sha256 of model.nir, params.npz and of every manifest value), checked on every read.
+Version 5 (no kernels), version 4 (no seal), version 3 (no ``low_exp``) and versions 1 and 2 (a chain: one input
+per stage, from the stage before; the SRM's current decay stored as 4096 − factor) are still read.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from snnchip import lava_compat
 from snnchip.arrayfile import load_npz
 from snnchip.atomic import atomic_dir
 from snnchip.errors import DeployError, OutputError, UnsupportedNodeError
+from snnchip.export.kernel import Kernel
 from snnchip.export.loihi2 import EMPF_TABLES, NEVER_FIRES, neuron_process, synapse_process
 from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
 from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower, schedule
@@ -52,8 +56,9 @@ from snnchip.export.sizing import check_feasible, deployment_size
 from snnchip.identity import sha256_file
 from snnchip.spec import Interpretation
 
-FORMAT = {"name": "snnchip-loihi-deploy", "version": 5}
-READABLE_VERSIONS = (1, 2, 3, 4, 5)  # 1, 2: chains (version 1: every stage dense); 3: no wide weights; 4: no seal
+FORMAT = {"name": "snnchip-loihi-deploy", "version": 6}
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)  # 1, 2: chains (version 1: every stage dense); 3: no wide weights; 4: no seal;
+# 5: no kernels (every convolution a CSR matrix)
 CSR_PARTS = ("data", "indices", "indptr", "shape")
 FILES = ("model.nir", "params.npz", "manifest.json")
 _STAGE_KEYS = ("name", "kind", "dv", "vth", "vsub", "scale", "reset", "spike", "du", "lam_syn", "latency", "shift",
@@ -62,19 +67,27 @@ _INPUT_KEYS = ("source", "weight_exp", "num_message_bits", "delay", "lava_delay"
 
 
 def _pack_weight(key: str, w: Weight) -> dict[str, np.ndarray]:
-    """params.npz arrays of one matrix: ``key`` itself when dense, ``key/{data,indices,indptr,shape}`` when CSR."""
+    """params.npz arrays of one projection: ``key`` itself when dense, ``key/{data,indices,indptr,shape}`` when CSR,
+    ``key/kernel`` for a kernel (its geometry is in the manifest)."""
+    if isinstance(w, Kernel):
+        return {f"{key}/kernel": w.kernel}
     if not sp.issparse(w):
         return {key: w}
     return {f"{key}/data": w.data, f"{key}/indices": w.indices, f"{key}/indptr": w.indptr,
             f"{key}/shape": np.asarray(w.shape, dtype=np.int64)}
 
 
-def _unpack_weight(arrays: dict[str, np.ndarray], key: str, synapse: str) -> Weight:
-    """The matrix ``_pack_weight`` stored under ``key`` (``synapse``: "dense" or "sparse")."""
+def _unpack_weight(arrays: dict[str, np.ndarray], key: str, synapse: str, geometry: dict | None = None) -> Weight:
+    """The projection ``_pack_weight`` stored under ``key`` (``synapse``: "dense", "sparse" or "conv", whose
+    ``geometry`` the manifest holds)."""
     if synapse == "dense":
         return arrays[key]
+    if synapse == "conv":
+        if not isinstance(geometry, dict):
+            raise ValueError("a conv projection needs its geometry")
+        return Kernel.from_geometry(arrays[f"{key}/kernel"], geometry)
     if synapse != "sparse":
-        raise ValueError(f"unknown synapse type {synapse!r} (valid: dense, sparse)")
+        raise ValueError(f"unknown synapse type {synapse!r} (valid: dense, sparse, conv)")
     data, indices, indptr, shape = (arrays[f"{key}/{part}"] for part in CSR_PARTS)
     return sp.csr_matrix((data, indices, indptr), shape=tuple(int(n) for n in shape))
 
@@ -114,7 +127,8 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
         entry.update(out_shape=list(q.out_shape), process=neuron_process(q), lam=st.lam, theta=st.theta,
                      reset_by=st.reset_by,
                      inputs=[{**{k: getattr(p, k) for k in _INPUT_KEYS}, "synapse": p.synapse,
-                              "process": synapse_process(p), "low_exp": None if p.low is None else p.low_exp}
+                              "process": synapse_process(p), "low_exp": None if p.low is None else p.low_exp,
+                              **({"geometry": p.weight.geometry()} if p.synapse == "conv" else {})}
                              for p in q.inputs])
         stages.append(entry)
     report = qnet.report
@@ -353,13 +367,16 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
             fields.update(reset="zero", du=int(s["du"]) - 1)
         if s["kind"] == "readout":  # versions 1/2 stored vth 0 (their readout process had none); Lava's LIF fires
             fields.update(vth=NEVER_FIRES)
-    q_inputs = tuple(QProjection(e["source"], _unpack_weight(arrays, f"{key}/weight", e["synapse"]),
+    if version < 6 and any(e["synapse"] == "conv" for e, _ in entries):
+        raise ValueError(f"synapse 'conv' needs format version 6, the directory says {version}")
+    q_inputs = tuple(QProjection(e["source"], _unpack_weight(arrays, f"{key}/weight", e["synapse"], e.get("geometry")),
                                  e["weight_exp"], e["num_message_bits"], e["delay"], e["lava_delay"],
                                  *(() if e.get("low_exp") is None else
-                                   (_unpack_weight(arrays, f"{key}/weight_low", e["synapse"]), e["low_exp"])))
+                                   (_unpack_weight(arrays, f"{key}/weight_low", e["synapse"], e.get("geometry")),
+                                    e["low_exp"])))
                      for e, key in entries)
-    f_inputs = tuple(Projection(e["source"], _unpack_weight(arrays, f"{key}/weight_float", e["synapse"]),
-                                e["delay"]) for e, key in entries)
+    f_inputs = tuple(Projection(e["source"], _unpack_weight(arrays, f"{key}/weight_float", e["synapse"],
+                                                            e.get("geometry")), e["delay"]) for e, key in entries)
     out_shape = tuple(s["out_shape"])
     stage = Stage(name=name, kind=s["kind"], inputs=f_inputs, bias=arrays[f"{name}/bias_float"], out_shape=out_shape,
                   lam=s["lam"], theta=s["theta"], reset=fields["reset"], spike=s["spike"],

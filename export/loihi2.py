@@ -35,6 +35,7 @@ NO_CURRENT = DECAY_UNITY - 1  # du: the current forgets everything every step
 MESSAGE_BITS = 24  # graded-spike payload
 WEIGHT_BITS = 8  # synaptic weight mantissa
 INT32_MAX = 2**31 - 1  # Dense/Sparse/Conv accumulators
+LAVA_CONV_MAX = 127  # Lava's Conv keeps kernel size, stride, padding, dilation and groups in int8 variables
 MAX_LAVA_DELAY = 63  # synaptic delays have 6 bits (Lava's DelayDense / DelaySparse)
 WEIGHT_EXP = (-31, 31)  # shifts of the int32 accumulator that keep their meaning (beyond: always 0 or overflow)
 
@@ -100,11 +101,14 @@ def neuron_process(q: Any) -> str:
 
 def conv_on_lava(weight: Any, exponents: tuple[int, ...], num_message_bits: int, lava_delay: int) -> bool:
     """Whether a weight-shared projection runs exactly on Lava's own ``Conv``: its fixed_pt model ignores the weight
-    exponent, does not truncate, takes symmetric padding only and has no synaptic delay, so every part must have
-    exponent 0, the padding must be symmetric, messages binary (a graded message would need a wider accumulator
-    check) and no extra delay."""
+    exponent, does not truncate, takes symmetric padding only, has no synaptic delay, is 2-D, holds its geometry in
+    int8 variables and wraps its sum to 24 bits, so every part must have exponent 0, the padding must be symmetric,
+    messages binary, no extra delay, a 2-D kernel, groups, sizes, strides, paddings and dilations ≤ 127, and every
+    output's Σ|m| below 2^23 (so the 24-bit wrap never acts)."""
     return (all(e == 0 for e in exponents) and num_message_bits == 0 and lava_delay == 0
-            and weight.symmetric_padding)
+            and weight.symmetric_padding and len(weight.stride) == 2 and weight.groups <= LAVA_CONV_MAX
+            and max(weight.kernel.shape[2:] + weight.pad_before + weight.stride + weight.dilation) <= LAVA_CONV_MAX
+            and float(np.abs(weight.kernel).reshape(weight.kernel.shape[0], -1).sum(1).max()) < WRAP)
 
 
 def synapse_process(p: Any) -> str:

@@ -23,7 +23,6 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from snnchip.errors import DeployError
 from snnchip.export.loihi2 import (
@@ -36,7 +35,7 @@ from snnchip.export.loihi2 import (
     VTH_MAX,
     WEIGHT_EXP,
 )
-from snnchip.export.lowering import Stage
+from snnchip.export.lowering import Stage, synapse_of
 from snnchip.export.quantize import SPIKE_FRAC_BITS, QStage, mantissa_range, weight_values
 from snnchip.spec import ENCODINGS, SPIKE_CONDITIONS, T_MAX
 
@@ -165,7 +164,7 @@ def check_synapses(at: str, arrays_at: str, q: QStage, st: Stage, T: int, sizes:
         matrices = (("weight", p.weight, True), ("weight_float", pf.weight, False)) + \
             ((("weight_low", p.low, True),) if p.low is not None else ())
         for field, w, integer in matrices:
-            if w.shape != shape or sp.issparse(w) != (p.synapse == "sparse"):
+            if w.shape != shape or synapse_of(w) != p.synapse:
                 _fail(arrays_where, field, f"{type(w).__name__} {w.shape}", f"a {p.synapse} {list(shape)} matrix")
             _array(arrays_where, field, weight_values(w), weight_values(w).shape, integer)
             if not integer:

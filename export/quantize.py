@@ -47,6 +47,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from snnchip.errors import QuantizationError
+from snnchip.export.kernel import Kernel
 from snnchip.export.loihi2 import (
     ACT_SHIFT,
     ACT_SHIFT_SCALE,
@@ -95,8 +96,9 @@ class QProjection:
 
     @property
     def synapses(self) -> int:
-        """Synapses on the chip: the non-zero mantissas of every part."""
-        return sum(int(np.count_nonzero(weight_values(m))) for m, _ in self.parts)
+        """Synapses on the chip: the non-zero mantissas of every part (a kernel's counted where they land)."""
+        return sum(m.connections() if isinstance(m, Kernel) else int(np.count_nonzero(weight_values(m)))
+                   for m, _ in self.parts)
 
 
 @dataclass(frozen=True)
@@ -159,18 +161,33 @@ def geometric_sum(lam: float, T: int) -> float:
 
 
 def weight_values(weight: Weight) -> np.ndarray:
-    """The entries that may be non-zero: the whole of a dense matrix, the stored entries of a CSR one."""
+    """The entries that may be non-zero: the whole of a dense matrix, the stored entries of a CSR one, the entries
+    of a kernel (each shared by many synapses)."""
+    if isinstance(weight, Kernel):
+        return weight.kernel
     return weight.data if sp.issparse(weight) else np.asarray(weight)
 
 
 def _with_values(weight: Weight, values: np.ndarray) -> Weight:
-    """A matrix of ``weight``'s layout (dense, or CSR with its sparsity pattern) holding ``values``."""
+    """A projection of ``weight``'s layout (dense, CSR with its sparsity pattern, a kernel) holding ``values``."""
+    if isinstance(weight, Kernel):
+        return weight.with_kernel(values)
     return sp.csr_matrix((values, weight.indices, weight.indptr), shape=weight.shape) if sp.issparse(weight) \
         else values
 
 
+def synapse_sum(weight: Weight, values: np.ndarray) -> float:
+    """Σ over the synapses of per-entry ``values`` (``weight_values``' layout): a kernel entry counts once per
+    synapse that shares it."""
+    if isinstance(weight, Kernel):
+        return float(weight.with_kernel(values.astype(np.float64)).apply(np.ones(weight.shape[1])).sum())
+    return float(np.sum(values))
+
+
 def row_abs_sum(weight: Weight) -> np.ndarray:
     """Σ_j |W_ij| per row [n_out] (float64)."""
+    if isinstance(weight, Kernel):
+        return weight.row_abs_sum()
     if sp.issparse(weight):
         rows = np.repeat(np.arange(weight.shape[0]), np.diff(weight.indptr))
         return np.bincount(rows, weights=np.abs(weight.data.astype(np.float64)), minlength=weight.shape[0])
@@ -263,8 +280,9 @@ def _candidate(stage: Stage, weights: list[Weight], c: float, exps: list[int] | 
             m_lo, low_exp, step_lo = part
             applied, low, grid = applied + m_lo * 2.0**low_exp, _with_values(w, m_lo), step_lo * 2.0**low_exp
         err = np.abs(values - applied / c)
-        projs.append(dict(e=e, step=step, m=_with_values(w, m), clipped=int(clipped.sum()), low=low, low_exp=low_exp,
-                          grid=grid, werr_max=float(err.max(initial=0.0)), werr_sum=float(err.sum())))
+        projs.append(dict(e=e, step=step, m=_with_values(w, m), clipped=int(synapse_sum(w, clipped)), low=low,
+                          low_exp=low_exp, grid=grid, werr_max=float(err.max(initial=0.0)),
+                          werr_sum=synapse_sum(w, err)))
         score = max(score, projs[-1]["werr_max"])
     return score, dict(c=c, vth=vth, vsub=vsub, bq=bq, projections=projs)
 

@@ -25,10 +25,10 @@ def test_counts_are_the_deployed_dense_matrices():
 def test_sparse_stages_count_their_stored_nonzeros():
     dep = deployment_from_graph(conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=3, seed=1))
     layers = resources.layer_resources(dep)
-    assert [la["inputs"][0]["synapse"] for la in layers] == ["sparse", "sparse", "dense"]
+    assert [la["inputs"][0]["synapse"] for la in layers] == ["conv", "conv", "dense"]
     for la, q in zip(layers, dep.qnet.stages, strict=True):
         (w,), (p,) = [p.weight for p in q.inputs], la["inputs"]
-        nonzero = w.count_nonzero() if p["synapse"] == "sparse" else int(np.count_nonzero(w))
+        nonzero = w.to_csr().count_nonzero() if p["synapse"] == "conv" else int(np.count_nonzero(w))
         assert (la["neurons"], p["sources"], la["connections"]) == (*w.shape, nonzero)
     assert layers[0]["connections"] < 0.25 * layers[0]["neurons"] * layers[0]["inputs"][0]["sources"]
 

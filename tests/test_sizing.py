@@ -13,12 +13,14 @@ from nir_nets import conv_graph, mlp_graph
 
 import snnchip
 from snnchip.errors import ResourceError
+from snnchip.export.kernel import Kernel
 from snnchip.export.loihi import deployment_from_graph
 from snnchip.export.sizing import deployment_size
 
 
 def _stored_nonzeros(dep):
-    return [sum(p.weight.nnz if sp.issparse(p.weight) else int(np.count_nonzero(p.weight)) for p in q.inputs)
+    return [sum(p.weight.connections() if isinstance(p.weight, Kernel) else p.weight.nnz if sp.issparse(p.weight)
+                else int(np.count_nonzero(p.weight)) for p in q.inputs)
             for q in dep.net.stages]
 
 
