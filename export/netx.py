@@ -99,7 +99,7 @@ def netx_deployment(graph: nir.NIRGraph, interpretation: Interpretation | None =
 
 
 def _dense(w: np.ndarray | sp.spmatrix) -> np.ndarray:
-    return w.toarray() if sp.issparse(w) else w
+    return w.toarray() if not isinstance(w, np.ndarray) else w  # CSR or a kernel, expanded
 
 
 def check_weights(dep: Deployment) -> None:

@@ -69,6 +69,10 @@ def accuracies(model: nn.Module, dep: Any, xs: torch.Tensor, y: np.ndarray, batc
 def _torch(m: Any) -> torch.Tensor:
     import scipy.sparse as sp
 
+    from snnchip.export.kernel import Kernel
+
+    if isinstance(m, Kernel):  # the error of a weight-shared projection, as the matrix it applies
+        m = m.to_csr()
     if sp.issparse(m):
         m = sp.coo_matrix(m, dtype=np.float32)
         return torch.sparse_coo_tensor(np.vstack([m.row, m.col]).astype(np.int64), m.data, size=m.shape,
