@@ -12,7 +12,8 @@ Sparse, the CSR arrays ``<stage>/in<i>/weight/{data,indices,indptr,shape}``; the
 Lava: a DelayDense/DelaySparse) and ``low_exp``: null, or the exponent of the wide weights' residual mantissas
 ``<stage>/in<i>/weight_low`` (a second Dense/Sparse of the same layout). Format version 6 adds ``synapse`` "conv":
 a weight-shared kernel (``export.kernel.Kernel``), params.npz holds ``<stage>/in<i>/weight/kernel``
-[C_out, C_in/groups, *k] (and ``weight_float/kernel``, ``weight_low/kernel``), the manifest entry its ``geometry``
+[C_out, C_in/groups, *k] (int16; and ``weight_float/kernel``, float32 where exact, else float64;
+``weight_low/kernel``), the manifest entry its ``geometry``
 (in_shape, out_shape, stride, pad_before, pad_after, dilation, groups). Version 5 added the manifest's ``seal``
 (``export.seal``: the sha256 of model.nir, params.npz and of every manifest value), checked on every read.
 Version 5 (no kernels), version 4 (no seal), version 3 (no ``low_exp``) and versions 1 and 2 (a chain: one input
@@ -70,11 +71,18 @@ def _pack_weight(key: str, w: Weight) -> dict[str, np.ndarray]:
     """params.npz arrays of one projection: ``key`` itself when dense, ``key/{data,indices,indptr,shape}`` when CSR,
     ``key/kernel`` for a kernel (its geometry is in the manifest)."""
     if isinstance(w, Kernel):
-        return {f"{key}/kernel": w.kernel}
+        return {f"{key}/kernel": _narrowest(w.kernel)}
     if not sp.issparse(w):
         return {key: w}
     return {f"{key}/data": w.data, f"{key}/indices": w.indices, f"{key}/indptr": w.indptr,
             f"{key}/shape": np.asarray(w.shape, dtype=np.int64)}
+
+
+def _narrowest(a: np.ndarray) -> np.ndarray:
+    """A kernel in the narrowest dtype that holds its values exactly (8-bit mantissas in int16; float weights in
+    float32 where that loses nothing): the values read back are the ones written."""
+    narrow = a.astype(np.int16) if np.issubdtype(a.dtype, np.integer) else a.astype(np.float32)
+    return narrow if np.array_equal(narrow, a) else a
 
 
 def _unpack_weight(arrays: dict[str, np.ndarray], key: str, synapse: str, geometry: dict | None = None) -> Weight:
