@@ -79,17 +79,23 @@ def dense_fixed(w_eff: np.ndarray | sp.csr_matrix, weight_exp: int, s: np.ndarra
 
 def conv_fixed(k: Kernel, s: np.ndarray) -> np.ndarray:
     """The integer convolution Σ m·s of a kernel, batched, exact: by torch in float32 where every partial sum is an
-    integer below 2^24 (Σ|m|·|s| < 2^24 bounds them), in float64 below 2^53, else in int64 (``conv_numpy``)."""
-    bound = float(np.abs(s).max(initial=0)) * float(np.abs(k.kernel).reshape(k.kernel.shape[0], -1).sum(1).max())
-    if bound >= 2.0**53:
-        return conv_numpy(k, s)
-    import torch
+    integer below 2^24 (Σ|m|·|s| < 2^24 bounds them), in float64 below 2^53, else in int64 (``conv_numpy``);
+    only the samples that receive a message this step are computed."""
+    flat = s.reshape(-1, s.shape[-1])
+    out = np.zeros((flat.shape[0], k.shape[0]), dtype=np.int64)
+    live = np.flatnonzero(flat.any(axis=1))  # a sample with no message this step gets 0 (most, in a deep pipeline)
+    if live.size:
+        bound = float(np.abs(flat[live]).max()) * k.abs_sum_bound
+        if bound >= 2.0**53:
+            out[live] = conv_numpy(k, flat[live])
+        else:
+            import torch
 
-    a = k.apply(s, torch.float32 if bound < 2.0**24 else torch.float64)
-    out = a.astype(np.int64)
-    if not np.array_equal(out, a):
-        raise ArithmeticError("an integer convolution gave a fraction: the float kernel is not exact here")
-    return out
+            a = k.apply(flat[live], torch.float32 if bound < 2.0**24 else torch.float64)
+            out[live] = a
+            if not np.array_equal(out[live], a):
+                raise ArithmeticError("an integer convolution gave a fraction: the float kernel is not exact here")
+    return out.reshape(*s.shape[:-1], k.shape[0])
 
 
 def wrap24(x: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ call torch).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -168,6 +169,11 @@ class Kernel:
         """K·x for x [n_in] or [n_in, B] (the matrix product's layout)."""
         x = np.asarray(x, np.float64)
         return self.apply(x) if x.ndim == 1 else self.apply(x.T).T
+
+    @functools.cached_property
+    def abs_sum_bound(self) -> float:
+        """max_o Σ_{c, tap} |K[o, c, tap]|: a bound on every output's Σ_j |A_ij| (cached; the kernel is not edited)."""
+        return float(np.abs(self.kernel).reshape(self.kernel.shape[0], -1).sum(axis=1).max(initial=0))
 
     def row_abs_sum(self) -> np.ndarray:
         """Σ_j |A_ij| per output [n_out]: |K| applied to an input of ones (the taps that land, as ``to_csr``)."""

@@ -108,7 +108,7 @@ def conv_on_lava(weight: Any, exponents: tuple[int, ...], num_message_bits: int,
     return (all(e == 0 for e in exponents) and num_message_bits == 0 and lava_delay == 0
             and weight.symmetric_padding and len(weight.stride) == 2 and weight.groups <= LAVA_CONV_MAX
             and max(weight.kernel.shape[2:] + weight.pad_before + weight.stride + weight.dilation) <= LAVA_CONV_MAX
-            and float(np.abs(weight.kernel).reshape(weight.kernel.shape[0], -1).sum(1).max()) < WRAP)
+            and weight.abs_sum_bound < WRAP)
 
 
 def synapse_process(p: Any) -> str:
