@@ -73,6 +73,8 @@ class ChipSimulator:
         msgs.update({q.name: np.zeros((steps, B, q.size), dtype=np.int64) for q in qnet.stages})
         for t in range(steps):
             for q in qnet.stages:
+                if t >= steps - q.latency:  # past the run on Lava's clock (t + latency ≥ steps): never read
+                    continue
                 a = np.zeros((B, q.size), dtype=np.int64)
                 for p, parts in zip(q.inputs, self.weights[q.name], strict=True):
                     if t >= p.delay:
