@@ -240,6 +240,13 @@ def _per_channel(values: np.ndarray, channels: int) -> np.ndarray | None:
     return v[:, 0] if np.all(v == v[:, :1]) else None
 
 
+def _times_input_gains(k: Kernel, g: np.ndarray) -> np.ndarray:
+    """K[o, c, ...]·g[input channel of (o, c)] (the input channel of group-local c is group(o)·C_in/groups + c)."""
+    c_out, c_in_g = k.kernel.shape[:2]
+    index = (np.arange(c_out) // (c_out // k.groups))[:, None] * c_in_g + np.arange(c_in_g)[None, :]
+    return k.kernel * g[index].reshape(c_out, c_in_g, *([1] * (k.kernel.ndim - 2)))
+
+
 def _with_padding_after(k: Kernel, kernel: np.ndarray, stride: tuple[int, ...], before: tuple[int, ...],
                         in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Kernel:
     """The kernel over ``in_shape`` with padding after each axis just large enough for ``out_shape``."""
@@ -265,10 +272,8 @@ def _conv_after_pool(conv: Kernel, pool: Kernel, g: np.ndarray) -> Kernel | None
         if last >= n_y and n_y * sp_[d] < n_x:
             return None
     size = tuple((kc[d] - 1) * dc[d] * sp_[d] + kp[d] for d in range(nd))
-    c_out, c_in_g = conv.kernel.shape[:2]
-    gain = g[(np.arange(c_out) // (c_out // conv.groups))[:, None] * c_in_g + np.arange(c_in_g)[None, :]]
-    base = conv.kernel * gain.reshape(c_out, c_in_g, *([1] * nd))
-    out = np.zeros((c_out, c_in_g, *size), dtype=np.result_type(conv.kernel, g))
+    base = _times_input_gains(conv, g)
+    out = np.zeros((*conv.kernel.shape[:2], *size), dtype=base.dtype)
     for taps in np.ndindex(*kp):  # every pooled tap t lands at u·d·s + t
         index = tuple(slice(taps[d], taps[d] + (kc[d] - 1) * dc[d] * sp_[d] + 1, dc[d] * sp_[d]) for d in range(nd))
         out[(slice(None), slice(None)) + index] = base
@@ -309,9 +314,5 @@ def compose(m: Any, a: Any) -> Kernel | None:
         return None if g is None else a.with_kernel(a.kernel * g.reshape(-1, *([1] * (a.kernel.ndim - 1))))
     if isinstance(m, Kernel) and (d := _diagonal(a)) is not None:
         g = _per_channel(d, m.in_shape[0])
-        if g is None:
-            return None
-        c_out, c_in_g = m.kernel.shape[:2]
-        gain = g[(np.arange(c_out) // (c_out // m.groups))[:, None] * c_in_g + np.arange(c_in_g)[None, :]]
-        return m.with_kernel(m.kernel * gain.reshape(c_out, c_in_g, *([1] * (m.kernel.ndim - 2))))
+        return None if g is None else m.with_kernel(_times_input_gains(m, g))
     return None

@@ -170,3 +170,23 @@ def test_numpy_and_torch_convolutions_equal_the_expanded_matrix(groups, graded):
     ref = (k.to_csr() @ s.T).T
     np.testing.assert_array_equal(conv_numpy(k, s), ref)
     np.testing.assert_array_equal(dense_fixed(k, -3, s), ref >> 3)
+
+
+@pytest.mark.parametrize("side", ["before", "after"])
+def test_a_per_channel_gain_folds_into_the_kernel_and_another_gain_expands_it(side):
+    """diag(g)·K and K·diag(g) with one g per channel stay a kernel equal to the CSR product; a gain that varies
+    within a channel composes into no kernel (lowering then expands)."""
+    import scipy.sparse as sp
+
+    from snnchip.export.kernel import compose
+
+    rng = np.random.default_rng(5)
+    k = Kernel(rng.normal(size=(4, 2, 3, 3)), (4, 5, 5), (4, 5, 5), (1, 1), (1, 1), (1, 1), (1, 1), 2)
+    n = 4 * 25
+    per_channel = sp.diags(np.repeat(rng.normal(size=4), 25), format="csr")
+    m, a = (k, per_channel) if side == "before" else (per_channel, k)
+    composed = compose(m, a)
+    expanded = [x.to_csr() if isinstance(x, Kernel) else x for x in (m, a)]
+    np.testing.assert_allclose(composed.toarray(), (expanded[0] @ expanded[1]).toarray(), rtol=1e-15)
+    varying = sp.diags(rng.normal(size=n), format="csr")
+    assert compose(*((k, varying) if side == "before" else (varying, k))) is None
