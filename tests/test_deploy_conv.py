@@ -190,3 +190,14 @@ def test_a_per_channel_gain_folds_into_the_kernel_and_another_gain_expands_it(si
     np.testing.assert_allclose(composed.toarray(), (expanded[0] @ expanded[1]).toarray(), rtol=1e-15)
     varying = sp.diags(rng.normal(size=n), format="csr")
     assert compose(*((k, varying) if side == "before" else (varying, k))) is None
+
+
+def test_the_simulator_without_states_keeps_every_spike_and_the_output():
+    """states=False keeps two rows of u, v per stage (the output's all): spikes and output are those of a full run."""
+    dep = deployment_from_graph(conv_graph(in_shape=(2, 8, 8), channels=(3, 4), classes=3, T=4, seed=1))
+    x = np.random.default_rng(3).uniform(0, 1, (4, 3, 2, 8, 8))
+    full, lean = ChipSimulator(dep).run(x, states=True), ChipSimulator(dep).run(x, states=False)
+    np.testing.assert_array_equal(full.output_raw, lean.output_raw)
+    assert full.spikes.keys() == lean.spikes.keys()
+    for k in full.spikes:
+        np.testing.assert_array_equal(full.spikes[k], lean.spikes[k])
