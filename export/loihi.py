@@ -13,7 +13,8 @@ Lava: a DelayDense/DelaySparse) and ``low_exp``: null, or the exponent of the wi
 ``<stage>/in<i>/weight_low`` (a second Dense/Sparse of the same layout). Format version 6 adds ``synapse`` "conv":
 a weight-shared kernel (``export.kernel.Kernel``), params.npz holds ``<stage>/in<i>/weight/kernel``
 [C_out, C_in/groups, *k] (int16; and ``weight_float/kernel``, float32 where exact, else float64;
-``weight_low/kernel``), the manifest entry its ``geometry``
+``weight_low/kernel``), stored compact where a composed pooling repeats its taps (``kernel_repeat``: the factor per
+spatial axis, ``np.repeat`` restores it), the manifest entry its ``geometry``
 (in_shape, out_shape, stride, pad_before, pad_after, dilation, groups). Version 5 added the manifest's ``seal``
 (``export.seal``: the sha256 of model.nir, params.npz and of every manifest value), checked on every read.
 Version 5 (no kernels), version 4 (no seal), version 3 (no ``low_exp``) and versions 1 and 2 (a chain: one input
@@ -71,7 +72,9 @@ def _pack_weight(key: str, w: Weight) -> dict[str, np.ndarray]:
     """params.npz arrays of one projection: ``key`` itself when dense, ``key/{data,indices,indptr,shape}`` when CSR,
     ``key/kernel`` for a kernel (its geometry is in the manifest)."""
     if isinstance(w, Kernel):
-        return {f"{key}/kernel": _narrowest(w.kernel)}
+        compact, repeat = _compact(w.kernel)
+        return {f"{key}/kernel": _narrowest(compact),
+                **({f"{key}/kernel_repeat": np.asarray(repeat, np.int64)} if any(r > 1 for r in repeat) else {})}
     if not sp.issparse(w):
         return {key: w}
     return {f"{key}/data": w.data, f"{key}/indices": w.indices, f"{key}/indptr": w.indptr,
@@ -85,6 +88,19 @@ def _narrowest(a: np.ndarray) -> np.ndarray:
     return narrow if np.array_equal(narrow, a) else a
 
 
+def _compact(k: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A kernel as (compact, repeat) with k = compact repeated ``repeat`` times along each spatial axis, exactly (a
+    pooling composed into a conv repeats each tap over the pooling window): the largest repeat ≤ 4 per axis that
+    divides the axis and reproduces k."""
+    repeat = []
+    for axis in range(2, k.ndim):
+        r = next((r for r in (4, 3, 2) if k.shape[axis] % r == 0 and np.array_equal(
+            np.repeat(k.take(range(0, k.shape[axis], r), axis=axis), r, axis=axis), k)), 1)
+        k = k.take(range(0, k.shape[axis], r), axis=axis)
+        repeat.append(r)
+    return k, tuple(repeat)
+
+
 def _unpack_weight(arrays: dict[str, np.ndarray], key: str, synapse: str, geometry: dict | None = None) -> Weight:
     """The projection ``_pack_weight`` stored under ``key`` (``synapse``: "dense", "sparse" or "conv", whose
     ``geometry`` the manifest holds)."""
@@ -93,7 +109,12 @@ def _unpack_weight(arrays: dict[str, np.ndarray], key: str, synapse: str, geomet
     if synapse == "conv":
         if not isinstance(geometry, dict):
             raise ValueError("a conv projection needs its geometry")
-        return Kernel.from_geometry(arrays[f"{key}/kernel"], geometry)
+        kernel = arrays[f"{key}/kernel"]
+        for axis, r in enumerate(arrays.get(f"{key}/kernel_repeat", []), start=2):
+            if not 1 <= int(r) <= 64:
+                raise ValueError(f"kernel_repeat {int(r)} outside 1..64")
+            kernel = np.repeat(kernel, int(r), axis=axis)
+        return Kernel.from_geometry(kernel, geometry)
     if synapse != "sparse":
         raise ValueError(f"unknown synapse type {synapse!r} (valid: dense, sparse, conv)")
     data, indices, indptr, shape = (arrays[f"{key}/{part}"] for part in CSR_PARTS)

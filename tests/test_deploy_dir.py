@@ -13,8 +13,7 @@ from nir_nets import conv_graph, mlp_graph
 
 from snnchip import cli
 from snnchip.errors import DeployError
-from snnchip.export.kernel import Kernel
-from snnchip.export.loihi import deployment_from_graph, export_loihi, load_deploy
+from snnchip.export.loihi import _unpack_weight, deployment_from_graph, export_loihi, load_deploy
 from snnchip.export.lowering import as_matrix, synapse_of
 from snnchip.hw_sim.chip import ChipSimulator
 
@@ -186,7 +185,9 @@ def test_conv_stages_are_stored_as_kernels_and_round_trip(tmp_path):
         "pad_after": [2, 2], "dilation": [1, 1], "groups": 1}  # 2x2 pool then 3x3 conv (pad 1): 6x6, stride 2
     with np.load(out / "params.npz") as z:
         assert "conv1/in0/weight" not in z.files and "fc3/in0/weight" in z.files
-        assert z["conv2/in0/weight/kernel"].shape == (3, 2, 6, 6)
+        # the composed 6x6 kernel repeats each 3x3 tap over the 2x2 pooling window: stored compact
+        assert z["conv2/in0/weight/kernel"].shape == (3, 2, 3, 3)
+        assert list(z["conv2/in0/weight/kernel_repeat"]) == [2, 2]
         assert z["conv2/in0/weight/kernel"].dtype == np.int16  # 8-bit mantissas; float32 only where exact:
         assert z["conv2/in0/weight_float/kernel"].dtype == np.float64  # these random float64 weights are not
     dep, mem = load_deploy(out), deployment_from_graph(graph)
@@ -221,7 +222,9 @@ def test_format_5_directory_with_csr_convolutions_still_reads_and_runs_the_same(
             p.update(synapse="sparse", process="lava.Sparse")
             for part in ("weight", "weight_float"):
                 key = f"{s['name']}/in{i}/{part}"
-                m = sp.csr_matrix(Kernel.from_geometry(arrays.pop(f"{key}/kernel"), geometry).to_csr())
+                m = sp.csr_matrix(_unpack_weight(arrays, key, "conv", geometry).to_csr())
+                arrays.pop(f"{key}/kernel")
+                arrays.pop(f"{key}/kernel_repeat", None)
                 m.eliminate_zeros()
                 arrays.update({f"{key}/data": m.data, f"{key}/indices": m.indices, f"{key}/indptr": m.indptr,
                                f"{key}/shape": np.asarray(m.shape, np.int64)})
