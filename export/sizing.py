@@ -151,7 +151,7 @@ def _projection_bytes(rows: int, cols: int, nnz: int, sets: int = 1) -> int:
     return rows * cols * (sets * INT_BYTES + FLOAT_BYTES)
 
 
-def layer_cores(neurons: int, synapses: int, kernel_bytes: list[tuple[int, int]], sets: int = 1) -> int:
+def layer_cores(neurons: int, synapses: int, kernel_bytes: list[tuple[int, int]]) -> int:
     """Loihi 2 cores of one layer, its neurons split evenly across them (``loihi2.CORE_LIMITS``): at most
     ``NEURONS_PER_CORE`` neurons per core; the expanded (dense/CSR) synapses split with the neurons, at most
     ``SYNAPSES_PER_CORE`` per core; and each core that holds a slice of a weight-shared layer stores the kernels of
@@ -197,8 +197,7 @@ def deployment_size(graph: nir.NIRGraph, interpretation: Interpretation | None =
             "name": layer, "neurons": n_out, "synapses": synapses,
             "weights": synapse_sets * (sum(k.kernel.size for k in shared) + sum(nnz for _, nnz in expanded)),
             "cores": layer_cores(n_out, synapse_sets * sum(nnz for _, nnz in expanded),
-                                 [(k.out_shape[0], synapse_sets * k.kernel[0].size) for k in shared],
-                                 synapse_sets),
+                                 [(k.out_shape[0], synapse_sets * k.kernel[0].size) for k in shared]),
             "bytes": sum(_projection_bytes(n_out, cols, nnz, synapse_sets) for cols, nnz in expanded)
             + sum(k.kernel.size * (synapse_sets * INT_BYTES + FLOAT_BYTES) for k in shared)})
     return size
