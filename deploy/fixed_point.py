@@ -6,7 +6,8 @@ reset/compare options. Works on any leading batch dimensions; integers are int64
 
 Dense and Sparse (fixed_pt): w' = truncate(clip(w)) by sign mode (mixed: clip to [−256, 255], drop the lowest
 bit, rounding toward −∞; excitatory [0, 255]; inhibitory [−255, 0]); a = Σ_j w'_ij·s_j, then
-a << e (e > 0) or a >> −e (e ≤ 0, floor). A Sparse projection's w is a CSR matrix (scipy sparse product).
+a << e (e > 0) or a >> −e (e ≤ 0, floor). A Sparse projection's w is a CSR matrix (scipy sparse product), a
+Conv projection's a ``Kernel`` (the same sum over the taps that land, ``conv_fixed``).
 
 Neuron (fixed_pt), per step with input a, current register du and threshold mantissa vth (Lava's LIF):
     u = wrap24(decay(u, du + 1) + (a << 6))  (du = 4095: no current memory, u = the step's input)
@@ -26,28 +27,28 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-V_LIMIT = 2**23 - 1
-WRAP = 2**23
-SHIFT = 6
+from snnchip.export.kernel import Kernel, conv_numpy
+from snnchip.export.loihi2 import ACT_SHIFT, DECAY_BITS, DECAY_UNITY, V_MAX, WEIGHT_BITS, WRAP, sign_mode
 
 
-def effective_weights(weight: np.ndarray | sp.spmatrix, num_weight_bits: int = 8) -> np.ndarray | sp.csr_matrix:
+def effective_weights(weight: np.ndarray | sp.spmatrix | Kernel, num_weight_bits: int = WEIGHT_BITS
+                      ) -> np.ndarray | sp.csr_matrix | Kernel:
     """Lava Dense's / Sparse's clip + truncation by sign mode (``lava.utils.weightutils``), as int64.
 
     The sign mode counts zeros as ≥ 0 and ≤ 0 (Lava's ``np.min``/``np.max`` see a CSR matrix's implicit zeros);
-    a CSR matrix stays CSR with its truncated-to-zero entries dropped (as Lava's ``truncate_weights`` does).
+    a CSR matrix stays CSR with its truncated-to-zero entries dropped (as Lava's ``truncate_weights`` does); a
+    kernel's entries are truncated alike (a quantized kernel is on its grid already, so Lava's ``Conv``, which does
+    not truncate, applies the same integers).
     """
+    if isinstance(weight, Kernel):
+        return weight.with_kernel(effective_weights(weight.kernel, num_weight_bits))
     sparse = sp.issparse(weight)
     w = (sp.csr_matrix(weight).data if sparse else np.asarray(weight)).astype(np.int64)
-    if w.min(initial=0) >= 0:
-        mode_sign, mixed = 1, 0
-    elif w.max(initial=0) <= 0:
-        mode_sign, mixed = -1, 0
-    else:
-        mode_sign, mixed = 1, 1
+    mode = sign_mode(w)
+    mode_sign, mixed = (-1 if mode == "inhibitory" else 1), int(mode == "mixed")
     w = mode_sign * w
-    w = np.clip(w, -(2**8) * mixed, 2**8 - 1)
-    drop = 8 - num_weight_bits + mixed
+    w = np.clip(w, -(2**WEIGHT_BITS) * mixed, 2**WEIGHT_BITS - 1)
+    drop = WEIGHT_BITS - num_weight_bits + mixed
     w = mode_sign * ((w >> drop) << drop)
     if not sparse:
         return w
@@ -64,7 +65,9 @@ def dense_fixed(w_eff: np.ndarray | sp.csr_matrix, weight_exp: int, s: np.ndarra
     left by e > 0 or right (floor) by −e.
     """
     s = np.asarray(s)
-    if sp.issparse(w_eff):
+    if isinstance(w_eff, Kernel):
+        a = conv_fixed(w_eff, s)
+    elif sp.issparse(w_eff):
         flat = s.reshape(-1, s.shape[-1]).astype(np.int64)
         a = np.asarray(w_eff @ flat.T).T.reshape(*s.shape[:-1], w_eff.shape[0])
     elif float(np.abs(s).max(initial=0)) * float(np.abs(w_eff).sum(axis=1).max(initial=0)) < 2.0**52:
@@ -74,14 +77,35 @@ def dense_fixed(w_eff: np.ndarray | sp.csr_matrix, weight_exp: int, s: np.ndarra
     return a << weight_exp if weight_exp > 0 else a >> -weight_exp
 
 
+def conv_fixed(k: Kernel, s: np.ndarray) -> np.ndarray:
+    """The integer convolution Σ m·s of a kernel, batched, exact: by torch in float32 where every partial sum is an
+    integer below 2^24 (Σ|m|·|s| < 2^24 bounds them), in float64 below 2^53, else in int64 (``conv_numpy``);
+    only the samples that receive a message this step are computed."""
+    flat = s.reshape(-1, s.shape[-1])
+    out = np.zeros((flat.shape[0], k.shape[0]), dtype=np.int64)
+    live = np.flatnonzero(flat.any(axis=1))  # a sample with no message this step gets 0 (most, in a deep pipeline)
+    if live.size:
+        bound = float(np.abs(flat[live]).max()) * k.abs_sum_bound
+        if bound >= 2.0**53:
+            out[live] = conv_numpy(k, flat[live])
+        else:
+            import torch
+
+            a = k.apply(flat[live], torch.float32 if bound < 2.0**24 else torch.float64)
+            out[live] = a
+            if not np.array_equal(out[live], a):
+                raise ArithmeticError("an integer convolution gave a fraction: the float kernel is not exact here")
+    return out.reshape(*s.shape[:-1], k.shape[0])
+
+
 def wrap24(x: np.ndarray) -> np.ndarray:
     w = np.where(x > WRAP, x - 2 * WRAP, x)
     return np.where(w <= -WRAP, x + 2 * WRAP, w)
 
 
 def decay(x: np.ndarray, d: int) -> np.ndarray:
-    p = x * (4096 - d)
-    return np.sign(p) * (np.abs(p) >> 12)
+    p = x * (DECAY_UNITY - d)
+    return np.sign(p) * (np.abs(p) >> DECAY_BITS)
 
 
 def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int, vth: int,
@@ -90,16 +114,16 @@ def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, d
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One fixed-point step of the LIF family (module docstring); returns (u, v, s) as int64, int64, bool.
     ``s_prev``: the previous step's spikes (``zero_next``)."""
-    u = wrap24(decay(np.asarray(u, dtype=np.int64), du + 1) + (np.asarray(a_in, dtype=np.int64) << SHIFT))
-    v = np.clip(decay(np.asarray(v, dtype=np.int64), dv) + u, -V_LIMIT, V_LIMIT)
+    u = wrap24(decay(np.asarray(u, dtype=np.int64), du + 1) + (np.asarray(a_in, dtype=np.int64) << ACT_SHIFT))
+    v = np.clip(decay(np.asarray(v, dtype=np.int64), dv) + u, -V_MAX, V_MAX)
     if not spiking:
         return u, v, np.zeros(v.shape, dtype=bool)
     if reset == "zero_next" and s_prev is not None:
         v = np.where(s_prev, 0, v)
-    th = np.int64(vth) << SHIFT
+    th = np.int64(vth) << ACT_SHIFT
     s = v >= th if spike == "ge" else v > th
     if reset == "subtract":
-        v = v - (np.int64(vth if vsub is None else vsub) << SHIFT) * s
+        v = v - (np.int64(vth if vsub is None else vsub) << ACT_SHIFT) * s
     elif reset == "zero":
         v = np.where(s, 0, v)
     return (np.where(s, 0, u) if reset_current else u), v, s
@@ -108,7 +132,7 @@ def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, d
 def mul12(x: np.ndarray, f: np.ndarray) -> np.ndarray:
     """x·f/4096 rounded toward zero (the decay's arithmetic with a signed, possibly > 4096 factor f)."""
     p = np.asarray(x, dtype=np.int64) * np.asarray(f, dtype=np.int64)
-    return np.sign(p) * (np.abs(p) >> 12)
+    return np.sign(p) * (np.abs(p) >> DECAY_BITS)
 
 
 def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndarray, th: np.ndarray,
@@ -126,9 +150,9 @@ def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndar
     if not active:
         z = np.zeros(np.broadcast_shapes(v.shape, np.shape(a_in)), dtype=np.int64)
         return z, v + z, z
-    u = mul12(np.asarray(a_in, dtype=np.int64) << SHIFT, aq)
-    m = np.clip(mul12(v, lq) + u, -V_LIMIT, V_LIMIT)
+    u = mul12(np.asarray(a_in, dtype=np.int64) << ACT_SHIFT, aq)
+    m = np.clip(mul12(v, lq) + u, -V_MAX, V_MAX)
     s = np.where(m >= th, m - th, 0)
-    v = np.clip(m - s + np.asarray(r, dtype=np.int64), -V_LIMIT, V_LIMIT)
+    v = np.clip(m - s + np.asarray(r, dtype=np.int64), -V_MAX, V_MAX)
     msg = s >> shift if shift >= 0 else s << -shift
-    return m, v, np.minimum(msg, V_LIMIT)
+    return m, v, np.minimum(msg, V_MAX)

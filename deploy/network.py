@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 from scipy.sparse import SparseEfficiencyWarning
@@ -32,11 +33,30 @@ from snnchip import lava_compat
 from snnchip.deploy.result import RunResult, accept_input, assemble, check_timing
 from snnchip.deploy.supervise import supervised
 from snnchip.errors import DeployError
-from snnchip.export.loihi import Deployment, load_deploy, process_of
+from snnchip.export.loihi import Deployment, load_deploy
+from snnchip.export.loihi2 import BUILTIN, EMPF_TABLES, neuron_process, synapse_process
 from snnchip.export.lowering import INPUT
 from snnchip.export.quantize import encode_input
 
 CFGS = ("fixed_pt", "floating_pt")
+
+
+def hardware_processes(dep: Deployment) -> dict[str, Any]:
+    """The Lava processes a deployment runs on, each marked Lava built-in (Intel's lava-loihi extension has Loihi 2
+    models for them) or snnchip custom (Python models only: on hardware it needs custom neuron microcode)."""
+    rows = [{"stage": "input", "process": "lava.RingBuffer", "role": "graded input spikes"}]
+    for q in dep.qnet.stages:
+        rows += [{"stage": q.name, "process": synapse_process(p),
+                  "role": f"synapses from {p.source}" + (" (wide weights' residual)" if part else "")}
+                 for p in q.inputs for part in range(len(p.parts))]
+        rows.append({"stage": q.name, "process": neuron_process(q), "role": "neurons" if q.spiking else "readout"})
+        if np.any(np.asarray(q.bias) != 0):
+            rows.append({"stage": q.name, "process": "lava.RingBuffer", "role": "bias, injected from the stage's "
+                         "first input step (a host-side source on hardware)"})
+    for r in rows:
+        r["builtin"] = r["process"] in BUILTIN
+    custom = sorted({r["process"] for r in rows if not r["builtin"]})
+    return {"processes": rows, "builtin_only": not custom, "custom": custom}
 
 
 class _Graph:
@@ -57,7 +77,7 @@ class _Graph:
         self.synapses, self.neurons, self.sinks = [], [], []
         for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
             n = q.size
-            kind = process_of(q)
+            kind = neuron_process(q)
             if fixed:
                 bias, dv, du, vth = q.bias.astype(np.int64), q.dv, q.du, q.vth
             else:
@@ -66,11 +86,7 @@ class _Graph:
                 neuron = LIF(shape=(n,), du=du, dv=dv, vth=vth, bias_mant=0 if fixed else 0.0, bias_exp=0,
                              name=q.name)
             elif kind == "snnchip.EMPF":
-                if fixed:
-                    tabs = {k: q.tables[k] for k in ("lam", "scale", "theta", "offset")}
-                else:
-                    tabs = dict(zip(("lam", "scale", "theta", "offset"), (st.tables[k] for k in
-                                    ("lam", "input_scale", "theta", "reset_offset")), strict=True))
+                tabs = {qk: q.tables[qk] if fixed else st.tables[fk] for fk, qk in EMPF_TABLES}
                 neuron = EMPF(shape=(n,), delay=q.latency, shift=q.shift if fixed else 0, name=q.name, **tabs)
             else:
                 vsub = (q.vsub if fixed else st.reset_by) if q.vsub is not None else vth
@@ -91,6 +107,9 @@ class _Graph:
         out_port[INPUT] = self.source.s_out
         for st, q, neuron in zip(dep.net.stages, dep.qnet.stages, self.neurons, strict=True):
             for p, pf in zip(q.inputs, st.inputs, strict=True):
+                if p.synapse == "conv":
+                    self._conv(p, pf, fixed, out_port[p.source], neuron.a_in)
+                    continue
                 module = sparse if p.synapse == "sparse" else dense
                 process = ("Delay" if p.lava_delay else "") + ("Sparse" if p.synapse == "sparse" else "Dense")
                 for weights, exp in p.parts if fixed else ((pf.weight, None),):
@@ -102,10 +121,35 @@ class _Graph:
                     conn.a_out.connect(neuron.a_in)
                     self.synapses.append(conn)
 
+    def _conv(self, p: Any, pf: Any, fixed: bool, source: Any, target: Any) -> None:
+        """A weight-shared projection: Lava's own ``Conv`` where it is exact (``loihi2.synapse_process``), its ports
+        adapted to Lava's (W, H, C) layout by transposes; our ``Conv`` otherwise and for floating_pt."""
+        from snnchip.deploy.procs.conv.process import Conv
+
+        if fixed and synapse_process(p) == "lava.Conv":
+            LavaConv = lava_compat.lava_module("proc.conv.process").Conv
+            for m, _ in p.parts:
+                k = m.kernel
+                conn = LavaConv(weight=np.ascontiguousarray(k[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)).astype(np.int32),
+                                input_shape=tuple(m.in_shape[::-1]), padding=tuple(m.pad_before[::-1]),
+                                stride=tuple(m.stride[::-1]), dilation=tuple(m.dilation[::-1]), groups=m.groups,
+                                num_message_bits=p.num_message_bits)
+                source.reshape(m.in_shape).transpose([2, 1, 0]).connect(conn.s_in)
+                conn.a_out.transpose([2, 1, 0]).reshape((m.shape[0],)).connect(target)
+                self.synapses.append(conn)
+            return
+        for m, e in p.parts if fixed else ((pf.weight, 0),):
+            conn = Conv(kernel=m.kernel.astype(np.int32) if fixed else m.kernel, geometry=m.geometry(),
+                        weight_exp=e, num_message_bits=p.num_message_bits, delay=p.lava_delay)
+            source.connect(conn.s_in)
+            conn.a_out.connect(target)
+            self.synapses.append(conn)
+
     def reset(self, data: np.ndarray) -> None:
         self.source.data.set(data)
         for conn in self.synapses:
-            conn.a_buff.set(np.zeros(conn.a_buff.shape))
+            buffer = conn.a_buff if "a_buff" in conn.vars.member_names else conn.a_buf  # Lava's Conv: a_buf
+            buffer.set(np.zeros(buffer.shape))
         for neuron in self.neurons:
             neuron.u.set(np.zeros(neuron.u.shape))
             neuron.v.set(np.zeros(neuron.v.shape))

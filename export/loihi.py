@@ -10,10 +10,15 @@ Each stage's manifest entry lists its ``inputs`` (projections): source (``input`
 Sparse, the CSR arrays ``<stage>/in<i>/weight/{data,indices,indptr,shape}``; the same for ``weight_float``),
 ``weight_exp``, ``num_message_bits``, ``delay`` (software steps), ``lava_delay`` (extra synaptic delay on
 Lava: a DelayDense/DelaySparse) and ``low_exp``: null, or the exponent of the wide weights' residual mantissas
-``<stage>/in<i>/weight_low`` (a second Dense/Sparse of the same layout). Format version 5 adds the manifest's
-``seal`` (``export.seal``: the sha256 of model.nir, params.npz and of every manifest value), checked on every read.
-Version 4 (no seal), version 3 (no ``low_exp``) and versions 1 and 2 (a chain: one input per stage, from the stage
-before; the SRM's current decay stored as 4096 − factor) are still read.
+``<stage>/in<i>/weight_low`` (a second Dense/Sparse of the same layout). Format version 6 adds ``synapse`` "conv":
+a weight-shared kernel (``export.kernel.Kernel``), params.npz holds ``<stage>/in<i>/weight/kernel``
+[C_out, C_in/groups, *k] (int16; and ``weight_float/kernel``, float32 where exact, else float64;
+``weight_low/kernel``), stored compact where a composed pooling repeats its taps (``kernel_repeat``: the factor per
+spatial axis, ``np.repeat`` restores it), the manifest entry its ``geometry``
+(in_shape, out_shape, stride, pad_before, pad_after, dilation, groups). Version 5 added the manifest's ``seal``
+(``export.seal``: the sha256 of model.nir, params.npz and of every manifest value), checked on every read.
+Version 5 (no kernels), version 4 (no seal), version 3 (no ``low_exp``) and versions 1 and 2 (a chain: one input
+per stage, from the stage before; the SRM's current decay stored as 4096 − factor) are still read.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import dataclasses
 import json
 import math
 import os
-import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -37,88 +41,82 @@ from snnchip import lava_compat
 from snnchip.arrayfile import load_npz
 from snnchip.atomic import atomic_dir
 from snnchip.errors import DeployError, OutputError, UnsupportedNodeError
+from snnchip.export.kernel import Kernel
+from snnchip.export.loihi2 import EMPF_TABLES, NEVER_FIRES, neuron_process, synapse_process
 from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
 from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower, schedule
 from snnchip.export.nir_export import nir_bytes
 from snnchip.export.nir_meta import recorded_interpretation
 from snnchip.export.quantize import (
-    NEVER_FIRES,
     QProjection,
     QStage,
     QuantizedNet,
-    SaturationWarning,
-    dequantize_weight,
-    frac_bits,
-    mantissa_range,
     quantize,
-    residual_mantissas,
-    to_mantissa,
 )
 from snnchip.export.seal import SealCheck, check_format, check_seal, refuse_edited, sealed_manifest_json
 from snnchip.export.sizing import check_feasible, deployment_size
 from snnchip.identity import sha256_file
-from snnchip.spec import Interpretation, NetworkSpec
+from snnchip.spec import Interpretation
 
-FORMAT = {"name": "snnchip-loihi-deploy", "version": 5}
-READABLE_VERSIONS = (1, 2, 3, 4, 5)  # 1, 2: chains (version 1: every stage dense); 3: no wide weights; 4: no seal
+FORMAT = {"name": "snnchip-loihi-deploy", "version": 6}
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)  # 1, 2: chains (version 1: every stage dense); 3: no wide weights; 4: no seal;
+# 5: no kernels (every convolution a CSR matrix)
 CSR_PARTS = ("data", "indices", "indptr", "shape")
 FILES = ("model.nir", "params.npz", "manifest.json")
 _STAGE_KEYS = ("name", "kind", "dv", "vth", "vsub", "scale", "reset", "spike", "du", "lam_syn", "latency", "shift",
                "spike_frac_bits")
 _INPUT_KEYS = ("source", "weight_exp", "num_message_bits", "delay", "lava_delay")
-TABLES = (("lam", "lam"), ("input_scale", "scale"), ("theta", "theta"), ("reset_offset", "offset"))  # float, int
-
-
-def process_of(q: QStage) -> str:
-    """The Lava process a stage's neurons run on: Lava's own LIF wherever it is exact (reset to zero, ``>``, the
-    current kept through a spike; every readout, as a LIF that never fires), our processes otherwise."""
-    if q.kind == "empf":
-        return "snnchip.EMPF"
-    if not q.spiking or (q.kind in ("lif", "cubalif") and (q.reset, q.spike) == ("zero", "gt")):
-        return "lava.LIF"
-    return "snnchip.CubaLIF"
-
-
-def synapse_process(p: QProjection) -> str:
-    """The Lava process of a projection: Dense or Sparse, their Delay variants when it needs extra delay."""
-    return f"lava.{'Delay' if p.lava_delay else ''}{'Sparse' if p.synapse == 'sparse' else 'Dense'}"
-
-
-BUILTIN = {"lava.Dense", "lava.Sparse", "lava.DelayDense", "lava.DelaySparse", "lava.LIF", "lava.RingBuffer"}
-
-
-def hardware_processes(dep: Deployment) -> dict[str, Any]:
-    """The Lava processes a deployment runs on, each marked Lava built-in (Intel's lava-loihi extension has Loihi 2
-    models for them) or snnchip custom (Python models only: on hardware it needs custom neuron microcode)."""
-    rows = [{"stage": "input", "process": "lava.RingBuffer", "role": "graded input spikes"}]
-    for q in dep.qnet.stages:
-        rows += [{"stage": q.name, "process": synapse_process(p),
-                  "role": f"synapses from {p.source}" + (" (wide weights' residual)" if part else "")}
-                 for p in q.inputs for part in range(len(p.parts))]
-        rows.append({"stage": q.name, "process": process_of(q), "role": "neurons" if q.spiking else "readout"})
-        if np.any(np.asarray(q.bias) != 0):
-            rows.append({"stage": q.name, "process": "lava.RingBuffer", "role": "bias, injected from the stage's "
-                         "first input step (a host-side source on hardware)"})
-    for r in rows:
-        r["builtin"] = r["process"] in BUILTIN
-    custom = sorted({r["process"] for r in rows if not r["builtin"]})
-    return {"processes": rows, "builtin_only": not custom, "custom": custom}
 
 
 def _pack_weight(key: str, w: Weight) -> dict[str, np.ndarray]:
-    """params.npz arrays of one matrix: ``key`` itself when dense, ``key/{data,indices,indptr,shape}`` when CSR."""
+    """params.npz arrays of one projection: ``key`` itself when dense, ``key/{data,indices,indptr,shape}`` when CSR,
+    ``key/kernel`` for a kernel (its geometry is in the manifest)."""
+    if isinstance(w, Kernel):
+        compact, repeat = _compact(w.kernel)
+        return {f"{key}/kernel": _narrowest(compact),
+                **({f"{key}/kernel_repeat": np.asarray(repeat, np.int64)} if any(r > 1 for r in repeat) else {})}
     if not sp.issparse(w):
         return {key: w}
     return {f"{key}/data": w.data, f"{key}/indices": w.indices, f"{key}/indptr": w.indptr,
             f"{key}/shape": np.asarray(w.shape, dtype=np.int64)}
 
 
-def _unpack_weight(arrays: dict[str, np.ndarray], key: str, synapse: str) -> Weight:
-    """The matrix ``_pack_weight`` stored under ``key`` (``synapse``: "dense" or "sparse")."""
+def _narrowest(a: np.ndarray) -> np.ndarray:
+    """A kernel in the narrowest dtype that holds its values exactly (8-bit mantissas in int16; float weights in
+    float32 where that loses nothing): the values read back are the ones written."""
+    narrow = a.astype(np.int16) if np.issubdtype(a.dtype, np.integer) else a.astype(np.float32)
+    return narrow if np.array_equal(narrow, a) else a
+
+
+def _compact(k: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A kernel as (compact, repeat) with k = compact repeated ``repeat`` times along each spatial axis, exactly (a
+    pooling composed into a conv repeats each tap over the pooling window): the largest repeat ≤ 4 per axis that
+    divides the axis and reproduces k."""
+    repeat = []
+    for axis in range(2, k.ndim):
+        r = next((r for r in (4, 3, 2) if k.shape[axis] % r == 0 and np.array_equal(
+            np.repeat(k.take(range(0, k.shape[axis], r), axis=axis), r, axis=axis), k)), 1)
+        k = k.take(range(0, k.shape[axis], r), axis=axis)
+        repeat.append(r)
+    return k, tuple(repeat)
+
+
+def _unpack_weight(arrays: dict[str, np.ndarray], key: str, synapse: str, geometry: dict | None = None) -> Weight:
+    """The projection ``_pack_weight`` stored under ``key`` (``synapse``: "dense", "sparse" or "conv", whose
+    ``geometry`` the manifest holds)."""
     if synapse == "dense":
         return arrays[key]
+    if synapse == "conv":
+        if not isinstance(geometry, dict):
+            raise ValueError("a conv projection needs its geometry")
+        kernel = arrays[f"{key}/kernel"]
+        for axis, r in enumerate(arrays.get(f"{key}/kernel_repeat", []), start=2):
+            if not 1 <= int(r) <= 64:
+                raise ValueError(f"kernel_repeat {int(r)} outside 1..64")
+            kernel = np.repeat(kernel, int(r), axis=axis)
+        return Kernel.from_geometry(kernel, geometry)
     if synapse != "sparse":
-        raise ValueError(f"unknown synapse type {synapse!r} (valid: dense, sparse)")
+        raise ValueError(f"unknown synapse type {synapse!r} (valid: dense, sparse, conv)")
     data, indices, indptr, shape = (arrays[f"{key}/{part}"] for part in CSR_PARTS)
     return sp.csr_matrix((data, indices, indptr), shape=tuple(int(n) for n in shape))
 
@@ -155,10 +153,11 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
     stages = []
     for st, q in zip(net.stages, qnet.stages, strict=True):
         entry = {key: getattr(q, key) for key in _STAGE_KEYS}
-        entry.update(out_shape=list(q.out_shape), process=process_of(q), lam=st.lam, theta=st.theta,
+        entry.update(out_shape=list(q.out_shape), process=neuron_process(q), lam=st.lam, theta=st.theta,
                      reset_by=st.reset_by,
                      inputs=[{**{k: getattr(p, k) for k in _INPUT_KEYS}, "synapse": p.synapse,
-                              "process": synapse_process(p), "low_exp": None if p.low is None else p.low_exp}
+                              "process": synapse_process(p), "low_exp": None if p.low is None else p.low_exp,
+                              **({"geometry": p.weight.geometry()} if p.synapse == "conv" else {})}
                              for p in q.inputs])
         stages.append(entry)
     report = qnet.report
@@ -298,8 +297,8 @@ def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation:
                            **_pack_weight(f"{q.name}/in{i}/weight_float", pf.weight),
                            **({} if p.low is None else _pack_weight(f"{q.name}/in{i}/weight_low", p.low))})
         if q.tables is not None:
-            arrays.update({f"{q.name}/table/{fk}": st.tables[fk] for fk, _ in TABLES})
-            arrays.update({f"{q.name}/qtable/{qk}": q.tables[qk] for _, qk in TABLES})
+            arrays.update({f"{q.name}/table/{fk}": st.tables[fk] for fk, _ in EMPF_TABLES})
+            arrays.update({f"{q.name}/qtable/{qk}": q.tables[qk] for _, qk in EMPF_TABLES})
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         (tmp / "model.nir").write_bytes(nir_bytes(graph))
@@ -349,8 +348,8 @@ def load_deploy(deploy_dir: str | os.PathLike, allow_edited: bool = False) -> De
             raise DeployError(f"{at}: invalid entry or arrays ({type(exc).__name__}: {exc})") from None
         st, q = pairs[-1]
         check_neuron(at, q, st)
-        if s.get("process", process_of(q)) != process_of(q):
-            raise DeployError(f"{at}: process = {s['process']!r} is invalid: this stage runs on {process_of(q)}")
+        if s.get("process", neuron_process(q)) != neuron_process(q):
+            raise DeployError(f"{at}: process = {s['process']!r} is invalid: this stage runs on {neuron_process(q)}")
     sizes = {INPUT: math.prod(man["input"]["shape"]), **{q.name: q.size for _, q in pairs}}
     for i, (st, q) in enumerate(pairs):
         check_synapses(f"{where}: stage {i + 1} ({q.name!r})", f"{path / 'params.npz'}: stage {i + 1} ({q.name!r})",
@@ -397,89 +396,21 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
             fields.update(reset="zero", du=int(s["du"]) - 1)
         if s["kind"] == "readout":  # versions 1/2 stored vth 0 (their readout process had none); Lava's LIF fires
             fields.update(vth=NEVER_FIRES)
-    q_inputs = tuple(QProjection(e["source"], _unpack_weight(arrays, f"{key}/weight", e["synapse"]),
+    if version < 6 and any(e["synapse"] == "conv" for e, _ in entries):
+        raise ValueError(f"synapse 'conv' needs format version 6, the directory says {version}")
+    q_inputs = tuple(QProjection(e["source"], _unpack_weight(arrays, f"{key}/weight", e["synapse"], e.get("geometry")),
                                  e["weight_exp"], e["num_message_bits"], e["delay"], e["lava_delay"],
                                  *(() if e.get("low_exp") is None else
-                                   (_unpack_weight(arrays, f"{key}/weight_low", e["synapse"]), e["low_exp"])))
+                                   (_unpack_weight(arrays, f"{key}/weight_low", e["synapse"], e.get("geometry")),
+                                    e["low_exp"])))
                      for e, key in entries)
-    f_inputs = tuple(Projection(e["source"], _unpack_weight(arrays, f"{key}/weight_float", e["synapse"]),
-                                e["delay"]) for e, key in entries)
+    f_inputs = tuple(Projection(e["source"], _unpack_weight(arrays, f"{key}/weight_float", e["synapse"],
+                                                            e.get("geometry")), e["delay"]) for e, key in entries)
     out_shape = tuple(s["out_shape"])
     stage = Stage(name=name, kind=s["kind"], inputs=f_inputs, bias=arrays[f"{name}/bias_float"], out_shape=out_shape,
                   lam=s["lam"], theta=s["theta"], reset=fields["reset"], spike=s["spike"],
                   lam_syn=fields.get("lam_syn", 0.0), reset_by=s.get("reset_by"),
-                  tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in TABLES} if graded else None)
+                  tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in EMPF_TABLES} if graded else None)
     q = QStage(**fields, inputs=q_inputs, out_shape=out_shape, bias=arrays[f"{name}/bias"],
-               tables={qk: arrays[f"{name}/qtable/{qk}"] for _, qk in TABLES} if graded else None)
+               tables={qk: arrays[f"{name}/qtable/{qk}"] for _, qk in EMPF_TABLES} if graded else None)
     return stage, q
-
-
-def chip_deployment(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], wide_weights: bool | None = None,
-                    headroom: str | None = None) -> Deployment:
-    """The deployment of (``spec``, plain ``params``) in memory, saturation warnings silenced (a caller that
-    quantizes after every optimizer step reports on the final deployment)."""
-    from snnchip.export.nir_export import spec_to_nir
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SaturationWarning)
-        return deployment_from_graph(spec_to_nir(spec, params), wide_weights=wide_weights, headroom=headroom)
-
-
-def _dequantized(dep: Deployment, q: QStage) -> tuple[list[Weight], np.ndarray]:
-    """The real projections and bias the chip applies for a stage, in the float stage's units (an EM-PF stage's
-    integer weights carry its input scale's power of two 2^ka, which its tables divide out)."""
-    unit = 2.0 ** next((r.get("input_scale_exp", 0) for r in dep.qnet.report if r["stage"] == q.name), 0)
-    weights = [dequantize_weight(p, frac_bits(dep.qnet, p.source), q.scale) / unit for p in q.inputs]
-    return weights, q.bias.astype(np.float64) / q.scale / unit
-
-
-def quantization_errors(dep: Deployment) -> dict[str, tuple[list[tuple[str, int, Weight]], np.ndarray]]:
-    """Per stage, what the chip adds to its float current: (source, delay, Q(A_p) − A_p) per projection and
-    Q(b) − b (float64, the projections' layout)."""
-    out = {}
-    for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
-        weights, bias = _dequantized(dep, q)
-        out[q.name] = ([(p.source, p.delay, w - p.weight) for p, w in zip(st.inputs, weights, strict=True)],
-                       bias - st.bias)
-    return out
-
-
-def elementwise_layers(spec: NetworkSpec) -> list[str]:
-    """The synaptic layers whose stage is the layer's own weights: fed by the previous neuron (or the input) through
-    flatten alone, with no shortcut or feedback into it; the chip quantizes those weights entry by entry."""
-    into = {fb.dst for fb in spec.feedback}
-    names, chain = [], []
-    for layer in spec.layers:
-        if not layer.synaptic:
-            chain.append(layer)
-            continue
-        if all(la.op == "flatten" for la in chain) and layer.name not in into and "shortcut" not in layer.options:
-            names.append(layer.name)
-        chain = []
-    return names
-
-
-def chip_weights(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], dep: Deployment
-                 ) -> dict[str, dict[str, np.ndarray]]:
-    """Per layer of ``elementwise_layers``, the real weights and bias the chip applies, in the layer's layout:
-    Q(W) = mant(W·c/2^e)·2^e/c on the stage's grid (plus the residual's mantissas on theirs, 2^f/c, with wide
-    weights), Q_b(b) = round(b·c)/c (float64; bit for bit the deployment's dequantized weights)."""
-    stages = {q.name: (st, q) for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True)}
-    out = {}
-    for name in elementwise_layers(spec):
-        st, q = stages[name]
-        if q.graded:  # EM-PF: binary weights are exact; its tables are not weights
-            continue
-        (p,), (pf,) = q.inputs, st.inputs
-        frac = frac_bits(dep.qnet, p.source)
-        cw = np.asarray(params[name]["weight"], np.float64) * q.scale
-        lo, hi, step = mantissa_range(pf.weight)
-        m, _ = to_mantissa(cw / 2.0 ** (p.weight_exp + frac), lo, hi, step)
-        applied = m * 2.0 ** (p.weight_exp + frac)
-        if p.low is not None:
-            m_lo, f, _ = residual_mantissas(cw - applied, p.low_exp + frac)
-            applied = applied + m_lo * 2.0**f
-        out[name] = {"weight": applied / q.scale}
-        if "bias" in params[name]:
-            out[name]["bias"] = np.round(np.asarray(params[name]["bias"], np.float64) * q.scale) / q.scale
-    return out

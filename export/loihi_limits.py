@@ -13,7 +13,7 @@ file, the stage and the field:
   mode's grid (mixed: even values in [−256, 254]; excitatory [0, 255]; inhibitory [−255, 0]); weight_exp in
   ``WEIGHT_EXP`` (the wide weights' residual mantissas and exponent alike); num_message_bits 0..24; delay ≥ 0;
   extra Lava delay 0..``MAX_LAVA_DELAY``;
-- bias: |b| ≤ (2^23 − 1) / 64 (V += 64·b); EM-PF: spike_frac_bits 0..8, shift in ``SHIFT``, integer tables
+- bias: |b| ≤ (2^23 − 1) / 64 (V += 64·b); EM-PF: spike_frac_bits 0..8, shift in ``MESSAGE_SHIFT``, integer tables
   within the 24-bit state; every float finite.
 """
 
@@ -23,28 +23,25 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from snnchip.errors import DeployError
-from snnchip.export.lowering import MAX_LAVA_DELAY, Stage
-from snnchip.export.quantize import (
+from snnchip.export.loihi2 import (
     ACT_SHIFT_SCALE,
     DECAY_UNITY,
+    MAX_LAVA_DELAY,
     MESSAGE_BITS,
     NEVER_FIRES,
-    SPIKE_FRAC_BITS,
     V_MAX,
     VTH_MAX,
-    QStage,
-    mantissa_range,
-    weight_values,
+    WEIGHT_EXP,
 )
+from snnchip.export.lowering import Stage, synapse_of
+from snnchip.export.quantize import SPIKE_FRAC_BITS, QStage, mantissa_range, weight_values
 from snnchip.spec import ENCODINGS, SPIKE_CONDITIONS, T_MAX
 
 KINDS = ("lif", "cubalif", "srm", "empf", "readout")
 RESETS = ("subtract", "zero", "zero_next")
-WEIGHT_EXP = (-31, 31)  # shifts of Lava's integer accumulator that keep their meaning (beyond: always 0 or overflow)
-SHIFT = (-MESSAGE_BITS + 1, MESSAGE_BITS - 1)  # an EM-PF message is a shifted 24-bit value
+MESSAGE_SHIFT = (-MESSAGE_BITS + 1, MESSAGE_BITS - 1)  # an EM-PF message is a shifted 24-bit value
 BIAS_MAX = V_MAX // ACT_SHIFT_SCALE
 
 
@@ -140,7 +137,7 @@ def check_neuron(at: str, q: QStage, st: Stage) -> None:
             _fail(at, key, value, "a decay factor in [0, 1]")
     _real(at, "theta", st.theta, positive=spiking)
     if kind == "empf":
-        _int(at, "shift", q.shift, *SHIFT, "graded message shift")
+        _int(at, "shift", q.shift, *MESSAGE_SHIFT, "graded message shift")
         _int(at, "spike_frac_bits", q.spike_frac_bits, 0, SPIKE_FRAC_BITS, "graded message fraction bits")
 
 
@@ -167,7 +164,7 @@ def check_synapses(at: str, arrays_at: str, q: QStage, st: Stage, T: int, sizes:
         matrices = (("weight", p.weight, True), ("weight_float", pf.weight, False)) + \
             ((("weight_low", p.low, True),) if p.low is not None else ())
         for field, w, integer in matrices:
-            if w.shape != shape or sp.issparse(w) != (p.synapse == "sparse"):
+            if w.shape != shape or synapse_of(w) != p.synapse:
                 _fail(arrays_where, field, f"{type(w).__name__} {w.shape}", f"a {p.synapse} {list(shape)} matrix")
             _array(arrays_where, field, weight_values(w), weight_values(w).shape, integer)
             if not integer:

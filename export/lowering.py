@@ -35,6 +35,8 @@ import scipy.sparse as sp
 import torch
 
 from snnchip.errors import UnsupportedNodeError
+from snnchip.export.kernel import Kernel, compose
+from snnchip.export.loihi2 import EMPF_FLOAT_TABLES, MAX_LAVA_DELAY
 from snnchip.export.nir_exec import compile_neuron
 from snnchip.export.nir_graph import CheckedGraph, check_graph, window
 from snnchip.export.nir_meta import recorded_interpretation, snnchip_semantics
@@ -47,14 +49,13 @@ SUPPORTED = ("Input", "Output", "Affine", "Linear", "Scale", "Conv1d", "Conv2d",
              "Delay", "LIF/IF", "CubaLIF", "I/LI/CubaLI (the readout feeding the Output)")
 MAX_SYNAPSES = 2**28  # entries of one matrix (a Loihi 2 chip holds ~2^27 synapses); bigger is refused
 SPARSE_MAX_DENSITY = 0.25  # a composed map with fewer non-zero entries than this fraction is stored CSR (Lava Sparse)
-MAX_LAVA_DELAY = 63  # Loihi 2 synaptic delays have 6 bits (Lava's DelayDense / DelaySparse)
 INPUT = "input"  # the source name of projections from the network input
-Weight = np.ndarray | sp.csr_matrix  # a projection's [n_out, n_in] matrix: dense, or CSR when sparse
+Weight = np.ndarray | sp.csr_matrix | Kernel  # a projection's [n_out, n_in] map: dense, CSR when sparse, or a kernel
 
 
 def synapse_of(weight: Weight) -> str:
-    """"sparse" (CSR weights, a Lava Sparse) or "dense" (a Lava Dense)."""
-    return "sparse" if sp.issparse(weight) else "dense"
+    """"conv" (a weight-shared kernel), "sparse" (CSR weights, a Lava Sparse) or "dense" (a Lava Dense)."""
+    return "conv" if isinstance(weight, Kernel) else "sparse" if sp.issparse(weight) else "dense"
 
 
 class StageTraits:
@@ -136,31 +137,13 @@ def _unsupported(name: str, node: object, why: str) -> UnsupportedNodeError:
 
 
 # ------------------------------------------------------------------------------------- linear operators
-def _window_taps(in_size: tuple[int, ...], out_size: tuple[int, ...], win) -> tuple[np.ndarray, ...]:
-    """Flat (output position, input position, kernel tap) of every tap of an n-D window that lands inside the input
-    (zero padding contributes nothing): i = o·stride − pad_before + tap·dilation on every axis."""
-    axes = []
-    for d in range(len(in_size)):
-        o, tap = np.meshgrid(np.arange(out_size[d]), np.arange(win.kernel[d]), indexing="ij")
-        i = o * win.stride[d] - win.pad_before[d] + tap * win.dilation[d]
-        ok = (i >= 0) & (i < in_size[d])
-        axes.append((o[ok], i[ok], tap[ok]))
-    out, inp, tap = axes[0]
-    for d in range(1, len(axes)):
-        o2, i2, t2 = axes[d]
-        out = (out[:, None] * out_size[d] + o2).ravel()
-        inp = (inp[:, None] * in_size[d] + i2).ravel()
-        tap = (tap[:, None] * win.kernel[d] + t2).ravel()
-    return out, inp, tap
-
-
 def _operator(name: str, node: object, shape: tuple[int, ...], out_shape: tuple[int, ...]
               ) -> tuple[Weight | None, np.ndarray | None]:
     """One linear node as (M, c) with y = M·x + c on C-order flattened vectors (None: identity, no bias).
 
     Affine/Linear give their dense W; Scale a diagonal; Conv y[o, p] = Σ_{i, tap} W[o, i, tap]·x[i, window(p, tap)]
-    + b[o] (per group) and pooling y[c, p] = g·Σ_tap x[c, window(p, tap)] (g = 1 sum, 1/kernel average, zero padding
-    counted) give CSR matrices built from their window taps, so a dense [n_out, n_in] matrix never exists.
+    + b[o] (per group) gives a ``Kernel``, and so does pooling y[c, p] = g·Σ_tap x[c, window(p, tap)] (g = 1 sum,
+    1/kernel average, zero padding counted) as a depthwise kernel of g's; neither is ever expanded here.
     """
     n = math.prod(shape)
     if isinstance(node, (nir.Flatten, nir.Delay, nir.Input, nir.Output)):  # a nested subgraph's ports pass through
@@ -175,38 +158,25 @@ def _operator(name: str, node: object, shape: tuple[int, ...], out_shape: tuple[
         bias = np.asarray(node.bias, dtype=np.float64).reshape(-1) if isinstance(node, nir.Affine) else None
         return w, None if bias is None else np.broadcast_to(bias, (w.shape[0],))
     win = window(name, node, shape[1:])
-    n_in, n_out = math.prod(shape[1:]), math.prod(out_shape[1:])
-    channels = math.prod(np.shape(node.weight)[:2]) if isinstance(node, (nir.Conv1d, nir.Conv2d)) else shape[0]
-    _bounded(name, node, channels * math.prod(win.kernel) * n_out)  # taps: the matrix's stored entries at most
-    out, inp, tap = _window_taps(shape[1:], out_shape[1:], win)
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         w = np.asarray(node.weight, dtype=np.float64)
-        c_out, c_in_g = w.shape[0], w.shape[1]
-        group_of = np.arange(c_out) // (c_out // win.groups)
-        co = np.arange(c_out)[:, None, None]
-        ci = (group_of[:, None, None] * c_in_g + np.arange(c_in_g)[None, :, None])
-        rows, cols = np.broadcast_arrays(co * n_out + out, ci * n_in + inp)
-        vals = np.broadcast_to(w.reshape(c_out, c_in_g, -1)[:, :, tap], rows.shape)
-        m = sp.csr_matrix((vals.ravel(), (rows.ravel(), cols.ravel())), shape=(c_out * n_out, shape[0] * n_in))
+        c_out = w.shape[0]
         bias = None if node.bias is None else np.repeat(
-            np.broadcast_to(np.asarray(node.bias, np.float64).reshape(-1), (c_out,)), n_out)
-        return m, bias
-    c = np.arange(shape[0])[:, None]
+            np.broadcast_to(np.asarray(node.bias, np.float64).reshape(-1), (c_out,)), math.prod(out_shape[1:]))
+        return Kernel(w, tuple(shape), tuple(out_shape), win.stride, win.pad_before, win.pad_after, win.dilation,
+                      win.groups), bias
     gain = 1.0 if isinstance(node, nir.SumPool2d) else 1.0 / math.prod(win.kernel)
-    rows, cols = np.broadcast_arrays(c * n_out + out, c * n_in + inp)
-    return sp.csr_matrix((np.full(rows.size, gain), (rows.ravel(), cols.ravel())),
-                         shape=(shape[0] * n_out, shape[0] * n_in)), None
-
-
-def _bounded(name: str, node: object, entries: int) -> None:
-    """Refuse, before allocating, a matrix of more than ``MAX_SYNAPSES`` entries."""
-    if entries > MAX_SYNAPSES:
-        raise _unsupported(name, node, f"its matrix would hold {entries} entries, more than the {MAX_SYNAPSES} "
-                                       "snnchip builds")
+    return Kernel(np.full((shape[0], 1, *win.kernel), gain), tuple(shape), tuple(out_shape), win.stride,
+                  win.pad_before, win.pad_after, win.dilation, shape[0]), None
 
 
 def _product(m: Weight, a: Weight) -> Weight:
-    """m·a; CSR only when both factors are (a dense factor makes the product dense)."""
+    """m·a: a ``Kernel`` where the product is one (``compose``), else CSR when both factors are (a dense factor
+    makes the product dense; a kernel that does not compose is expanded)."""
+    composed = compose(m, a)
+    if composed is not None:
+        return composed
+    m, a = as_matrix(m), as_matrix(a)
     if sp.issparse(m) and sp.issparse(a):
         return sp.csr_matrix(m @ a)
     if m.shape[0] * a.shape[1] > MAX_SYNAPSES:
@@ -217,8 +187,22 @@ def _product(m: Weight, a: Weight) -> Weight:
     return np.asarray(m @ a)
 
 
+def as_matrix(a: Weight) -> np.ndarray | sp.csr_matrix:
+    """A kernel expanded to its CSR matrix (refused beyond ``MAX_SYNAPSES`` entries); matrices as they are."""
+    if not isinstance(a, Kernel):
+        return a
+    entries = a.shape[0] * math.prod(a.kernel.shape[1:])
+    if entries > MAX_SYNAPSES:
+        raise UnsupportedNodeError(f"a convolution that cannot stay a kernel would expand to {entries} entries, "
+                                   f"more than the {MAX_SYNAPSES} snnchip builds")
+    return a.to_csr()
+
+
 def storage(a: Weight) -> Weight:
-    """The composed matrix as CSR when fewer than ``SPARSE_MAX_DENSITY`` of its entries are non-zero, else dense."""
+    """The composed projection as stored: a kernel as it is; a matrix as CSR when fewer than ``SPARSE_MAX_DENSITY``
+    of its entries are non-zero, else dense."""
+    if isinstance(a, Kernel):
+        return a
     nnz = a.count_nonzero() if sp.issparse(a) else int(np.count_nonzero(a))
     if nnz < SPARSE_MAX_DENSITY * math.prod(a.shape):
         a = sp.csr_matrix(a)
@@ -228,8 +212,13 @@ def storage(a: Weight) -> Weight:
 
 
 def scale_rows(a: Weight, g: np.ndarray) -> Weight:
-    """diag(g)·a, one product per entry (same values for dense and CSR)."""
+    """diag(g)·a, one product per entry (same values for dense, CSR and a kernel whose g is per output channel)."""
     g = np.broadcast_to(np.asarray(g, dtype=np.float64).reshape(-1), (a.shape[0],))
+    if isinstance(a, Kernel):
+        per_channel = g.reshape(a.out_shape[0], -1)
+        if np.all(per_channel == per_channel[:, :1]):
+            return a.with_kernel(a.kernel * per_channel[:, 0].reshape(-1, *([1] * (a.kernel.ndim - 1))))
+        a = as_matrix(a)
     if not sp.issparse(a):
         return a * g[:, None]
     out = a.copy()
@@ -240,7 +229,7 @@ def scale_rows(a: Weight, g: np.ndarray) -> Weight:
 def _select_rows(m: Weight | None, rows: np.ndarray, n_rows: int) -> sp.csr_matrix:
     """The rows ``rows`` of M (identity when None), the others zero."""
     keep = sp.diags(np.isin(np.arange(n_rows), rows).astype(np.float64), format="csr")
-    return keep if m is None else sp.csr_matrix(keep @ m)
+    return keep if m is None else sp.csr_matrix(keep @ as_matrix(m))
 
 
 # ------------------------------------------------------------------------------------------- the graph
@@ -372,7 +361,7 @@ def _neuron(name: str, node: object, interp: Interpretation, is_output: bool, sh
     if p.graded:  # empf: per-step tables [T, C(, 1, 1)] broadcast over the node's shape -> [T, n] (C order)
         shape = np.shape(node.v_threshold)
         tables = {key: np.broadcast_to(val.numpy(), (p.steps, *shape)).reshape(p.steps, -1).astype(np.float64)
-                  for key, val in (("lam", p.a), ("input_scale", p.b), ("theta", p.theta), ("reset_offset", p.offset))}
+                  for key, val in zip(EMPF_FLOAT_TABLES, (p.a, p.b, p.theta, p.offset), strict=True)}
         return dict(name=layer, kind="empf", tables=tables), np.ones(1), np.zeros(1)
     gain, offset = _per_neuron(name, node, p.b.numpy(), shape), _per_neuron(name, node, p.c.numpy(), shape)
     lam = _uniform(name, node, p.a.numpy(), "the leak λ")
@@ -480,6 +469,9 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
 
 
 def _add(a: Weight, b: Weight) -> Weight:
+    if isinstance(a, Kernel) and isinstance(b, Kernel) and a.same_geometry(b):
+        return a + b
+    a, b = as_matrix(a), as_matrix(b)
     if sp.issparse(a) and sp.issparse(b):
         return sp.csr_matrix(a + b)
     return np.asarray((a.toarray() if sp.issparse(a) else a) + (b.toarray() if sp.issparse(b) else b))

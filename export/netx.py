@@ -41,8 +41,8 @@ import scipy.sparse as sp
 from snnchip.atomic import write_bytes_atomic
 from snnchip.errors import UnsupportedNodeError
 from snnchip.export.loihi import Deployment, deployment_from_graph, read_model_graph
+from snnchip.export.loihi2 import NEVER_FIRES
 from snnchip.export.lowering import INPUT
-from snnchip.export.quantize import NEVER_FIRES
 from snnchip.spec import Interpretation
 
 FORMAT = {"name": "snnchip-netx", "version": 1}
@@ -99,7 +99,7 @@ def netx_deployment(graph: nir.NIRGraph, interpretation: Interpretation | None =
 
 
 def _dense(w: np.ndarray | sp.spmatrix) -> np.ndarray:
-    return w.toarray() if sp.issparse(w) else w
+    return w.toarray() if not isinstance(w, np.ndarray) else w  # CSR or a kernel, expanded
 
 
 def check_weights(dep: Deployment) -> None:

@@ -47,19 +47,25 @@ import numpy as np
 import scipy.sparse as sp
 
 from snnchip.errors import QuantizationError
+from snnchip.export.kernel import Kernel
+from snnchip.export.loihi2 import (
+    ACT_SHIFT,
+    ACT_SHIFT_SCALE,
+    DECAY_UNITY,
+    EMPF_FLOAT_TABLES,
+    EMPF_INT_TABLES,
+    INT32_MAX,
+    MESSAGE_BITS,
+    NEVER_FIRES,
+    NO_CURRENT,
+    V_MAX,
+    VTH_MAX,
+    mantissa_grid,
+)
 from snnchip.export.lowering import INPUT, LoweredNet, Schedule, Stage, StageTraits, Weight, schedule, synapse_of
 
-V_MAX = 2**23 - 1  # 24-bit signed state
-VTH_MAX = 2**17 - 1
-NEVER_FIRES = VTH_MAX + 1  # vth << 6 = 2^23 > any 24-bit membrane: a readout on Lava's LIF
-ACT_SHIFT = 6  # Lava: activations and thresholds are shifted left by 6
-ACT_SHIFT_SCALE = 2**ACT_SHIFT
-DECAY_UNITY = 4096  # 12-bit decays
-NO_CURRENT = DECAY_UNITY - 1  # du: the current forgets everything every step
-MESSAGE_BITS = 24  # graded-spike payload
 SPIKE_FRAC_BITS = 8  # graded EM-PF messages: s_real·2^8 (fewer where a Dense's int32 sum needs it)
 INPUT_FRAC_BITS = 16  # the real-valued input: x·2^16 (fewer where its 24-bit payload or a Dense's int32 sum needs it)
-INT32_MAX = 2**31 - 1
 
 
 class SaturationWarning(UserWarning):
@@ -90,8 +96,9 @@ class QProjection:
 
     @property
     def synapses(self) -> int:
-        """Synapses on the chip: the non-zero mantissas of every part."""
-        return sum(int(np.count_nonzero(weight_values(m))) for m, _ in self.parts)
+        """Synapses on the chip: the non-zero mantissas of every part (a kernel's counted where they land)."""
+        return sum(m.connections() if isinstance(m, Kernel) else int(np.count_nonzero(weight_values(m)))
+                   for m, _ in self.parts)
 
 
 @dataclass(frozen=True)
@@ -154,18 +161,33 @@ def geometric_sum(lam: float, T: int) -> float:
 
 
 def weight_values(weight: Weight) -> np.ndarray:
-    """The entries that may be non-zero: the whole of a dense matrix, the stored entries of a CSR one."""
+    """The entries that may be non-zero: the whole of a dense matrix, the stored entries of a CSR one, the entries
+    of a kernel (each shared by many synapses)."""
+    if isinstance(weight, Kernel):
+        return weight.kernel
     return weight.data if sp.issparse(weight) else np.asarray(weight)
 
 
 def _with_values(weight: Weight, values: np.ndarray) -> Weight:
-    """A matrix of ``weight``'s layout (dense, or CSR with its sparsity pattern) holding ``values``."""
+    """A projection of ``weight``'s layout (dense, CSR with its sparsity pattern, a kernel) holding ``values``."""
+    if isinstance(weight, Kernel):
+        return weight.with_kernel(values)
     return sp.csr_matrix((values, weight.indices, weight.indptr), shape=weight.shape) if sp.issparse(weight) \
         else values
 
 
+def synapse_sum(weight: Weight, values: np.ndarray) -> float:
+    """Σ over the synapses of per-entry ``values`` (``weight_values``' layout): a kernel entry counts once per
+    synapse that shares it."""
+    if isinstance(weight, Kernel):
+        return float(weight.with_kernel(values.astype(np.float64)).apply(np.ones(weight.shape[1])).sum())
+    return float(np.sum(values))
+
+
 def row_abs_sum(weight: Weight) -> np.ndarray:
     """Σ_j |W_ij| per row [n_out] (float64)."""
+    if isinstance(weight, Kernel):
+        return weight.row_abs_sum()
     if sp.issparse(weight):
         rows = np.repeat(np.arange(weight.shape[0]), np.diff(weight.indptr))
         return np.bincount(rows, weights=np.abs(weight.data.astype(np.float64)), minlength=weight.shape[0])
@@ -173,14 +195,8 @@ def row_abs_sum(weight: Weight) -> np.ndarray:
 
 
 def mantissa_range(weight: Weight) -> tuple[int, int, int]:
-    """(lowest, highest, step) of the 8-bit mantissa grid for this weight matrix's sign mode (zeros count as ≥ 0
-    and ≤ 0, as in Lava's ``determine_sign_mode``)."""
-    v = weight_values(weight)
-    if v.min(initial=0) < 0 < v.max(initial=0):
-        return -256, 254, 2
-    if v.min(initial=0) < 0:
-        return -255, 0, 1
-    return 0, 255, 1
+    """(lowest, highest, step) of the 8-bit mantissa grid for this weight matrix's sign mode (``loihi2``)."""
+    return mantissa_grid(weight_values(weight))
 
 
 def _exponent(w: np.ndarray, c: float, lo: int, hi: int) -> int:
@@ -264,8 +280,9 @@ def _candidate(stage: Stage, weights: list[Weight], c: float, exps: list[int] | 
             m_lo, low_exp, step_lo = part
             applied, low, grid = applied + m_lo * 2.0**low_exp, _with_values(w, m_lo), step_lo * 2.0**low_exp
         err = np.abs(values - applied / c)
-        projs.append(dict(e=e, step=step, m=_with_values(w, m), clipped=int(clipped.sum()), low=low, low_exp=low_exp,
-                          grid=grid, werr_max=float(err.max(initial=0.0)), werr_sum=float(err.sum())))
+        projs.append(dict(e=e, step=step, m=_with_values(w, m), clipped=int(synapse_sum(w, clipped)), low=low,
+                          low_exp=low_exp, grid=grid, werr_max=float(err.max(initial=0.0)),
+                          werr_sum=synapse_sum(w, err)))
         score = max(score, projs[-1]["werr_max"])
     return score, dict(c=c, vth=vth, vsub=vsub, bq=bq, projections=projs)
 
@@ -374,7 +391,7 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: boo
     weights W·2^ka with 2^ka ≥ max|a| (binary ±1 weights stay exact), per-step integer tables
     lq = round(4096·λ̂), aq = round(4096·a/2^ka), th = round(64·c·θ̂), r = round(64·c·r̂)."""
     tab = stage.tables
-    lam, a, theta, off = (np.asarray(tab[k], np.float64) for k in ("lam", "input_scale", "theta", "reset_offset"))
+    lam, a, theta, off = (np.asarray(tab[k], np.float64) for k in EMPF_FLOAT_TABLES)
     a_max = float(np.abs(a).max(initial=0.0)) or 1.0
     ka = math.ceil(math.log2(a_max))
     row = float(np.max(sum(row_abs_sum(p.weight) * x_max[p.source] for p in stage.inputs) + np.abs(stage.bias),
@@ -396,8 +413,9 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: boo
     proxy = Stage(name=stage.name, kind="readout", inputs=stage.inputs, bias=stage.bias * 2.0**ka,
                   out_shape=stage.out_shape)
     _, best = _candidate(proxy, [p.weight * 2.0**ka for p in stage.inputs], c, None, wide)
-    ints = dict(lam=np.round(DECAY_UNITY * lam), scale=np.round(DECAY_UNITY * a / 2.0**ka),
-                theta=np.round(ACT_SHIFT_SCALE * c * theta), offset=np.round(ACT_SHIFT_SCALE * c * off))
+    ints = dict(zip(EMPF_INT_TABLES, (np.round(DECAY_UNITY * lam), np.round(DECAY_UNITY * a / 2.0**ka),
+                                      np.round(ACT_SHIFT_SCALE * c * theta), np.round(ACT_SHIFT_SCALE * c * off)),
+                    strict=True))
     ints = {k: np.clip(v, -V_MAX, V_MAX + 1).astype(np.int64) for k, v in ints.items()}
     projs = _projections(stage, best)
     q = QStage(name=stage.name, kind="empf", inputs=projs, out_shape=stage.out_shape,

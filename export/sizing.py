@@ -25,14 +25,13 @@ import nir
 import numpy as np
 
 from snnchip.errors import ResourceError
-from snnchip.export.lowering import NEURON_TYPES, SPARSE_MAX_DENSITY, Paths
+from snnchip.export.kernel import Kernel, compose
+from snnchip.export.loihi2 import CORES_PER_CHIP, NEURONS_PER_CORE, SYNAPSES_PER_CORE, SYNAPTIC_MEMORY_PER_CORE
+from snnchip.export.lowering import NEURON_TYPES, SPARSE_MAX_DENSITY, Matrices, Paths
 from snnchip.export.nir_graph import check_graph, window
 from snnchip.export.nir_meta import recorded_interpretation, snnchip_semantics
 from snnchip.spec import Interpretation
 
-CORES_PER_CHIP = 128
-NEURONS_PER_CORE = 8192
-SYNAPSES_PER_CORE = 120_000_000 // CORES_PER_CHIP
 PEAK_FACTOR = 3.0
 BASE_BYTES = 64 * 2**20  # the export's own working memory besides the matrices (graph copies, small tensors)
 INT_BYTES, FLOAT_BYTES, INDEX_BYTES = 4, 8, 4
@@ -46,6 +45,7 @@ class Pattern:
     channels: np.ndarray | None = None
     axes: tuple[np.ndarray, ...] = ()
     dense_nnz: int | None = None
+    kernel: Kernel | None = None  # the projection stays this weight-shared kernel (lowering's ``compose``)
 
     @property
     def nnz(self) -> int:
@@ -78,6 +78,7 @@ class Patterns:
             return None, None  # identity (a Scale is diagonal: it keeps the pattern)
         if isinstance(node, (nir.Affine, nir.Linear)):
             return _dense(n_out, n_in, int(np.count_nonzero(node.weight))), None
+        kernel, _ = Matrices.operator(name, node, shape, out_shape)  # a Kernel: small, never expanded
         win = window(name, node, shape[1:])
         axes = tuple(_taps(shape[1 + d], out_shape[1 + d], win.kernel[d], win.stride[d], win.dilation[d],
                            win.pad_before[d]) for d in range(len(shape) - 1))
@@ -85,8 +86,8 @@ class Patterns:
             c_out, c_in = out_shape[0], shape[0]
             g_out, g_in = np.arange(c_out) // (c_out // win.groups), np.arange(c_in) // (c_in // win.groups)
             group = g_out[:, None] == g_in[None, :]
-            return Pattern((n_out, n_in), group, axes), None
-        return Pattern((n_out, n_in), np.eye(shape[0], dtype=bool), axes), None
+            return Pattern((n_out, n_in), group, axes, kernel=kernel), None
+        return Pattern((n_out, n_in), np.eye(shape[0], dtype=bool), axes, kernel=kernel), None
 
     @staticmethod
     def product(m: Pattern, a: Pattern) -> Pattern:
@@ -95,7 +96,8 @@ class Patterns:
         if m.dense_nnz is not None or a.dense_nnz is not None or len(m.axes) != len(a.axes):
             return _dense(*shape)
         axes = tuple((x.astype(np.int64) @ y.astype(np.int64)) > 0 for x, y in zip(m.axes, a.axes, strict=True))
-        return Pattern(shape, (m.channels.astype(np.int64) @ a.channels.astype(np.int64)) > 0, axes)
+        kernel = compose(m.kernel, a.kernel) if m.kernel is not None and a.kernel is not None else None
+        return Pattern(shape, (m.channels.astype(np.int64) @ a.channels.astype(np.int64)) > 0, axes, kernel=kernel)
 
     @staticmethod
     def select_rows(m: Pattern | None, rows: np.ndarray, n_rows: int) -> Pattern:
@@ -128,8 +130,7 @@ class DeploymentSize:
 
     @property
     def cores(self) -> int:
-        return sum(max(math.ceil(s["neurons"] / NEURONS_PER_CORE), math.ceil(s["synapses"] / SYNAPSES_PER_CORE))
-                   for s in self.stages)
+        return sum(s["cores"] for s in self.stages)
 
     @property
     def chips(self) -> int:
@@ -150,10 +151,29 @@ def _projection_bytes(rows: int, cols: int, nnz: int, sets: int = 1) -> int:
     return rows * cols * (sets * INT_BYTES + FLOAT_BYTES)
 
 
+def layer_cores(neurons: int, synapses: int, kernel_bytes: list[tuple[int, int]]) -> int:
+    """Loihi 2 cores of one layer, its neurons split evenly across them (``loihi2.CORE_LIMITS``): at most
+    ``NEURONS_PER_CORE`` neurons per core; the expanded (dense/CSR) synapses split with the neurons, at most
+    ``SYNAPSES_PER_CORE`` per core; and each core that holds a slice of a weight-shared layer stores the kernels of
+    its output channels once. ``kernel_bytes``: (output channels, bytes of one channel's kernel, every synapse set)
+    per kernel projection; a core holds whole channels, their kernels within ``SYNAPTIC_MEMORY_PER_CORE``.
+    A channel whose kernel alone exceeds a core's memory raises ``ResourceError``."""
+    cores = max(1, math.ceil(neurons / NEURONS_PER_CORE), math.ceil(synapses / SYNAPSES_PER_CORE))
+    per_channel = sum(b for _, b in kernel_bytes)
+    if per_channel:
+        if per_channel > SYNAPTIC_MEMORY_PER_CORE:
+            raise ResourceError(f"one output channel's kernels need {per_channel:,} bytes, more than the "
+                                f"{SYNAPTIC_MEMORY_PER_CORE:,} bytes of synaptic memory of a Loihi 2 core (estimate)")
+        channels = max(c for c, _ in kernel_bytes)
+        cores = max(cores, math.ceil(channels / (SYNAPTIC_MEMORY_PER_CORE // per_channel)))
+    return cores
+
+
 def deployment_size(graph: nir.NIRGraph, interpretation: Interpretation | None = None, synapse_sets: int = 1
                     ) -> DeploymentSize:
     """The size of ``graph``'s Loihi deployment, from patterns (nothing large is allocated); ``synapse_sets``: 2
-    with wide weights."""
+    with wide weights. A projection that stays a weight-shared kernel stores its kernel (int mantissas and float
+    weights), not its synapses; its synapses still count the connections it makes."""
     checked = check_graph(graph)
     interp = interpretation or recorded_interpretation(graph) or Interpretation()
     neurons = {n for n, v in checked.nodes.items() if isinstance(v, NEURON_TYPES)}
@@ -161,18 +181,25 @@ def deployment_size(graph: nir.NIRGraph, interpretation: Interpretation | None =
     size = DeploymentSize(synapse_sets=synapse_sets)
     for name in (n for n in checked.order if n in neurons):
         n_out = math.prod(checked.shapes[name])
-        merged: dict[tuple[str, int], tuple[int, int]] = {}
+        merged: dict[tuple[str, int], tuple[int, int, Kernel | None]] = {}
         for pred, back in checked.predecessors(name):
             for src, d, pattern in paths.terms(pred):
                 cols = math.prod(checked.shapes[src])
                 nnz = min(n_out if pattern is None else pattern.nnz, n_out * cols)
                 key = (src, d + int(back))
-                merged[key] = (cols, min(merged.get(key, (cols, 0))[1] + nnz, n_out * cols))
+                kernel = None if pattern is None or key in merged else pattern.kernel
+                merged[key] = (cols, min(merged.get(key, (cols, 0, None))[1] + nnz, n_out * cols), kernel)
         layer = (snnchip_semantics(checked.nodes[name], name) or {}).get("layer", name.removesuffix("_neuron"))
-        size.stages.append({"name": layer, "neurons": n_out,
-                            "synapses": synapse_sets * sum(nnz for _, nnz in merged.values()),
-                            "bytes": sum(_projection_bytes(n_out, cols, nnz, synapse_sets)
-                                         for cols, nnz in merged.values())})
+        shared = [k for _, _, k in merged.values() if k is not None]
+        expanded = [(cols, nnz) for cols, nnz, k in merged.values() if k is None]
+        synapses = synapse_sets * sum(nnz for _, nnz, _ in merged.values())
+        size.stages.append({
+            "name": layer, "neurons": n_out, "synapses": synapses,
+            "weights": synapse_sets * (sum(k.kernel.size for k in shared) + sum(nnz for _, nnz in expanded)),
+            "cores": layer_cores(n_out, synapse_sets * sum(nnz for _, nnz in expanded),
+                                 [(k.out_shape[0], synapse_sets * k.kernel[0].size) for k in shared]),
+            "bytes": sum(_projection_bytes(n_out, cols, nnz, synapse_sets) for cols, nnz in expanded)
+            + sum(k.kernel.size * (synapse_sets * INT_BYTES + FLOAT_BYTES) for k in shared)})
     return size
 
 

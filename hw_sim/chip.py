@@ -21,6 +21,7 @@ import numpy as np
 from snnchip.deploy.fixed_point import dense_fixed, effective_weights, empf_step_fixed, neuron_step_fixed
 from snnchip.deploy.result import RunResult, accept_input, assemble, check_timing, join_batches
 from snnchip.export.loihi import Deployment, load_deploy
+from snnchip.export.loihi2 import EMPF_INT_TABLES
 from snnchip.export.lowering import INPUT
 from snnchip.export.quantize import encode_input
 
@@ -66,12 +67,19 @@ class ChipSimulator:
         B = xs.shape[1]
         msgs = {INPUT: np.zeros((steps, B, xs.shape[2]), dtype=np.int64)}
         msgs[INPUT][:T] = encode_input(xs, qnet.input_frac_bits)
-        u = {q.name: np.zeros((steps, B, q.size), dtype=np.int64) for q in qnet.stages}
+        kept = [q for q in qnet.stages if states or q.name == qnet.output]  # the readout's v is the output
+        kept_names = {q.name for q in kept}
+        rows = {q.name: steps if q.name in kept_names else 2 for q in qnet.stages}  # not kept: this step and the last
+        u = {q.name: np.zeros((rows[q.name], B, q.size), dtype=np.int64) for q in qnet.stages}
         v = {k: np.zeros_like(a) for k, a in u.items()}
         s = {q.name: np.zeros((steps, B, q.size), dtype=bool) for q in qnet.stages}
-        msgs.update({q.name: np.zeros((steps, B, q.size), dtype=np.int64) for q in qnet.stages})
+        # a spiking stage's messages are its spikes (the same array); an EM-PF stage's are graded
+        msgs.update({q.name: np.zeros((steps, B, q.size), dtype=np.int64) if q.graded else s[q.name]
+                     for q in qnet.stages})
         for t in range(steps):
             for q in qnet.stages:
+                if t >= steps - q.latency:  # past the run on Lava's clock (t + latency ≥ steps): never read
+                    continue
                 a = np.zeros((B, q.size), dtype=np.int64)
                 for p, parts in zip(q.inputs, self.weights[q.name], strict=True):
                     if t >= p.delay:
@@ -79,20 +87,20 @@ class ChipSimulator:
                             a += dense_fixed(w, e, msgs[p.source][t - p.delay])
                 if t < T:
                     a += q.bias
-                u0, v0 = (u[q.name][t - 1], v[q.name][t - 1]) if t else (a * 0, a * 0)
+                n, now, last = q.name, t % rows[q.name], (t - 1) % rows[q.name]
+                u0, v0 = (u[n][last], v[n][last]) if t else (a * 0, a * 0)
                 if q.graded:  # row t of the tables; idle (v kept, nothing sent) after the stage's T steps
-                    tb, row = q.tables, min(t, T - 1)
-                    u[q.name][t], v[q.name][t], msgs[q.name][t] = empf_step_fixed(
-                        v0, a, tb["lam"][row], tb["scale"][row], tb["theta"][row], tb["offset"][row], q.shift, t < T)
-                    s[q.name][t] = msgs[q.name][t] != 0
+                    row = min(t, T - 1)
+                    u[n][now], v[n][now], msgs[n][t] = empf_step_fixed(
+                        v0, a, *(q.tables[k][row] for k in EMPF_INT_TABLES), q.shift, t < T)
+                    s[n][t] = msgs[n][t] != 0
                 else:
-                    u[q.name][t], v[q.name][t], s[q.name][t] = neuron_step_fixed(
+                    u[n][now], v[n][now], s[n][t] = neuron_step_fixed(
                         u0, v0, a, q.du, q.dv, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm", q.vsub,
-                        s[q.name][t - 1] if t else None)
-                    msgs[q.name][t] = s[q.name][t]
+                        s[n][t - 1] if t else None)
+
         def on_lava_clock(arrays: dict[str, np.ndarray], stages: list) -> dict[str, np.ndarray]:
             return {q.name: to_lava_timing(arrays[q.name], q.latency, steps) for q in stages}
 
-        kept = [q for q in qnet.stages if states or q.name == qnet.output]  # the readout's v is the output
         return assemble(qnet, on_lava_clock(u, kept), on_lava_clock(v, kept), on_lava_clock(s, list(qnet.stages)),
                         timing, fixed=True, keep_states=states)

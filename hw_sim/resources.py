@@ -20,31 +20,34 @@ from __future__ import annotations
 import math
 from typing import Any
 
-CORES_PER_CHIP = 128
-NEURONS_PER_CORE = 8192
-SYNAPSES_PER_CORE = 120_000_000 // CORES_PER_CHIP
+from snnchip.export.loihi2 import CORES_PER_CHIP, WEIGHT_BITS
+from snnchip.export.sizing import layer_cores
+
 E_SYNOP_PJ = 23.6
 E_NEURON_UPDATE_PJ = 52.0
 E_NEURON_SPIKE_EXTRA_PJ = 81.0 - 52.0
 E_SPIKE_PJ = 1.7
-WEIGHT_BITS = 8
 
 
 def layer_resources(deployment: Any) -> list[dict[str, Any]]:
     """Neurons, fan-in, synaptic connections (non-zero deployed weights) of each stage of a ``Deployment``.
 
-    Counts what is deployed: every projection into a stage is one Lava Dense or Sparse [n_out, n_source] (conv,
-    pooling and flatten are merged into it, docs/loihi-fixed-point.md; two with wide weights), so a connection is a
-    non-zero integer weight; a Sparse (CSR) projection is counted from its stored entries (nnz), never densified,
-    so the per-core synapse limit applies to convnets.
+    Counts what is deployed: every projection into a stage is one Lava Dense, Sparse or Conv (two with wide
+    weights), so a connection is a non-zero integer weight where it lands; a Sparse (CSR) projection is counted
+    from its stored entries (nnz), never densified. ``weights`` are what synaptic memory stores: a kernel's
+    entries once per output channel (``kernels``: output channels and one channel's kernel size), the expanded
+    projections' connections; cores come from ``export.sizing.layer_cores``.
     """
     layers = []
     for q in deployment.qnet.stages:
         inputs = [{"source": p.source, "synapse": p.synapse, "sources": int(p.weight.shape[1]),
                    "connections": p.synapses} for p in q.inputs]
         nonzero = sum(p["connections"] for p in inputs)
+        kernels = [(m.out_shape[0], m.kernel[0].size) for p in q.inputs if p.synapse == "conv" for m, _ in p.parts]
+        expanded = sum(i["connections"] for i in inputs if i["synapse"] != "conv")
         layers.append({"layer": q.name, "neurons": q.size, "inputs": inputs, "connections": nonzero,
-                       "weights": nonzero})
+                       "weights": expanded + sum(c * b for c, b in kernels), "expanded": expanded,
+                       "kernels": kernels})
     return layers
 
 
@@ -58,7 +61,7 @@ def estimate(layers: list[dict[str, Any]], spikes: dict[str, float], T: int) -> 
     for layer in layers:
         ops = sum(float(spikes[p["source"]]) * p["connections"] / max(p["sources"], 1) for p in layer["inputs"])
         synops += ops
-        cores = max(math.ceil(layer["neurons"] / NEURONS_PER_CORE), math.ceil(layer["connections"] / SYNAPSES_PER_CORE))
+        cores = layer_cores(layer["neurons"], layer.get("expanded", layer["connections"]), layer.get("kernels", []))
         per_layer.append({**layer, "cores": cores, "synops": ops,
                           "synaptic_memory_bytes": layer["weights"] * WEIGHT_BITS // 8})
     spikes_out = sum(v for k, v in spikes.items() if k != "input")

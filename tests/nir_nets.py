@@ -56,10 +56,11 @@ def mlp_graph(sizes: tuple[int, ...], T: int, seed: int = 0, lam: float = 0.5, t
 
 def conv_graph(in_shape: tuple[int, int, int] = (1, 8, 8), channels: int | tuple[int, ...] = 4, classes: int = 3,
                T: int = 4, seed: int = 0, pool: str = "sum", lam: float = 0.5, reset: str = "subtract",
-               spike: str = "ge") -> nir.NIRGraph:
+               spike: str = "ge", pool_padding: int = 0) -> nir.NIRGraph:
     """(Conv2d(3×3, padding 1) → LIF → 2×2 pool) per entry of ``channels`` → Flatten → Affine → readout.
 
-    With several conv layers, each pool and the next conv compose into one (sparse) stage.
+    With several conv layers, each pool and the next conv compose into one kernel stage; with ``pool_padding`` 1
+    the pool is 3×3 of stride 2 and padding 1 (the same output size), which composes into no kernel (a CSR stage).
     """
     rng = np.random.default_rng(seed)
     c, h, w = in_shape
@@ -71,7 +72,8 @@ def conv_graph(in_shape: tuple[int, int, int] = (1, 8, 8), channels: int | tuple
         nodes[f"conv{i}"] = nir.Conv2d(input_shape=(h, w), weight=rng.normal(0, 0.6, (ch, c, 3, 3)), stride=1,
                                        padding=1, dilation=1, groups=1, bias=rng.normal(0, 0.1, ch))
         nodes[f"conv{i}_neuron"] = neuron_node(f"conv{i}", (ch, h, w), lam, 1.0, reset, spike)
-        nodes[f"pool{i}"] = pool_cls(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))
+        nodes[f"pool{i}"] = pool_cls(kernel_size=np.array([2 + pool_padding] * 2), stride=np.array([2, 2]),
+                                     padding=np.array([pool_padding] * 2))
         order += [f"conv{i}", f"conv{i}_neuron", f"pool{i}"]
         c, h, w = ch, h // 2, w // 2
     fc = f"fc{len(widths) + 1}"

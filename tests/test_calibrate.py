@@ -1,4 +1,4 @@
-"""Quantization-aware calibration (``snnchip.train.qat`` with ``snnchip.export.loihi.quantization_errors``, the
+"""Quantization-aware calibration (``snnchip.train.qat`` with ``snnchip.workflows.chip_values.quantization_errors``, the
 ``snnchip.workflows.calibrate`` workflow, ``snn-export --calibrate``).
 
 Independent checks: with the correction attached, every stage's current is the deployment's own dequantized
@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from snnchip.errors import SpecError
-from snnchip.export.loihi import chip_deployment, chip_weights, elementwise_layers, load_deploy
+from snnchip.export.loihi import load_deploy
 from snnchip.export.quantize import dequantize_weight, frac_bits, mantissa_range
 from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
 from snnchip.train import build_model, from_plain, load_model, plain_parameters, plain_spec
@@ -28,6 +27,7 @@ from snnchip.train.inference import encoded_test_set
 from snnchip.train.qat import ChipCorrection, fine_tune
 from snnchip.train.views import SpikeView
 from snnchip.workflows import calibrate as C
+from snnchip.workflows.chip_values import chip_deployment, chip_weights, elementwise_layers
 
 LIF = NeuronSpec(lam=0.5, theta=1.0)
 READOUT = NeuronSpec(kind="readout")
@@ -117,7 +117,7 @@ def test_corrected_current_is_the_chips_projections_applied_to_the_spikes(build,
                     continue
                 src = x[t] if p.source == "input" else view.spikes[t - p.delay][p.source]
                 w = dequantize_weight(p, frac_bits(dep.qnet, p.source), q.scale)
-                w = w.toarray() if sp.issparse(w) else w
+                w = w.toarray() if not isinstance(w, np.ndarray) else w  # CSR or a kernel, expanded
                 expected = expected + src.flatten(1).double().numpy() @ w.T
             got = view.currents[t][q.name].flatten(1).double().numpy()
             assert np.allclose(got, expected, rtol=1e-5, atol=1e-5), (q.name, t, np.abs(got - expected).max())

@@ -13,7 +13,8 @@ from nir_nets import conv_graph, mlp_graph
 
 from snnchip import cli
 from snnchip.errors import DeployError
-from snnchip.export.loihi import deployment_from_graph, export_loihi, load_deploy
+from snnchip.export.loihi import _unpack_weight, deployment_from_graph, export_loihi, load_deploy
+from snnchip.export.lowering import as_matrix, synapse_of
 from snnchip.hw_sim.chip import ChipSimulator
 
 
@@ -25,7 +26,7 @@ def deploy_dir(tmp_path):
 def test_directory_holds_float_graph_integer_params_and_manifest(deploy_dir):
     assert sorted(p.name for p in deploy_dir.iterdir()) == ["manifest.json", "model.nir", "params.npz"]
     man = json.loads((deploy_dir / "manifest.json").read_text())
-    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 5}
+    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 6}
     assert set(man["seal"]["files"]) == {"model.nir", "params.npz"} and "stages[1]" in man["seal"]["values"]
     assert [[(p["source"], p["synapse"], p["delay"], p["lava_delay"]) for p in s["inputs"]] for s in man["stages"]] \
         == [[("input", "dense", 0, 0)], [("fc1", "dense", 0, 0)]]
@@ -173,25 +174,71 @@ def test_snn_run_refuses_an_out_of_range_deploy_directory_in_one_line(deploy_dir
     assert err.count("\n") == 1 and "dv = -5000 is invalid" in err and not (tmp_path / "y.npz").exists()
 
 
-def test_sparse_stages_are_stored_as_csr_arrays_and_round_trip(tmp_path):
+def test_conv_stages_are_stored_as_kernels_and_round_trip(tmp_path):
+    """Format 6: a convolution (pooling composed) is its kernel in params.npz and its geometry in the manifest."""
     graph = conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=4, seed=1)
     out = export_loihi(graph, tmp_path / "conv")
     man = json.loads((out / "manifest.json").read_text())
-    assert [s["inputs"][0]["synapse"] for s in man["stages"]] == ["sparse", "sparse", "dense"]
+    assert [s["inputs"][0]["synapse"] for s in man["stages"]] == ["conv", "conv", "dense"]
+    assert man["stages"][1]["inputs"][0]["geometry"] == {
+        "in_shape": [2, 12, 12], "out_shape": [3, 6, 6], "stride": [2, 2], "pad_before": [2, 2],
+        "pad_after": [2, 2], "dilation": [1, 1], "groups": 1}  # 2x2 pool then 3x3 conv (pad 1): 6x6, stride 2
     with np.load(out / "params.npz") as z:
         assert "conv1/in0/weight" not in z.files and "fc3/in0/weight" in z.files
-        assert {f"conv2/in0/weight/{k}" for k in ("data", "indices", "indptr", "shape")} <= set(z.files)
-        assert z["conv2/in0/weight/data"].dtype == np.int32 and z["conv2/in0/weight_float/data"].dtype == np.float64
+        # the composed 6x6 kernel repeats each 3x3 tap over the 2x2 pooling window: stored compact
+        assert z["conv2/in0/weight/kernel"].shape == (3, 2, 3, 3)
+        assert list(z["conv2/in0/weight/kernel_repeat"]) == [2, 2]
+        assert z["conv2/in0/weight/kernel"].dtype == np.int16  # 8-bit mantissas; float32 only where exact:
+        assert z["conv2/in0/weight_float/kernel"].dtype == np.float64  # these random float64 weights are not
     dep, mem = load_deploy(out), deployment_from_graph(graph)
     for a, b in zip(dep.qnet.stages + dep.net.stages, mem.qnet.stages + mem.net.stages, strict=True):
         (pa,), (pb,) = a.inputs, b.inputs
         assert pa.synapse == pb.synapse
-        if pa.synapse == "sparse":
-            assert pa.weight.format == "csr" and (pa.weight != pb.weight).nnz == 0
+        if pa.synapse == "conv":
+            assert pa.weight.geometry() == pb.weight.geometry()
+            np.testing.assert_array_equal(pa.weight.kernel, pb.weight.kernel)
         else:
             np.testing.assert_array_equal(pa.weight, pb.weight)
     x = np.random.default_rng(0).uniform(0, 1, (4, 2, 1, 12, 12))
     np.testing.assert_array_equal(ChipSimulator(dep).run(x).output_raw, ChipSimulator(mem).run(x).output_raw)
+
+
+def test_format_5_directory_with_csr_convolutions_still_reads_and_runs_the_same(tmp_path):
+    """A format-5 directory (every convolution a CSR matrix, sealed) reads, and runs bit for bit as the format-6
+    directory of the same graph: the kernels expand to those very matrices."""
+    from snnchip.export.seal import sealed_manifest_json
+
+    graph = conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=4, seed=1, pool="avg")
+    new = export_loihi(graph, tmp_path / "v6")
+    old = export_loihi(graph, tmp_path / "v5")
+    man = json.loads((old / "manifest.json").read_text())
+    with np.load(old / "params.npz") as z:
+        arrays = dict(z)
+    for s in man["stages"]:
+        for i, p in enumerate(s["inputs"]):
+            if p["synapse"] != "conv":
+                continue
+            geometry = p.pop("geometry")
+            p.update(synapse="sparse", process="lava.Sparse")
+            for part in ("weight", "weight_float"):
+                key = f"{s['name']}/in{i}/{part}"
+                m = sp.csr_matrix(_unpack_weight(arrays, key, "conv", geometry).to_csr())
+                arrays.pop(f"{key}/kernel")
+                arrays.pop(f"{key}/kernel_repeat", None)
+                m.eliminate_zeros()
+                arrays.update({f"{key}/data": m.data, f"{key}/indices": m.indices, f"{key}/indptr": m.indptr,
+                               f"{key}/shape": np.asarray(m.shape, np.int64)})
+    np.savez(old / "params.npz", **arrays)
+    man.pop("seal")
+    man["format"]["version"] = 5
+    (old / "manifest.json").write_text(sealed_manifest_json(old, man))
+    dep5 = load_deploy(old)
+    assert dep5.seal.sealed and [q.inputs[0].synapse for q in dep5.qnet.stages] == ["sparse", "sparse", "dense"]
+    x = np.random.default_rng(0).uniform(0, 1, (4, 3, 1, 12, 12))
+    a, b = ChipSimulator(dep5).run(x), ChipSimulator(new).run(x)
+    np.testing.assert_array_equal(a.output_raw, b.output_raw)
+    for k in a.states:
+        np.testing.assert_array_equal(a.states[k]["v"], b.states[k]["v"])
 
 
 @pytest.mark.parametrize("make", [lambda: mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5),
@@ -209,8 +256,8 @@ def test_wide_weights_are_stored_beside_the_mantissas_and_round_trip(tmp_path, m
     narrow = deployment_from_graph(graph)
     for a, b in zip(dep.qnet.stages, mem.qnet.stages, strict=True):
         (pa,), (pb,) = a.inputs, b.inputs
-        assert pa.low_exp == pb.low_exp and sp.issparse(pa.low) == (pa.synapse == "sparse")
-        assert abs(pa.low - pb.low).sum() == 0
+        assert pa.low_exp == pb.low_exp and synapse_of(pa.low) == pa.synapse
+        assert abs(as_matrix(pa.low) - as_matrix(pb.low)).sum() == 0
     assert man["resources"]["synapses"] > narrow.manifest["resources"]["synapses"]
     x = np.random.default_rng(0).uniform(0, 1, (4, 2, *dep.qnet.input_shape))
     np.testing.assert_array_equal(ChipSimulator(dep).run(x).output_raw, ChipSimulator(mem).run(x).output_raw)
@@ -288,8 +335,8 @@ def test_chain_versions_are_read_and_unknown_versions_refused(deploy_dir, versio
     assert [q.latency for q in dep.qnet.stages] == [1, 2] and not dep.seal.sealed
     np.testing.assert_array_equal(ChipSimulator(dep).run(x).output_raw, ref.output_raw)
     man = json.loads((deploy_dir / "manifest.json").read_text())
-    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 6}}))
-    with pytest.raises(DeployError, match=r"version 6 was written by a newer snnchip \(this one reads 1-5\); upgrade "
+    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 7}}))
+    with pytest.raises(DeployError, match=r"version 7 was written by a newer snnchip \(this one reads 1-6\); upgrade "
                                           r"snnchip, or re-export .*snn-export"):
         load_deploy(deploy_dir)
 

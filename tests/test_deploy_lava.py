@@ -138,10 +138,13 @@ NETS = {
     "mlp-zero-gt-lava-lif": lambda: mlp_graph((6, 8, 3), T=6, seed=2, reset="zero", spike="gt", gain=2.5),
     "mlp-zero-ge-if": lambda: mlp_graph((6, 8, 3), T=6, seed=3, reset="zero", lam=1.0, gain=2.5),
     "conv-pool-flatten": lambda: conv_graph(in_shape=(1, 6, 6), channels=2, classes=3, T=4, seed=4),
-    # conv1 and pool1+conv2 are CSR stages (Lava Sparse), pool2+flatten+fc3 a dense one
+    # conv1 and pool1+conv2 are kernel stages (Conv), pool2+flatten+fc3 a dense one
     "conv-pool-conv-pool-flatten": lambda: conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=4, seed=4),
+    # a padded 3x3 pool before conv2 composes into no kernel: pool1+conv2 is a CSR stage (Lava Sparse)
+    "conv-padded-pool-conv": lambda: conv_graph(in_shape=(1, 24, 24), channels=(2, 3), classes=3, T=4, seed=4,
+                                                pool_padding=1),
 }
-SPARSE_NET = "conv-pool-conv-pool-flatten"
+KERNEL_NET, SPARSE_NET = "conv-pool-conv-pool-flatten", "conv-padded-pool-conv"
 
 
 @pytest.mark.parametrize("name", list(NETS))
@@ -154,8 +157,10 @@ def test_chip_simulator_equals_lava_fixed_pt_every_step(name):
     assert sum(int(s.sum()) for s in sim.spikes.values()) > 0
     if name == "mlp-zero-gt-lava-lif":
         assert [s["process"] for s in dep.manifest["stages"]] == ["lava.LIF", "lava.LIF"]
+    if name == KERNEL_NET:
+        assert [q.inputs[0].synapse for q in dep.qnet.stages] == ["conv", "conv", "dense"]
     if name == SPARSE_NET:
-        assert [q.inputs[0].synapse for q in dep.qnet.stages] == ["sparse", "sparse", "dense"]
+        assert [q.inputs[0].synapse for q in dep.qnet.stages] == ["conv", "sparse", "dense"]
 
 
 @pytest.mark.parametrize("fixed", [True, False])
@@ -166,9 +171,9 @@ def test_sparse_stages_build_lava_sparse_processes(fixed):
     from snnchip.deploy.network import _Graph
 
     dep = deployment_from_graph(NETS[SPARSE_NET]())
-    graph = _Graph(dep, fixed, np.zeros((144, dep.T + dep.depth)))
-    assert [type(p).__name__ for p in graph.synapses] == ["Sparse", "Sparse", "Dense"]
-    for proc, q, st in zip(graph.synapses[:2], dep.qnet.stages, dep.net.stages, strict=False):
+    graph = _Graph(dep, fixed, np.zeros((576, dep.T + dep.depth)))
+    assert [type(p).__name__ for p in graph.synapses] == ["Conv", "Sparse", "Dense"]
+    for proc, q, st in zip(graph.synapses[1:2], dep.qnet.stages[1:2], dep.net.stages[1:2], strict=True):
         w, ref = proc.weights.init, (q.inputs[0].weight if fixed else st.inputs[0].weight)
         assert isinstance(w, spmatrix) and w.shape == ref.shape and (w != ref).nnz == 0
         assert proc.proc_params.get("weight_exp", 0) == (q.inputs[0].weight_exp if fixed else 0)
@@ -205,7 +210,7 @@ def test_floating_pt_network_equals_float_equations_and_leaves_nothing_behind(na
     feed = x.reshape(5, 2, -1)
     for st in dep.net.stages:
         (p,) = st.inputs
-        w = p.weight.toarray() if p.synapse == "sparse" else p.weight
+        w = p.weight.toarray() if p.synapse != "dense" else p.weight
         v, outs = np.zeros((2, st.size)), []
         for t in range(5):
             a = feed[t] @ w.T + st.bias

@@ -221,7 +221,7 @@ def test_every_nir_form_of_window_parameters_lowers_like_torch(node, in_shape):
     g = _graph(nodes, [("input", "op"), ("op", "flat"), ("flat", "lif"), ("lif", "output")])
     assert check_graph(g).shapes["op"] == out_shape
     (proj,) = lower(g).stages[0].inputs
-    a = proj.weight.toarray() if proj.synapse == "sparse" else proj.weight
+    a = proj.weight.toarray() if proj.synapse != "dense" else proj.weight
     bias = lower(g).stages[0].bias
     np.testing.assert_allclose(x.numpy().reshape(3, -1) @ a.T + bias, ref.numpy().reshape(3, -1), atol=1e-12)
     op = NIRExecutor(g, dtype=torch.float64).ops["op"].fn
@@ -270,7 +270,7 @@ def test_per_channel_neuron_fields_broadcast_over_the_layer():
     st = lower(g, interp).stages[0]
     x = rng.uniform(0, 1, (5, 2, H, W))
     (p,) = st.inputs
-    a = p.weight.toarray() if p.synapse == "sparse" else p.weight
+    a = p.weight.toarray() if p.synapse != "dense" else p.weight
     conv = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(nodes["conv"].weight), padding=1).numpy()
     gain = per_channel / 2.0  # r·dt/τ
     np.testing.assert_allclose(x.reshape(5, -1) @ a.T + st.bias,
@@ -289,7 +289,7 @@ def test_a_membrane_saturating_under_the_one_step_headroom_saturates_alike_on_la
     from lava_harness import assert_same_run
 
     from snnchip.deploy import build
-    from snnchip.deploy.fixed_point import V_LIMIT
+    from snnchip.export.loihi2 import V_MAX
 
     nodes = {"input": nir.Input(input_type={"input": np.array([3])}),
              "fc": nir.Affine(weight=np.array([[3.0, 2.5, 1.0], [-3.0, -2.0, -1.5]]), bias=np.array([0.5, -0.5])),
@@ -303,5 +303,5 @@ def test_a_membrane_saturating_under_the_one_step_headroom_saturates_alike_on_la
     assert [r["headroom"] for r in dep.qnet.report] == ["step", "T"] and dep.qnet.report[0]["may_saturate"]
     x = np.ones((40, 2, 3))
     chip = ChipSimulator(dep).run(x, timing="lava")
-    assert np.abs(chip.states["lif"]["v"]).max() == V_LIMIT
+    assert np.abs(chip.states["lif"]["v"]).max() == V_MAX
     assert_same_run(chip, build(dep).run(x, timing="lava"))

@@ -25,10 +25,10 @@ def test_counts_are_the_deployed_dense_matrices():
 def test_sparse_stages_count_their_stored_nonzeros():
     dep = deployment_from_graph(conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=3, seed=1))
     layers = resources.layer_resources(dep)
-    assert [la["inputs"][0]["synapse"] for la in layers] == ["sparse", "sparse", "dense"]
+    assert [la["inputs"][0]["synapse"] for la in layers] == ["conv", "conv", "dense"]
     for la, q in zip(layers, dep.qnet.stages, strict=True):
         (w,), (p,) = [p.weight for p in q.inputs], la["inputs"]
-        nonzero = w.count_nonzero() if p["synapse"] == "sparse" else int(np.count_nonzero(w))
+        nonzero = w.to_csr().count_nonzero() if p["synapse"] == "conv" else int(np.count_nonzero(w))
         assert (la["neurons"], p["sources"], la["connections"]) == (*w.shape, nonzero)
     assert layers[0]["connections"] < 0.25 * layers[0]["neurons"] * layers[0]["inputs"][0]["sources"]
 
@@ -64,3 +64,19 @@ def test_cores_follow_the_per_core_neuron_limit():
     big = _layer("x", 20000, [("input", 10, 200000)])
     est = resources.estimate([big], {"input": 0.0}, T=1)
     assert est["cores"] == 3  # ceil(20000 / 8192)
+
+
+def test_a_kernel_layer_stores_its_kernel_once_and_counts_its_connections():
+    """Synaptic memory holds a conv layer's kernel (C_out · C_in · k_h · k_w weights), not its connections; cores
+    follow the partition of ``sizing.layer_cores``."""
+    from snnchip.export.sizing import layer_cores
+
+    dep = deployment_from_graph(conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=3, seed=1))
+    layers = resources.layer_resources(dep)
+    conv2 = layers[1]
+    kernel = dep.qnet.stages[1].inputs[0].weight
+    assert conv2["weights"] == kernel.kernel.size == 3 * 2 * 6 * 6 and conv2["connections"] > conv2["weights"]
+    est = resources.estimate(layers, {"input": 10.0, "conv1": 5.0, "conv2": 5.0}, T=3)
+    assert [la["cores"] for la in est["layers"]] == [layer_cores(la["neurons"], la["expanded"], la["kernels"])
+                                                     for la in layers]
+    assert est["synaptic_memory_bytes"] == sum(la["weights"] for la in layers)

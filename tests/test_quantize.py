@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from nir_nets import conv_graph, mlp_graph, neuron_node, readout_node
 
 from snnchip.errors import NIRFormatError, QuantizationError, SpecError, UnsupportedNodeError
-from snnchip.export.lowering import INPUT, SPARSE_MAX_DENSITY, Projection, Stage, lower
+from snnchip.export.lowering import INPUT, SPARSE_MAX_DENSITY, Projection, Stage, as_matrix, lower
 from snnchip.export.quantize import (
     SaturationWarning,
     dequantize_weight,
@@ -168,8 +168,8 @@ def test_conv_pool_flatten_compose_to_the_same_affine_map():
     x = np.random.default_rng(0).uniform(-1, 1, (3, 2, 6, 6))
     ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(g.nodes["conv1"].weight),
                                      torch.from_numpy(g.nodes["conv1"].bias), padding=1).numpy()
-    np.testing.assert_allclose(x.reshape(3, -1) @ conv.inputs[0].weight.T + conv.bias, ref.reshape(3, -1),
-                               atol=1e-12)
+    np.testing.assert_allclose(x.reshape(3, -1) @ as_matrix(conv.inputs[0].weight).T + conv.bias,
+                               ref.reshape(3, -1), atol=1e-12)
     s = np.random.default_rng(1).integers(0, 2, (3, 3, 6, 6)).astype(float)
     pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(s), 2).numpy().reshape(3, -1)
     ref = pooled @ g.nodes["fc2"].weight.T + g.nodes["fc2"].bias
@@ -206,15 +206,18 @@ def test_conv_and_pooling_lower_to_sparse_operators_equal_to_torch(kernel, strid
         ref = F.avg_pool2d(ref, k, s, p, count_include_pad=True) * (k[0] * k[1] if kind == "sum" else 1)
     chain.append(("flat", nir.Flatten(input_type={"input": np.array(ref.shape[1:])}, start_dim=0, end_dim=-1)))
     proj = lower(_chain_graph(chain, (2, 9, 8), ref[0].numel())).stages[0].inputs[0]
-    a = proj.weight.toarray() if proj.synapse == "sparse" else proj.weight
-    assert proj.synapse == ("sparse" if np.count_nonzero(a) < SPARSE_MAX_DENSITY * a.size else "dense")
+    a = as_matrix(proj.weight)
+    a = a.toarray() if sp.issparse(a) else a
+    composes = pool is None or pool[3] == 0  # an unpadded pooling after a conv composes into one kernel
+    assert proj.synapse == ("conv" if composes else "sparse" if np.count_nonzero(a) < SPARSE_MAX_DENSITY * a.size
+                            else "dense")
     stage = lower(_chain_graph(chain, (2, 9, 8), ref[0].numel())).stages[0]
     np.testing.assert_allclose(x.numpy().reshape(4, -1) @ a.T + stage.bias, ref.numpy().reshape(4, -1), atol=1e-12)
 
 
 def _densified(net):
     def dense(p):
-        return dataclasses.replace(p, weight=p.weight.toarray()) if p.synapse == "sparse" else p
+        return dataclasses.replace(p, weight=as_matrix(p.weight).toarray()) if p.synapse != "dense" else p
 
     return dataclasses.replace(net, stages=tuple(dataclasses.replace(s, inputs=tuple(dense(p) for p in s.inputs))
                                                  for s in net.stages))
@@ -223,7 +226,7 @@ def _densified(net):
 def _assert_same_integers(qa, qb):
     for a, b in zip(qa.stages, qb.stages, strict=True):
         for pa, pb in zip(a.inputs, b.inputs, strict=True):
-            wa = pa.weight.toarray() if pa.synapse == "sparse" else pa.weight
+            wa = as_matrix(pa.weight).toarray() if pa.synapse != "dense" else pa.weight
             np.testing.assert_array_equal(wa, pb.weight, err_msg=a.name)
             assert (pa.weight_exp, pa.num_message_bits) == (pb.weight_exp, pb.num_message_bits), a.name
         assert (a.scale, a.vth, a.dv) == (b.scale, b.vth, b.dv), a.name
@@ -240,7 +243,7 @@ def test_sparse_and_dense_paths_quantize_a_convnet_bit_identically():
     """The CSR stages of a conv -> pool -> conv -> pool -> flatten -> readout net, quantized on their stored values,
     give the mantissas, exponents, scales, thresholds and report of the same stages quantized as dense matrices."""
     net = lower(conv_graph(in_shape=(1, 12, 12), channels=(3, 4), classes=5, T=4, seed=2, pool="avg"))
-    assert [s.inputs[0].synapse for s in net.stages] == ["sparse", "sparse", "dense"]
+    assert [s.inputs[0].synapse for s in net.stages] == ["conv", "conv", "dense"]
     _assert_same_integers(quantize(net), quantize(_densified(net)))
 
 
@@ -337,7 +340,10 @@ def test_a_huge_declared_shape_is_refused_before_anything_is_allocated():
     nodes = {"input": nir.Input(input_type={"input": shape}), "conv": conv, "lif": neuron_node("conv", tuple(shape)),
              "output": nir.Output(output_type={"output": shape})}
     edges = [("input", "conv"), ("conv", "lif"), ("lif", "output")]
-    with pytest.raises(UnsupportedNodeError, match="its matrix would hold 603979776 entries, more than the"):
+    assert lower(nir.NIRGraph(nodes=nodes, edges=edges), T=4).stages[0].inputs[0].weight.kernel.size == 36864
+    nodes = {**nodes, "conv2": conv}  # two convolutions with no neuron between: no kernel, expanded and refused
+    edges = [("input", "conv"), ("conv", "conv2"), ("conv2", "lif"), ("lif", "output")]
+    with pytest.raises(UnsupportedNodeError, match="would expand to 603979776 entries, more than the"):
         lower(nir.NIRGraph(nodes=nodes, edges=edges), T=4)
 
 

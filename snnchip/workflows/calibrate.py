@@ -1,7 +1,7 @@
 """Quantization-aware calibration: ``snn-export MODEL.pt --target loihi --calibrate -o DIR``.
 
 1. the plain (folded) model ``from_plain(spec, plain_parameters(model))``, i.e. the network export sees;
-2. ``snnchip.train.qat.fine_tune`` with the chip's error of every stage (``snnchip.export.loihi``:
+2. ``snnchip.train.qat.fine_tune`` with the chip's error of every stage (``snnchip.workflows.chip_values``:
    ``quantization_errors`` of the deployment of the current weights, recomputed after every optimizer step) added
    to the stage's current, its matrices held constant: the forward is the chip's current Σ_p Q(A_p)·x + Q(b),
    the gradient straight-through. Every stage type is covered: pooling composed into the next convolution,
@@ -69,6 +69,10 @@ def accuracies(model: nn.Module, dep: Any, xs: torch.Tensor, y: np.ndarray, batc
 def _torch(m: Any) -> torch.Tensor:
     import scipy.sparse as sp
 
+    from snnchip.export.kernel import Kernel
+
+    if isinstance(m, Kernel):  # the error of a weight-shared projection, as the matrix it applies
+        m = m.to_csr()
     if sp.issparse(m):
         m = sp.coo_matrix(m, dtype=np.float32)
         return torch.sparse_coo_tensor(np.vstack([m.row, m.col]).astype(np.int64), m.data, size=m.shape,
@@ -78,9 +82,9 @@ def _torch(m: Any) -> torch.Tensor:
 
 def chip_errors(model: nn.Module, wide_weights: bool | None = None, headroom: str | None = None) -> dict[str, Any]:
     """The chip's error of every stage of a plain model, as ``qat.StageError``s of torch tensors."""
-    from snnchip.export.loihi import chip_deployment, quantization_errors
     from snnchip.train import plain_parameters
     from snnchip.train.qat import StageError
+    from snnchip.workflows.chip_values import chip_deployment, quantization_errors
 
     errors = quantization_errors(chip_deployment(model.spec, plain_parameters(model), wide_weights, headroom))
     return {name: StageError([(src, d, _torch(m)) for src, d, m in projections], _torch(bias))
@@ -97,13 +101,14 @@ def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfi
     values Q(W) (``after``); ``after_unsnapped`` records the calibrated float weights themselves.
     """
     from snnchip.checkpoint import save_checkpoint
-    from snnchip.export.loihi import check_replaceable, chip_deployment, chip_weights, export_loihi
+    from snnchip.export.loihi import check_replaceable, export_loihi
     from snnchip.export.nir_export import spec_to_nir
     from snnchip.train import from_plain, load_model, plain_parameters, plain_spec
     from snnchip.train.data import load_dataset
     from snnchip.train.inference import encoded_test_set
     from snnchip.train.qat import fine_tune
     from snnchip.train.qat import snap as snap_layers
+    from snnchip.workflows.chip_values import chip_deployment, chip_weights
 
     cfg = cfg or CalibrationConfig()
     check_replaceable(out_dir)  # before training

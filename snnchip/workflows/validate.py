@@ -287,7 +287,7 @@ def _provenance(ref: Reference, identity: dict[str, Any]) -> tuple[dict[str, Any
 def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from snnchip.export.loihi import hardware_processes
+    from snnchip.deploy.network import hardware_processes
     from snnchip.hw_sim.chip import ChipSimulator
     from snnchip.hw_sim.resources import estimate, layer_resources
     from snnchip.train.data import load_dataset
