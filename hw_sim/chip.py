@@ -18,13 +18,20 @@ import os
 
 import numpy as np
 
-from snnchip.deploy.fixed_point import dense_fixed, effective_weights, empf_step_fixed, neuron_step_fixed
+from snnchip.deploy.fixed_point import (
+    dense_fixed,
+    effective_weights,
+    empf_step_fixed,
+    neuron_step_fixed,
+    state_overflow,
+)
 from snnchip.deploy.result import RunResult, accept_input, assemble, check_timing, join_batches
 from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.lowering import INPUT
 from snnchip.export.quantize import encode_input
 
 CHUNK = 1024  # samples simulated at a time
+OVERFLOWS = ("u_wrapped", "v_clipped_top", "v_clipped_bottom")  # meta["saturation"]'s counts (``state_overflow``)
 
 
 def to_lava_timing(a: np.ndarray, k: int, steps: int) -> np.ndarray:
@@ -32,6 +39,18 @@ def to_lava_timing(a: np.ndarray, k: int, steps: int) -> np.ndarray:
     out = np.zeros((steps, *a.shape[1:]), dtype=a.dtype)
     out[k:] = a[: steps - k]
     return out
+
+
+def saturation_lines(counts: dict[str, dict[str, int]], updates: dict[str, int]) -> list[str]:
+    """``meta["saturation"]`` in words: per stage, the wrapped currents and clipped membranes among its ``updates``
+    (steps × samples × neurons), or that none left the 24-bit state."""
+    hit = {k: c for k, c in counts.items() if any(c.values())}
+    if not hit:
+        return ["saturation: none (no current wrapped, no membrane clipped in any stage)"]
+    return ["saturation (updates that left the 24-bit state; Lava does the same):"] + [
+        f"  {k:<20} " + ", ".join(f"{what} {c[key]} ({c[key] / updates[k]:.3%})" for key, what in (
+            ("u_wrapped", "current wrapped"), ("v_clipped_top", "membrane clipped at the top"),
+            ("v_clipped_bottom", "at the bottom"))) + f" of {updates[k]}" for k, c in hit.items()]
 
 
 class ChipSimulator:
@@ -49,13 +68,20 @@ class ChipSimulator:
 
         Samples run ``chunk`` at a time (they are independent), so the per-step buffers stay bounded; u and v of
         every stage are kept only with ``states`` (for B samples they are 2·(T + depth)·B·Σn int64 values).
+        ``meta["saturation"]`` counts, per LIF-family stage, the (step, sample, neuron) updates whose current wrapped
+        or whose membrane clipped at the top or the bottom (``state_overflow``; Lava does the same): 0 under the
+        T-step headroom; under a one-step or data headroom, where inputs went beyond what it was sized for (a
+        membrane driven far below zero clips at the bottom, which changes a spike only if it climbs back).
         """
         check_timing(timing)
         xs, clipped = accept_input(x, self.dep.qnet, clip)
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")
-        res = join_batches([self._run(xs[:, b:b + chunk], timing, states) for b in range(0, xs.shape[1], chunk)])
+        parts = [self._run(xs[:, b:b + chunk], timing, states) for b in range(0, xs.shape[1], chunk)]
+        res = join_batches(parts)
         res.meta["clipped_inputs"] = clipped
+        res.meta["saturation"] = {q.name: {k: sum(p.meta["saturation"][q.name][k] for p in parts) for k in OVERFLOWS}
+                                  for q in self.dep.qnet.stages if not q.graded}
         return res
 
     def _run(self, xs: np.ndarray, timing: str, states: bool) -> RunResult:
@@ -70,6 +96,7 @@ class ChipSimulator:
         v = {k: np.zeros_like(a) for k, a in u.items()}
         s = {q.name: np.zeros((steps, B, q.size), dtype=bool) for q in qnet.stages}
         msgs.update({q.name: np.zeros((steps, B, q.size), dtype=np.int64) for q in qnet.stages})
+        over = {q.name: dict.fromkeys(OVERFLOWS, 0) for q in qnet.stages if not q.graded}
         for t in range(steps):
             for q in qnet.stages:
                 a = np.zeros((B, q.size), dtype=np.int64)
@@ -86,6 +113,8 @@ class ChipSimulator:
                         v0, a, tb["lam"][row], tb["scale"][row], tb["theta"][row], tb["offset"][row], q.shift, t < T)
                     s[q.name][t] = msgs[q.name][t] != 0
                 else:
+                    for key, mask in zip(OVERFLOWS, state_overflow(u0, v0, a, q.du, q.dv), strict=True):
+                        over[q.name][key] += int(mask.sum())
                     u[q.name][t], v[q.name][t], s[q.name][t] = neuron_step_fixed(
                         u0, v0, a, q.du, q.dv, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm", q.vsub,
                         s[q.name][t - 1] if t else None)
@@ -94,5 +123,7 @@ class ChipSimulator:
             return {q.name: to_lava_timing(arrays[q.name], q.latency, steps) for q in stages}
 
         kept = [q for q in qnet.stages if states or q.name == qnet.output]  # the readout's v is the output
-        return assemble(qnet, on_lava_clock(u, kept), on_lava_clock(v, kept), on_lava_clock(s, list(qnet.stages)),
-                        timing, fixed=True, keep_states=states)
+        res = assemble(qnet, on_lava_clock(u, kept), on_lava_clock(v, kept), on_lava_clock(s, list(qnet.stages)),
+                       timing, fixed=True, keep_states=states)
+        res.meta["saturation"] = over
+        return res
