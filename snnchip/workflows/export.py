@@ -128,9 +128,9 @@ def _calibration_lines(dep: Any, x: Any) -> list[str]:
         return []
     from snnchip.hw_sim.chip import ChipSimulator, saturation_lines
 
-    lines = [f"data headroom: margin {dep.manifest['precision']['margin']:g} × the largest current and membrane of "
-             f"each stage on " + ("the training set" if x is None else f"the calibration inputs {cal['shape']} "
-                                  f"(sha256 {cal['sha256'][:12]}…)")]
+    margin = dep.manifest["precision"]["margin"]
+    data = "the training set" if x is None else f"the calibration inputs {cal['shape']} (sha256 {cal['sha256'][:12]}…)"
+    lines = [f"data headroom: the largest current × {margin:g} and the largest membrane of each stage on {data}"]
     if x is not None:
         updates = {q.name: (dep.T + dep.depth) * x.shape[1] * q.size for q in dep.qnet.stages}
         counts = ChipSimulator(dep).run(x, states=False).meta["saturation"]
