@@ -1,16 +1,16 @@
 """The data headroom (--headroom data, --calibration-input): deep foreign graphs in the peer libraries' layouts
-(tests/deep_nets.py) keep the NIR reference's spikes better than with the one-step headroom, measured on inputs
+(snnchip.bench.deep_nets) keep the NIR reference's spikes better than with the one-step headroom, measured on inputs
 other than the calibration set; the peaks it is sized from match the reference executor's states; bad calibration
 inputs are refused in one line; saturation is counted, and Lava equals the chip on a data-headroom deployment."""
 
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
-from deep_nets import (
+
+from snnchip.bench.deep_nets import (
     IMAGE,
     NORSE,
     SINABS,
@@ -23,7 +23,7 @@ from deep_nets import (
     snntorch_cnn,
     sparse_events,
 )
-
+from snnchip.bench.headroom import headroom_agreement
 from snnchip.cli import snn_export, snn_run
 from snnchip.deploy.fixed_point import state_overflow
 from snnchip.errors import DataError
@@ -31,10 +31,8 @@ from snnchip.export.loihi import deployment_from_graph, export_loihi, load_deplo
 from snnchip.export.lowering import lower
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.provenance import differences, rederive
-from snnchip.export.quantize import SaturationWarning
 from snnchip.export.stage_peaks import check_calibration_input, stage_peaks
 from snnchip.hw_sim.chip import ChipSimulator
-from snnchip.hw_sim.compare import spike_agreement
 from snnchip.identity import sha256_arrays
 
 NETS = {"sinabs": (sinabs_cnn, SINABS), "snntorch": (snntorch_cnn, SNNTORCH), "norse": (norse_cnn, NORSE)}
@@ -45,17 +43,9 @@ def _inputs(kind: str, seed: int, T: int = 20, batch: int = 64) -> np.ndarray:
 
 
 def _agreement(graph, interp, x_test, **precision) -> tuple[dict[str, float], float]:
-    """Per-layer spike agreement (hw_sim.compare) NIR reference vs chip, and the decision agreement (argmax of the
-    output layer's spike counts)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SaturationWarning)
-        dep = deployment_from_graph(graph, interp, T=x_test.shape[0], **precision)
-    ref = NIRExecutor(graph, interp).run(x_test)
-    chip = ChipSimulator(dep).run(x_test, states=False)
-    f_spk = {k: np.asarray(ref.spikes[k]).astype(bool) for k in chip.spikes}
-    out = dep.qnet.output
-    decided = np.mean(f_spk[out].sum(0).argmax(-1) == chip.spikes[out].sum(0).argmax(-1))
-    return spike_agreement(f_spk, chip.spikes), float(decided)
+    """Per-layer spike agreement (hw_sim.compare) NIR reference vs chip, and the decision agreement."""
+    r = headroom_agreement(graph, interp, x_test, **precision)
+    return r["agreement"], r["decisions"]
 
 
 # measured (64 test samples, calibration on 64 others; min over layers, decisions), one-step -> data:
