@@ -14,13 +14,14 @@ import torch
 from snnchip.errors import BenchmarkError, SnnchipError
 from snnchip.options import option
 
-BENCHES = ("train", "peers", "hwsim", "memory")
+BENCHES = ("train", "peers", "hwsim", "memory", "headroom")
 # Defaults that differ per benchmark (the config's are None): peers runs both of its nets at their own batch sizes.
 BENCH_DEFAULTS = {
     "train": {"model": "mlp", "methods": "bptt,ottt-o,ottt-a,sltt,sltt-k,saf-e,saf-f", "batch_size": 32},
     "peers": {"model": "conv,mlp", "methods": "all"},
     "hwsim": {"batch_size": 32},
     "memory": {"model": "vgg,conv", "methods": "ottt-a,sj-ottt,sltt,sj-sltt", "batch_size": 8},
+    "headroom": {},
 }
 
 

@@ -129,6 +129,17 @@ def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, d
     return (np.where(s, 0, u) if reset_current else u), v, s
 
 
+def state_overflow(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where ``neuron_step_fixed`` from (u, v) with input ``a_in`` leaves the 24-bit state, as bool masks: the
+    current wraps (decay(u, du + 1) + (a << 6) outside (−2^23, 2^23]), the membrane v' = decay(v, dv) + wrap24(that)
+    clips at the top (v' > 2^23 − 1) or at the bottom (v' < −(2^23 − 1)). All happen identically in Lava; counting
+    them tells a run that left its headroom."""
+    pre = decay(np.asarray(u, dtype=np.int64), du + 1) + (np.asarray(a_in, dtype=np.int64) << ACT_SHIFT)
+    membrane = decay(np.asarray(v, dtype=np.int64), dv) + wrap24(pre)
+    return (pre > WRAP) | (pre <= -WRAP), membrane > V_MAX, membrane < -V_MAX
+
+
 def mul12(x: np.ndarray, f: np.ndarray) -> np.ndarray:
     """x·f/4096 rounded toward zero (the decay's arithmetic with a signed, possibly > 4096 factor f)."""
     p = np.asarray(x, dtype=np.int64) * np.asarray(f, dtype=np.int64)

@@ -40,7 +40,7 @@ import scipy.sparse as sp
 from snnchip import lava_compat
 from snnchip.arrayfile import load_npz
 from snnchip.atomic import atomic_dir
-from snnchip.errors import DeployError, OutputError, UnsupportedNodeError
+from snnchip.errors import DataError, DeployError, OutputError, UnsupportedNodeError
 from snnchip.export.kernel import Kernel
 from snnchip.export.loihi2 import EMPF_TABLES, NEVER_FIRES, neuron_process, synapse_process
 from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
@@ -48,6 +48,7 @@ from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight
 from snnchip.export.nir_export import nir_bytes
 from snnchip.export.nir_meta import recorded_interpretation
 from snnchip.export.quantize import (
+    DATA_MARGIN,
     QProjection,
     QStage,
     QuantizedNet,
@@ -55,6 +56,7 @@ from snnchip.export.quantize import (
 )
 from snnchip.export.seal import SealCheck, check_format, check_seal, refuse_edited, sealed_manifest_json
 from snnchip.export.sizing import check_feasible, deployment_size
+from snnchip.export.stage_peaks import check_calibration_input, describe, stage_peaks
 from snnchip.identity import sha256_file
 from snnchip.spec import Interpretation
 
@@ -183,14 +185,26 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
 def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
                           input_range: float = 1.0, input_frac_bits: int | None = None, weight_exp: int | None = None,
                           spike_bounds: dict[str, float] | None = None, max_memory: float | None = None,
-                          wide_weights: bool | None = None, headroom: str | None = None) -> Deployment:
+                          wide_weights: bool | None = None, headroom: str | None = None,
+                          calibration_input: Any = None, margin: float = DATA_MARGIN,
+                          peaks: dict[str, tuple[float, float]] | None = None) -> Deployment:
     """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes; ``weight_exp``, ``wide_weights``,
-    ``headroom``: see ``quantize``; None: ``precision_of`` the graph).
+    ``headroom``, ``margin``: see ``quantize``; None: ``precision_of`` the graph).
 
-    The deployment's size is computed first (``sizing.deployment_size``): one that would need more than
-    ``max_memory`` bytes (default: the memory available now) is refused with its numbers before anything is built.
+    ``calibration_input`` x [T, batch, *input_shape] (``check_calibration_input``): the data headroom's inputs, whose
+    per-stage peaks (``stage_peaks``) size each stage's scale; ``peaks`` gives those peaks directly instead (a
+    manifest's, when a deployment is derived again). The deployment's size is computed first
+    (``sizing.deployment_size``): one that would need more than ``max_memory`` bytes (default: the memory available
+    now) is refused with its numbers before anything is built.
     """
-    precision = precision_of(graph, wide_weights, headroom, weight_exp)
+    calibrated = calibration_input is not None or peaks is not None
+    precision = precision_of(graph, wide_weights, headroom, weight_exp, calibrated)
+    if (precision["headroom"] == "data") != calibrated:
+        raise DataError("the data headroom needs calibration inputs (--calibration-input X.npy, calibration_input=)"
+                        if not calibrated else f"calibration inputs size the data headroom; the headroom asked for "
+                        f"is {precision['headroom']!r} (ask for 'data' or 'auto', or leave the inputs out)")
+    if precision["headroom"] == "data" and not margin >= 1.0:
+        raise DataError(f"the data headroom's margin must be ≥ 1 (a finite number), got {margin}")
     check_feasible(deployment_size(graph, interpretation, precision["synapse_sets"]), max_memory)
     net = lower(graph, interpretation, T)
     if "snnchip" not in (graph.metadata or {}):
@@ -199,26 +213,37 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
         interpretation = None  # our own graph: its metadata fixes the semantics
     if net.T is None:
         raise DeployError("the number of time steps T is unknown (a foreign graph carries none): pass T / --T")
+    calibration = None
+    if precision["headroom"] == "data":
+        precision["margin"] = float(margin)
+        if peaks is None:
+            x = check_calibration_input(calibration_input, net, input_range)
+            peaks, calibration = stage_peaks(net, x), describe(x)
     qnet = quantize(net, net.T, input_range, input_frac_bits, weight_exp, spike_bounds,
-                    precision["synapse_sets"] == 2, precision["headroom"])
+                    precision["synapse_sets"] == 2, precision["headroom"], peaks, margin)
     manifest = _manifest(net, qnet, interpretation)
     manifest["precision"] = precision
+    if calibration is not None:
+        manifest["calibration"] = calibration
     return Deployment(net, qnet, manifest)
 
 
 def precision_of(graph: nir.NIRGraph, wide_weights: bool | None = None, headroom: str | None = None,
-                 weight_exp: int | None = None) -> dict[str, Any]:
+                 weight_exp: int | None = None, calibrated: bool = False) -> dict[str, Any]:
     """The synapse sets (2: wide weights) and membrane headroom of ``graph``'s deployment (``quantize``), and why.
 
     What is not given (None) follows the graph: a foreign graph's weights never saw the chip's grid and nothing
-    calibrates them, so it gets precision (wide weights, the one-step headroom: the scale does not shrink with T);
-    a snnchip model gets resources and guarantees (8-bit weights, which ``--calibrate`` serves, and the T-step
-    headroom, which never saturates); fixed exponents (netx) hold one weight matrix per layer."""
+    calibrates them, so it gets precision (wide weights, the one-step headroom: the scale does not shrink with T;
+    with calibration inputs the data headroom, scaled for the states they reach); a snnchip model gets resources
+    and guarantees (8-bit weights, which ``--calibrate`` serves, and the T-step headroom, which never saturates);
+    fixed exponents (netx) hold one weight matrix per layer."""
     foreign = "snnchip" not in (graph.metadata or {}) and weight_exp is None
     why = "fixed exponents (netx)" if weight_exp is not None else \
         "a foreign graph: precision first" if foreign else "a snnchip model: resources and guarantees first"
+    if calibrated and headroom is None:
+        why += "; the data headroom for the calibration inputs given"
     wide = foreign if wide_weights is None else wide_weights
-    room = ("step" if foreign else "T") if headroom is None else headroom
+    room = ("data" if calibrated else "step" if foreign else "T") if headroom is None else headroom
     asked = [name for name, given in (("weights", wide_weights), ("headroom", headroom)) if given is not None]
     return {"synapse_sets": 2 if wide else 1, "headroom": room,
             "why": f"{' and '.join(asked)} as asked" if len(asked) == 2 else
@@ -261,6 +286,32 @@ def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, floa
     return graded_spike_peaks(graph, load_dataset(cfg["dataset"], cfg.get("data_dir"), flat=flat, T=T).x_train)
 
 
+CALIBRATION_SAMPLES = 512  # training samples that size a snnchip model's data headroom
+
+
+def training_inputs(source: object, graph: nir.NIRGraph, samples: int = CALIBRATION_SAMPLES) -> np.ndarray | None:
+    """The first ``samples`` training inputs [T, samples, *input_shape] of the dataset a ``model.pt`` records,
+    encoded as it trains (rate codes from seed 0); None for other sources."""
+    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix != ".pt":
+        return None
+    import torch
+
+    from snnchip.checkpoint import load_checkpoint
+    from snnchip.train.data import load_dataset
+    from snnchip.train.rules import time_major
+
+    ckpt = load_checkpoint(source)
+    cfg = (ckpt.metrics or {}).get("config") or {}
+    if "dataset" not in cfg:
+        return None
+    data = load_dataset(cfg["dataset"], cfg.get("data_dir"), spec=ckpt.spec)
+    x = data.x_train[:samples]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        xs = x.transpose(0, 1) if data.temporal else time_major(torch.as_tensor(x), ckpt.spec)
+    return xs.double().numpy()
+
+
 def check_replaceable(out_dir: str | os.PathLike) -> None:
     """A deploy directory is written in place of nothing, an empty directory or an earlier deploy directory (one
     with ``manifest.json``); anything else at ``out_dir`` would be replaced whole, so it is refused."""
@@ -273,22 +324,30 @@ def check_replaceable(out_dir: str | os.PathLike) -> None:
 def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation: Interpretation | None = None,
                  T: int | None = None, source: str | os.PathLike | None = None,
                  spike_bounds: dict[str, float] | None = None, max_memory: float | None = None,
-                 wide_weights: bool | None = None, headroom: str | None = None, input_range: float = 1.0) -> Path:
+                 wide_weights: bool | None = None, headroom: str | None = None, input_range: float = 1.0,
+                 calibration_input: Any = None, margin: float = DATA_MARGIN) -> Path:
     """Write the deploy directory for a NIR graph, a ``SpikingNet``, a ``.nir`` file or a ``model.pt``; return its
     path. ``source``: the ``model.pt`` a given graph came from: its training set sizes graded spikes (unless
-    ``spike_bounds`` are given) and the manifest records its path and sha256. ``wide_weights``, ``headroom``,
-    ``input_range`` (the largest |x| the deployment takes): see ``deployment_from_graph``. The manifest seals the
-    files and its own values (``export.seal``)."""
+    ``spike_bounds`` are given) and, with ``headroom="data"`` and no ``calibration_input``, the data headroom; the
+    manifest records its path and sha256. ``wide_weights``, ``headroom``, ``input_range`` (the largest |x| the
+    deployment takes), ``calibration_input`` (x [T, batch, *input_shape]), ``margin``: see
+    ``deployment_from_graph``. The manifest seals the files and its own values (``export.seal``)."""
     check_replaceable(out_dir)
     graph = read_model_graph(graph_or_path)
     origin = source or graph_or_path
     sets = precision_of(graph, wide_weights)["synapse_sets"]
     check_feasible(deployment_size(graph, interpretation, sets), max_memory)  # before measuring spikes on data
+    training = headroom == "data" and calibration_input is None
+    if training:
+        calibration_input = training_inputs(origin, graph)
     dep = deployment_from_graph(graph, interpretation, T, spike_bounds=spike_bounds if spike_bounds is not None
                                 else measured_spike_bounds(origin, graph), max_memory=max_memory,
-                                wide_weights=wide_weights, headroom=headroom, input_range=input_range)
+                                wide_weights=wide_weights, headroom=headroom, input_range=input_range,
+                                calibration_input=calibration_input, margin=margin)
     if isinstance(origin, (str, os.PathLike)) and Path(origin).is_file():
         dep.manifest["source"] = {"path": str(origin), "sha256": sha256_file(origin)}
+    if training and "calibration" in dep.manifest:
+        dep.manifest["calibration"]["data"] = "the model's training set (its first samples, encoded as in training)"
     arrays = {}
     for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
         arrays.update({f"{q.name}/bias": q.bias, f"{q.name}/bias_float": st.bias})

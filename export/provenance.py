@@ -3,8 +3,9 @@
 A deploy directory's seal (``export.seal``) shows that its files are the ones snn-export wrote together; it says
 nothing about which model they came from (a recorded sha256 of a ``model.pt`` is only a claim). ``rederive``
 quantizes the model again with the options the manifest records (T, input range, interpretation, precision, the
-measured graded-spike bounds), and ``differences`` compares every integer and float the chip and the float graph
-use: the input's grid, each stage's registers, weights and residuals, exponents, delays, biases and tables.
+measured graded-spike bounds, the data headroom's per-stage peaks and margin), and ``differences`` compares every
+integer and float the chip and the float graph use: the input's grid, each stage's registers, weights and
+residuals, exponents, delays, biases and tables.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def rederive(dep: Deployment, model: Any) -> Deployment:
     interp = man.get("interpretation")
     bounds = {r["stage"]: r["graded_spike_measured"] for r in man.get("quantization") or []
               if isinstance(r, dict) and "graded_spike_measured" in r}
+    peaks = {r["stage"]: (r["observed_current"], r["observed_membrane"]) for r in man.get("quantization") or []
+             if isinstance(r, dict) and "observed_current" in r}
     has_T = "T" in ((graph.metadata or {}).get("snnchip") or {})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SaturationWarning)
@@ -42,7 +45,8 @@ def rederive(dep: Deployment, model: Any) -> Deployment:
             graph, Interpretation(**interp) if isinstance(interp, dict) else None, None if has_T else man.get("T"),
             input_range=man["input"]["range"], spike_bounds=bounds or None,
             wide_weights=precision["synapse_sets"] == 2 if "synapse_sets" in precision else None,
-            headroom=precision.get("headroom"))
+            headroom=precision.get("headroom"), peaks=peaks or None,
+            **({"margin": precision["margin"]} if "margin" in precision else {}))
 
 
 def _is_array(x: Any) -> bool:

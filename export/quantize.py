@@ -28,7 +28,12 @@ Scale choice: the weight grid is 2^e/c with e = ⌈log2(c·max|W| / m_max)⌉, i
 larger c refines the membrane (threshold, bias, leak rounding) and, with wide weights, the weights. c is therefore
 taken as large as the 24-bit headroom allows: c_head = (2^23 − 1) / (64·B) with R = max_i(Σ_p Σ_j |W_p,ij|·x_max(p)
 + |b_i|), the largest current I = R·Σ_{k<T} λ_syn^k and B = θ + I·Σ_{k<T} λ^k over T steps (``headroom="T"``,
-readouts always) or B = θ + I for one step (``headroom="step"``, or where the T-step bound leaves c·θ < 1).
+readouts always) or B = θ + I for one step (``headroom="step"``, or where the T-step bound leaves c·θ < 1), or
+from data (``headroom="data"``): B = min(B_guaranteed, max(μ·I, V, θ)) with I the largest |current| and V the
+largest membrane (before its reset) of the float stage on calibration inputs (``export.stage_peaks``), μ ≥ 1 the
+margin on the current (whose overflow wraps, flipping its sign) and B_guaranteed the one-step bound (the T-step
+bound for readouts); beyond B the 24-bit state saturates (v clips, the current wraps), identically in Lava and the
+simulator, which counts it (``hw_sim.chip``).
 Candidates c ∈ {2^⌊log2 c_head⌋, c_head, c_fit·2^⌊log2(c_head/c_fit)⌋} (c_fit fills the mantissa of the largest
 weight exactly), each rounded down so that vth = c·θ is an integer; the one with the smallest maximal
 weight/bias/threshold error wins (ties: the power of two, which is lossless for parameters on a binary grid). A
@@ -322,17 +327,24 @@ def _projection_reports(projs: tuple[QProjection, ...], best: dict, unit: float 
     return out
 
 
-HEADROOMS = ("T", "step")
+HEADROOMS = ("T", "step", "data")
+DATA_MARGIN = 1.5  # μ of the data headroom: half again the largest current seen on the calibration inputs
 
 
 def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_exp: int | None = None,
-                   input_frac_bits: int = 0, wide: bool = False, headroom: str = "T") -> tuple[QStage, dict]:
+                   input_frac_bits: int = 0, wide: bool = False, headroom: str = "T",
+                   peak: tuple[float, float] | None = None,
+                   margin: float = DATA_MARGIN) -> tuple[QStage, dict]:
     """Quantize one LIF-family stage (lif, cubalif, srm, readout); ``x_max``: the largest message per source
     (the input's range, 1 for binary spikes, an EM-PF stage's graded bound). ``weight_exp`` fixes every
     projection's Dense exponent as Lava applies it (netx: 0, its files hold the effective integer weights; the
-    input's projection then has e = weight_exp + ``input_frac_bits``). ``wide``, ``headroom``: see ``quantize``."""
+    input's projection then has e = weight_exp + ``input_frac_bits``). ``wide``, ``headroom``, ``peak`` (P of the
+    data headroom), ``margin``: see ``quantize``."""
     if headroom not in HEADROOMS:
         raise ValueError(f"headroom {headroom!r}; valid: {', '.join(HEADROOMS)}")
+    if headroom == "data" and (peak is None or not margin >= 1.0):
+        raise ValueError(f"stage {stage.name!r}: the data headroom needs the stage's observed peak and a margin "
+                         f"≥ 1 (got {peak}, {margin})")
     weights = [p.weight for p in stage.inputs]
     drive = sum(row_abs_sum(p.weight) * x_max[p.source] for p in stage.inputs) + np.abs(stage.bias)
     row = float(np.max(drive, initial=0.0))
@@ -344,8 +356,10 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
     one_step = theta0 + current  # one step of the largest current
     full = one_step if T is None else theta0 + current * geometric_sum(stage.lam, T)
     bound = full
-    if stage.spiking and (headroom == "step" or V_MAX / (ACT_SHIFT_SCALE * full) * stage.theta < 1):
+    if stage.spiking and (headroom != "T" or V_MAX / (ACT_SHIFT_SCALE * full) * stage.theta < 1):
         bound = one_step  # asked for, or the T-step worst case does not fit (warned below)
+    if headroom == "data" and sum(peak) + theta0 > 0:  # a state never driven keeps the guaranteed bound
+        bound = min(bound, max(margin * peak[0], peak[1], theta0))
     c_head = V_MAX / (ACT_SHIFT_SCALE * bound) if bound > 0 else float(VTH_MAX)
     if stage.spiking and c_head * stage.theta < 1:
         raise QuantizationError(
@@ -380,7 +394,10 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
         max_abs_bias_error=float(np.abs(stage.bias - bq / c).max(initial=0.0)),
         projections=_projection_reports(projs, best),
         state_bound_int=float(ACT_SHIFT_SCALE * c * one_step), state_bound_T_int=float(ACT_SHIFT_SCALE * c * full),
-        may_saturate=bool(may_saturate), headroom=headroom if stage.spiking else "T", weight_step=step_int / c,
+        may_saturate=bool(may_saturate), headroom=headroom if stage.spiking or headroom == "data" else "T",
+        **({"observed_current": float(peak[0]), "observed_membrane": float(peak[1]), "margin": float(margin)}
+           if headroom == "data" else {}),
+        weight_step=step_int / c,
         weight_step_theta=step_int / vth if stage.spiking else None, coarse=bool(stage.spiking and step_int >= vth),
     )
     return q, report
@@ -479,7 +496,9 @@ def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, f
 
 def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, input_frac_bits: int | None = None,
              weight_exp: int | None = None, spike_bounds: dict[str, float] | None = None, wide_weights: bool = False,
-             headroom: str = "T") -> QuantizedNet:
+             headroom: str = "T", peaks: dict[str, tuple[float, float]] | None = None,
+             margin: float = DATA_MARGIN
+             ) -> QuantizedNet:
     """Quantize every stage of ``net``; the first reads graded real inputs with |x| ≤ ``input_range``.
 
     ``wide_weights``: every projection is two 8-bit synapse sets, the weights' mantissas and their residual's
@@ -487,7 +506,10 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
     ``headroom``: "T" scales every spiking membrane for its worst case over T steps (it never saturates; the scale,
     and with it the resolution, shrinks with T where a neuron integrates without much leak); "step" for one step
     of the largest current, θ + R·Σλ_syn^k (beyond it the 24-bit state saturates, identically in Lava and the
-    simulator; the report flags it). Readouts always get the T-step bound.
+    simulator; the report flags it). Readouts get the T-step bound. "data": each LIF-family stage (readouts too) is
+    scaled for max(``margin`` × I, V) of ``peaks[stage]`` = (I, V), the largest |current| and membrane its float
+    stage reached on calibration inputs (``export.stage_peaks``), never beyond the one-step bound (readouts: T-step);
+    inputs that drive a state past it saturate (counted by ``hw_sim.chip``). EM-PF stages keep their own bounds.
     ``input_frac_bits``: q of the input's payloads x·2^q (None: the largest ≤ 16 that fits, see ``_message_bits``).
     ``weight_exp`` (None: chosen per projection) fixes every Dense exponent (see ``quantize_stage``; it needs an
     explicit ``input_frac_bits``).
@@ -522,7 +544,11 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
             if message_max[st.name] != worst[st.name]:
                 r["graded_spike_measured"] = message_max[st.name]
         else:
-            q, r = quantize_stage(st, steps, message_max, weight_exp, input_frac_bits or 0, wide_weights, headroom)
+            if headroom == "data" and st.name not in (peaks or {}):
+                raise QuantizationError(f"stage {st.name!r}: the data headroom needs its observed peak (calibration "
+                                        "inputs)")
+            q, r = quantize_stage(st, steps, message_max, weight_exp, input_frac_bits or 0, wide_weights, headroom,
+                                  (peaks or {}).get(st.name), margin)
         stages[st.name], reports[st.name] = q, r
     q_bits = _message_bits(net, stages, worst, input_frac_bits)
     out = []
@@ -552,7 +578,8 @@ def warnings_of(r: dict) -> str:
     weights are coarse (one step of the weight grid, g·2^e/c with g the mantissa step of the sign mode, moves the
     membrane by at least θ = vth/c, so the rounding of a single synapse can decide a spike: vth ≤ g·2^e; the
     weights' relative error can still be small)."""
-    out = [] if not r["may_saturate"] else ["one-step headroom"] if r.get("headroom") == "step" else ["MAY saturate"]
+    room = {"step": "one-step headroom", "data": "data headroom"}.get(r.get("headroom"), "MAY saturate")
+    out = [room] if r["may_saturate"] else []
     if r.get("coarse"):
         out.append(f"coarse: weight step {r['weight_step_theta']:.3g}θ (vth {r['vth']})")
     return ", ".join(out) or "none"

@@ -18,7 +18,13 @@ import os
 
 import numpy as np
 
-from snnchip.deploy.fixed_point import dense_fixed, effective_weights, empf_step_fixed, neuron_step_fixed
+from snnchip.deploy.fixed_point import (
+    dense_fixed,
+    effective_weights,
+    empf_step_fixed,
+    neuron_step_fixed,
+    state_overflow,
+)
 from snnchip.deploy.result import RunResult, accept_input, assemble, check_timing, join_batches
 from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.loihi2 import EMPF_INT_TABLES
@@ -26,6 +32,7 @@ from snnchip.export.lowering import INPUT
 from snnchip.export.quantize import encode_input
 
 CHUNK = 1024  # samples simulated at a time
+OVERFLOWS = ("u_wrapped", "v_clipped_top", "v_clipped_bottom")  # meta["saturation"]'s counts (``state_overflow``)
 
 
 def to_lava_timing(a: np.ndarray, k: int, steps: int) -> np.ndarray:
@@ -33,6 +40,18 @@ def to_lava_timing(a: np.ndarray, k: int, steps: int) -> np.ndarray:
     out = np.zeros((steps, *a.shape[1:]), dtype=a.dtype)
     out[k:] = a[: steps - k]
     return out
+
+
+def saturation_lines(counts: dict[str, dict[str, int]], updates: dict[str, int]) -> list[str]:
+    """``meta["saturation"]`` in words: per stage, the wrapped currents and clipped membranes among its ``updates``
+    (steps × samples × neurons), or that none left the 24-bit state."""
+    hit = {k: c for k, c in counts.items() if any(c.values())}
+    if not hit:
+        return ["saturation: none (no current wrapped, no membrane clipped in any stage)"]
+    return ["saturation (updates that left the 24-bit state; Lava does the same):"] + [
+        f"  {k:<20} " + ", ".join(f"{what} {c[key]} ({c[key] / updates[k]:.3%})" for key, what in (
+            ("u_wrapped", "current wrapped"), ("v_clipped_top", "membrane clipped at the top"),
+            ("v_clipped_bottom", "at the bottom"))) + f" of {updates[k]}" for k, c in hit.items()]
 
 
 class ChipSimulator:
@@ -50,13 +69,20 @@ class ChipSimulator:
 
         Samples run ``chunk`` at a time (they are independent), so the per-step buffers stay bounded; u and v of
         every stage are kept only with ``states`` (for B samples they are 2·(T + depth)·B·Σn int64 values).
+        ``meta["saturation"]`` counts, per LIF-family stage, the (step, sample, neuron) updates whose current wrapped
+        or whose membrane clipped at the top or the bottom (``state_overflow``; Lava does the same): 0 under the
+        T-step headroom; under a one-step or data headroom, where inputs went beyond what it was sized for (a
+        membrane driven far below zero clips at the bottom, which changes a spike only if it climbs back).
         """
         check_timing(timing)
         xs, clipped = accept_input(x, self.dep.qnet, clip)
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")
-        res = join_batches([self._run(xs[:, b:b + chunk], timing, states) for b in range(0, xs.shape[1], chunk)])
+        parts = [self._run(xs[:, b:b + chunk], timing, states) for b in range(0, xs.shape[1], chunk)]
+        res = join_batches(parts)
         res.meta["clipped_inputs"] = clipped
+        res.meta["saturation"] = {q.name: {k: sum(p.meta["saturation"][q.name][k] for p in parts) for k in OVERFLOWS}
+                                  for q in self.dep.qnet.stages if not q.graded}
         return res
 
     def _run(self, xs: np.ndarray, timing: str, states: bool) -> RunResult:
@@ -76,6 +102,7 @@ class ChipSimulator:
         # a spiking stage's messages are its spikes (the same array); an EM-PF stage's are graded
         msgs.update({q.name: np.zeros((steps, B, q.size), dtype=np.int64) if q.graded else s[q.name]
                      for q in qnet.stages})
+        over = {q.name: dict.fromkeys(OVERFLOWS, 0) for q in qnet.stages if not q.graded}
         for t in range(steps):
             for q in qnet.stages:
                 if t >= steps - q.latency:  # past the run on Lava's clock (t + latency ≥ steps): never read
@@ -95,6 +122,8 @@ class ChipSimulator:
                         v0, a, *(q.tables[k][row] for k in EMPF_INT_TABLES), q.shift, t < T)
                     s[n][t] = msgs[n][t] != 0
                 else:
+                    for key, mask in zip(OVERFLOWS, state_overflow(u0, v0, a, q.du, q.dv), strict=True):
+                        over[n][key] += int(mask.sum())
                     u[n][now], v[n][now], s[n][t] = neuron_step_fixed(
                         u0, v0, a, q.du, q.dv, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm", q.vsub,
                         s[n][t - 1] if t else None)
@@ -102,5 +131,7 @@ class ChipSimulator:
         def on_lava_clock(arrays: dict[str, np.ndarray], stages: list) -> dict[str, np.ndarray]:
             return {q.name: to_lava_timing(arrays[q.name], q.latency, steps) for q in stages}
 
-        return assemble(qnet, on_lava_clock(u, kept), on_lava_clock(v, kept), on_lava_clock(s, list(qnet.stages)),
-                        timing, fixed=True, keep_states=states)
+        res = assemble(qnet, on_lava_clock(u, kept), on_lava_clock(v, kept), on_lava_clock(s, list(qnet.stages)),
+                       timing, fixed=True, keep_states=states)
+        res.meta["saturation"] = over
+        return res

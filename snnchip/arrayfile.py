@@ -16,6 +16,8 @@ from typing import IO
 
 import numpy as np
 
+from snnchip.errors import DataError
+
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
@@ -68,3 +70,21 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             except ValueError as exc:
                 raise ValueError(f"member {name!r}: {exc}") from None
         return out
+
+
+def load_input(path: str | os.PathLike) -> np.ndarray:
+    """A ``.npy`` array [T, batch, *features] of finite real numbers, or a ``DataError`` saying what is wrong."""
+    try:
+        x = load_npy(path)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read a .npy array ({exc or type(exc).__name__})") from None
+    if np.iscomplexobj(x):
+        raise DataError(f"{path}: holds complex numbers ({x.dtype}); the network takes real inputs: pass the real "
+                        "part (x.real) or the magnitude (abs(x))")
+    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
+        raise DataError(f"{path}: expected a numeric array, got dtype {x.dtype}")
+    if x.ndim < 3 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise DataError(f"{path}: expected shape [T ≥ 1, batch ≥ 1, *features], got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{path}: input contains NaN or infinite values")
+    return x

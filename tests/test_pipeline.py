@@ -43,6 +43,6 @@ def test_a_bad_export_table_is_refused_before_training(tmp_path, export):
     cfg = tmp_path / "p.toml"
     cfg.write_text(CONFIG.format(export=export))
     with pytest.raises(SnnchipError, match=r"\[export\]: the keys are targets.*weights \(one of auto, 8bit, wide\) "
-                                           r"and headroom \(one of auto, T, step\)"):
+                                           r"and headroom \(one of auto, T, step, data\)"):
         run_pipeline(cfg, tmp_path / "run", log=lambda line: None)
     assert not (tmp_path / "run").exists()

@@ -1,4 +1,4 @@
-"""``snn-bench train|peers|hwsim|memory``: benchmark tables, plots and JSON."""
+"""``snn-bench train|peers|hwsim|memory|headroom``: benchmark tables, plots and JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from snnchip.cli.command import base_parser, run_command
 from snnchip.cli.options import add_options, config
 
 RUNNERS = {"train": "snnchip.bench.train", "peers": "snnchip.bench.peers", "hwsim": "snnchip.bench.hwsim",
-           "memory": "snnchip.bench.memory"}
+           "memory": "snnchip.bench.memory", "headroom": "snnchip.bench.headroom"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,7 +24,9 @@ def parser() -> argparse.ArgumentParser:
         "  snn-bench peers --model conv --T 4,16 --json peers.json --plot peers.png --markdown docs/BENCHMARKS.md\n"
         "    (peers: SpikingJelly and snnTorch side by side; install them with `make setup-bench`)\n"
         "  snn-bench memory --model vgg --T 4 --batch-size 8 --json memory.json\n"
-        "    (where one iteration's memory goes, ours and SpikingJelly's: gradients, saved for backward, ...)\n",
+        "    (where one iteration's memory goes, ours and SpikingJelly's: gradients, saved for backward, ...)\n"
+        "  snn-bench headroom --json headroom.json\n"
+        "    (per-layer spike agreement with the NIR reference, one-step vs data headroom, deep foreign graphs)\n",
     )
     add_options(p, BenchConfig)
     return p

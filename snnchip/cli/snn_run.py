@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from snnchip.arrayfile import load_npy
+from snnchip.arrayfile import load_input
 from snnchip.atomic import check_destination
 from snnchip.cli.command import base_parser, run_command
 from snnchip.cli.options import add_options, config, overrides
-from snnchip.errors import DataError, NIRFormatError, SpecError
+from snnchip.errors import NIRFormatError, SpecError
 from snnchip.options import check_paths, option
 from snnchip.spec import Interpretation
 
@@ -49,24 +49,6 @@ def parser() -> argparse.ArgumentParser:
     add_options(p.add_argument_group("interpretation of foreign NIR graphs (reference backend)"), Interpretation,
                 as_overrides=True)
     return p
-
-
-def load_input(path: str | os.PathLike) -> np.ndarray:
-    """A ``.npy`` array [T, batch, *features] of finite real numbers, or a ``DataError`` saying what is wrong."""
-    try:
-        x = load_npy(path)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read a .npy array ({exc or type(exc).__name__})") from None
-    if np.iscomplexobj(x):
-        raise DataError(f"{path}: holds complex numbers ({x.dtype}); the network takes real inputs: pass the real "
-                        "part (x.real) or the magnitude (abs(x))")
-    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
-        raise DataError(f"{path}: expected a numeric array, got dtype {x.dtype}")
-    if x.ndim < 3 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise DataError(f"{path}: expected shape [T ≥ 1, batch ≥ 1, *features], got {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise DataError(f"{path}: input contains NaN or infinite values")
-    return x
 
 
 def _rates(spikes: dict[str, np.ndarray]) -> list[str]:
@@ -120,12 +102,14 @@ def _contract(dep: Any, res: Any) -> list[str]:
 
 
 def _chip(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
-    from snnchip.hw_sim.chip import ChipSimulator
+    from snnchip.hw_sim.chip import ChipSimulator, saturation_lines
 
     dep = _deployment(cfg)
     res = ChipSimulator(dep).run(x, states=False, clip=cfg.clip_inputs)
     res.save(cfg.out)
-    return ["backend: bit-exact fixed-point chip simulator", *_contract(dep, res), *_rates(res.spikes)]
+    updates = {q.name: (dep.T + dep.depth) * x.shape[1] * q.size for q in dep.qnet.stages}
+    return ["backend: bit-exact fixed-point chip simulator", *_contract(dep, res), *_rates(res.spikes),
+            *saturation_lines(res.meta["saturation"], updates)]
 
 
 def _lava(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:

@@ -11,14 +11,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from snnchip.errors import SpecError
+from snnchip.errors import DataError, SpecError
 from snnchip.options import option
 from snnchip.spec import Interpretation
 
 TARGETS = ("nir", "loihi", "onnx", "netx")
 WIDE_WEIGHTS = {"auto": None, "8bit": False, "wide": True}  # --weights -> export.loihi's wide_weights
 WEIGHT_CHOICES = tuple(WIDE_WEIGHTS)
-HEADROOM_CHOICES = ("auto", "T", "step")
+HEADROOM_CHOICES = ("auto", "T", "step", "data")
 
 
 def precision_args(weights: str, headroom: str) -> dict[str, Any]:
@@ -26,6 +26,7 @@ def precision_args(weights: str, headroom: str) -> dict[str, Any]:
     decided per graph by ``precision_of``)."""
     return {"wide_weights": WIDE_WEIGHTS[weights],
             "headroom": None if headroom == "auto" else headroom}
+HEADROOM_WORDS = {"T": "T steps", "step": "one step", "data": "the calibration inputs' states (current × margin)"}
 DEFAULT_NAMES = {"nir": "model.nir", "loihi": "deploy", "onnx": "model.onnx", "netx": "model.net"}
 
 
@@ -46,8 +47,15 @@ class ExportConfig:
                           "8bit for a snnchip model")
     headroom: str = option("auto", choices=HEADROOM_CHOICES, help="loihi: T: each membrane's scale covers its worst "
                            "case over T steps (never saturates; coarser as T grows); step: one step of the largest "
-                           "current (finer; saturates if inputs stay maximal, identically in Lava); auto: step for a "
+                           "current (finer; saturates if inputs stay maximal, identically in Lava); data: the states "
+                           "seen on calibration inputs (the current times --margin), never beyond one step "
+                           "(finest; saturates beyond them); auto: data with --calibration-input, else step for a "
                            "foreign graph, T for a snnchip model")
+    calibration_input: str | None = option(None, path="input", help="loihi: .npy inputs [T, batch, *features] (as "
+                                           "snn-run --input) that size each stage's scale (--headroom data); a "
+                                           "model.pt with --headroom data uses its training set")
+    margin: float = option(1.5, help="loihi, --headroom data: each stage's current is given this many times the "
+                           "largest one seen on the calibration inputs (≥ 1; the membrane gets its largest)")
     input_range: float | None = option(None, help="loihi: the largest |x| of the inputs the deployment takes; its "
                                        "fixed point is sized for it and every run refuses inputs beyond it (default: "
                                        "1, inputs in [-1, 1], as every snn-train dataset)")
@@ -58,6 +66,10 @@ def export(cfg: ExportConfig, overrides: dict[str, Any] | None = None) -> list[s
     explicitly for a foreign graph. Returns the report lines."""
     if (cfg.weights, cfg.headroom) != ("auto", "auto") and cfg.target != "loihi":
         raise SpecError(f"--weights and --headroom apply to --target loihi, not {cfg.target}")
+    if (cfg.calibration_input is not None or cfg.headroom == "data") and cfg.target != "loihi":
+        raise SpecError(f"--calibration-input and --headroom data apply to --target loihi, not {cfg.target}")
+    if not 1.0 <= cfg.margin < float("inf"):
+        raise SpecError(f"--margin must be a finite number ≥ 1, got {cfg.margin}")
     if cfg.input_range is not None and cfg.target != "loihi":
         raise SpecError(f"--input-range applies to --target loihi, not {cfg.target}")
     if cfg.input_range is not None and not 0 < cfg.input_range < float("inf"):
@@ -79,24 +91,52 @@ def _nir(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
 
 
 def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
+    from snnchip.arrayfile import load_input
     from snnchip.export.loihi import export_loihi, load_deploy, read_model_graph
     from snnchip.export.nir_meta import recorded_interpretation
     from snnchip.export.quantize import format_report
 
     graph = read_model_graph(cfg.model)
-    out = export_loihi(graph, cfg.out, Interpretation.overriding(recorded_interpretation(graph), **given), cfg.T,
-                       source=cfg.model, max_memory=_bytes(cfg.max_memory),
-                       input_range=1.0 if cfg.input_range is None else cfg.input_range,
-                       **precision_args(cfg.weights, cfg.headroom))
+    calibration = None
+    try:
+        calibration = None if cfg.calibration_input is None else load_input(cfg.calibration_input)
+        out = export_loihi(graph, cfg.out, Interpretation.overriding(recorded_interpretation(graph), **given),
+                           cfg.T, source=cfg.model, max_memory=_bytes(cfg.max_memory),
+                           input_range=1.0 if cfg.input_range is None else cfg.input_range,
+                           calibration_input=calibration, margin=cfg.margin,
+                           **precision_args(cfg.weights, cfg.headroom))
+    except DataError as exc:
+        if cfg.calibration_input is None:
+            raise
+        what = str(exc).removeprefix("calibration input: ").removeprefix(f"{cfg.calibration_input}: ")
+        raise DataError(f"--calibration-input {cfg.calibration_input}: {what}") from None
     dep = load_deploy(out)
     res = dep.manifest["resources"]
     precision = dep.manifest["precision"]
-    return [format_report(dep.qnet.report),
+    return [format_report(dep.qnet.report), *_calibration_lines(dep, calibration),
             f"weights: {'wide (two 8-bit synapse sets per projection)' if precision['synapse_sets'] == 2 else '8-bit'}"
-            f", headroom: {'one step' if precision['headroom'] == 'step' else 'T steps'} ({precision['why']})",
+            f", headroom: {HEADROOM_WORDS[precision['headroom']]} ({precision['why']})",
             f"wrote {out}: {dep.depth} stages, {res['neurons']} neurons, {res['synapses']} synapses, "
             f"T = {dep.T}, Lava latency {dep.depth} steps (run T + {dep.depth}); inputs |x| ≤ "
             f"{dep.qnet.input_range:g}; sealed (sha256 of model.nir, params.npz and every manifest value)"]
+
+
+def _calibration_lines(dep: Any, x: Any) -> list[str]:
+    """The data headroom's calibration inputs and margin, and the chip's saturation on those inputs."""
+    cal = dep.manifest.get("calibration")
+    if dep.manifest["precision"]["headroom"] != "data":
+        return []
+    from snnchip.hw_sim.chip import ChipSimulator, saturation_lines
+
+    margin = dep.manifest["precision"]["margin"]
+    data = "the training set" if x is None else f"the calibration inputs {cal['shape']} (sha256 {cal['sha256'][:12]}…)"
+    lines = [f"data headroom: the largest current × {margin:g} and the largest membrane of each stage on {data}"]
+    if x is not None:
+        updates = {q.name: (dep.T + dep.depth) * x.shape[1] * q.size for q in dep.qnet.stages}
+        counts = ChipSimulator(dep).run(x, states=False).meta["saturation"]
+        lines += [f"on the calibration inputs, {line}" if i == 0 else line
+                  for i, line in enumerate(saturation_lines(counts, updates))]
+    return lines
 
 
 def _onnx(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:

@@ -17,7 +17,7 @@ so a config line and a command-line flag mean the same thing::
     [export]
     targets = ["nir", "loihi"]            # written to RUN/model.nir, RUN/deploy/, RUN/model.onnx, RUN/model.net
     weights = "auto"                      # loihi and the validated deployment: auto, 8bit or wide (--weights)
-    headroom = "auto"                     # and: auto, T or step (--headroom)
+    headroom = "auto"                     # and: auto, T, step or data (--headroom; data: the training set)
 
     [validate]                            # snn-validate options; the report and plots go under RUN
     lava_samples = 20
