@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from snnchip.errors import DataError
 from snnchip.export.lowering import INPUT, LoweredNet, Stage
@@ -64,7 +63,7 @@ def _drive(stage: Stage, out: dict[str, list[np.ndarray]], t: int, batch: int) -
     for p in stage.inputs:
         if t >= p.delay:
             x = out[p.source][t - p.delay]
-            a = a + (np.asarray((p.weight @ x.T).T) if sp.issparse(p.weight) else x @ np.asarray(p.weight).T)
+            a = a + np.asarray(p.weight @ x.T).T  # dense, CSR or Kernel: each maps [n_in, B] to [n_out, B]
     return a
 
 
