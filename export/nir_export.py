@@ -227,9 +227,7 @@ def model_graph(source: Any, interpretation: Interpretation | None = None) -> ni
         return spec_to_nir(plain_spec(checkpoint.spec), plain_parameters(model))
     graph = read_graph(path)
     if interpretation is not None and "snnchip" not in graph.metadata:
-        graph.metadata["snnchip_interpretation"] = {
-            "dt": interpretation.dt, "discretization": interpretation.discretization,
-            "reset": interpretation.reset, "compare": interpretation.compare}
+        graph.metadata["snnchip_interpretation"] = interpretation.record()
     return graph
 
 

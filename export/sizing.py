@@ -28,6 +28,7 @@ from snnchip.errors import ResourceError
 from snnchip.export.lowering import NEURON_TYPES, SPARSE_MAX_DENSITY, Paths
 from snnchip.export.nir_graph import check_graph, window
 from snnchip.export.nir_meta import recorded_interpretation, snnchip_semantics
+from snnchip.export.writers import resolve
 from snnchip.spec import Interpretation
 
 CORES_PER_CHIP = 128
@@ -155,7 +156,7 @@ def deployment_size(graph: nir.NIRGraph, interpretation: Interpretation | None =
     """The size of ``graph``'s Loihi deployment, from patterns (nothing large is allocated); ``synapse_sets``: 2
     with wide weights."""
     checked = check_graph(graph)
-    interp = interpretation or recorded_interpretation(graph) or Interpretation()
+    interp = resolve(checked, interpretation or recorded_interpretation(graph) or Interpretation())
     neurons = {n for n, v in checked.nodes.items() if isinstance(v, NEURON_TYPES)}
     paths = Paths(checked, neurons, interp, Patterns)
     size = DeploymentSize(synapse_sets=synapse_sets)

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from snnchip.arrayfile import load_npy
+from snnchip.arrayfile import check_time_axis, load_input
 from snnchip.atomic import check_destination
 from snnchip.cli.command import base_parser, run_command
-from snnchip.cli.options import add_options, config, overrides
-from snnchip.errors import DataError, NIRFormatError, SpecError
+from snnchip.cli.options import add_interpretation, add_options, config, interpretation_overrides
+from snnchip.errors import NIRFormatError, SpecError
 from snnchip.options import check_paths, option
 from snnchip.spec import Interpretation
 
@@ -46,27 +46,8 @@ def parser() -> argparse.ArgumentParser:
     p = base_parser("snn-run", "Run a NIR graph or a deploy directory on inputs [T, batch, *features]; write "
                     "outputs and spikes.", EXAMPLES)
     add_options(p, RunConfig)
-    add_options(p.add_argument_group("interpretation of foreign NIR graphs (reference backend)"), Interpretation,
-                as_overrides=True)
+    add_interpretation(p, "interpretation of foreign NIR graphs (reference backend)")
     return p
-
-
-def load_input(path: str | os.PathLike) -> np.ndarray:
-    """A ``.npy`` array [T, batch, *features] of finite real numbers, or a ``DataError`` saying what is wrong."""
-    try:
-        x = load_npy(path)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read a .npy array ({exc or type(exc).__name__})") from None
-    if np.iscomplexobj(x):
-        raise DataError(f"{path}: holds complex numbers ({x.dtype}); the network takes real inputs: pass the real "
-                        "part (x.real) or the magnitude (abs(x))")
-    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
-        raise DataError(f"{path}: expected a numeric array, got dtype {x.dtype}")
-    if x.ndim < 3 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise DataError(f"{path}: expected shape [T ≥ 1, batch ≥ 1, *features], got {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise DataError(f"{path}: input contains NaN or infinite values")
-    return x
 
 
 def _rates(spikes: dict[str, np.ndarray]) -> list[str]:
@@ -89,6 +70,8 @@ def _reference(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
         raise NIRFormatError(f"{cfg.graph} is a directory; the reference backend runs a .nir (or model.pt) file; "
                              "use --backend chip or lava for a deploy directory")
     graph = model_graph(cfg.graph)
+    meta = (graph.metadata or {}).get("snnchip")
+    check_time_axis(x, int(meta["T"]) if isinstance(meta, dict) and "T" in meta else None, cfg.input)
     result = NIRExecutor(graph, Interpretation.overriding(recorded_interpretation(graph), **given)).run(x)
     arrays = {"output": result.output.numpy(), **{f"spikes/{k}": v.numpy() for k, v in result.spikes.items()}}
     with atomic_path(cfg.out) as tmp, open(tmp, "wb") as fh:
@@ -96,9 +79,7 @@ def _reference(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
     if result.interpretation is None:
         semantics = "semantics: metadata['snnchip'] v1 for every neuron (exact; interpretation options ignored)"
     else:
-        i = result.interpretation
-        semantics = f"semantics: foreign nodes read with dt={i.dt}, {i.discretization}, reset={i.reset}, " \
-                    f"compare={i.compare}"
+        semantics = f"semantics: foreign nodes read with {result.interpretation.describe()}"
     shown = min(x.shape[1], 8)
     return [*_rates({k: v.numpy() for k, v in result.spikes.items()}),
             f"argmax of output[T-1] (first {shown}): {result.output[-1][:shown].argmax(-1).tolist()}", semantics]
@@ -123,6 +104,7 @@ def _chip(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
     from snnchip.hw_sim.chip import ChipSimulator
 
     dep = _deployment(cfg)
+    check_time_axis(x, dep.T, cfg.input)
     res = ChipSimulator(dep).run(x, states=False, clip=cfg.clip_inputs)
     res.save(cfg.out)
     return ["backend: bit-exact fixed-point chip simulator", *_contract(dep, res), *_rates(res.spikes)]
@@ -132,6 +114,7 @@ def _lava(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
     from snnchip.deploy import build
 
     dep = _deployment(cfg)
+    check_time_axis(x, dep.T, cfg.input)
     res = build(dep).run(x, cfg=cfg.lava_cfg, states=False, clip=cfg.clip_inputs)
     res.save(cfg.out)
     return [f"backend: Lava Loihi2SimCfg({cfg.lava_cfg}), latency {dep.depth} steps removed", *_contract(dep, res),
@@ -146,7 +129,7 @@ def handle(args: argparse.Namespace) -> int:
         raise SpecError("--clip-inputs and --allow-edited apply to a deploy directory (--backend chip or lava)")
     x = load_input(cfg.input)
     lines = {"reference": _reference, "chip": _chip, "lava": _lava}[cfg.backend](
-        cfg, x, overrides(Interpretation, args))
+        cfg, x, interpretation_overrides(args))
     print(f"ran {cfg.graph} on {cfg.input}: T={x.shape[0]}, batch={x.shape[1]}, features={tuple(x.shape[2:])}; "
           f"wrote {cfg.out}")
     print("\n".join(lines))

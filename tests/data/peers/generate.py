@@ -229,6 +229,60 @@ def snntorch_cases() -> list[Case]:
     return cases
 
 
+def snntorch_mixed_cases() -> list[Case]:
+    """The mixed graph users meet: Conv-Leaky-Pool-Linear-RLeaky-Linear-Leaky, where snnTorch's reset to zero acts
+    the same step on a Leaky and the whole next step on an RLeaky (one global reset cannot describe it)."""
+    import snntorch as snn
+    import torch
+    from snntorch.export_nir import export_to_nir
+
+    class Mixed(torch.nn.Module):
+        def __init__(self, reset: str):
+            super().__init__()
+            full = torch.full
+            self.conv = torch.nn.Conv2d(1, 4, 3, stride=2, padding=1)
+            self.lif0 = snn.Leaky(beta=full((4, 5, 5), 0.85), threshold=full((4, 5, 5), 1.0), init_hidden=True,
+                                  reset_mechanism=reset)
+            self.pool = torch.nn.AvgPool2d(2, stride=1)
+            self.flat = torch.nn.Flatten()
+            self.fc1 = torch.nn.Linear(64, 10)
+            self.lif1 = snn.RLeaky(beta=0.9, linear_features=10, init_hidden=True, reset_mechanism=reset)
+            self.fc2 = torch.nn.Linear(10, 4)
+            self.lif2 = snn.Leaky(beta=full((4,), 0.8), threshold=full((4,), 1.0), init_hidden=True,
+                                  reset_mechanism=reset, output=True)
+
+        def forward(self, x):
+            return self.lif2(self.fc2(self.lif1(self.fc1(self.flat(self.pool(self.lif0(self.conv(x))))))))
+
+    cases = []
+    for reset in ("zero", "subtract"):
+        torch.manual_seed(4)
+        net = Mixed(reset)
+        with torch.no_grad():
+            net.conv.weight.mul_(3.5)
+            net.conv.bias.add_(0.1)
+            net.fc1.weight.mul_(4.0 if reset == "zero" else 1.8)
+            net.lif1.recurrent.weight.mul_(0.8)
+            net.fc2.weight.mul_(3.0)
+        x = real_input(14, (20, 2, 1, 9, 9))
+        graph = export_to_nir(net, torch.zeros(1, 1, 9, 9), ignore_dims=[0])
+        neurons = {"lif0": net.lif0, "lif1.lif": net.lif1, "lif2": net.lif2}
+        spikes = torch_recorder(neurons, lambda out: out[0] if isinstance(out, tuple) else out)
+        outs = []
+        with torch.no_grad():
+            for m in neurons.values():
+                m.reset_hidden()
+            for t in range(x.shape[0]):
+                out = net(torch.as_tensor(x[t]))
+                outs.append(np32(out[0] if isinstance(out, tuple) else out))
+        interp = (1e-4, "euler", "zero_next" if reset == "zero" else "subtract_next", "gt")
+        cases.append(Case(f"snntorch_mixed_{reset}", "snntorch",
+                          f"Conv2d(1,4,3,s2,p1)-Leaky-AvgPool2d(2,s1)-Flatten-Linear(64,10)-RLeaky(rec 10x10)-"
+                          f"Linear(10,4)-Leaky, {reset}", graph, x, np.stack(outs),
+                          {k: np.stack(v) for k, v in spikes.items()}, {}, interp, exact=reset == "subtract"))
+    return cases
+
+
 # ------------------------------------------------------------------------------------------ Norse
 def norse_cases() -> list[Case]:
     import norse.torch as norse
@@ -475,14 +529,15 @@ def spyx_haiku_cases() -> list[Case]:
                  (1.0, "euler", "subtract", "gt"), exact=False)]
 
 
-LIBRARIES = {"snntorch": snntorch_cases, "norse": norse_cases, "sinabs": sinabs_cases, "rockpool": rockpool_cases,
+LIBRARIES = {"snntorch": snntorch_cases, "snntorch_mixed": snntorch_mixed_cases, "norse": norse_cases,
+             "sinabs": sinabs_cases, "rockpool": rockpool_cases,
              "spyx": spyx_cases, "spyx_haiku": spyx_haiku_cases}
 DISTRIBUTIONS = ("nir", "nirtorch", "torch", "numpy", "snntorch", "norse", "sinabs", "rockpool", "spyx", "jax",
                  "jaxlib", "flax", "dm-haiku")
 
 
 def main(argv: list[str]) -> int:
-    wanted = argv or [k for k in LIBRARIES if k != "spyx_haiku"]
+    wanted = argv or [k for k in LIBRARIES if k not in ("spyx_haiku", "snntorch_mixed")]
     path = HERE / "versions.json"
     record = json.loads(path.read_text()) if path.exists() else {"environments": {}, "files": {}}
     env = {"python": platform.python_version()}
@@ -492,8 +547,8 @@ def main(argv: list[str]) -> int:
         except md.PackageNotFoundError:
             pass
     for lib in wanted:
-        importlib.import_module({"spyx_haiku": "haiku"}.get(lib, lib))
-        env_name = "spyx_haiku" if lib == "spyx_haiku" else "peers"
+        importlib.import_module({"spyx_haiku": "haiku", "snntorch_mixed": "snntorch"}.get(lib, lib))
+        env_name = lib if lib in ("spyx_haiku", "snntorch_mixed") else "peers"
         record["environments"][env_name] = env
         for case in LIBRARIES[lib]():
             record["files"][case.name] = {**write(case), "environment": env_name}
