@@ -32,6 +32,7 @@ from snnchip.discretize import current_coefficients, if_coefficients, lif_coeffi
 from snnchip.errors import DataError, UnsupportedNodeError
 from snnchip.neurons import NeuronParams, heaviside, neuron_step
 from snnchip.spec import Interpretation
+from snnchip.summary import result_repr
 
 from .nir_graph import CheckedGraph, check_graph, window
 from .nir_meta import NEURON_TYPES, SPIKING_TYPES, recorded_interpretation, snnchip_semantics
@@ -177,6 +178,10 @@ class ExecResult:
     states: dict[str, Tensor]
     interpretation: Interpretation | None
     semantics: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        read = None if self.interpretation is None else self.interpretation.describe()
+        return result_repr("ExecResult", self.output, self.spikes, interpretation=read)
 
 
 class NIRExecutor:

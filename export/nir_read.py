@@ -18,7 +18,7 @@ from typing import Any
 import nir
 
 from snnchip.errors import NIRFormatError, UnsupportedNodeError
-from snnchip.filekind import DESCRIPTION, identify
+from snnchip.filekind import describe, identify
 
 from .nir_graph import KNOWN_TYPES, check_graph
 
@@ -96,7 +96,7 @@ def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
     if kind != "hdf5":
         inside = next((f for f in ("model.nir", "model.pt") if (path / f).is_file()), None) \
             if kind == "directory" else None
-        raise NIRFormatError(f"{path} {DESCRIPTION[kind]}; expected a NIR graph (an HDF5 .nir file)"
+        raise NIRFormatError(f"{describe(path, kind)}; expected a NIR graph (an HDF5 .nir file)"
                              + (f": pass {path / inside}" if inside else ""))
     _parse_in_child(path)
     try:

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from snnchip.errors import QuantizationError
+from snnchip.errors import QuantizationError, SpecError
 from snnchip.export.lowering import INPUT, LoweredNet, Schedule, Stage, StageTraits, Weight, schedule, synapse_of
 
 V_MAX = 2**23 - 1  # 24-bit signed state
@@ -315,7 +315,8 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
     projection's Dense exponent as Lava applies it (netx: 0, its files hold the effective integer weights; the
     input's projection then has e = weight_exp + ``input_frac_bits``). ``wide``, ``headroom``: see ``quantize``."""
     if headroom not in HEADROOMS:
-        raise ValueError(f"headroom {headroom!r}; valid: {', '.join(HEADROOMS)}")
+        raise SpecError(f"headroom {headroom!r}; valid: {', '.join(HEADROOMS)} (T: no saturation over T steps; "
+                        "step: one step of the largest current); pass one of them (--headroom)")
     weights = [p.weight for p in stage.inputs]
     drive = sum(row_abs_sum(p.weight) * x_max[p.source] for p in stage.inputs) + np.abs(stage.bias)
     row = float(np.max(drive, initial=0.0))
@@ -478,7 +479,8 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
     overflow; larger spikes only clip the 24-bit state, identically in hw_sim and Lava).
     """
     if weight_exp is not None and input_frac_bits is None:
-        raise ValueError("fixed weight exponents (weight_exp) need an explicit input_frac_bits")
+        raise SpecError(f"weight_exp={weight_exp} fixes every projection's exponent and needs an explicit "
+                        "input_frac_bits (the input's grid): pass input_frac_bits (netx export passes both)")
     steps = T if T is not None else net.T
     plan: Schedule = schedule(net)
     worst: dict[str, float] = {INPUT: input_range}

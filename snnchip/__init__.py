@@ -31,7 +31,7 @@ _ENTRY_POINTS = {
     "NetworkSpec": "snnchip.spec", "LayerSpec": "snnchip.spec", "NeuronSpec": "snnchip.spec",
     "Interpretation": "snnchip.spec",
     "model_spec": "snnchip.train", "build_model": "snnchip.train", "load_model": "snnchip.train",
-    "simulate": "snnchip.train", "fit": "snnchip.train", "TrainConfig": "snnchip.train.trainer",
+    "simulate": "snnchip.train", "fit": "snnchip.train.trainer", "TrainConfig": "snnchip.train.trainer",
     "export_to_nir": "snnchip.export.nir_export", "read_nir": "snnchip.export.nir_read",
     "export_loihi": "snnchip.export.loihi", "load_deploy": "snnchip.export.loihi",
     "ChipSimulator": "snnchip.hw_sim.chip",

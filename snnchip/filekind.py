@@ -14,6 +14,9 @@ MAGIC = (  # (leading bytes, kind)
     (b"\x80\x02", "pickle"), (b"\x80\x03", "pickle"), (b"\x80\x04", "pickle"), (b"\x80\x05", "pickle"),
     (b"\x1f\x8b", "gzip"),
 )
+SUFFIXES = {"hdf5": (".nir", ".h5", ".hdf5"), "zip": (".npz", ".pt", ".zip"), "npy": (".npy",),
+            "image": (".png", ".jpg", ".jpeg", ".gif", ".bmp"), "pickle": (".pkl", ".pickle"), "gzip": (".gz",),
+            "json": (".json",), "toml": (".toml",), "text": (".txt", ".md", ".csv", ".toml")}
 DESCRIPTION = {
     "missing": "does not exist", "directory": "is a directory", "empty": "is an empty file",
     "hdf5": "is an HDF5 file (a NIR graph is one)", "zip": "is a zip archive (an .npz or a model.pt)",
@@ -57,7 +60,12 @@ def expect(path: str | os.PathLike, what: str, kinds: tuple[str, ...]) -> str:
     expected."""
     kind = identify(path)
     if kind not in kinds:
-        suffix = Path(path).suffix
-        hint = f" despite its {suffix} suffix" if suffix and kind not in ("missing", "directory") else ""
-        raise DataError(f"{path} {DESCRIPTION[kind]}{hint}; expected {what}")
+        raise DataError(f"{describe(path, kind)}; expected {what}")
     return kind
+
+
+def describe(path: str | os.PathLike, kind: str) -> str:
+    """"PATH is a KIND", with "despite its .SUFFIX suffix" where the name says otherwise."""
+    suffix = Path(path).suffix.lower()
+    hint = f" despite its {suffix} suffix" if suffix and suffix not in SUFFIXES.get(kind, (suffix,)) else ""
+    return f"{path} {DESCRIPTION[kind]}{hint}"

@@ -134,3 +134,33 @@ def test_bad_labels_get_one_line(labels, message, tmp_path, capsys):
                               "--deploy-out", str(tmp_path / "d")]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "d").exists()
+
+
+def test_dataset_whose_samples_match_the_graphs_input(tmp_path, capsys):
+    """--dataset digits --T 4 on a foreign 64-16-10 graph: the 8x8 digits (flattened) presented for 4 steps, with
+    their labels; a graph whose input does not match is refused naming both shapes."""
+    import nir
+
+    from snnchip.export.nir_export import write_nir
+
+    rng = np.random.default_rng(0)
+
+    def graph(n_in):
+        return nir.NIRGraph.from_list(
+            nir.Input(np.array([n_in])), nir.Affine(rng.normal(0, 0.3, (16, n_in)), np.full(16, 0.1)),
+            nir.LIF(tau=np.full(16, 2.0), r=np.full(16, 2.0), v_leak=np.zeros(16), v_threshold=np.ones(16),
+                    v_reset=np.zeros(16)),
+            nir.Affine(rng.normal(0, 1.0, (10, 16)), np.zeros(10)),
+            nir.LIF(tau=np.full(10, 2.0), r=np.full(10, 2.0), v_leak=np.zeros(10), v_threshold=np.ones(10),
+                    v_reset=np.zeros(10)),
+            nir.Output(np.array([10])))
+
+    write_nir(graph(64), tmp_path / "g.nir")
+    code = snn_validate.main([str(tmp_path / "g.nir"), "--dataset", "digits", "--T", "4", "--samples", "60",
+                              "--lava-samples", "0", "--reset", "zero", "--deploy-out", str(tmp_path / "d")])
+    out = capsys.readouterr().out
+    assert code in (0, 1) and "on digits (T=4, 60 samples; NIR reference executor accuracy" in out
+    assert "0a. float accuracy above chance" in out
+    write_nir(graph(12), tmp_path / "h.nir")
+    assert snn_validate.main([str(tmp_path / "h.nir"), "--dataset", "digits", "--T", "4"]) == 2
+    assert "samples of shape (64,); the graph's input is (12,)" in capsys.readouterr().err

@@ -58,6 +58,7 @@ SLTT_K = 2
 PROFILES = ("default", "loihi-builtin")
 MAX_EPOCHS = 100_000
 MAX_BATCH = 2**20
+MAX_LR = 1e3  # far above any published rate; larger ones overflow float32 in the optimizer step
 SLTT_LAMBDA = 1 - 1 / 1.1
 
 
@@ -108,6 +109,8 @@ class TrainConfig:
                               "sltt-k, empf-random-bp, --amp or --nproc > 1")
     max_steps: int | None = option(None, help="stop after N optimizer iterations")
     resume: bool = option(False, help="resume exactly from OUT/model.pt")
+    overwrite: bool = option(False, help="train a new model in place of OUT/model.pt (an OUT holding one is refused "
+                             "without --resume or --overwrite)")
     quiet: bool = option(False, help="no progress bar")
     empf_variant: str = option("bn", help="EM-PF neuron: fixed λ/θ, learnable per-step λ[t]/θ[t], + membrane BN, "
                                "parallel, mixed (resnet18 blocks: first neuron parallel, second bn)",
@@ -206,7 +209,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise SpecError("--cuda-graph does not combine with --amp (the gradient scaler reads the device for "
                         "infinities every step, which a CUDA graph cannot capture)")
     _real(cfg, "mse_alpha", 0.0, 1.0)
-    _real(cfg, "lr", 0.0, lo_open=True)
+    _real(cfg, "lr", 0.0, MAX_LR, lo_open=True)
     _real(cfg, "weight_decay", 0.0)
     _real(cfg, "theta", 0.0, lo_open=True)
     _real(cfg, "lam", 0.0, 1.0)
@@ -306,6 +309,9 @@ def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
 
     Rank 0 holds ``OUT``'s lock (``snnchip.lock``) for the run: a second run on the same OUT is refused."""
     check_config(cfg)
+    trained = Path(cfg.out) / "model.pt"
+    if trained.exists() and not (cfg.resume or cfg.overwrite):
+        raise SpecError(f"{trained} holds a trained model: pass --resume to continue it or --overwrite to replace it")
     device = pick_device(cfg.device)
     if cfg.cuda_graph and launched():
         raise SpecError("--cuda-graph trains in one process, without torchrun: the data-parallel gradient all-reduce "
@@ -479,7 +485,7 @@ def _train_epoch(cfg, model, ds, world: World, opt, scaler, amp, pos: Progress, 
     return {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1), "train_samples": n}, graph
 
 
-RESUME_FREE = ("out", "resume", "max_steps", "epochs", "quiet", "device", "compile", "data_dir")
+RESUME_FREE = ("out", "resume", "overwrite", "max_steps", "epochs", "quiet", "device", "compile", "data_dir")
 
 
 def _effective(cfg: TrainConfig, key: str) -> Any:

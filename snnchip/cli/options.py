@@ -18,7 +18,9 @@ from snnchip.options import field_type
 
 def _help(f: dataclasses.Field, shown_default: Any) -> str:
     text = f.metadata.get("help", "").replace("%", "%%")
-    if shown_default not in (None, dataclasses.MISSING, False, True, ""):
+    # bools are switches; and 0 == False, 1.0 == True: compare by type, not by value
+    if shown_default is not None and shown_default is not dataclasses.MISSING and shown_default != "" \
+            and not isinstance(shown_default, bool):
         text += f" (default: {shown_default})"
     return text
 

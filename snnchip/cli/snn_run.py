@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ class RunConfig:
                                "(the same on both backends; the count is reported) instead of refusing them")
     allow_edited: bool = option(False, help="chip, lava: run a deploy directory whose files or values no longer "
                                 "match its manifest's seal (refused without it; the run then says what was edited)")
+    quiet: bool = option(False, help="no progress bar (there is none either when stderr is not a terminal)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -85,6 +87,10 @@ def _reference(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
             f"argmax of output[T-1] (first {shown}): {result.output[-1][:shown].argmax(-1).tolist()}", semantics]
 
 
+def _progress(cfg: RunConfig) -> bool:
+    return not cfg.quiet and sys.stderr.isatty()
+
+
 def _deployment(cfg: RunConfig) -> Any:
     from snnchip.export.loihi import load_deploy
 
@@ -105,7 +111,7 @@ def _chip(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
 
     dep = _deployment(cfg)
     check_time_axis(x, dep.T, cfg.input)
-    res = ChipSimulator(dep).run(x, states=False, clip=cfg.clip_inputs)
+    res = ChipSimulator(dep).run(x, states=False, clip=cfg.clip_inputs, progress=_progress(cfg))
     res.save(cfg.out)
     return ["backend: bit-exact fixed-point chip simulator", *_contract(dep, res), *_rates(res.spikes)]
 
@@ -115,7 +121,7 @@ def _lava(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
 
     dep = _deployment(cfg)
     check_time_axis(x, dep.T, cfg.input)
-    res = build(dep).run(x, cfg=cfg.lava_cfg, states=False, clip=cfg.clip_inputs)
+    res = build(dep).run(x, cfg=cfg.lava_cfg, states=False, clip=cfg.clip_inputs, progress=_progress(cfg))
     res.save(cfg.out)
     return [f"backend: Lava Loihi2SimCfg({cfg.lava_cfg}), latency {dep.depth} steps removed", *_contract(dep, res),
             *_rates(res.spikes)]

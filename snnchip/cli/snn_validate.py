@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ class ValidateOutputs:
                          path="input")
     json: str | None = option(None, help="write the report as JSON here", path="output")
     plots: str | None = option(None, help="directory for the plots")
+    quiet: bool = option(False, help="no progress bars (there are none either when stderr is not a terminal)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,7 +52,8 @@ def handle(args: argparse.Namespace) -> int:
     for path, directory in ((out.json, False), (out.plots, True)):
         if path:
             check_destination(path, directory)
-    report = validate(out.source, cfg, interpretation=interpretation_overrides(args))
+    report = validate(out.source, cfg, progress=not out.quiet and sys.stderr.isatty(),
+                      interpretation=interpretation_overrides(args))
     print_table(report)
     if out.plots:
         for p in write_plots(report, out.plots):

@@ -520,7 +520,8 @@ def _lava(dep: Any, chip: Any, xs: torch.Tensor, y: np.ndarray, cfg: ValidateCon
         what = f"{m} samples" if deadline is None else f"up to {cfg.lava_budget:g} s"
         print(f"running {what} in Lava Loihi2SimCfg(fixed_pt) ...", file=sys.stderr, flush=True)
     started = time.monotonic()
-    lava_res = build(dep).run(xs[:, order[:m]].numpy(), cfg="fixed_pt", timing="lava", deadline=deadline)
+    lava_res = build(dep).run(xs[:, order[:m]].numpy(), cfg="fixed_pt", timing="lava", deadline=deadline,
+                              progress=progress)
     done = lava_res.output.shape[1]
     diffs = compare_exact(chip.run(xs[:, order[:done]].numpy(), timing="lava"), lava_res)
     total = sum(sum(d.values()) for d in diffs.values())
