@@ -45,6 +45,9 @@ class MixedConventionsWarning(UserWarning):
     """A graph whose nodes a writer simulates differently is read with one interpretation for all of them."""
 
 
+_WARNED: dict = {}
+
+
 def node_kind(checked: CheckedGraph, name: str) -> str:
     """The node's NIR type, with ``+rec`` for a LIF/CubaLIF that lies on a recurrence (snnTorch ``RLeaky``)."""
     node = checked.nodes[name]
@@ -130,23 +133,25 @@ def _warn_mixed(checked: CheckedGraph, names: list[str], reset: str) -> None:
                 continue
             how = "; ".join(f"{', '.join(ns)} with {key}" for key, ns in groups.items())
             flag = f"--from {writer}" + ("" if len(mechanisms) == 1 else f" --reset {mechanism}")
-            warnings.warn(f"{LIBRARY[writer]}{'' if len(mechanisms) == 1 else ' (reset ' + mechanism + ')'} "
-                          f"simulates {how}: one interpretation reads them all alike; if {LIBRARY[writer]} wrote "
-                          f"this graph, give {flag} (or per node: --{FLAGS.get(differ[0], differ[0])} NODE=VALUE)",
-                          MixedConventionsWarning, stacklevel=3)
+            text = (f"{LIBRARY[writer]}{'' if len(mechanisms) == 1 else ' (reset ' + mechanism + ')'} simulates "
+                    f"{how}: one interpretation reads them all alike; if {LIBRARY[writer]} wrote this graph, give "
+                    f"{flag} (or per node: --{FLAGS.get(differ[0], differ[0])} NODE=VALUE)")
+            # one registry for every caller (executor, lowering, sizing): the same graph is warned about once
+            warnings.warn_explicit(text, MixedConventionsWarning, __file__, 0, __name__, _WARNED)
 
 
 def leak_hint(node: nir.NIRNode, interpretation: Interpretation) -> str:
-    """What puts an out-of-range leak λ = 1 − dt/τ (Euler) back in [0, 1]: the ``--dt`` bound, and the writer whose
-    export this τ looks like."""
+    """What puts an out-of-range Euler leak λ = 1 − dt/τ back in [0, 1]: the writer whose export this τ looks like
+    and its dt, and the bound dt ≤ τ."""
     tau = np.asarray(getattr(node, "tau_mem", getattr(node, "tau", 1.0)), np.float64)
     if interpretation.discretization != "euler" or tau.size == 0 or np.any(tau <= 0):
         return ""
-    largest = float(tau.min())
-    hint = f"; Euler needs dt ≤ τ = {largest:.6g}: pass --dt {largest:.3g} or smaller"
+    bound = f"any --dt ≤ τ = {float(tau.min()):.6g} puts λ in [0, 1]"
     r = np.asarray(node.r, np.float64)
     if np.allclose(r * 1e-4, tau, rtol=1e-5):
-        hint += " (τ = 1e-4·r is how snnTorch writes β: --from snntorch reads it at dt = 1e-4)"
-    elif largest < 1e-3 and np.all(r == 1):
-        hint += " (Norse writes τ = dt·τ_true: --from norse reads it at dt = 1e-6)"
-    return hint
+        return f"; this τ = 1e-4·r is how snnTorch writes β = 1 − 1e-4/τ: --from snntorch (or --dt 1e-4) reads it " \
+               f"as snnTorch runs it; {bound}"
+    if float(tau.max()) < 1e-3 and np.all(r == 1):
+        return f"; a τ this small with r = 1 is how Norse writes dt·τ: --from norse (or --dt 1e-6) reads it as " \
+               f"Norse runs it; {bound}"
+    return f"; {bound} (the step the writer simulated with)"

@@ -111,7 +111,8 @@ def test_out_of_range_leak_names_the_dt_and_the_writer():
     is in range and that --from snntorch reads it."""
     from snnchip.export.loihi import deployment_from_graph
 
-    with pytest.raises(UnsupportedNodeError, match=r"leak λ = -?\d.*dt ≤ τ = 0\.001.*--from snntorch"):
+    with pytest.raises(UnsupportedNodeError, match=r"leak λ = -\d+.*snnTorch writes β.*--from snntorch \(or --dt "
+                                                   r"1e-4\).*--dt ≤ τ = 0\.001"):
         deployment_from_graph(read_graph(PEERS / "snntorch_leaky_zero.nir"), Interpretation(reset="zero"), T=25)
 
 
@@ -136,3 +137,19 @@ def test_cli_per_node_and_toml(tmp_path):
     (tmp_path / "bad.toml").write_text('from = "snntorch"\n[nodes.lif0]\nreset = "sideways"\n')
     assert main([graph, "--input", str(tmp_path / "x.npy"), "--out", str(tmp_path / "b.npz"), "--interpretation",
                  str(tmp_path / "bad.toml")]) == 2
+
+
+def test_cli_prints_the_warning_once_as_one_line_and_the_leak_hint(tmp_path, capsys):
+    """The newcomer's command from the issue: `snn-export snntorch.nir --target loihi --T 20 --reset zero`."""
+    from snnchip.cli.snn_export import main
+    from snnchip.export import writers
+
+    writers._WARNED.clear()
+    assert main([str(PEERS / "snntorch_mixed_zero.nir"), "--target", "loihi", "--T", "20", "--reset", "zero", "-o",
+                 str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("snn-export: warning: snnTorch (reset zero) simulates")
+    assert err[1].startswith("snn-export: error: node 'lif0'") and "--from snntorch (or --dt 1e-4)" in err[1]
+    assert main([str(PEERS / "snntorch_mixed_zero.nir"), "--target", "loihi", "--T", "20", "--from", "snntorch",
+                 "--reset", "zero", "-o", str(tmp_path / "d")]) == 0
+    assert "interpretation: --from snntorch (reset mechanism zero)" in capsys.readouterr().out
