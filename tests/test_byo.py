@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_writers import WRITTEN
 
 from snnchip.cli import snn_run, snn_validate
 
@@ -164,3 +165,26 @@ def test_dataset_whose_samples_match_the_graphs_input(tmp_path, capsys):
     write_nir(graph(12), tmp_path / "h.nir")
     assert snn_validate.main([str(tmp_path / "h.nir"), "--dataset", "digits", "--T", "4"]) == 2
     assert "samples of shape (64,); the graph's input is (12,)" in capsys.readouterr().err
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("name", sorted(WRITTEN))
+def test_every_writer_file_is_certified_with_from_alone(name):
+    """All 14 snnTorch, Norse and Sinabs files, with --from WRITER (and the library's reset mechanism) alone and the
+    library's own decisions as labels: reference accuracy 1, every gate passes, Lava = chip (measured: chip spike
+    agreement 99.73-100 % in the worst layer, 0 Lava differences)."""
+    import snnchip
+    from snnchip.export.nir_read import read_graph
+
+    z = np.load(PEERS / f"{name}.npz")
+    out = z["output"]
+    y = out.reshape(*out.shape[:2], -1).sum(0).argmax(-1)
+    mechanism = WRITTEN[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = snnchip.validate(read_graph(PEERS / f"{name}.nir"), snnchip.ValidateConfig(lava_samples=1),
+                                  progress=False, x=z["x"], labels=y,
+                                  interpretation={"writer": name.split("_")[0],
+                                                  **({"reset": mechanism} if mechanism else {})})
+    assert report["passed"], report
+    assert report["chip"]["float_accuracy"] == 1.0 and report["lava"]["total_differences"] == 0

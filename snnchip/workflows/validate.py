@@ -410,7 +410,9 @@ def _data(ref: Reference, cfg: ValidateConfig, x: np.ndarray | None, labels: np.
 
 def decisions(out: np.ndarray, foreign: bool) -> np.ndarray:
     """The class each sample decides: argmax of the readout's Σ o at T (ours), of the output summed over time
-    (a foreign graph: its output spikes counted, or its readout membrane summed)."""
+    (a foreign graph: its output spikes counted, or its readout membrane summed; a multi-dimensional output, such
+    as a conv layer's, flattened)."""
+    out = out.reshape(out.shape[0], out.shape[1], -1)
     return (out.sum(0) if foreign else out[-1]).argmax(-1)
 
 
@@ -467,7 +469,7 @@ def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool, x: np.ndarray |
     f_out, c_out = np.concatenate(f_outs, axis=1), np.concatenate(c_outs, axis=1)
     f_spk, c_spk = _stack(f_spks), _stack(c_spks)
     f_pred, c_pred = decisions(f_out, foreign), decisions(c_out, foreign)
-    num_classes = int(f_out.shape[-1])
+    num_classes = int(np.prod(f_out.shape[2:]))
     chance = 1.0 / num_classes
     min_accuracy = cfg.min_accuracy if cfg.min_accuracy is not None else chance + (1.0 - chance) / 4
     agree = spike_agreement(f_spk, c_spk)
