@@ -166,17 +166,20 @@ class LavaNetwork:
         self.dep = deployment
 
     def run(self, x: np.ndarray, cfg: str = "fixed_pt", timing: str = "software", states: bool = True,
-            deadline: float | None = None, clip: bool = False) -> RunResult:
-        """Run inputs ``x`` [T, B, *input_shape]; ``states=False`` skips the per-step u/v reads (faster).
+            deadline: float | None = None, clip: bool = False, progress: bool = False) -> RunResult:
+        """Run inputs ``x`` [T, B, *input_shape]; ``states=False`` skips the per-step u/v reads (faster);
+        ``progress``: a progress bar per sample on stderr.
         ``deadline`` (a ``time.monotonic()`` value): start no sample after it (at least one runs); the result then
         holds the samples that ran, the first ones of ``x``. Inputs outside the deployment's range are refused, or
         with ``clip`` clipped (``accept_input``; ``meta["clipped_inputs"]``)."""
         with warnings.catch_warnings():  # Lava's DelaySparse edits CSR matrices in place every step (scipy warns)
             warnings.simplefilter("ignore", SparseEfficiencyWarning)
-            return self._run(x, cfg, timing, states, deadline, clip)
+            return self._run(x, cfg, timing, states, deadline, clip, progress)
 
-    def _run(self, x: np.ndarray, cfg: str, timing: str, states: bool, deadline: float | None, clip: bool
-             ) -> RunResult:
+    def _run(self, x: np.ndarray, cfg: str, timing: str, states: bool, deadline: float | None, clip: bool,
+             progress: bool = False) -> RunResult:
+        from tqdm import tqdm
+
         if cfg not in CFGS:
             raise DeployError(f"unknown Lava run configuration {cfg!r}; valid: {', '.join(CFGS)}")
         check_timing(timing)
@@ -204,7 +207,7 @@ class LavaNetwork:
         with supervised() as lava_run:
             graph = _Graph(dep, fixed, sample(0))
             lava_run.start(graph.source, run_cfg)
-            for b in range(B):
+            for b in tqdm(range(B), desc=f"Lava {cfg}", unit="sample", disable=not progress, leave=False):
                 if b and deadline is not None and time.monotonic() > deadline:
                     done = b
                     break

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from snnchip.atomic import atomic_path
-from snnchip.errors import DeployError
+from snnchip.errors import DeployError, SpecError
 from snnchip.export.quantize import QStage, QuantizedNet
+from snnchip.summary import result_repr
 
 TIMINGS = ("software", "lava")
 
@@ -85,7 +86,8 @@ def _index(flat: int, shape: tuple[int, ...], input_shape: tuple[int, ...]) -> s
 
 def check_timing(timing: str) -> None:
     if timing not in TIMINGS:
-        raise ValueError(f"timing must be one of {TIMINGS}, got {timing!r}")
+        raise SpecError(f"timing {timing!r}; valid: {', '.join(TIMINGS)} (software: latency removed, t = 1..T; lava: "
+                        "Lava's own T + depth steps)")
 
 
 @dataclass
@@ -107,6 +109,10 @@ class RunResult:
     latency: dict[str, int]
     timing: str = "software"
     meta: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return result_repr("RunResult", self.output, self.spikes, timing=self.timing,
+                           states=f"u/v of {len(self.states)} layers" if self.states else None)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``output`` and ``spikes/<layer>`` (plus ``output_raw`` when present) to an .npz, atomically."""

@@ -40,6 +40,7 @@ from snnchip.export.loihi2 import EMPF_FLOAT_TABLES, MAX_LAVA_DELAY
 from snnchip.export.nir_exec import compile_neuron
 from snnchip.export.nir_graph import CheckedGraph, check_graph, window
 from snnchip.export.nir_meta import recorded_interpretation, snnchip_semantics
+from snnchip.export.writers import leak_hint, resolve
 from snnchip.spec import Interpretation, check_T
 
 LINEAR_TYPES = (nir.Affine, nir.Linear, nir.Scale, nir.Conv1d, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d,
@@ -375,7 +376,7 @@ def _neuron(name: str, node: object, interp: Interpretation, is_output: bool, sh
             raise _unsupported(name, node, "a current-based neuron with v_leak ≠ 0 (the chip adds constants to the "
                                            "current, where they would decay; set v_leak = 0)")
     if not 0.0 <= lam <= 1.0:
-        raise _unsupported(name, node, f"leak λ = {lam} (needs 0 ≤ λ ≤ 1)")
+        raise _unsupported(name, node, f"leak λ = {lam} (needs 0 ≤ λ ≤ 1){leak_hint(node, interp.at(name))}")
     if p.theta is None:
         if not is_output:
             raise _unsupported(name, node, "a non-spiking neuron (I, LI, CubaLI) sends its membrane, not spikes; on "
@@ -411,10 +412,10 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
         steps = check_T(T)
     else:
         steps = check_T(meta["T"], "the graph's metadata['snnchip']['T']") if "T" in meta else None
-    interp = interpretation or recorded_interpretation(graph) or Interpretation()
     for name, node in graph.nodes.items():
         _check_kind(name, node)
     checked = check_graph(graph)
+    interp = resolve(checked, interpretation or recorded_interpretation(graph) or Interpretation())
     nodes = checked.nodes
     if len(checked.inputs) != 1 or len(checked.outputs) != 1:
         raise UnsupportedNodeError(f"the chip graph needs exactly one Input and one Output node, found inputs "

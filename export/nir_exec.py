@@ -32,9 +32,11 @@ from snnchip.discretize import current_coefficients, if_coefficients, lif_coeffi
 from snnchip.errors import DataError, UnsupportedNodeError
 from snnchip.neurons import NeuronParams, heaviside, neuron_step
 from snnchip.spec import Interpretation
+from snnchip.summary import result_repr
 
 from .nir_graph import CheckedGraph, check_graph, window
 from .nir_meta import NEURON_TYPES, SPIKING_TYPES, recorded_interpretation, snnchip_semantics
+from .writers import resolve
 
 Tensor = torch.Tensor
 
@@ -69,6 +71,7 @@ def compile_neuron(name: str, node: nir.NIRNode, interpretation: Interpretation,
         raise UnsupportedNodeError(f"node {name!r}: snnchip neuron kind {kind!r} on a {type(node).__name__} node "
                                    "cannot be executed by this reference executor yet (supported: lif on LIF/IF, "
                                    "srm on CubaLIF, readout on I, empf on LIF/IF); upgrade snnchip")
+    interpretation = interpretation.at(name)
     syn = None
     if isinstance(node, (nir.CubaLIF, nir.CubaLI)):
         syn = tuple(map(t, current_coefficients(node.tau_syn, node.w_in, interpretation)))
@@ -117,7 +120,8 @@ def _stateless(name: str, node: nir.NIRNode, in_shape: tuple[int, ...], interpre
         return lambda x: x * s
     if isinstance(node, nir.Threshold):
         th = t(node.threshold)
-        return lambda x: heaviside(x, th, interpretation.compare)
+        compare = interpretation.at(name).compare
+        return lambda x: heaviside(x, th, compare)
     if isinstance(node, (nir.Conv1d, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d)):
         win = window(name, node, in_shape[1:])
         pad = [p for before, after in zip(reversed(win.pad_before), reversed(win.pad_after), strict=True)
@@ -175,6 +179,10 @@ class ExecResult:
     interpretation: Interpretation | None
     semantics: dict[str, str] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        read = None if self.interpretation is None else self.interpretation.describe()
+        return result_repr("ExecResult", self.output, self.spikes, interpretation=read)
+
 
 class NIRExecutor:
     """Run a NIR graph in discrete time; see the module docstring for the semantics. Parameters, state and results
@@ -183,7 +191,8 @@ class NIRExecutor:
     def __init__(self, graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
         self.checked: CheckedGraph = check_graph(graph)
-        self.interpretation = interpretation or recorded_interpretation(graph) or Interpretation()
+        self.interpretation = resolve(self.checked, interpretation or recorded_interpretation(graph)
+                                      or Interpretation())
         self.T, self.dtype, self.device = T, dtype, torch.device(device)
         if len(self.checked.inputs) != 1 or len(self.checked.outputs) != 1:
             raise UnsupportedNodeError(f"the executor runs graphs with one Input and one Output; this one has "

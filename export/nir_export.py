@@ -227,9 +227,7 @@ def model_graph(source: Any, interpretation: Interpretation | None = None) -> ni
         return spec_to_nir(plain_spec(checkpoint.spec), plain_parameters(model))
     graph = read_graph(path)
     if interpretation is not None and "snnchip" not in graph.metadata:
-        graph.metadata["snnchip_interpretation"] = {
-            "dt": interpretation.dt, "discretization": interpretation.discretization,
-            "reset": interpretation.reset, "compare": interpretation.compare}
+        graph.metadata["snnchip_interpretation"] = interpretation.record()
     return graph
 
 
@@ -255,8 +253,8 @@ def interpretation_report(graph: nir.NIRGraph) -> list[str]:
     if not lines:
         recorded = recorded_interpretation(graph)
         lines.append("foreign graph (no snnchip metadata): " + (
-            f"recorded interpretation dt={recorded.dt}, {recorded.discretization}, reset={recorded.reset}, "
-            f"compare={recorded.compare}" if recorded else "each reader applies its own interpretation"))
+            f"recorded interpretation {recorded.describe()}" if recorded else
+            "each reader applies its own interpretation"))
     if checked.back_edges:
         lines.append("recurrent edges close cycles: we deliver the previous step's spikes (one step delay); "
                      "NIR does not define the timing of a cycle")

@@ -13,7 +13,7 @@ from typing import Any
 import nir
 import numpy as np
 
-from snnchip.errors import NIRFormatError, UnsupportedNodeError
+from snnchip.errors import NIRFormatError, SpecError, UnsupportedNodeError
 from snnchip.spec import Interpretation
 
 SCHEMA_VERSION = 1
@@ -102,8 +102,8 @@ def recorded_interpretation(graph: nir.NIRGraph) -> Interpretation | None:
     if recorded is None:
         return None
     try:
-        return Interpretation(**{k: _plain(v) for k, v in dict(recorded).items()})
-    except (TypeError, ValueError) as exc:
+        return Interpretation.from_record({k: _plain(v) for k, v in dict(recorded).items()})
+    except (SpecError, ValueError) as exc:
         raise NIRFormatError(f"graph metadata snnchip_interpretation is invalid: {exc}") from None
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import nir
 
 from snnchip.errors import NIRFormatError, UnsupportedNodeError
+from snnchip.filekind import describe, identify
 
 from .nir_graph import KNOWN_TYPES, check_graph
 
@@ -89,8 +90,14 @@ def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
     import h5py
 
     path = Path(path)
-    if not path.is_file():
+    kind = identify(path)
+    if kind == "missing":
         raise NIRFormatError(f"{path}: no such NIR file")
+    if kind != "hdf5":
+        inside = next((f for f in ("model.nir", "model.pt") if (path / f).is_file()), None) \
+            if kind == "directory" else None
+        raise NIRFormatError(f"{describe(path, kind)}; expected a NIR graph (an HDF5 .nir file)"
+                             + (f": pass {path / inside}" if inside else ""))
     _parse_in_child(path)
     try:
         with h5py.File(path, "r") as f:

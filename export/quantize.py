@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from snnchip.errors import QuantizationError
+from snnchip.errors import QuantizationError, SpecError
 from snnchip.export.kernel import Kernel
 from snnchip.export.loihi2 import (
     ACT_SHIFT,
@@ -341,7 +341,9 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
     input's projection then has e = weight_exp + ``input_frac_bits``). ``wide``, ``headroom``, ``peak`` (P of the
     data headroom), ``margin``: see ``quantize``."""
     if headroom not in HEADROOMS:
-        raise ValueError(f"headroom {headroom!r}; valid: {', '.join(HEADROOMS)}")
+        raise SpecError(f"headroom {headroom!r}; valid: {', '.join(HEADROOMS)} (T: no saturation over T steps; "
+                        "step: one step of the largest current; data: the largest current seen on calibration "
+                        "inputs); pass one of them (--headroom)")
     if headroom == "data" and (peak is None or not margin >= 1.0):
         raise ValueError(f"stage {stage.name!r}: the data headroom needs the stage's observed peak and a margin "
                          f"≥ 1 (got {peak}, {margin})")
@@ -518,7 +520,8 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
     overflow; larger spikes only clip the 24-bit state, identically in hw_sim and Lava).
     """
     if weight_exp is not None and input_frac_bits is None:
-        raise ValueError("fixed weight exponents (weight_exp) need an explicit input_frac_bits")
+        raise SpecError(f"weight_exp={weight_exp} fixes every projection's exponent and needs an explicit "
+                        "input_frac_bits (the input's grid): pass input_frac_bits (netx export passes both)")
     steps = T if T is not None else net.T
     plan: Schedule = schedule(net)
     worst: dict[str, float] = {INPUT: input_range}

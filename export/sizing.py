@@ -30,6 +30,7 @@ from snnchip.export.loihi2 import CORES_PER_CHIP, NEURONS_PER_CORE, SYNAPSES_PER
 from snnchip.export.lowering import NEURON_TYPES, SPARSE_MAX_DENSITY, Matrices, Paths
 from snnchip.export.nir_graph import check_graph, window
 from snnchip.export.nir_meta import recorded_interpretation, snnchip_semantics
+from snnchip.export.writers import resolve
 from snnchip.spec import Interpretation
 
 PEAK_FACTOR = 3.0
@@ -175,7 +176,7 @@ def deployment_size(graph: nir.NIRGraph, interpretation: Interpretation | None =
     with wide weights. A projection that stays a weight-shared kernel stores its kernel (int mantissas and float
     weights), not its synapses; its synapses still count the connections it makes."""
     checked = check_graph(graph)
-    interp = interpretation or recorded_interpretation(graph) or Interpretation()
+    interp = resolve(checked, interpretation or recorded_interpretation(graph) or Interpretation())
     neurons = {n for n, v in checked.nodes.items() if isinstance(v, NEURON_TYPES)}
     paths = Paths(checked, neurons, interp, Patterns)
     size = DeploymentSize(synapse_sets=synapse_sets)

@@ -26,6 +26,7 @@ from snnchip.deploy.fixed_point import (
     state_overflow,
 )
 from snnchip.deploy.result import RunResult, accept_input, assemble, check_timing, join_batches
+from snnchip.errors import SpecError
 from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.loihi2 import EMPF_INT_TABLES
 from snnchip.export.lowering import INPUT
@@ -63,8 +64,9 @@ class ChipSimulator:
                         for q in self.dep.qnet.stages}
 
     def run(self, x: np.ndarray, timing: str = "software", states: bool = True, chunk: int = CHUNK,
-            clip: bool = False) -> RunResult:
-        """Simulate inputs ``x`` [T, B, *input_shape] (float); ``timing`` "software" or "lava". Inputs outside the
+            clip: bool = False, progress: bool = False) -> RunResult:
+        """Simulate inputs ``x`` [T, B, *input_shape] (float); ``timing`` "software" or "lava"; ``progress``: a bar
+        per chunk on stderr. Inputs outside the
         deployment's range are refused, or with ``clip`` clipped (``accept_input``; ``meta["clipped_inputs"]``).
 
         Samples run ``chunk`` at a time (they are independent), so the per-step buffers stay bounded; u and v of
@@ -77,8 +79,11 @@ class ChipSimulator:
         check_timing(timing)
         xs, clipped = accept_input(x, self.dep.qnet, clip)
         if chunk < 1:
-            raise ValueError(f"chunk must be at least 1, got {chunk}")
-        parts = [self._run(xs[:, b:b + chunk], timing, states) for b in range(0, xs.shape[1], chunk)]
+            raise SpecError(f"chunk (samples simulated at once) must be at least 1, got {chunk}; pass chunk ≥ 1")
+        from tqdm import tqdm
+
+        starts = tqdm(range(0, xs.shape[1], chunk), desc="chip", unit="chunk", disable=not progress, leave=False)
+        parts = [self._run(xs[:, b:b + chunk], timing, states) for b in starts]
         res = join_batches(parts)
         res.meta["clipped_inputs"] = clipped
         res.meta["saturation"] = {q.name: {k: sum(p.meta["saturation"][q.name][k] for p in parts) for k in OVERFLOWS}

@@ -14,6 +14,7 @@ The entry points (imported on first use, so ``import snnchip`` stays light)::
     snnchip.export_loihi(model, "deploy/")                           # Loihi 2 deploy directory
     chip = snnchip.ChipSimulator("deploy/").run(x)                  # bit-exact fixed-point simulator
     report = snnchip.validate(model, snnchip.ValidateConfig())      # the validation ladder (in memory or a path)
+    report = snnchip.validate("snntorch.nir", interpretation={"writer": "snntorch"}, x=x, labels=y)  # any graph
 
 Layers (docs/architecture.md): the core package (spec, checkpoint, errors, atomic, options, lava_compat) ←
 ``snnchip.train`` ← ``snnchip.export`` ← ``snnchip.deploy`` ← ``snnchip.hw_sim``; ``snnchip.workflows`` and the
@@ -31,7 +32,7 @@ _ENTRY_POINTS = {
     "NetworkSpec": "snnchip.spec", "LayerSpec": "snnchip.spec", "NeuronSpec": "snnchip.spec",
     "Interpretation": "snnchip.spec",
     "model_spec": "snnchip.train", "build_model": "snnchip.train", "load_model": "snnchip.train",
-    "simulate": "snnchip.train", "fit": "snnchip.train", "TrainConfig": "snnchip.train.trainer",
+    "simulate": "snnchip.train", "fit": "snnchip.train.trainer", "TrainConfig": "snnchip.train.trainer",
     "export_to_nir": "snnchip.export.nir_export", "read_nir": "snnchip.export.nir_read",
     "export_loihi": "snnchip.export.loihi", "load_deploy": "snnchip.export.loihi",
     "ChipSimulator": "snnchip.hw_sim.chip",

@@ -73,7 +73,11 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def load_input(path: str | os.PathLike) -> np.ndarray:
-    """A ``.npy`` array [T, batch, *features] of finite real numbers, or a ``DataError`` saying what is wrong."""
+    """A network input: a ``.npy`` array [T, batch, *features] of finite real numbers (identified by content
+    first), or a ``DataError`` saying what is wrong."""
+    from snnchip.filekind import expect
+
+    expect(path, "a .npy array [T, batch, *features] (np.save)", ("npy",))
     try:
         x = load_npy(path)
     except (OSError, ValueError, EOFError) as exc:
@@ -88,3 +92,30 @@ def load_input(path: str | os.PathLike) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise DataError(f"{path}: input contains NaN or infinite values")
     return x
+
+
+def check_time_axis(x: np.ndarray, T: int | None, where: str) -> None:
+    """Refuse an input whose first axis is not the model's ``T`` while its second is: batch-first data read as
+    time-major would run ``batch`` steps on ``T`` samples."""
+    if T is not None and x.shape[0] != T and x.shape[1] == T:
+        raise DataError(f"{where}: shape {tuple(x.shape)} has the model's T = {T} on axis 1, not axis 0; inputs are "
+                        f"time-major [T, batch, *features]: pass np.swapaxes(x, 0, 1) (shape "
+                        f"{(x.shape[1], x.shape[0], *x.shape[2:])})")
+
+
+def load_labels(path: str | os.PathLike, n: int) -> np.ndarray:
+    """Integer class labels [n] from a ``.npy`` file (identified by content first), or a ``DataError``."""
+    from snnchip.filekind import expect
+
+    expect(path, "a .npy array of integer class labels [batch]", ("npy",))
+    try:
+        y = load_npy(path)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read a .npy array ({exc or type(exc).__name__})") from None
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{path}: labels must have shape [batch] = [{n}] (one per input sample), got {y.shape}")
+    if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y))
+                                                   and np.all(y == np.round(y)))) or np.any(y < 0):
+        raise DataError(f"{path}: labels must be non-negative integer classes, got dtype {y.dtype} with values "
+                        f"{np.unique(y)[:5].tolist()}...")
+    return y.astype(np.int64)

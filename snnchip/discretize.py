@@ -8,7 +8,8 @@ LIF and LI τ·dv/dt = (v_leak − v) + r·I, IF and I dv/dt = r·I; CubaLIF and
     d(τ) = 1 − dt/τ (``euler``)  or  e^{−dt/τ} (``exact``: the input held constant over the step)
     LIF, LI          a = d(τ),      b = (1 − d(τ))·r,  c = (1 − d(τ))·v_leak      (``lif_coefficients``)
     IF, I            a = 1,         b = dt·r,          c = 0                        (``if_coefficients``)
-    CubaLIF, CubaLI  a_syn = d(τ_syn), b_syn = (1 − d(τ_syn))·w_in, and a, b, c of τ_mem   (``current_coefficients``)
+    CubaLIF, CubaLI  a_syn = d(τ_syn), b_syn = (1 − d(τ_syn))·w_in (``unit``: w_in), and a, b, c of τ_mem
+                     (``current_coefficients``)
 
 Export writes the inverse with dt = 1:
 
@@ -53,9 +54,10 @@ def if_coefficients(r: ArrayLike, interpretation: Interpretation) -> tuple[np.nd
 
 def current_coefficients(tau_syn: ArrayLike, w_in: ArrayLike, interpretation: Interpretation
                          ) -> tuple[np.ndarray, np.ndarray]:
-    """(a_syn, b_syn) of a CubaLIF's or CubaLI's current: a_syn = d(τ_syn), b_syn = (1 − d(τ_syn))·w_in."""
+    """(a_syn, b_syn) of a CubaLIF's or CubaLI's current: a_syn = d(τ_syn), b_syn = (1 − d(τ_syn))·w_in, or
+    b_syn = w_in with ``current_input`` ``unit`` (the current adds its input whole: Norse's LIFCell)."""
     d = decay(tau_syn, interpretation)
-    return d, (1 - d) * w_in
+    return d, np.asarray(w_in, np.float64) if interpretation.current_input == "unit" else (1 - d) * w_in
 
 
 def euler_lif_fields(lam: ArrayLike, gain: ArrayLike = 1.0) -> tuple[ArrayLike, ArrayLike]:

@@ -26,8 +26,9 @@ PATH_ROLES = ("input", "output")
 
 def option(default: Any = _MISSING, *, help: str, choices: tuple[Any, ...] | None = None,
            flag: tuple[str, ...] | str | None = None, positional: bool = False, metavar: str | None = None,
-           path: str | None = None, default_factory: Any = _MISSING) -> Any:
+           path: str | None = None, default_factory: Any = _MISSING, per_node: bool = False) -> Any:
     """A dataclass field with its command-line help; ``flag`` overrides the ``--field-name`` spelling.
+    ``per_node``: an override option that also takes ``NODE=VALUE`` and may be repeated.
 
     ``path``: "input" for a file or directory that is read, "output" for one that is written whole (a file,
     or a directory replaced as a unit); ``check_paths`` refuses an output that would overwrite an input.
@@ -35,7 +36,7 @@ def option(default: Any = _MISSING, *, help: str, choices: tuple[Any, ...] | Non
     if path not in (None, *PATH_ROLES):
         raise ValueError(f"path role {path!r}; valid: {PATH_ROLES}")
     meta = {"help": help, "choices": choices, "flag": (flag,) if isinstance(flag, str) else flag,
-            "positional": positional, "metavar": metavar, "path": path}
+            "positional": positional, "metavar": metavar, "path": path, "per_node": per_node}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -88,9 +89,12 @@ def from_mapping(cls: type, mapping: Mapping[str, Any], where: str, **fixed: Any
     """``cls(**mapping)`` with keys spelled ``batch_size`` or ``batch-size``, values coerced and checked;
     an unknown key raises ``SpecError`` listing the valid ones. ``fixed`` values override the mapping."""
     names = {f.name for f in dataclasses.fields(cls) if f.init}
+    aliases = {flag.lstrip("-").replace("-", "_"): f.name for f in dataclasses.fields(cls)
+               for flag in (f.metadata.get("flag") or ())}  # a key may be spelled as its flag: from = "snntorch"
     values = {}
     for key, value in mapping.items():
         name = key.replace("-", "_")
+        name = aliases.get(name, name)
         if name not in names:
             raise SpecError(f"{where}: unknown key {key!r}; valid: {', '.join(sorted(names - set(fixed)))}")
         values[name] = coerce(cls, name, value, where)

@@ -247,6 +247,11 @@ class NetworkSpec:
         return json.dumps(self.to_dict(), indent=2)
 
 
+CURRENT_INPUTS = ("ode", "unit")
+WRITERS = ("snntorch", "norse", "sinabs", "rockpool", "spyx")
+NODE_FIELDS = ("dt", "discretization", "reset", "compare", "current_input")  # set globally or per node
+
+
 @dataclass(frozen=True)
 class Interpretation:
     """How to read a foreign NIR graph in discrete time (NIR itself has no dt).
@@ -255,30 +260,137 @@ class Interpretation:
     ``reset``: ``v_reset`` (NIR's reset to v_reset), ``zero``, ``subtract`` (v −= θ), or one step later as snnTorch
     does: ``subtract_next`` (θ subtracted after the next step's leak) and ``zero_next`` (the next step zeroed,
     its input included) (``snnchip.neurons.lif_step``);
-    ``compare``: ``gt`` (NIR's v > θ) or ``ge``.
+    ``compare``: ``gt`` (NIR's v > θ) or ``ge``;
+    ``current_input``: ``ode`` (NIR's) or ``unit`` (``snnchip.discretize.current_coefficients``).
+    ``writer``: the library that wrote the graph; ``snnchip.export.writers.resolve`` then sets every neuron node's
+    four fields to what that library's own simulation does for the node's kind, and ``reset`` names the library's
+    reset mechanism (``subtract`` or ``zero``; ``v_reset``: the library's default).
+    ``nodes``: per-node settings {node: {field: value}} that win over the global fields and the writer's preset.
     Our own graphs carry their exact semantics in ``metadata['snnchip']`` and ignore it.
     """
 
-    dt: float = option(1.0, help="time step for continuous-time NIR neurons")
+    dt: float = option(1.0, help="time step for continuous-time NIR neurons", per_node=True)
     discretization: str = option("euler", help="forward Euler or exact exponential decay",
-                                 choices=("euler", "exact"))
+                                 choices=("euler", "exact"), per_node=True)
     reset: str = option("v_reset", help="reset after a spike: NIR's reset to v_reset, to zero, subtract θ, or "
                         "snnTorch's one step later: subtract_next (θ subtracted after the next leak), zero_next (the "
-                        "next step zeroed)", choices=INTERPRETED_RESETS)
+                        "next step zeroed); with --from, the library's own mechanism (subtract or zero)",
+                        choices=INTERPRETED_RESETS, per_node=True)
     compare: str = option("gt", help="spike when v > θ (NIR) or v >= θ", choices=SPIKE_CONDITIONS,
-                          flag="--spike-compare")
+                          flag="--spike-compare", per_node=True)
+    current_input: str = option("ode", help="a current-based neuron's input: NIR's ODE (b_syn = (1 − d(τ_syn))·w_in) "
+                                "or unit (b_syn = w_in: the current adds its input whole, as Norse's LIFCell does)",
+                                choices=CURRENT_INPUTS, per_node=True)
+    writer: str | None = option(None, help="the library that wrote the graph: every neuron node read as that "
+                                "library simulates its kind (reset, comparison, dt, discretization; "
+                                "docs/architecture.md, 'Interpretation presets')", choices=WRITERS, flag="--from")
+    nodes: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={"help": "per-node settings (command line: --reset NODE=VALUE, ...)", "cli": False})
 
     def __post_init__(self) -> None:
-        _check(math.isfinite(self.dt) and self.dt > 0, f"dt must be > 0, got {self.dt}")
+        _check(isinstance(self.dt, numbers.Real) and math.isfinite(self.dt) and self.dt > 0,
+               f"dt must be > 0, got {self.dt}")
         _choice(self.discretization, ("euler", "exact"), "discretization")
         _choice(self.reset, INTERPRETED_RESETS, "reset interpretation")
         _choice(self.compare, SPIKE_CONDITIONS, "spike comparison")
+        _choice(self.current_input, CURRENT_INPUTS, "current input")
+        if self.writer is not None:
+            _choice(self.writer, WRITERS, "writer (--from)")
+        _check(isinstance(self.nodes, dict), f"nodes must be a dict {{node: {{field: value}}}}, got {self.nodes!r}")
+        nodes = {}
+        for name, fields in self.nodes.items():
+            _check(isinstance(fields, dict), f"node {name!r}: settings must be a table of {NODE_FIELDS}, got "
+                   f"{fields!r}")
+            unknown = sorted(set(fields) - set(NODE_FIELDS))
+            _check(not unknown, f"node {name!r}: unknown setting(s) {unknown}; valid: {', '.join(NODE_FIELDS)}")
+            fields = dict(fields)
+            if isinstance(fields.get("dt"), str):
+                try:
+                    fields["dt"] = float(fields["dt"])
+                except ValueError:
+                    raise SpecError(f"node {name!r}: dt = {fields['dt']!r} is not a number") from None
+            try:
+                dataclasses.replace(self, nodes={}, writer=None, **fields)
+            except SpecError as exc:
+                raise SpecError(f"node {name!r}: {exc}") from None
+            nodes[str(name)] = fields
+        object.__setattr__(self, "nodes", nodes)
+
+    def at(self, node: str) -> Interpretation:
+        """The interpretation of one node: the global fields with that node's settings applied."""
+        fields = self.nodes.get(node)
+        return dataclasses.replace(self, nodes={}, writer=None, **fields) if fields else \
+            dataclasses.replace(self, nodes={}, writer=None)
+
+    def describe(self) -> str:
+        """One line per distinct setting: which nodes are read how."""
+        head = self._fields()
+        if self.writer:
+            head = f"--from {self.writer} (reset mechanism {self.reset})"
+        groups: dict[str, list[str]] = {}
+        for name in self.nodes:
+            i = self.at(name)
+            groups.setdefault(i._fields(), []).append(name)
+        return "; ".join([head] + [f"{', '.join(names)}: {how}" for how, names in groups.items()])
+
+    def _fields(self) -> str:
+        unit = ", current input unit" if self.current_input == "unit" else ""
+        return f"dt={self.dt:g}, {self.discretization}, reset={self.reset}, compare={self.compare}{unit}"
 
     @classmethod
     def overriding(cls, recorded: Interpretation | None, **given: Any) -> Interpretation | None:
         """``recorded`` (or NIR's defaults) with the fields in ``given`` that are not None replaced; ``recorded``
-        itself when nothing is given (a graph re-exported by snnchip keeps the interpretation it records)."""
+        itself when nothing is given (a graph re-exported by snnchip keeps the interpretation it records).
+
+        A value of ``dt``, ``discretization``, ``reset`` or ``compare`` may be a list of command-line strings,
+        ``VALUE`` (global) or ``NODE=VALUE`` (that node only), as ``--reset lif1=zero_next`` gives them."""
         given = {k: v for k, v in given.items() if v is not None}
         if not given:
             return recorded
-        return dataclasses.replace(recorded or cls(), **given)
+        base = recorded or cls()
+        nodes = {k: dict(v) for k, v in base.nodes.items()}
+        for key, value in given.pop("nodes", {}).items():
+            nodes.setdefault(key, {}).update(value)
+        for name in NODE_FIELDS:
+            if not isinstance(given.get(name), (list, tuple)):
+                continue
+            plain = None
+            for item in given.pop(name):
+                node, sep, value = str(item).rpartition("=")
+                if sep:
+                    _check(bool(node), f"--{name} {item!r}: give NODE=VALUE")
+                    nodes.setdefault(node, {})[name] = value
+                else:
+                    plain = value
+            if plain is not None:
+                given[name] = plain
+        if isinstance(given.get("dt"), str):
+            try:
+                given["dt"] = float(given["dt"])
+            except ValueError:
+                raise SpecError(f"--dt {given['dt']!r} is not a number") from None
+        return dataclasses.replace(base, **given, nodes=nodes)
+
+    def record(self) -> dict[str, Any]:
+        """As stored in a graph's or a manifest's metadata (``from_record`` reads it back)."""
+        out = {k: getattr(self, k) for k in NODE_FIELDS}
+        if self.writer:
+            out["writer"] = self.writer
+        if self.nodes:
+            out["nodes"] = json.dumps(self.nodes, sort_keys=True)
+        return out
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Interpretation:
+        """The inverse of ``record`` (``nodes`` as JSON text or a dict); bad values raise ``SpecError``."""
+        values = dict(record)
+        if isinstance(values.get("nodes"), str):
+            try:
+                values["nodes"] = json.loads(values["nodes"])
+            except ValueError as exc:
+                raise SpecError(f"interpretation nodes is not JSON: {exc}") from None
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise SpecError(f"interpretation record: {exc}") from None

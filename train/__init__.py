@@ -7,6 +7,10 @@ Other stages use ``build_model(spec)``, ``plain_parameters(model)`` (+ ``plain_s
 ``simulate(model, x)`` and ``load_model(path)``.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .edbp import configure_edbp
 from .empf import configure_empf
 from .inference import SimResult, load_model, simulate, simulate_parallel
@@ -22,6 +26,10 @@ from .model import (
 from .rules import METHODS, gradients, run_iteration
 from .zoo import MODELS, convnet, mlp, mlp_feedback, model_spec, vgg
 
+if TYPE_CHECKING:
+    from .data import Dataset
+    from .trainer import TrainConfig
+
 __all__ = [
     "METHODS", "MODELS", "SimResult", "SpikingNet", "build_model", "configure_edbp", "configure_empf", "convnet", "fit",
     "fold_empf_bn", "from_plain", "gradients", "load_model", "mlp", "mlp_feedback", "model_spec",
@@ -30,8 +38,9 @@ __all__ = [
 ]
 
 
-def fit(*args, **kwargs):
-    """Train a model (see ``snnchip.train.trainer.fit``); imported lazily (matplotlib, tqdm)."""
+def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
+    """Train per ``cfg``; returns the metrics written to ``OUT/metrics.json`` (``snnchip.train.trainer.fit``,
+    imported on first use: it loads matplotlib and tqdm)."""
     from .trainer import fit as _fit
 
-    return _fit(*args, **kwargs)
+    return _fit(cfg, dataset)

@@ -29,6 +29,7 @@ SLTT_K = 2
 PROFILES = ("default", "loihi-builtin")
 MAX_EPOCHS = 100_000
 MAX_BATCH = 2**20
+MAX_LR = 1e3  # far above any published rate; larger ones overflow float32 in the optimizer step
 SLTT_LAMBDA = 1 - 1 / 1.1
 
 
@@ -79,6 +80,8 @@ class TrainConfig:
                               "sltt-k, empf-random-bp, --amp or --nproc > 1")
     max_steps: int | None = option(None, help="stop after N optimizer iterations")
     resume: bool = option(False, help="resume exactly from OUT/model.pt")
+    overwrite: bool = option(False, help="train a new model in place of OUT/model.pt (an OUT holding one is refused "
+                             "without --resume or --overwrite)")
     quiet: bool = option(False, help="no progress bar")
     empf_variant: str = option("bn", help="EM-PF neuron: fixed λ/θ, learnable per-step λ[t]/θ[t], + membrane BN, "
                                "parallel, mixed (resnet18 blocks: first neuron parallel, second bn)",
@@ -155,7 +158,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise SpecError("--cuda-graph does not combine with --amp (the gradient scaler reads the device for "
                         "infinities every step, which a CUDA graph cannot capture)")
     _real(cfg, "mse_alpha", 0.0, 1.0)
-    _real(cfg, "lr", 0.0, lo_open=True)
+    _real(cfg, "lr", 0.0, MAX_LR, lo_open=True)
     _real(cfg, "weight_decay", 0.0)
     _real(cfg, "theta", 0.0, lo_open=True)
     _real(cfg, "lam", 0.0, 1.0)

@@ -12,6 +12,7 @@ import torch
 from snnchip.checkpoint import Checkpoint, load_checkpoint
 from snnchip.errors import CheckpointError, SpecError
 from snnchip.spec import NetworkSpec
+from snnchip.summary import result_repr
 
 from .data import Dataset
 from .encoding import time_major
@@ -25,6 +26,9 @@ class SimResult:
 
     output: torch.Tensor
     spikes: dict[str, torch.Tensor]
+
+    def __repr__(self) -> str:
+        return result_repr("SimResult", self.output, self.spikes)
 
 
 def simulate(model: SpikingNet, x: torch.Tensor, T: int | None = None) -> SimResult:

@@ -17,7 +17,7 @@ from snnchip.errors import TrainingError
 
 from .config import TrainConfig, flag, resolved
 
-RESUME_FREE = ("out", "resume", "max_steps", "epochs", "quiet", "device", "compile", "data_dir")
+RESUME_FREE = ("out", "resume", "overwrite", "max_steps", "epochs", "quiet", "device", "compile", "data_dir")
 
 
 @dataclass

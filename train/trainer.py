@@ -135,6 +135,9 @@ def fit(cfg: TrainConfig, dataset: Dataset | None = None) -> dict[str, Any]:
 
     Rank 0 holds ``OUT``'s lock (``snnchip.lock``) for the run: a second run on the same OUT is refused."""
     check_config(cfg)
+    trained = Path(cfg.out) / "model.pt"
+    if trained.exists() and not (cfg.resume or cfg.overwrite):
+        raise SpecError(f"{trained} holds a trained model: pass --resume to continue it or --overwrite to replace it")
     device = pick_device(cfg.device)
     if cfg.cuda_graph and launched():
         raise SpecError("--cuda-graph trains in one process, without torchrun: the data-parallel gradient all-reduce "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from snnchip import __version__, interrupts
@@ -34,10 +35,23 @@ def base_parser(prog: str, description: str, examples: str) -> argparse.Argument
     return p
 
 
+def _one_line(prog: str, show: Callable) -> Callable:
+    """``warnings.showwarning`` that prints snnchip's own warnings as one line: ``PROG: warning: message``."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.startswith("snnchip"):
+            print(f"{prog}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def run_command(parser: argparse.ArgumentParser, handler: Handler, argv: Sequence[str] | None) -> int:
     """Parse ``argv`` and run ``handler``; the exit code of the command."""
     try:
-        with interrupts.termination_raises():
+        with interrupts.termination_raises(), warnings.catch_warnings():
+            warnings.showwarning = _one_line(parser.prog, warnings.showwarning)
             return int(handler(parser.parse_args(argv)) or 0)
     except SnnchipError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

@@ -6,9 +6,8 @@ import argparse
 from collections.abc import Sequence
 
 from snnchip.cli.command import base_parser, run_command
-from snnchip.cli.options import add_options, config, overrides
+from snnchip.cli.options import add_interpretation, add_options, config, interpretation_overrides
 from snnchip.options import check_paths
-from snnchip.spec import Interpretation
 
 EXAMPLES = """\
   snn-export runs/mlp/model.pt --target nir -o model.nir
@@ -27,9 +26,8 @@ def parser() -> argparse.ArgumentParser:
     p = base_parser("snn-export", "Export a trained model.pt (or a .nir graph) to NIR, a Loihi 2 deploy directory, "
                     "ONNX or netx HDF5.", EXAMPLES)
     add_options(p, ExportConfig)
-    add_options(p.add_argument_group("interpretation of foreign NIR graphs (ours carry their semantics; a foreign "
-                                     "graph re-exported by snnchip keeps the one it records unless overridden)"),
-                Interpretation, as_overrides=True)
+    add_interpretation(p, "interpretation of foreign NIR graphs (ours carry their semantics; a foreign graph "
+                       "re-exported by snnchip keeps the one it records unless overridden)")
     cal = p.add_argument_group("calibration (--target loihi, model.pt)")
     cal.add_argument("--calibrate", action="store_true", help="fine-tune with the chip's quantized currents in the "
                      "forward pass (straight-through) before exporting; writes DIR/model.calibrated.pt and "
@@ -50,7 +48,7 @@ def handle(args: argparse.Namespace) -> int:
         lines = calibrate_and_export(cfg, cal, log=print)
     else:
         check_paths(cfg)
-        lines = export(cfg, overrides(Interpretation, args))
+        lines = export(cfg, interpretation_overrides(args))
     print("\n".join(lines))
     return 0
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from snnchip.arrayfile import load_input
+from snnchip.arrayfile import check_time_axis, load_input
 from snnchip.atomic import check_destination
 from snnchip.cli.command import base_parser, run_command
-from snnchip.cli.options import add_options, config, overrides
+from snnchip.cli.options import add_interpretation, add_options, config, interpretation_overrides
 from snnchip.errors import NIRFormatError, SpecError
 from snnchip.options import check_paths, option
 from snnchip.spec import Interpretation
@@ -40,14 +41,14 @@ class RunConfig:
                                "(the same on both backends; the count is reported) instead of refusing them")
     allow_edited: bool = option(False, help="chip, lava: run a deploy directory whose files or values no longer "
                                 "match its manifest's seal (refused without it; the run then says what was edited)")
+    quiet: bool = option(False, help="no progress bar (there is none either when stderr is not a terminal)")
 
 
 def parser() -> argparse.ArgumentParser:
     p = base_parser("snn-run", "Run a NIR graph or a deploy directory on inputs [T, batch, *features]; write "
                     "outputs and spikes.", EXAMPLES)
     add_options(p, RunConfig)
-    add_options(p.add_argument_group("interpretation of foreign NIR graphs (reference backend)"), Interpretation,
-                as_overrides=True)
+    add_interpretation(p, "interpretation of foreign NIR graphs (reference backend)")
     return p
 
 
@@ -71,6 +72,8 @@ def _reference(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
         raise NIRFormatError(f"{cfg.graph} is a directory; the reference backend runs a .nir (or model.pt) file; "
                              "use --backend chip or lava for a deploy directory")
     graph = model_graph(cfg.graph)
+    meta = (graph.metadata or {}).get("snnchip")
+    check_time_axis(x, int(meta["T"]) if isinstance(meta, dict) and "T" in meta else None, cfg.input)
     result = NIRExecutor(graph, Interpretation.overriding(recorded_interpretation(graph), **given)).run(x)
     arrays = {"output": result.output.numpy(), **{f"spikes/{k}": v.numpy() for k, v in result.spikes.items()}}
     with atomic_path(cfg.out) as tmp, open(tmp, "wb") as fh:
@@ -78,12 +81,14 @@ def _reference(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
     if result.interpretation is None:
         semantics = "semantics: metadata['snnchip'] v1 for every neuron (exact; interpretation options ignored)"
     else:
-        i = result.interpretation
-        semantics = f"semantics: foreign nodes read with dt={i.dt}, {i.discretization}, reset={i.reset}, " \
-                    f"compare={i.compare}"
+        semantics = f"semantics: foreign nodes read with {result.interpretation.describe()}"
     shown = min(x.shape[1], 8)
     return [*_rates({k: v.numpy() for k, v in result.spikes.items()}),
             f"argmax of output[T-1] (first {shown}): {result.output[-1][:shown].argmax(-1).tolist()}", semantics]
+
+
+def _progress(cfg: RunConfig) -> bool:
+    return not cfg.quiet and sys.stderr.isatty()
 
 
 def _deployment(cfg: RunConfig) -> Any:
@@ -105,7 +110,8 @@ def _chip(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
     from snnchip.hw_sim.chip import ChipSimulator, saturation_lines
 
     dep = _deployment(cfg)
-    res = ChipSimulator(dep).run(x, states=False, clip=cfg.clip_inputs)
+    check_time_axis(x, dep.T, cfg.input)
+    res = ChipSimulator(dep).run(x, states=False, clip=cfg.clip_inputs, progress=_progress(cfg))
     res.save(cfg.out)
     updates = {q.name: (dep.T + dep.depth) * x.shape[1] * q.size for q in dep.qnet.stages}
     return ["backend: bit-exact fixed-point chip simulator", *_contract(dep, res), *_rates(res.spikes),
@@ -116,7 +122,8 @@ def _lava(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
     from snnchip.deploy import build
 
     dep = _deployment(cfg)
-    res = build(dep).run(x, cfg=cfg.lava_cfg, states=False, clip=cfg.clip_inputs)
+    check_time_axis(x, dep.T, cfg.input)
+    res = build(dep).run(x, cfg=cfg.lava_cfg, states=False, clip=cfg.clip_inputs, progress=_progress(cfg))
     res.save(cfg.out)
     return [f"backend: Lava Loihi2SimCfg({cfg.lava_cfg}), latency {dep.depth} steps removed", *_contract(dep, res),
             *_rates(res.spikes)]
@@ -130,7 +137,7 @@ def handle(args: argparse.Namespace) -> int:
         raise SpecError("--clip-inputs and --allow-edited apply to a deploy directory (--backend chip or lava)")
     x = load_input(cfg.input)
     lines = {"reference": _reference, "chip": _chip, "lava": _lava}[cfg.backend](
-        cfg, x, overrides(Interpretation, args))
+        cfg, x, interpretation_overrides(args))
     print(f"ran {cfg.graph} on {cfg.input}: T={x.shape[0]}, batch={x.shape[1]}, features={tuple(x.shape[2:])}; "
           f"wrote {cfg.out}")
     print("\n".join(lines))

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import warnings
 from collections.abc import Sequence
 
 from snnchip import interrupts
@@ -53,24 +52,10 @@ def handle(args: argparse.Namespace) -> int:
             raise SpecError("--nproc starts torchrun itself; under torchrun leave it out (--nproc-per-node sets it)")
         return launch(args)
     cfg = config(TrainConfig, args)
-    with warnings.catch_warnings():
-        warnings.showwarning = _one_line(warnings.showwarning)
-        metrics = fit(cfg)
+    metrics = fit(cfg)  # a silent/saturated-layer warning prints as one line (cli.command.run_command)
     if int(os.environ.get("RANK", "0")) == 0:
         print("\n".join(summary(cfg, metrics)))
     return 0
-
-
-def _one_line(show):
-    """``warnings.showwarning`` that prints a silent/saturated-layer warning as one line."""
-    from snnchip.train.activity import LayerActivityWarning
-
-    def showwarning(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, LayerActivityWarning):
-            print(f"snn-train: warning: {message}", file=sys.stderr)
-        else:
-            show(message, category, filename, lineno, file, line)
-    return showwarning
 
 
 def torchrun_command(args: argparse.Namespace) -> list[str]:

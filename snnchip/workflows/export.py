@@ -95,13 +95,14 @@ def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
     from snnchip.export.loihi import export_loihi, load_deploy, read_model_graph
     from snnchip.export.nir_meta import recorded_interpretation
     from snnchip.export.quantize import format_report
+    from snnchip.export.writers import resolve
 
     graph = read_model_graph(cfg.model)
+    interpretation = resolve(graph, Interpretation.overriding(recorded_interpretation(graph), **given))
     calibration = None
     try:
         calibration = None if cfg.calibration_input is None else load_input(cfg.calibration_input)
-        out = export_loihi(graph, cfg.out, Interpretation.overriding(recorded_interpretation(graph), **given),
-                           cfg.T, source=cfg.model, max_memory=_bytes(cfg.max_memory),
+        out = export_loihi(graph, cfg.out, interpretation, cfg.T, source=cfg.model, max_memory=_bytes(cfg.max_memory),
                            input_range=1.0 if cfg.input_range is None else cfg.input_range,
                            calibration_input=calibration, margin=cfg.margin,
                            **precision_args(cfg.weights, cfg.headroom))
@@ -113,7 +114,8 @@ def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
     dep = load_deploy(out)
     res = dep.manifest["resources"]
     precision = dep.manifest["precision"]
-    return [format_report(dep.qnet.report), *_calibration_lines(dep, calibration),
+    read = [] if interpretation is None else [f"interpretation: {interpretation.describe()}"]
+    return [*read, format_report(dep.qnet.report), *_calibration_lines(dep, calibration),
             f"weights: {'wide (two 8-bit synapse sets per projection)' if precision['synapse_sets'] == 2 else '8-bit'}"
             f", headroom: {HEADROOM_WORDS[precision['headroom']]} ({precision['why']})",
             f"wrote {out}: {dep.depth} stages, {res['neurons']} neurons, {res['synapses']} synapses, "

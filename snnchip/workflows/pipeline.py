@@ -42,9 +42,16 @@ TABLES = ("run", "train", "export", "validate")
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """The TOML config at ``path``, its tables checked."""
+    from snnchip.filekind import expect
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise SnnchipError(f"{p}: no such config file (see configs/ for examples)")
+    if p.is_dir():
+        found = sorted(q.name for q in p.glob("*.toml"))
+        raise SnnchipError(f"{p} is a directory; expected a TOML pipeline config file"
+                           + (f": one of {', '.join(found)} in it" if found else " (see configs/ for examples)"))
+    expect(p, "a TOML pipeline config (see configs/ for examples)", ("toml", "text"))
     try:
         config = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -76,7 +83,8 @@ def run_pipeline(config_path: str | Path, out: str | Path | None = None,
     if "out" in config["train"]:
         raise SnnchipError(f"{config_path}: [train] out = {config['train']['out']!r}: the pipeline trains into its run "
                            "directory; set it as [run] out (or --out) and remove it from [train]")
-    train_cfg = from_mapping(TrainConfig, config["train"], "[train]", out=str(run_dir))
+    train_cfg = from_mapping(TrainConfig, config["train"], "[train]", out=str(run_dir),
+                             **({"overwrite": True} if overwrite else {}))
     if (run_dir / "model.pt").exists() and not (train_cfg.resume or overwrite):
         raise SnnchipError(f"{run_dir}: holds a trained run (model.pt); the pipeline would train a new model in its "
                            "place: choose another run directory (--out), set resume = true in [train] to continue it, "
@@ -92,11 +100,17 @@ def run_pipeline(config_path: str | Path, out: str | Path | None = None,
                            f"{config.get('export')}")
     validate_cfg = from_mapping(ValidateConfig, {"dataset": train_cfg.dataset, "data_dir": train_cfg.data_dir,
                                                  **precision, **config.get("validate", {})}, "[validate]")
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
     log(f"== [1/3] train -> {run_dir}/model.pt")
-    log("\n".join(summary(train_cfg, fit(train_cfg))))
+    try:
+        log("\n".join(summary(train_cfg, fit(train_cfg))))
+    except BaseException:
+        if created:  # nothing trained (missing data, bad config, interrupted): leave no empty run directory
+            _remove_if_untrained(run_dir)
+        raise
     for i, target in enumerate(targets, 1):
         dest = run_dir / DEFAULT_NAMES[target]
         log(f"== [2/3] export ({i}/{len(targets)}) --target {target} -> {dest}")
@@ -114,3 +128,14 @@ def run_pipeline(config_path: str | Path, out: str | Path | None = None,
     log(f"report: {run_dir / 'report.json'}")
     log(f"\npipeline finished in {(time.perf_counter() - started) / 60:.1f} min; everything is under {run_dir}/")
     return report
+
+
+def _remove_if_untrained(run_dir: Path) -> None:
+    """Remove ``run_dir`` when it holds nothing but the run's lock file."""
+    from snnchip.options import RUN_FILES
+
+    entries = list(run_dir.iterdir())
+    if all(e.name == RUN_FILES[-1] and e.is_file() for e in entries):
+        for e in entries:
+            e.unlink()
+        run_dir.rmdir()

@@ -45,11 +45,16 @@ def gate_lines(report: dict[str, Any]) -> list[str]:
 def print_table(report: dict[str, Any], file: Any = None) -> None:
     """The one-screen summary: gates, per-layer agreement and rates, Lava coverage, identity, hardware."""
     chip = report["chip"]
+    accuracy = "no labels: accuracy not measured" if chip["float_accuracy"] is None else \
+        f"{report.get('reference', 'float')} accuracy {chip['float_accuracy']:.4f}, chip {chip['chip_accuracy']:.4f}"
     lines = [f"validation ladder: {report['model']} on {report['dataset']} (T={report['T']}, {report['samples']} "
-             f"test samples; float accuracy {chip['float_accuracy']:.4f}, chip {chip['chip_accuracy']:.4f}, chance "
-             f"{chip['chance']:.3f})",
-             f"  {'gate':<42} {'value':>10}    {'threshold':<10} verdict", *gate_lines(report)]
-    if "nir" not in report:
+             f"samples; {accuracy}, chance {chip['chance']:.3f})"]
+    if "interpretation" in report:
+        lines.append(f"  interpretation: {report['interpretation']['described']}")
+    lines += [f"  {'gate':<42} {'value':>10}    {'threshold':<10} verdict", *gate_lines(report)]
+    if "interpretation" in report:
+        lines.append("  (a foreign graph: its NIR reference executor, read with this interpretation, is the reference)")
+    elif "nir" not in report:
         lines.append("  (a deploy directory without --model: the NIR executor of its model.nir is the float reference)")
     lines.append(f"     {'layer':<14}{'spike agree':>12}{'rate float':>12}{'rate chip':>12}")
     for k, a in chip["spike_agreement"].items():
@@ -75,6 +80,8 @@ def print_table(report: dict[str, Any], file: Any = None) -> None:
                      f" per inference {res['synops']:.0f} synaptic ops, {res['spikes']:.0f} spikes, energy "
                      f"{res['energy_uJ']:.3f} µJ ({res['label']})")
     ident = report["identity"]
+    if ident.get("graph"):
+        lines.append(f"  graph: {ident['graph']['path']} (sha256 {ident['graph']['sha256'][:16]})")
     if ident.get("model"):
         lines.append(f"  model.pt: {ident['model']['path']} (sha256 {ident['model']['sha256'][:16]})")
     deploy = ident.get("deploy_dir")
@@ -134,11 +141,12 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
     ax[0].set_ylabel("fraction equal, float vs chip")
     ax[0].set_title("agreement (axis zoomed)")
     ax[0].legend(loc="lower left")
-    acc = [chip["float_accuracy"], chip["chip_accuracy"]]
+    acc = [chip["float_accuracy"] or 0.0, chip["chip_accuracy"] or 0.0]
     ax[1].bar_label(ax[1].bar(["float", "chip"], acc, color=["tab:gray", "tab:green"]), fmt="%.4f")
     ax[1].axhline(chip["chance"], color="k", ls=":", label=f"chance {chip['chance']:.3f}")
-    ax[1].axhline(gates["float_accuracy"]["threshold"], color="tab:red", ls="--",
-                  label=f"accuracy gate {gates['float_accuracy']['threshold']:.3f}")
+    if "float_accuracy" in gates:
+        ax[1].axhline(gates["float_accuracy"]["threshold"], color="tab:red", ls="--",
+                      label=f"accuracy gate {gates['float_accuracy']['threshold']:.3f}")
     ax[1].set_ylim(0, 1)
     ax[1].set_ylabel("test accuracy")
     ax[1].set_title(f"accuracy ({report['samples']} test samples)")

@@ -134,6 +134,24 @@ def torch_recorder(modules: dict[str, Any], pick: Callable[[Any], Any]):
 
 
 # ------------------------------------------------------------------------------------------ snnTorch
+def snntorch_run(net, x, neurons):
+    """Step an snnTorch init_hidden net over T; collect the spikes and the stored membrane of each neuron module."""
+    import torch
+
+    spikes = torch_recorder(neurons, lambda out: out[0] if isinstance(out, tuple) else out)
+    mems = {k: [] for k in neurons}
+    outs = []
+    with torch.no_grad():
+        for m in neurons.values():
+            m.reset_hidden()
+        for t in range(x.shape[0]):
+            out = net(torch.as_tensor(x[t]))
+            outs.append(np32(out[0] if isinstance(out, tuple) else out))
+            for k, m in neurons.items():
+                mems[k].append(np32(m.mem))
+    return (np.stack(outs), {k: np.stack(v) for k, v in spikes.items()}, {k: np.stack(v) for k, v in mems.items()})
+
+
 def snntorch_cases() -> list[Case]:
     import snntorch as snn
     import torch
@@ -146,21 +164,6 @@ def snntorch_cases() -> list[Case]:
         return snn.Leaky(beta=full(shape, beta), threshold=full(shape, 1.0), init_hidden=True,
                          reset_mechanism=reset, **kw)
 
-    def run(net, x, neurons):
-        """Step the init_hidden net over T; collect the spikes and the stored membrane of each neuron module."""
-        spikes = torch_recorder(neurons, lambda out: out[0] if isinstance(out, tuple) else out)
-        mems = {k: [] for k in neurons}
-        outs = []
-        with torch.no_grad():
-            for m in neurons.values():
-                m.reset_hidden()
-            for t in range(x.shape[0]):
-                out = net(torch.as_tensor(x[t]))
-                outs.append(np32(out[0] if isinstance(out, tuple) else out))
-                for k, m in neurons.items():
-                    mems[k].append(np32(m.mem))
-        return (np.stack(outs), {k: np.stack(v) for k, v in spikes.items()}, {k: np.stack(v) for k, v in mems.items()})
-
     cases = []
     T, B = 25, 3
     for reset in ("subtract", "zero"):
@@ -172,7 +175,7 @@ def snntorch_cases() -> list[Case]:
             net[2].weight.mul_(3.0)
         x = binary_input(11, (T, B, 12), 0.3)
         graph = export_to_nir(net, torch.zeros(1, 12), ignore_dims=[0])
-        out, spk, mem = run(net, x, {"1": net[1], "3": net[3]})
+        out, spk, mem = snntorch_run(net, x, {"1": net[1], "3": net[3]})
         cases.append(Case(f"snntorch_leaky_{reset}", "snntorch", f"Linear(12,10)-Leaky-Linear(10,4)-Leaky, {reset}",
                           graph, x, out, spk, mem, (1e-4, "euler", "zero" if reset == "zero" else "subtract_next",
                                                     "gt"), exact=True))
@@ -205,7 +208,7 @@ def snntorch_cases() -> list[Case]:
             net.fc2.weight.mul_(gains[2])
         x = binary_input(12, (T, B, 12), 0.3)
         graph = export_to_nir(net, torch.zeros(1, 12), ignore_dims=[0])
-        out, spk, mem = run(net, x, {"lif1.lif": net.lif1, "lif2": net.lif2})
+        out, spk, mem = snntorch_run(net, x, {"lif1.lif": net.lif1, "lif2": net.lif2})
         rec, ff = ("RLeaky", "Leaky") if cell == "rleaky" else ("RSynaptic", "Synaptic")
         cases.append(Case(f"snntorch_{cell}_{reset}", "snntorch",
                           f"Linear(12,10)-{rec}(rec Linear 10x10)-Linear(10,4)-{ff}, {reset}",
@@ -222,10 +225,55 @@ def snntorch_cases() -> list[Case]:
         net[4].bias.add_(0.4)
     x = real_input(13, (20, 2, 1, 9, 9))
     graph = export_to_nir(net, torch.zeros(1, 1, 9, 9), ignore_dims=[0])
-    out, spk, mem = run(net, x, {"1": net[1], "5": net[5]})
+    out, spk, mem = snntorch_run(net, x, {"1": net[1], "5": net[5]})
     cases.append(Case("snntorch_conv_zero", "snntorch",
                       "Conv2d(1,4,3,s2,p1)-Leaky-AvgPool2d(2,s1)-Flatten-Linear(64,5)-Leaky, zero",
                       graph, x, out, spk, mem, (1e-4, "euler", "zero", "gt"), exact=True))
+    return cases
+
+
+def snntorch_mixed_cases() -> list[Case]:
+    """The mixed graph users meet: Conv-Leaky-Pool-Linear-RLeaky-Linear-Leaky, where snnTorch's reset to zero acts
+    the same step on a Leaky and the whole next step on an RLeaky (one global reset cannot describe it)."""
+    import snntorch as snn
+    import torch
+    from snntorch.export_nir import export_to_nir
+
+    class Mixed(torch.nn.Module):
+        def __init__(self, reset: str):
+            super().__init__()
+            full = torch.full
+            self.conv = torch.nn.Conv2d(1, 4, 3, stride=2, padding=1)
+            self.lif0 = snn.Leaky(beta=full((4, 5, 5), 0.85), threshold=full((4, 5, 5), 1.0), init_hidden=True,
+                                  reset_mechanism=reset)
+            self.pool = torch.nn.AvgPool2d(2, stride=1)
+            self.flat = torch.nn.Flatten()
+            self.fc1 = torch.nn.Linear(64, 10)
+            self.lif1 = snn.RLeaky(beta=0.9, linear_features=10, init_hidden=True, reset_mechanism=reset)
+            self.fc2 = torch.nn.Linear(10, 4)
+            self.lif2 = snn.Leaky(beta=full((4,), 0.8), threshold=full((4,), 1.0), init_hidden=True,
+                                  reset_mechanism=reset, output=True)
+
+        def forward(self, x):
+            return self.lif2(self.fc2(self.lif1(self.fc1(self.flat(self.pool(self.lif0(self.conv(x))))))))
+
+    cases = []
+    for reset in ("zero", "subtract"):
+        torch.manual_seed(4)
+        net = Mixed(reset)
+        with torch.no_grad():
+            net.conv.weight.mul_(3.5)
+            net.conv.bias.add_(0.1)
+            net.fc1.weight.mul_(4.0 if reset == "zero" else 1.8)
+            net.lif1.recurrent.weight.mul_(0.8)
+            net.fc2.weight.mul_(3.0)
+        x = real_input(14, (20, 2, 1, 9, 9))
+        graph = export_to_nir(net, torch.zeros(1, 1, 9, 9), ignore_dims=[0])
+        out, spk, mem = snntorch_run(net, x, {"lif0": net.lif0, "lif1.lif": net.lif1, "lif2": net.lif2})
+        interp = (1e-4, "euler", "zero_next" if reset == "zero" else "subtract_next", "gt")
+        cases.append(Case(f"snntorch_mixed_{reset}", "snntorch",
+                          f"Conv2d(1,4,3,s2,p1)-Leaky-AvgPool2d(2,s1)-Flatten-Linear(64,10)-RLeaky(rec 10x10)-"
+                          f"Linear(10,4)-Leaky, {reset}", graph, x, out, spk, mem, interp, exact=reset == "subtract"))
     return cases
 
 
@@ -475,14 +523,15 @@ def spyx_haiku_cases() -> list[Case]:
                  (1.0, "euler", "subtract", "gt"), exact=False)]
 
 
-LIBRARIES = {"snntorch": snntorch_cases, "norse": norse_cases, "sinabs": sinabs_cases, "rockpool": rockpool_cases,
+LIBRARIES = {"snntorch": snntorch_cases, "snntorch_mixed": snntorch_mixed_cases, "norse": norse_cases,
+             "sinabs": sinabs_cases, "rockpool": rockpool_cases,
              "spyx": spyx_cases, "spyx_haiku": spyx_haiku_cases}
 DISTRIBUTIONS = ("nir", "nirtorch", "torch", "numpy", "snntorch", "norse", "sinabs", "rockpool", "spyx", "jax",
                  "jaxlib", "flax", "dm-haiku")
 
 
 def main(argv: list[str]) -> int:
-    wanted = argv or [k for k in LIBRARIES if k != "spyx_haiku"]
+    wanted = argv or [k for k in LIBRARIES if k not in ("spyx_haiku", "snntorch_mixed")]
     path = HERE / "versions.json"
     record = json.loads(path.read_text()) if path.exists() else {"environments": {}, "files": {}}
     env = {"python": platform.python_version()}
@@ -492,8 +541,8 @@ def main(argv: list[str]) -> int:
         except md.PackageNotFoundError:
             pass
     for lib in wanted:
-        importlib.import_module({"spyx_haiku": "haiku"}.get(lib, lib))
-        env_name = "spyx_haiku" if lib == "spyx_haiku" else "peers"
+        importlib.import_module({"spyx_haiku": "haiku", "snntorch_mixed": "snntorch"}.get(lib, lib))
+        env_name = lib if lib in ("spyx_haiku", "snntorch_mixed") else "peers"
         record["environments"][env_name] = env
         for case in LIBRARIES[lib]():
             record["files"][case.name] = {**write(case), "environment": env_name}
