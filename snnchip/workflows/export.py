@@ -109,8 +109,10 @@ def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
     except DataError as exc:
         if cfg.calibration_input is None:
             raise
-        what = str(exc).removeprefix("calibration input: ").removeprefix(f"{cfg.calibration_input}: ")
-        raise DataError(f"--calibration-input {cfg.calibration_input}: {what}") from None
+        what = str(exc).removeprefix("calibration input: ")
+        if not what.startswith(str(cfg.calibration_input)):
+            what = f"{cfg.calibration_input}: {what}"
+        raise DataError(f"--calibration-input {what}") from None
     dep = load_deploy(out)
     res = dep.manifest["resources"]
     precision = dep.manifest["precision"]
