@@ -65,12 +65,13 @@ def _range(where: str, name: str, a: np.ndarray, lo: int, hi: int) -> None:
 
 def check_sizes(where: str, n_in: int, n_hidden: int, n_out: int) -> None:
     """One line naming the first population that does not fit."""
-    for name, n in (("inputs", n_in), ("hidden", n_hidden), ("outputs", n_out)):
+    for name, what, n in (("inputs", "input channels", n_in), ("hidden", "hidden neurons", n_hidden),
+                          ("outputs", "output neurons", n_out)):
         lim = LIMITS[name]
         if n > lim.value:
-            raise DeployError(f"{where}: {n} {lim.what} do not fit Xylo (at most {lim.value}; {lim.source})")
+            raise DeployError(f"{where}: {n} {what} do not fit Xylo (at most {lim.value}; {lim.source})")
         if n < 1:
-            raise DeployError(f"{where}: {n} {lim.what}: Xylo needs at least one")
+            raise DeployError(f"{where}: {n} {what}: Xylo needs at least one")
 
 
 def check_config(where: str, cfg: object) -> None:

@@ -142,7 +142,7 @@ def test_our_recurrent_lif_net_maps_with_its_approximations_named():
     (conv_graph(T=2), None, "64 input channels"),
     (mlp_graph((17, 10, 3), T=4), None, "17 input channels do not fit Xylo"),
     (mlp_graph((8, 1001, 3), T=4), None, "1001 hidden neurons"),
-    (mlp_graph((8, 10, 9), T=4), None, "9 output"),
+    (mlp_graph((8, 10, 9), T=4), None, "9 output neurons"),
     (cuba_graph(), None, "resets by zero"),
     (cuba_graph(bias=True), XYLO_READ, "current-based with a bias"),
 ])

@@ -44,6 +44,10 @@ def gate_lines(report: dict[str, Any]) -> list[str]:
 
 def print_table(report: dict[str, Any], file: Any = None) -> None:
     """The one-screen summary: gates, per-layer agreement and rates, Lava coverage, identity, hardware."""
+    if report.get("target") == "xylo":
+        from snnchip.workflows.xylo import print_table as print_xylo
+
+        return print_xylo(report, file)
     chip = report["chip"]
     lines = [f"validation ladder: {report['model']} on {report['dataset']} (T={report['T']}, {report['samples']} "
              f"test samples; float accuracy {chip['float_accuracy']:.4f}, chip {chip['chip_accuracy']:.4f}, chance "

@@ -75,6 +75,8 @@ class ValidateConfig:
                           "snn-export --weights (auto: 8bit for a snnchip model); a deploy directory records its own")
     headroom: str = option("auto", choices=HEADROOM_CHOICES, help="for a model: its deployment's membrane headroom, "
                            "as snn-export --headroom (auto: T for a snnchip model)")
+    target: str = option("loihi", choices=("loihi", "xylo"), help="for a model: the chip it is certified for (a "
+                         "deploy directory names its own); xylo: --lava-samples is the samples run in xylosim")
 
     def check(self) -> None:
         bad = []
@@ -256,6 +258,13 @@ def validate(model: Any, cfg: ValidateConfig | None = None, progress: bool = Tru
     plus ``_plot_data``). The certified directory of a model is moved into place only when every gate passed."""
     cfg = cfg or ValidateConfig()
     cfg.check()
+    from snnchip.workflows.targets import target_of
+
+    is_dir = isinstance(model, (str, Path)) and Path(model).is_dir()
+    if (target_of(model).name if is_dir else cfg.target) == "xylo":
+        from snnchip.workflows.xylo import validate_xylo
+
+        return validate_xylo(model, cfg, progress)
     ref = Reference(model, cfg)
     try:
         report = _ladder(ref, cfg, progress)
