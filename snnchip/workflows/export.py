@@ -27,7 +27,8 @@ def precision_args(weights: str, headroom: str) -> dict[str, Any]:
     decided per graph by ``precision_of``)."""
     return {"wide_weights": WIDE_WEIGHTS[weights],
             "headroom": None if headroom == "auto" else headroom}
-DEFAULT_NAMES = {"nir": "model.nir", "loihi": "deploy", "onnx": "model.onnx", "netx": "model.net", "xylo": "deploy"}
+DEFAULT_NAMES = {"nir": "model.nir", "loihi": "deploy", "onnx": "model.onnx", "netx": "model.net",
+                 "xylo": "deploy-xylo"}
 
 
 @dataclass

@@ -75,6 +75,8 @@ class ValidateConfig:
                           "snn-export --weights (auto: 8bit for a snnchip model); a deploy directory records its own")
     headroom: str = option("auto", choices=HEADROOM_CHOICES, help="for a model: its deployment's membrane headroom, "
                            "as snn-export --headroom (auto: T for a snnchip model)")
+    input_range: float | None = option(None, help="for a model on Loihi: the largest |x| its deployment takes, as "
+                                       "snn-export --input-range (default 1; digits-rows' spike counts need 15)")
     target: str = option("loihi", choices=("loihi", "xylo"), help="for a model: the chip it is certified for (a "
                          "deploy directory names its own); xylo: --lava-samples is the samples run in xylosim")
 
@@ -93,6 +95,8 @@ class ValidateConfig:
                 bad.append(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
         if self.min_rate > self.max_rate:
             bad.append(f"--min-rate {self.min_rate} is above --max-rate {self.max_rate}")
+        if self.input_range is not None and not 0 < self.input_range < math.inf:
+            bad.append(f"--input-range must be a positive, finite number, got {self.input_range}")
         if self.batch_size <= 0:
             bad.append(f"--batch-size must be positive, got {self.batch_size}")
         if bad:
@@ -132,7 +136,7 @@ class Reference:
 
         self.model, self.model_path, self.deploy_path, self.deployment = None, None, None, None
         self.staged: StagedDir | None = None  # the certified directory being written (committed when all pass)
-        self.precision = precision_args(cfg.weights, cfg.headroom)
+        self.precision = {**precision_args(cfg.weights, cfg.headroom), "input_range": cfg.input_range or 1.0}
         if isinstance(source, SpikingNet):
             self.name, self.model, self.spec = f"in-memory {source.spec.model}", source, source.spec
             self.graph = model_graph(source)

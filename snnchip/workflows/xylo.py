@@ -235,6 +235,8 @@ def _ladder(ref: XyloReference, cfg: Any, progress: bool) -> dict[str, Any]:
                                             "differing spikes and states (isyn, isyn2, vmem; hidden and output), our "
                                             "Xylo simulator vs SynSense's xylosim, every step")
     report["passed"] = all(g["passed"] for g in gates.values())
+    report["_plot_data"] = {"float_spikes": {layer: f_spk[layer][:, 0]} if layer in f_spk else {},
+                            "chip_spikes": {layer: c_spk[layer][:, 0]}}
     return report
 
 
