@@ -50,14 +50,14 @@ def cuba_graph(n_in=8, n_h=24, n_out=4, seed=0, tau_syn=2.0, tau_mem=4.0, rec=Tr
     return nir.NIRGraph(nodes=nodes, edges=edges)
 
 
-def feedback_net(hidden=30, seed=0) -> nir.NIRGraph:
-    spec = NetworkSpec(input_shape=(8,), T=8, num_classes=4, model="mlp-fb", layers=(
+def feedback_net(hidden=30, seed=0, classes=4) -> nir.NIRGraph:
+    spec = NetworkSpec(input_shape=(8,), T=8, num_classes=classes, model="mlp-fb", layers=(
         LayerSpec("h1", "linear", out_features=hidden, neuron=NeuronSpec()),
-        LayerSpec("out", "linear", out_features=4, neuron=NeuronSpec(kind="readout"))),
+        LayerSpec("out", "linear", out_features=classes, neuron=NeuronSpec(kind="readout"))),
         feedback=(FeedbackSpec("h1", "h1"),))
     rng = np.random.default_rng(seed)
     params = {"h1": {"weight": rng.normal(0.2, 0.5, (hidden, 8)), "bias": rng.normal(0, 0.1, hidden)},
-              "out": {"weight": rng.normal(0, 0.5, (4, hidden)), "bias": rng.normal(0, 0.3, 4)},
+              "out": {"weight": rng.normal(0, 0.5, (classes, hidden)), "bias": rng.normal(0, 0.3, classes)},
               "feedback.h1__h1": {"weight": rng.normal(0, 0.2, (hidden, hidden))}}
     return spec_to_nir(spec, params)
 
