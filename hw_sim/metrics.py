@@ -124,3 +124,21 @@ def chip_metrics(cfg: object, x: np.ndarray, record: object) -> dict[str, float]
                  + 2 * (cfg.threshold.size + cfg.threshold_out.size + cfg.bias.size + cfg.bias_out.size)
                  + (cfg.dash_mem.size + cfg.dash_syn.size + cfg.dash_mem_out.size + cfg.dash_syn_out.size + 1) // 2)
     return metrics(connections, [spikes], [record.vmem.transpose(1, 0, 2)], footprint=int(footprint))
+
+
+def loihi_chip_metrics(qnet: object, xs: np.ndarray, spikes: dict[str, np.ndarray],
+                       potentials: dict[str, np.ndarray]) -> dict[str, float]:
+    """The metrics of a bit-exact Loihi 2 run (``hw_sim.chip``, software timing): the quantized projections (each
+    Dense/Sparse of a wide-weight projection counts as a connection layer) fed by the input ``xs`` [T, B, ...] or
+    the stages' ``spikes`` [T, B, ...], and the spiking stages' v. The footprint is the synaptic memory: one byte
+    per stored 8-bit mantissa (every entry of a Dense, the non-zero ones of a Sparse)."""
+    flat = xs.reshape(xs.shape[0], xs.shape[1], -1)
+    connections, stored = [], 0
+    for q in qnet.stages:
+        for p in q.inputs:
+            src = flat if p.source == "input" else spikes[p.source].reshape(flat.shape[0], flat.shape[1], -1)
+            for w, _ in p.parts:
+                connections.append(Connection(w, _delayed(src.astype(np.float64), p.delay)))
+                stored += w.nnz if sp.issparse(w) else w.size
+    spiking = [q.name for q in qnet.stages if q.spiking]
+    return metrics(connections, [spikes[k] for k in spiking], [potentials[k] for k in spiking], footprint=int(stored))

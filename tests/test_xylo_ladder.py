@@ -114,3 +114,16 @@ def test_chip_metrics_by_hand():
     assert (m["Effective_MACs"], m["Effective_ACs"]) == (1.0, 0.0)
     assert m["Dense"] == 3 * (1 + 1 + 1)  # input, recurrent and output matrices (1×1 each) at every step
     assert m["membrane_updates"] == 1 + 2  # all at the first step, then every change
+
+
+def test_neurobench_metrics_in_the_loihi_certificate_too(tmp_path):
+    from snnchip.export.loihi import export_loihi
+
+    graph = feedback_net(hidden=24, classes=8)
+    out = export_loihi(graph, tmp_path / "deploy", input_range=15.0)
+    report = validate(str(out), ValidateConfig(dataset="digits-rows", samples=32, lava_samples=0), progress=False)
+    nb = report["neurobench"]
+    # the same connection layers (input, recurrent, readout) on the float model and on the chip
+    assert nb["float"]["Dense"] == nb["chip"]["Dense"] == 8 * (24 * 8 + 24 * 24 + 8 * 24)
+    assert nb["chip"]["footprint"] == 24 * 8 + 24 * 24 + 8 * 24  # one byte per 8-bit mantissa (all dense here)
+    assert nb["chip"]["membrane_updates"] <= 24 * 8

@@ -78,6 +78,8 @@ def print_table(report: dict[str, Any], file: Any = None) -> None:
         lines.append(f"  resources: {res['neurons']} neurons, {res['synapses']} synapses, {res['cores']} Loihi 2 cores;"
                      f" per inference {res['synops']:.0f} synaptic ops, {res['spikes']:.0f} spikes, energy "
                      f"{res['energy_uJ']:.3f} µJ ({res['label']})")
+    for side, nb in report.get("neurobench", {}).items():
+        lines.append(f"  NeuroBench ({side}): " + ", ".join(f"{k} {v:.4g}" for k, v in nb.items()))
     ident = report["identity"]
     if ident.get("model"):
         lines.append(f"  model.pt: {ident['model']['path']} (sha256 {ident['model']['sha256'][:16]})")

@@ -302,6 +302,7 @@ def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool) -> dict[str, An
 
     from snnchip.export.loihi import hardware_processes
     from snnchip.hw_sim.chip import ChipSimulator
+    from snnchip.hw_sim.metrics import float_metrics, loihi_chip_metrics
     from snnchip.hw_sim.resources import estimate, layer_resources
     from snnchip.train.data import load_dataset
     from snnchip.train.inference import encoded_test_set
@@ -337,7 +338,7 @@ def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool) -> dict[str, An
 
     # 2. float vs the bit-exact chip on the whole (requested) test set
     chip = ChipSimulator(ref.deployment)
-    f_outs, f_spks, c_outs, c_spks = [], [], [], []
+    f_outs, f_spks, c_outs, c_spks, c_vs = [], [], [], [], []
     for sl in tqdm(list(_batches(n, cfg.batch_size)), desc="float vs chip", disable=not progress):
         xb = xs[:, sl]
         fo, fs = ref.run(xb)
@@ -346,6 +347,7 @@ def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool) -> dict[str, An
         f_spks.append(fs)
         c_outs.append(np.asarray(cres.output, dtype=np.float64))
         c_spks.append({k: np.asarray(v).astype(bool) for k, v in cres.spikes.items()})
+        c_vs.append({k: cres.states[k]["v"] for k in cres.spikes})
     f_out, c_out = np.concatenate(f_outs, axis=1), np.concatenate(c_outs, axis=1)
     f_spk, c_spk = _stack(f_spks), _stack(c_spks)
     f_pred, c_pred = f_out[-1].argmax(-1), c_out[-1].argmax(-1)
@@ -372,6 +374,8 @@ def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool) -> dict[str, An
     layers = layer_resources(ref.deployment)
     events = {"input": float(np.count_nonzero(xs.numpy())) / n, **{k: float(v.sum()) / n for k, v in c_spk.items()}}
     report["resources"] = estimate(layers, events, int(T))
+    report["neurobench"] = {"float": float_metrics(ref.graph, xs.numpy()),
+                            "chip": loihi_chip_metrics(ref.deployment.qnet, xs.numpy(), c_spk, _stack(c_vs))}
 
     # 3. bit-exact chip vs Lava Loihi2SimCfg(fixed_pt), on Lava's own clock, stratified samples
     if cfg.lava_samples != 0:
