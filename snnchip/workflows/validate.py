@@ -208,14 +208,7 @@ class Reference:
                 self.deployment = load_deploy(self.staged.path)
 
     def run(self, xs: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        if self.model is not None:
-            from snnchip.train import simulate
-
-            res = simulate(self.model, xs)
-        else:
-            res = self.executor.run(xs)
-        return (np.asarray(res.output, dtype=np.float64),
-                {k: np.asarray(v).astype(bool) for k, v in res.spikes.items()})
+        return float_run(self.model, self.executor, xs)
 
     def identity(self) -> dict[str, Any]:
         from snnchip.export.loihi import FILES
@@ -230,6 +223,29 @@ class Reference:
                                  "written_by_validation": self.staged is not None, "written": False}
         out["manifest_source"] = (self.deployment.manifest.get("source") if self.deployment is not None else None)
         return out
+
+
+def float_run(model: Any, executor: Any, xs: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The float side's outputs [T, B, C] and spikes {layer: bool}: the model if there is one, else the NIR
+    executor."""
+    if model is not None:
+        from snnchip.train import simulate
+
+        res = simulate(model, xs)
+    else:
+        res = executor.run(xs)
+    return (np.asarray(res.output, dtype=np.float64), {k: np.asarray(v).astype(bool) for k, v in res.spikes.items()})
+
+
+def nir_equals_float(ref: Any, xs: torch.Tensor) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(report entry, gate) of rung 1: the float model's outputs against the NIR executor's, first 256 samples."""
+    head = xs[:, : min(xs.shape[1], 256)]
+    f_out, _ = ref.run(head)
+    e_out = np.asarray(ref.executor.run(head).output, dtype=np.float64)
+    diff = float(np.max(np.abs(f_out - e_out)))
+    tolerance = NIR_TOLERANCE * max(1.0, float(np.max(np.abs(f_out))))
+    return ({"max_abs_output_diff": diff, "tolerance": tolerance, "samples": int(head.shape[1])},
+            gate(diff, tolerance, "<=", "max |float output − NIR executor output|"))
 
 
 def gate(value: float, threshold: float, op: str, meaning: str, layer: str | None = None) -> dict[str, Any]:
@@ -328,13 +344,7 @@ def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool) -> dict[str, An
 
     # 1. float PyTorch model vs the NIR reference executor
     if ref.model is not None:
-        head = xs[:, : min(n, 256)]
-        f_out, _ = ref.run(head)
-        e_out = np.asarray(ref.executor.run(head).output, dtype=np.float64)
-        diff = float(np.max(np.abs(f_out - e_out)))
-        tolerance = NIR_TOLERANCE * max(1.0, float(np.max(np.abs(f_out))))
-        report["nir"] = {"max_abs_output_diff": diff, "tolerance": tolerance, "samples": int(head.shape[1])}
-        gates["nir_equals_float"] = gate(diff, tolerance, "<=", "max |float output − NIR executor output|")
+        report["nir"], gates["nir_equals_float"] = nir_equals_float(ref, xs)
 
     # 2. float vs the bit-exact chip on the whole (requested) test set
     chip = ChipSimulator(ref.deployment)

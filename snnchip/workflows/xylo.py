@@ -119,14 +119,9 @@ class XyloReference:
         return self.staged.path if self.staged is not None else self.deploy_path
 
     def run(self, xs: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        if self.model is not None:
-            from snnchip.train import simulate
+        from snnchip.workflows.validate import float_run
 
-            res = simulate(self.model, xs)
-        else:
-            res = self.executor.run(xs)
-        return (np.asarray(res.output, dtype=np.float64),
-                {k: np.asarray(v).astype(bool) for k, v in res.spikes.items()})
+        return float_run(self.model, self.executor, xs)
 
     def identity(self) -> dict[str, Any]:
         from snnchip.export.xylo import FILES
@@ -165,7 +160,7 @@ def _ladder(ref: XyloReference, cfg: Any, progress: bool) -> dict[str, Any]:
     from snnchip.hw_sim.metrics import chip_metrics, float_metrics
     from snnchip.train.data import load_dataset
     from snnchip.train.inference import encoded_test_set
-    from snnchip.workflows.validate import NIR_TOLERANCE, _liveness, gate
+    from snnchip.workflows.validate import _liveness, gate, nir_equals_float
 
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, spec=ref.spec)
     xs, y = encoded_test_set(ref.spec, data, cfg.samples)
@@ -184,13 +179,7 @@ def _ladder(ref: XyloReference, cfg: Any, progress: bool) -> dict[str, Any]:
         gates["deployment_sealed"] = gate(float(seal.intact), 1.0, "==", "the deploy directory's files and manifest "
                                           "values match its seal" + ("" if seal.intact else f": {seal.describe()}"))
     if ref.model is not None:
-        head = xs[:, : min(n, 256)]
-        f_out, _ = ref.run(head)
-        e_out = np.asarray(ref.executor.run(head).output, dtype=np.float64)
-        diff = float(np.max(np.abs(f_out - e_out)))
-        tolerance = NIR_TOLERANCE * max(1.0, float(np.max(np.abs(f_out))))
-        report["nir"] = {"max_abs_output_diff": diff, "tolerance": tolerance, "samples": int(head.shape[1])}
-        gates["nir_equals_float"] = gate(diff, tolerance, "<=", "max |float output − NIR executor output|")
+        report["nir"], gates["nir_equals_float"] = nir_equals_float(ref, xs)
 
     hidden = ref.deployment.manifest["mapping"]["hidden"]
     layer, n_h = hidden["layer"], hidden["neurons"]
