@@ -328,7 +328,7 @@ def load_xylo(deploy_dir: str | os.PathLike, allow_edited: bool = False) -> Xylo
     version = check_format(man, where, FORMAT["name"], (FORMAT["version"],))
     sealed = check_seal(path, man, FIRST_SEALED_VERSION + version - 1)  # sealed from its first version
     if not allow_edited:
-        refuse_edited(path, sealed)
+        refuse_edited(path, sealed, TARGET)
     try:
         arrays = load_npz(path / "params.npz")
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:

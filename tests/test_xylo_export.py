@@ -179,7 +179,7 @@ def test_deploy_directory_round_trip_seal_and_refusals(tmp_path):
     arrays["w_in"] = arrays["w_in"].copy()
     arrays["w_in"][0, 0, 0] = 300
     np.savez(out / "params.npz", **arrays)
-    with pytest.raises(DeployError, match="params.npz: its sha256 differs"):
+    with pytest.raises(DeployError, match="params.npz: its sha256 differs.*--target xylo"):
         X.load_xylo(out)
     with pytest.raises(DeployError, match="w_in = 300 is outside Xylo's range"):
         X.load_xylo(out, allow_edited=True)
