@@ -40,7 +40,7 @@ from snnchip.errors import DeployError, OutputError, UnsupportedNodeError
 from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
 from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower, schedule
 from snnchip.export.nir_export import nir_bytes
-from snnchip.export.nir_meta import recorded_interpretation
+from snnchip.export.nir_meta import multi_spike_nodes, recorded_interpretation
 from snnchip.export.quantize import (
     NEVER_FIRES,
     QProjection,
@@ -191,6 +191,11 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
     The deployment's size is computed first (``sizing.deployment_size``): one that would need more than
     ``max_memory`` bytes (default: the memory available now) is refused with its numbers before anything is built.
     """
+    multi = multi_spike_nodes(graph)
+    if multi:
+        name, m = next(iter(multi.items()))
+        raise UnsupportedNodeError(f"node {name!r} emits up to {m} spikes per step (Xylo's neuron, --profile xylo); "
+                                   "Loihi 2's neurons emit one: export it with --target xylo")
     precision = precision_of(graph, wide_weights, headroom, weight_exp)
     check_feasible(deployment_size(graph, interpretation, precision["synapse_sets"]), max_memory)
     net = lower(graph, interpretation, T)

@@ -3,7 +3,7 @@
 What reaches Xylo (``export.lowering`` reads the graph, ours or foreign): input → one hidden population of LIF/IF or
 CubaLIF neurons (Affine/Linear from the input, optionally recurrent through a one-step back edge) → one readout
 (I/LI/CubaLI) fed by the hidden spikes only. Every other structure, and every number outside Xylo's registers
-(``export.xylo_limits``), is refused with one line naming it.
+(``snnchip.xylo_limits``), is refused with one line naming it.
 
 The mapping, for the float neuron of ``snnchip.neurons`` (i = λ_syn·i + A·x; u = λ·v + i; subtractive reset) and
 Xylo's arithmetic (``hw_sim.xylo``):
@@ -42,10 +42,12 @@ import scipy.sparse as sp
 
 from snnchip.arrayfile import load_npz
 from snnchip.atomic import atomic_dir
+from snnchip.discretize import dash_of, lam_of
 from snnchip.errors import DeployError, UnsupportedNodeError
 from snnchip.export.loihi import check_replaceable, read_model_graph
 from snnchip.export.lowering import INPUT, LoweredNet, Stage, lower
 from snnchip.export.nir_export import nir_bytes
+from snnchip.export.nir_meta import multi_spike_nodes
 from snnchip.export.seal import (
     FIRST_SEALED_VERSION,
     SealCheck,
@@ -55,14 +57,15 @@ from snnchip.export.seal import (
     sealed_manifest_json,
 )
 from snnchip.export.xylo_config import XyloConfig
-from snnchip.export.xylo_limits import LIMITS, STATE_MAX, WEIGHT_MAX, check_sizes, limits_table
 from snnchip.identity import sha256_file
 from snnchip.spec import Interpretation
+from snnchip.xylo_limits import LIMITS, STATE_MAX, WEIGHT_MAX, check_sizes, limits_table
 
 FORMAT = {"name": "snnchip-xylo-deploy", "version": 1}
 FILES = ("model.nir", "params.npz", "manifest.json")
 TARGET = "xylo"
 HIDDEN_THRESHOLD = 2 ** 12  # θ̂ the hidden scale aims at: 3 bits of headroom below the 16-bit state
+MULTI_SPIKE_THRESHOLD = 2 ** 10  # θ̂ of a net trained with several spikes per step: 31 spikes' worth (31·θ̂) fits
 MAX_SHIFT = LIMITS["weight_shift_max"].value
 MAX_DASH = LIMITS["dash_max"].value
 READOUT_HEADROOM = 0.9  # the readout's worst case is scaled to this fraction of the 16-bit range
@@ -85,18 +88,6 @@ class XyloMapping:
     def steps(self) -> int:
         """The Xylo run: T steps of input and one more for the readout's one-step delay."""
         return self.T + 1
-
-
-def dash_of(lam: float) -> int:
-    """The bit-shift decay nearest to λ: round(−log2(1 − λ)) in 0..15 (λ = 1: 15)."""
-    if lam >= 1.0:
-        return MAX_DASH
-    return int(min(max(round(-math.log2(1.0 - lam)), 0), MAX_DASH))
-
-
-def lam_of(dash: int) -> float:
-    """λ̂ = 1 − 2^−dash."""
-    return 1.0 - 2.0 ** -dash
 
 
 def _refuse(what: str) -> UnsupportedNodeError:
@@ -145,8 +136,12 @@ def _structure(net: LoweredNet) -> tuple[Stage, Stage]:
     return hid, out
 
 
-def map_lowered(net: LoweredNet) -> XyloMapping:
-    """The Xylo mapping of a lowered net (module docstring); ``UnsupportedNodeError`` for what Xylo cannot hold."""
+def map_lowered(net: LoweredNet, max_spikes: int = 1, bounds: dict[str, float] | None = None) -> XyloMapping:
+    """The Xylo mapping of a lowered net (module docstring); ``max_spikes``: the spikes per step of its hidden neurons
+    (Xylo's 31: a net trained with ``--profile xylo``); ``bounds``: the largest |state| of the hidden neurons and of
+    the readout measured on data (``state_bounds``), which cap the scales so the 16-bit states do not saturate
+    (without: the readout's worst case, the hidden scale from θ alone). ``UnsupportedNodeError`` for what Xylo
+    cannot hold."""
     hid, out = _structure(net)
     n_in, n_h, n_o = math.prod(net.input_shape), hid.size, out.size
     check_sizes("Xylo", n_in, n_h, n_o)  # a one-line DeployError; the bias neuron is checked below
@@ -165,12 +160,16 @@ def map_lowered(net: LoweredNet) -> XyloMapping:
                               "(dash 1, λ_syn = 0.5) carries half of each input into the following steps")
     if hid.spike != "ge":
         approximations.append(f"layer {hid.name!r} fires on u > θ; Xylo fires on u ≥ θ̂ (integers)")
-    approximations.append("Xylo emits up to 31 spikes per step where u ≥ 2θ (the float neuron one)")
+    if max_spikes != LIMITS["spikes_hidden"].value:
+        approximations.append(f"Xylo emits up to {LIMITS['spikes_hidden'].value} spikes per step where u ≥ 2θ (the "
+                              f"float neuron {max_spikes})")
     d_mem = dash_of(hid.lam)
     ls = lam_of(d_syn)
     e_in, e_rec = a_in.T / ls, a_rec.T / ls  # [pre, post]
     peak = max(float(np.abs(e_in).max(initial=0.0)), float(np.abs(e_rec).max(initial=0.0)))
-    sigma = HIDDEN_THRESHOLD / hid.theta
+    sigma = (HIDDEN_THRESHOLD if max_spikes == 1 else MULTI_SPIKE_THRESHOLD) / hid.theta
+    if bounds and bounds.get("hidden", 0) > 0:
+        sigma = min(sigma, READOUT_HEADROOM * STATE_MAX / bounds["hidden"])
     if peak * sigma > WEIGHT_MAX * 2 ** MAX_SHIFT:
         sigma = WEIGHT_MAX * 2 ** MAX_SHIFT / peak
     w_in, s_in, err_in = _weights(e_in, sigma)
@@ -197,6 +196,8 @@ def map_lowered(net: LoweredNet) -> XyloMapping:
     # steps of inputs; a potential (vmem_out) sums T steps of that current
     per_step = float(np.abs(e_out).sum(axis=0).max(initial=0.0))
     worst = per_step * min(steps, 1.0 / (1.0 - lam_in)) * (steps if readout == "vmem_out" else 1)
+    if bounds and bounds.get("readout", 0) > 0:
+        worst = bounds["readout"]
     sigma_out = WEIGHT_MAX * 2 ** MAX_SHIFT / max(float(np.abs(e_out).max(initial=0.0)), 1e-300)
     if worst > 0:
         sigma_out = min(sigma_out, READOUT_HEADROOM * STATE_MAX / worst)
@@ -224,14 +225,64 @@ def map_lowered(net: LoweredNet) -> XyloMapping:
                     "dash_mem_out": d_mem_out, "dash_syn_out": d_syn_out, "scale": sigma_out, "shift_out": s_out,
                     "weight_rel_error": err_out},
         "approximations": approximations,
+        "measured_bounds": bounds,
     }
     return XyloMapping(cfg, steps, readout, sigma_out, sigma, report)
 
 
-def map_graph(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None
-              ) -> XyloMapping:
+def map_graph(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: int | None = None,
+              bounds: dict[str, float] | None = None) -> XyloMapping:
     """Lower ``graph`` (``export.lowering``) and map it to Xylo (``map_lowered``)."""
-    return map_lowered(lower(graph, interpretation, T))
+    multi = set(multi_spike_nodes(graph).values())
+    if len(multi) > 1:
+        raise _refuse(f"the neuron nodes emit {sorted(multi)} spikes per step; Xylo's hidden neurons all emit up to 31")
+    return map_lowered(lower(graph, interpretation, T), multi.pop() if multi else 1, bounds)
+
+
+def state_bounds(graph: nir.NIRGraph, xs: np.ndarray, interpretation: Interpretation | None = None
+                 ) -> dict[str, float]:
+    """The largest |state| of ``graph``'s float run on spike counts ``xs`` [T, N, *input_shape]: ``hidden``, over the
+    spiking neurons' current before its decay (i/λ_syn, i/½ without a current) and their potential before the reset
+    (v + θ·s); ``readout``, over the output. In float units (the scales multiply them)."""
+    import torch
+
+    from snnchip.export.nir_exec import NIRExecutor
+
+    ex = NIRExecutor(graph, interpretation, T=xs.shape[0], dtype=torch.float64)
+    meta = {n: (getattr(node, "metadata", None) or {}).get("snnchip") or {} for n, node in graph.nodes.items()}
+    lam_syn = {n: float(m.get("lam_syn", 0.5) or 0.5) for n, m in meta.items()}
+    hidden = readout = 0.0
+    for b in range(0, xs.shape[1], 256):
+        res = ex.run(torch.as_tensor(xs[:, b:b + 256], dtype=torch.float64))
+        readout = max(readout, float(res.output.abs().max()))
+        for key, value in res.states.items():
+            node = key.split("/")[0]
+            if key.endswith("/i"):
+                hidden = max(hidden, float(value.abs().max()) / lam_syn.get(node, 0.5))
+            elif isinstance(graph.nodes.get(node), (nir.LIF, nir.IF, nir.CubaLIF)):
+                theta = float(np.max(graph.nodes[node].v_threshold))
+                spikes = res.spikes.get(meta[node].get("layer", node), res.spikes.get(node, 0.0))
+                hidden = max(hidden, float((value.abs() + theta * spikes).max()))
+    return {"hidden": hidden, "readout": readout}
+
+
+def measured_bounds(source: object, graph: nir.NIRGraph) -> dict[str, float] | None:
+    """``state_bounds`` on the training set a ``model.pt`` records (its inputs must be spike counts); None for other
+    sources or when the training data is not counts."""
+    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix != ".pt":
+        return None
+    from snnchip.checkpoint import load_checkpoint
+    from snnchip.train.data import load_dataset
+
+    cfg = (load_checkpoint(source).metrics or {}).get("config") or {}
+    if "dataset" not in cfg:
+        return None
+    T = int((graph.metadata or {}).get("snnchip", {}).get("T", 1))
+    ds = load_dataset(cfg["dataset"], cfg.get("data_dir"), T=T)
+    x = ds.x_train.numpy()
+    if not ds.temporal or not np.array_equal(x, np.round(x)):
+        return None
+    return state_bounds(graph, x.transpose(1, 0, *range(2, x.ndim)))
 
 
 def chip_input(x: np.ndarray, mapping: XyloMapping) -> np.ndarray:
@@ -279,9 +330,9 @@ def export_xylo(graph_or_path: Any, out_dir: str | os.PathLike, interpretation: 
     docstring), atomically and sealed; return its path."""
     check_replaceable(out_dir)
     graph = read_model_graph(graph_or_path)
-    mapping = map_graph(graph, interpretation, T)
-    manifest = _manifest(mapping, graph)
     origin = source or graph_or_path
+    mapping = map_graph(graph, interpretation, T, measured_bounds(origin, graph))
+    manifest = _manifest(mapping, graph)
     if isinstance(origin, (str, os.PathLike)) and Path(origin).is_file():
         manifest["source"] = {"path": str(origin), "sha256": sha256_file(origin)}
     out = Path(out_dir)

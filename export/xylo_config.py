@@ -2,7 +2,7 @@
 
 One hidden population (``n_hidden`` ≤ 1000 neurons, two synaptic currents each) fed by ``n_in`` ≤ 16 input channels
 and by itself (recurrent, one step later), and ``n_out`` ≤ 8 output neurons fed by the hidden spikes (one step
-later). Limits: ``export.xylo_limits``; the arithmetic: ``hw_sim.xylo``.
+later). Limits: ``snnchip.xylo_limits``; the arithmetic: ``hw_sim.xylo``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snnchip.export.xylo_limits import check_config
+from snnchip.xylo_limits import check_config
 
 ARRAYS = ("w_in", "w_rec", "w_out", "dash_mem", "dash_syn", "dash_mem_out", "dash_syn_out", "threshold",
           "threshold_out", "bias", "bias_out")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from snnchip.export.xylo_config import XyloConfig
-from snnchip.export.xylo_limits import LIMITS, STATE_MAX, STATE_MIN
+from snnchip.xylo_limits import LIMITS, STATE_MAX, STATE_MIN
 
 SPIKES_IN = LIMITS["spikes_in"].value
 SPIKES_HIDDEN = LIMITS["spikes_hidden"].value

@@ -196,7 +196,7 @@ def test_deploy_directory_round_trip_seal_and_refusals(tmp_path):
 
 
 def test_limits_table_names_its_sources():
-    from snnchip.export.xylo_limits import limits_table
+    from snnchip.xylo_limits import limits_table
 
     rows = limits_table()
     assert all(r["source"] for r in rows)

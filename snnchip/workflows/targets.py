@@ -37,7 +37,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            "Lava's Loihi2HwCfg needs Intel's lava-loihi (INRC members); Lava is frozen since 2026-05"),
     Target("xylo", "SynSense Xylo (Audio v2 class)", "snnchip.export.xylo:export_xylo",
            "snnchip.export.xylo:load_xylo", "snnchip.hw_sim.xylo:run", "xylosim 0.1.3 (xylosim.v2.XyloLayer)",
-           "snnchip.export.xylo_limits",
+           "snnchip.xylo_limits",
            "Affine/Linear (dense) → one LIF/CubaLIF population (≤ 1000, recurrence one step later) → I/LI/CubaLI "
            "readout (≤ 8) fed by it; ≤ 16 input channels of spike counts; int8 weights with a 0-7 bit shift per "
            "matrix, decays as bit shifts (λ = 1 − 2^−dash), 16-bit saturating states",
