@@ -12,8 +12,10 @@ Xylo's arithmetic (``hw_sim.xylo``):
     Xylo decays a delivered input in its step: I ← λ̂_syn·(I + W·x), so W = round(σ·A / λ̂_syn / 2^shift)
     θ̂ = round(σ·θ), bias (LIF) = round(σ·b) into the membrane
 
-σ is the state scale of a population: θ̂ near 2^12 for the hidden neurons, as large as the int8 weights with shifts
-0..7 allow and no larger than keeps the readout's worst case inside 16 bits for the readout. A LIF has no synaptic
+σ is the state scale of a population: for the hidden neurons θ̂ near 2^12 (2^10 for Xylo's own neuron, whose 31
+spikes' worth must fit), for the readout as large as the int8 weights with shifts 0..7 allow; both no larger than
+keeps the largest state inside 16 bits: measured on the training set for a model.pt of spike-count data
+(``measured_bounds``), else the readout's worst case. A LIF has no synaptic
 current but Xylo's neurons always have one: the shortest (dash 1, λ̂_syn = ½) is used, so each input reaches the
 membrane half in its step and half over the following steps (an approximation, reported). A readout without a
 current is read from the output neurons' current (``isyn_out``, decay from λ); one with a current from their
