@@ -282,12 +282,13 @@ def validate(model: Any, cfg: ValidateConfig | None = None, progress: bool = Tru
 
     is_dir = isinstance(model, (str, Path)) and Path(model).is_dir()
     if (target_of(model).name if is_dir else cfg.target) == "xylo":
-        from snnchip.workflows.xylo import validate_xylo
+        from snnchip.workflows.xylo import XyloReference, xylo_ladder
 
-        return validate_xylo(model, cfg, progress)
-    ref = Reference(model, cfg)
+        ref, ladder = XyloReference(model, cfg), xylo_ladder
+    else:
+        ref, ladder = Reference(model, cfg), _ladder
     try:
-        report = _ladder(ref, cfg, progress)
+        report = ladder(ref, cfg, progress)
         if ref.staged is not None and report["passed"]:
             ref.staged.commit()
             report["identity"]["deploy_dir"]["written"] = True

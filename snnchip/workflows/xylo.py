@@ -137,21 +137,9 @@ class XyloReference:
         return out
 
 
-def validate_xylo(source: Any, cfg: Any, progress: bool = True) -> dict[str, Any]:
-    """The Xylo ladder (module docstring) on a ``model.pt`` or a Xylo deploy directory; the report."""
-    ref = XyloReference(source, cfg)
-    try:
-        report = _ladder(ref, cfg, progress)
-        if ref.staged is not None and report["passed"]:
-            ref.staged.commit()
-            report["identity"]["deploy_dir"]["written"] = True
-    finally:
-        if ref.staged is not None:
-            ref.staged.discard()
-    return report
-
-
-def _ladder(ref: XyloReference, cfg: Any, progress: bool) -> dict[str, Any]:
+def xylo_ladder(ref: XyloReference, cfg: Any, progress: bool) -> dict[str, Any]:
+    """The Xylo ladder's gates and report (module docstring); ``workflows.validate.validate`` runs it for the Xylo
+    target and commits the certified directory when every gate passed."""
     from tqdm import tqdm
 
     from snnchip.export.xylo import chip_input, readout_of
