@@ -202,3 +202,30 @@ def test_limits_table_names_its_sources():
     assert all(r["source"] for r in rows)
     assert {r["limit"]: r["value"] for r in rows}["hidden"] == 1000
     assert math.isclose(X.lam_of(X.dash_of(0.9)), 0.875)
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda d: (d / "manifest.json").write_text("{not json"), "manifest.json: corrupt"),
+    (lambda d: (d / "manifest.json").unlink(), "missing manifest.json"),
+    (lambda d: _drop_array(d, "w_rec"), "no 'w_rec'"),
+    (lambda d: _set_manifest(d, "format", {"name": "snnchip-xylo-deploy", "version": 9}), "newer snnchip"),
+    (lambda d: _set_manifest(d, "readout", {"state": "spikes_out", "scale": 1.0}), "readout state 'spikes_out'"),
+])
+def test_hostile_xylo_directories_are_refused_in_one_line(tmp_path, damage, match):
+    out = X.export_xylo(cuba_graph(), tmp_path / "d", XYLO_READ, T=8)
+    damage(out)
+    with pytest.raises(DeployError, match=match) as exc:
+        X.load_xylo(out, allow_edited=True)
+    assert "\n" not in str(exc.value)
+
+
+def _drop_array(d: Path, key: str) -> None:
+    arrays = dict(np.load(d / "params.npz"))
+    del arrays[key]
+    np.savez(d / "params.npz", **arrays)
+
+
+def _set_manifest(d: Path, key: str, value: object) -> None:
+    man = json.loads((d / "manifest.json").read_text())
+    man[key] = value
+    (d / "manifest.json").write_text(json.dumps(man))
