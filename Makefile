@@ -11,16 +11,18 @@ LAVA   := lava-nc==0.10.0
 setup: $(STAMP)
 
 # Torch first (a CPU build here; a CUDA user installs their own torch beforehand and the range in
-# pyproject.toml accepts it), then the project, then lava-nc without its declared Python <3.11 pin.
+# pyproject.toml accepts it), then the project (with xylosim, built from source: ~1 min with g++), then lava-nc without
+# its declared Python <3.11 pin.
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "snnchip needs Python >= 3.10"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,onnx]"
+	$(BIN)/python -m pip install -q -e ".[dev,onnx,xylo]"
 	$(BIN)/python -m pip install -q --ignore-requires-python --no-deps "$(LAVA)"
 	$(BIN)/python -m pip install -q --ignore-requires-python --no-deps "lava-dl==0.6.0"
 	$(BIN)/python -c 'import snnchip.lava_compat as c; c.import_lava(); print("setup ok:", c.versions())'
+	$(BIN)/python -c 'import xylosim.v2; print("xylosim ok")'
 	touch $(STAMP)
 
 # The peer libraries of `snn-bench peers`, pinned in pyproject's `bench` extra, without their declared

@@ -46,7 +46,7 @@ from snnchip.export.loihi2 import EMPF_TABLES, NEVER_FIRES, neuron_process, syna
 from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
 from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower, schedule
 from snnchip.export.nir_export import nir_bytes
-from snnchip.export.nir_meta import recorded_interpretation
+from snnchip.export.nir_meta import multi_spike_nodes, recorded_interpretation
 from snnchip.export.quantize import (
     DATA_MARGIN,
     QProjection,
@@ -197,6 +197,11 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
     (``sizing.deployment_size``): one that would need more than ``max_memory`` bytes (default: the memory available
     now) is refused with its numbers before anything is built.
     """
+    multi = multi_spike_nodes(graph)
+    if multi:
+        name, m = next(iter(multi.items()))
+        raise UnsupportedNodeError(f"node {name!r} emits up to {m} spikes per step (Xylo's neuron, --profile xylo); "
+                                   "Loihi 2's neurons emit one: export it with --target xylo")
     calibrated = calibration_input is not None or peaks is not None
     precision = precision_of(graph, wide_weights, headroom, weight_exp, calibrated)
     if (precision["headroom"] == "data") != calibrated:

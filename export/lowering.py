@@ -333,7 +333,7 @@ def _check_kind(name: str, node: object) -> None:
     meta = (getattr(node, "metadata", None) or {}).get("snnchip")
     kind = meta.get("kind") if isinstance(meta, dict) else None
     kind = kind.decode() if isinstance(kind, bytes) else kind
-    if kind is not None and kind not in ("lif", "readout", "srm", "empf"):
+    if kind is not None and kind not in ("lif", "readout", "srm", "empf", "xylo"):
         raise _unsupported(name, node, f"snnchip neuron kind {kind!r} is not supported")
 
 

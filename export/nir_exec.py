@@ -62,6 +62,9 @@ def compile_neuron(name: str, node: nir.NIRNode, interpretation: Interpretation,
         if kind == "srm" and isinstance(node, nir.CubaLIF):
             return NeuronParams(t(meta["lam"]), t(1.0), t(0.0), t(meta["theta"]), "zero", meta["spike"],
                                 syn=(t(meta["lam_syn"]), t(meta["input_scale"])), reset_syn=True)
+        if kind == "xylo" and isinstance(node, nir.CubaLIF):
+            return NeuronParams(t(meta["lam"]), t(1.0), t(0.0), t(meta["theta"]), "subtract", "ge",
+                                syn=(t(meta["lam_syn"]), t(1.0)), max_spikes=int(meta["max_spikes"]))
         if kind == "lif" and isinstance(node, (nir.LIF, nir.IF)):
             return NeuronParams(t(meta["lam"]), t(1.0), t(0.0), t(meta["theta"]), meta["reset"], meta["spike"])
         if kind == "readout" and isinstance(node, nir.I):
@@ -70,7 +73,7 @@ def compile_neuron(name: str, node: nir.NIRNode, interpretation: Interpretation,
             return _empf_params(node, meta, dtype, device)
         raise UnsupportedNodeError(f"node {name!r}: snnchip neuron kind {kind!r} on a {type(node).__name__} node "
                                    "cannot be executed by this reference executor yet (supported: lif on LIF/IF, "
-                                   "srm on CubaLIF, readout on I, empf on LIF/IF); upgrade snnchip")
+                                   "srm and xylo on CubaLIF, readout on I, empf on LIF/IF); upgrade snnchip")
     interpretation = interpretation.at(name)
     syn = None
     if isinstance(node, (nir.CubaLIF, nir.CubaLI)):

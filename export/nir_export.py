@@ -36,7 +36,7 @@ import numpy as np
 from snnchip.atomic import write_bytes_atomic
 from snnchip.discretize import decay, euler_lif_fields, lif_coefficients, srm_cubalif_fields, srm_decays
 from snnchip.errors import SpecError, UnsupportedNodeError
-from snnchip.spec import Interpretation, LayerSpec, NetworkSpec, NeuronSpec
+from snnchip.spec import XYLO_MAX_SPIKES, Interpretation, LayerSpec, NetworkSpec, NeuronSpec
 
 from .nir_graph import check_graph
 from .nir_meta import EMPF_ARRAYS, SCHEMA_VERSION, recorded_interpretation, snnchip_semantics
@@ -84,6 +84,8 @@ def _neuron(layer: LayerSpec, shape: tuple[int, ...], params: Params, T: int) ->
         return nir.I(r=ones, metadata=meta)
     if neuron.kind == "srm":
         return _srm(neuron, meta, ones)
+    if neuron.kind == "xylo":
+        return _xylo(neuron, meta, ones)
     if neuron.kind == "empf":
         return _empf(layer, shape, params, T)
     if neuron.kind != "lif":
@@ -103,6 +105,16 @@ def _srm(neuron: NeuronSpec, meta: dict, ones: np.ndarray) -> nir.CubaLIF:
                            tau_s=neuron.tau_s, reset="zero", reset_current=True, discretization="exact")
     fields = {k: ones * v for k, v in srm_cubalif_fields(neuron.tau_m, neuron.tau_s).items()}
     return nir.CubaLIF(**fields, v_leak=0 * ones, v_threshold=ones * neuron.theta, v_reset=0 * ones, metadata=meta)
+
+
+def _xylo(neuron: NeuronSpec, meta: dict, ones: np.ndarray) -> nir.CubaLIF:
+    """Xylo's neuron as ``nir.CubaLIF`` (Euler, dt = 1: τ_syn = 1/(1 − λ_syn), w_in = τ_syn, τ_mem = 1/(1 − λ),
+    r = τ_mem, so the drive is unit), several spikes per step in metadata (``max_spikes``)."""
+    tau_mem, r = euler_lif_fields(neuron.lam)
+    tau_syn, w_in = euler_lif_fields(neuron.lam_syn)
+    meta["snnchip"].update(lam_syn=neuron.lam_syn, max_spikes=XYLO_MAX_SPIKES)
+    return nir.CubaLIF(tau_syn=ones * tau_syn, tau_mem=ones * tau_mem, r=ones * r, w_in=ones * w_in, v_leak=0 * ones,
+                       v_threshold=ones * neuron.theta, v_reset=0 * ones, metadata=meta)
 
 
 def _empf(layer: LayerSpec, shape: tuple[int, ...], params: Params, T: int) -> nir.NIRNode:
@@ -267,6 +279,9 @@ def _issues(meta: dict[str, Any]) -> list[str]:
                 "exact under Euler with dt = 1 (r = 1)"]
     if meta["kind"] == "empf":
         return _empf_issues(meta)
+    if meta["kind"] == "xylo":
+        return [f"up to {meta['max_spikes']} spikes per step (Xylo's neuron) stored only in metadata: a plain NIR "
+                "reader fires once per step", "subtractive reset (v -= θ per spike) stored only in metadata"]
     if meta["kind"] == "srm":
         return ["SRM (event-driven BP) as CubaLIF in the exact mapping: read it with --discretization exact; an "
                 "Euler reader decays by 1 − 1/τ instead of e^(−1/τ) and misses ε",

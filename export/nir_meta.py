@@ -45,7 +45,8 @@ def snnchip_semantics(node: nir.NIRNode, name: str) -> dict[str, Any] | None:
                 raise UnsupportedNodeError(f"node {name!r}: snnchip metadata {key}={meta[key]!r}; known: {options}")
         if meta["kind"] == "empf":
             return _empf_semantics(node, name, meta)
-        numbers = ("lam", "theta", "dt") + (("lam_syn", "input_scale") if meta["kind"] == "srm" else ())
+        numbers = ("lam", "theta", "dt") + {"srm": ("lam_syn", "input_scale"), "xylo": ("lam_syn", "max_spikes")
+                                            }.get(meta["kind"], ())
         for key in numbers:
             if not isinstance(meta.get(key), (int, float)) or not math.isfinite(meta[key]):
                 raise NIRFormatError(f"node {name!r}: snnchip metadata {key}={meta.get(key)!r} is not a finite number")
@@ -94,6 +95,16 @@ def _empf_semantics(node: nir.NIRNode, name: str, meta: dict[str, Any]) -> dict[
     if not isinstance(meta["dt"], (int, float)) or not math.isfinite(meta["dt"]):
         raise NIRFormatError(f"node {name!r}: snnchip metadata dt={meta['dt']!r} is not a finite number")
     return meta
+
+
+def multi_spike_nodes(graph: nir.NIRGraph) -> dict[str, int]:
+    """{node: spikes per step} of the neuron nodes that emit more than one spike per step (kind ``xylo``)."""
+    out = {}
+    for name, node in graph.nodes.items():
+        meta = node.metadata.get("snnchip") if isinstance(getattr(node, "metadata", None), dict) else None
+        if isinstance(meta, dict) and int(meta.get("max_spikes", 1)) > 1:
+            out[name] = int(meta["max_spikes"])
+    return out
 
 
 def recorded_interpretation(graph: nir.NIRGraph) -> Interpretation | None:

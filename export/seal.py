@@ -118,12 +118,13 @@ def check_seal(directory: str | Path, manifest: dict[str, Any], version: int) ->
     return SealCheck(sealed=True, edited=tuple(edited))
 
 
-def refuse_edited(directory: str | Path, check: SealCheck) -> None:
+def refuse_edited(directory: str | Path, check: SealCheck, target: str = "loihi") -> None:
     """``DeployError`` naming the first file or value of ``directory`` that no longer matches its seal."""
     if check.edited:
         more = f" (and {len(check.edited) - 1} more)" if len(check.edited) > 1 else ""
         raise DeployError(f"{Path(directory)}/{check.edited[0]}{more}: the deployment was edited or its files "
-                          "swapped since snn-export sealed it; re-export it (snn-export MODEL --target loihi -o DIR), "
+                          f"swapped since snn-export sealed it; re-export it (snn-export MODEL --target {target} -o "
+                          "DIR), "
                           "or pass --allow-edited (allow_edited=True) to run it as it is")
 
 

@@ -85,3 +85,19 @@ def srm_cubalif_fields(tau_m: float, tau_s: float) -> dict[str, float]:
     """The exact-mapping nir.CubaLIF fields of the SRM: tau_syn, tau_mem, w_in = c/(1 − λ_syn), r = 1/(1 − λ_mem)."""
     p = srm_decays(tau_m, tau_s)
     return {"tau_syn": tau_s, "tau_mem": tau_m, "w_in": p.input_scale / (1.0 - p.lam_syn), "r": 1.0 / (1.0 - p.lam_mem)}
+
+
+XYLO_MAX_DASH = 15  # Xylo's decay registers have 4 bits (snnchip.xylo_limits)
+
+
+def dash_of(lam: float) -> int:
+    """Xylo's bit-shift decay nearest to λ: round(−log2(1 − λ)) in 0..15 (λ = 1: 15); x decays by x >> dash, so
+    λ̂ = 1 − 2^−dash (``lam_of``)."""
+    if lam >= 1.0:
+        return XYLO_MAX_DASH
+    return int(min(max(round(-math.log2(1.0 - lam)), 0), XYLO_MAX_DASH))
+
+
+def lam_of(dash: int) -> float:
+    """λ̂ = 1 − 2^−dash: the decay factor of Xylo's bit shift by ``dash``."""
+    return 1.0 - 2.0 ** -dash

@@ -12,7 +12,9 @@ Networks" (OTTT, arXiv:2210.04195), with NIR's input gain b and leak offset c (`
     s[t] = H(u[t] − θ)                    ``ge``: 1 where u ≥ θ;  ``gt``: 1 where u > θ
     v[t] = u − θ·s (``subtract``)  |  u·(1 − s) (``zero``)  |  u + (v_reset − u)·s (``v_reset``)
 
-Our LIF has a = λ, b = 1, c = 0; an IF has a = 1. Two resets act one step later, as snnTorch's neurons do
+Our LIF has a = λ, b = 1, c = 0; an IF has a = 1. A neuron that emits several spikes per step (``max_spikes`` M > 1:
+SynSense Xylo's, "xylo" kind) outputs the count s[t] = min(⌊u[t]/θ⌋, M)·H(u[t] − θ) and subtracts s·θ.
+Two resets act one step later, as snnTorch's neurons do
 ("snnTorch", Eshraghian et al., arXiv:2109.12894): ``subtract_next`` subtracts θ·s[t−1] after the leak,
 u[t] = a·v[t−1] + b·x[t] + c − θ·s[t−1], and ``zero_next`` zeroes the whole next step, u[t] = (1 − s[t−1])·(a·v[t−1]
 + b·x[t] + c) (the input of that step is lost too); for both v[t] = u[t] and the state keeps s.
@@ -80,13 +82,23 @@ DELAYED_RESETS = ("subtract_next", "zero_next")  # resets that need the previous
 Fire = Callable[[Array, Array], Array]  # (potential, threshold) -> output: a training kernel's surrogate-gradient spike
 
 
+def spike_count(u: Array, theta: Array, max_spikes: int) -> Array:
+    """s = min(⌊u/θ⌋, M)·H(u − θ): the spikes of a neuron that emits up to M per step (module docstring)."""
+    q = u // theta
+    return heaviside(u, theta, "ge") * (q - (q - max_spikes) * heaviside(q, max_spikes, "gt"))
+
+
 def lif_step(v: Array, x: Array, *, a: Array, theta: Array, b: Array = 1.0, c: Array = 0.0, reset: str = "subtract",
              compare: str = "ge", v_reset: Array = 0.0, s_prev: Array = 0.0, reset_by: Array | None = None,
-             fire: Fire | None = None) -> tuple[Array, Array, Array]:
+             max_spikes: int = 1, fire: Fire | None = None) -> tuple[Array, Array, Array]:
     """LIF / IF (module docstring): (v[t−1], x[t]) -> (u[t], s[t], v[t]); ``s_prev`` = s[t−1] for the resets
-    ``subtract_next`` and ``zero_next``; ``reset_by``: the amount ``subtract`` removes, when it is not θ; ``fire``:
-    s[t] = fire(u, θ) in place of H(u − θ) (the training kernels' spike with a surrogate gradient)."""
+    ``subtract_next`` and ``zero_next``; ``reset_by``: the amount ``subtract`` removes, when it is not θ;
+    ``max_spikes`` > 1: up to that many spikes per step (``subtract`` reset only); ``fire``: s[t] = fire(u, θ) in
+    place of H(u − θ) (the training kernels' spike with a surrogate gradient)."""
     u = li_step(v, x, a=a, b=b, c=c)
+    if max_spikes > 1:
+        s = spike_count(u, theta, max_spikes)
+        return u, s, u - theta * s
     if reset == "subtract_next":
         u = u - theta * s_prev
     elif reset == "zero_next":
@@ -104,12 +116,12 @@ def lif_step(v: Array, x: Array, *, a: Array, theta: Array, b: Array = 1.0, c: A
 def cuba_lif_step(i: Array, v: Array, x: Array, *, a_syn: Array, b_syn: Array, a: Array, theta: Array,
                   b: Array = 1.0, c: Array = 0.0, reset: str = "subtract", compare: str = "ge", v_reset: Array = 0.0,
                   reset_current: bool = False, s_prev: Array = 0.0, reset_by: Array | None = None,
-                  fire: Fire | None = None) -> tuple[Array, Array, Array, Array]:
-    """Current-based LIF (module docstring): (i[t−1], v[t−1], x[t]) -> (u[t], s[t], i[t], v[t]); ``fire`` as in
-    ``lif_step``."""
+                  max_spikes: int = 1, fire: Fire | None = None) -> tuple[Array, Array, Array, Array]:
+    """Current-based LIF (module docstring): (i[t−1], v[t−1], x[t]) -> (u[t], s[t], i[t], v[t]); ``max_spikes``,
+    ``fire`` as in ``lif_step``."""
     i = current_step(i, x, a_syn=a_syn, b_syn=b_syn)
     u, s, v = lif_step(v, i, a=a, theta=theta, b=b, c=c, reset=reset, compare=compare, v_reset=v_reset, s_prev=s_prev,
-                       reset_by=reset_by, fire=fire)
+                       reset_by=reset_by, max_spikes=max_spikes, fire=fire)
     return u, s, i * (1 - s) if reset_current else i, v
 
 
@@ -156,6 +168,7 @@ class NeuronParams:
     offset: Array | None = None
     steps: int | None = None
     semantics: str = "snnchip v1"
+    max_spikes: int = 1  # > 1: several spikes per step (Xylo's neuron; ``lif_step``)
 
     def map_arrays(self, fn: Callable[[str, Array], Array]) -> NeuronParams:
         """These parameters with each array replaced by ``fn(name, array)`` (the current's named a_syn, b_syn)."""
@@ -190,7 +203,7 @@ def neuron_step(p: NeuronParams, x: Array, state: dict[str, Array], t: int = 0) 
         new["v"] = li_step(state["v"], x, a=p.a, b=p.b, c=p.c)
         return new["v"], new
     lif = dict(a=p.a, theta=p.theta, b=p.b, c=p.c, reset=p.reset, compare=p.compare, v_reset=p.v_reset,
-               s_prev=state.get("s", 0.0))
+               s_prev=state.get("s", 0.0), max_spikes=p.max_spikes)
     delayed = p.reset in DELAYED_RESETS
     if p.syn is None:
         _, s, v = lif_step(state["v"], x, **lif)

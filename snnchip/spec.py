@@ -21,7 +21,8 @@ from typing import Any
 from snnchip.errors import SpecError
 from snnchip.options import option
 
-NEURON_KINDS = ("lif", "empf", "srm", "readout")
+NEURON_KINDS = ("lif", "empf", "srm", "xylo", "readout")
+XYLO_MAX_SPIKES = 31  # spikes a Xylo hidden neuron emits per step (xylosim MAX_NUM_SPIKES)
 RESET_MODES = ("subtract", "zero")
 SPIKE_CONDITIONS = ("ge", "gt")
 SURROGATES = ("sigmoid", "triangle", "rectangle")
@@ -56,6 +57,8 @@ class NeuronSpec:
     ``empf`` (EM-PF): ``empf_step``; ``lam``/``theta`` are the initial values of the learnable per-step λ[t], θ[t].
     ``srm`` (event-driven BP): ``cuba_lif_step`` with both traces reset at a spike and the decays of
         ``snnchip.discretize.srm_decays`` (τm, τs); ``lam`` is unused.
+    ``xylo`` (``--profile xylo``, BPTT): Xylo's neuron, ``cuba_lif_step`` with a_syn = λ_syn = 1 − 1/τs, b_syn = 1,
+        a = λ, subtractive reset kept in the current, and up to ``XYLO_MAX_SPIKES`` spikes per step.
     ``readout``: non-spiking, o[t] = I[t]; the class score is Σ_t o[t].
 
     ``surrogate`` is dH/du used by the surrogate-gradient rules: sigmoid with ``slope``
@@ -81,6 +84,10 @@ class NeuronSpec:
             _check(math.isfinite(getattr(self, name)), f"neuron {name} must be finite, got {getattr(self, name)}")
         _check(0.0 <= self.lam <= 1.0, f"neuron leak λ must be in [0, 1], got {self.lam}")
         _check(self.theta > 0, f"neuron threshold θ must be > 0, got {self.theta}")
+        if self.kind == "xylo":
+            _check(self.tau_s >= 2 and self.reset == "subtract" and self.spike == "ge",
+                   f"a Xylo neuron needs τs ≥ 2 (λ_syn ≥ 1/2), reset subtract and spike ge; got τs={self.tau_s}, "
+                   f"reset {self.reset}, spike {self.spike}")
         if self.kind == "srm":
             _check(self.tau_m > 1 and self.tau_s > 1 and self.tau_m != self.tau_s,
                    f"SRM needs τm, τs > 1 and τm ≠ τs, got τm={self.tau_m}, τs={self.tau_s}")
@@ -88,6 +95,11 @@ class NeuronSpec:
     @property
     def spiking(self) -> bool:
         return self.kind != "readout"
+
+    @property
+    def lam_syn(self) -> float:
+        """λ_syn of the ``xylo`` kind: 1 − 1/τs (Euler, dt = 1)."""
+        return 1.0 - 1.0 / self.tau_s
 
 
 @dataclass(frozen=True)

@@ -177,7 +177,8 @@ def files(tmp_path_factory):
 
 @pytest.mark.parametrize("name, message", [
     ("short", "10 time steps; the deployment runs T = 30"), ("wide", r"shape \(30, 8, 13\); this graph takes"),
-    ("nan", "NaN or infinite"), ("text", r"text.npy is a text file despite its .npy suffix"), ("missing", "missing.npy does not exist"),
+    ("nan", "NaN or infinite"), ("text", r"text.npy is a text file despite its .npy suffix"),
+    ("missing", "missing.npy does not exist"),
     ("big", "beyond the deployment's input range 1")])
 def test_bad_calibration_input_is_one_line_and_exit_2(files, capsys, name, message):
     out = files / f"dep_{name}"

@@ -10,9 +10,11 @@ from typing import Any
 
 import torch
 
+from snnchip.discretize import dash_of, lam_of
 from snnchip.errors import SpecError
 from snnchip.options import option
 from snnchip.spec import NetworkSpec, NeuronSpec, check_T
+from snnchip.xylo_limits import check_sizes
 
 from .data import DATASETS, Dataset
 from .edbp import configure_edbp, edbp_options
@@ -26,7 +28,7 @@ EDBP_LR = 5e-3  # adam/adamw
 DEFAULT_BATCH = 64
 EDBP_BATCH = 16
 SLTT_K = 2
-PROFILES = ("default", "loihi-builtin")
+PROFILES = ("default", "loihi-builtin", "xylo")
 MAX_EPOCHS = 100_000
 MAX_BATCH = 2**20
 MAX_LR = 1e3  # far above any published rate; larger ones overflow float32 in the optimizer step
@@ -96,13 +98,18 @@ class TrainConfig:
                                  "(default: Table S1, 5,1 for digits/MNIST)")
     profile: str = option("default", help="loihi-builtin: train what Lava's built-in processes compute exactly "
                           "(sets --reset zero --spike gt --no-bias), so the deployment needs no custom neuron "
-                          "microcode on Loihi 2", choices=PROFILES)
+                          "microcode on Loihi 2; xylo: train SynSense Xylo's neuron (a synaptic current with "
+                          "λ_syn = 1 − 1/τs, τs = --tau-s or 2; λ rounded to 1 − 2^−dash; subtractive reset; up to "
+                          "31 spikes per step; no biases) and check the net against Xylo's sizes (16 inputs, one "
+                          "hidden layer of ≤ 1000, ≤ 8 classes); BPTT only", choices=PROFILES)
 
     def __post_init__(self) -> None:
         if self.random_bp and self.method == "empf":
             self.method = "empf-random-bp"
         if self.profile == "loihi-builtin":
             self.reset, self.spike, self.bias = "zero", "gt", False
+        if self.profile == "xylo":  # Xylo adds biases to the membrane, its neurons' input goes through the current
+            self.reset, self.spike, self.bias = "subtract", "ge", False
         if self.batch_size is None:
             self.batch_size = EDBP_BATCH if self.method == "edbp" else DEFAULT_BATCH
         if self.k is None and self.method == "sltt-k":
@@ -110,10 +117,14 @@ class TrainConfig:
 
 
 def neuron_for(cfg: TrainConfig) -> NeuronSpec:
-    """Method defaults (the papers' own): λ = 0.5 and sigmoid for BPTT/OTTT/SAF, λ = 1 − 1/1.1 and triangle for SLTT."""
+    """Method defaults (the papers' own): λ = 0.5 and sigmoid for BPTT/OTTT/SAF, λ = 1 − 1/1.1 and triangle for SLTT;
+    ``--profile xylo``: Xylo's neuron with its decays on the bit-shift grid."""
     sltt = cfg.method.startswith("sltt")
     lam = cfg.lam if cfg.lam is not None else (SLTT_LAMBDA if sltt else 0.5)
     surrogate = cfg.surrogate or ("triangle" if sltt else "sigmoid")
+    if cfg.profile == "xylo":
+        tau_s = 1.0 / (1.0 - lam_of(max(dash_of(1.0 - 1.0 / (cfg.tau_s or 2.0)), 1)))
+        return NeuronSpec(kind="xylo", lam=lam_of(dash_of(lam)), theta=cfg.theta, surrogate=surrogate, tau_s=tau_s)
     return NeuronSpec(lam=lam, theta=cfg.theta, reset=cfg.reset, spike=cfg.spike, surrogate=surrogate)
 
 
@@ -181,7 +192,18 @@ def build_spec(cfg: TrainConfig, ds: Dataset) -> NetworkSpec:
         spec = configure_empf(spec, cfg.empf_variant, cfg.binary_first_last, cfg.seca)
     if cfg.method == "edbp":
         spec = configure_edbp(spec, **edbp_options(cfg), theta=cfg.theta, spike=cfg.spike)
+    if cfg.profile == "xylo":
+        _check_xylo_sizes(spec)
     return spec
+
+
+def _check_xylo_sizes(spec: NetworkSpec) -> None:
+    """--profile xylo: the net fits Xylo (``snnchip.xylo_limits``) before any training."""
+    spiking = [la for la in spec.layers if la.neuron is not None and la.neuron.spiking]
+    if len(spiking) != 1 or spec.layers[-1].neuron is None or spec.layers[-1].neuron.kind != "readout":
+        raise SpecError(f"--profile xylo: Xylo holds one hidden layer and a readout; model {spec.model!r} has "
+                        f"{len(spiking)} spiking layers (use --model mlp or mlp-feedback with one --hidden width)")
+    check_sizes("--profile xylo", math.prod(spec.input_shape), spiking[0].out_features, spec.num_classes)
 
 
 def pick_device(name: str) -> torch.device:

@@ -2,6 +2,8 @@
 
 - ``digits``: scikit-learn's embedded 8×8 digits, a fixed stratified 75/25 split (random_state 0),
   pixel/16; shape (1, 8, 8), or (64,) with ``flat=True``.
+- ``digits-rows``: the digits 0-7 presented row by row, T = 8 steps × 8 channels of spike counts 0..15
+  (``temporal``; Xylo's offline temporal task: 8 classes for its 8 output neurons).
 - ``mnist`` / ``fashion-mnist``: the four IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
   ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each raw or ``.gz``) in ``data_dir``; (1, 28, 28).
 - ``cifar10``: the python-pickle batches ``data_batch_1..5`` and ``test_batch`` in ``data_dir`` (or its
@@ -31,7 +33,8 @@ from snnchip.spec import NetworkSpec
 from .events import CLASSES, check_downsample, downsample_for, load_events
 from .events import FORMATS as EVENT_FORMATS
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "nmnist", "shd", "dvsgesture", "cifar10dvs", "dvs")
+DATASETS = ("digits", "digits-rows", "mnist", "fashion-mnist", "cifar10", "nmnist", "shd", "dvsgesture", "cifar10dvs",
+            "dvs")
 
 
 @dataclass
@@ -74,6 +77,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, flat: boo
     check_downsample(name, downsample)
     if name == "digits":
         ds = _digits()
+    elif name == "digits-rows":
+        ds = _digit_rows()
     else:
         if data_dir is None:
             raise DataError(f"dataset {name!r} needs --data-dir with its local files ({_FORMATS[name]})")
@@ -141,6 +146,19 @@ def read_idx(path: Path) -> np.ndarray:
     if dims.min(initial=1) < 1 or data.size != int(np.prod(dims.astype(np.int64))):
         raise DataError(f"{path}: truncated or empty IDX file ({data.size} bytes of data for shape {tuple(dims)})")
     return data.reshape(dims)
+
+
+def _digit_rows() -> Dataset:
+    """The 8×8 digits 0-7 (Xylo has 8 output neurons) presented row by row: T = 8 steps of 8 channels, each pixel
+    (0-16) as a spike count round(p·15/16) in 0..15 (a Xylo input channel takes at most 15 spikes per step); a
+    stratified 75/25 split (random_state 0)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits(n_class=8)
+    x = np.round(d.images * 15.0 / 16.0).astype(np.float32)  # [N, 8 rows = steps, 8 columns = channels]
+    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.25, stratify=d.target, random_state=0)
+    return _dataset(xtr, ytr, xte, yte, 8, temporal=True)
 
 
 def _idx_pair(root: Path) -> Dataset:

@@ -41,6 +41,7 @@ from .encoding import time_major
 from .neuron import LIF
 from .synapse import Synapse, shape_op
 from .views import SpikeView
+from .xylo_neuron import XyloNeuron
 
 FOLDED_OPTIONS = ("weight_std", "scale", "weight_norm")
 RESERVED_NAMES = ("feedback", "empf", "shortcuts")
@@ -56,7 +57,7 @@ class SpikingNet(nn.Module):
         self.spec = spec
         shapes = spec.shapes()
         in_shapes = [spec.input_shape, *shapes[:-1]]
-        self.neurons: dict[str, LIF | EMPF | SRM] = {}
+        self.neurons: dict[str, LIF | EMPF | SRM | XyloNeuron] = {}
         self.scales: dict[str, float] = {}
         self.empf = nn.ModuleDict()
         self.shortcuts = nn.ModuleDict()
@@ -71,7 +72,7 @@ class SpikingNet(nn.Module):
                 self.neurons[layer.name] = self.empf[layer.name]
                 self.scales[layer.name] = float(layer.options.get("scale", 1.0))
             elif layer.neuron is not None and layer.neuron.spiking:
-                make = SRM.from_spec if layer.neuron.kind == "srm" else LIF.from_spec
+                make = {"srm": SRM.from_spec, "xylo": XyloNeuron.from_spec}.get(layer.neuron.kind, LIF.from_spec)
                 self.neurons[layer.name] = make(layer.neuron)
                 self.scales[layer.name] = float(layer.options.get("scale", 1.0))
         index = {layer.name: i for i, layer in enumerate(spec.layers)}
@@ -171,11 +172,11 @@ def _check_supported(layer: LayerSpec) -> None:
     if layer.name in RESERVED_NAMES:
         raise SpecError(f"a layer may not be named {layer.name!r} (reserved: {', '.join(RESERVED_NAMES)})")
     if layer.synaptic and layer.neuron is None:
-        raise SpecError(f"layer {layer.name!r}: snnchip.train needs a neuron (lif, empf, srm or readout) after every "
-                        f"synaptic layer")
-    if layer.neuron is not None and layer.neuron.kind not in ("lif", "empf", "srm", "readout"):
+        raise SpecError(f"layer {layer.name!r}: snnchip.train needs a neuron (lif, empf, srm, xylo or readout) after "
+                        f"every synaptic layer")
+    if layer.neuron is not None and layer.neuron.kind not in ("lif", "empf", "srm", "xylo", "readout"):
         raise SpecError(f"layer {layer.name!r}: neuron kind {layer.neuron.kind!r} is not supported by "
-                        f"snnchip.train yet; supported: lif, empf, srm, readout")
+                        f"snnchip.train yet; supported: lif, empf, srm, xylo, readout")
 
 
 def detach_state(state: State) -> State:

@@ -33,6 +33,7 @@ from .encoding import time_major
 from .model import SpikingNet
 from .neuron import LIF
 from .views import SpikeView
+from .xylo_neuron import XyloNeuron
 
 MAX_DOUBLINGS = 30
 BISECTIONS = 30
@@ -68,7 +69,7 @@ class _Recorder(SpikeView):
         return super().neuron(p, current, state, new, name)
 
 
-def _rate(neuron: LIF | SRM, synaptic: list[torch.Tensor], other: list[torch.Tensor], c: float) -> float:
+def _rate(neuron: LIF | SRM | XyloNeuron, synaptic: list[torch.Tensor], other: list[torch.Tensor], c: float) -> float:
     """Mean spikes per neuron and step of ``neuron`` driven by c·synaptic[t] + other[t], t = 1..T."""
     v, spikes = None, 0.0
     for t, (i_syn, i_other) in enumerate(zip(synaptic, other, strict=True)):
@@ -106,10 +107,11 @@ def _solve(rate: Callable[[float], float], target: float) -> float:
 
 
 def calibrated_layers(model: SpikingNet) -> list[str]:
-    """The layers ``calibrate_rates`` scales, in order: every LIF layer, and every SRM layer but the last (event-driven
+    """The layers ``calibrate_rates`` scales, in order: every LIF and Xylo layer (rate: mean spike count), and every
+    SRM layer but the last (event-driven
     BP's output layer, whose spike counts the loss S9 trains)."""
     srm = [name for name, n in model.neurons.items() if isinstance(n, SRM)]
-    return [name for name, n in model.neurons.items() if isinstance(n, LIF) or name in srm[:-1]]
+    return [name for name, n in model.neurons.items() if isinstance(n, (LIF, XyloNeuron)) or name in srm[:-1]]
 
 
 @torch.no_grad()

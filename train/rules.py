@@ -96,6 +96,9 @@ def make_view(rule: Rule, spec: NetworkSpec):
         raise SpecError(f"edbp trains SRM neurons (edbp.configure_edbp); this network has {sorted(kinds)}")
     if "srm" in kinds and rule.name not in ("edbp", "bptt"):
         raise SpecError(f"{rule.name} does not train SRM neurons; use edbp (or bptt)")
+    if "xylo" in kinds and rule.name != "bptt":
+        raise SpecError(f"{rule.name} does not train Xylo neurons yet (its traces assume a LIF without a synaptic "
+                        "current); use --method bptt with --profile xylo")
     if rule.view != "spike" and "empf" in kinds:
         raise SpecError(f"{rule.name} needs LIF neurons; train EM-PF networks with empf (or bptt)")
     if rule.view == "spike":

@@ -1,7 +1,8 @@
 """Export a ``model.pt`` or a ``.nir`` graph to one target, returning the lines that describe the result.
 
 Targets: ``nir`` (the graph and an interpretation report), ``loihi`` (the deploy directory and its
-quantization report), ``onnx`` (a single-step stateful model, run once in onnxruntime), ``netx`` (lava-dl's
+quantization report), ``xylo`` (the Xylo deploy directory and its mapping report),
+``onnx`` (a single-step stateful model, run once in onnxruntime), ``netx`` (lava-dl's
 HDF5 file). Foreign graphs are read with ``Interpretation.overriding(recorded, **overrides)``.
 """
 
@@ -15,7 +16,7 @@ from snnchip.errors import DataError, SpecError
 from snnchip.options import option
 from snnchip.spec import Interpretation
 
-TARGETS = ("nir", "loihi", "onnx", "netx")
+TARGETS = ("nir", "loihi", "onnx", "netx", "xylo")
 WIDE_WEIGHTS = {"auto": None, "8bit": False, "wide": True}  # --weights -> export.loihi's wide_weights
 WEIGHT_CHOICES = tuple(WIDE_WEIGHTS)
 HEADROOM_CHOICES = ("auto", "T", "step", "data")
@@ -27,7 +28,8 @@ def precision_args(weights: str, headroom: str) -> dict[str, Any]:
     return {"wide_weights": WIDE_WEIGHTS[weights],
             "headroom": None if headroom == "auto" else headroom}
 HEADROOM_WORDS = {"T": "T steps", "step": "one step", "data": "the calibration inputs' states (current × margin)"}
-DEFAULT_NAMES = {"nir": "model.nir", "loihi": "deploy", "onnx": "model.onnx", "netx": "model.net"}
+DEFAULT_NAMES = {"nir": "model.nir", "loihi": "deploy", "onnx": "model.onnx", "netx": "model.net",
+                 "xylo": "deploy-xylo"}
 
 
 @dataclass
@@ -179,4 +181,10 @@ def _bytes(gib: float | None) -> float | None:
     return None if gib is None else gib * 2**30
 
 
-_WRITERS = {"nir": _nir, "loihi": _loihi, "onnx": _onnx, "netx": _netx}
+def _xylo(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
+    from snnchip.workflows.xylo import export_lines
+
+    return export_lines(cfg.model, cfg.out, given, cfg.T)
+
+
+_WRITERS = {"nir": _nir, "loihi": _loihi, "onnx": _onnx, "netx": _netx, "xylo": _xylo}

@@ -44,6 +44,10 @@ def gate_lines(report: dict[str, Any]) -> list[str]:
 
 def print_table(report: dict[str, Any], file: Any = None) -> None:
     """The one-screen summary: gates, per-layer agreement and rates, Lava coverage, identity, hardware."""
+    if report.get("target") == "xylo":
+        from snnchip.workflows.xylo import print_table as print_xylo
+
+        return print_xylo(report, file)
     chip = report["chip"]
     accuracy = "no labels: accuracy not measured" if chip["float_accuracy"] is None else \
         f"{report.get('reference', 'float')} accuracy {chip['float_accuracy']:.4f}, chip {chip['chip_accuracy']:.4f}"
@@ -79,6 +83,8 @@ def print_table(report: dict[str, Any], file: Any = None) -> None:
         lines.append(f"  resources: {res['neurons']} neurons, {res['synapses']} synapses, {res['cores']} Loihi 2 cores;"
                      f" per inference {res['synops']:.0f} synaptic ops, {res['spikes']:.0f} spikes, energy "
                      f"{res['energy_uJ']:.3f} µJ ({res['label']})")
+    for side, nb in report.get("neurobench", {}).items():
+        lines.append(f"  NeuroBench ({side}): " + ", ".join(f"{k} {v:.4g}" for k, v in nb.items()))
     ident = report["identity"]
     if ident.get("graph"):
         lines.append(f"  graph: {ident['graph']['path']} (sha256 {ident['graph']['sha256'][:16]})")

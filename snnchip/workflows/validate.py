@@ -82,6 +82,10 @@ class ValidateConfig:
                           "snn-export --weights (auto: 8bit for a snnchip model); a deploy directory records its own")
     headroom: str = option("auto", choices=HEADROOM_CHOICES, help="for a model: its deployment's membrane headroom, "
                            "as snn-export --headroom (auto: T for a snnchip model)")
+    input_range: float | None = option(None, help="for a model on Loihi: the largest |x| its deployment takes, as "
+                                       "snn-export --input-range (default 1; digits-rows' spike counts need 15)")
+    target: str = option("loihi", choices=("loihi", "xylo"), help="for a model: the chip it is certified for (a "
+                         "deploy directory names its own); xylo: --lava-samples is the samples run in xylosim")
 
     def check(self) -> None:
         bad = []
@@ -98,6 +102,8 @@ class ValidateConfig:
                 bad.append(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
         if self.min_rate > self.max_rate:
             bad.append(f"--min-rate {self.min_rate} is above --max-rate {self.max_rate}")
+        if self.input_range is not None and not 0 < self.input_range < math.inf:
+            bad.append(f"--input-range must be a positive, finite number, got {self.input_range}")
         if self.batch_size <= 0:
             bad.append(f"--batch-size must be positive, got {self.batch_size}")
         if self.input is not None and self.dataset is not None:
@@ -147,7 +153,7 @@ class Reference:
         self.model, self.model_path, self.deploy_path, self.deployment = None, None, None, None
         self.graph_path: Path | None = None
         self.staged: StagedDir | None = None  # the certified directory being written (committed when all pass)
-        self.precision = precision_args(cfg.weights, cfg.headroom)
+        self.precision = {**precision_args(cfg.weights, cfg.headroom), "input_range": cfg.input_range or 1.0}
         recorded = None
         if isinstance(source, nir.NIRGraph):
             self.name, self.graph, self.spec = "in-memory NIR graph", source, None
@@ -255,14 +261,7 @@ class Reference:
                 self.deployment = load_deploy(self.staged.path)
 
     def run(self, xs: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        if self.model is not None:
-            from snnchip.train import simulate
-
-            res = simulate(self.model, xs)
-        else:
-            res = self.executor.run(xs)
-        return (np.asarray(res.output, dtype=np.float64),
-                {k: np.asarray(v).astype(bool) for k, v in res.spikes.items()})
+        return float_run(self.model, self.executor, xs)
 
     def identity(self) -> dict[str, Any]:
         from snnchip.export.loihi import FILES
@@ -292,6 +291,29 @@ class ValidationReport(dict):
                 + (f"; failed: {', '.join(failed)}" if failed else "") + ">")
 
     __str__ = __repr__
+
+
+def float_run(model: Any, executor: Any, xs: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The float side's outputs [T, B, C] and spikes {layer: bool}: the model if there is one, else the NIR
+    executor."""
+    if model is not None:
+        from snnchip.train import simulate
+
+        res = simulate(model, xs)
+    else:
+        res = executor.run(xs)
+    return (np.asarray(res.output, dtype=np.float64), {k: np.asarray(v).astype(bool) for k, v in res.spikes.items()})
+
+
+def nir_equals_float(ref: Any, xs: torch.Tensor) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(report entry, gate) of rung 1: the float model's outputs against the NIR executor's, first 256 samples."""
+    head = xs[:, : min(xs.shape[1], 256)]
+    f_out, _ = ref.run(head)
+    e_out = np.asarray(ref.executor.run(head).output, dtype=np.float64)
+    diff = float(np.max(np.abs(f_out - e_out)))
+    tolerance = NIR_TOLERANCE * max(1.0, float(np.max(np.abs(f_out))))
+    return ({"max_abs_output_diff": diff, "tolerance": tolerance, "samples": int(head.shape[1])},
+            gate(diff, tolerance, "<=", "max |float output − NIR executor output|"))
 
 
 def gate(value: float, threshold: float, op: str, meaning: str, layer: str | None = None) -> dict[str, Any]:
@@ -331,9 +353,26 @@ def validate(model: Any, cfg: ValidateConfig | None = None, progress: bool = Tru
     read with ``interpretation`` (``Interpretation`` fields, e.g. ``{"writer": "snntorch", "reset": "zero"}``)."""
     cfg = cfg or ValidateConfig()
     cfg.check()
-    ref = Reference(model, cfg, interpretation)
+    from snnchip.workflows.targets import target_of
+
+    is_dir = isinstance(model, (str, Path)) and Path(model).is_dir()
+    if (target_of(model).name if is_dir else cfg.target) == "xylo":
+        from snnchip.workflows.xylo import XyloReference, xylo_ladder
+
+        if interpretation is not None or x is not None or labels is not None or cfg.input is not None:
+            raise SnnchipError("the Xylo ladder certifies a snnchip model (or its Xylo deploy directory) on its "
+                               "dataset; --input, --labels and --from are for graphs certified on Loihi 2")
+        ref: Any = XyloReference(model, cfg)
+
+        def ladder() -> dict[str, Any]:
+            return xylo_ladder(ref, cfg, progress)
+    else:
+        ref = Reference(model, cfg, interpretation)
+
+        def ladder() -> dict[str, Any]:
+            return _ladder(ref, cfg, progress, x, labels)
     try:
-        report = ValidationReport(_ladder(ref, cfg, progress, x, labels))
+        report = ValidationReport(ladder())
         if ref.staged is not None and report["passed"]:
             ref.staged.commit()
             report["identity"]["deploy_dir"]["written"] = True
@@ -422,6 +461,7 @@ def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool, x: np.ndarray |
 
     from snnchip.deploy.network import hardware_processes
     from snnchip.hw_sim.chip import ChipSimulator
+    from snnchip.hw_sim.metrics import float_metrics, loihi_chip_metrics
     from snnchip.hw_sim.resources import estimate, layer_resources
 
     data, xs, y, data_name = _data(ref, cfg, x, labels)
@@ -447,17 +487,11 @@ def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool, x: np.ndarray |
 
     # 1. float PyTorch model vs the NIR reference executor
     if ref.model is not None:
-        head = xs[:, : min(n, 256)]
-        f_out, _ = ref.run(head)
-        e_out = np.asarray(ref.executor.run(head).output, dtype=np.float64)
-        diff = float(np.max(np.abs(f_out - e_out)))
-        tolerance = NIR_TOLERANCE * max(1.0, float(np.max(np.abs(f_out))))
-        report["nir"] = {"max_abs_output_diff": diff, "tolerance": tolerance, "samples": int(head.shape[1])}
-        gates["nir_equals_float"] = gate(diff, tolerance, "<=", "max |float output − NIR executor output|")
+        report["nir"], gates["nir_equals_float"] = nir_equals_float(ref, xs)
 
     # 2. float vs the bit-exact chip on the whole (requested) test set
     chip = ChipSimulator(ref.deployment)
-    f_outs, f_spks, c_outs, c_spks = [], [], [], []
+    f_outs, f_spks, c_outs, c_spks, c_vs = [], [], [], [], []
     for sl in tqdm(list(_batches(n, cfg.batch_size)), desc="float vs chip", disable=not progress):
         xb = xs[:, sl]
         fo, fs = ref.run(xb)
@@ -466,6 +500,7 @@ def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool, x: np.ndarray |
         f_spks.append(fs)
         c_outs.append(np.asarray(cres.output, dtype=np.float64))
         c_spks.append({k: np.asarray(v).astype(bool) for k, v in cres.spikes.items()})
+        c_vs.append({k: cres.states[k]["v"] for k in cres.spikes})
     f_out, c_out = np.concatenate(f_outs, axis=1), np.concatenate(c_outs, axis=1)
     f_spk, c_spk = _stack(f_spks), _stack(c_spks)
     f_pred, c_pred = decisions(f_out, foreign), decisions(c_out, foreign)
@@ -496,6 +531,8 @@ def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool, x: np.ndarray |
     layers = layer_resources(ref.deployment)
     events = {"input": float(np.count_nonzero(xs.numpy())) / n, **{k: float(v.sum()) / n for k, v in c_spk.items()}}
     report["resources"] = estimate(layers, events, int(T))
+    report["neurobench"] = {"float": float_metrics(ref.graph, xs.numpy()),
+                            "chip": loihi_chip_metrics(ref.deployment.qnet, xs.numpy(), c_spk, _stack(c_vs))}
 
     # 3. bit-exact chip vs Lava Loihi2SimCfg(fixed_pt), on Lava's own clock, stratified samples
     if cfg.lava_samples != 0:

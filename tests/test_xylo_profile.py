@@ -1,0 +1,123 @@
+"""--profile xylo: Xylo's neuron in training (several spikes per step, a synaptic current, bit-shift decays), its NIR
+form run by the executor, Loihi's refusal, the size checks before training, and the certificate of a trained net:
+float and Xylo agree (configs/xylo.toml's run)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from snnchip.errors import UnsupportedNodeError
+from snnchip.export.nir_exec import NIRExecutor
+from snnchip.export.nir_export import model_graph
+from snnchip.neurons import cuba_lif_step, lif_step, spike_count
+from snnchip.spec import NeuronSpec
+from snnchip.train import SpikingNet, mlp_feedback, simulate
+from snnchip.train.xylo_neuron import XyloNeuron
+
+XYLO = NeuronSpec(kind="xylo", lam=0.5, tau_s=2.0)
+
+
+def test_spike_count_by_hand():
+    # u = 0.5, 1, 3.5, 40 with θ = 1: 0, 1, 3 spikes and the cap 31; v = u − s·θ
+    u = np.array([0.5, 1.0, 3.5, 40.0])
+    assert spike_count(u, 1.0, 31).tolist() == [0, 1, 3, 31]
+    _, s, v = lif_step(np.zeros(4), u, a=0.5, theta=1.0, max_spikes=31)
+    assert s.tolist() == [0, 1, 3, 31] and v.tolist() == [0.5, 0.0, 0.5, 9.0]
+    assert spike_count(torch.tensor([2.5]), 0.5, 31).tolist() == [5.0]
+
+
+def test_training_neuron_is_the_neuron_equation_and_has_a_gradient():
+    p = XyloNeuron.from_spec(XYLO)
+    x = torch.randn(6, 5, 10, dtype=torch.float64) * 2 + 1
+    w = torch.ones(1, requires_grad=True, dtype=torch.float64)
+    state, i, v, total = None, torch.zeros(5, 10, dtype=torch.float64), torch.zeros(5, 10, dtype=torch.float64), 0
+    for t in range(6):
+        s, state = p.step(w * x[t], state, t)
+        _, s_ref, i, v = cuba_lif_step(i, v, x[t].detach(), a_syn=0.5, b_syn=1.0, a=0.5, theta=1.0, max_spikes=31)
+        torch.testing.assert_close(s.detach(), s_ref)
+        torch.testing.assert_close(state[1].detach(), v)
+        total = total + s.sum()
+    assert s_ref.max() > 1  # several spikes per step happened
+    total.backward()
+    assert w.grad is not None and w.grad.abs() > 0
+
+
+@pytest.fixture(scope="module")
+def xylo_net() -> SpikingNet:
+    torch.manual_seed(0)
+    spec = mlp_feedback((8,), 8, 8, neuron=XYLO, hidden=(20,))
+    return SpikingNet(dataclasses.replace(spec, layers=tuple(dataclasses.replace(la, bias=False)
+                                                             for la in spec.layers)))
+
+
+def test_model_equals_its_nir_graph_on_the_executor(xylo_net):
+    graph = model_graph(xylo_net)
+    meta = graph.nodes["fc1_neuron"].metadata["snnchip"]
+    assert meta["kind"] == "xylo" and meta["max_spikes"] == 31
+    x = torch.randint(0, 6, (8, 16, 8)).float()
+    ours = simulate(xylo_net, x)
+    ref = NIRExecutor(graph).run(x)
+    assert np.asarray(ours.spikes["fc1"]).max() > 1
+    np.testing.assert_allclose(np.asarray(ours.output), np.asarray(ref.output), rtol=1e-5, atol=1e-4)
+
+
+def test_loihi_refuses_several_spikes_per_step(xylo_net, tmp_path):
+    from snnchip.export.loihi import export_loihi
+
+    with pytest.raises(UnsupportedNodeError, match="emits up to 31 spikes per step .* --target xylo"):
+        export_loihi(model_graph(xylo_net), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--method", "ottt-a"], "ottt-a does not train Xylo neurons yet"),
+    (["--dataset", "digits"], "64 input channels do not fit Xylo"),
+    (["--model", "mlp", "--hidden", "16,16"], "Xylo holds one hidden layer and a readout"),
+])
+def test_profile_refusals_before_training(argv, match, tmp_path, capsys):
+    from snnchip.cli.snn_train import main
+
+    base = {"--dataset": "digits-rows", "--model": "mlp-feedback", "--hidden": "16", "--method": "bptt"}
+    for k, v in zip(argv[::2], argv[1::2], strict=True):
+        base[k] = v
+    args = [a for kv in base.items() for a in kv] + ["--profile", "xylo", "--T", "8", "--epochs", "1", "--out",
+                                                     str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0]
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_profile_sets_xylo_neuron():
+    from snnchip.train.config import TrainConfig, neuron_for
+
+    n = neuron_for(TrainConfig(dataset="digits-rows", method="bptt", profile="xylo", lam=0.7, tau_s=3.0, out="x"))
+    assert n.kind == "xylo" and n.lam == 0.75 and n.lam_syn == 0.75  # onto the bit-shift grid: dash 2
+
+
+@pytest.mark.slow
+def test_a_net_trained_for_xylo_is_certified_on_xylo(tmp_path):
+    """configs/xylo.toml's training and ladder: float accuracy = Xylo's within 1 point, decisions ≥ 99 %, xylosim
+    equal on every spike and state."""
+    xylosim_driver = pytest.importorskip("snnchip.hw_sim.xylosim_driver")
+    if not xylosim_driver.available():
+        pytest.skip("xylosim is not installed (make setup)")
+    from snnchip.train import fit
+    from snnchip.train.trainer import TrainConfig
+    from snnchip.workflows.validate import ValidateConfig, validate
+
+    cfg = TrainConfig(dataset="digits-rows", model="mlp-feedback", hidden="64", method="bptt", profile="xylo",
+                      weight_decay=0.01, T=8, epochs=20, batch_size=64, seed=0, out=str(tmp_path), quiet=True)
+    fit(cfg)
+    report = validate(str(tmp_path / "model.pt"), ValidateConfig(dataset="digits-rows", target="xylo",
+                                                                 lava_samples=20, min_agreement=0.99),
+                      progress=False)
+    chip = report["chip"]
+    assert report["passed"], {k: g["value"] for k, g in report["gates"].items()}
+    assert abs(chip["float_accuracy"] - chip["chip_accuracy"]) <= 0.01
+    assert report["xylosim"]["total_differences"] == 0
+    assert (tmp_path / "certified-xylo" / "manifest.json").is_file()
