@@ -129,7 +129,7 @@ def test_empf_step_hand_trace(arr):
 
 def test_core_steps_and_lava_process_models_import_without_torch():
     """Lava forks its workers, so the floating_pt process models and the steps they run must not import torch."""
-    models = ", ".join(f"snnchip.deploy.procs.{f}.models" for f in ("cubalif", "empf"))
+    models = ", ".join(f"snnchip.deploy.procs.{f}.models" for f in ("cubalif", "empf", "conv"))
     code = f"import sys, snnchip.neurons, {models}; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
