@@ -192,6 +192,15 @@ class StagedDir:
         if self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
 
+    @contextlib.contextmanager
+    def discarded_on_failure(self) -> Iterator[None]:
+        """Discard the staged directory if the body raises (anything, interrupts included), then re-raise."""
+        try:
+            yield
+        except BaseException:
+            self.discard()
+            raise
+
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:

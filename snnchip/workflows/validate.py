@@ -25,12 +25,10 @@ made from it (``snnchip.workflows.report``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -201,7 +199,7 @@ class Reference:
                 self.spec = ckpt.spec
                 self.graph = model_graph(path)
                 self._stage(Path(cfg.deploy_out) if cfg.deploy_out else path.parent / CERTIFIED_DIR)
-                with self._discarded_on_failure():
+                with self.staged.discarded_on_failure():
                     export_loihi(self.graph, self.staged.path, source=path, **self.precision)
                     self.deployment = load_deploy(self.staged.path)  # certify the files, not an in-memory copy
         self.interpretation = None
@@ -228,14 +226,6 @@ class Reference:
         check_replaceable(dest)
         self.deploy_path, self.staged = dest, StagedDir(dest)
 
-    @contextlib.contextmanager
-    def _discarded_on_failure(self) -> Iterator[None]:
-        try:
-            yield
-        except BaseException:
-            self.staged.discard()
-            raise
-
     def files(self) -> Path | None:
         """Where the deployment's files are now (the staged directory until it is committed)."""
         return self.staged.path if self.staged is not None else self.deploy_path
@@ -256,7 +246,7 @@ class Reference:
         if self.staged is None:
             self.deployment = deployment_from_graph(self.graph, **kw)
         else:
-            with self._discarded_on_failure():
+            with self.staged.discarded_on_failure():
                 export_loihi(self.graph, self.staged.path, **kw)
                 self.deployment = load_deploy(self.staged.path)
 

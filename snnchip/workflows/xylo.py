@@ -11,11 +11,9 @@ reported for the float model and the chip.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -97,7 +95,7 @@ class XyloReference:
             self.deploy_path = Path(cfg.deploy_out) if cfg.deploy_out else path.parent / CERTIFIED_DIR
             check_replaceable(self.deploy_path)
             self.staged = StagedDir(self.deploy_path)
-            with self.discarded_on_failure():
+            with self.staged.discarded_on_failure():
                 export_xylo(self.graph, self.staged.path, source=path)
                 self.deployment = load_xylo(self.staged.path)
         meta = (self.graph.metadata or {}).get("snnchip", {})
@@ -106,14 +104,6 @@ class XyloReference:
                                "deploy directory exported from one")
         self.spec = NetworkSpec.from_dict(json.loads(meta["spec_json"]))
         self.executor = NIRExecutor(self.graph)
-
-    @contextlib.contextmanager
-    def discarded_on_failure(self) -> Iterator[None]:
-        try:
-            yield
-        except BaseException:
-            self.staged.discard()
-            raise
 
     def files(self) -> Path:
         return self.staged.path if self.staged is not None else self.deploy_path
