@@ -18,6 +18,7 @@ count neither in activation sparsity nor in membrane updates; its input connecti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,10 +26,29 @@ import scipy.sparse as sp
 
 @dataclass
 class Connection:
-    """A connection layer: ``weight`` [n_out, n_in] and what it received, ``inputs`` [T, B, n_in]."""
+    """A connection layer: ``weight`` [n_out, n_in] (a matrix, or a weight-shared convolution ``export.kernel.Kernel``)
+    and what it received, ``inputs`` [T, B, n_in]."""
 
-    weight: np.ndarray
+    weight: Any
     inputs: np.ndarray
+
+
+def _kernel(w: Any) -> bool:
+    return hasattr(w, "with_kernel")
+
+
+def _nonzero(w: Any) -> Any:
+    """The indicator [w ≠ 0] in the weight's own form (a conv stays a kernel: no expansion)."""
+    if _kernel(w):
+        return w.with_kernel((w.kernel != 0).astype(np.float64))
+    return (w != 0).astype(np.float64) if sp.issparse(w) else (np.asarray(w) != 0).astype(np.float64)
+
+
+def _dense(w: Any) -> int:
+    """Dense's count per step: every connection of the layer (a conv's taps that land inside the input)."""
+    if _kernel(w):
+        return int(np.rint(w.with_kernel(np.ones_like(w.kernel, np.float64)).apply(np.ones(w.shape[1]))).sum())
+    return int(np.prod(w.shape))
 
 
 def synaptic_operations(connections: list[Connection]) -> dict[str, float]:
@@ -36,18 +56,16 @@ def synaptic_operations(connections: list[Connection]) -> dict[str, float]:
     macs = acs = dense = 0.0
     batch = None
     for c in connections:
-        w = c.weight.toarray() if sp.issparse(c.weight) else np.asarray(c.weight)
-        nz = (w != 0).astype(np.float64)  # [n_out, n_in]
-        per_in = nz.sum(axis=0)  # how many non-zero weights each input feeds
+        nz, total = _nonzero(c.weight), _dense(c.weight)
         batch = c.inputs.shape[1]
         for x in c.inputs:
             x = np.asarray(x).reshape(batch, -1)
-            ops = float(((x != 0) @ per_in).sum())
+            ops = float(np.asarray(nz @ (x != 0).T.astype(np.float64)).sum())
             if np.isin(x, (-1, 0, 1)).all():
                 acs += ops
             else:
                 macs += ops
-            dense += w.size * batch
+            dense += total * batch
     b = batch or 1
     return {"Effective_MACs": macs / b, "Effective_ACs": acs / b, "Dense": dense / b}
 
@@ -67,10 +85,11 @@ def membrane_updates(potentials: list[np.ndarray]) -> float:
     return updates / batch
 
 
-def connection_sparsity(weights: list[np.ndarray]) -> float:
-    dense = [w.toarray() if sp.issparse(w) else np.asarray(w) for w in weights]
-    total = sum(w.size for w in dense)
-    return 0.0 if total == 0 else round(sum(int(np.sum(w == 0)) for w in dense) / total, 4)
+def connection_sparsity(weights: list[Any]) -> float:
+    """Zero weights / all weights: a matrix's entries, a conv's kernel entries (each stored once)."""
+    values = [w.kernel if _kernel(w) else (w.toarray() if sp.issparse(w) else np.asarray(w)) for w in weights]
+    total = sum(v.size for v in values)
+    return 0.0 if total == 0 else round(sum(int(np.sum(v == 0)) for v in values) / total, 4)
 
 
 def metrics(connections: list[Connection], spikes: list[np.ndarray], potentials: list[np.ndarray],
@@ -84,16 +103,16 @@ def _delayed(x: np.ndarray, d: int) -> np.ndarray:
     return x if d == 0 else np.concatenate([np.zeros_like(x[:d]), x[:-d]])
 
 
-def float_metrics(graph: object, xs: np.ndarray) -> dict[str, float]:
-    """The metrics of a NIR graph's float run on ``xs`` [T, B, *input_shape] (the NIR executor; the connection
-    layers are the lowered projections, one per source and delay)."""
+def float_metrics(graph: object, xs: np.ndarray, interpretation: object = None) -> dict[str, float]:
+    """The metrics of a NIR graph's float run on ``xs`` [T, B, *input_shape] (the NIR executor, foreign neurons read
+    with ``interpretation``; the connection layers are the lowered projections, one per source and delay)."""
     import torch
 
     from snnchip.export.lowering import INPUT, lower
     from snnchip.export.nir_exec import NIRExecutor
 
-    net = lower(graph, T=xs.shape[0])
-    res = NIRExecutor(graph, T=xs.shape[0]).run(torch.as_tensor(xs, dtype=torch.float64))
+    net = lower(graph, interpretation, T=xs.shape[0])
+    res = NIRExecutor(graph, interpretation, T=xs.shape[0]).run(torch.as_tensor(xs, dtype=torch.float64))
     spk = {k: np.asarray(v, dtype=np.float64) for k, v in res.spikes.items()}
     states = {k: np.asarray(v) for k, v in res.states.items()}
     flat = xs.reshape(xs.shape[0], xs.shape[1], -1)
@@ -139,6 +158,6 @@ def loihi_chip_metrics(qnet: object, xs: np.ndarray, spikes: dict[str, np.ndarra
             src = flat if p.source == "input" else spikes[p.source].reshape(flat.shape[0], flat.shape[1], -1)
             for w, _ in p.parts:
                 connections.append(Connection(w, _delayed(src.astype(np.float64), p.delay)))
-                stored += w.nnz if sp.issparse(w) else w.size
+                stored += w.nnz if sp.issparse(w) else (w.kernel.size if _kernel(w) else w.size)
     spiking = [q.name for q in qnet.stages if q.spiking]
     return metrics(connections, [spikes[k] for k in spiking], [potentials[k] for k in spiking], footprint=int(stored))

@@ -201,3 +201,22 @@ def test_the_simulator_without_states_keeps_every_spike_and_the_output():
     assert full.spikes.keys() == lean.spikes.keys()
     for k in full.spikes:
         np.testing.assert_array_equal(full.spikes[k], lean.spikes[k])
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_neurobench_counts_of_a_kernel_equal_those_of_its_expanded_matrix(groups):
+    """A conv stays a kernel in the NeuroBench metrics; its operations, Dense and sparsity are those of the matrix
+    it stands for (Dense: every landing tap, zero weights included, counted on the ones-kernel's matrix)."""
+    from snnchip.hw_sim.metrics import Connection, connection_sparsity, synaptic_operations
+
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(4, 4 // groups, 3, 3)) * (rng.uniform(size=(4, 4 // groups, 3, 3)) < 0.6)
+    k = Kernel(kernel, (4, 6, 7), (4, 3, 3), (2, 2), (1, 0), (0, 1), (1, 1), groups)
+    k.check()
+    x = (rng.uniform(size=(5, 3, k.shape[1])) < 0.3).astype(np.float64)
+    ops = synaptic_operations([Connection(k, x)])
+    matrix = synaptic_operations([Connection(k.to_csr(), x)])
+    assert ops["Effective_ACs"] == matrix["Effective_ACs"] > 0
+    assert ops["Dense"] == 5 * k.with_kernel(np.ones_like(kernel)).to_csr().nnz < matrix["Dense"]
+    assert connection_sparsity([k]) == round(float(np.mean(kernel == 0)), 4)
+    assert synaptic_operations([Connection(k, x * 0.5)])["Effective_MACs"] == ops["Effective_ACs"]

@@ -521,7 +521,7 @@ def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool, x: np.ndarray |
     layers = layer_resources(ref.deployment)
     events = {"input": float(np.count_nonzero(xs.numpy())) / n, **{k: float(v.sum()) / n for k, v in c_spk.items()}}
     report["resources"] = estimate(layers, events, int(T))
-    report["neurobench"] = {"float": float_metrics(ref.graph, xs.numpy()),
+    report["neurobench"] = {"float": float_metrics(ref.graph, xs.numpy(), ref.interpretation),
                             "chip": loihi_chip_metrics(ref.deployment.qnet, xs.numpy(), c_spk, _stack(c_vs))}
 
     # 3. bit-exact chip vs Lava Loihi2SimCfg(fixed_pt), on Lava's own clock, stratified samples
