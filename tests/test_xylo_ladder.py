@@ -54,6 +54,17 @@ def test_ladder_on_a_xylo_deploy_directory(deploy_dir, tmp_path, capsys):
 
 
 @needs_xylosim
+def test_snn_validate_command_on_a_xylo_deploy_directory(deploy_dir, capsys):
+    """README's command runs the Xylo ladder (no interpretation option given is not an interpretation)."""
+    from snnchip.cli.snn_validate import main
+
+    rc = main([str(deploy_dir), "--dataset", "digits-rows", "--samples", "16", "--lava-samples", "2"])
+    out = capsys.readouterr()
+    assert rc in (0, 1), out.err
+    assert "xylosim_equals_chip" in out.out and "PASS" in out.out.split("xylosim_equals_chip")[1].splitlines()[0]
+
+
+@needs_xylosim
 def test_an_edited_xylo_directory_fails_its_seal_gate(deploy_dir, tmp_path):
     import shutil
 

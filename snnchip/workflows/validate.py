@@ -349,7 +349,7 @@ def validate(model: Any, cfg: ValidateConfig | None = None, progress: bool = Tru
     if (target_of(model).name if is_dir else cfg.target) == "xylo":
         from snnchip.workflows.xylo import XyloReference, xylo_ladder
 
-        if interpretation is not None or x is not None or labels is not None or cfg.input is not None:
+        if interpretation or x is not None or labels is not None or cfg.input is not None:
             raise SnnchipError("the Xylo ladder certifies a snnchip model (or its Xylo deploy directory) on its "
                                "dataset; --input, --labels and --from are for graphs certified on Loihi 2")
         ref: Any = XyloReference(model, cfg)
