@@ -187,3 +187,28 @@ def test_hwsim_bench_reports_speed_bit_exactness_and_plots(tmp_path, monkeypatch
     assert row["bit_exact"] is True and row["lava_samples"] == 4 and row["neurons"] == 11
     assert {"sim_s_per_sample_step_b4", "lava_s_per_sample_step", "speedup_b4"} <= set(row)
     assert png.read_bytes().startswith(PNG)
+
+
+def test_deploy_bench_trains_exports_and_times_a_conv_net_on_cifar_files(tmp_path, monkeypatch):
+    """``snn-bench deploy`` end to end (the digits convnet at 3×32×32 stands in for VGG-11): training on
+    CIFAR-10-format files, the export as its own process, sizes, the chip/float ratio, Lava = chip on one sample."""
+    from snnchip.bench import deploy
+
+    monkeypatch.setattr(deploy, "MODELS", {"vgg": ("convnet", "ottt-a")})
+    out = tmp_path / "deploy.json"
+    assert bench(["deploy", "--model", "vgg", "--T", "2", "--batch-size", "4", "--max-steps", "1", "--repeats", "1",
+                  "--lava-samples", "1", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["export_exit"] == 0 and 0 < row["export_peak_rss_gib"] < 8
+    # conv1 3->16 (3x3) + conv2 16->32 (3x3, the pooling composed into it) + out: kernels stored once
+    assert row["stored_weights"] < row["connections"] and row["cores"] >= 1 and row["chips"] == 1
+    assert row["deploy_dir_over_weights"] > 1 and row["chip_over_float"] > 0 and row["batch"] == 4
+    assert row["lava_equals_chip"] is True and row["lava_steps"] > 2  # T + the pipeline's latency
+
+
+def test_synthetic_cifar_files_read_as_cifar10(tmp_path):
+    from snnchip.bench.deploy import SYNTHETIC_PER_BATCH, write_synthetic_cifar
+    from snnchip.train.data import load_dataset
+
+    ds = load_dataset("cifar10", write_synthetic_cifar(tmp_path))
+    assert ds.x_train.shape == (5 * SYNTHETIC_PER_BATCH, 3, 32, 32) and ds.x_test.shape[0] == SYNTHETIC_PER_BATCH

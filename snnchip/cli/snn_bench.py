@@ -1,4 +1,4 @@
-"""``snn-bench train|peers|hwsim|memory|headroom``: benchmark tables, plots and JSON."""
+"""``snn-bench train|peers|hwsim|memory|headroom|deploy``: benchmark tables, plots and JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from snnchip.cli.command import base_parser, run_command
 from snnchip.cli.options import add_options, config
 
 RUNNERS = {"train": "snnchip.bench.train", "peers": "snnchip.bench.peers", "hwsim": "snnchip.bench.hwsim",
-           "memory": "snnchip.bench.memory", "headroom": "snnchip.bench.headroom"}
+           "memory": "snnchip.bench.memory", "headroom": "snnchip.bench.headroom", "deploy": "snnchip.bench.deploy"}
 
 
 EXAMPLES = {
@@ -22,12 +22,16 @@ EXAMPLES = {
               "    (where one iteration's memory goes, ours and SpikingJelly's: gradients, saved for backward, ...)\n",
     "headroom": "  snn-bench headroom --json headroom.json\n"
                 "    (per-layer spike agreement with the NIR reference, one-step vs data headroom, deep nets)\n",
+    "deploy": "  snn-bench deploy --model vgg,resnet18 --json deploy.json\n"
+              "    (VGG-11 and ResNet-18 at CIFAR-10 size: export time and memory, deploy directory, chip simulator vs "
+              "float)\n",
 }
 WHAT = {"train": "time and peak memory per training iteration of each learning rule, over T",
         "peers": "our rules beside SpikingJelly and snnTorch on the same network",
         "hwsim": "the bit-exact chip simulator against Lava, per sample-step (a ratio on one machine)",
         "memory": "where one training iteration's memory goes, ours and SpikingJelly's",
-        "headroom": "how faithful deep foreign graphs stay on the chip, layer by layer, one-step vs data headroom"}
+        "headroom": "how faithful deep foreign graphs stay on the chip, layer by layer, one-step vs data headroom",
+        "deploy": "the seeds' VGG-11 and ResNet-18 at CIFAR-10 size on the way to the chip: export, size, speed"}
 
 
 def parser() -> argparse.ArgumentParser:
