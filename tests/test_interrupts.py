@@ -71,10 +71,18 @@ def long_run(tmp_path_factory):
     return d
 
 
+def _as_from_a_terminal() -> None:
+    """The child's SIGINT and SIGQUIT as a terminal's foreground job has them: a shell that started the test suite in
+    the background set them to ignored, and an ignored signal stays ignored across fork and exec."""
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _started(argv: list[str]) -> tuple[subprocess.Popen, set[str]]:
     """``argv`` started in a session of its own, once Lava's workers run and their channels are mapped; the
     /dev/shm segments they use."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_as_from_a_terminal)
     deadline, used = time.monotonic() + 60, set()
     while time.monotonic() < deadline and (len(_session(proc.pid)) < 8 or not used):
         time.sleep(0.2)
@@ -214,7 +222,7 @@ def test_an_exception_of_any_type_in_lava_ends_the_run_with_a_deploy_error(tmp_p
         print("children:", len(multiprocessing.active_children()))
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_as_from_a_terminal)
     try:
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -246,7 +254,8 @@ def test_a_data_parallel_training_run_ends_with_all_its_ranks(tmp_path, sig, cod
     the run's processes is left, one line, exit 128 + signal."""
     snn_train = str(Path(sys.executable).with_name("snn-train"))
     proc = subprocess.Popen([snn_train, "--nproc", "2", "--out", str(tmp_path / "run"), "--epochs", "10000",
-                             "--quiet", "--device", "cpu"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             "--quiet", "--device", "cpu"], stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_as_from_a_terminal)
     below: list[int] = []
     try:
         deadline = time.monotonic() + 120
