@@ -108,14 +108,20 @@ def decay(x: np.ndarray, d: int) -> np.ndarray:
     return np.sign(p) * (np.abs(p) >> DECAY_BITS)
 
 
-def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int, vth: int,
-                      reset: str = "zero", spike: str = "gt", spiking: bool = True, reset_current: bool = False,
-                      vsub: int | None = None, s_prev: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One fixed-point step of the LIF family (module docstring); returns (u, v, s) as int64, int64, bool.
-    ``s_prev``: the previous step's spikes (``zero_next``)."""
-    u = wrap24(decay(np.asarray(u, dtype=np.int64), du + 1) + (np.asarray(a_in, dtype=np.int64) << ACT_SHIFT))
-    v = np.clip(decay(np.asarray(v, dtype=np.int64), dv) + u, -V_MAX, V_MAX)
+def integrate_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The integration of one fixed-point step before its 24-bit limits: pre = decay(u, du + 1) + (a << 6) (the
+    current before it wraps) and membrane = decay(v, dv) + wrap24(pre) (before it clips), int64."""
+    pre = decay(np.asarray(u, dtype=np.int64), du + 1) + (np.asarray(a_in, dtype=np.int64) << ACT_SHIFT)
+    return pre, decay(np.asarray(v, dtype=np.int64), dv) + wrap24(pre)
+
+
+def fire_fixed(pre: np.ndarray, membrane: np.ndarray, vth: int, reset: str = "zero", spike: str = "gt",
+               spiking: bool = True, reset_current: bool = False, vsub: int | None = None,
+               s_prev: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rest of the step from ``integrate_fixed``'s values: u = wrap24(pre), v = clip(membrane), spike, reset."""
+    u = wrap24(pre)
+    v = np.clip(membrane, -V_MAX, V_MAX)
     if not spiking:
         return u, v, np.zeros(v.shape, dtype=bool)
     if reset == "zero_next" and s_prev is not None:
@@ -129,14 +135,19 @@ def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, d
     return (np.where(s, 0, u) if reset_current else u), v, s
 
 
-def state_overflow(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where ``neuron_step_fixed`` from (u, v) with input ``a_in`` leaves the 24-bit state, as bool masks: the
-    current wraps (decay(u, du + 1) + (a << 6) outside (−2^23, 2^23]), the membrane v' = decay(v, dv) + wrap24(that)
-    clips at the top (v' > 2^23 − 1) or at the bottom (v' < −(2^23 − 1)). All happen identically in Lava; counting
-    them tells a run that left its headroom."""
-    pre = decay(np.asarray(u, dtype=np.int64), du + 1) + (np.asarray(a_in, dtype=np.int64) << ACT_SHIFT)
-    membrane = decay(np.asarray(v, dtype=np.int64), dv) + wrap24(pre)
+def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int, vth: int,
+                      reset: str = "zero", spike: str = "gt", spiking: bool = True, reset_current: bool = False,
+                      vsub: int | None = None, s_prev: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fixed-point step of the LIF family (module docstring): ``fire_fixed`` of ``integrate_fixed``; returns
+    (u, v, s) as int64, int64, bool. ``s_prev``: the previous step's spikes (``zero_next``)."""
+    return fire_fixed(*integrate_fixed(u, v, a_in, du, dv), vth, reset, spike, spiking, reset_current, vsub, s_prev)
+
+
+def state_overflow(pre: np.ndarray, membrane: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where a step leaves the 24-bit state, from ``integrate_fixed``'s values, as bool masks: the current wraps
+    (pre outside (−2^23, 2^23]), the membrane clips at the top (> 2^23 − 1) or at the bottom (< −(2^23 − 1)). All
+    happen identically in Lava; counting them tells a run that left its headroom."""
     return (pre > WRAP) | (pre <= -WRAP), membrane > V_MAX, membrane < -V_MAX
 
 

@@ -22,7 +22,8 @@ from snnchip.deploy.fixed_point import (
     dense_fixed,
     effective_weights,
     empf_step_fixed,
-    neuron_step_fixed,
+    fire_fixed,
+    integrate_fixed,
     state_overflow,
 )
 from snnchip.deploy.result import RunResult, accept_input, assemble, check_timing, join_batches
@@ -127,10 +128,11 @@ class ChipSimulator:
                         v0, a, *(q.tables[k][row] for k in EMPF_INT_TABLES), q.shift, t < T)
                     s[n][t] = msgs[n][t] != 0
                 else:
-                    for key, mask in zip(OVERFLOWS, state_overflow(u0, v0, a, q.du, q.dv), strict=True):
+                    pre, membrane = integrate_fixed(u0, v0, a, q.du, q.dv)
+                    for key, mask in zip(OVERFLOWS, state_overflow(pre, membrane), strict=True):
                         over[n][key] += int(mask.sum())
-                    u[n][now], v[n][now], s[n][t] = neuron_step_fixed(
-                        u0, v0, a, q.du, q.dv, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm", q.vsub,
+                    u[n][now], v[n][now], s[n][t] = fire_fixed(
+                        pre, membrane, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm", q.vsub,
                         s[n][t - 1] if t else None)
 
         def on_lava_clock(arrays: dict[str, np.ndarray], stages: list) -> dict[str, np.ndarray]:

@@ -25,7 +25,7 @@ from snnchip.bench.deep_nets import (
 )
 from snnchip.bench.headroom import headroom_agreement
 from snnchip.cli import snn_export, snn_run
-from snnchip.deploy.fixed_point import state_overflow
+from snnchip.deploy.fixed_point import integrate_fixed, state_overflow
 from snnchip.errors import DataError
 from snnchip.export.loihi import deployment_from_graph, export_loihi, load_deploy
 from snnchip.export.lowering import lower
@@ -127,9 +127,9 @@ def test_state_overflow_counts_hand_derived_cases():
     """No decay (du = −1, dv = 0). (0) u' = 2^23 − 64 + (1 << 6) = 2^23 does not wrap, v' = 2^23 clips at the top;
     (1) + (2 << 6) = 2^23 + 64 wraps to −2^23 + 64, inside v's range; (2) v = 2^23 − 10 plus 64 clips at the top;
     (3) v = −(2^23 − 10) minus 64 clips at the bottom."""
-    wrapped, top, bottom = state_overflow(np.array([2**23 - 64, 2**23 - 64, 0, 0]),
-                                          np.array([0, 0, 2**23 - 10, -(2**23 - 10)]), np.array([1, 2, 1, -1]),
-                                          du=-1, dv=0)
+    wrapped, top, bottom = state_overflow(*integrate_fixed(np.array([2**23 - 64, 2**23 - 64, 0, 0]),
+                                                           np.array([0, 0, 2**23 - 10, -(2**23 - 10)]),
+                                                           np.array([1, 2, 1, -1]), du=-1, dv=0))
     assert wrapped.tolist() == [False, True, False, False]
     assert top.tolist() == [True, False, True, False] and bottom.tolist() == [False, False, False, True]
 
