@@ -24,11 +24,8 @@ per stage, from the stage before; the SRM's current decay stored as 4096 − fac
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +35,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from snnchip import lava_compat
-from snnchip.arrayfile import load_npz
 from snnchip.atomic import atomic_dir
 from snnchip.errors import DataError, DeployError, OutputError, UnsupportedNodeError
 from snnchip.export.kernel import Kernel
@@ -54,7 +50,15 @@ from snnchip.export.quantize import (
     QuantizedNet,
     quantize,
 )
-from snnchip.export.seal import SealCheck, check_format, check_seal, refuse_edited, sealed_manifest_json
+from snnchip.export.seal import (
+    SealCheck,
+    check_format,
+    check_seal,
+    open_deploy_dir,
+    read_params,
+    refuse_edited,
+    sealed_manifest_json,
+)
 from snnchip.export.sizing import check_feasible, deployment_size
 from snnchip.export.stage_peaks import check_calibration_input, describe, stage_peaks
 from snnchip.identity import sha256_file
@@ -371,36 +375,18 @@ def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation:
     return out
 
 
-def _read_params(path: Path) -> dict[str, np.ndarray]:
-    """Every array of params.npz (never unpickled); an unreadable file raises ``DeployError`` naming it."""
-    try:
-        return load_npz(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DeployError(f"{path}: corrupt or not a params archive ({type(exc).__name__}: {str(exc)[:200]}); "
-                          "re-run `snn-export --target loihi`") from None
-
-
 def load_deploy(deploy_dir: str | os.PathLike, allow_edited: bool = False) -> Deployment:
     """Read a deploy directory; a missing or corrupt file, a file or value that no longer matches the manifest's
     seal (unless ``allow_edited``: the ``Deployment``'s ``seal`` then says what was edited), or a value outside
     Loihi 2's limits (``loihi_limits``) raises ``DeployError`` naming the file, the stage and the field."""
-    path = Path(deploy_dir)
-    if not path.is_dir():
-        raise DeployError(f"{path}: not a deploy directory (write one with `snn-export MODEL --target loihi -o DIR`)")
-    missing = [f for f in FILES if not (path / f).is_file()]
-    if missing:
-        raise DeployError(f"{path}: missing {', '.join(missing)}; re-run `snn-export --target loihi`")
-    try:
-        man = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DeployError(f"{path / 'manifest.json'}: corrupt ({exc})") from None
+    path, man = open_deploy_dir(deploy_dir, FILES, "loihi")
     where = path / "manifest.json"
     version = check_format(man, where, FORMAT["name"], READABLE_VERSIONS)
     sealed = check_seal(path, man, version)
     if not allow_edited:
         refuse_edited(path, sealed)
     check_manifest(man, str(where))
-    arrays = _read_params(path / "params.npz")
+    arrays = read_params(path / "params.npz", "loihi")
     pairs = []
     for i, s in enumerate(man["stages"]):
         at = f"{where}: stage {i + 1} ({s['name']!r})"

@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snnchip.arrayfile import load_npz
 from snnchip.errors import DeployError
 from snnchip.identity import sha256_file
 
@@ -151,3 +155,30 @@ def check_format(manifest: Any, where: str | Path, name: str, readable: tuple[in
         raise DeployError(f"{where}: deploy format version {version} is not one this snnchip reads "
                           f"({', '.join(map(str, readable))})")
     return version
+
+
+def open_deploy_dir(deploy_dir: str | os.PathLike, files: tuple[str, ...], target: str) -> tuple[Path, dict]:
+    """A deploy directory's path and its parsed manifest.json: not a directory, a file of ``files`` missing, or a
+    manifest that is not JSON raises ``DeployError`` naming the path and the ``snn-export --target`` to re-run."""
+    path = Path(deploy_dir)
+    if not path.is_dir():
+        raise DeployError(f"{path}: not a deploy directory (write one with `snn-export MODEL --target {target} "
+                          "-o DIR`)")
+    missing = [f for f in files if not (path / f).is_file()]
+    if missing:
+        raise DeployError(f"{path}: missing {', '.join(missing)}; re-run `snn-export --target {target}`")
+    where = path / "manifest.json"
+    try:
+        return path, json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DeployError(f"{where}: corrupt ({exc})") from None
+
+
+def read_params(path: Path, target: str) -> dict[str, Any]:
+    """Every array of a deploy directory's params.npz (never unpickled); an unreadable file raises ``DeployError``
+    naming it."""
+    try:
+        return load_npz(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DeployError(f"{path}: corrupt or not a params archive ({type(exc).__name__}: {str(exc)[:200]}); "
+                          f"re-run `snn-export --target {target}`") from None

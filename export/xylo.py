@@ -32,8 +32,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,6 @@ import nir
 import numpy as np
 import scipy.sparse as sp
 
-from snnchip.arrayfile import load_npz
 from snnchip.atomic import atomic_dir
 from snnchip.discretize import dash_of, lam_of
 from snnchip.errors import DeployError, UnsupportedNodeError
@@ -55,6 +52,8 @@ from snnchip.export.seal import (
     SealCheck,
     check_format,
     check_seal,
+    open_deploy_dir,
+    read_params,
     refuse_edited,
     sealed_manifest_json,
 )
@@ -367,26 +366,13 @@ def is_xylo_deploy(deploy_dir: str | os.PathLike) -> bool:
 def load_xylo(deploy_dir: str | os.PathLike, allow_edited: bool = False) -> XyloDeployment:
     """Read a Xylo deploy directory; a missing or corrupt file, an edit since export (unless ``allow_edited``) or a
     register outside Xylo's limits raises ``DeployError`` naming the file and the field."""
-    path = Path(deploy_dir)
-    if not path.is_dir():
-        raise DeployError(f"{path}: not a deploy directory (write one with `snn-export MODEL --target xylo -o DIR`)")
-    missing = [f for f in FILES if not (path / f).is_file()]
-    if missing:
-        raise DeployError(f"{path}: missing {', '.join(missing)}; re-run `snn-export --target xylo`")
+    path, man = open_deploy_dir(deploy_dir, FILES, TARGET)
     where = path / "manifest.json"
-    try:
-        man = json.loads(where.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DeployError(f"{where}: corrupt ({exc})") from None
     version = check_format(man, where, FORMAT["name"], (FORMAT["version"],))
     sealed = check_seal(path, man, FIRST_SEALED_VERSION + version - 1)  # sealed from its first version
     if not allow_edited:
         refuse_edited(path, sealed, TARGET)
-    try:
-        arrays = load_npz(path / "params.npz")
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DeployError(f"{path / 'params.npz'}: corrupt or not a params archive ({type(exc).__name__}: "
-                          f"{str(exc)[:200]}); re-run `snn-export --target xylo`") from None
+    arrays = read_params(path / "params.npz", TARGET)
     try:
         cfg = XyloConfig.from_arrays(arrays)
         readout = man["readout"]
