@@ -89,6 +89,7 @@ def bench_model(name: str, data_dir: Path, work: Path, cfg: BenchConfig, T: int)
 
     from snnchip.export.loihi import load_deploy, training_inputs
     from snnchip.export.nir_export import model_graph
+    from snnchip.export.sizing import deployment_size
     from snnchip.hw_sim.chip import ChipSimulator
     from snnchip.train import fit, load_model, simulate
     from snnchip.train.config import TrainConfig
@@ -109,13 +110,12 @@ def bench_model(name: str, data_dir: Path, work: Path, cfg: BenchConfig, T: int)
         return row
     dep = load_deploy(dep_dir)
     res = dep.manifest["resources"]
-    from snnchip.export.sizing import deployment_size
-
-    size = deployment_size(model_graph(dep_dir / "model.nir"), None, dep.manifest["precision"]["synapse_sets"])
+    graph = model_graph(dep_dir / "model.nir")  # the model's graph, as written beside the deployment
+    size = deployment_size(graph, None, dep.manifest["precision"]["synapse_sets"])
     row.update(connections=res["synapses"], neurons=res["neurons"], stored_weights=stored_weights(dep.qnet),
                cores=size.cores, chips=size.chips, deploy_dir_bytes=_directory_bytes(dep_dir))
     row["deploy_dir_over_weights"] = row["deploy_dir_bytes"] / row["float32_parameter_bytes"]
-    xs = training_inputs(run_dir / "model.pt", model_graph(run_dir / "model.pt"), samples=cfg.batch_size)
+    xs = training_inputs(run_dir / "model.pt", graph, samples=cfg.batch_size)
     sim = ChipSimulator(dep)
     chip_s = measure.time_calls(lambda: sim.run(xs, states=False), cfg.repeats, warmup=cfg.warmup)["min_time_s"]
     x_t = torch.as_tensor(xs, dtype=torch.float32)
