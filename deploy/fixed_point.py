@@ -67,6 +67,8 @@ def dense_fixed(w_eff: np.ndarray | sp.csr_matrix, weight_exp: int, s: np.ndarra
     s = np.asarray(s)
     if isinstance(w_eff, Kernel):
         a = conv_fixed(w_eff, s)
+    elif sp.issparse(w_eff) and w_eff.nnz == w_eff.shape[0] and np.all(np.diff(w_eff.indptr) == 1):
+        a = s[..., w_eff.indices] * w_eff.data  # one synapse per output (a shortcut): a gather
     elif sp.issparse(w_eff):
         flat = s.reshape(-1, s.shape[-1]).astype(np.int64)
         a = np.asarray(w_eff @ flat.T).T.reshape(*s.shape[:-1], w_eff.shape[0])
@@ -74,54 +76,96 @@ def dense_fixed(w_eff: np.ndarray | sp.csr_matrix, weight_exp: int, s: np.ndarra
         a = (s.astype(np.float64) @ w_eff.T.astype(np.float64)).astype(np.int64)  # exact: every sum < 2^52
     else:
         a = s.astype(np.int64) @ w_eff.T
-    return a << weight_exp if weight_exp > 0 else a >> -weight_exp
+    return a << weight_exp if weight_exp > 0 else a >> -weight_exp if weight_exp < 0 else a
 
 
 def conv_fixed(k: Kernel, s: np.ndarray) -> np.ndarray:
     """The integer convolution Σ m·s of a kernel, batched, exact: by torch in float32 where every partial sum is an
-    integer below 2^24 (Σ|m|·|s| < 2^24 bounds them), in float64 below 2^53, else in int64 (``conv_numpy``);
-    only the samples that receive a message this step are computed."""
+    integer below 2^24 (Σ|m|·|s| < 2^24 bounds them), in float64 below 2^53, else in int64 (``conv_numpy``); a
+    pooling composed into the kernel is summed first (``Kernel.apply``'s ``pool_first``: the same integers, and
+    every partial sum still within the bound); only the samples that receive a message this step are computed."""
     flat = s.reshape(-1, s.shape[-1])
-    out = np.zeros((flat.shape[0], k.shape[0]), dtype=np.int64)
     live = np.flatnonzero(flat.any(axis=1))  # a sample with no message this step gets 0 (most, in a deep pipeline)
-    if live.size:
-        bound = float(np.abs(flat[live]).max()) * k.abs_sum_bound
-        if bound >= 2.0**53:
-            out[live] = conv_numpy(k, flat[live])
-        else:
-            import torch
+    if live.size == 0:
+        return np.zeros((*s.shape[:-1], k.shape[0]), dtype=np.int64)
+    x = flat if live.size == flat.shape[0] else flat[live]
+    bound = float(np.abs(x).max()) * k.abs_sum_bound
+    if bound >= 2.0**53:
+        a = conv_numpy(k, x)
+    else:
+        import torch
 
-            a = k.apply(flat[live], torch.float32 if bound < 2.0**24 else torch.float64)
-            out[live] = a
-            if not np.array_equal(out[live], a):
-                raise ArithmeticError("an integer convolution gave a fraction: the float kernel is not exact here")
-    return out.reshape(*s.shape[:-1], k.shape[0])
+        a = k.apply(x, torch.float32 if bound < 2.0**24 else torch.float64, pool_first=True).astype(np.int64)
+    if live.size < flat.shape[0]:
+        out = np.zeros((flat.shape[0], k.shape[0]), dtype=np.int64)
+        out[live] = a
+        a = out
+    return a.reshape(*s.shape[:-1], k.shape[0])
 
 
 def wrap24(x: np.ndarray) -> np.ndarray:
+    """Lava's single 24-bit wrap (module docstring); ``x`` itself where nothing is out of range (the common case,
+    told by two reductions instead of two full passes)."""
+    if in_range(x, -WRAP + 1, WRAP):
+        return x
     w = np.where(x > WRAP, x - 2 * WRAP, x)
     return np.where(w <= -WRAP, x + 2 * WRAP, w)
 
 
+def clip24(x: np.ndarray) -> np.ndarray:
+    """clip(x, −(2^23 − 1), 2^23 − 1); ``x`` itself where nothing is out of range."""
+    return x if in_range(x, -V_MAX, V_MAX) else np.clip(x, -V_MAX, V_MAX)
+
+
+def in_range(x: np.ndarray, lo: int, hi: int) -> bool:
+    """lo ≤ x ≤ hi everywhere."""
+    return x.size == 0 or (int(x.max()) <= hi and int(x.min()) >= lo)
+
+
+def truncate12(p: np.ndarray) -> np.ndarray:
+    """p / 4096 rounded toward zero, int64: floor of (p + 4095·[p < 0]) / 4096, the same as sign(p)·(|p| >> 12)."""
+    r = p >> 63
+    r &= DECAY_UNITY - 1
+    r += p
+    r >>= DECAY_BITS
+    return r
+
+
 def decay(x: np.ndarray, d: int) -> np.ndarray:
-    p = x * (DECAY_UNITY - d)
-    return np.sign(p) * (np.abs(p) >> DECAY_BITS)
+    """sign(p)·(|p| >> 12) with p = x·(4096 − d): Lava's decay. A factor 2^k is a shift of x by 12 − k (the same
+    truncation, one multiplication fewer); factor 0 (d = 4096, no memory) is 0."""
+    f = DECAY_UNITY - d
+    if f == 0:
+        return np.zeros_like(x)
+    k = f.bit_length() - 1
+    if f == 1 << k:
+        drop = DECAY_BITS - k
+        r = x >> 63
+        r &= (1 << drop) - 1
+        r += x
+        r >>= drop
+        return r
+    return truncate12(x * f)
 
 
 def integrate_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """The integration of one fixed-point step before its 24-bit limits: pre = decay(u, du + 1) + (a << 6) (the
-    current before it wraps) and membrane = decay(v, dv) + wrap24(pre) (before it clips), int64."""
-    pre = decay(np.asarray(u, dtype=np.int64), du + 1) + (np.asarray(a_in, dtype=np.int64) << ACT_SHIFT)
-    return pre, decay(np.asarray(v, dtype=np.int64), dv) + wrap24(pre)
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The integration of one fixed-point step, int64: (pre, u, membrane) with pre = decay(u, du + 1) + (a << 6)
+    the current before its wrap, u = wrap24(pre) (``pre`` itself where nothing wraps) and membrane = decay(v, dv) + u
+    before it clips."""
+    pre = np.asarray(a_in, dtype=np.int64) << ACT_SHIFT
+    if du + 1 != DECAY_UNITY:  # else decay(u) = 0: no current memory
+        pre += decay(np.asarray(u, dtype=np.int64), du + 1)
+    u = wrap24(pre)
+    return pre, u, decay(np.asarray(v, dtype=np.int64), dv) + u
 
 
-def fire_fixed(pre: np.ndarray, membrane: np.ndarray, vth: int, reset: str = "zero", spike: str = "gt",
+def fire_fixed(u: np.ndarray, membrane: np.ndarray, vth: int, reset: str = "zero", spike: str = "gt",
                spiking: bool = True, reset_current: bool = False, vsub: int | None = None,
                s_prev: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The rest of the step from ``integrate_fixed``'s values: u = wrap24(pre), v = clip(membrane), spike, reset."""
-    u = wrap24(pre)
-    v = np.clip(membrane, -V_MAX, V_MAX)
+    """The rest of the step from ``integrate_fixed``'s wrapped current u and membrane: v = clip(membrane), spike,
+    reset."""
+    v = clip24(membrane)
     if not spiking:
         return u, v, np.zeros(v.shape, dtype=bool)
     if reset == "zero_next" and s_prev is not None:
@@ -141,20 +185,23 @@ def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, d
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One fixed-point step of the LIF family (module docstring): ``fire_fixed`` of ``integrate_fixed``; returns
     (u, v, s) as int64, int64, bool. ``s_prev``: the previous step's spikes (``zero_next``)."""
-    return fire_fixed(*integrate_fixed(u, v, a_in, du, dv), vth, reset, spike, spiking, reset_current, vsub, s_prev)
+    return fire_fixed(*integrate_fixed(u, v, a_in, du, dv)[1:], vth, reset, spike, spiking, reset_current, vsub,
+                      s_prev)
 
 
-def state_overflow(pre: np.ndarray, membrane: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where a step leaves the 24-bit state, from ``integrate_fixed``'s values, as bool masks: the current wraps
-    (pre outside (−2^23, 2^23]), the membrane clips at the top (> 2^23 − 1) or at the bottom (< −(2^23 − 1)). All
-    happen identically in Lava; counting them tells a run that left its headroom."""
-    return (pre > WRAP) | (pre <= -WRAP), membrane > V_MAX, membrane < -V_MAX
+def state_overflow(pre: np.ndarray, u: np.ndarray, membrane: np.ndarray) -> tuple[int, int, int]:
+    """How many values of a step leave the 24-bit state, from ``integrate_fixed``'s values: currents that wrap
+    (u ≠ pre: pre was outside (−2^23, 2^23]), membranes clipped at the top (> 2^23 − 1) and at the bottom
+    (< −(2^23 − 1)). All happen identically in Lava; counting them tells a run that left its headroom."""
+    wrapped = 0 if u is pre else int(np.count_nonzero(u != pre))
+    if in_range(membrane, -V_MAX, V_MAX):
+        return wrapped, 0, 0
+    return wrapped, int(np.count_nonzero(membrane > V_MAX)), int(np.count_nonzero(membrane < -V_MAX))
 
 
 def mul12(x: np.ndarray, f: np.ndarray) -> np.ndarray:
     """x·f/4096 rounded toward zero (the decay's arithmetic with a signed, possibly > 4096 factor f)."""
-    p = np.asarray(x, dtype=np.int64) * np.asarray(f, dtype=np.int64)
-    return np.sign(p) * (np.abs(p) >> DECAY_BITS)
+    return truncate12(np.asarray(x, dtype=np.int64) * np.asarray(f, dtype=np.int64))
 
 
 def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndarray, th: np.ndarray,
@@ -173,8 +220,8 @@ def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndar
         z = np.zeros(np.broadcast_shapes(v.shape, np.shape(a_in)), dtype=np.int64)
         return z, v + z, z
     u = mul12(np.asarray(a_in, dtype=np.int64) << ACT_SHIFT, aq)
-    m = np.clip(mul12(v, lq) + u, -V_MAX, V_MAX)
+    m = clip24(mul12(v, lq) + u)
     s = np.where(m >= th, m - th, 0)
-    v = np.clip(m - s + np.asarray(r, dtype=np.int64), -V_MAX, V_MAX)
+    v = clip24(m - s + np.asarray(r, dtype=np.int64))
     msg = s >> shift if shift >= 0 else s << -shift
     return m, v, np.minimum(msg, V_MAX)

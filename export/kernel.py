@@ -148,8 +148,13 @@ class Kernel:
         """The dense [n_out, n_in] matrix (small kernels only: tests, references)."""
         return self.to_csr().toarray()
 
-    def apply(self, x: np.ndarray, dtype: Any = None) -> np.ndarray:
-        """y = K ⊛ x for x [..., n_in] (numpy) -> [..., n_out], computed by torch in ``dtype`` (default float64)."""
+    def apply(self, x: np.ndarray, dtype: Any = None, pool_first: bool = False) -> np.ndarray:
+        """y = K ⊛ x for x [..., n_in] (numpy) -> [..., n_out], computed by torch in ``dtype`` (default float64).
+
+        ``pool_first``: a 2-D kernel that is a compact kernel c repeated r times per axis (``compact``; a pooling
+        composed into a conv), with strides divisible by r and no dilation, runs as the r×r sum pooling of the
+        padded input, then c at stride / r: Σ_k K[k]·x[s·o + k] = Σ_j c[j]·Σ_{i<r} x[s·o + r·j + i], the same sum
+        with 1/r² of the products (the same value for integers; floats may round differently)."""
         import torch
         import torch.nn.functional as F
 
@@ -160,10 +165,28 @@ class Kernel:
         pads = [p for d in reversed(range(len(self.stride))) for p in (self.pad_before[d], self.pad_after[d])]
         if any(pads):
             t = F.pad(t, pads)
-        conv = F.conv1d if len(self.stride) == 1 else F.conv2d
-        y = conv(t, torch.as_tensor(self.kernel).to(dtype), stride=self.stride, dilation=self.dilation,
-                 groups=self.groups)
+        kernel, stride = self.kernel, self.stride
+        compact, repeat = self.compact if pool_first and len(stride) == 2 else (kernel, (1,) * len(stride))
+        if any(r > 1 for r in repeat) and all(d == 1 for d in self.dilation) and \
+                all(s % r == 0 for s, r in zip(stride, repeat, strict=True)):
+            t = F.avg_pool2d(t, repeat, stride=repeat, divisor_override=1)  # the window's sum
+            kernel, stride = compact, tuple(s // r for s, r in zip(stride, repeat, strict=True))
+        conv = F.conv1d if len(stride) == 1 else F.conv2d
+        y = conv(t, torch.as_tensor(kernel).to(dtype), stride=stride, dilation=self.dilation, groups=self.groups)
         return y.reshape(*lead, self.shape[0]).numpy()
+
+    @functools.cached_property
+    def compact(self) -> tuple[np.ndarray, tuple[int, ...]]:
+        """(c, r) with the kernel = c repeated r[d] times along each spatial axis d, exactly (a pooling composed into a
+        conv repeats each tap over the pooling window): the largest r ≤ 4 per axis that divides the axis and
+        reproduces the kernel (cached; the kernel is not edited)."""
+        k, repeat = self.kernel, []
+        for axis in range(2, k.ndim):
+            r = next((r for r in (4, 3, 2) if k.shape[axis] % r == 0 and np.array_equal(
+                np.repeat(k.take(range(0, k.shape[axis], r), axis=axis), r, axis=axis), k)), 1)
+            k = k.take(range(0, k.shape[axis], r), axis=axis)
+            repeat.append(r)
+        return k, tuple(repeat)
 
     def __matmul__(self, x: np.ndarray) -> np.ndarray:
         """K·x for x [n_in] or [n_in, B] (the matrix product's layout)."""

@@ -100,10 +100,9 @@ class ChipSimulator:
         msgs = {INPUT: np.zeros((steps, B, xs.shape[2]), dtype=np.int64)}
         msgs[INPUT][:T] = encode_input(xs, qnet.input_frac_bits)
         kept = [q for q in qnet.stages if states or q.name == qnet.output]  # the readout's v is the output
-        kept_names = {q.name for q in kept}
-        rows = {q.name: steps if q.name in kept_names else 2 for q in qnet.stages}  # not kept: this step and the last
-        u = {q.name: np.zeros((rows[q.name], B, q.size), dtype=np.int64) for q in qnet.stages}
+        u = {q.name: np.zeros((steps, B, q.size), dtype=np.int64) for q in kept}
         v = {k: np.zeros_like(a) for k, a in u.items()}
+        last = {q.name: (np.zeros((B, q.size), np.int64),) * 2 for q in qnet.stages}  # u, v of the step before
         s = {q.name: np.zeros((steps, B, q.size), dtype=bool) for q in qnet.stages}
         # a spiking stage's messages are its spikes (the same array); an EM-PF stage's are graded
         msgs.update({q.name: np.zeros((steps, B, q.size), dtype=np.int64) if q.graded else s[q.name]
@@ -113,27 +112,30 @@ class ChipSimulator:
             for q in qnet.stages:
                 if t >= steps - q.latency:  # past the run on Lava's clock (t + latency ≥ steps): never read
                     continue
-                a = np.zeros((B, q.size), dtype=np.int64)
-                for p, parts in zip(q.inputs, self.weights[q.name], strict=True):
+                n, a = q.name, None
+                for p, parts in zip(q.inputs, self.weights[n], strict=True):
                     if t >= p.delay:
                         for w, e in parts:
-                            a += dense_fixed(w, e, msgs[p.source][t - p.delay])
+                            part = dense_fixed(w, e, msgs[p.source][t - p.delay])  # a new array: summed in place
+                            a = part if a is None else np.add(a, part, out=a)
+                a = np.zeros((B, q.size), np.int64) if a is None else a
                 if t < T:
                     a += q.bias
-                n, now, last = q.name, t % rows[q.name], (t - 1) % rows[q.name]
-                u0, v0 = (u[n][last], v[n][last]) if t else (a * 0, a * 0)
+                u0, v0 = last[n]
                 if q.graded:  # row t of the tables; idle (v kept, nothing sent) after the stage's T steps
                     row = min(t, T - 1)
-                    u[n][now], v[n][now], msgs[n][t] = empf_step_fixed(
-                        v0, a, *(q.tables[k][row] for k in EMPF_INT_TABLES), q.shift, t < T)
+                    u1, v1, msgs[n][t] = empf_step_fixed(v0, a, *(q.tables[k][row] for k in EMPF_INT_TABLES),
+                                                         q.shift, t < T)
                     s[n][t] = msgs[n][t] != 0
                 else:
-                    pre, membrane = integrate_fixed(u0, v0, a, q.du, q.dv)
-                    for key, mask in zip(OVERFLOWS, state_overflow(pre, membrane), strict=True):
-                        over[n][key] += int(mask.sum())
-                    u[n][now], v[n][now], s[n][t] = fire_fixed(
-                        pre, membrane, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm", q.vsub,
-                        s[n][t - 1] if t else None)
+                    pre, u1, membrane = integrate_fixed(u0, v0, a, q.du, q.dv)
+                    for key, count in zip(OVERFLOWS, state_overflow(pre, u1, membrane), strict=True):
+                        over[n][key] += count
+                    u1, v1, s[n][t] = fire_fixed(u1, membrane, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm",
+                                                 q.vsub, s[n][t - 1] if t else None)
+                last[n] = u1, v1
+                if n in u:
+                    u[n][t], v[n][t] = u1, v1
 
         def on_lava_clock(arrays: dict[str, np.ndarray], stages: list) -> dict[str, np.ndarray]:
             return {q.name: to_lava_timing(arrays[q.name], q.latency, steps) for q in stages}

@@ -127,11 +127,12 @@ def test_state_overflow_counts_hand_derived_cases():
     """No decay (du = −1, dv = 0). (0) u' = 2^23 − 64 + (1 << 6) = 2^23 does not wrap, v' = 2^23 clips at the top;
     (1) + (2 << 6) = 2^23 + 64 wraps to −2^23 + 64, inside v's range; (2) v = 2^23 − 10 plus 64 clips at the top;
     (3) v = −(2^23 − 10) minus 64 clips at the bottom."""
-    wrapped, top, bottom = state_overflow(*integrate_fixed(np.array([2**23 - 64, 2**23 - 64, 0, 0]),
-                                                           np.array([0, 0, 2**23 - 10, -(2**23 - 10)]),
-                                                           np.array([1, 2, 1, -1]), du=-1, dv=0))
-    assert wrapped.tolist() == [False, True, False, False]
-    assert top.tolist() == [True, False, True, False] and bottom.tolist() == [False, False, False, True]
+    cases = [(2**23 - 64, 0, 1, (0, 1, 0)), (2**23 - 64, 0, 2, (1, 0, 0)), (0, 2**23 - 10, 1, (0, 1, 0)),
+             (0, -(2**23 - 10), -1, (0, 0, 1))]
+    for u, v, a, counts in cases:
+        assert state_overflow(*integrate_fixed(np.array([u]), np.array([v]), np.array([a]), du=-1, dv=0)) == counts
+    assert state_overflow(*integrate_fixed(*(np.array([c[i] for c in cases]) for i in range(3)), du=-1, dv=0)) == (
+        1, 2, 1)
 
 
 def test_manifest_records_headroom_margin_and_calibration_data_and_rederives(tmp_path):

@@ -172,6 +172,28 @@ def test_numpy_and_torch_convolutions_equal_the_expanded_matrix(groups, graded):
     np.testing.assert_array_equal(dense_fixed(k, -3, s), ref >> 3)
 
 
+@pytest.mark.parametrize("repeat,stride,pad", [((2, 2), (2, 2), (2, 2)), ((2, 2), (4, 2), (0, 1)),
+                                               ((3, 3), (3, 3), (1, 2)), ((2, 1), (2, 1), (2, 1))])
+def test_a_composed_pooling_summed_first_gives_the_expanded_matrix_integers(repeat, stride, pad):
+    """pool_first: a kernel that repeats a compact kernel over the pooling window runs as the window's sum, then the
+    compact kernel; its integers are the CSR product's (odd input sizes, asymmetric padding, graded inputs)."""
+    rng = np.random.default_rng(sum(stride) + sum(pad))
+    compact = rng.integers(-255, 256, (4, 3, 3, 3))
+    kernel = np.repeat(np.repeat(compact, repeat[0], axis=2), repeat[1], axis=3)
+    in_shape = (3, 11, 9)
+    out = tuple((n + 2 * p - k) // s + 1 for n, p, k, s in zip(in_shape[1:], pad, kernel.shape[2:], stride,
+                                                                 strict=True))
+    k = Kernel(kernel, in_shape, (4, *out), stride, pad, pad, (1, 1))
+    k.check()
+    assert k.compact[1] == repeat and np.array_equal(k.compact[0], compact)
+    s = rng.integers(-2**10, 2**10, (5, k.shape[1]))
+    ref = (k.to_csr() @ s.T).T
+    import torch
+
+    for dtype in (torch.float32, torch.float64):
+        np.testing.assert_array_equal(k.apply(s, dtype, pool_first=True), ref)
+
+
 @pytest.mark.parametrize("side", ["before", "after"])
 def test_a_per_channel_gain_folds_into_the_kernel_and_another_gain_expands_it(side):
     """diag(g)·K and K·diag(g) with one g per channel stay a kernel equal to the CSR product; a gain that varies
