@@ -7,18 +7,19 @@ lasts T + depth steps (depth: the largest latency).
 
 Each stage's manifest entry lists its ``inputs`` (projections): source (``input`` or a stage),
 ``synapse`` ("dense": a Lava Dense, params.npz holds ``<stage>/in<i>/weight`` [n_out, n_source]; "sparse": a Lava
-Sparse, the CSR arrays ``<stage>/in<i>/weight/{data,indices,indptr,shape}``; the same for ``weight_float``),
+Sparse, the CSR arrays ``<stage>/in<i>/weight/{data,indices,indptr,shape}``),
 ``weight_exp``, ``num_message_bits``, ``delay`` (software steps), ``lava_delay`` (extra synaptic delay on
 Lava: a DelayDense/DelaySparse) and ``low_exp``: null, or the exponent of the wide weights' residual mantissas
 ``<stage>/in<i>/weight_low`` (a second Dense/Sparse of the same layout). Format version 6 adds ``synapse`` "conv":
 a weight-shared kernel (``export.kernel.Kernel``), params.npz holds ``<stage>/in<i>/weight/kernel``
-[C_out, C_in/groups, *k] (int16; and ``weight_float/kernel``, float32 where exact, else float64;
-``weight_low/kernel``), stored compact where a composed pooling repeats its taps (``kernel_repeat``: the factor per
-spatial axis, ``np.repeat`` restores it), the manifest entry its ``geometry``
-(in_shape, out_shape, stride, pad_before, pad_after, dilation, groups). Version 5 added the manifest's ``seal``
-(``export.seal``: the sha256 of model.nir, params.npz and of every manifest value), checked on every read.
-Version 5 (no kernels), version 4 (no seal), version 3 (no ``low_exp``) and versions 1 and 2 (a chain: one input
-per stage, from the stage before; the SRM's current decay stored as 4096 − factor) are still read.
+[C_out, C_in/groups, *k] (int16; and ``weight_low/kernel``), stored compact where a composed pooling repeats its
+taps (``kernel_repeat``: the factor per spatial axis, ``np.repeat`` restores it), the manifest entry its ``geometry``
+(in_shape, out_shape, stride, pad_before, pad_after, dilation, groups). Version 7 stores no float arrays: the
+float stages are model.nir lowered again with the manifest's interpretation and T (``_float_stages``), checked
+against the manifest's stages. Version 5 added the manifest's ``seal`` (``export.seal``: the sha256 of model.nir,
+params.npz and of every manifest value), checked on every read. Version 6 (``weight_float``, ``bias_float`` and
+EM-PF ``table/*`` in params.npz), 5 (no kernels), 4 (no seal), 3 (no ``low_exp``) and versions 1 and 2 (a chain:
+one input per stage, from the stage before; the SRM's current decay stored as 4096 − factor) are still read.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ import scipy.sparse as sp
 
 from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
-from snnchip.errors import DataError, DeployError, OutputError, UnsupportedNodeError
+from snnchip.errors import DataError, DeployError, OutputError, SnnchipError, UnsupportedNodeError
 from snnchip.export.kernel import Kernel
 from snnchip.export.loihi2 import EMPF_TABLES, NEVER_FIRES, neuron_process, synapse_process
 from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
 from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower, schedule
 from snnchip.export.nir_export import nir_bytes
 from snnchip.export.nir_meta import multi_spike_nodes, recorded_interpretation
+from snnchip.export.nir_read import read_graph
 from snnchip.export.quantize import (
     DATA_MARGIN,
     QProjection,
@@ -64,9 +66,10 @@ from snnchip.export.stage_peaks import check_calibration_input, describe, stage_
 from snnchip.identity import sha256_file
 from snnchip.spec import Interpretation
 
-FORMAT = {"name": "snnchip-loihi-deploy", "version": 6}
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)  # 1, 2: chains (version 1: every stage dense); 3: no wide weights; 4: no seal;
-# 5: no kernels (every convolution a CSR matrix)
+FORMAT = {"name": "snnchip-loihi-deploy", "version": 7}
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)  # 1, 2: chains (version 1: every stage dense); 3: no wide weights; 4: no
+# seal; 5: no kernels (every convolution a CSR matrix); 6: the float stages' arrays in params.npz
+FLOAT_FROM_GRAPH = 7  # from this version on the float stages are model.nir lowered again, not params.npz arrays
 CSR_PARTS = ("data", "indices", "indptr", "shape")
 FILES = ("model.nir", "params.npz", "manifest.json")
 _STAGE_KEYS = ("name", "kind", "dv", "vth", "vsub", "scale", "reset", "spike", "du", "lam_syn", "latency", "shift",
@@ -78,7 +81,7 @@ def _pack_weight(key: str, w: Weight) -> dict[str, np.ndarray]:
     """params.npz arrays of one projection: ``key`` itself when dense, ``key/{data,indices,indptr,shape}`` when CSR,
     ``key/kernel`` for a kernel (its geometry is in the manifest)."""
     if isinstance(w, Kernel):
-        compact, repeat = _compact(w.kernel)
+        compact, repeat = w.compact
         return {f"{key}/kernel": _narrowest(compact),
                 **({f"{key}/kernel_repeat": np.asarray(repeat, np.int64)} if any(r > 1 for r in repeat) else {})}
     if not sp.issparse(w):
@@ -92,19 +95,6 @@ def _narrowest(a: np.ndarray) -> np.ndarray:
     float32 where that loses nothing): the values read back are the ones written."""
     narrow = a.astype(np.int16) if np.issubdtype(a.dtype, np.integer) else a.astype(np.float32)
     return narrow if np.array_equal(narrow, a) else a
-
-
-def _compact(k: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-    """A kernel as (compact, repeat) with k = compact repeated ``repeat`` times along each spatial axis, exactly (a
-    pooling composed into a conv repeats each tap over the pooling window): the largest repeat ≤ 4 per axis that
-    divides the axis and reproduces k."""
-    repeat = []
-    for axis in range(2, k.ndim):
-        r = next((r for r in (4, 3, 2) if k.shape[axis] % r == 0 and np.array_equal(
-            np.repeat(k.take(range(0, k.shape[axis], r), axis=axis), r, axis=axis), k)), 1)
-        k = k.take(range(0, k.shape[axis], r), axis=axis)
-        repeat.append(r)
-    return k, tuple(repeat)
 
 
 def _unpack_weight(arrays: dict[str, np.ndarray], key: str, synapse: str, geometry: dict | None = None) -> Weight:
@@ -358,14 +348,12 @@ def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation:
     if training and "calibration" in dep.manifest:
         dep.manifest["calibration"]["data"] = "the model's training set (its first samples, encoded as in training)"
     arrays = {}
-    for st, q in zip(dep.net.stages, dep.qnet.stages, strict=True):
-        arrays.update({f"{q.name}/bias": q.bias, f"{q.name}/bias_float": st.bias})
-        for i, (p, pf) in enumerate(zip(q.inputs, st.inputs, strict=True)):
+    for q in dep.qnet.stages:
+        arrays[f"{q.name}/bias"] = q.bias
+        for i, p in enumerate(q.inputs):
             arrays.update({**_pack_weight(f"{q.name}/in{i}/weight", p.weight),
-                           **_pack_weight(f"{q.name}/in{i}/weight_float", pf.weight),
                            **({} if p.low is None else _pack_weight(f"{q.name}/in{i}/weight_low", p.low))})
         if q.tables is not None:
-            arrays.update({f"{q.name}/table/{fk}": st.tables[fk] for fk, _ in EMPF_TABLES})
             arrays.update({f"{q.name}/qtable/{qk}": q.tables[qk] for _, qk in EMPF_TABLES})
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
@@ -387,11 +375,13 @@ def load_deploy(deploy_dir: str | os.PathLike, allow_edited: bool = False) -> De
         refuse_edited(path, sealed)
     check_manifest(man, str(where))
     arrays = read_params(path / "params.npz", "loihi")
+    floats = _float_stages(path, man) if version >= FLOAT_FROM_GRAPH else None
     pairs = []
     for i, s in enumerate(man["stages"]):
         at = f"{where}: stage {i + 1} ({s['name']!r})"
         try:
-            pairs.append(_read_stage(s, arrays, version, i, man["stages"][i - 1]["name"] if i else INPUT))
+            pairs.append(_read_stage(s, arrays, version, i, man["stages"][i - 1]["name"] if i else INPUT,
+                                     None if floats is None else floats[i]))
         except KeyError as exc:
             raise DeployError(f"{at}: no {exc} in the manifest entry or params.npz; re-export the directory") from None
         except (TypeError, ValueError, AttributeError) as exc:  # a field of the wrong type, a CSR triple scipy refuses
@@ -402,6 +392,8 @@ def load_deploy(deploy_dir: str | os.PathLike, allow_edited: bool = False) -> De
             raise DeployError(f"{at}: process = {s['process']!r} is invalid: this stage runs on {neuron_process(q)}")
     sizes = {INPUT: math.prod(man["input"]["shape"]), **{q.name: q.size for _, q in pairs}}
     for i, (st, q) in enumerate(pairs):
+        if floats is not None:
+            _check_float_stage(f"{where}: stage {i + 1} ({q.name!r})", man["stages"][i], st)
         check_synapses(f"{where}: stage {i + 1} ({q.name!r})", f"{path / 'params.npz'}: stage {i + 1} ({q.name!r})",
                        q, st, man["T"], sizes)
     inp = man["input"]
@@ -411,6 +403,34 @@ def load_deploy(deploy_dir: str | os.PathLike, allow_edited: bool = False) -> De
                         inp["range"], output, man["quantization"])
     _check_schedule(where, net, qnet)
     return Deployment(net, qnet, man, path, sealed)
+
+
+def _float_stages(path: Path, man: dict[str, Any]) -> tuple[Stage, ...]:
+    """The float stages of a version ≥ 7 directory: its model.nir lowered again with the manifest's interpretation
+    and T, as the export lowered it; they must be the manifest's stages, one for one."""
+    where = path / "model.nir"
+    interp = man.get("interpretation")
+    try:
+        net = lower(read_graph(where), Interpretation(**interp) if isinstance(interp, dict) else None, man["T"])
+    except (SnnchipError, TypeError) as exc:
+        raise DeployError(f"{where}: the float graph does not lower again ({exc})") from None
+    names = [st.name for st in net.stages]
+    if names != [s["name"] for s in man["stages"]]:
+        raise DeployError(f"{where}: the graph lowers to the stages {names}, not the manifest's "
+                          f"{[s['name'] for s in man['stages']]}")
+    return net.stages
+
+
+def _check_float_stage(at: str, s: dict[str, Any], stage: Stage) -> None:
+    """The lowered float stage is the one the manifest entry describes (its kind, shape, neuron and projections)."""
+    fields = {"kind": stage.kind, "out_shape": list(stage.out_shape), "lam": stage.lam, "theta": stage.theta,
+              "reset_by": stage.reset_by,
+              "inputs": [(p.source, p.delay, p.synapse) for p in stage.inputs]}
+    entry = {**{k: s.get(k) for k in fields if k != "inputs"},
+             "inputs": [(e["source"], e["delay"], e["synapse"]) for e in s["inputs"]]}
+    for key, value in fields.items():
+        if entry[key] != value:
+            raise DeployError(f"{at}: {key} = {entry[key]!r}, but model.nir lowers to {value!r}")
 
 
 def _check_schedule(where: Path, net: LoweredNet, qnet: QuantizedNet) -> None:
@@ -429,10 +449,11 @@ def _check_schedule(where: Path, net: LoweredNet, qnet: QuantizedNet) -> None:
                                   f"the schedule needs {e}")
 
 
-def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, index: int, previous: str
-                ) -> tuple[Stage, QStage]:
-    """One manifest entry and its arrays as (float ``Stage``, integer ``QStage``); a version 1/2 entry is the chain
-    stage it was: one dense/sparse input from the stage before, latency index + 1."""
+def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, index: int, previous: str,
+                lowered: Stage | None = None) -> tuple[Stage, QStage]:
+    """One manifest entry and its arrays as (float ``Stage``, integer ``QStage``); the float stage is ``lowered``
+    (version ≥ 7, checked against the entry) or read from the arrays; a version 1/2 entry is the chain stage it was:
+    one dense/sparse input from the stage before, latency index + 1."""
     name, graded = s["name"], s["kind"] == "empf"
     if version >= 3:
         entries = [(e, f"{name}/in{i}") for i, e in enumerate(s["inputs"])]
@@ -454,13 +475,16 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
                                    (_unpack_weight(arrays, f"{key}/weight_low", e["synapse"], e.get("geometry")),
                                     e["low_exp"])))
                      for e, key in entries)
-    f_inputs = tuple(Projection(e["source"], _unpack_weight(arrays, f"{key}/weight_float", e["synapse"],
-                                                            e.get("geometry")), e["delay"]) for e, key in entries)
     out_shape = tuple(s["out_shape"])
-    stage = Stage(name=name, kind=s["kind"], inputs=f_inputs, bias=arrays[f"{name}/bias_float"], out_shape=out_shape,
-                  lam=s["lam"], theta=s["theta"], reset=fields["reset"], spike=s["spike"],
-                  lam_syn=fields.get("lam_syn", 0.0), reset_by=s.get("reset_by"),
-                  tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in EMPF_TABLES} if graded else None)
+    if lowered is not None:  # checked against the entry once the entry's values are known to be valid
+        stage = lowered
+    else:
+        f_inputs = tuple(Projection(e["source"], _unpack_weight(arrays, f"{key}/weight_float", e["synapse"],
+                                                                e.get("geometry")), e["delay"]) for e, key in entries)
+        stage = Stage(name=name, kind=s["kind"], inputs=f_inputs, bias=arrays[f"{name}/bias_float"],
+                      out_shape=out_shape, lam=s["lam"], theta=s["theta"], reset=fields["reset"], spike=s["spike"],
+                      lam_syn=fields.get("lam_syn", 0.0), reset_by=s.get("reset_by"),
+                      tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in EMPF_TABLES} if graded else None)
     q = QStage(**fields, inputs=q_inputs, out_shape=out_shape, bias=arrays[f"{name}/bias"],
                tables={qk: arrays[f"{name}/qtable/{qk}"] for _, qk in EMPF_TABLES} if graded else None)
     return stage, q

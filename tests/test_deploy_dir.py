@@ -13,8 +13,10 @@ from nir_nets import conv_graph, mlp_graph
 
 from snnchip import cli
 from snnchip.errors import DeployError
-from snnchip.export.loihi import _unpack_weight, deployment_from_graph, export_loihi, load_deploy
+from snnchip.export.loihi import _pack_weight, _unpack_weight, deployment_from_graph, export_loihi, load_deploy
+from snnchip.export.loihi2 import EMPF_TABLES
 from snnchip.export.lowering import as_matrix, synapse_of
+from snnchip.export.seal import sealed_manifest_json
 from snnchip.hw_sim.chip import ChipSimulator
 
 
@@ -26,7 +28,7 @@ def deploy_dir(tmp_path):
 def test_directory_holds_float_graph_integer_params_and_manifest(deploy_dir):
     assert sorted(p.name for p in deploy_dir.iterdir()) == ["manifest.json", "model.nir", "params.npz"]
     man = json.loads((deploy_dir / "manifest.json").read_text())
-    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 6}
+    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 7}
     assert set(man["seal"]["files"]) == {"model.nir", "params.npz"} and "stages[1]" in man["seal"]["values"]
     assert [[(p["source"], p["synapse"], p["delay"], p["lava_delay"]) for p in s["inputs"]] for s in man["stages"]] \
         == [[("input", "dense", 0, 0)], [("fc1", "dense", 0, 0)]]
@@ -36,9 +38,55 @@ def test_directory_holds_float_graph_integer_params_and_manifest(deploy_dir):
     assert man["resources"]["neurons"] == 11 and man["resources"]["per_stage"]["fc1"]["synapses"] <= 48
     assert {"clipped_fraction", "max_abs_weight_error", "mean_abs_weight_error"} <= \
         set(man["quantization"][0]["projections"][0])
-    with np.load(deploy_dir / "params.npz") as z:
-        assert z["fc1/in0/weight"].dtype == np.int32 and z["fc1/in0/weight_float"].dtype == np.float64
+    with np.load(deploy_dir / "params.npz") as z:  # the float stages are model.nir's (format 7)
+        assert z["fc1/in0/weight"].dtype == np.int32 and not any("float" in k for k in z.files)
     assert set(nir.read(deploy_dir / "model.nir").nodes) >= {"fc1", "fc1_neuron", "fc2_neuron"}
+
+
+def as_version_6(deploy_dir) -> None:
+    """Rewrite a format-7 directory as format 6 wrote it, sealed: the float stages' arrays (``weight_float``,
+    ``bias_float``, EM-PF ``table/*``) in params.npz beside the integers."""
+    net = load_deploy(deploy_dir).net
+    with np.load(deploy_dir / "params.npz") as z:
+        arrays = dict(z)
+    for st in net.stages:
+        arrays[f"{st.name}/bias_float"] = st.bias
+        for i, p in enumerate(st.inputs):
+            arrays.update(_pack_weight(f"{st.name}/in{i}/weight_float", p.weight))
+        arrays.update({f"{st.name}/table/{fk}": st.tables[fk] for fk, _ in EMPF_TABLES} if st.tables else {})
+    np.savez(deploy_dir / "params.npz", **arrays)
+    man = json.loads((deploy_dir / "manifest.json").read_text())
+    man.pop("seal")
+    man["format"]["version"] = 6
+    (deploy_dir / "manifest.json").write_text(sealed_manifest_json(deploy_dir, man))
+
+
+def test_format_7_float_stages_are_model_nir_lowered_again(deploy_dir, tmp_path):
+    """The float stages of a format-7 directory equal the exporter's in memory, bit for bit; a format-6 directory
+    (float arrays in params.npz) reads to the same; a model.nir of another shape is refused naming the file."""
+    mem = deployment_from_graph(mlp_graph((6, 8, 3), T=4, seed=1, gain=2.5))
+    for dep in (load_deploy(deploy_dir), None):
+        if dep is None:
+            as_version_6(deploy_dir)
+            dep = load_deploy(deploy_dir)
+            assert dep.manifest["format"]["version"] == 6 and dep.seal.sealed
+        for a, b in zip(dep.net.stages, mem.net.stages, strict=True):
+            assert (a.name, a.kind, a.lam, a.theta, a.out_shape) == (b.name, b.kind, b.lam, b.theta, b.out_shape)
+            np.testing.assert_array_equal(a.bias, b.bias)
+            np.testing.assert_array_equal(a.inputs[0].weight, b.inputs[0].weight)
+    man = json.loads((deploy_dir / "manifest.json").read_text())  # format 6: the float values held to the limits
+    man["stages"][0]["lam"] = 1.5
+    (deploy_dir / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(DeployError, match=r"stage 1 \('fc1'\): lam = 1.5 is invalid: a decay factor in \[0, 1\]"):
+        load_deploy(deploy_dir, allow_edited=True)
+    other = export_loihi(mlp_graph((6, 5, 3), T=4, seed=1, gain=2.5), tmp_path / "other")
+    (other / "model.nir").write_bytes(export_loihi(mlp_graph((6, 8, 3), T=4, seed=2), tmp_path / "o2")
+                                      .joinpath("model.nir").read_bytes())
+    with pytest.raises(DeployError, match=r"stage 1 \('fc1'\): out_shape = \[5\], but model.nir lowers to \[8\]"):
+        load_deploy(other, allow_edited=True)
+    (other / "model.nir").write_bytes(b"garbage")
+    with pytest.raises(DeployError, match=r"model.nir: the float graph does not lower again \(.*expected a NIR graph"):
+        load_deploy(other, allow_edited=True)
 
 
 def test_load_round_trips_the_in_memory_deployment(deploy_dir):
@@ -84,7 +132,8 @@ def _set(path, value):
     (_set(("stages", 1, "inputs", 0, "weight_exp"), 100),
      "stage 2 ('fc2'), input 0: weight_exp = 100 is invalid: an integer in -31..31"),
     (_set(("stages", 1, "inputs", 0, "weight_exp"), 2.5), "weight_exp = 2.5 is invalid"),
-    (_set(("stages", 1, "inputs", 0, "source"), "nowhere"), "source = 'nowhere' is invalid: one of input, fc1, fc2"),
+    (_set(("stages", 1, "inputs", 0, "source"), "nowhere"),
+     "stage 2 ('fc2'): inputs = [('nowhere', 0, 'dense')], but model.nir lowers to [('fc1', 0, 'dense')]"),
     (_set(("stages", 1, "inputs", 0, "lava_delay"), 3), "lava_delay = 3 is invalid: the schedule needs 0"),
     (_set(("stages", 1, "latency"), 5), "stage 'fc2': latency = 5 is invalid: its projections give 2"),
     (_set(("stages", 1, "vth"), 7), "stage 2 ('fc2'): vth = 7 is invalid: 131072: a readout"),
@@ -95,17 +144,18 @@ def _set(path, value):
     (_set(("stages", 0, "reset"), "explode"), "stage 1 ('fc1'): reset = 'explode' is invalid"),
     (_set(("stages", 0, "spike"), "eq"), "stage 1 ('fc1'): spike = 'eq' is invalid"),
     (_set(("stages", 0, "scale"), float("nan")), "stage 1 ('fc1'): scale = nan is invalid: a finite number > 0"),
-    (_set(("stages", 0, "lam"), 1.5), "stage 1 ('fc1'): lam = 1.5 is invalid: a decay factor in [0, 1]"),
+    (_set(("stages", 0, "lam"), 1.5), "stage 1 ('fc1'): lam = 1.5, but model.nir lowers to 0.5"),
     (_set(("stages", 0, "process"), "lava.Foo"), "stage 1 ('fc1'): process = 'lava.Foo' is invalid"),
     (_set(("stages", 0, "process"), "lava.LIF"), "process = 'lava.LIF' is invalid: this stage runs on snnchip.CubaLIF"),
-    (_set(("stages", 1, "out_shape"), [9]), "stage 2 ('fc2'), input 0: weight = 'ndarray (3, 8)' is invalid: a dense"),
+    (_set(("stages", 1, "out_shape"), [9]), "stage 2 ('fc2'): out_shape = [9], but model.nir lowers to [3]"),
     (_set(("stages", 1, "name"), "fc1"), "stages[1].name = 'fc1' is invalid: a unique, non-empty string"),
     (_set(("T",), 0), "T = 0 is invalid: an integer in 1..10000"),
     (_set(("T",), 10**9), "T = 1000000000 is invalid"),
     (_set(("encoding",), "morse"), "encoding = 'morse' is invalid"),
 ])
 def test_a_manifest_value_outside_the_chip_limits_is_refused_by_field(deploy_dir, edit, field):
-    """Even when an edited deployment is explicitly allowed, every value is held to the chip's limits."""
+    """Even when an edited deployment is explicitly allowed, every value is held to the chip's limits (and a float
+    stage's to what model.nir lowers to)."""
     man = json.loads((deploy_dir / "manifest.json").read_text())
     edit(man)
     (deploy_dir / "manifest.json").write_text(json.dumps(man))
@@ -135,6 +185,8 @@ def _rewrite_params(deploy_dir, **changes):
     ("fc2/bias_float", lambda b: b[:2], "stage 2 ('fc2'): bias_float = 'float64 array (2,)' is invalid"),
 ])
 def test_a_params_array_outside_the_chip_limits_is_refused_by_field(deploy_dir, key, change, field):
+    if "float" in key:  # format 6's float arrays
+        as_version_6(deploy_dir)
     with np.load(deploy_dir / "params.npz") as z:
         _rewrite_params(deploy_dir, **{key: change(z[key])})
     with pytest.raises(DeployError) as err:
@@ -188,8 +240,7 @@ def test_conv_stages_are_stored_as_kernels_and_round_trip(tmp_path):
         # the composed 6x6 kernel repeats each 3x3 tap over the 2x2 pooling window: stored compact
         assert z["conv2/in0/weight/kernel"].shape == (3, 2, 3, 3)
         assert list(z["conv2/in0/weight/kernel_repeat"]) == [2, 2]
-        assert z["conv2/in0/weight/kernel"].dtype == np.int16  # 8-bit mantissas; float32 only where exact:
-        assert z["conv2/in0/weight_float/kernel"].dtype == np.float64  # these random float64 weights are not
+        assert z["conv2/in0/weight/kernel"].dtype == np.int16  # 8-bit mantissas
     dep, mem = load_deploy(out), deployment_from_graph(graph)
     for a, b in zip(dep.qnet.stages + dep.net.stages, mem.qnet.stages + mem.net.stages, strict=True):
         (pa,), (pb,) = a.inputs, b.inputs
@@ -206,11 +257,11 @@ def test_conv_stages_are_stored_as_kernels_and_round_trip(tmp_path):
 def test_format_5_directory_with_csr_convolutions_still_reads_and_runs_the_same(tmp_path):
     """A format-5 directory (every convolution a CSR matrix, sealed) reads, and runs bit for bit as the format-6
     directory of the same graph: the kernels expand to those very matrices."""
-    from snnchip.export.seal import sealed_manifest_json
 
     graph = conv_graph(in_shape=(1, 12, 12), channels=(2, 3), classes=3, T=4, seed=1, pool="avg")
-    new = export_loihi(graph, tmp_path / "v6")
+    new = export_loihi(graph, tmp_path / "v7")
     old = export_loihi(graph, tmp_path / "v5")
+    as_version_6(old)
     man = json.loads((old / "manifest.json").read_text())
     with np.load(old / "params.npz") as z:
         arrays = dict(z)
@@ -272,6 +323,7 @@ def test_a_wide_weights_residual_off_the_grid_is_refused_and_version_3_still_rea
     with pytest.raises(DeployError, match=r"stage 1 \('fc1'\), input 0: weight_low = 301 is invalid: 8-bit"):
         load_deploy(out, allow_edited=True)
     narrow = export_loihi(graph, tmp_path / "n")  # version 3 wrote no low_exp: read as 8-bit weights
+    as_version_6(narrow)
     man = json.loads((narrow / "manifest.json").read_text())
     for s in man["stages"]:
         for p in s["inputs"]:
@@ -329,14 +381,15 @@ def test_chain_versions_are_read_and_unknown_versions_refused(deploy_dir, versio
     fix."""
     x = np.random.default_rng(3).uniform(0, 1, (4, 3, 6))
     ref = ChipSimulator(load_deploy(deploy_dir)).run(x)
+    as_version_6(deploy_dir)
     _as_chain_version(deploy_dir, version)
     dep = load_deploy(deploy_dir)
     assert [[p.source for p in q.inputs] for q in dep.qnet.stages] == [["input"], ["fc1"]]
     assert [q.latency for q in dep.qnet.stages] == [1, 2] and not dep.seal.sealed
     np.testing.assert_array_equal(ChipSimulator(dep).run(x).output_raw, ref.output_raw)
     man = json.loads((deploy_dir / "manifest.json").read_text())
-    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 7}}))
-    with pytest.raises(DeployError, match=r"version 7 was written by a newer snnchip \(this one reads 1-6\); upgrade "
+    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 8}}))
+    with pytest.raises(DeployError, match=r"version 8 was written by a newer snnchip \(this one reads 1-7\); upgrade "
                                           r"snnchip, or re-export .*snn-export"):
         load_deploy(deploy_dir)
 
@@ -366,6 +419,7 @@ def test_snn_export_and_snn_run_chip(tmp_path, capsys):
 @pytest.mark.lava
 def test_an_old_directory_runs_on_lava_as_on_the_chip(deploy_dir, tmp_path):
     """A version 2 readout (stored vth 0) runs on Lava's LIF as a readout that never fires."""
+    as_version_6(deploy_dir)
     _as_chain_version(deploy_dir, 2)
     np.save(tmp_path / "x.npy", np.random.default_rng(3).uniform(0, 1, (4, 3, 6)))
     base = [str(deploy_dir), "--input", str(tmp_path / "x.npy")]
