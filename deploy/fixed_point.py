@@ -68,7 +68,9 @@ def dense_fixed(w_eff: np.ndarray | sp.csr_matrix, weight_exp: int, s: np.ndarra
     if isinstance(w_eff, Kernel):
         a = conv_fixed(w_eff, s)
     elif sp.issparse(w_eff) and w_eff.nnz == w_eff.shape[0] and np.all(np.diff(w_eff.indptr) == 1):
-        a = s[..., w_eff.indices] * w_eff.data  # one synapse per output (a shortcut): a gather
+        # one synapse per output (a shortcut): a gather, or none where output i reads input i
+        same = w_eff.shape[0] == s.shape[-1] and np.array_equal(w_eff.indices, np.arange(w_eff.shape[0]))
+        a = (s if same else s[..., w_eff.indices]) * w_eff.data
     elif sp.issparse(w_eff):
         flat = s.reshape(-1, s.shape[-1]).astype(np.int64)
         a = np.asarray(w_eff @ flat.T).T.reshape(*s.shape[:-1], w_eff.shape[0])
@@ -164,18 +166,18 @@ def fire_fixed(u: np.ndarray, membrane: np.ndarray, vth: int, reset: str = "zero
                spiking: bool = True, reset_current: bool = False, vsub: int | None = None,
                s_prev: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The rest of the step from ``integrate_fixed``'s wrapped current u and membrane: v = clip(membrane), spike,
-    reset."""
+    reset. The membrane is the step's own array: it becomes v (reset in place)."""
     v = clip24(membrane)
     if not spiking:
         return u, v, np.zeros(v.shape, dtype=bool)
     if reset == "zero_next" and s_prev is not None:
-        v = np.where(s_prev, 0, v)
+        np.copyto(v, 0, where=s_prev)
     th = np.int64(vth) << ACT_SHIFT
     s = v >= th if spike == "ge" else v > th
     if reset == "subtract":
-        v = v - (np.int64(vth if vsub is None else vsub) << ACT_SHIFT) * s
+        np.subtract(v, np.int64(vth if vsub is None else vsub) << ACT_SHIFT, out=v, where=s)
     elif reset == "zero":
-        v = np.where(s, 0, v)
+        np.copyto(v, 0, where=s)
     return (np.where(s, 0, u) if reset_current else u), v, s
 
 

@@ -39,3 +39,22 @@ def test_28x28_two_conv_net_exports_far_below_its_dense_size(tmp_path):
     x = np.random.default_rng(0).uniform(0, 1, (4, 1, 1, 28, 28))
     res = ChipSimulator(dep).run(x)
     assert res.spikes["conv1"].any() and res.spikes["conv2"].any() and res.output.shape == (4, 1, 10)
+
+
+def test_a_one_synapse_per_output_matrix_gives_the_csr_product():
+    """A shortcut's CSR matrix (one synapse per output: the identity, or a selection of inputs) is summed as a
+    gather; its integers are scipy's CSR product's, for binary and graded messages, shifted by the exponent."""
+    import scipy.sparse as sp
+
+    from snnchip.deploy.fixed_point import dense_fixed, effective_weights
+
+    rng = np.random.default_rng(3)
+    n = 40
+    for cols in (np.arange(n), rng.permutation(n), rng.choice(2 * n, n, replace=False)):
+        values = rng.choice([-1, 1], n) * rng.integers(1, 128, n) * 2
+        w = effective_weights(sp.csr_matrix((values, (np.arange(n), cols)), shape=(n, int(cols.max()) + 1)))
+        assert w.nnz == n  # no zero weight drawn: every output keeps its one synapse
+        for s in (rng.random((3, 5, w.shape[1])) < 0.4, rng.integers(-2**12, 2**12, (3, 5, w.shape[1]))):
+            ref = np.asarray(w @ s.reshape(-1, w.shape[1]).T.astype(np.int64)).T.reshape(3, 5, n)
+            np.testing.assert_array_equal(dense_fixed(w, -2, s), ref >> 2)
+            np.testing.assert_array_equal(dense_fixed(w, 0, s), ref)
