@@ -269,8 +269,16 @@ def graded_spike_peaks(graph: nir.NIRGraph, x: Any) -> dict[str, float] | None:
     return peak
 
 
+def graded_spike_bounds(graph: nir.NIRGraph, x_train: Any) -> dict[str, float] | None:
+    """The graded-spike bounds of a model's deployment: ``graded_spike_peaks`` on the first ``CALIBRATION_SAMPLES``
+    training inputs ``x_train`` times the data margin ``DATA_MARGIN`` (a sample, not the whole set: CIFAR-10's
+    50 000 images through a float64 ResNet would take hours); None when the graph has no graded layer."""
+    peaks = graded_spike_peaks(graph, x_train[:CALIBRATION_SAMPLES])
+    return None if peaks is None else {k: DATA_MARGIN * v for k, v in peaks.items()}
+
+
 def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, float] | None:
-    """``graded_spike_peaks`` on the training set recorded in a ``model.pt`` (None for other sources)."""
+    """``graded_spike_bounds`` on the training set a ``model.pt`` records (None for other sources)."""
     if not isinstance(source, (str, os.PathLike)) or Path(source).suffix != ".pt" or \
             graded_spike_peaks(graph, []) is None:
         return None
@@ -282,10 +290,10 @@ def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, floa
         return None
     T = int((graph.metadata or {}).get("snnchip", {}).get("T", 1))
     flat = len(graph.nodes["input"].input_type["input"]) == 1
-    return graded_spike_peaks(graph, load_dataset(cfg["dataset"], cfg.get("data_dir"), flat=flat, T=T).x_train)
+    return graded_spike_bounds(graph, load_dataset(cfg["dataset"], cfg.get("data_dir"), flat=flat, T=T).x_train)
 
 
-CALIBRATION_SAMPLES = 512  # training samples that size a snnchip model's data headroom
+CALIBRATION_SAMPLES = 512  # training samples that size a snnchip model's data headroom and its graded spikes
 
 
 def training_inputs(source: object, graph: nir.NIRGraph, samples: int = CALIBRATION_SAMPLES) -> np.ndarray | None:

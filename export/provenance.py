@@ -118,6 +118,21 @@ def differences(dep: Deployment, derived: Deployment) -> list[str]:
     return out
 
 
+def xylo_differences(dep: Any, model: Any) -> list[str]:
+    """Every value in which a Xylo deployment ``dep`` (``export.xylo.XyloDeployment``) differs from the mapping
+    ``model`` (a model.pt) gives, its scales sized on the training set the model records as ``export_xylo`` does:
+    weights, shifts, dashes, thresholds, biases, T, the readout and its scale; empty when the same bit for bit."""
+    from snnchip.export.xylo import map_graph, measured_bounds
+
+    graph = read_model_graph(model if not isinstance(model, os.PathLike) else os.fspath(model))
+    derived = map_graph(graph, None, None, measured_bounds(model, graph))
+    out: list[str] = []
+    _walk(dep.mapping.config.arrays(), derived.config.arrays(), "params", out)
+    for name in ("T", "readout", "readout_scale", "hidden_scale"):
+        _walk(getattr(dep.mapping, name), getattr(derived, name), f"the mapping's {name}", out)
+    return out
+
+
 def summary(found: list[str]) -> str:
     """The first ``SHOWN`` differences and how many more, as one line."""
     more = f"; and {len(found) - SHOWN} more" if len(found) > SHOWN else ""

@@ -462,8 +462,8 @@ def _largest_bits(cap: int, *limits: tuple[float, float]) -> int:
     return min([cap] + [math.floor(math.log2(limit / value)) for value, limit in limits if value > 0])
 
 
-def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, float], input_frac_bits: int | None
-                  ) -> dict[str, int]:
+def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, float], input_frac_bits: int | None,
+                  measured: dict[str, float] | None = None) -> dict[str, int]:
     """q per graded source: the input's ``input_frac_bits`` (an error if some Dense could overflow; None: the
     largest q ≤ 16 with 24-bit payloads and int32 sums), and for each EM-PF stage the largest q_s ≤ 8 that keeps every
     Dense it feeds inside int32."""
@@ -490,8 +490,11 @@ def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, f
             continue
         bits = _largest_bits(SPIKE_FRAC_BITS, (largest, INT32_MAX))
         if bits < 0:
-            raise QuantizationError(f"stage {source!r}: its graded spikes (up to {worst[source]:.3g}) overflow the "
-                                    "int32 Dense sum of the stages it feeds even without fractional bits")
+            seen = (measured or {}).get(source)
+            raise QuantizationError(f"stage {source!r}: its graded spikes (up to {worst[source]:.3g}"
+                                    + (f"; {seen:.3g} measured on training data with its margin" if seen else "")
+                                    + ") overflow the int32 Dense sum of the stages it feeds even without "
+                                    "fractional bits")
         q[source] = bits
     return q
 
@@ -553,7 +556,7 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
             q, r = quantize_stage(st, steps, message_max, weight_exp, input_frac_bits or 0, wide_weights, headroom,
                                   (peaks or {}).get(st.name), margin)
         stages[st.name], reports[st.name] = q, r
-    q_bits = _message_bits(net, stages, worst, input_frac_bits)
+    q_bits = _message_bits(net, stages, worst, input_frac_bits, {k: message_max[k] for k in graded})
     out = []
     for st in net.stages:
         q = stages[st.name]

@@ -214,3 +214,21 @@ def test_saturating_empf_network_is_bit_exact():
     sim = ChipSimulator(dep).run(x, timing="lava")
     assert_same_run(sim, build(dep).run(x, timing="lava"))
     assert any((np.abs(s["v"]) == V_LIM).any() for s in sim.states.values()), "the test must saturate"
+
+
+def test_graded_spikes_that_overflow_every_int32_sum_are_refused_with_their_sizes():
+    """A graded spike bound S with Σ|w|·S beyond int32 even at q_s = 0 is refused by stage, with S and the measured
+    bound (the message would otherwise wrap Lava's accumulator)."""
+    import nir
+
+    from snnchip.errors import QuantizationError
+    from snnchip.export.loihi import deployment_from_graph
+
+    g = empf_mlp_graph((6, 9, 7, 3), T=4, seed=21)
+    nodes = dict(g.nodes)
+    nodes["fc1"] = nir.Affine(weight=nodes["fc1"].weight * 1e7, bias=nodes["fc1"].bias)
+    big = nir.NIRGraph(nodes=nodes, edges=list(g.edges), metadata=g.metadata)
+    with pytest.raises(QuantizationError, match=r"stage 'fc1': its graded spikes \(up to [0-9.e+]+; 12 measured on "
+                                                r"training data with its margin\) overflow the int32 Dense sum"):
+        deployment_from_graph(big, spike_bounds={"fc1": 12.0})
+    assert deployment_from_graph(g).qnet.stage("fc1").spike_frac_bits > 0  # the same graph, unscaled, deploys

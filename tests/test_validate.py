@@ -200,3 +200,35 @@ def test_lava_budget_sets_the_number_of_samples(trained: Path, tmp_path: Path):
     report = validate(trained, ValidateConfig(samples=100, lava_budget=1e-6, deploy_out=str(tmp_path / "c")),
                       progress=False)
     assert report["lava"]["samples"] == 1 and "as many as" in report["lava"]["selection"]
+
+
+def test_rung_1_tolerates_spikes_flipped_at_the_threshold_and_nothing_more():
+    """Outputs within the tolerance pass; beyond it, a few flipped spike values (float32 rounding at a threshold)
+    pass and many, or a spiking layer missing on one side, fail."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from snnchip.workflows.validate import NIR_FLIPS, nir_equals_float
+
+    rng = np.random.default_rng(0)
+    spikes = {"fc1": rng.random((4, 8, 50_000)) < 0.3}
+    out = rng.normal(0, 1, (4, 8, 3))
+
+    def ref(e_out, e_spikes):
+        run = lambda xs: (out, spikes)  # noqa: E731
+        return SimpleNamespace(run=run, executor=SimpleNamespace(
+            run=lambda xs: SimpleNamespace(output=e_out, spikes=e_spikes)))
+
+    xs = torch.zeros(4, 8, 2)
+    _, g = nir_equals_float(ref(out + 1e-7, spikes), xs)
+    assert g["passed"] and g["value"] == pytest.approx(1e-7)
+    one = {"fc1": spikes["fc1"].copy()}
+    one["fc1"][0, 0, 0] ^= True  # one flip in 1.6e6 values: the outputs move by a weight
+    entry, g = nir_equals_float(ref(out + 0.03, one), xs)
+    assert g["passed"] and entry["spike_flips"] == 1 and g["value"] == 1 / spikes["fc1"].size <= NIR_FLIPS
+    many = {"fc1": spikes["fc1"] ^ (rng.random(spikes["fc1"].shape) < 1e-3)}
+    _, g = nir_equals_float(ref(out + 0.03, many), xs)
+    assert not g["passed"] and "fraction of spike values that differ" in g["meaning"]
+    _, g = nir_equals_float(ref(out + 0.03, {"fc2": spikes["fc1"]}), xs)
+    assert not g["passed"] and "their spiking layers differ" in g["meaning"]

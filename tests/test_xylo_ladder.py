@@ -138,3 +138,28 @@ def test_neurobench_metrics_in_the_loihi_certificate_too(tmp_path):
     assert nb["float"]["Dense"] == nb["chip"]["Dense"] == 8 * (24 * 8 + 24 * 24 + 8 * 24)
     assert nb["chip"]["footprint"] == 24 * 8 + 24 * 24 + 8 * 24  # one byte per 8-bit mantissa (all dense here)
     assert nb["chip"]["membrane_updates"] <= 24 * 8
+
+
+def _xylo_model(out: Path, seed: int) -> Path:
+    from snnchip.train import fit
+    from snnchip.train.config import TrainConfig
+
+    fit(TrainConfig(dataset="digits-rows", model="mlp-feedback", hidden="16", method="bptt", profile="xylo", T=8,
+                    batch_size=64, max_steps=4, seed=seed, out=str(out), quiet=True))
+    return out / "model.pt"
+
+
+def test_a_xylo_directory_is_checked_against_its_model(tmp_path):
+    """snn-validate DEPLOY --model model.pt on Xylo: the mapping derived again from the model equals the directory
+    (gate deployment_from_model); the same directory checked against another model fails it, naming the array."""
+    mine, other = _xylo_model(tmp_path / "a", 0), _xylo_model(tmp_path / "b", 1)
+    dep = X.export_xylo(mine, tmp_path / "deploy-xylo")
+    cfg = ValidateConfig(dataset="digits-rows", samples=32, lava_samples=0, model=str(mine), min_agreement=0.0,
+                         min_accuracy=0.0)
+    report = validate(str(dep), cfg, progress=False)
+    assert report["gates"]["deployment_from_model"]["passed"] and report["provenance"]["differences"] == []
+    assert report["provenance"]["recorded_is_this_model"]
+    cfg.model = str(other)
+    report = validate(str(dep), cfg, progress=False)
+    gate = report["gates"]["deployment_from_model"]
+    assert not gate["passed"] and not report["passed"] and "params['w_in']" in gate["meaning"]

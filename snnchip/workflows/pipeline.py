@@ -22,10 +22,16 @@ so a config line and a command-line flag mean the same thing::
     [validate]                            # snn-validate options; the report and plots go under RUN
     lava_samples = 20
     min_agreement = 0.98
+
+The deployment certified is the one the export wrote (``RUN/deploy/``, ``RUN/deploy-xylo/`` for ``target = "xylo"``),
+validated where it stands with the model.pt as its reference (``snn-validate RUN/deploy --model RUN/model.pt``: the
+deployment derived again from the model must equal it bit for bit); a run whose targets leave out the validated
+chip, or that names ``deploy_out``, certifies the model.pt and writes its certified directory as ``snn-validate`` does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -116,8 +122,12 @@ def run_pipeline(config_path: str | Path, out: str | Path | None = None,
         log(f"== [2/3] export ({i}/{len(targets)}) --target {target} -> {dest}")
         log("\n".join(export(ExportConfig(model=str(run_dir / "model.pt"), target=target, out=str(dest),
                                           **(precision if target == "loihi" else {})))))
-    log("== [3/3] validate (the validation ladder)")
-    report = validate(str(run_dir / "model.pt"), validate_cfg)
+    subject = run_dir / "model.pt"
+    if validate_cfg.target in targets and validate_cfg.deploy_out is None:  # one deploy directory, certified in place
+        subject = run_dir / DEFAULT_NAMES[validate_cfg.target]
+        validate_cfg = dataclasses.replace(validate_cfg, model=str(run_dir / "model.pt"))
+    log(f"== [3/3] validate (the validation ladder) {subject}")
+    report = validate(str(subject), validate_cfg)
     print_table(report)
     for p in write_plots(report, run_dir / "plots"):
         log(f"plot: {p}")

@@ -17,7 +17,7 @@ GATE_LABELS = {
     "float_accuracy": "0a. float accuracy above chance",
     "layers_alive_float": "0b. spiking layers alive, float",
     "layers_alive_chip": "0b. spiking layers alive, chip",
-    "nir_equals_float": "1. float vs NIR executor, max |Δ|",
+    "nir_equals_float": "1. float vs NIR executor",
     "decision_agreement": "2. float vs chip, decision agreement",
     "lava_equals_chip": "3. chip vs Lava fixed_pt, differences",
 }

@@ -132,13 +132,14 @@ def xylo_ladder(ref: XyloReference, cfg: Any, progress: bool) -> dict[str, Any]:
     target and commits the certified directory when every gate passed."""
     from tqdm import tqdm
 
+    from snnchip.export.provenance import xylo_differences
     from snnchip.export.xylo import chip_input, readout_of
     from snnchip.hw_sim import xylo as sim
     from snnchip.hw_sim.compare import spike_agreement
     from snnchip.hw_sim.metrics import chip_metrics, float_metrics
     from snnchip.train.data import load_dataset
     from snnchip.train.inference import encoded_test_set
-    from snnchip.workflows.validate import _liveness, gate, nir_equals_float
+    from snnchip.workflows.validate import _liveness, deployment_gates, gate, nir_equals_float
 
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, spec=ref.spec)
     xs, y = encoded_test_set(ref.spec, data, cfg.samples)
@@ -152,10 +153,9 @@ def xylo_ladder(ref: XyloReference, cfg: Any, progress: bool) -> dict[str, Any]:
                               "samples": int(n), "config": asdict(cfg), "identity": identity, "gates": {},
                               "mapping": ref.deployment.manifest["mapping"]}
     gates = report["gates"]
-    seal = ref.deployment.seal
-    if ref.staged is None:
-        gates["deployment_sealed"] = gate(float(seal.intact), 1.0, "==", "the deploy directory's files and manifest "
-                                          "values match its seal" + ("" if seal.intact else f": {seal.describe()}"))
+    entries, integrity = deployment_gates(ref, identity, lambda: xylo_differences(ref.deployment, ref.model_path))
+    report.update(entries)
+    gates.update(integrity)
     if ref.model is not None:
         report["nir"], gates["nir_equals_float"] = nir_equals_float(ref, xs)
 
