@@ -151,23 +151,23 @@ def decay(x: np.ndarray, d: int) -> np.ndarray:
 
 
 def integrate_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The integration of one fixed-point step, int64: (pre, u, membrane) with pre = decay(u, du + 1) + (a << 6)
-    the current before its wrap, u = wrap24(pre) (``pre`` itself where nothing wraps) and membrane = decay(v, dv) + u
-    before it clips."""
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The integration of one fixed-point step, int64: (pre, u, membrane, v) with pre = decay(u, du + 1) + (a << 6)
+    the current before its wrap, u = wrap24(pre), membrane = decay(v, dv) + u before its clip and v = clip24(membrane)
+    (u is ``pre`` itself and v ``membrane`` itself where nothing leaves the 24 bits)."""
     pre = np.asarray(a_in, dtype=np.int64) << ACT_SHIFT
     if du + 1 != DECAY_UNITY:  # else decay(u) = 0: no current memory
         pre += decay(np.asarray(u, dtype=np.int64), du + 1)
     u = wrap24(pre)
-    return pre, u, decay(np.asarray(v, dtype=np.int64), dv) + u
+    membrane = decay(np.asarray(v, dtype=np.int64), dv) + u
+    return pre, u, membrane, clip24(membrane)
 
 
-def fire_fixed(u: np.ndarray, membrane: np.ndarray, vth: int, reset: str = "zero", spike: str = "gt",
+def fire_fixed(u: np.ndarray, v: np.ndarray, vth: int, reset: str = "zero", spike: str = "gt",
                spiking: bool = True, reset_current: bool = False, vsub: int | None = None,
                s_prev: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The rest of the step from ``integrate_fixed``'s wrapped current u and membrane: v = clip(membrane), spike,
-    reset. The membrane is the step's own array: it becomes v (reset in place)."""
-    v = clip24(membrane)
+    """The rest of the step from ``integrate_fixed``'s wrapped current u and clipped membrane v: spike and reset.
+    v is the step's own array: it is reset in place."""
     if not spiking:
         return u, v, np.zeros(v.shape, dtype=bool)
     if reset == "zero_next" and s_prev is not None:
@@ -187,16 +187,16 @@ def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, d
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One fixed-point step of the LIF family (module docstring): ``fire_fixed`` of ``integrate_fixed``; returns
     (u, v, s) as int64, int64, bool. ``s_prev``: the previous step's spikes (``zero_next``)."""
-    return fire_fixed(*integrate_fixed(u, v, a_in, du, dv)[1:], vth, reset, spike, spiking, reset_current, vsub,
-                      s_prev)
+    _, u, _, v = integrate_fixed(u, v, a_in, du, dv)
+    return fire_fixed(u, v, vth, reset, spike, spiking, reset_current, vsub, s_prev)
 
 
-def state_overflow(pre: np.ndarray, u: np.ndarray, membrane: np.ndarray) -> tuple[int, int, int]:
+def state_overflow(pre: np.ndarray, u: np.ndarray, membrane: np.ndarray, v: np.ndarray) -> tuple[int, int, int]:
     """How many values of a step leave the 24-bit state, from ``integrate_fixed``'s values: currents that wrap
     (u ≠ pre: pre was outside (−2^23, 2^23]), membranes clipped at the top (> 2^23 − 1) and at the bottom
     (< −(2^23 − 1)). All happen identically in Lava; counting them tells a run that left its headroom."""
     wrapped = 0 if u is pre else int(np.count_nonzero(u != pre))
-    if in_range(membrane, -V_MAX, V_MAX):
+    if v is membrane:
         return wrapped, 0, 0
     return wrapped, int(np.count_nonzero(membrane > V_MAX)), int(np.count_nonzero(membrane < -V_MAX))
 

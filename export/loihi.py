@@ -181,7 +181,7 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
                           spike_bounds: dict[str, float] | None = None, max_memory: float | None = None,
                           wide_weights: bool | None = None, headroom: str | None = None,
                           calibration_input: Any = None, margin: float = DATA_MARGIN,
-                          peaks: dict[str, tuple[float, float]] | None = None) -> Deployment:
+                          peaks: dict[str, tuple[float, float]] | None = None, sized: bool = False) -> Deployment:
     """Lower and quantize ``graph`` in memory (what ``export_loihi`` writes; ``weight_exp``, ``wide_weights``,
     ``headroom``, ``margin``: see ``quantize``; None: ``precision_of`` the graph).
 
@@ -189,7 +189,7 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
     per-stage peaks (``stage_peaks``) size each stage's scale; ``peaks`` gives those peaks directly instead (a
     manifest's, when a deployment is derived again). The deployment's size is computed first
     (``sizing.deployment_size``): one that would need more than ``max_memory`` bytes (default: the memory available
-    now) is refused with its numbers before anything is built.
+    now) is refused with its numbers before anything is built (``sized``: the caller has checked it already).
     """
     multi = multi_spike_nodes(graph)
     if multi:
@@ -204,7 +204,8 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
                         f"is {precision['headroom']!r} (ask for 'data' or 'auto', or leave the inputs out)")
     if precision["headroom"] == "data" and not margin >= 1.0:
         raise DataError(f"the data headroom's margin must be ≥ 1 (a finite number), got {margin}")
-    check_feasible(deployment_size(graph, interpretation, precision["synapse_sets"]), max_memory)
+    if not sized:
+        check_feasible(deployment_size(graph, interpretation, precision["synapse_sets"]), max_memory)
     net = lower(graph, interpretation, T)
     if "snnchip" not in (graph.metadata or {}):
         interpretation = interpretation or recorded_interpretation(graph) or Interpretation()
@@ -350,7 +351,7 @@ def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation:
     dep = deployment_from_graph(graph, interpretation, T, spike_bounds=spike_bounds if spike_bounds is not None
                                 else measured_spike_bounds(origin, graph), max_memory=max_memory,
                                 wide_weights=wide_weights, headroom=headroom, input_range=input_range,
-                                calibration_input=calibration_input, margin=margin)
+                                calibration_input=calibration_input, margin=margin, sized=True)
     if isinstance(origin, (str, os.PathLike)) and Path(origin).is_file():
         dep.manifest["source"] = {"path": str(origin), "sha256": sha256_file(origin)}
     if training and "calibration" in dep.manifest:

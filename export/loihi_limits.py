@@ -1,8 +1,9 @@
 """What a deploy directory may hold: Loihi 2's limits, checked field by field when the directory is read.
 
 ``check_manifest`` checks what manifest.json holds about the whole network (T, encoding, the input, the stage
-list); ``check_stage`` checks one stage as read (its manifest entry and its params.npz arrays, any format
-version) against the limits the quantizer (``quantize``) keeps. Each failure raises ``DeployError`` naming the
+list); ``check_neuron`` (its registers) and ``check_synapses`` (its projections, bias and tables) check one stage
+as read (its manifest entry and its params.npz arrays, any format version) against the limits the quantizer
+(``quantize``) keeps. Each failure raises ``DeployError`` naming the
 file, the stage and the field:
 
 - kind, reset, spike: known names; float λ, λ_syn in [0, 1] and θ > 0 where the stage spikes (as ``lowering``

@@ -128,10 +128,10 @@ class ChipSimulator:
                                                          q.shift, t < T)
                     s[n][t] = msgs[n][t] != 0
                 else:
-                    pre, u1, membrane = integrate_fixed(u0, v0, a, q.du, q.dv)
-                    for key, count in zip(OVERFLOWS, state_overflow(pre, u1, membrane), strict=True):
+                    pre, u1, membrane, v1 = integrate_fixed(u0, v0, a, q.du, q.dv)
+                    for key, count in zip(OVERFLOWS, state_overflow(pre, u1, membrane, v1), strict=True):
                         over[n][key] += count
-                    u1, v1, s[n][t] = fire_fixed(u1, membrane, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm",
+                    u1, v1, s[n][t] = fire_fixed(u1, v1, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm",
                                                  q.vsub, s[n][t - 1] if t else None)
                 last[n] = u1, v1
                 if n in u:
