@@ -16,6 +16,7 @@ Neuron (fixed_pt), per step with input a, current register du and threshold mant
     s = v ≥ vth << 6 (ge)  or  v > vth << 6 (gt)
     v = v − (vsub << 6)·s (subtract; vsub = vth unless the reset amount differs)  or  v·(1 − s) (zero);
     u = u·(1 − s) too when the current resets (SRM)
+    s = min(⌊v / (vth << 6)⌋, M)·[v ≥ vth << 6]   (a neuron sending up to M spikes per step as one count; subtract)
 wrap24 is Lava's single wrap: x > 2^23 → x − 2^24, then x ≤ −2^23 → x + 2^24. Lava's LIF is the case reset zero,
 ``gt``, current kept; a readout is that LIF with vth = 2^17 (it never fires).
 
@@ -165,11 +166,17 @@ def integrate_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv:
 
 def fire_fixed(u: np.ndarray, v: np.ndarray, vth: int, reset: str = "zero", spike: str = "gt",
                spiking: bool = True, reset_current: bool = False, vsub: int | None = None,
-               s_prev: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               s_prev: np.ndarray | None = None, max_spikes: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The rest of the step from ``integrate_fixed``'s wrapped current u and clipped membrane v: spike and reset.
-    v is the step's own array: it is reset in place."""
+    v is the step's own array: it is reset in place. ``max_spikes`` M > 1 (reset subtract, compare ≥): s is the
+    count min(⌊v / (vth << 6)⌋, M) where v ≥ vth << 6, int64, and v −= s·(vsub << 6)."""
     if not spiking:
         return u, v, np.zeros(v.shape, dtype=bool)
+    if max_spikes > 1:
+        th = np.int64(vth) << ACT_SHIFT
+        s = np.where(v >= th, np.minimum(v // th, max_spikes), 0)
+        v -= s * (np.int64(vth if vsub is None else vsub) << ACT_SHIFT)
+        return u, v, s
     if reset == "zero_next" and s_prev is not None:
         np.copyto(v, 0, where=s_prev)
     th = np.int64(vth) << ACT_SHIFT
@@ -183,12 +190,13 @@ def fire_fixed(u: np.ndarray, v: np.ndarray, vth: int, reset: str = "zero", spik
 
 def neuron_step_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int, vth: int,
                       reset: str = "zero", spike: str = "gt", spiking: bool = True, reset_current: bool = False,
-                      vsub: int | None = None, s_prev: np.ndarray | None = None
+                      vsub: int | None = None, s_prev: np.ndarray | None = None, max_spikes: int = 1
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One fixed-point step of the LIF family (module docstring): ``fire_fixed`` of ``integrate_fixed``; returns
-    (u, v, s) as int64, int64, bool. ``s_prev``: the previous step's spikes (``zero_next``)."""
+    (u, v, s) as int64, int64, bool (int64 counts with ``max_spikes`` > 1). ``s_prev``: the previous step's spikes
+    (``zero_next``)."""
     _, u, _, v = integrate_fixed(u, v, a_in, du, dv)
-    return fire_fixed(u, v, vth, reset, spike, spiking, reset_current, vsub, s_prev)
+    return fire_fixed(u, v, vth, reset, spike, spiking, reset_current, vsub, s_prev, max_spikes)
 
 
 def state_overflow(pre: np.ndarray, u: np.ndarray, membrane: np.ndarray, v: np.ndarray) -> tuple[int, int, int]:

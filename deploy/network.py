@@ -91,7 +91,7 @@ class _Graph:
             else:
                 vsub = (q.vsub if fixed else st.reset_by) if q.vsub is not None else vth
                 neuron = CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, vsub=vsub, reset=q.reset, spike=q.spike,
-                                 reset_current=q.kind == "srm", name=q.name)
+                                 reset_current=q.kind == "srm", max_spikes=q.max_spikes, name=q.name)
             if np.any(bias != 0):
                 schedule = np.zeros((n, steps), dtype=np.int64 if fixed else np.float64)
                 schedule[:, q.latency:q.latency + T] = bias[:, None]

@@ -43,7 +43,7 @@ from snnchip.export.loihi2 import EMPF_TABLES, NEVER_FIRES, neuron_process, syna
 from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
 from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower, schedule
 from snnchip.export.nir_export import nir_bytes
-from snnchip.export.nir_meta import multi_spike_nodes, recorded_interpretation
+from snnchip.export.nir_meta import recorded_interpretation
 from snnchip.export.nir_read import read_graph
 from snnchip.export.quantize import (
     DATA_MARGIN,
@@ -150,7 +150,7 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
     for st, q in zip(net.stages, qnet.stages, strict=True):
         entry = {key: getattr(q, key) for key in _STAGE_KEYS}
         entry.update(out_shape=list(q.out_shape), process=neuron_process(q), lam=st.lam, theta=st.theta,
-                     reset_by=st.reset_by,
+                     reset_by=st.reset_by, max_spikes=q.max_spikes,
                      inputs=[{**{k: getattr(p, k) for k in _INPUT_KEYS}, "synapse": p.synapse,
                               "process": synapse_process(p), "low_exp": None if p.low is None else p.low_exp,
                               **({"geometry": p.weight.geometry()} if p.synapse == "conv" else {})}
@@ -191,11 +191,6 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
     (``sizing.deployment_size``): one that would need more than ``max_memory`` bytes (default: the memory available
     now) is refused with its numbers before anything is built (``sized``: the caller has checked it already).
     """
-    multi = multi_spike_nodes(graph)
-    if multi:
-        name, m = next(iter(multi.items()))
-        raise UnsupportedNodeError(f"node {name!r} emits up to {m} spikes per step (Xylo's neuron, --profile xylo); "
-                                   "Loihi 2's neurons emit one: export it with --target xylo")
     calibrated = calibration_input is not None or peaks is not None
     precision = precision_of(graph, wide_weights, headroom, weight_exp, calibrated)
     if (precision["headroom"] == "data") != calibrated:
@@ -433,9 +428,9 @@ def _float_stages(path: Path, man: dict[str, Any]) -> tuple[Stage, ...]:
 def _check_float_stage(at: str, s: dict[str, Any], stage: Stage) -> None:
     """The lowered float stage is the one the manifest entry describes (its kind, shape, neuron and projections)."""
     fields = {"kind": stage.kind, "out_shape": list(stage.out_shape), "lam": stage.lam, "theta": stage.theta,
-              "reset_by": stage.reset_by,
+              "reset_by": stage.reset_by, "max_spikes": stage.max_spikes,
               "inputs": [(p.source, p.delay, p.synapse) for p in stage.inputs]}
-    entry = {**{k: s.get(k) for k in fields if k != "inputs"},
+    entry = {**{k: s.get(k) for k in fields if k != "inputs"}, "max_spikes": s.get("max_spikes", 1),
              "inputs": [(e["source"], e["delay"], e["synapse"]) for e in s["inputs"]]}
     for key, value in fields.items():
         if entry[key] != value:
@@ -495,5 +490,6 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
                       lam_syn=fields.get("lam_syn", 0.0), reset_by=s.get("reset_by"),
                       tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in EMPF_TABLES} if graded else None)
     q = QStage(**fields, inputs=q_inputs, out_shape=out_shape, bias=arrays[f"{name}/bias"],
+               max_spikes=s.get("max_spikes", 1),
                tables={qk: arrays[f"{name}/qtable/{qk}"] for _, qk in EMPF_TABLES} if graded else None)
     return stage, q

@@ -94,7 +94,8 @@ def neuron_process(q: Any) -> str:
     fires), our processes otherwise."""
     if q.kind == "empf":
         return "snnchip.EMPF"
-    if not q.spiking or (q.kind in ("lif", "cubalif") and (q.reset, q.spike) == ("zero", "gt")):
+    if not q.spiking or (q.kind in ("lif", "cubalif") and (q.reset, q.spike) == ("zero", "gt")
+                         and getattr(q, "max_spikes", 1) == 1):
         return "lava.LIF"
     return "snnchip.CubaLIF"
 

@@ -14,6 +14,7 @@ file, the stage and the field:
   mode's grid (mixed: even values in [−256, 254]; excitatory [0, 255]; inhibitory [−255, 0]); weight_exp in
   ``WEIGHT_EXP`` (the wide weights' residual mantissas and exponent alike); num_message_bits 0..24; delay ≥ 0;
   extra Lava delay 0..``MAX_LAVA_DELAY``;
+- max_spikes 1..255, above 1 only for a LIF/CubaLIF with reset subtract and compare ge;
 - bias: |b| ≤ (2^23 − 1) / 64 (V += 64·b); EM-PF: spike_frac_bits 0..8, shift in ``MESSAGE_SHIFT``, integer tables
   within the 24-bit state; every float finite.
 """
@@ -43,6 +44,7 @@ from snnchip.spec import ENCODINGS, SPIKE_CONDITIONS, T_MAX
 KINDS = ("lif", "cubalif", "srm", "empf", "readout")
 RESETS = ("subtract", "zero", "zero_next")
 MESSAGE_SHIFT = (-MESSAGE_BITS + 1, MESSAGE_BITS - 1)  # an EM-PF message is a shifted 24-bit value
+MAX_SPIKES = 255  # spikes per step a neuron may send as one count (Xylo's neuron sends up to 31)
 BIAS_MAX = V_MAX // ACT_SHIFT_SCALE
 
 
@@ -137,6 +139,11 @@ def check_neuron(at: str, q: QStage, st: Stage) -> None:
         if not 0.0 <= _real(at, key, value) <= 1.0 and spiking:
             _fail(at, key, value, "a decay factor in [0, 1]")
     _real(at, "theta", st.theta, positive=spiking)
+    if q.max_spikes != 1:
+        _int(at, "max_spikes", q.max_spikes, 1, MAX_SPIKES, "spikes per step, sent as one graded count")
+        if kind not in ("lif", "cubalif") or (q.reset, q.spike) != ("subtract", "ge"):
+            _fail(at, "max_spikes", q.max_spikes, "1 unless the stage is a LIF or CubaLIF with reset subtract and "
+                  "compare ge (the neuron that sends several spikes per step)")
     if kind == "empf":
         _int(at, "shift", q.shift, *MESSAGE_SHIFT, "graded message shift")
         _int(at, "spike_frac_bits", q.spike_frac_bits, 0, SPIKE_FRAC_BITS, "graded message fraction bits")

@@ -105,6 +105,7 @@ class Stage(StageTraits):
     reset_by: float | None = None  # the amount "subtract" removes when it is not θ (snnTorch's delayed subtraction)
     lam_syn: float = 0.0  # current decay λ_syn (cubalif, srm, readouts with a current); 0: no current state
     tables: dict[str, np.ndarray] | None = None  # empf: lam, input_scale, theta, reset_offset, each [T, n_out]
+    max_spikes: int = 1  # > 1: up to that many spikes per step, sent as a count (Xylo's neuron; reset subtract, ≥)
 
     @property
     def size(self) -> int:
@@ -395,6 +396,8 @@ def _neuron(name: str, node: object, interp: Interpretation, is_output: bool, sh
             raise _unsupported(name, node, "a delayed subtraction (subtract_next) with no leak memory (λ = 0)")
         reset, reset_by = "subtract", theta / lam
     kind = "srm" if p.reset_syn else ("cubalif" if p.syn is not None else "lif")
+    if p.max_spikes > 1:
+        extra["max_spikes"] = int(p.max_spikes)
     return dict(name=layer, kind=kind, lam=lam, theta=theta, reset=reset, reset_by=reset_by, spike=p.compare,
                 **extra), gain, offset
 

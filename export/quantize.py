@@ -127,6 +127,7 @@ class QStage(StageTraits):
     shift: int = 0  # empf: graded message = s >> shift (s in membrane units, the message has spike_frac_bits)
     spike_frac_bits: int = 0  # empf: the message is s_real·2^spike_frac_bits
     tables: dict[str, np.ndarray] | None = None  # empf: int64 [T, n] lam (lq), scale (aq), theta (th), offset (r)
+    max_spikes: int = 1  # > 1: s = min(⌊v / vth⌋, max_spikes) spikes per step, sent as a graded count
 
     @property
     def size(self) -> int:
@@ -386,7 +387,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
     projs = _projections(stage, best)
     q = QStage(name=stage.name, kind=stage.kind, inputs=projs, out_shape=stage.out_shape, bias=bq.astype(np.int32),
                dv=int(dv), vth=int(vth), scale=float(c), reset=stage.reset, spike=stage.spike, du=int(du),
-               vsub=best["vsub"], lam_syn=float(stage.lam_syn))
+               vsub=best["vsub"], lam_syn=float(stage.lam_syn), max_spikes=stage.max_spikes)
     step_int = max((b["grid"] for b in best["projections"]), default=0.0)  # one weight step, c units
     report = dict(
         stage=stage.name, kind=stage.kind, neurons=stage.size, synapses=sum(p.synapses for p in projs),
@@ -465,12 +466,12 @@ def _largest_bits(cap: int, *limits: tuple[float, float]) -> int:
 def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, float], input_frac_bits: int | None,
                   measured: dict[str, float] | None = None) -> dict[str, int]:
     """q per graded source: the input's ``input_frac_bits`` (an error if some Dense could overflow; None: the
-    largest q ≤ 16 with 24-bit payloads and int32 sums), and for each EM-PF stage the largest q_s ≤ 8 that keeps every
-    Dense it feeds inside int32."""
+    largest q ≤ 16 with 24-bit payloads and int32 sums), for each EM-PF stage the largest q_s ≤ 8 that keeps every
+    Dense it feeds inside int32, and 0 for a stage sending spike counts (an error if a Dense could overflow)."""
     need: dict[str, list[float]] = {}
     for st in net.stages:
         for p in stages[st.name].inputs:
-            if p.source == INPUT or stages[p.source].graded:
+            if p.source == INPUT or stages[p.source].graded or stages[p.source].max_spikes > 1:
                 need.setdefault(p.source, []).extend(float(row_abs_sum(m).max(initial=0)) * worst[p.source]
                                                      for m, _ in p.parts)
     largest_input = max(need.get(INPUT, [0.0]))
@@ -487,6 +488,12 @@ def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, f
                 raise QuantizationError(f"a Dense reading the input sums up to {largest * 2.0**input_frac_bits:.3g}, "
                                         f"which overflows Lava's int32 accumulator; lower input_frac_bits (now "
                                         f"{input_frac_bits})")
+            continue
+        if not stages[source].graded:  # spike counts: integers as they are
+            if largest > INT32_MAX:
+                raise QuantizationError(f"stage {source!r}: up to {worst[source]:g} spikes per step overflow the "
+                                        f"int32 Dense sum of the stages it feeds ({largest:.3g})")
+            q[source] = 0
             continue
         bits = _largest_bits(SPIKE_FRAC_BITS, (largest, INT32_MAX))
         if bits < 0:
@@ -532,6 +539,9 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
     stages: dict[str, QStage] = {}
     reports: dict[str, dict] = {}
     graded = {st.name for st in net.stages if st.graded}
+    for st in net.stages:
+        if st.max_spikes > 1:  # its messages are spike counts, up to max_spikes (its own recurrence reads them too)
+            worst[st.name] = message_max[st.name] = float(st.max_spikes)
     for st in net.stages:
         for p in st.inputs:
             if p.source in graded and p.source not in worst:

@@ -6,7 +6,8 @@ software time. Stage n at step t sees
 
     a = Σ_p dense(w_p, e_p, x_{source(p)}[t − d_p]) + bias·[t < T]
 
-(x_input = the graded input round(x·2^q), x_n = the spikes of stage n or the graded messages of an EM-PF stage,
+(x_input = the graded input round(x·2^q), x_n = the spikes of stage n, the graded messages of an EM-PF stage or the
+spike counts of a stage that sends several per step,
 zero before step 0), which is what Lava computes at Lava step t + latency(n): each Dense hop takes one step and a
 projection's extra synaptic delay re-aligns paths of different depth. The simulator runs T + depth steps (zero
 input after T) so that ``timing="lava"`` can return every stage on Lava's own clock, step for step.
@@ -104,9 +105,10 @@ class ChipSimulator:
         v = {k: np.zeros_like(a) for k, a in u.items()}
         last = {q.name: (np.zeros((B, q.size), np.int64),) * 2 for q in qnet.stages}  # u, v of the step before
         s = {q.name: np.zeros((steps, B, q.size), dtype=bool) for q in qnet.stages}
-        # a spiking stage's messages are its spikes (the same array); an EM-PF stage's are graded
-        msgs.update({q.name: np.zeros((steps, B, q.size), dtype=np.int64) if q.graded else s[q.name]
-                     for q in qnet.stages})
+        # a spiking stage's messages are its spikes (the same array); an EM-PF stage's are graded, a stage sending
+        # several spikes per step sends their count
+        msgs.update({q.name: np.zeros((steps, B, q.size), dtype=np.int64) if q.graded or q.max_spikes > 1
+                     else s[q.name] for q in qnet.stages})
         over = {q.name: dict.fromkeys(OVERFLOWS, 0) for q in qnet.stages if not q.graded}
         for t in range(steps):
             for q in qnet.stages:
@@ -131,8 +133,11 @@ class ChipSimulator:
                     pre, u1, membrane, v1 = integrate_fixed(u0, v0, a, q.du, q.dv)
                     for key, count in zip(OVERFLOWS, state_overflow(pre, u1, membrane, v1), strict=True):
                         over[n][key] += count
-                    u1, v1, s[n][t] = fire_fixed(u1, v1, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm",
-                                                 q.vsub, s[n][t - 1] if t else None)
+                    u1, v1, fired = fire_fixed(u1, v1, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm", q.vsub,
+                                               s[n][t - 1] if t else None, q.max_spikes)
+                    s[n][t] = fired
+                    if q.max_spikes > 1:
+                        msgs[n][t] = fired
                 last[n] = u1, v1
                 if n in u:
                     u[n][t], v[n][t] = u1, v1

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from snnchip.errors import UnsupportedNodeError
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_export import model_graph
 from snnchip.neurons import cuba_lif_step, lif_step, spike_count
@@ -65,12 +64,44 @@ def test_model_equals_its_nir_graph_on_the_executor(xylo_net):
     np.testing.assert_allclose(np.asarray(ours.output), np.asarray(ref.output), rtol=1e-5, atol=1e-4)
 
 
-def test_loihi_refuses_several_spikes_per_step(xylo_net, tmp_path):
-    from snnchip.export.loihi import export_loihi
+@pytest.mark.lava
+def test_loihi_runs_several_spikes_per_step_as_a_count_and_lava_equals_the_chip(xylo_net, tmp_path):
+    """Xylo's neuron on Loihi 2: our CubaLIF sends s = min(⌊v/vth⌋, 31) as a graded count into 24-bit Dense
+    messages (its own recurrence included); Lava equals the chip simulator on every spike and state, and the chip's
+    decisions follow the float model's."""
+    import sys
+    from pathlib import Path
 
-    with pytest.raises(UnsupportedNodeError, match="emits up to 31 spikes per step .* --target xylo"):
-        export_loihi(model_graph(xylo_net), tmp_path / "d")
-    assert not (tmp_path / "d").exists()
+    from snnchip.deploy import build
+    from snnchip.export.loihi import export_loihi, load_deploy
+    from snnchip.hw_sim.chip import ChipSimulator
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from lava_harness import assert_same_run
+
+    dep = load_deploy(export_loihi(model_graph(xylo_net), tmp_path / "d", input_range=6.0))
+    fc1 = dep.qnet.stage("fc1")
+    assert (fc1.max_spikes, fc1.reset, fc1.spike) == (31, "subtract", "ge") and dep.manifest["stages"][0][
+        "process"] == "snnchip.CubaLIF"
+    assert {p.source: p.num_message_bits for p in fc1.inputs}["fc1"] == 24  # counts, not binary spikes
+    x = torch.randint(0, 6, (8, 16, 8)).double().numpy()
+    assert_same_run(ChipSimulator(dep).run(x[:, :3], timing="lava"), build(dep).run(x[:, :3], timing="lava"))
+    ref = simulate(xylo_net, torch.as_tensor(x, dtype=torch.float32))
+    assert np.asarray(ref.spikes["fc1"]).max() > 1  # several spikes per step happen in the float model
+    soft = ChipSimulator(dep).run(x)
+    agree = float(np.mean(np.asarray(ref.output)[-1].argmax(-1) == soft.output[-1].argmax(-1)))
+    assert agree >= 0.85, agree
+
+
+def test_a_count_of_spikes_per_step_by_hand():
+    """fire_fixed with max_spikes: vth = 2 -> threshold 128 (<< 6); v = 127, 128, 255, 256, 2^23 − 1 (capped at
+    31) -> counts 0, 1, 1, 2, 31, v − 128·count; a negative v sends nothing."""
+    from snnchip.deploy.fixed_point import fire_fixed
+
+    v = np.array([127, 128, 255, 256, 2**23 - 1, -500], dtype=np.int64)
+    u, v2, s = fire_fixed(np.zeros(6, np.int64), v.copy(), 2, "subtract", "ge", max_spikes=31)
+    assert s.tolist() == [0, 1, 1, 2, 31, 0]
+    assert v2.tolist() == [127, 0, 127, 0, 2**23 - 1 - 31 * 128, -500]
 
 
 @pytest.mark.parametrize("argv,match", [

@@ -27,7 +27,7 @@ class PyCubaLIFModelFixed(GuardedNeuronModel):
     """``neuron_step_fixed``: u = wrap24(decay(u, du + 1) + a << 6); v = clip(decay(v, dv) + u); s; reset."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)  # 0/1, or a count (max_spikes)
     u: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     du: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)
@@ -40,7 +40,7 @@ class PyCubaLIFModelFixed(GuardedNeuronModel):
         p = self.proc_params
         u, v, s = neuron_step_fixed(self.u, self.v, a_in, self.du.item(), self.dv.item(), self.vth.item(), p["reset"],
                                     p["spike"], reset_current=p["reset_current"], vsub=self.vsub.item(),
-                                    s_prev=self.sp != 0)
+                                    s_prev=self.sp != 0, max_spikes=p["max_spikes"])
         self.sp[:] = s
         return u, v, s
 
@@ -65,6 +65,7 @@ class PyCubaLIFModelFloat(GuardedNeuronModel):
         p = self.proc_params
         _, s, i, v = cuba_lif_step(self.u, self.v, a_in, a_syn=1 - self.du.item(), b_syn=1.0, a=1 - self.dv.item(),
                                    theta=self.vth.item(), reset=p["reset"], compare=p["spike"],
-                                   reset_current=p["reset_current"], s_prev=self.sp, reset_by=self.vsub.item())
+                                   reset_current=p["reset_current"], s_prev=self.sp, reset_by=self.vsub.item(),
+                                   max_spikes=p["max_spikes"])
         self.sp[:] = s
         return i, v, s

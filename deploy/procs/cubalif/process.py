@@ -8,7 +8,8 @@ from snnchip.deploy.procs.lava_api import AbstractProcess, InPort, OutPort, Var
 class CubaLIF(AbstractProcess):
     """Lava's LIF arithmetic (a current u, a membrane v) with the resets and comparisons Lava's LIF lacks: reset
     ``subtract`` (v −= vsub, vsub = θ unless told), ``zero`` or ``zero_next`` (snnTorch's: the step after a spike is
-    zeroed), compare ``ge`` or ``gt``, and ``reset_current`` (the SRM of event-driven BP resets u with v).
+    zeroed), compare ``ge`` or ``gt``, ``reset_current`` (the SRM of event-driven BP resets u with v) and
+``max_spikes`` M > 1 (Xylo's neuron: up to M spikes per step, sent as one graded count; reset subtract, ``ge``).
     ``snnchip.neurons.cuba_lif_step`` with a_syn = 1 − du, b_syn = 1, a = 1 − dv, θ = vth; one step per Lava step,
     input a; ``u`` holds the current i.
 
@@ -19,8 +20,9 @@ class CubaLIF(AbstractProcess):
 
     def __init__(self, *, shape: tuple[int, ...], du: int | float, dv: int | float, vth: int | float,
                  vsub: int | float | None = None, reset: str = "subtract", spike: str = "ge",
-                 reset_current: bool = False, name: str | None = None) -> None:
-        super().__init__(shape=shape, reset=reset, spike=spike, reset_current=reset_current, name=name)
+                 reset_current: bool = False, max_spikes: int = 1, name: str | None = None) -> None:
+        super().__init__(shape=shape, reset=reset, spike=spike, reset_current=reset_current, max_spikes=max_spikes,
+                         name=name)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.u = Var(shape=shape, init=0)
