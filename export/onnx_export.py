@@ -145,6 +145,10 @@ class _Value:
     __mul__, __rmul__ = _operator("Mul"), _operator("Mul", reflected=True)
     __ge__, __gt__ = _operator("GreaterOrEqual"), _operator("Greater")
 
+    def __floordiv__(self, other: object) -> _Value:
+        """⌊self / other⌋ (Div, then Floor: ONNX has no floor division of floats; Xylo's spike count)."""
+        return self._op("Floor", self._op("Div", self, other))
+
     def astype(self, dtype: int) -> _Value:
         """A Cast to the ONNX element type ``dtype`` (``heaviside`` casts a comparison to the potential's type)."""
         return self._op("Cast", self, to=dtype)

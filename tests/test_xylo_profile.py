@@ -1,6 +1,6 @@
 """--profile xylo: Xylo's neuron in training (several spikes per step, a synaptic current, bit-shift decays), its NIR
-form run by the executor, Loihi's refusal, the size checks before training, and the certificate of a trained net:
-float and Xylo agree (configs/xylo.toml's run)."""
+form run by the executor, on Loihi 2 (the spike count as a graded message) and in ONNX, the size checks before
+training, and the certificate of a trained net: float and Xylo agree (configs/xylo.toml's run)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,20 @@ def test_loihi_runs_several_spikes_per_step_as_a_count_and_lava_equals_the_chip(
     soft = ChipSimulator(dep).run(x)
     agree = float(np.mean(np.asarray(ref.output)[-1].argmax(-1) == soft.output[-1].argmax(-1)))
     assert agree >= 0.85, agree
+
+
+def test_onnx_sends_the_spike_count_as_the_executor_does(xylo_net, tmp_path):
+    """The ONNX export traces s = min(⌊u/θ⌋, 31)·H(u − θ) (Div then Floor) and equals the NIR executor."""
+    pytest.importorskip("onnxruntime")
+    from snnchip.export.onnx_export import onnx_model, run_onnx, write_onnx
+
+    graph = model_graph(xylo_net)
+    write_onnx(onnx_model(graph), tmp_path / "m.onnx")
+    x = torch.randint(0, 6, (8, 16, 8)).float().numpy()
+    got, want = run_onnx(tmp_path / "m.onnx", x), NIRExecutor(graph).run(x)
+    assert want.spikes["fc1"].max() > 1
+    np.testing.assert_array_equal(got.spikes["fc1"], want.spikes["fc1"].numpy())
+    np.testing.assert_allclose(got.output, want.output.numpy(), atol=1e-4, rtol=0)
 
 
 def test_a_count_of_spikes_per_step_by_hand():
