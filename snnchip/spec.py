@@ -16,7 +16,7 @@ import json
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, get_type_hints
 
 from snnchip.errors import SpecError
 from snnchip.options import option
@@ -47,6 +47,43 @@ def check_T(T: object, what: str = "T") -> int:
 
 def _choice(value: str, options: tuple[str, ...], what: str) -> None:
     _check(value in options, f"unknown {what} {value!r}; valid: {', '.join(options)}")
+
+
+class LayerOptions(TypedDict, total=False):
+    """``LayerSpec.options``: the training-side parametrisations of a layer (``snnchip.train``), every key there is."""
+
+    weight_std: bool  # standardise the weight (OTTT's VGG); folded into the plain weight
+    scale: float  # multiply the neuron's output before the next layer (OTTT's VGG); folded
+    weight_norm: bool  # weight normalisation (event-driven BP, S22); folded
+    identity: bool  # a fixed identity weight (event-driven BP's spike-count readout)
+    binary: bool  # the applied weight is sign(W) (EM-PF, Eq. 3–4)
+    seca: str  # EM-PF channel attention: "i" or "ii" (Eq. 9–10)
+    empf: str  # the EM-PF neuron variant of the layer
+    block: str  # "first": the first conv of a residual block (EM-PF's mixed blocks)
+    shortcut: str  # the earlier layer whose output is added to this layer's current
+
+
+class NetworkOptions(TypedDict, total=False):
+    """``NetworkSpec.options``: settings of a training rule that the model carries, every key there is."""
+
+    k: int | None  # SLTT-K: the K steps with a gradient
+    mse_alpha: float  # SLTT/OTTT loss: the weight of the MSE term
+    tau_grad: float  # event-driven BP: the gradient's time constant
+    targets: list  # event-driven BP: the spike-count targets [wrong class, right class]
+    revive: bool  # event-driven BP: revive silent neurons below their target
+
+
+def _check_options(options: object, typed: type, where: str) -> None:
+    """``options`` holds only the keys of the TypedDict ``typed``, each with a value of its type (an int stands for a
+    float; JSON has no tuples)."""
+    _check(isinstance(options, dict), f"{where}: options must be a dict, got {type(options).__name__}")
+    hints = get_type_hints(typed)
+    unknown = sorted(set(options) - set(hints))
+    _check(not unknown, f"{where}: unknown option(s) {unknown}; valid: {', '.join(hints)}")
+    for key, value in options.items():
+        kinds = {bool: (bool,), float: (int, float), str: (str,), list: (list, tuple), int | None: (int, type(None))}
+        ok = isinstance(value, kinds[hints[key]]) and (hints[key] is bool or not isinstance(value, bool))
+        _check(ok, f"{where}: option {key!r} = {value!r} is not a {getattr(hints[key], '__name__', hints[key])}")
 
 
 @dataclass(frozen=True)
@@ -108,8 +145,7 @@ class LayerSpec:
 
     ``linear``: ``out_features``; ``conv2d``: ``out_channels``, ``kernel_size``, ``stride``, ``padding``;
     ``avgpool``/``sumpool``: ``kernel_size``, ``stride`` (default = kernel); ``flatten``: no parameter.
-    ``options`` holds training-side parametrisations that export folds away (``weight_std``,
-    ``scale``, ``binary``, ``bn``, ...).
+    ``options`` holds training-side parametrisations (``LayerOptions``: every key, with its type).
     """
 
     name: str
@@ -121,10 +157,11 @@ class LayerSpec:
     padding: int = 0
     bias: bool = True
     neuron: NeuronSpec | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: LayerOptions = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _choice(self.op, LAYER_OPS, f"op of layer {self.name!r}")
+        _check_options(self.options, LayerOptions, f"layer {self.name!r}")
         _check(bool(self.name) and "." not in self.name and "/" not in self.name,
                f"layer name {self.name!r} must be non-empty without '.' or '/'")
         if self.op == "linear":
@@ -193,9 +230,10 @@ class NetworkSpec:
     encoding: str = "direct"
     method: str = "bptt"
     model: str = "custom"
-    options: dict[str, Any] = field(default_factory=dict)
+    options: NetworkOptions = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _check_options(self.options, NetworkOptions, "the network")
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "feedback", tuple(self.feedback))

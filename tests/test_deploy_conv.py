@@ -194,6 +194,22 @@ def test_a_composed_pooling_summed_first_gives_the_expanded_matrix_integers(repe
         np.testing.assert_array_equal(k.apply(s, dtype, pool_first=True), ref)
 
 
+def test_connection_sparsity_of_a_large_sparse_matrix_without_expanding_it():
+    """A 65536 × 65536 identity shortcut (32 GiB dense) counts its zeros from the stored entries: 1 − 1/65536 (an
+    explicitly stored zero counts as zero); a dense matrix and a kernel as before."""
+    import scipy.sparse as sp
+
+    from snnchip.hw_sim.metrics import connection_sparsity
+
+    n = 65536
+    eye = sp.identity(n, format="csr", dtype=np.float64)
+    assert connection_sparsity([eye]) == round(1 - 1 / n, 4)
+    eye.data[:n // 2] = 0.0
+    assert connection_sparsity([eye]) == round(1 - 0.5 / n, 4)
+    k = Kernel(np.array([[[[1.0, 0.0], [0.0, 2.0]]]]), (1, 3, 3), (1, 2, 2), (1, 1), (0, 0), (0, 0), (1, 1))
+    assert connection_sparsity([np.array([[0.0, 1.0], [2.0, 0.0]]), k]) == 0.5
+
+
 @pytest.mark.parametrize("side", ["before", "after"])
 def test_a_per_channel_gain_folds_into_the_kernel_and_another_gain_expands_it(side):
     """diag(g)·K and K·diag(g) with one g per channel stay a kernel equal to the CSR product; a gain that varies

@@ -75,6 +75,12 @@ def test_spec_shapes_and_json_round_trip():
         (lambda d: d["feedback"][0].update(src="nope"), "unknown layer"),
         (lambda d: d["layers"][0].update(bogus=1), "malformed"),
         (lambda d: d.pop("layers"), "malformed"),
+        (lambda d: d["layers"][0].update(options={"scael": 2.0}),
+         r"layer 'fc1': unknown option\(s\) \['scael'\]; valid: weight_std, scale,"),
+        (lambda d: d["layers"][0].update(options={"scale": "2"}), "layer 'fc1': option 'scale' = '2' is not a float"),
+        (lambda d: d["layers"][0].update(options={"binary": 1}), "option 'binary' = 1 is not a bool"),
+        (lambda d: d["layers"][0].update(options=[]), "layer 'fc1': options must be a dict"),
+        (lambda d: d.update(options={"tau_grad": 5.0, "retarget": True}), r"the network: unknown option\(s\)"),
     ],
 )
 def test_invalid_spec_names_the_problem(mutate, message):
