@@ -43,7 +43,7 @@ from snnchip.export.loihi2 import EMPF_TABLES, NEVER_FIRES, neuron_process, syna
 from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
 from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower, schedule
 from snnchip.export.nir_export import nir_bytes
-from snnchip.export.nir_meta import recorded_interpretation
+from snnchip.export.nir_meta import graph_meta, recorded_interpretation
 from snnchip.export.nir_read import read_graph
 from snnchip.export.quantize import (
     DATA_MARGIN,
@@ -202,7 +202,7 @@ def deployment_from_graph(graph: nir.NIRGraph, interpretation: Interpretation | 
     if not sized:
         check_feasible(deployment_size(graph, interpretation, precision["synapse_sets"]), max_memory)
     net = lower(graph, interpretation, T)
-    if "snnchip" not in (graph.metadata or {}):
+    if not graph_meta(graph).own:
         interpretation = interpretation or recorded_interpretation(graph) or Interpretation()
     else:
         interpretation = None  # our own graph: its metadata fixes the semantics
@@ -232,7 +232,7 @@ def precision_of(graph: nir.NIRGraph, wide_weights: bool | None = None, headroom
     with calibration inputs the data headroom, scaled for the states they reach); a snnchip model gets resources
     and guarantees (8-bit weights, which ``--calibrate`` serves, and the T-step headroom, which never saturates);
     fixed exponents (netx) hold one weight matrix per layer."""
-    foreign = "snnchip" not in (graph.metadata or {}) and weight_exp is None
+    foreign = not graph_meta(graph).own and weight_exp is None
     why = "fixed exponents (netx)" if weight_exp is not None else \
         "a foreign graph: precision first" if foreign else "a snnchip model: resources and guarantees first"
     if calibrated and headroom is None:
@@ -255,7 +255,7 @@ def graded_spike_peaks(graph: nir.NIRGraph, x: Any) -> dict[str, float] | None:
 
     from snnchip.export.nir_exec import NIRExecutor
 
-    T = int((graph.metadata or {}).get("snnchip", {}).get("T", 1))
+    T = graph_meta(graph).T or 1
     ex, peak = NIRExecutor(graph, dtype=torch.float64), {}
     for b in range(0, len(x), 256):
         xb = torch.as_tensor(x[b:b + 256])
@@ -284,7 +284,7 @@ def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, floa
     cfg = (load_checkpoint(source).metrics or {}).get("config") or {}
     if "dataset" not in cfg:
         return None
-    T = int((graph.metadata or {}).get("snnchip", {}).get("T", 1))
+    T = graph_meta(graph).T or 1
     flat = len(graph.nodes["input"].input_type["input"]) == 1
     return graded_spike_bounds(graph, load_dataset(cfg["dataset"], cfg.get("data_dir"), flat=flat, T=T).x_train)
 

@@ -39,7 +39,7 @@ from snnchip.export.kernel import Kernel, compose
 from snnchip.export.loihi2 import EMPF_FLOAT_TABLES, MAX_LAVA_DELAY
 from snnchip.export.nir_exec import compile_neuron
 from snnchip.export.nir_graph import CheckedGraph, check_graph, window
-from snnchip.export.nir_meta import recorded_interpretation, snnchip_semantics
+from snnchip.export.nir_meta import graph_meta, recorded_interpretation, snnchip_semantics
 from snnchip.export.writers import leak_hint, resolve
 from snnchip.spec import Interpretation, check_T
 
@@ -409,12 +409,8 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
     Foreign neurons are read with ``interpretation``, else the one recorded in the graph
     (``metadata['snnchip_interpretation']``), else NIR's defaults (Euler, dt = 1, reset to v_reset, >).
     """
-    meta = (getattr(graph, "metadata", None) or {}).get("snnchip", {})
-    meta = meta if isinstance(meta, dict) else {}
-    if T is not None:
-        steps = check_T(T)
-    else:
-        steps = check_T(meta["T"], "the graph's metadata['snnchip']['T']") if "T" in meta else None
+    meta = graph_meta(graph)
+    steps = check_T(T) if T is not None else meta.T
     for name, node in graph.nodes.items():
         _check_kind(name, node)
     checked = check_graph(graph)
@@ -469,7 +465,7 @@ def lower(graph: nir.NIRGraph, interpretation: Interpretation | None = None, T: 
                                            f"steps; cannot run T = {steps}")
             stages[i] = replace(st, tables={k: v[:steps] for k, v in st.tables.items()})
     return LoweredNet(checked.shapes[checked.inputs[0]], tuple(stages), steps,
-                      str(meta.get("encoding", "direct")), stage_of[output_node])
+                      meta.encoding, stage_of[output_node])
 
 
 def _add(a: Weight, b: Weight) -> Weight:

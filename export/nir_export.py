@@ -39,7 +39,7 @@ from snnchip.errors import SpecError, UnsupportedNodeError
 from snnchip.spec import XYLO_MAX_SPIKES, Interpretation, LayerSpec, NetworkSpec, NeuronSpec
 
 from .nir_graph import check_graph
-from .nir_meta import EMPF_ARRAYS, SCHEMA_VERSION, recorded_interpretation, snnchip_semantics
+from .nir_meta import EMPF_ARRAYS, SCHEMA_VERSION, graph_meta, recorded_interpretation, snnchip_semantics
 from .nir_read import read_graph
 
 Params = dict[str, dict[str, np.ndarray]]
@@ -238,7 +238,7 @@ def model_graph(source: Any, interpretation: Interpretation | None = None) -> ni
         model, checkpoint = load_model(path)
         return spec_to_nir(plain_spec(checkpoint.spec), plain_parameters(model))
     graph = read_graph(path)
-    if interpretation is not None and "snnchip" not in graph.metadata:
+    if interpretation is not None and not graph_meta(graph).own:
         graph.metadata["snnchip_interpretation"] = interpretation.record()
     return graph
 

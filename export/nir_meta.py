@@ -7,14 +7,16 @@ plain Python values; a reader that cannot honour what it says must refuse the no
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import nir
 import numpy as np
 
 from snnchip.errors import NIRFormatError, SpecError, UnsupportedNodeError
-from snnchip.spec import Interpretation
+from snnchip.spec import Interpretation, NetworkSpec, check_T
 
 SCHEMA_VERSION = 1
 NEURON_TYPES = (nir.LIF, nir.IF, nir.LI, nir.I, nir.CubaLIF, nir.CubaLI)
@@ -95,6 +97,34 @@ def _empf_semantics(node: nir.NIRNode, name: str, meta: dict[str, Any]) -> dict[
     if not isinstance(meta["dt"], (int, float)) or not math.isfinite(meta["dt"]):
         raise NIRFormatError(f"node {name!r}: snnchip metadata dt={meta['dt']!r} is not a finite number")
     return meta
+
+
+@dataclass(frozen=True)
+class GraphMeta:
+    """What a graph's own metadata (``metadata["snnchip"]``) says, read in one place: ``own`` (snnchip wrote the
+    graph), ``T`` (its time steps; None where it records none, as a foreign graph), the input ``encoding`` and
+    ``spec`` (the NetworkSpec of a snnchip model; None otherwise)."""
+
+    own: bool
+    T: int | None
+    encoding: str
+    spec: NetworkSpec | None
+
+
+def graph_meta(graph: nir.NIRGraph) -> GraphMeta:
+    """The graph's ``GraphMeta``; a T outside 1..T_MAX raises ``SpecError``, a spec that does not parse
+    ``NIRFormatError``."""
+    meta = (getattr(graph, "metadata", None) or {}).get("snnchip")
+    own = meta is not None
+    meta = meta if isinstance(meta, dict) else {}
+    T = check_T(_plain(meta["T"]), "the graph's metadata['snnchip']['T']") if "T" in meta else None
+    spec = None
+    if "spec_json" in meta:
+        try:
+            spec = NetworkSpec.from_dict(json.loads(_plain(meta["spec_json"])))
+        except (ValueError, TypeError) as exc:  # JSON, or a spec that SpecError (a ValueError) refuses
+            raise NIRFormatError(f"graph metadata snnchip.spec_json is invalid: {exc}") from None
+    return GraphMeta(own, T, str(_plain(meta.get("encoding", "direct"))), spec)
 
 
 def multi_spike_nodes(graph: nir.NIRGraph) -> dict[str, int]:

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from snnchip.export.loihi import Deployment, deployment_from_graph, read_model_graph
+from snnchip.export.nir_meta import graph_meta
 from snnchip.export.quantize import SaturationWarning
 from snnchip.spec import Interpretation
 
@@ -38,7 +39,7 @@ def rederive(dep: Deployment, model: Any) -> Deployment:
               if isinstance(r, dict) and "graded_spike_measured" in r}
     peaks = {r["stage"]: (r["observed_current"], r["observed_membrane"]) for r in man.get("quantization") or []
              if isinstance(r, dict) and "observed_current" in r}
-    has_T = "T" in ((graph.metadata or {}).get("snnchip") or {})
+    has_T = graph_meta(graph).T is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SaturationWarning)
         return deployment_from_graph(

@@ -46,7 +46,7 @@ from snnchip.errors import DeployError, UnsupportedNodeError
 from snnchip.export.loihi import check_replaceable, read_model_graph
 from snnchip.export.lowering import INPUT, LoweredNet, Stage, lower
 from snnchip.export.nir_export import nir_bytes
-from snnchip.export.nir_meta import multi_spike_nodes
+from snnchip.export.nir_meta import graph_meta, multi_spike_nodes
 from snnchip.export.seal import (
     FIRST_SEALED_VERSION,
     SealCheck,
@@ -278,7 +278,7 @@ def measured_bounds(source: object, graph: nir.NIRGraph) -> dict[str, float] | N
     cfg = (load_checkpoint(source).metrics or {}).get("config") or {}
     if "dataset" not in cfg:
         return None
-    T = int((graph.metadata or {}).get("snnchip", {}).get("T", 1))
+    T = graph_meta(graph).T or 1
     ds = load_dataset(cfg["dataset"], cfg.get("data_dir"), T=T)
     x = ds.x_train.numpy()
     if not ds.temporal or not np.array_equal(x, np.round(x)):

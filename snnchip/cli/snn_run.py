@@ -66,14 +66,13 @@ def _reference(cfg: RunConfig, x: np.ndarray, given: dict) -> list[str]:
     from snnchip.atomic import atomic_path
     from snnchip.export.nir_exec import NIRExecutor
     from snnchip.export.nir_export import model_graph
-    from snnchip.export.nir_meta import recorded_interpretation
+    from snnchip.export.nir_meta import graph_meta, recorded_interpretation
 
     if os.path.isdir(cfg.graph):
         raise NIRFormatError(f"{cfg.graph} is a directory; the reference backend runs a .nir (or model.pt) file; "
                              "use --backend chip or lava for a deploy directory")
     graph = model_graph(cfg.graph)
-    meta = (graph.metadata or {}).get("snnchip")
-    check_time_axis(x, int(meta["T"]) if isinstance(meta, dict) and "T" in meta else None, cfg.input)
+    check_time_axis(x, graph_meta(graph).T, cfg.input)
     result = NIRExecutor(graph, Interpretation.overriding(recorded_interpretation(graph), **given)).run(x)
     arrays = {"output": result.output.numpy(), **{f"spikes/{k}": v.numpy() for k, v in result.spikes.items()}}
     with atomic_path(cfg.out) as tmp, open(tmp, "wb") as fh:

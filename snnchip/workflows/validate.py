@@ -25,7 +25,6 @@ made from it (``snnchip.workflows.report``).
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -145,9 +144,9 @@ class Reference:
 
         from snnchip.export.loihi import export_loihi, load_deploy
         from snnchip.export.nir_export import model_graph
+        from snnchip.export.nir_meta import graph_meta
         from snnchip.export.nir_read import read_graph
         from snnchip.filekind import expect
-        from snnchip.spec import NetworkSpec
         from snnchip.train import SpikingNet, load_model
 
         self.model, self.model_path, self.deploy_path, self.deployment = None, None, None, None
@@ -175,16 +174,14 @@ class Reference:
                 if cfg.model is not None:
                     raise SnnchipError("--model names the model.pt of a deploy directory, not of a .nir graph")
                 self.graph_path, self.graph = path, read_graph(path)
-                meta = (self.graph.metadata or {}).get("snnchip", {})
-                self.spec = NetworkSpec.from_dict(json.loads(meta["spec_json"])) if "spec_json" in meta else None
+                self.spec = graph_meta(self.graph).spec
                 self._stage(Path(cfg.deploy_out) if cfg.deploy_out else path.parent / CERTIFIED_DIR)
             elif kind == "directory":
                 if cfg.deploy_out is not None:
                     raise SnnchipError("--deploy-out applies to a model.pt; a deploy directory is validated as it is")
                 self.deploy_path, self.deployment = path, load_deploy(path, allow_edited=cfg.allow_edited)
                 self.graph = model_graph(path / "model.nir")
-                meta = (self.graph.metadata or {}).get("snnchip", {})
-                self.spec = NetworkSpec.from_dict(json.loads(meta["spec_json"])) if "spec_json" in meta else None
+                self.spec = graph_meta(self.graph).spec
                 recorded = self.deployment.manifest.get("interpretation")
                 if recorded is not None and interpretation:
                     raise SnnchipError(f"{path} records the interpretation it was exported with; validate it as it "
@@ -205,7 +202,7 @@ class Reference:
                     export_loihi(self.graph, self.staged.path, source=path, **self.precision)
                     self.deployment = load_deploy(self.staged.path)  # certify the files, not an in-memory copy
         self.interpretation = None
-        if "snnchip" not in (self.graph.metadata or {}):  # a foreign graph: read as the user or its manifest says
+        if not graph_meta(self.graph).own:  # a foreign graph: read as the user or its manifest says
             from snnchip.export.nir_meta import recorded_interpretation
             from snnchip.export.writers import resolve
             from snnchip.spec import Interpretation

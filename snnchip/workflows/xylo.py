@@ -11,7 +11,6 @@ reported for the float model and the chip.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict
@@ -33,11 +32,11 @@ DEFAULT_XYLOSIM_SAMPLES = 50
 def export_lines(model: str, out: str, given: dict[str, Any], T: int | None) -> list[str]:
     """Write the Xylo deploy directory of ``model`` (model.pt or .nir) to ``out``; the report lines."""
     from snnchip.export.loihi import read_model_graph
-    from snnchip.export.nir_meta import recorded_interpretation
+    from snnchip.export.nir_meta import graph_meta, recorded_interpretation
     from snnchip.export.xylo import export_xylo, load_xylo
 
     graph = read_model_graph(model)
-    interp = None if "snnchip" in (graph.metadata or {}) else \
+    interp = None if graph_meta(graph).own else \
         Interpretation.overriding(recorded_interpretation(graph), **given)
     path = export_xylo(graph, out, interp, T, source=model)
     return describe(load_xylo(path))
@@ -70,8 +69,8 @@ class XyloReference:
     def __init__(self, source: Any, cfg: Any) -> None:
         from snnchip.export.nir_exec import NIRExecutor
         from snnchip.export.nir_export import model_graph
+        from snnchip.export.nir_meta import graph_meta
         from snnchip.export.xylo import export_xylo, load_xylo
-        from snnchip.spec import NetworkSpec
         from snnchip.train import load_model
 
         path = Path(source)
@@ -98,11 +97,10 @@ class XyloReference:
             with self.staged.discarded_on_failure():
                 export_xylo(self.graph, self.staged.path, source=path)
                 self.deployment = load_xylo(self.staged.path)
-        meta = (self.graph.metadata or {}).get("snnchip", {})
-        if "spec_json" not in meta:
+        self.spec = graph_meta(self.graph).spec
+        if self.spec is None:
             raise SnnchipError(f"{self.name}: a foreign graph carries no dataset spec; validate a model.pt or a "
                                "deploy directory exported from one")
-        self.spec = NetworkSpec.from_dict(json.loads(meta["spec_json"]))
         self.executor = NIRExecutor(self.graph)
 
     def files(self) -> Path:
