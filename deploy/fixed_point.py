@@ -125,12 +125,13 @@ def in_range(x: np.ndarray, lo: int, hi: int) -> bool:
     return x.size == 0 or (int(x.max()) <= hi and int(x.min()) >= lo)
 
 
-def truncate12(p: np.ndarray) -> np.ndarray:
-    """p / 4096 rounded toward zero, int64: floor of (p + 4095·[p < 0]) / 4096, the same as sign(p)·(|p| >> 12)."""
+def truncate(p: np.ndarray, bits: int = DECAY_BITS) -> np.ndarray:
+    """p / 2^bits rounded toward zero, int64: floor of (p + (2^bits − 1)·[p < 0]) / 2^bits, the same as
+    sign(p)·(|p| >> bits)."""
     r = p >> 63
-    r &= DECAY_UNITY - 1
+    r &= (1 << bits) - 1
     r += p
-    r >>= DECAY_BITS
+    r >>= bits
     return r
 
 
@@ -141,14 +142,7 @@ def decay(x: np.ndarray, d: int) -> np.ndarray:
     if f == 0:
         return np.zeros_like(x)
     k = f.bit_length() - 1
-    if f == 1 << k:
-        drop = DECAY_BITS - k
-        r = x >> 63
-        r &= (1 << drop) - 1
-        r += x
-        r >>= drop
-        return r
-    return truncate12(x * f)
+    return truncate(x, DECAY_BITS - k) if f == 1 << k else truncate(x * f)
 
 
 def integrate_fixed(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, du: int, dv: int
@@ -172,17 +166,16 @@ def fire_fixed(u: np.ndarray, v: np.ndarray, vth: int, reset: str = "zero", spik
     count min(⌊v / (vth << 6)⌋, M) where v ≥ vth << 6, int64, and v −= s·(vsub << 6)."""
     if not spiking:
         return u, v, np.zeros(v.shape, dtype=bool)
+    th, sub = np.int64(vth) << ACT_SHIFT, np.int64(vth if vsub is None else vsub) << ACT_SHIFT
     if max_spikes > 1:
-        th = np.int64(vth) << ACT_SHIFT
         s = np.where(v >= th, np.minimum(v // th, max_spikes), 0)
-        v -= s * (np.int64(vth if vsub is None else vsub) << ACT_SHIFT)
+        v -= s * sub
         return u, v, s
     if reset == "zero_next" and s_prev is not None:
         np.copyto(v, 0, where=s_prev)
-    th = np.int64(vth) << ACT_SHIFT
     s = v >= th if spike == "ge" else v > th
     if reset == "subtract":
-        np.subtract(v, np.int64(vth if vsub is None else vsub) << ACT_SHIFT, out=v, where=s)
+        np.subtract(v, sub, out=v, where=s)
     elif reset == "zero":
         np.copyto(v, 0, where=s)
     return (np.where(s, 0, u) if reset_current else u), v, s
@@ -211,7 +204,7 @@ def state_overflow(pre: np.ndarray, u: np.ndarray, membrane: np.ndarray, v: np.n
 
 def mul12(x: np.ndarray, f: np.ndarray) -> np.ndarray:
     """x·f/4096 rounded toward zero (the decay's arithmetic with a signed, possibly > 4096 factor f)."""
-    return truncate12(np.asarray(x, dtype=np.int64) * np.asarray(f, dtype=np.int64))
+    return truncate(np.asarray(x, dtype=np.int64) * np.asarray(f, dtype=np.int64))
 
 
 def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndarray, th: np.ndarray,

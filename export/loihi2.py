@@ -95,7 +95,7 @@ def neuron_process(q: Any) -> str:
     if q.kind == "empf":
         return "snnchip.EMPF"
     if not q.spiking or (q.kind in ("lif", "cubalif") and (q.reset, q.spike) == ("zero", "gt")
-                         and getattr(q, "max_spikes", 1) == 1):
+                         and q.max_spikes == 1):
         return "lava.LIF"
     return "snnchip.CubaLIF"
 
