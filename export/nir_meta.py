@@ -7,6 +7,7 @@ plain Python values; a reader that cannot honour what it says must refuse the no
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -103,28 +104,33 @@ def _empf_semantics(node: nir.NIRNode, name: str, meta: dict[str, Any]) -> dict[
 class GraphMeta:
     """What a graph's own metadata (``metadata["snnchip"]``) says, read in one place: ``own`` (snnchip wrote the
     graph), ``T`` (its time steps; None where it records none, as a foreign graph), the input ``encoding`` and
-    ``spec`` (the NetworkSpec of a snnchip model; None otherwise)."""
+    ``spec`` (the NetworkSpec of a snnchip model; None otherwise; parsed on first use, since most readers need only
+    the rest)."""
 
     own: bool
     T: int | None
     encoding: str
-    spec: NetworkSpec | None
+    spec_json: str | None
+
+    @functools.cached_property
+    def spec(self) -> NetworkSpec | None:
+        """The NetworkSpec of ``spec_json``; one that does not parse raises ``NIRFormatError``."""
+        if self.spec_json is None:
+            return None
+        try:
+            return NetworkSpec.from_dict(json.loads(self.spec_json))
+        except (ValueError, TypeError) as exc:  # JSON, or a spec that SpecError (a ValueError) refuses
+            raise NIRFormatError(f"graph metadata snnchip.spec_json is invalid: {exc}") from None
 
 
 def graph_meta(graph: nir.NIRGraph) -> GraphMeta:
-    """The graph's ``GraphMeta``; a T outside 1..T_MAX raises ``SpecError``, a spec that does not parse
-    ``NIRFormatError``."""
+    """The graph's ``GraphMeta``; a T outside 1..T_MAX raises ``SpecError``."""
     meta = (getattr(graph, "metadata", None) or {}).get("snnchip")
     own = meta is not None
     meta = meta if isinstance(meta, dict) else {}
     T = check_T(_plain(meta["T"]), "the graph's metadata['snnchip']['T']") if "T" in meta else None
-    spec = None
-    if "spec_json" in meta:
-        try:
-            spec = NetworkSpec.from_dict(json.loads(_plain(meta["spec_json"])))
-        except (ValueError, TypeError) as exc:  # JSON, or a spec that SpecError (a ValueError) refuses
-            raise NIRFormatError(f"graph metadata snnchip.spec_json is invalid: {exc}") from None
-    return GraphMeta(own, T, str(_plain(meta.get("encoding", "direct"))), spec)
+    spec_json = _plain(meta["spec_json"]) if "spec_json" in meta else None
+    return GraphMeta(own, T, str(_plain(meta.get("encoding", "direct"))), spec_json)
 
 
 def multi_spike_nodes(graph: nir.NIRGraph) -> dict[str, int]:
