@@ -19,8 +19,9 @@ a[1])``; ``nir.IF(r=a[1])`` when λ̂[1] ≥ 1 anywhere: no positive τ makes a 
 broadcast over H, W), and marked with ``metadata["snnchip"]`` kind ``empf``: the [T, C] arrays ``lam``, ``theta``,
 ``input_scale``, ``reset_offset``, ``T`` and ``graded: True``. Our readers run the recursion from the metadata or
 refuse the node; ``interpretation_report`` says what a plain reader gets wrong.
-Binary synaptic layers write their ±1 weights as plain weights with ``metadata["snnchip"] = {"version": 1,
-"layer": name, "binary": True}`` (1 bit per weight; for the Loihi stage).
+Binary synaptic layers write their ±1 weights (±κ_k along output channel k with ``binary_scale``) as plain
+weights with ``metadata["snnchip"] = {"version": 1, "layer": name, "binary": True}`` (1 bit per weight, and a
+scale per channel; for the Loihi stage).
 """
 
 from __future__ import annotations
@@ -136,13 +137,17 @@ def _empf(layer: LayerSpec, shape: tuple[int, ...], params: Params, T: int) -> n
 
 
 def _binary_meta(node: nir.NIRNode, layer: LayerSpec, params: Params) -> nir.NIRNode:
-    """Mark a binary synaptic layer (its weight must be exactly ±1: sign(W_f), no scale)."""
+    """Mark a binary synaptic layer: its weight must be exactly ±1 (sign(W_f)), or with ``binary_scale`` ±κ_k with
+    one κ_k > 0 per output channel k (1 bit per weight and a scale per channel)."""
     if not layer.options.get("binary"):
         return node
-    weight = np.asarray(params[layer.name]["weight"])
-    if not np.all(np.abs(weight) == 1.0):
-        raise SpecError(f"layer {layer.name!r} is binary but its exported weight is not exactly ±1; pass "
-                        "plain_parameters(model)")
+    weight = np.abs(np.asarray(params[layer.name]["weight"]))
+    kappa = weight.reshape(len(weight), -1)[:, :1].reshape((-1,) + (1,) * (weight.ndim - 1)) \
+        if layer.options.get("binary_scale") else np.ones(1, weight.dtype)
+    if not (np.all(weight == kappa) and np.all(kappa > 0)):
+        raise SpecError(f"layer {layer.name!r} is binary but its exported weight is not exactly "
+                        + ("±κ_k per output channel" if layer.options.get("binary_scale") else "±1")
+                        + "; pass plain_parameters(model)")
     node.metadata = {"snnchip": {"version": SCHEMA_VERSION, "layer": layer.name, "binary": True}}
     return node
 

@@ -57,6 +57,7 @@ class LayerOptions(TypedDict, total=False):
     weight_norm: bool  # weight normalisation (event-driven BP, S22); folded
     identity: bool  # a fixed identity weight (event-driven BP's spike-count readout)
     binary: bool  # the applied weight is sign(W) (EM-PF, Eq. 3–4)
+    binary_scale: bool  # binary: times κ_k = mean|W_k| per output channel (the BConv of Liu et al. 2021)
     seca: str  # EM-PF channel attention: "i" or "ii" (Eq. 9–10)
     empf: str  # the EM-PF neuron variant of the layer
     block: str  # "first": the first conv of a residual block (EM-PF's mixed blocks)

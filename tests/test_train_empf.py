@@ -6,6 +6,7 @@ version, random BP, SECA (Eq. 9)."""
 import json
 import random
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -70,6 +71,20 @@ def relu_ge(x):
     return torch.where(x >= 0, x, torch.zeros_like(x))
 
 
+def sign(w):
+    return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+
+
+def binary_weight(w, options):
+    """The forward weight of a binary layer by hand: sign(W), times κ_k = the mean of |W| over each output channel's
+    fan-in with ``binary_scale``."""
+    w = w.detach()
+    if not options.get("binary_scale"):
+        return sign(w)
+    kappa = torch.stack([row.abs().sum() / row.numel() for row in w])
+    return kappa.view((-1,) + (1,) * (w.dim() - 1)) * sign(w)
+
+
 def data(seed=0, shape=(N_IN,)):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(B, *shape, generator=g), torch.randint(0, N_OUT, (B,), generator=g)
@@ -87,7 +102,7 @@ def bn_reference(model, x):
         for la in layers:
             syn = getattr(model, la.name)
             w = syn.weight.detach()
-            w = torch.where(w >= 0, 1.0, -1.0) if la.options.get("binary") else w
+            w = binary_weight(w, la.options) if la.options.get("binary") else w
             current = h @ w.T + syn.bias.detach()
             if la.neuron.kind == "readout":
                 outs.append(current)
@@ -144,7 +159,10 @@ def test_plain_parameter_keys_and_shapes_for_empf_layers():
     assert set(p["conv1"]) == {"weight", "bias", "lam", "theta", "input_scale", "reset_offset"}
     assert all(p["conv2"][k].shape == (T, 32) for k in ("lam", "theta", "input_scale", "reset_offset"))
     assert set(p["out"]) == {"weight", "bias"}
-    assert set(p["conv2"]["weight"].flatten().tolist()) == {-1.0, 1.0}  # binary hidden layer
+    w = p["conv2"]["weight"]  # binary hidden layer, bn variant: ±κ_k, κ_k = mean |W_f| of output channel k
+    kappa = model.conv2.weight.detach().abs().mean(dim=(1, 2, 3)).numpy()
+    assert np.array_equal(np.abs(w), np.broadcast_to(kappa[:, None, None, None], w.shape))
+    assert np.array_equal(np.sign(w), np.where(model.conv2.weight.detach().numpy() >= 0, 1.0, -1.0))
     assert len(set(p["conv1"]["weight"].flatten().tolist())) > 2  # first layer full precision
 
 
@@ -285,6 +303,25 @@ def test_binary_layer_uses_sign_and_clips_the_straight_through_gradient():
     torch.testing.assert_close(fc2.weight.grad[inside], x.sum(0).expand_as(fc2.weight)[inside])
 
 
+def test_scaled_binary_layer_multiplies_sign_by_the_channel_mean_and_keeps_the_clipped_gradient():
+    """BConv of Liu et al. 2021 (the bn/parallel/mixed variants): forward κ_k·sign(W_k), κ_k = mean|W_k| without a
+    gradient, so ∂L/∂W_kj = κ_k·(∂L/∂W'_kj)·1[|W_kj| ≤ 1] with W' the applied weight. Plain ±1 for the others."""
+    assert not mlp_empf("learnable").fc2.binary_scale
+    model = mlp_empf("bn")
+    fc2 = model.fc2
+    assert fc2.binary_scale and not model.fc1.binary and not model.out.binary
+    with torch.no_grad():
+        fc2.weight.copy_(torch.randn(fc2.weight.shape, generator=torch.Generator().manual_seed(0)) * 1.5)
+    x = torch.rand(B, N_H)
+    out = fc2(x)
+    kappa = fc2.weight.detach().abs().sum(1) / N_H
+    torch.testing.assert_close(out, x @ (kappa[:, None] * sign(fc2.weight.detach())).T + fc2.bias.detach())
+    out.sum().backward()
+    inside = fc2.weight.detach().abs() <= 1
+    assert (~inside).any() and inside.any() and (fc2.weight.grad[~inside] == 0).all()
+    torch.testing.assert_close(fc2.weight.grad, (kappa[:, None] * x.sum(0)[None, :]) * inside)
+
+
 def test_binary_first_last_and_parameter_memory():
     spec = configure_empf(model_spec("mlp", (N_IN,), N_OUT, T, NeuronSpec(), hidden=(N_H,)), "vanilla",
                           binary_first_last=True)
@@ -314,7 +351,7 @@ def test_seca_i_is_eq9_and_shared_over_time():
     syn = model.conv2
     assert model.conv1.seca is None and syn.seca is not None
     h = torch.rand(B, 16, 4, 4)
-    current = F.conv2d(h, torch.where(syn.weight >= 0, 1.0, -1.0), syn.bias, padding=1)
+    current = F.conv2d(h, binary_weight(syn.weight, {"binary_scale": True}), syn.bias, padding=1)
     gap = torch.where(current.mean(dim=(2, 3)) >= 0, 1.0, -1.0)
     score = torch.sigmoid(F.conv1d(gap.unsqueeze(1), syn.seca.conv.weight, padding=1)).squeeze(1)
     torch.testing.assert_close(syn(h), score[:, :, None, None] * current)
@@ -372,10 +409,6 @@ def test_vgg_from_the_zoo_with_empf_neurons():
 
 
 # ------------------------------------------------------------------------- ResNet-18 (options-based shortcuts)
-def sign(w):
-    return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
-
-
 def resnet_reference(model, x):
     """Every layer of the small ResNet by hand (bn/parallel EM-PF, Eq. 6, eval mode), the block's second conv adding
     the block input through identity or sign(W_sc) 1×1 (stride 2); returns Σ_{τ≤t} o[τ]."""
@@ -385,13 +418,13 @@ def resnet_reference(model, x):
         for la in spec.layers:
             op = getattr(model, la.name)
             if la.op == "conv2d":
-                w = sign(op.weight) if la.options.get("binary") else op.weight
+                w = binary_weight(op.weight, la.options) if la.options.get("binary") else op.weight
                 cur = F.conv2d(h, w, op.bias, la.effective_stride, la.padding)
                 src = la.options.get("shortcut")
                 if src is not None:
                     sc = model.shortcuts[la.name]
                     cur = cur + (outs[src] if isinstance(sc, torch.nn.Identity) else
-                                 F.conv2d(outs[src], sign(sc.weight), None, sc.stride))
+                                 F.conv2d(outs[src], binary_weight(sc.weight, la.options), None, sc.stride))
                 n = model.empf[la.name]
                 m = cur if n.variant == "parallel" or la.name not in v else n.lam[t] * v[la.name] + cur
                 m = n.alpha[t] * m + n.beta[t] * F.batch_norm(m, n.bn[t].running_mean, n.bn[t].running_var,
@@ -423,7 +456,8 @@ def test_resnet18_mixed_blocks_follow_the_equations_and_fold():
     plain = from_plain(model.spec, plain_parameters(model))  # float32 export: keys and shapes load strictly
     assert torch.equal(plain.shortcuts["s2b1b"].weight, model.shortcuts["s2b1b"].plain_weight().float())
     assert plain_parameters(model)["s2b1b"]["shortcut_weight"].shape == (6, 4, 1, 1)
-    grads = gradients(model.train(), x, torch.tensor([0, 1]), "empf")
+    xs = 3 * torch.rand(16, 3, 8, 8, dtype=torch.float64)  # train-mode BN over 2 samples silences the last stage
+    grads = gradients(model.train(), xs, torch.arange(16) % N_OUT, "empf")
     assert grads["shortcuts.s2b1b.weight"].abs().sum() > 0
 
 

@@ -27,9 +27,13 @@ m̂ = A·m + D with A[t] = α[t] + β[t]·γ/√(σ²_t + ε) and D[t] = β[t]·
 prints −β(γμ/√(σ²+ε) + b): the sign of b there is a typo, expand β·BN_t(m) to see it). Writing m' = m̂ − D:
 λ̂ = A·λ, a = A, θ̂ = θ − D, r = D (Eq. 8), and the spikes and v are unchanged.
 
-Binary synapses (BConv/BLinear, Eq. 3–4): the forward weight is sign(W_f) ∈ {−1, +1} exactly (sign(0) = +1;
-no per-channel scale: the membrane BN / learnable θ absorb the magnitude), the gradient is straight-through,
-clipped: ∂W/∂W_f = 1[|W_f| ≤ 1].
+Binary synapses (BConv/BLinear, Eq. 3–4): the forward weight is sign(W_f) ∈ {−1, +1} exactly (sign(0) = +1),
+the gradient is straight-through, clipped: ∂W/∂W_f = 1[|W_f| ≤ 1]. The variants with a membrane BN (bn,
+parallel, mixed) scale it per output channel k as the BConv the paper cites does (Liu et al. 2021, "How do Adam
+and training strategies help BNNs optimization", arXiv:2106.11309): W_k = κ_k·sign(W_f,k), κ_k = mean|W_f,k|
+(a constant for the gradient). Without κ the membrane of a ±1 convolution over a fan-in of n is about √n times
+its input, and the α·m term of Eq. 6 carries that gain into every next layer: measured on the ResNet-18 at
+3×32×32 after 40 steps, graded spikes grew from 4 (conv1) to 10^8 (s4b2a); with κ they stay below 120.
 
 SECA (Eq. 9–10), on the input current of a conv layer, weights shared over time:
 SECA-I(I) = σ(Conv1d_K(sign(GAP(I)))) ⊙ I;  SECA-II(I) = SECA-I(I + BN2d(BConv2d(I))) (3×3, C → C).
@@ -53,6 +57,7 @@ NEURON_VARIANTS = ("vanilla", "learnable", "bn", "parallel", "folded")
 SECA_MODES = ("none", "i", "ii")
 FOLDED_KEYS = ("lam", "theta", "input_scale", "reset_offset")
 SECA_K = 3
+SCALED_BINARY = ("bn", "parallel", "mixed")  # variants whose binary weights carry κ_k (module doc)
 
 
 class _SignSTE(torch.autograd.Function):
@@ -72,6 +77,11 @@ class _SignSTE(torch.autograd.Function):
 def binarize(w: torch.Tensor) -> torch.Tensor:
     """W = sign(W_f) with the clipped straight-through gradient (Eq. 3–4)."""
     return _SignSTE.apply(w)
+
+
+def binarize_scaled(w: torch.Tensor) -> torch.Tensor:
+    """W_k = κ_k·sign(W_f,k), κ_k = mean|W_f,k| over output channel k (dim 0), κ without gradient (Liu et al. 2021)."""
+    return w.detach().abs().mean(dim=tuple(range(1, w.dim())), keepdim=True) * binarize(w)
 
 
 def relu_ge(x: torch.Tensor) -> torch.Tensor:
@@ -181,7 +191,8 @@ class EMPF(nn.Module):
 def configure_empf(spec: NetworkSpec, variant: str = "bn", binary_first_last: bool = False,
                    seca: str = "none") -> NetworkSpec:
     """The EM-PF version of a zoo spec: every spiking neuron becomes ``empf`` (λ, θ kept as initial values),
-    synaptic layers binary except the first and the last (unless ``binary_first_last``), SECA on every conv
+    synaptic layers binary except the first and the last (unless ``binary_first_last``; scaled by κ_k in the
+    variants with a membrane BN, module doc), SECA on every conv
     layer but the first (``seca`` i | ii). Weight standardisation and post-neuron scales (VGG) are dropped:
     a scale folded into a ±1 weight would break it, and membrane BN / learnable θ do their job."""
     if variant not in VARIANTS:
@@ -199,6 +210,8 @@ def configure_empf(spec: NetworkSpec, variant: str = "bn", binary_first_last: bo
         neuron = la.neuron
         if la.synaptic and (binary_first_last or la.name not in (synaptic[0], synaptic[-1])):
             options["binary"] = True
+            if variant in SCALED_BINARY:
+                options["binary_scale"] = True
         if neuron is not None and neuron.spiking:
             neuron = NeuronSpec(kind="empf", lam=neuron.lam, theta=neuron.theta)
             options["empf"] = variant if variant != "mixed" else (

@@ -12,8 +12,9 @@ into plain weights.
 
 Residual shortcuts (an extension by layer options; the spec stays sequential): a synaptic layer with
 ``options["shortcut"] = "<earlier layer>"`` adds that layer's output to its input current,
-I[t] = W h[t] + b + P(h_src[t]), P = identity when the shapes match, else a binary 1×1 conv with the stride that
-matches them (``shortcuts.<layer>.weight``). Spike views only (bptt, sltt, sltt-k, empf); ResNet-18 in ``zoo.py``.
+I[t] = W h[t] + b + P(h_src[t]), P = identity when the shapes match, else a binary 1×1 conv (scaled by κ_k
+when the layer's binary weights are, ``empf.binarize_scaled``) with the stride that matches them
+(``shortcuts.<layer>.weight``). Spike views only (bptt, sltt, sltt-k, empf); ResNet-18 in ``zoo.py``.
 
 SRM layers (neuron kind ``srm``, event-driven BP, ``edbp.py``) carry the state (i, v) of their current-based
 recursion; ``options["weight_norm"]`` (S22) folds into the plain weight like ``weight_std``.
@@ -161,8 +162,9 @@ def _shortcut(layer: LayerSpec, shape_of: dict, shape: tuple[int, ...]) -> nn.Mo
     if src_shape == shape:
         return nn.Identity()
     stride = src_shape[-1] // shape[-1] if len(shape) == 3 else 0
+    binary = {"binary": True, **({"binary_scale": True} if layer.options.get("binary_scale") else {})}
     proj = LayerSpec(f"{layer.name}_shortcut", "conv2d", out_channels=shape[0], kernel_size=1, stride=stride,
-                     bias=False, options={"binary": True}) if len(shape) == 3 and len(src_shape) == 3 else None
+                     bias=False, options=binary) if len(shape) == 3 and len(src_shape) == 3 else None
     if proj is None or stride < 1 or proj.output_shape(src_shape) != shape:
         raise SpecError(f"layer {layer.name!r}: no 1×1 projection maps shortcut {src!r} {src_shape} to {shape}")
     return Synapse(proj, src_shape)
@@ -201,11 +203,12 @@ def plain_parameters(model: SpikingNet) -> dict[str, dict[str, np.ndarray]]:
     is folded into every weight that reads its output: W·(c·s) = (c·W)·s. Use them with
     ``plain_spec(spec)``, which drops the folded options.
 
-    Binary layers export sign(W_f) (exactly ±1). An EM-PF layer's entry also has ``lam``, ``theta``,
-    ``input_scale``, ``reset_offset``, each float32 [T, C] (C = out_features or out_channels, broadcast over
-    H, W): the parameters of ``snnchip.neurons.empf_step`` in the ``folded`` form (EM-PF Eq. 7–8, membrane BN
-    folded with its running statistics, i.e. eval mode). A layer with a projected
-    residual shortcut also has ``shortcut_weight`` [Cout, Cin, 1, 1] (±1; stride = input size / output size).
+    Binary layers export sign(W_f) (exactly ±1; with ``binary_scale`` κ_k·sign(W_f), ±κ_k along output
+    channel k). An EM-PF layer's entry also has ``lam``, ``theta``, ``input_scale``, ``reset_offset``, each
+    float32 [T, C] (C = out_features or out_channels, broadcast over H, W): the parameters of
+    ``snnchip.neurons.empf_step`` in the ``folded`` form (EM-PF Eq. 7–8, membrane BN folded with its running
+    statistics, i.e. eval mode). A layer with a projected residual shortcut also has ``shortcut_weight``
+    [Cout, Cin, 1, 1] (binary like the layer's; stride = input size / output size).
     """
     out: dict[str, dict[str, np.ndarray]] = {}
     scale_in = 1.0
@@ -281,12 +284,14 @@ def fold_empf_bn(model: SpikingNet) -> SpikingNet:
 
 def parameter_memory_bits(model: SpikingNet) -> dict[str, float]:
     """Parameter memory of the trainable tensors: ``float_bits`` (every value 32-bit) vs ``binary_bits`` (weights of
-    binary synapses, incl. SECA-II's BConv, at 1 bit, the rest 32-bit), and their ratio (EM-PF paper Sec. 5.1)."""
-    total = binary = 0
+    binary synapses, incl. SECA-II's BConv, at 1 bit and a 32-bit κ_k per output channel where scaled, the rest
+    32-bit), and their ratio (EM-PF paper Sec. 5.1)."""
+    total = binary = scales = 0
     for name, p in model.named_parameters():
         total += p.numel()
         module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
         if name.endswith("weight") and (getattr(module, "binary", False) or name.endswith("seca.bconv.weight")):
             binary += p.numel()
-    float_bits, binary_bits = 32 * total, 32 * (total - binary) + binary
+            scales += p.shape[0] if getattr(module, "binary_scale", False) else 0
+    float_bits, binary_bits = 32 * total, 32 * (total - binary + scales) + binary
     return {"float_bits": float_bits, "binary_bits": binary_bits, "ratio": float_bits / max(binary_bits, 1)}

@@ -8,7 +8,9 @@ channel k (biased variance, ε = 1e-5; ``gain`` γ, ``shift`` β; γ starts at 5
 per neuron at the start on digits, Table S1's initialisation).
 ``options["identity"]``: a fixed (not trained) identity weight, the spike-count readout of edbp nets.
 ``options["binary"]``: the applied weight is sign(W) ∈ {±1} (EM-PF Eq. 3–4, ``empf.binarize``), after any
-standardisation. ``options["seca"]`` (i | ii): EM-PF channel attention on the current, I = SECA(W x + b) (Eq. 9–10).
+standardisation; with ``options["binary_scale"]`` κ_k·sign(W_k), κ_k = mean|W_k| per output channel
+(``empf.binarize_scaled``). ``options["seca"]`` (i | ii): EM-PF channel attention on the current,
+I = SECA(W x + b) (Eq. 9–10).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 
 from snnchip.spec import LayerSpec
 
-from .empf import SECA, binarize
+from .empf import SECA, binarize, binarize_scaled
 
 WS_EPS = 1e-4
 WN_EPS = 1e-5
@@ -54,6 +56,7 @@ class Synapse(nn.Module):
                 self.weight.copy_(torch.eye(*self.weight.shape))
             self.weight.requires_grad_(False)
         self.binary = bool(layer.options.get("binary", False))
+        self.binary_scale = self.binary and bool(layer.options.get("binary_scale", False))
         mode = layer.options.get("seca", "none")
         self.seca = SECA(layer.out_channels, mode) if self.conv and mode != "none" else None
 
@@ -69,7 +72,9 @@ class Synapse(nn.Module):
             dims = tuple(range(1, w.dim()))
             mean, var = w.mean(dim=dims, keepdim=True), w.var(dim=dims, keepdim=True, unbiased=False)
             w = self.gain * (w - mean) / torch.sqrt(var + WN_EPS) + self.shift
-        return binarize(w) if self.binary else w
+        if not self.binary:
+            return w
+        return binarize_scaled(w) if self.binary_scale else binarize(w)
 
     @torch.no_grad()
     def scale_(self, c: float) -> None:
