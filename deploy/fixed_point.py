@@ -208,23 +208,27 @@ def mul12(x: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 
 def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndarray, th: np.ndarray,
-                    r: np.ndarray, shift: int, active: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One fixed-point EM-PF step with the tables' row of this step; returns (m, v, msg) as int64.
+                    r: np.ndarray, shift: int, active: bool = True, cap: int = V_MAX
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One fixed-point EM-PF step with the tables' row of this step; returns (m, v, msg, clipped) as int64 (clipped:
+    the messages the cap cut, bool).
 
         u   = mul12(a << 6, aq[t])                       (input scale a[t] = aq[t]/4096 · 2^ka, 2^ka in the weights)
         m   = clip(mul12(v, lq[t]) + u, ±(2^23 − 1))     (λ̂[t] = lq[t]/4096)
         s   = (m − th[t])·[m ≥ th[t]]                     (graded spike in membrane units, th[t] = 64·c·θ̂[t])
         v   = clip(m − s + r[t], ±(2^23 − 1))            (r[t] = 64·c·r̂[t])
-        msg = min(s >> shift, 2^23 − 1)   (s << −shift for shift < 0): the graded message, s·2^q_s/(64·c)
+        msg = min(s >> shift, cap)        (s << −shift for shift < 0): the graded message, s·2^q_s/(64·c)
+    ``cap`` ≤ 2^23 − 1 (the payload's 24 bits) is the stage's ``message_cap``: no Dense it feeds can leave int32.
     An inactive step (before the stage's first input or after its T steps) leaves v and sends nothing.
     """
     v = np.asarray(v, dtype=np.int64)
     if not active:
         z = np.zeros(np.broadcast_shapes(v.shape, np.shape(a_in)), dtype=np.int64)
-        return z, v + z, z
+        return z, v + z, z, z.astype(bool)
     u = mul12(np.asarray(a_in, dtype=np.int64) << ACT_SHIFT, aq)
     m = clip24(mul12(v, lq) + u)
     s = np.where(m >= th, m - th, 0)
     v = clip24(m - s + np.asarray(r, dtype=np.int64))
     msg = s >> shift if shift >= 0 else s << -shift
-    return m, v, np.minimum(msg, V_MAX)
+    clipped = msg > cap
+    return m, v, np.minimum(msg, cap), clipped

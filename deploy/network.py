@@ -34,7 +34,7 @@ from snnchip.deploy.result import RunResult, accept_input, assemble, check_timin
 from snnchip.deploy.supervise import supervised
 from snnchip.errors import DeployError
 from snnchip.export.loihi import Deployment, load_deploy
-from snnchip.export.loihi2 import BUILTIN, EMPF_TABLES, neuron_process, synapse_process
+from snnchip.export.loihi2 import BUILTIN, EMPF_TABLES, V_MAX, neuron_process, synapse_process
 from snnchip.export.lowering import INPUT
 from snnchip.export.quantize import encode_input
 
@@ -87,7 +87,8 @@ class _Graph:
                              name=q.name)
             elif kind == "snnchip.EMPF":
                 tabs = {qk: q.tables[qk] if fixed else st.tables[fk] for fk, qk in EMPF_TABLES}
-                neuron = EMPF(shape=(n,), delay=q.latency, shift=q.shift if fixed else 0, name=q.name, **tabs)
+                neuron = EMPF(shape=(n,), delay=q.latency, shift=q.shift if fixed else 0,
+                              cap=q.message_cap if fixed else V_MAX, name=q.name, **tabs)
             else:
                 vsub = (q.vsub if fixed else st.reset_by) if q.vsub is not None else vth
                 neuron = CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, vsub=vsub, reset=q.reset, spike=q.spike,

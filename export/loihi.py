@@ -39,7 +39,7 @@ from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
 from snnchip.errors import DataError, DeployError, OutputError, SnnchipError, UnsupportedNodeError
 from snnchip.export.kernel import Kernel
-from snnchip.export.loihi2 import EMPF_TABLES, NEVER_FIRES, neuron_process, synapse_process
+from snnchip.export.loihi2 import EMPF_TABLES, NEVER_FIRES, V_MAX, neuron_process, synapse_process
 from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
 from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower, schedule
 from snnchip.export.nir_export import nir_bytes
@@ -66,9 +66,10 @@ from snnchip.export.stage_peaks import check_calibration_input, describe, stage_
 from snnchip.identity import sha256_file
 from snnchip.spec import Interpretation
 
-FORMAT = {"name": "snnchip-loihi-deploy", "version": 7}
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)  # 1, 2: chains (version 1: every stage dense); 3: no wide weights; 4: no
-# seal; 5: no kernels (every convolution a CSR matrix); 6: the float stages' arrays in params.npz
+FORMAT = {"name": "snnchip-loihi-deploy", "version": 8}
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)  # 1, 2: chains (version 1: every stage dense); 3: no wide weights; 4:
+# no seal; 5: no kernels (every convolution a CSR matrix); 6: the float stages' arrays in params.npz; 7: no message
+# cap (an EM-PF stage's graded messages capped at 2^23 − 1 only)
 FLOAT_FROM_GRAPH = 7  # from this version on the float stages are model.nir lowered again, not params.npz arrays
 CSR_PARTS = ("data", "indices", "indptr", "shape")
 FILES = ("model.nir", "params.npz", "manifest.json")
@@ -150,7 +151,7 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
     for st, q in zip(net.stages, qnet.stages, strict=True):
         entry = {key: getattr(q, key) for key in _STAGE_KEYS}
         entry.update(out_shape=list(q.out_shape), process=neuron_process(q), lam=st.lam, theta=st.theta,
-                     reset_by=st.reset_by, max_spikes=q.max_spikes,
+                     reset_by=st.reset_by, max_spikes=q.max_spikes, message_cap=q.message_cap,
                      inputs=[{**{k: getattr(p, k) for k in _INPUT_KEYS}, "synapse": p.synapse,
                               "process": synapse_process(p), "low_exp": None if p.low is None else p.low_exp,
                               **({"geometry": p.weight.geometry()} if p.synapse == "conv" else {})}
@@ -257,8 +258,11 @@ def graded_spike_peaks(graph: nir.NIRGraph, x: Any) -> dict[str, float] | None:
 
     T = graph_meta(graph).T or 1
     ex, peak = NIRExecutor(graph, dtype=torch.float64), {}
-    for b in range(0, len(x), 256):
-        xb = torch.as_tensor(x[b:b + 256])
+    # the executor keeps every neuron's spikes and states of a batch (float64, stacked once more at the end)
+    per_sample = 3 * 8 * T * sum(math.prod(ex.checked.shapes[n]) for n, op in ex.ops.items() if op.neuron is not None)
+    chunk = int(min(256, max(1, PEAKS_BATCH_BYTES // per_sample)))
+    for b in range(0, len(x), chunk):
+        xb = torch.as_tensor(x[b:b + chunk])
         res = ex.run(xb.unsqueeze(0).expand(T, *xb.shape))
         for k, s in res.spikes.items():
             peak[k] = max(peak.get(k, 0.0), float(s.max()))
@@ -289,6 +293,7 @@ def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, floa
     return graded_spike_bounds(graph, load_dataset(cfg["dataset"], cfg.get("data_dir"), flat=flat, T=T).x_train)
 
 
+PEAKS_BATCH_BYTES = 2**29  # memory of one batch of ``graded_spike_peaks`` (a ResNet-18 at T = 4: 10 samples)
 CALIBRATION_SAMPLES = 512  # training samples that size a snnchip model's data headroom and its graded spikes
 
 
@@ -490,6 +495,6 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
                       lam_syn=fields.get("lam_syn", 0.0), reset_by=s.get("reset_by"),
                       tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in EMPF_TABLES} if graded else None)
     q = QStage(**fields, inputs=q_inputs, out_shape=out_shape, bias=arrays[f"{name}/bias"],
-               max_spikes=s.get("max_spikes", 1),
+               max_spikes=s.get("max_spikes", 1), message_cap=s.get("message_cap", V_MAX),
                tables={qk: arrays[f"{name}/qtable/{qk}"] for _, qk in EMPF_TABLES} if graded else None)
     return stage, q

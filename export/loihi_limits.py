@@ -15,8 +15,8 @@ file, the stage and the field:
   ``WEIGHT_EXP`` (the wide weights' residual mantissas and exponent alike); num_message_bits 0..24; delay ≥ 0;
   extra Lava delay 0..``MAX_LAVA_DELAY``;
 - max_spikes 1..255, above 1 only for a LIF/CubaLIF with reset subtract and compare ge;
-- bias: |b| ≤ (2^23 − 1) / 64 (V += 64·b); EM-PF: spike_frac_bits 0..8, shift in ``MESSAGE_SHIFT``, integer tables
-  within the 24-bit state; every float finite.
+- bias: |b| ≤ (2^23 − 1) / 64 (V += 64·b); EM-PF: spike_frac_bits 0..8, shift in ``MESSAGE_SHIFT``, message cap
+  1..2^23 − 1, integer tables within the 24-bit state; every float finite.
 """
 
 from __future__ import annotations
@@ -147,6 +147,7 @@ def check_neuron(at: str, q: QStage, st: Stage) -> None:
     if kind == "empf":
         _int(at, "shift", q.shift, *MESSAGE_SHIFT, "graded message shift")
         _int(at, "spike_frac_bits", q.spike_frac_bits, 0, SPIKE_FRAC_BITS, "graded message fraction bits")
+        _int(at, "message_cap", q.message_cap, 1, V_MAX, "the largest graded message")
 
 
 def check_synapses(at: str, arrays_at: str, q: QStage, st: Stage, T: int, sizes: dict[str, int]) -> None:

@@ -128,6 +128,7 @@ class QStage(StageTraits):
     spike_frac_bits: int = 0  # empf: the message is s_real·2^spike_frac_bits
     tables: dict[str, np.ndarray] | None = None  # empf: int64 [T, n] lam (lq), scale (aq), theta (th), offset (r)
     max_spikes: int = 1  # > 1: s = min(⌊v / vth⌋, max_spikes) spikes per step, sent as a graded count
+    message_cap: int = V_MAX  # empf: the largest message, so that no Dense it feeds leaves int32
 
     @property
     def size(self) -> int:
@@ -464,16 +465,21 @@ def _largest_bits(cap: int, *limits: tuple[float, float]) -> int:
 
 
 def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, float], input_frac_bits: int | None,
-                  measured: dict[str, float] | None = None) -> dict[str, int]:
-    """q per graded source: the input's ``input_frac_bits`` (an error if some Dense could overflow; None: the
-    largest q ≤ 16 with 24-bit payloads and int32 sums), for each EM-PF stage the largest q_s ≤ 8 that keeps every
-    Dense it feeds inside int32, and 0 for a stage sending spike counts (an error if a Dense could overflow)."""
-    need: dict[str, list[float]] = {}
+                  measured: dict[str, float] | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """(q, cap): q per graded source: the input's ``input_frac_bits`` (an error if some Dense could overflow; None:
+    the largest q ≤ 16 with 24-bit payloads and int32 sums), for each EM-PF stage the largest q_s ≤ 8 that keeps
+    every Dense it feeds inside int32 for graded spikes up to its ``measured`` bound (the worst case without one),
+    and 0 for a stage sending spike counts (an error if a Dense could overflow); cap per EM-PF stage: its largest
+    message, min(2^23 − 1, ⌊(2^31 − 1) / R⌋) with R the largest row sum of |mantissas| among the Dense it feeds,
+    so that no sum leaves int32 whatever the spikes."""
+    rows: dict[str, list[float]] = {}
     for st in net.stages:
         for p in stages[st.name].inputs:
             if p.source == INPUT or stages[p.source].graded or stages[p.source].max_spikes > 1:
-                need.setdefault(p.source, []).extend(float(row_abs_sum(m).max(initial=0)) * worst[p.source]
-                                                     for m, _ in p.parts)
+                rows.setdefault(p.source, []).extend(float(row_abs_sum(m).max(initial=0)) for m, _ in p.parts)
+    need = {source: [r * worst[source] for r in rs] for source, rs in rows.items()}
+    caps = {source: int(min(V_MAX, INT32_MAX // max(max(rs), 1))) for source, rs in rows.items()
+            if source != INPUT and stages[source].graded}
     largest_input = max(need.get(INPUT, [0.0]))
     q = {INPUT: _largest_bits(INPUT_FRAC_BITS, (worst[INPUT], V_MAX), (largest_input, INT32_MAX))
          if input_frac_bits is None else input_frac_bits}
@@ -495,15 +501,17 @@ def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, f
                                         f"int32 Dense sum of the stages it feeds ({largest:.3g})")
             q[source] = 0
             continue
-        bits = _largest_bits(SPIKE_FRAC_BITS, (largest, INT32_MAX))
+        seen = (measured or {}).get(source)
+        bits = _largest_bits(SPIKE_FRAC_BITS, (max(rows[source]) * (worst[source] if seen is None else seen),
+                                               INT32_MAX))
         if bits < 0:
-            seen = (measured or {}).get(source)
             raise QuantizationError(f"stage {source!r}: its graded spikes (up to {worst[source]:.3g}"
-                                    + (f"; {seen:.3g} measured on training data with its margin" if seen else "")
+                                    + (f"; {seen:.3g} measured on training data with its margin"
+                                       if seen is not None else "")
                                     + ") overflow the int32 Dense sum of the stages it feeds even without "
                                     "fractional bits")
         q[source] = bits
-    return q
+    return q, caps
 
 
 def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, input_frac_bits: int | None = None,
@@ -526,8 +534,9 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
     ``weight_exp`` (None: chosen per projection) fixes every Dense exponent (see ``quantize_stage``; it needs an
     explicit ``input_frac_bits``).
     ``spike_bounds`` {EM-PF stage: max graded spike measured on data}: the stages it feeds use it for their scale
-    instead of the worst case (the message bits q_s still use the worst case, so Lava's int32 Dense sum cannot
-    overflow; larger spikes only clip the 24-bit state, identically in hw_sim and Lava).
+    and its message bits q_s instead of the worst case (a bound of 0, a stage silent on the data: q_s only, the
+    scales keep the worst case); larger spikes clip at the stage's ``message_cap`` (so
+    Lava's int32 Dense sum cannot overflow) or the 24-bit state, identically in hw_sim and Lava.
     """
     if weight_exp is not None and input_frac_bits is None:
         raise SpecError(f"weight_exp={weight_exp} fixes every projection's exponent and needs an explicit "
@@ -539,6 +548,7 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
     stages: dict[str, QStage] = {}
     reports: dict[str, dict] = {}
     graded = {st.name for st in net.stages if st.graded}
+    seen: dict[str, float] = {}  # EM-PF stages' measured graded-spike bounds below their worst case
     for st in net.stages:
         if st.max_spikes > 1:  # its messages are spike counts, up to max_spikes (its own recurrence reads them too)
             worst[st.name] = message_max[st.name] = float(st.max_spikes)
@@ -555,10 +565,10 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
             q, r = quantize_empf_stage(st, steps, message_max, wide_weights)
             worst[st.name] = float(r["graded_spike_bound"])
             measured = (spike_bounds or {}).get(st.name)
-            message_max[st.name] = float(measured) if measured is not None and 0 < measured < worst[st.name] \
-                else worst[st.name]
-            if message_max[st.name] != worst[st.name]:
-                r["graded_spike_measured"] = message_max[st.name]
+            if measured is not None and measured < worst[st.name]:
+                seen[st.name] = r["graded_spike_measured"] = float(measured)
+            # a stage silent on the data (0) keeps the worst case for the scales of the stages it feeds
+            message_max[st.name] = seen[st.name] if seen.get(st.name, 0) > 0 else worst[st.name]
         else:
             if headroom == "data" and st.name not in (peaks or {}):
                 raise QuantizationError(f"stage {st.name!r}: the data headroom needs its observed peak (calibration "
@@ -566,7 +576,7 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
             q, r = quantize_stage(st, steps, message_max, weight_exp, input_frac_bits or 0, wide_weights, headroom,
                                   (peaks or {}).get(st.name), margin)
         stages[st.name], reports[st.name] = q, r
-    q_bits = _message_bits(net, stages, worst, input_frac_bits, {k: message_max[k] for k in graded})
+    q_bits, caps = _message_bits(net, stages, worst, input_frac_bits, seen)
     out = []
     for st in net.stages:
         q = stages[st.name]
@@ -578,8 +588,9 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
         q = dataclasses.replace(q, inputs=inputs, latency=plan.latency[st.name])
         if q.graded:
             bits = q_bits.get(st.name, SPIKE_FRAC_BITS)
-            q = dataclasses.replace(q, spike_frac_bits=bits, shift=int(ACT_SHIFT + round(math.log2(q.scale)) - bits))
-            reports[st.name].update(spike_frac_bits=bits, spike_shift=q.shift)
+            q = dataclasses.replace(q, spike_frac_bits=bits, shift=int(ACT_SHIFT + round(math.log2(q.scale)) - bits),
+                                    message_cap=caps.get(st.name, V_MAX))
+            reports[st.name].update(spike_frac_bits=bits, spike_shift=q.shift, message_cap=q.message_cap)
         for rp, p in zip(reports[st.name]["projections"], inputs, strict=True):
             rp.update(lava_delay=p.lava_delay, num_message_bits=p.num_message_bits)
         reports[st.name]["latency"] = q.latency

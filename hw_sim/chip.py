@@ -32,10 +32,18 @@ from snnchip.errors import SpecError
 from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.loihi2 import EMPF_INT_TABLES
 from snnchip.export.lowering import INPUT
-from snnchip.export.quantize import encode_input
+from snnchip.export.quantize import QStage, encode_input
 
 CHUNK = 1024  # samples simulated at a time
 OVERFLOWS = ("u_wrapped", "v_clipped_top", "v_clipped_bottom")  # meta["saturation"]'s counts (``state_overflow``)
+MESSAGE_OVERFLOWS = ("message_capped",)  # an EM-PF stage's: graded messages cut at its message cap
+OVERFLOW_WORDS = {"u_wrapped": "current wrapped", "v_clipped_top": "membrane clipped at the top",
+                  "v_clipped_bottom": "at the bottom", "message_capped": "graded messages capped"}
+
+
+def overflows(q: QStage) -> tuple[str, ...]:
+    """The saturation counts of a stage: its messages' for an EM-PF stage, its state's otherwise."""
+    return MESSAGE_OVERFLOWS if q.graded else OVERFLOWS
 
 
 def to_lava_timing(a: np.ndarray, k: int, steps: int) -> np.ndarray:
@@ -46,15 +54,14 @@ def to_lava_timing(a: np.ndarray, k: int, steps: int) -> np.ndarray:
 
 
 def saturation_lines(counts: dict[str, dict[str, int]], updates: dict[str, int]) -> list[str]:
-    """``meta["saturation"]`` in words: per stage, the wrapped currents and clipped membranes among its ``updates``
-    (steps × samples × neurons), or that none left the 24-bit state."""
+    """``meta["saturation"]`` in words: per stage, the wrapped currents and clipped membranes (an EM-PF stage: the
+    capped messages) among its ``updates`` (steps × samples × neurons), or that none left its range."""
     hit = {k: c for k, c in counts.items() if any(c.values())}
     if not hit:
-        return ["saturation: none (no current wrapped, no membrane clipped in any stage)"]
-    return ["saturation (updates that left the 24-bit state; Lava does the same):"] + [
-        f"  {k:<20} " + ", ".join(f"{what} {c[key]} ({c[key] / updates[k]:.3%})" for key, what in (
-            ("u_wrapped", "current wrapped"), ("v_clipped_top", "membrane clipped at the top"),
-            ("v_clipped_bottom", "at the bottom"))) + f" of {updates[k]}" for k, c in hit.items()]
+        return ["saturation: none (no current wrapped, no membrane clipped, no graded message capped in any stage)"]
+    return ["saturation (updates that left the 24-bit state or the message cap; Lava does the same):"] + [
+        f"  {k:<20} " + ", ".join(f"{OVERFLOW_WORDS[key]} {n} ({n / updates[k]:.3%})" for key, n in c.items())
+        + f" of {updates[k]}" for k, c in hit.items()]
 
 
 class ChipSimulator:
@@ -88,8 +95,8 @@ class ChipSimulator:
         parts = [self._run(xs[:, b:b + chunk], timing, states) for b in starts]
         res = join_batches(parts)
         res.meta["clipped_inputs"] = clipped
-        res.meta["saturation"] = {q.name: {k: sum(p.meta["saturation"][q.name][k] for p in parts) for k in OVERFLOWS}
-                                  for q in self.dep.qnet.stages if not q.graded}
+        res.meta["saturation"] = {q.name: {k: sum(p.meta["saturation"][q.name][k] for p in parts)
+                                           for k in overflows(q)} for q in self.dep.qnet.stages}
         return res
 
     def _run(self, xs: np.ndarray, timing: str, states: bool) -> RunResult:
@@ -109,7 +116,7 @@ class ChipSimulator:
         # several spikes per step sends their count
         msgs.update({q.name: np.zeros((steps, B, q.size), dtype=np.int64) if q.graded or q.max_spikes > 1
                      else s[q.name] for q in qnet.stages})
-        over = {q.name: dict.fromkeys(OVERFLOWS, 0) for q in qnet.stages if not q.graded}
+        over = {q.name: dict.fromkeys(overflows(q), 0) for q in qnet.stages}
         for t in range(steps):
             for q in qnet.stages:
                 if t >= steps - q.latency:  # past the run on Lava's clock (t + latency ≥ steps): never read
@@ -126,9 +133,10 @@ class ChipSimulator:
                 u0, v0 = last[n]
                 if q.graded:  # row t of the tables; idle (v kept, nothing sent) after the stage's T steps
                     row = min(t, T - 1)
-                    u1, v1, msgs[n][t] = empf_step_fixed(v0, a, *(q.tables[k][row] for k in EMPF_INT_TABLES),
-                                                         q.shift, t < T)
+                    u1, v1, msgs[n][t], cut = empf_step_fixed(v0, a, *(q.tables[k][row] for k in EMPF_INT_TABLES),
+                                                              q.shift, t < T, q.message_cap)
                     s[n][t] = msgs[n][t] != 0
+                    over[n]["message_capped"] += int(np.count_nonzero(cut))
                 else:
                     pre, u1, membrane, v1 = integrate_fixed(u0, v0, a, q.du, q.dv)
                     for key, count in zip(OVERFLOWS, state_overflow(pre, u1, membrane, v1), strict=True):

@@ -28,7 +28,7 @@ def deploy_dir(tmp_path):
 def test_directory_holds_float_graph_integer_params_and_manifest(deploy_dir):
     assert sorted(p.name for p in deploy_dir.iterdir()) == ["manifest.json", "model.nir", "params.npz"]
     man = json.loads((deploy_dir / "manifest.json").read_text())
-    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 7}
+    assert man["format"] == {"name": "snnchip-loihi-deploy", "version": 8}
     assert set(man["seal"]["files"]) == {"model.nir", "params.npz"} and "stages[1]" in man["seal"]["values"]
     assert [[(p["source"], p["synapse"], p["delay"], p["lava_delay"]) for p in s["inputs"]] for s in man["stages"]] \
         == [[("input", "dense", 0, 0)], [("fc1", "dense", 0, 0)]]
@@ -43,9 +43,39 @@ def test_directory_holds_float_graph_integer_params_and_manifest(deploy_dir):
     assert set(nir.read(deploy_dir / "model.nir").nodes) >= {"fc1", "fc1_neuron", "fc2_neuron"}
 
 
+def as_version_7(deploy_dir) -> None:
+    """Rewrite a format-8 directory as format 7 wrote it, sealed: no ``message_cap`` in the stages."""
+    man = json.loads((deploy_dir / "manifest.json").read_text())
+    man.pop("seal")
+    for s in man["stages"]:
+        s.pop("message_cap")
+    man["format"]["version"] = 7
+    (deploy_dir / "manifest.json").write_text(sealed_manifest_json(deploy_dir, man))
+
+
+def test_format_7_empf_directory_reads_with_the_24_bit_cap_and_runs_the_same(tmp_path):
+    """Format 7 capped graded messages at 2^23 − 1 only; its EM-PF directories read so and run bit for bit as the
+    format-8 directory of the same graph (whose tighter cap no message within the worst-case bound reaches)."""
+    from test_deploy_empf import empf_mlp_graph
+
+    from snnchip.hw_sim.chip import ChipSimulator
+
+    graph = empf_mlp_graph((6, 9, 7, 3), T=4, seed=21)
+    new = export_loihi(graph, tmp_path / "v8")
+    old = export_loihi(graph, tmp_path / "v7")
+    as_version_7(old)
+    a, b = load_deploy(new), load_deploy(old)
+    assert b.manifest["format"]["version"] == 7 and b.seal.sealed
+    assert b.qnet.stage("fc1").message_cap == 2**23 - 1 > a.qnet.stage("fc1").message_cap
+    x = np.random.default_rng(3).uniform(0, 1, (4, 5, 6))
+    ra, rb = ChipSimulator(a).run(x), ChipSimulator(b).run(x)
+    np.testing.assert_array_equal(ra.output_raw, rb.output_raw)
+    assert all(np.array_equal(ra.spikes[k], rb.spikes[k]) for k in ra.spikes)
+
+
 def as_version_6(deploy_dir) -> None:
-    """Rewrite a format-7 directory as format 6 wrote it, sealed: the float stages' arrays (``weight_float``,
-    ``bias_float``, EM-PF ``table/*``) in params.npz beside the integers."""
+    """Rewrite a format-7/8 directory as format 6 wrote it, sealed: the float stages' arrays (``weight_float``,
+    ``bias_float``, EM-PF ``table/*``) in params.npz beside the integers, no message cap."""
     net = load_deploy(deploy_dir).net
     with np.load(deploy_dir / "params.npz") as z:
         arrays = dict(z)
@@ -58,6 +88,8 @@ def as_version_6(deploy_dir) -> None:
     man = json.loads((deploy_dir / "manifest.json").read_text())
     man.pop("seal")
     man["format"]["version"] = 6
+    for s in man["stages"]:
+        s.pop("message_cap", None)
     (deploy_dir / "manifest.json").write_text(sealed_manifest_json(deploy_dir, man))
 
 
@@ -388,8 +420,8 @@ def test_chain_versions_are_read_and_unknown_versions_refused(deploy_dir, versio
     assert [q.latency for q in dep.qnet.stages] == [1, 2] and not dep.seal.sealed
     np.testing.assert_array_equal(ChipSimulator(dep).run(x).output_raw, ref.output_raw)
     man = json.loads((deploy_dir / "manifest.json").read_text())
-    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 8}}))
-    with pytest.raises(DeployError, match=r"version 8 was written by a newer snnchip \(this one reads 1-7\); upgrade "
+    (deploy_dir / "manifest.json").write_text(json.dumps({**man, "format": {**man["format"], "version": 9}}))
+    with pytest.raises(DeployError, match=r"version 9 was written by a newer snnchip \(this one reads 1-8\); upgrade "
                                           r"snnchip, or re-export .*snn-export"):
         load_deploy(deploy_dir)
 

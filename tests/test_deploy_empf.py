@@ -216,19 +216,80 @@ def test_saturating_empf_network_is_bit_exact():
     assert any((np.abs(s["v"]) == V_LIM).any() for s in sim.states.values()), "the test must saturate"
 
 
-def test_graded_spikes_that_overflow_every_int32_sum_are_refused_with_their_sizes():
-    """A graded spike bound S with Σ|w|·S beyond int32 even at q_s = 0 is refused by stage, with S and the measured
-    bound (the message would otherwise wrap Lava's accumulator)."""
+def _loud_empf_graph():
+    """``empf_mlp_graph`` with fc1's weights × 10^7: its worst-case graded spikes overflow every int32 sum."""
     import nir
-
-    from snnchip.errors import QuantizationError
-    from snnchip.export.loihi import deployment_from_graph
 
     g = empf_mlp_graph((6, 9, 7, 3), T=4, seed=21)
     nodes = dict(g.nodes)
     nodes["fc1"] = nir.Affine(weight=nodes["fc1"].weight * 1e7, bias=nodes["fc1"].bias)
-    big = nir.NIRGraph(nodes=nodes, edges=list(g.edges), metadata=g.metadata)
-    with pytest.raises(QuantizationError, match=r"stage 'fc1': its graded spikes \(up to [0-9.e+]+; 12 measured on "
-                                                r"training data with its margin\) overflow the int32 Dense sum"):
-        deployment_from_graph(big, spike_bounds={"fc1": 12.0})
+    return g, nir.NIRGraph(nodes=nodes, edges=list(g.edges), metadata=g.metadata)
+
+
+def test_graded_spikes_that_overflow_every_int32_sum_are_refused_with_their_sizes():
+    """A graded spike bound S with Σ|w|·S beyond int32 even at q_s = 0 is refused by stage, with S and the measured
+    bound (the message would otherwise wrap Lava's accumulator)."""
+    from snnchip.errors import QuantizationError
+    from snnchip.export.loihi import deployment_from_graph
+
+    g, big = _loud_empf_graph()
+    with pytest.raises(QuantizationError, match=r"stage 'fc1': its graded spikes \(up to [0-9.e+]+\) overflow the "
+                                                r"int32 Dense sum"):
+        deployment_from_graph(big)
+    with pytest.raises(QuantizationError, match=r"stage 'fc1': its graded spikes \(up to [0-9.e+]+; 5e\+07 measured "
+                                                r"on training data with its margin\) overflow the int32 Dense sum"):
+        deployment_from_graph(big, spike_bounds={"fc1": 5e7})
     assert deployment_from_graph(g).qnet.stage("fc1").spike_frac_bits > 0  # the same graph, unscaled, deploys
+
+
+def test_a_stage_silent_on_the_data_takes_its_message_bits_from_it_and_the_scales_keep_the_worst_case():
+    """A measured bound of 0 (no graded spike on the calibration data, e.g. a barely trained net) sizes q_s, so the
+    graph the worst case refuses deploys with the full SPIKE_FRAC_BITS; the stage it feeds keeps its worst-case scale
+    (a scale from a bound of 0 would be unbounded)."""
+    from snnchip.export.loihi import deployment_from_graph
+    from snnchip.export.quantize import SPIKE_FRAC_BITS
+
+    big = _loud_empf_graph()[1]
+    silent = deployment_from_graph(big, spike_bounds={"fc1": 0.0, "fc2": 1.0})
+    assert silent.qnet.stage("fc1").spike_frac_bits == SPIKE_FRAC_BITS
+    assert {r["stage"]: r for r in silent.manifest["quantization"]}["fc1"]["graded_spike_measured"] == 0.0
+    measured = deployment_from_graph(big, spike_bounds={"fc1": 1.0, "fc2": 1.0})
+    assert silent.qnet.stage("fc2").scale < measured.qnet.stage("fc2").scale
+
+
+def test_graded_messages_beyond_the_measured_bound_are_capped_alike_in_lava():
+    """With a measured bound the message bits fit the data, and the cap keeps every Dense sum inside int32 whatever
+    the spikes: messages above it are cut at the cap, counted, and Lava cuts them identically."""
+    from snnchip.deploy import build
+    from snnchip.export.loihi import deployment_from_graph
+    from snnchip.hw_sim.chip import ChipSimulator, saturation_lines
+
+    dep = deployment_from_graph(_loud_empf_graph()[1], spike_bounds={"fc1": 12.0})
+    fc1, fc2 = dep.qnet.stage("fc1"), dep.qnet.stage("fc2")
+    rows = max(int(np.abs(m).sum(axis=1).max()) for m, _ in fc2.inputs[0].parts)
+    assert fc1.message_cap == min(2**23 - 1, (2**31 - 1) // rows) and rows * fc1.message_cap <= 2**31 - 1
+    assert dep.manifest["stages"][0]["message_cap"] == fc1.message_cap
+    x = np.random.default_rng(22).uniform(0, 1, (dep.T, 2, 6))
+    sim = ChipSimulator(dep).run(x, timing="lava")
+    capped = sim.meta["saturation"]["fc1"]["message_capped"]
+    assert capped > 0, "the test must cap messages"
+    updates = {q.name: 1 for q in dep.qnet.stages}
+    assert "graded messages capped" in "\n".join(saturation_lines(sim.meta["saturation"], updates))
+    assert_same_run(sim, build(dep).run(x, timing="lava"))
+
+
+def test_graded_spike_peaks_are_the_float_executors_maxima_whatever_the_batch_memory(monkeypatch):
+    """The measured bound per EM-PF layer is the largest graded spike of the NIR executor over every sample, batched
+    to fit PEAKS_BATCH_BYTES (one sample per batch here) without changing it."""
+    import torch
+
+    from snnchip.export import loihi
+    from snnchip.export.nir_exec import NIRExecutor
+
+    graph = empf_mlp_graph((6, 9, 7, 3), T=4, seed=21)
+    x = np.random.default_rng(23).uniform(0, 1, (5, 6))
+    whole = NIRExecutor(graph, dtype=torch.float64).run(np.broadcast_to(x, (4, 5, 6)).copy()).spikes
+    monkeypatch.setattr(loihi, "PEAKS_BATCH_BYTES", 1)
+    peaks = loihi.graded_spike_peaks(graph, x)
+    assert set(peaks) == {"fc1", "fc2"} and all(peaks[k] > 0 for k in peaks)
+    assert peaks == pytest.approx({k: float(whole[k].max()) for k in peaks}, rel=1e-12)  # BLAS blocks by batch

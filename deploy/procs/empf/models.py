@@ -37,7 +37,8 @@ class _EMPFModel(GuardedNeuronModel):
 @requires(CPU)
 @tag("fixed_pt")
 class PyEMPFModelFixed(_EMPFModel):
-    """``empf_step_fixed``: m = clip(mul12(v, lq) + mul12(a << 6, aq)); s = ReLU(m − th); v = clip(m − s + r)."""
+    """``empf_step_fixed``: m = clip(mul12(v, lq) + mul12(a << 6, aq)); s = ReLU(m − th); v = clip(m − s + r);
+    msg = min(s >> shift, cap)."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
@@ -50,8 +51,9 @@ class PyEMPFModelFixed(_EMPFModel):
     offset: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
 
     def step(self, a_in, row, active):
-        return empf_step_fixed(self.v, a_in, self.lam[row], self.scale[row], self.theta[row], self.offset[row],
-                               self.proc_params["shift"], active)
+        m, v, msg, _ = empf_step_fixed(self.v, a_in, self.lam[row], self.scale[row], self.theta[row],
+                                       self.offset[row], self.proc_params["shift"], active, self.proc_params["cap"])
+        return m, v, msg
 
 
 @implements(proc=EMPF, protocol=LoihiProtocol)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from snnchip.deploy.procs.lava_api import AbstractProcess, InPort, OutPort, Var
+from snnchip.export.loihi2 import V_MAX
 
 
 class EMPF(AbstractProcess):
@@ -14,13 +15,13 @@ class EMPF(AbstractProcess):
     The tables (``lam``, ``scale``, ``theta``, ``offset``: [T, n]) are held by the process; a step counter
     ``t`` (set to 0 between samples) picks row ``t − delay − 1``, so the stage at Lava latency ``delay`` is
     active at Lava steps delay + 1 .. delay + T and idle (v kept, nothing sent) otherwise. ``u`` holds m.
-    fixed_pt: lq = 4096·λ̂, aq, th = 64·c·θ̂, r = 64·c·r̂ integers and the message shift
+    fixed_pt: lq = 4096·λ̂, aq, th = 64·c·θ̂, r = 64·c·r̂ integers, the message shift and the message cap
     (``snnchip.deploy.fixed_point.empf_step_fixed``); floating_pt: the float tables.
     """
 
     def __init__(self, *, shape: tuple[int, ...], lam: np.ndarray, scale: np.ndarray, theta: np.ndarray,
-                 offset: np.ndarray, delay: int, shift: int = 0, name: str | None = None) -> None:
-        super().__init__(shape=shape, delay=delay, shift=shift, name=name)
+                 offset: np.ndarray, delay: int, shift: int = 0, cap: int = V_MAX, name: str | None = None) -> None:
+        super().__init__(shape=shape, delay=delay, shift=shift, cap=cap, name=name)
         T = np.shape(lam)[0]
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
