@@ -16,8 +16,10 @@ a weight-shared kernel (``export.kernel.Kernel``), params.npz holds ``<stage>/in
 taps (``kernel_repeat``: the factor per spatial axis, ``np.repeat`` restores it), the manifest entry its ``geometry``
 (in_shape, out_shape, stride, pad_before, pad_after, dilation, groups). Version 7 stores no float arrays: the
 float stages are model.nir lowered again with the manifest's interpretation and T (``_float_stages``), checked
-against the manifest's stages. Version 5 added the manifest's ``seal`` (``export.seal``: the sha256 of model.nir,
-params.npz and of every manifest value), checked on every read. Version 6 (``weight_float``, ``bias_float`` and
+against the manifest's stages; version 8 adds an EM-PF stage's ``message_cap`` and stores its integer tables
+``qtable/*`` per channel ([T, C], int32) where they are constant over each channel's positions. Version 5 added
+the manifest's ``seal`` (``export.seal``: the sha256 of model.nir, params.npz and of every manifest value), checked
+on every read. Version 6 (``weight_float``, ``bias_float`` and
 EM-PF ``table/*`` in params.npz), 5 (no kernels), 4 (no seal), 3 (no ``low_exp``) and versions 1 and 2 (a chain:
 one input per stage, from the stage before; the SRM's current decay stored as 4096 − factor) are still read.
 """
@@ -96,6 +98,25 @@ def _narrowest(a: np.ndarray) -> np.ndarray:
     float32 where that loses nothing): the values read back are the ones written."""
     narrow = a.astype(np.int16) if np.issubdtype(a.dtype, np.integer) else a.astype(np.float32)
     return narrow if np.array_equal(narrow, a) else a
+
+
+def _pack_table(table: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
+    """An EM-PF integer table [T, n] as params.npz stores it: [T, C] (one value per channel, C = out_shape[0])
+    where it is constant over each channel's positions, as a folded BN's tables are, and int32 where that is exact."""
+    steps, n = table.shape
+    per_channel = table.reshape(steps, out_shape[0], -1) if len(out_shape) > 1 else table[:, :, None]
+    if (per_channel == per_channel[:, :, :1]).all():
+        table = per_channel[:, :, 0]
+    narrow = table.astype(np.int32)
+    return narrow if np.array_equal(narrow, table) else table
+
+
+def _unpack_table(table: np.ndarray, n: int) -> np.ndarray:
+    """The [T, n] int64 table ``_pack_table`` stored (a [T, C] one repeated over each channel's n / C positions; a
+    shape that does not divide n is left for the limits check to name)."""
+    if table.ndim == 2 and 0 < table.shape[1] < n and n % table.shape[1] == 0:
+        table = np.repeat(table, n // table.shape[1], axis=1)
+    return table.astype(np.int64) if np.issubdtype(table.dtype, np.integer) else table
 
 
 def _unpack_weight(arrays: dict[str, np.ndarray], key: str, synapse: str, geometry: dict | None = None) -> Weight:
@@ -363,7 +384,7 @@ def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation:
             arrays.update({**_pack_weight(f"{q.name}/in{i}/weight", p.weight),
                            **({} if p.low is None else _pack_weight(f"{q.name}/in{i}/weight_low", p.low))})
         if q.tables is not None:
-            arrays.update({f"{q.name}/qtable/{qk}": q.tables[qk] for _, qk in EMPF_TABLES})
+            arrays.update({f"{q.name}/qtable/{qk}": _pack_table(q.tables[qk], q.out_shape) for _, qk in EMPF_TABLES})
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         (tmp / "model.nir").write_bytes(nir_bytes(graph))
@@ -496,5 +517,6 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
                       tables={fk: arrays[f"{name}/table/{fk}"] for fk, _ in EMPF_TABLES} if graded else None)
     q = QStage(**fields, inputs=q_inputs, out_shape=out_shape, bias=arrays[f"{name}/bias"],
                max_spikes=s.get("max_spikes", 1), message_cap=s.get("message_cap", V_MAX),
-               tables={qk: arrays[f"{name}/qtable/{qk}"] for _, qk in EMPF_TABLES} if graded else None)
+               tables={qk: _unpack_table(arrays[f"{name}/qtable/{qk}"], math.prod(out_shape)) for _, qk in EMPF_TABLES}
+               if graded else None)
     return stage, q

@@ -113,9 +113,16 @@ class ChipSimulator:
         last = {q.name: (np.zeros((B, q.size), np.int64),) * 2 for q in qnet.stages}  # u, v of the step before
         s = {q.name: np.zeros((steps, B, q.size), dtype=bool) for q in qnet.stages}
         # a spiking stage's messages are its spikes (the same array); an EM-PF stage's are graded, a stage sending
-        # several spikes per step sends their count
-        msgs.update({q.name: np.zeros((steps, B, q.size), dtype=np.int64) if q.graded or q.max_spikes > 1
-                     else s[q.name] for q in qnet.stages})
+        # several spikes per step sends their count: those are kept only as long as a projection reads them, in a
+        # ring of 1 + the longest delay of the projections from it (step t in row t mod that)
+        ring = {INPUT: steps}
+        for q in qnet.stages:
+            for p in q.inputs:
+                ring[p.source] = max(ring.get(p.source, 1), p.delay + 1)
+        for q in qnet.stages:
+            graded = q.graded or q.max_spikes > 1
+            ring[q.name] = ring.get(q.name, 1) if graded else steps
+            msgs[q.name] = np.zeros((ring[q.name], B, q.size), dtype=np.int64) if graded else s[q.name]
         over = {q.name: dict.fromkeys(overflows(q), 0) for q in qnet.stages}
         for t in range(steps):
             for q in qnet.stages:
@@ -125,7 +132,7 @@ class ChipSimulator:
                 for p, parts in zip(q.inputs, self.weights[n], strict=True):
                     if t >= p.delay:
                         for w, e in parts:
-                            part = dense_fixed(w, e, msgs[p.source][t - p.delay])  # a new array: summed in place
+                            part = dense_fixed(w, e, msgs[p.source][(t - p.delay) % ring[p.source]])  # a new array
                             a = part if a is None else np.add(a, part, out=a)
                 a = np.zeros((B, q.size), np.int64) if a is None else a
                 if t < T:
@@ -133,9 +140,10 @@ class ChipSimulator:
                 u0, v0 = last[n]
                 if q.graded:  # row t of the tables; idle (v kept, nothing sent) after the stage's T steps
                     row = min(t, T - 1)
-                    u1, v1, msgs[n][t], cut = empf_step_fixed(v0, a, *(q.tables[k][row] for k in EMPF_INT_TABLES),
-                                                              q.shift, t < T, q.message_cap)
-                    s[n][t] = msgs[n][t] != 0
+                    u1, v1, sent, cut = empf_step_fixed(v0, a, *(q.tables[k][row] for k in EMPF_INT_TABLES),
+                                                        q.shift, t < T, q.message_cap)
+                    msgs[n][t % ring[n]] = sent
+                    s[n][t] = sent != 0
                     over[n]["message_capped"] += int(np.count_nonzero(cut))
                 else:
                     pre, u1, membrane, v1 = integrate_fixed(u0, v0, a, q.du, q.dv)
@@ -145,7 +153,7 @@ class ChipSimulator:
                                                s[n][t - 1] if t else None, q.max_spikes)
                     s[n][t] = fired
                     if q.max_spikes > 1:
-                        msgs[n][t] = fired
+                        msgs[n][t % ring[n]] = fired
                 last[n] = u1, v1
                 if n in u:
                     u[n][t], v[n][t] = u1, v1

@@ -163,8 +163,12 @@ def test_empf_model_exports_to_loihi_and_chip_agrees_with_float(tmp_path, capsys
         np.testing.assert_array_equal(a.inputs[0].weight, b.inputs[0].weight)
 
 
-def test_chip_simulator_equals_lava_fixed_pt_on_empf_conv_pool_flatten():
-    """Per-channel [T, C] tables broadcast over H, W (C order) through conv -> EM-PF -> sum pool -> flatten."""
+def test_chip_simulator_equals_lava_fixed_pt_on_empf_conv_pool_flatten(tmp_path):
+    """Per-channel [T, C] tables broadcast over H, W (C order) through conv -> EM-PF -> sum pool -> flatten; the
+    deploy directory stores them per channel (int32) and reads them back as they were; a directory holding the
+    tables per neuron (as format 7 wrote them) reads the same."""
+    import json
+
     import nir
     import torch
     from nir_nets import conv_graph
@@ -195,6 +199,33 @@ def test_chip_simulator_equals_lava_fixed_pt_on_empf_conv_pool_flatten():
     soft = ChipSimulator(dep).run(x)
     assert ((ref.spikes["conv1"].numpy() > 0) == soft.spikes["conv1"]).mean() > 0.95
     assert soft.spikes["conv1"].any()
+
+    from snnchip.errors import DeployError
+    from snnchip.export.loihi import export_loihi, load_deploy
+    from snnchip.export.seal import sealed_manifest_json
+
+    out = export_loihi(g, tmp_path / "d")
+    with np.load(out / "params.npz") as z:
+        stored = {k: z[k] for k in z.files}
+    assert stored["conv1/qtable/theta"].shape == (T, C) and stored["conv1/qtable/theta"].dtype == np.int32
+    for full in (False, True):
+        if full:  # every neuron's row, int64, resealed
+            stored.update({k: np.repeat(v, 36, axis=1).astype(np.int64) for k, v in stored.items() if "qtable" in k})
+            np.savez(out / "params.npz", **stored)
+            man = json.loads((out / "manifest.json").read_text())
+            man.pop("seal")
+            (out / "manifest.json").write_text(sealed_manifest_json(out, man))
+        back = load_deploy(out)
+        assert back.seal.sealed
+        for k, v in dep.qnet.stages[0].tables.items():
+            assert back.qnet.stages[0].tables[k].dtype == np.int64 and np.array_equal(back.qnet.stages[0].tables[k], v)
+    stored["conv1/qtable/theta"] = stored["conv1/qtable/theta"][:, :5]  # 5 columns do not divide 72 neurons
+    np.savez(out / "params.npz", **stored)
+    man = json.loads((out / "manifest.json").read_text())
+    man.pop("seal")
+    (out / "manifest.json").write_text(sealed_manifest_json(out, man))
+    with pytest.raises(DeployError, match=r"qtable/theta.*shape \(4, 72\)"):
+        load_deploy(out)
 
 
 def test_saturating_empf_network_is_bit_exact():
@@ -293,3 +324,26 @@ def test_graded_spike_peaks_are_the_float_executors_maxima_whatever_the_batch_me
     peaks = loihi.graded_spike_peaks(graph, x)
     assert set(peaks) == {"fc1", "fc2"} and all(peaks[k] > 0 for k in peaks)
     assert peaks == pytest.approx({k: float(whole[k].max()) for k in peaks}, rel=1e-12)  # BLAS blocks by batch
+
+
+def test_delayed_graded_messages_are_read_from_their_step_alike_in_lava():
+    """fc1 (EM-PF) → Delay (1, 2 or 3 steps per unit) → fc2: the chip keeps fc1's graded messages only as long as the
+    delays read them (a ring of 4 steps) and delivers each from its own step, as Lava's DelayDense does; a stage
+    reading them one step late would differ."""
+    import nir
+
+    from snnchip.deploy import build
+    from snnchip.export.loihi import deployment_from_graph
+    from snnchip.hw_sim.chip import ChipSimulator
+
+    g = empf_mlp_graph((6, 9, 7, 3), T=6, seed=22)
+    nodes = dict(g.nodes)
+    nodes["d"] = nir.Delay(delay=np.array([1.0, 2.0, 3.0] * 3))
+    edges = [e for e in g.edges if e != ("fc1_neuron", "fc2")] + [("fc1_neuron", "d"), ("d", "fc2")]
+    assert len(edges) == len(g.edges) + 1
+    dep = deployment_from_graph(nir.NIRGraph(nodes=nodes, edges=edges, metadata=g.metadata))
+    assert sorted(p.delay for p in dep.qnet.stage("fc2").inputs) == [1, 2, 3]
+    x = np.random.default_rng(25).uniform(0, 1, (6, 3, 6))
+    sim = ChipSimulator(dep).run(x, timing="lava")
+    assert sim.spikes["fc1"].any() and sim.spikes["fc2"].any()
+    assert_same_run(sim, build(dep).run(x, timing="lava"))
