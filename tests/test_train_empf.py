@@ -467,3 +467,31 @@ def test_resnet18_parameter_memory_cifar():
     model = build_model(configure_empf(resnet18((3, 32, 32), 10, 4, NeuronSpec()), "mixed"))
     mem = parameter_memory_bits(model)
     assert 10 < mem["ratio"] < 32  # ≈ 15× in the paper (Sec. 5.1)
+
+
+@pytest.mark.parametrize("seca", ["none", "ii"])
+def test_batch_statistics_start_from_the_calibration_batch(seca):
+    """``init_batch_statistics``: every BatchNorm's running mean and (unbiased) variance are those of what it received
+    in one train-mode pass over the batch (averaged over its calls: SECA-II's BN runs at every step), computed here
+    from hooks on its inputs; momentum and mode are restored, and the parameters are untouched."""
+    from snnchip.train.rate_init import init_batch_statistics
+
+    model = conv_empf("bn", seca=seca).eval()
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    seen = {n: [] for n in norms}
+    hooks = [m.register_forward_hook(lambda m, inp, out, n=n: seen[n].append(inp[0].detach()))
+             for n, m in norms.items()]
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    assert init_batch_statistics(model, x) == len(norms) > 0
+    for h in hooks:
+        h.remove()
+    for n, m in norms.items():
+        dims = [0] + list(range(2, seen[n][0].dim()))
+        mean = torch.stack([i.mean(dims) for i in seen[n]]).mean(0)
+        var = torch.stack([i.var(dims, unbiased=True) for i in seen[n]]).mean(0)
+        torch.testing.assert_close(m.running_mean, mean, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(m.running_var, var, rtol=1e-4, atol=1e-6)
+        assert m.momentum == 0.1
+    assert not model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.named_parameters())

@@ -42,7 +42,7 @@ from .distributed import World, launched, process_group
 from .inference import simulate
 from .model import SpikingNet, build_model, parameter_memory_bits
 from .neuron import compile_kernels
-from .rate_init import calibrate_rates
+from .rate_init import calibrate_rates, init_batch_statistics
 from .resume import Progress, restore
 from .rules import mixed_loss, run_iteration
 from .threads import threads_for
@@ -204,14 +204,17 @@ def _train(cfg: TrainConfig, ds: Dataset, spec: NetworkSpec, world: World) -> di
 
 
 def initialise(model: SpikingNet, cfg: TrainConfig, ds: Dataset) -> dict[str, dict[str, float]]:
-    """The data-driven initialisation of a freshly built ``model`` (``rate_init.calibrate_rates`` to
-    ``cfg.init_rate`` on one batch of training inputs drawn with the run's seed; nothing when ``init_rate`` is 0).
-    Returns {layer: {"rate_before", "rate_after", "scale"}}."""
-    if not cfg.init_rate:
-        return {}
+    """The data-driven initialisation of a freshly built ``model`` on one batch of training inputs drawn with the
+    run's seed: BatchNorm running statistics from that batch (``rate_init.init_batch_statistics``; EM-PF nets), then
+    ``rate_init.calibrate_rates`` to ``cfg.init_rate`` (not when ``init_rate`` is 0).
+    Returns {layer: {"rate_before", "rate_after", "scale"}} of the calibrated layers."""
     order = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.batch_size]
     x = ds.x_train[order].to(next(model.parameters()).device)
-    calibration = calibrate_rates(model, x.transpose(0, 1) if ds.temporal else x, cfg.init_rate)
+    x = x.transpose(0, 1) if ds.temporal else x
+    init_batch_statistics(model, x)
+    if not cfg.init_rate:
+        return {}
+    calibration = calibrate_rates(model, x, cfg.init_rate)
     return {name: dataclasses.asdict(c) for name, c in calibration.items()}
 
 
