@@ -33,6 +33,7 @@ DECAY_BITS = 12
 DECAY_UNITY = 2**DECAY_BITS  # 12-bit decays: factor (4096 − d)/4096
 NO_CURRENT = DECAY_UNITY - 1  # du: the current forgets everything every step
 MESSAGE_BITS = 24  # graded-spike payload
+MESSAGE_SHIFT = (-MESSAGE_BITS + 1, MESSAGE_BITS - 1)  # an EM-PF message is its 24-bit spike shifted by these
 WEIGHT_BITS = 8  # synaptic weight mantissa
 INT32_MAX = 2**31 - 1  # Dense/Sparse/Conv accumulators
 LAVA_CONV_MAX = 127  # Lava's Conv keeps kernel size, stride, padding, dilation and groups in int8 variables

@@ -32,6 +32,7 @@ from snnchip.export.loihi2 import (
     DECAY_UNITY,
     MAX_LAVA_DELAY,
     MESSAGE_BITS,
+    MESSAGE_SHIFT,
     NEVER_FIRES,
     V_MAX,
     VTH_MAX,
@@ -43,7 +44,6 @@ from snnchip.spec import ENCODINGS, SPIKE_CONDITIONS, T_MAX
 
 KINDS = ("lif", "cubalif", "srm", "empf", "readout")
 RESETS = ("subtract", "zero", "zero_next")
-MESSAGE_SHIFT = (-MESSAGE_BITS + 1, MESSAGE_BITS - 1)  # an EM-PF message is a shifted 24-bit value
 MAX_SPIKES = 255  # spikes per step a neuron may send as one count (Xylo's neuron sends up to 31)
 BIAS_MAX = V_MAX // ACT_SHIFT_SCALE
 

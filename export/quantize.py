@@ -61,10 +61,12 @@ from snnchip.export.loihi2 import (
     EMPF_INT_TABLES,
     INT32_MAX,
     MESSAGE_BITS,
+    MESSAGE_SHIFT,
     NEVER_FIRES,
     NO_CURRENT,
     V_MAX,
     VTH_MAX,
+    WEIGHT_EXP,
     mantissa_grid,
 )
 from snnchip.export.lowering import INPUT, LoweredNet, Schedule, Stage, StageTraits, Weight, schedule, synapse_of
@@ -415,10 +417,11 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: boo
     lam, a, theta, off = (np.asarray(tab[k], np.float64) for k in EMPF_FLOAT_TABLES)
     a_max = float(np.abs(a).max(initial=0.0)) or 1.0
     ka = math.ceil(math.log2(a_max))
-    row = float(np.max(sum(row_abs_sum(p.weight) * x_max[p.source] for p in stage.inputs) + np.abs(stage.bias),
-                       initial=0.0))
+    # the largest input term |a·(W x + b)| of any neuron: max_i max_t |a[t, i]|·Σ_p Σ_j |W_p,ij|·x_max(p) + |b_i|
+    rows = sum(row_abs_sum(p.weight) * x_max[p.source] for p in stage.inputs) + np.abs(stage.bias)
+    drive = float(np.max(np.abs(a).max(axis=0, initial=0.0) * rows, initial=0.0))
     lam_max = float(np.abs(lam).max(initial=0.0))
-    bound = float(np.abs(theta).max(initial=0.0)) + (a_max * row + float(np.abs(off).max(initial=0.0))) * \
+    bound = float(np.abs(theta).max(initial=0.0)) + (drive + float(np.abs(off).max(initial=0.0))) * \
         geometric_sum(lam_max, T)
     if not math.isfinite(bound):
         raise QuantizationError(f"stage {stage.name!r}: the membrane bound over T={T} steps overflows (max λ̂ = "
@@ -426,11 +429,11 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: boo
     c_head = V_MAX / (ACT_SHIFT_SCALE * bound) if bound > 0 else 1.0
     c = 2.0 ** math.floor(math.log2(c_head))
     # graded spike bound for the stages it feeds: after any step v ≤ max(θ̂ + r) (fired: v = θ̂ + r; else
-    # v = m + r < θ̂ + r), so with λ̂ ≥ 0, s = m − θ̂ ≤ λ̂_max·max(θ̂ + r, 0) + max|a|·R − min θ̂
+    # v = m + r < θ̂ + r), so with λ̂ ≥ 0, s = m − θ̂ ≤ λ̂_max·max(θ̂ + r, 0) + drive − min θ̂
     spike_bound = bound
     if lam.min(initial=0.0) >= 0:
         v_up = max(float((theta + off).max(initial=0.0)), 0.0)
-        spike_bound = min(bound, max(0.0, lam_max * v_up + a_max * row - float(theta.min(initial=0.0))))
+        spike_bound = min(bound, max(0.0, lam_max * v_up + drive - float(theta.min(initial=0.0))))
     proxy = Stage(name=stage.name, kind="readout", inputs=stage.inputs, bias=stage.bias * 2.0**ka,
                   out_shape=stage.out_shape)
     _, best = _candidate(proxy, [p.weight * 2.0**ka for p in stage.inputs], c, None, wide)
@@ -514,6 +517,28 @@ def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, f
     return q, caps
 
 
+def _halved(m: Weight, e: int) -> tuple[Weight, int]:
+    """The same applied weights with the smallest mantissas: while every mantissa is a multiple of twice its sign
+    mode's grid step, halve them and raise the exponent. Exact on Lava, which shifts the integer sum:
+    (Σ m·s) >> n = (Σ (m/2)·s) >> (n − 1), and likewise left."""
+    values = np.asarray(weight_values(m), np.int64)
+    step = mantissa_grid(values)[2]
+    if not values.any():
+        return m, e
+    while e < WEIGHT_EXP[1] and not np.any(values % (2 * step)):
+        values, e = values // 2, e + 1
+    return _with_values(m, values.astype(np.int32)), e
+
+
+def _fewest_bits(p: QProjection) -> QProjection:
+    """``p`` with each part's mantissas ``_halved``: the row sums Σ|m| that bound a graded source's int32 sums (its
+    message bits and cap, ``_message_bits``) shrink by the same factor; ±1 weights (EM-PF's binary layers, their
+    κ_k in the input scale) keep one or two."""
+    weight, weight_exp = _halved(p.weight, p.weight_exp)
+    low, low_exp = (None, p.low_exp) if p.low is None else _halved(p.low, p.low_exp)
+    return dataclasses.replace(p, weight=weight, weight_exp=weight_exp, low=low, low_exp=low_exp)
+
+
 def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, input_frac_bits: int | None = None,
              weight_exp: int | None = None, spike_bounds: dict[str, float] | None = None, wide_weights: bool = False,
              headroom: str = "T", peaks: dict[str, tuple[float, float]] | None = None,
@@ -576,6 +601,12 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
             q, r = quantize_stage(st, steps, message_max, weight_exp, input_frac_bits or 0, wide_weights, headroom,
                                   (peaks or {}).get(st.name), margin)
         stages[st.name], reports[st.name] = q, r
+    for name, q in stages.items():  # projections reading graded spikes: the smallest mantissas
+        if any(p.source in graded for p in q.inputs):
+            inputs = tuple(_fewest_bits(p) if p.source in graded else p for p in q.inputs)
+            for rp, p in zip(reports[name]["projections"], inputs, strict=True):
+                rp.update(grid_exp=p.weight_exp, low_exp=None if p.low is None else p.low_exp)
+            stages[name] = dataclasses.replace(q, inputs=inputs)
     q_bits, caps = _message_bits(net, stages, worst, input_frac_bits, seen)
     out = []
     for st in net.stages:
@@ -588,8 +619,16 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
         q = dataclasses.replace(q, inputs=inputs, latency=plan.latency[st.name])
         if q.graded:
             bits = q_bits.get(st.name, SPIKE_FRAC_BITS)
-            q = dataclasses.replace(q, spike_frac_bits=bits, shift=int(ACT_SHIFT + round(math.log2(q.scale)) - bits),
-                                    message_cap=caps.get(st.name, V_MAX))
+            shift = int(ACT_SHIFT + round(math.log2(q.scale)) - bits)
+            if not MESSAGE_SHIFT[0] <= shift <= MESSAGE_SHIFT[1]:
+                lam_max = float(np.abs(q.tables["lam"]).max()) / DECAY_UNITY
+                raise QuantizationError(
+                    f"stage {st.name!r}: its membrane bound over T={steps} steps "
+                    f"({reports[st.name]['state_bound_int'] / (ACT_SHIFT_SCALE * q.scale):.3g}, max λ̂ = "
+                    f"{lam_max:.3g}) leaves a scale of 2^{round(math.log2(q.scale))}, so its graded messages would "
+                    f"need a shift of {shift}, beyond {MESSAGE_SHIFT[0]}..{MESSAGE_SHIFT[1]}"
+                    + (": a λ̂ above 1 compounds over the steps" if lam_max > 1 else ""))
+            q = dataclasses.replace(q, spike_frac_bits=bits, shift=shift, message_cap=caps.get(st.name, V_MAX))
             reports[st.name].update(spike_frac_bits=bits, spike_shift=q.shift, message_cap=q.message_cap)
         for rp, p in zip(reports[st.name]["projections"], inputs, strict=True):
             rp.update(lava_delay=p.lava_delay, num_message_bits=p.num_message_bits)

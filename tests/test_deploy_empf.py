@@ -347,3 +347,47 @@ def test_delayed_graded_messages_are_read_from_their_step_alike_in_lava():
     sim = ChipSimulator(dep).run(x, timing="lava")
     assert sim.spikes["fc1"].any() and sim.spikes["fc2"].any()
     assert_same_run(sim, build(dep).run(x, timing="lava"))
+
+
+def test_binary_weights_reading_graded_spikes_keep_one_bit_mantissas():
+    """±1 weights fed by an EM-PF stage are stored as the smallest mantissas with a larger exponent (1 or 2, the
+    mixed sign mode's even grid), the same applied weights, so the int32 row sums that bound graded messages are
+    fan-in × 2 instead of fan-in × 128; Lava computes the same spikes (the shift acts on the integer sum)."""
+    from snnchip.deploy import build
+    from snnchip.export.loihi import deployment_from_graph
+    from snnchip.export.quantize import dequantize_weight, frac_bits
+    from snnchip.hw_sim.chip import ChipSimulator
+
+    g = empf_mlp_graph((6, 9, 7, 3), T=4, seed=21, binary=True)
+    dep = deployment_from_graph(g)
+    fc2 = dep.qnet.stage("fc2")
+    (p,) = fc2.inputs
+    assert p.source == "fc1" and np.abs(p.weight).max() <= 2
+    ka = {r["stage"]: r for r in dep.manifest["quantization"]}["fc2"]["input_scale_exp"]  # W·2^ka on the chip
+    applied = dequantize_weight(p, frac_bits(dep.qnet, "fc1"), fc2.scale) / 2.0**ka
+    np.testing.assert_array_equal(applied, g.nodes["fc2"].weight)
+    x = np.random.default_rng(26).uniform(0, 1, (4, 3, 6))
+    sim = ChipSimulator(dep).run(x, timing="lava")
+    assert sim.spikes["fc2"].any()
+    assert_same_run(sim, build(dep).run(x, timing="lava"))
+
+
+def test_a_membrane_bound_that_leaves_no_message_shift_is_refused_by_name():
+    """λ̂ = 8 over T = 16 steps compounds the membrane bound to ~10^15, so the stage's scale c is so small that its
+    graded messages would need a right shift beyond the 24-bit payload: refused with the bound and λ̂, not
+    written as an invalid manifest."""
+    import nir
+
+    from snnchip.errors import QuantizationError
+    from snnchip.export.loihi import deployment_from_graph
+
+    g = empf_mlp_graph((6, 9, 7, 3), T=16, seed=21)
+    nodes = dict(g.nodes)
+    meta = {"snnchip": {**nodes["fc1_neuron"].metadata["snnchip"], "lam": np.full((16, 9), 8.0)}}
+    old = nodes["fc1_neuron"]
+    nodes["fc1_neuron"] = nir.LIF(tau=old.tau, r=old.r, v_leak=old.v_leak, v_threshold=old.v_threshold,
+                                  v_reset=old.v_reset, metadata=meta)
+    with pytest.raises(QuantizationError, match=r"stage 'fc1': its membrane bound over T=16 steps \([0-9.e+]+, max "
+                                                r"λ̂ = 8\) leaves a scale of 2\^-[0-9]+, so its graded messages would "
+                                                r"need a shift of -[0-9]+, beyond -23..23: a λ̂ above 1 compounds"):
+        deployment_from_graph(nir.NIRGraph(nodes=nodes, edges=list(g.edges), metadata=g.metadata))

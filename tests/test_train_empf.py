@@ -159,10 +159,14 @@ def test_plain_parameter_keys_and_shapes_for_empf_layers():
     assert set(p["conv1"]) == {"weight", "bias", "lam", "theta", "input_scale", "reset_offset"}
     assert all(p["conv2"][k].shape == (T, 32) for k in ("lam", "theta", "input_scale", "reset_offset"))
     assert set(p["out"]) == {"weight", "bias"}
-    w = p["conv2"]["weight"]  # binary hidden layer, bn variant: ±κ_k, κ_k = mean |W_f| of output channel k
+    # binary hidden layer, bn variant: ±1, its κ_k = mean |W_f| of output channel k moved into the input scale
+    # (a·(κ S x + b) = (a·κ)·(S x + b/κ)), the bias divided by it
+    w = p["conv2"]["weight"]
+    assert np.array_equal(w, np.where(model.conv2.weight.detach().numpy() >= 0, 1.0, -1.0))
     kappa = model.conv2.weight.detach().abs().mean(dim=(1, 2, 3)).numpy()
-    assert np.array_equal(np.abs(w), np.broadcast_to(kappa[:, None, None, None], w.shape))
-    assert np.array_equal(np.sign(w), np.where(model.conv2.weight.detach().numpy() >= 0, 1.0, -1.0))
+    folded = model.empf["conv2"].folded()
+    np.testing.assert_allclose(p["conv2"]["input_scale"], folded["input_scale"].detach().numpy() * kappa, rtol=1e-6)
+    np.testing.assert_allclose(p["conv2"]["bias"], model.conv2.bias.detach().numpy() / kappa, rtol=1e-6)
     assert len(set(p["conv1"]["weight"].flatten().tolist())) > 2  # first layer full precision
 
 
@@ -454,7 +458,9 @@ def test_resnet18_mixed_blocks_follow_the_equations_and_fold():
         torch.testing.assert_close(res.output, resnet_reference(model, x), atol=1e-9, rtol=1e-9)
     assert_same_run(simulate(fold_empf_bn(model), x), res, tol=1e-9)
     plain = from_plain(model.spec, plain_parameters(model))  # float32 export: keys and shapes load strictly
-    assert torch.equal(plain.shortcuts["s2b1b"].weight, model.shortcuts["s2b1b"].plain_weight().float())
+    kappa = model.s2b1b.plain_weight().abs().amax(dim=(1, 2, 3))  # the layer's κ_k, moved into its input scale
+    torch.testing.assert_close(plain.shortcuts["s2b1b"].plain_weight(),
+                               (model.shortcuts["s2b1b"].plain_weight() / kappa[:, None, None, None]).float())
     assert plain_parameters(model)["s2b1b"]["shortcut_weight"].shape == (6, 4, 1, 1)
     xs = 3 * torch.rand(16, 3, 8, 8, dtype=torch.float64)  # train-mode BN over 2 samples silences the last stage
     grads = gradients(model.train(), xs, torch.arange(16) % N_OUT, "empf")

@@ -203,12 +203,13 @@ def plain_parameters(model: SpikingNet) -> dict[str, dict[str, np.ndarray]]:
     is folded into every weight that reads its output: W·(c·s) = (c·W)·s. Use them with
     ``plain_spec(spec)``, which drops the folded options.
 
-    Binary layers export sign(W_f) (exactly ±1; with ``binary_scale`` κ_k·sign(W_f), ±κ_k along output
-    channel k). An EM-PF layer's entry also has ``lam``, ``theta``, ``input_scale``, ``reset_offset``, each
-    float32 [T, C] (C = out_features or out_channels, broadcast over H, W): the parameters of
-    ``snnchip.neurons.empf_step`` in the ``folded`` form (EM-PF Eq. 7–8, membrane BN folded with its running
-    statistics, i.e. eval mode). A layer with a projected residual shortcut also has ``shortcut_weight``
-    [Cout, Cin, 1, 1] (binary like the layer's; stride = input size / output size).
+    Binary layers export sign(W_f), exactly ±1. An EM-PF layer's entry also has ``lam``, ``theta``,
+    ``input_scale``, ``reset_offset``, each float32 [T, C] (C = out_features or out_channels, broadcast over H, W):
+    the parameters of ``snnchip.neurons.empf_step`` in the ``folded`` form (EM-PF Eq. 7–8, membrane BN folded with
+    its running statistics, i.e. eval mode). A layer with a projected residual shortcut also has
+    ``shortcut_weight`` [Cout, Cin, 1, 1] (stride = input size / output size). With ``binary_scale`` the channel
+    scale κ_k moves into the input scale, a·(κ_k·S x + b + P h) = (a·κ_k)·(S x + b/κ_k + (P/κ_k) h), so the weight
+    stays ±1 (the chip then stores one-bit mantissas); a non-EM-PF layer keeps κ_k·sign(W_f), ±κ_k along row k.
     """
     out: dict[str, dict[str, np.ndarray]] = {}
     scale_in = 1.0
@@ -231,12 +232,28 @@ def plain_parameters(model: SpikingNet) -> dict[str, dict[str, np.ndarray]]:
                     raise SpecError(f"layer {layer.name!r}: a shortcut from a scaled layer cannot be folded")
                 if isinstance(shortcut, Synapse):
                     entry["shortcut_weight"] = _np(shortcut.plain_weight())
+                if syn.binary_scale and layer.name in model.empf:
+                    _fold_channel_scale(entry)
                 out[layer.name] = entry
             if layer.name in model.scales:
                 scale_in = model.scales[layer.name]
         for fb in model.spec.feedback:
             out[f"feedback.{fb.key}"] = {"weight": _np(model.feedback[fb.key].weight * model.scales[fb.src])}
     return out
+
+
+def _fold_channel_scale(entry: dict[str, np.ndarray]) -> None:
+    """κ_k of an EM-PF layer's ±κ_k weight rows into its input scale (``plain_parameters``), in place."""
+    w = entry["weight"]
+    kappa = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+    kappa = np.where(kappa > 0, kappa, 1.0).astype(np.float32)
+    per_row = kappa.reshape(-1, *([1] * (w.ndim - 1)))
+    entry["weight"] = (w / per_row).astype(np.float32)
+    entry["input_scale"] = (entry["input_scale"] * kappa).astype(np.float32)
+    if "bias" in entry:
+        entry["bias"] = (entry["bias"] / kappa).astype(np.float32)
+    if "shortcut_weight" in entry:
+        entry["shortcut_weight"] = (entry["shortcut_weight"] / kappa[:, None, None, None]).astype(np.float32)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
