@@ -462,6 +462,9 @@ def test_resnet18_mixed_blocks_follow_the_equations_and_fold():
     torch.testing.assert_close(plain.shortcuts["s2b1b"].plain_weight(),
                                (model.shortcuts["s2b1b"].plain_weight() / kappa[:, None, None, None]).float())
     assert plain_parameters(model)["s2b1b"]["shortcut_weight"].shape == (6, 4, 1, 1)
+    # κ_k moved into the input scale (identity-shortcut layers keep it: I = κS x + b + h has no weight on h)
+    got = simulate(plain.double(), x)
+    assert all(float((got.spikes[k] - res.spikes[k]).abs().max()) < 1e-5 for k in res.spikes)
     xs = 3 * torch.rand(16, 3, 8, 8, dtype=torch.float64)  # train-mode BN over 2 samples silences the last stage
     grads = gradients(model.train(), xs, torch.arange(16) % N_OUT, "empf")
     assert grads["shortcuts.s2b1b.weight"].abs().sum() > 0

@@ -209,7 +209,8 @@ def plain_parameters(model: SpikingNet) -> dict[str, dict[str, np.ndarray]]:
     its running statistics, i.e. eval mode). A layer with a projected residual shortcut also has
     ``shortcut_weight`` [Cout, Cin, 1, 1] (stride = input size / output size). With ``binary_scale`` the channel
     scale κ_k moves into the input scale, a·(κ_k·S x + b + P h) = (a·κ_k)·(S x + b/κ_k + (P/κ_k) h), so the weight
-    stays ±1 (the chip then stores one-bit mantissas); a non-EM-PF layer keeps κ_k·sign(W_f), ±κ_k along row k.
+    stays ±1 (the chip then stores one-bit mantissas); a layer with an identity shortcut (P = I, no weight to
+    divide) or without an EM-PF neuron keeps κ_k·sign(W_f), ±κ_k along row k.
     """
     out: dict[str, dict[str, np.ndarray]] = {}
     scale_in = 1.0
@@ -232,8 +233,8 @@ def plain_parameters(model: SpikingNet) -> dict[str, dict[str, np.ndarray]]:
                     raise SpecError(f"layer {layer.name!r}: a shortcut from a scaled layer cannot be folded")
                 if isinstance(shortcut, Synapse):
                     entry["shortcut_weight"] = _np(shortcut.plain_weight())
-                if syn.binary_scale and layer.name in model.empf:
-                    _fold_channel_scale(entry)
+                if syn.binary_scale and layer.name in model.empf and not isinstance(shortcut, nn.Identity):
+                    _fold_channel_scale(entry)  # an identity shortcut has no weight to divide by κ_k
                 out[layer.name] = entry
             if layer.name in model.scales:
                 scale_in = model.scales[layer.name]
