@@ -33,7 +33,7 @@ parallel, mixed) scale it per output channel k as the BConv the paper cites does
 and training strategies help BNNs optimization", arXiv:2106.11309): W_k = κ_k·sign(W_f,k), κ_k = mean|W_f,k|
 (a constant for the gradient). Without κ the membrane of a ±1 convolution over a fan-in of n is about √n times
 its input, and the α·m term of Eq. 6 carries that gain into every next layer: measured on the ResNet-18 at
-3×32×32 after 40 steps, graded spikes grew from 4 (conv1) to 10^8 (s4b2a); with κ they stay below 160.
+3×32×32 after 40 steps, graded spikes grew from 4 (conv1) to 10^8 (s4b2a); with κ they peaked at 157–172.
 
 SECA (Eq. 9–10), on the input current of a conv layer, weights shared over time:
 SECA-I(I) = σ(Conv1d_K(sign(GAP(I)))) ⊙ I;  SECA-II(I) = SECA-I(I + BN2d(BConv2d(I))) (3×3, C → C).
