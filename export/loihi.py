@@ -103,7 +103,7 @@ def _narrowest(a: np.ndarray) -> np.ndarray:
 def _pack_table(table: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
     """An EM-PF integer table [T, n] as params.npz stores it: [T, C] (one value per channel, C = out_shape[0])
     where it is constant over each channel's positions, as a folded BN's tables are, and int32 where that is exact."""
-    steps, n = table.shape
+    steps = table.shape[0]
     per_channel = table.reshape(steps, out_shape[0], -1) if len(out_shape) > 1 else table[:, :, None]
     if (per_channel == per_channel[:, :, :1]).all():
         table = per_channel[:, :, 0]

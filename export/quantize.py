@@ -522,9 +522,9 @@ def _halved(m: Weight, e: int) -> tuple[Weight, int]:
     mode's grid step, halve them and raise the exponent. Exact on Lava, which shifts the integer sum:
     (Σ m·s) >> n = (Σ (m/2)·s) >> (n − 1), and likewise left."""
     values = np.asarray(weight_values(m), np.int64)
-    step = mantissa_grid(values)[2]
     if not values.any():
         return m, e
+    step = mantissa_grid(values)[2]
     while e < WEIGHT_EXP[1] and not np.any(values % (2 * step)):
         values, e = values // 2, e + 1
     return _with_values(m, values.astype(np.int32)), e

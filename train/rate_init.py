@@ -115,6 +115,14 @@ def calibrated_layers(model: SpikingNet) -> list[str]:
     return [name for name, n in model.neurons.items() if isinstance(n, (LIF, XyloNeuron)) or name in srm[:-1]]
 
 
+def _encoded(model: SpikingNet, x: torch.Tensor) -> torch.Tensor:
+    """``x`` over time as the data-driven initialisation reads it (``time_major``; rate codes drawn once, from a
+    random stream forked and seeded 0, so the training stream is untouched)."""
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(0)
+        return time_major(x, model.spec)
+
+
 @torch.no_grad()
 def init_batch_statistics(model: SpikingNet, x: torch.Tensor) -> int:
     """Set the running statistics of every BatchNorm of ``model`` (EM-PF's membrane BN per step, SECA-II's) to
@@ -126,9 +134,7 @@ def init_batch_statistics(model: SpikingNet, x: torch.Tensor) -> int:
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return 0
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(0)
-        xs = time_major(x, model.spec)
+    xs = _encoded(model, x)
     momenta = [m.momentum for m in norms]
     was_training = model.training
     for m in norms:
@@ -151,9 +157,7 @@ def calibrate_rates(model: SpikingNet, x: torch.Tensor, target: float) -> dict[s
     Rate-coded inputs are drawn once, from a forked random stream. Returns each layer's rates and factor."""
     if not 0 < target < 1:
         raise SpecError(f"the target firing rate of the data-driven initialisation must be in (0, 1), got {target}")
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(0)
-        xs = time_major(x, model.spec)
+    xs = _encoded(model, x)
     was_training = model.training
     model.eval()
     report: dict[str, LayerCalibration] = {}
