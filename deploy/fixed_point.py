@@ -53,7 +53,7 @@ def effective_weights(weight: np.ndarray | sp.spmatrix | Kernel, num_weight_bits
     w = mode_sign * ((w >> drop) << drop)
     if not sparse:
         return w
-    out = sp.csr_matrix((w, weight.indices, weight.indptr), shape=weight.shape)
+    out = sp.csr_matrix((w, weight.indices.copy(), weight.indptr.copy()), shape=weight.shape)
     out.eliminate_zeros()
     return out
 

@@ -5,10 +5,11 @@ kept through the spike, and every readout as a LIF that never fires; our ``CubaL
 or a current reset; our ``EMPF`` for graded neurons) → ``io.sink.RingBuffer`` recording its spikes, and per
 projection a ``Dense`` (``Sparse`` for CSR weights) from its source (the input ``io.source.RingBuffer`` of graded
 spikes, or a stage's spikes, recurrent ones included) into the neuron, a ``DelayDense``/``DelaySparse`` when the
-projection needs extra delay to stay aligned (``snnchip.export.lowering.schedule``); with wide weights two of them
-side by side, the mantissas' and their residual's (floating_pt: one, of the float weights). Every hop takes one
-Lava step: software step t of a stage with latency k is Lava step t + k; a sample runs T + depth steps. A stage
-with a bias gets its own source RingBuffer wired straight into the neuron's input, active at Lava steps k + 1 ..
+projection needs extra delay to stay aligned (``snnchip.export.lowering.schedule``; on the CPU these two run on
+our models of them, ``snnchip.deploy.procs.delay``, which build Lava's per-delay matrices once); with wide weights
+two of them side by side, the mantissas' and their residual's (floating_pt: one, of the float weights). Every hop
+takes one Lava step: software step t of a stage with latency k is Lava step t + k; a sample runs T + depth steps.
+A stage with a bias gets its own source RingBuffer wired straight into the neuron's input, active at Lava steps k + 1 ..
 k + T only, so that the bias starts with the stage's first input (Lava's ``bias_mant`` would act from step 1).
 Between samples every state (u, v, synaptic buffers) is set back to zero.
 
@@ -27,7 +28,7 @@ import warnings
 from typing import Any
 
 import numpy as np
-from scipy.sparse import SparseEfficiencyWarning
+from scipy.sparse import SparseEfficiencyWarning, csr_matrix, issparse
 
 from snnchip import lava_compat
 from snnchip.deploy.result import RunResult, accept_input, assemble, check_timing
@@ -57,6 +58,15 @@ def hardware_processes(dep: Deployment) -> dict[str, Any]:
         r["builtin"] = r["process"] in BUILTIN
     custom = sorted({r["process"] for r in rows if not r["builtin"]})
     return {"processes": rows, "builtin_only": not custom, "custom": custom}
+
+
+def _delays(weights: Any, delay: int) -> Any:
+    """A projection's delay matrix: ``delay`` at every synapse, CSR on a CSR matrix's entries (an integer would make
+    Lava's ``DelaySparse`` hold a dense [n_out, n_in] matrix of it)."""
+    if not issparse(weights):
+        return delay
+    w = csr_matrix(weights)
+    return csr_matrix((np.full(w.nnz, delay, dtype=int), w.indices.copy(), w.indptr.copy()), shape=w.shape)
 
 
 class _Graph:
@@ -114,9 +124,10 @@ class _Graph:
                 module = sparse if p.synapse == "sparse" else dense
                 process = ("Delay" if p.lava_delay else "") + ("Sparse" if p.synapse == "sparse" else "Dense")
                 for weights, exp in p.parts if fixed else ((pf.weight, None),):
-                    kw = dict(weights=weights.astype(np.int32) if fixed else weights,
-                              num_message_bits=p.num_message_bits, **({"weight_exp": exp} if fixed else {}),
-                              **({"delays": p.lava_delay} if p.lava_delay else {}))
+                    w = weights.astype(np.int32) if fixed else weights
+                    kw = dict(weights=w, num_message_bits=p.num_message_bits,
+                              **({"weight_exp": exp} if fixed else {}),
+                              **({"delays": _delays(w, p.lava_delay)} if p.lava_delay else {}))
                     conn = getattr(module, process)(**kw)
                     out_port[p.source].connect(conn.s_in)
                     conn.a_out.connect(neuron.a_in)
@@ -181,6 +192,8 @@ class LavaNetwork:
              progress: bool = False) -> RunResult:
         from tqdm import tqdm
 
+        from snnchip.deploy.procs.delay.models import exception_models
+
         if cfg not in CFGS:
             raise DeployError(f"unknown Lava run configuration {cfg!r}; valid: {', '.join(CFGS)}")
         check_timing(timing)
@@ -196,7 +209,8 @@ class LavaNetwork:
             return data
 
         RunSteps = lava_compat.lava_module("magma.core.run_conditions").RunSteps
-        run_cfg = lava_compat.lava_module("magma.core.run_configs").Loihi2SimCfg(select_tag=cfg)
+        run_cfg = lava_compat.lava_module("magma.core.run_configs").Loihi2SimCfg(
+            select_tag=cfg, exception_proc_model_map=exception_models(cfg))
         dtype = np.int64 if fixed else np.float64
         names = [q.name for q in qnet.stages]
         u = {q.name: np.zeros((steps, B, q.size), dtype) for q in qnet.stages}

@@ -19,6 +19,11 @@ shared-memory manager whose ``/dev/shm/psm_*`` segments carry the channels. Insi
 - the run's segments are listed in a registry file (``REGISTRY/<pid>-<n>.json``) while it lasts; every supervised
   run first sweeps the registry: the segments of runs whose process is gone (killed before it could clean up)
   are unlinked. Only segments a snnchip run recorded are touched;
+- a worker that dies while the run goes on (the kernel's out-of-memory killer, a ``kill -9``, a crash) would leave
+  Lava waiting for its messages forever: a watcher thread polls the workers every ``WATCH_S`` seconds and, when one
+  has ended, wakes the main thread with ``WAKE_SIGNAL``, whose handler raises ``DeployError`` naming the worker,
+  how it ended and the likely cause; the run then ends as any failed run does (runs off the main thread cannot be
+  woken by a signal: theirs are stopped at the program's exit, below);
 - a run in a thread other than the main one cannot see signals; when the program exits (its main thread
   interrupted, or ended) such runs are stopped between two Lava steps: ``run.check()`` raises ``DeployError`` in
   the run's thread, which cleans up as above and delivers the exception to its caller.
@@ -46,6 +51,8 @@ from snnchip import interrupts
 from snnchip.errors import DeployError, SnnchipError
 
 GRACE_S = 2.0  # seconds a terminated worker gets to exit before SIGKILL
+WATCH_S = 0.5  # seconds between two looks at the workers
+WAKE_SIGNAL = signal.SIGRTMIN + 4  # the watcher's signal to the main thread (unused by Python, glibc and Lava)
 STOP_WAIT_S = 10.0  # seconds the program's exit waits for a run off the main thread to stop by itself
 REGISTRY = Path(tempfile.gettempdir()) / f"snnchip-lava-{os.getuid()}"
 SEGMENT = re.compile(r"psm_[0-9a-f]{4,64}")  # what Python's shared_memory names a segment
@@ -140,16 +147,51 @@ class Run:
         self.ended = threading.Event()
         self.record: Path | None = None
         self.children: set = set()  # the children that were there before the run
+        self.watcher: threading.Thread | None = None
+        self.unwatched = threading.Event()  # set: the watcher ends
+        self.armed = False  # the wake signal raises while set
 
     def start(self, process: object, run_cfg: object) -> None:
         """Compile, then fork Lava's workers with SIGINT and the terminating signals held: a signal that arrived
         inside a fork would be raised in ``os.fork``'s after-fork callbacks, where Python drops it; it takes effect
-        once the workers are up and their segments are recorded."""
+        once the workers are up and their segments are recorded. In the main thread the workers are then watched."""
         self.process = process
         executable = process.compile(run_cfg)
         with interrupts.held():
             process.create_runtime(executable=executable)
             self._record()
+        if threading.current_thread() is threading.main_thread():
+            self.armed = True
+            self.watcher = threading.Thread(target=self._watch, args=(threading.get_ident(),), daemon=True,
+                                            name="snnchip-lava-watcher")
+            self.watcher.start()
+
+    def _watch(self, main: int) -> None:
+        """Every ``WATCH_S``: once a worker has ended, say which and how (``stop_reason``) and wake ``main``."""
+        actors = list(getattr(_infrastructure(self.process), "actors", None) or [])
+        while not self.unwatched.wait(WATCH_S):
+            dead = [a for a in actors if _exit_code(a) is not None]
+            if dead:
+                self.stop_reason = _ended(dead[0])
+                signal.pthread_kill(main, WAKE_SIGNAL)
+                return
+
+    def unwatch(self) -> None:
+        """End the watcher before the workers are stopped on purpose; a worker that had died raises here."""
+        self.unwatched.set()
+        if self.watcher is not None:
+            self.watcher.join()
+            self.watcher = None
+        if self.armed and self.stop_reason is not None:
+            self.armed = False
+            raise DeployError(self.stop_reason)
+        self.armed = False
+
+    def woken(self, signum: int, frame: object) -> None:
+        """``WAKE_SIGNAL``'s handler: the watcher found a dead worker."""
+        if self.armed and self.stop_reason is not None:
+            self.armed = False
+            raise DeployError(self.stop_reason)
 
     def check(self) -> None:
         if self.stop_reason is not None:
@@ -170,6 +212,24 @@ class Run:
     def _forget(self) -> None:
         if self.record is not None:
             self.record.unlink(missing_ok=True)
+
+
+def _exit_code(proc: multiprocessing.Process) -> int | None:
+    try:
+        return proc.exitcode
+    except (ValueError, AssertionError):  # closed (already reaped) or not our child
+        return None
+
+
+def _ended(proc: multiprocessing.Process) -> str:
+    """What to say about a worker that ended while the run went on."""
+    code = _exit_code(proc)
+    how = f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exited with code {code}"
+    line = f"a Lava worker (pid {proc.pid}) {how} while the run was going on"
+    if code == -signal.SIGKILL:
+        line += ("; the kernel's out-of-memory killer sends SIGKILL: the deployment may need more memory than this "
+                 "machine has (`dmesg` tells)")
+    return line
 
 
 def _stop_off_main_runs() -> None:
@@ -220,16 +280,20 @@ def supervised() -> Iterator[Run]:
     main = threading.current_thread() is threading.main_thread()
     if not main:
         _watch_off_main(run)
+    previous_wake = signal.signal(WAKE_SIGNAL, run.woken) if main else None
     _supervising = True
     try:
         with interrupts.termination_raises():
             try:
                 yield run
+                run.unwatch()
                 runtime = getattr(run.process, "runtime", None)
                 if runtime is not None:
                     runtime.stop()
             except BaseException as exc:
                 with interrupts.held():
+                    run.armed = False
+                    run.unwatch()
                     errors = _teardown(run.process, before)
                 if isinstance(exc, (*interrupts.INTERRUPTS, SnnchipError)) or not isinstance(exc, Exception):
                     raise
@@ -238,6 +302,8 @@ def supervised() -> Iterator[Run]:
                                   + (f": {detail}" if detail else "")) from exc
     finally:
         _supervising = outer
+        if previous_wake is not None:
+            signal.signal(WAKE_SIGNAL, previous_wake)
         run._forget()
         run.ended.set()
         with _off_main_lock:

@@ -140,6 +140,30 @@ def test_a_lava_run_killed_by_sigkill_takes_its_workers_and_segments_with_it(lon
     assert not record.exists()
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_a_lava_worker_that_dies_ends_the_run_with_one_line_instead_of_a_hang(long_run):
+    """A worker killed as the out-of-memory killer kills (SIGKILL) would leave Lava waiting for it forever: the run
+    ends within seconds with exit 2 and one line naming the worker and the signal; nothing is left."""
+    proc, used = _started([SNN_RUN, str(long_run / "dep"), "--input", str(long_run / "x.npy"), "--out",
+                           str(long_run / "y.npz"), "--backend", "lava"])
+    try:
+        workers = [pid for pid in _session(proc.pid) if pid != proc.pid and "resource_tracker" not in _cmdline(pid)]
+        os.kill(workers[-1], signal.SIGKILL)
+        err = proc.communicate(timeout=30)[1].decode()
+    finally:
+        left = _kill_session(proc.pid)
+    assert proc.returncode == 2, err
+    assert err.startswith(f"snn-run: error: a Lava worker (pid {workers[-1]}) was killed by SIGKILL while the run "
+                          "was going on; the kernel's out-of-memory killer") and err.count("\n") == 1, err
+    assert left == [] and _stale(used) == [] and not (long_run / "y.npz").exists()
+
+
 def test_the_sweep_removes_only_segments_of_runs_that_are_gone(tmp_path, monkeypatch):
     from multiprocessing import resource_tracker, shared_memory
 
