@@ -194,6 +194,13 @@ def spec_to_nir(spec: NetworkSpec, params: Params) -> nir.NIRGraph:
             nodes[name] = nir.Conv2d(input_shape=src_shape[1:], weight=weight, stride=(stride, stride),
                                      padding=(0, 0), dilation=1, groups=1, bias=np.zeros(weight.shape[0], np.float32))
             edges += [(src, name), (name, neuron_of[layer.name])]
+        elif "shortcut_scale" in params.get(layer.name, {}):
+            shape = shapes[layer.name]
+            scale = _param(params, layer.name, "shortcut_scale", (shape[0],))
+            name = f"{layer.name}_shortcut"
+            nodes[name] = nir.Scale(scale=np.ascontiguousarray(
+                np.broadcast_to(scale.reshape(-1, *([1] * (len(shape) - 1))), shape), dtype=np.float32))
+            edges += [(src, name), (name, neuron_of[layer.name])]
         else:
             edges.append((src, neuron_of[layer.name]))
     for fb in spec.feedback:

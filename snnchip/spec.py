@@ -62,6 +62,7 @@ class LayerOptions(TypedDict, total=False):
     empf: str  # the EM-PF neuron variant of the layer
     block: str  # "first": the first conv of a residual block (EM-PF's mixed blocks)
     shortcut: str  # the earlier layer whose output is added to this layer's current
+    shortcut_scale: bool  # an identity shortcut times a per-channel scale (plain models: κ_k moved out, 1/κ_k)
 
 
 class NetworkOptions(TypedDict, total=False):

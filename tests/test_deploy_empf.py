@@ -391,3 +391,39 @@ def test_a_membrane_bound_that_leaves_no_message_shift_is_refused_by_name():
                                                 r"λ̂ = 8\) leaves a scale of 2\^-[0-9]+, so its graded messages would "
                                                 r"need a shift of -[0-9]+, beyond -23..23: a λ̂ above 1 compounds"):
         deployment_from_graph(nir.NIRGraph(nodes=nodes, edges=list(g.edges), metadata=g.metadata))
+
+
+def test_an_empf_resnet_reaches_the_chip_with_one_bit_kernels_and_its_shortcut_as_a_channel_scale(tmp_path):
+    """κ_k of every binary layer moves into its input scale, the identity shortcut included: I = κ(S x + h/κ), so
+    NIR holds exactly ±1 kernels and a Scale 1/κ_k on the shortcut; the chip stores one-bit mantissas for the kernel
+    reading graded spikes; float and chip decide alike, and Lava equals the chip on every spike."""
+    import nir
+
+    from snnchip.cli import export
+    from snnchip.deploy import build
+    from snnchip.export.nir_export import model_graph
+    from snnchip.hw_sim.chip import ChipSimulator
+    from snnchip.train import load_model, simulate
+    from snnchip.train.data import load_dataset
+    from snnchip.train.trainer import TrainConfig, fit
+
+    fit(TrainConfig(out=str(tmp_path / "m"), dataset="digits", model="resnet-small", method="empf",
+                    empf_variant="bn", T=4, epochs=1, max_steps=20, quiet=True))
+    assert export([str(tmp_path / "m" / "model.pt"), "--target", "loihi", "-o", str(tmp_path / "dep")]) == 0
+    model, _ = load_model(tmp_path / "m" / "model.pt")
+    g = model_graph(tmp_path / "dep" / "model.nir")
+    kappa = model.conv3.plain_weight().detach().abs().amax(dim=(1, 2, 3)).numpy()
+    assert isinstance(g.nodes["conv3_shortcut"], nir.Scale)
+    np.testing.assert_allclose(g.nodes["conv3_shortcut"].scale[:, 0, 0], 1 / kappa, rtol=1e-6)
+    for name in ("conv2", "conv3"):
+        assert set(np.unique(np.abs(g.nodes[name].weight))) == {1.0}, name
+    chip = ChipSimulator(tmp_path / "dep")
+    kernel = {p.source: p for p in chip.dep.qnet.stage("conv3").inputs}["conv2"]
+    assert np.abs(kernel.parts[0][0].kernel).max() <= 2
+    x = load_dataset("digits", None, flat=False, T=4).x_test[:32]
+    ref = simulate(model, x)
+    xs = x.unsqueeze(0).expand(4, *x.shape).numpy()
+    res = chip.run(xs)
+    assert float((ref.output[-1].argmax(-1).numpy() == res.output[-1].argmax(-1)).mean()) >= 0.9
+    assert all(float(((ref.spikes[k].numpy() > 0) == (res.spikes[k] > 0)).mean()) >= 0.97 for k in res.spikes)
+    assert_same_run(chip.run(xs[:, :2], timing="lava"), build(chip.dep).run(xs[:, :2], timing="lava"))

@@ -28,6 +28,7 @@ from snnchip.train import (
     simulate_parallel,
     vgg,
 )
+from snnchip.train.model import ChannelScale
 from snnchip.train.rules import run_iteration
 
 B, N_IN, N_H, N_OUT, T = 6, 5, 7, 3, 4
@@ -462,7 +463,13 @@ def test_resnet18_mixed_blocks_follow_the_equations_and_fold():
     torch.testing.assert_close(plain.shortcuts["s2b1b"].plain_weight(),
                                (model.shortcuts["s2b1b"].plain_weight() / kappa[:, None, None, None]).float())
     assert plain_parameters(model)["s2b1b"]["shortcut_weight"].shape == (6, 4, 1, 1)
-    # κ_k moved into the input scale (identity-shortcut layers keep it: I = κS x + b + h has no weight on h)
+    # an identity shortcut becomes the channel scale 1/κ_k: I = κ(S x + b/κ + h/κ), and every binary layer is ±1
+    kappa = model.s1b1b.plain_weight().abs().amax(dim=(1, 2, 3))
+    assert isinstance(plain.shortcuts["s1b1b"], ChannelScale)
+    torch.testing.assert_close(plain.shortcuts["s1b1b"].scale, (1 / kappa).float())
+    assert all(set(getattr(plain, la.name).plain_weight().abs().unique().tolist()) == {1.0}
+               for la in spec.layers if la.options.get("binary"))
+    assert plain_parameters(plain).keys() == plain_parameters(model).keys()  # a plain model's plain form loads too
     got = simulate(plain.double(), x)
     assert all(float((got.spikes[k] - res.spikes[k]).abs().max()) < 1e-5 for k in res.spikes)
     xs = 3 * torch.rand(16, 3, 8, 8, dtype=torch.float64)  # train-mode BN over 2 samples silences the last stage

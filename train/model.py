@@ -160,7 +160,7 @@ def _shortcut(layer: LayerSpec, shape_of: dict, shape: tuple[int, ...]) -> nn.Mo
         raise SpecError(f"layer {layer.name!r}: shortcut source {src!r} must be an earlier layer")
     src_shape = shape_of[src]
     if src_shape == shape:
-        return nn.Identity()
+        return ChannelScale(shape[0]) if layer.options.get("shortcut_scale") else nn.Identity()
     stride = src_shape[-1] // shape[-1] if len(shape) == 3 else 0
     binary = {"binary": True, **({"binary_scale": True} if layer.options.get("binary_scale") else {})}
     proj = LayerSpec(f"{layer.name}_shortcut", "conv2d", out_channels=shape[0], kernel_size=1, stride=stride,
@@ -168,6 +168,25 @@ def _shortcut(layer: LayerSpec, shape_of: dict, shape: tuple[int, ...]) -> nn.Mo
     if proj is None or stride < 1 or proj.output_shape(src_shape) != shape:
         raise SpecError(f"layer {layer.name!r}: no 1×1 projection maps shortcut {src!r} {src_shape} to {shape}")
     return Synapse(proj, src_shape)
+
+
+class ChannelScale(nn.Module):
+    """y = c_k·x on channel k (axis 1 of [B, C, …]): the identity shortcut of a plain EM-PF layer whose κ_k moved
+    into its input scale (``plain_parameters``); ``scale`` is a buffer, not trained."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.reshape(-1, *([1] * (x.dim() - 2))).to(x.dtype)
+
+
+def _folds_kappa(layer: LayerSpec) -> bool:
+    """Whether ``plain_parameters`` moves a layer's κ_k into its EM-PF input scale: binary weights with
+    ``binary_scale`` into an EM-PF neuron."""
+    return (bool(layer.options.get("binary") and layer.options.get("binary_scale"))
+            and layer.neuron is not None and layer.neuron.kind == "empf")
 
 
 def _check_supported(layer: LayerSpec) -> None:
@@ -209,8 +228,9 @@ def plain_parameters(model: SpikingNet) -> dict[str, dict[str, np.ndarray]]:
     its running statistics, i.e. eval mode). A layer with a projected residual shortcut also has
     ``shortcut_weight`` [Cout, Cin, 1, 1] (stride = input size / output size). With ``binary_scale`` the channel
     scale κ_k moves into the input scale, a·(κ_k·S x + b + P h) = (a·κ_k)·(S x + b/κ_k + (P/κ_k) h), so the weight
-    stays ±1 (the chip then stores one-bit mantissas); a layer with an identity shortcut (P = I, no weight to
-    divide) or without an EM-PF neuron keeps κ_k·sign(W_f), ±κ_k along row k.
+    stays ±1 (the chip then stores one-bit mantissas); an identity shortcut (P = I) becomes the per-channel scale
+    ``shortcut_scale`` = 1/κ_k [C] (``plain_spec`` marks the layer so that its plain model has a ``ChannelScale``
+    there). A layer without an EM-PF neuron keeps κ_k·sign(W_f), ±κ_k along row k.
     """
     out: dict[str, dict[str, np.ndarray]] = {}
     scale_in = 1.0
@@ -233,8 +253,12 @@ def plain_parameters(model: SpikingNet) -> dict[str, dict[str, np.ndarray]]:
                     raise SpecError(f"layer {layer.name!r}: a shortcut from a scaled layer cannot be folded")
                 if isinstance(shortcut, Synapse):
                     entry["shortcut_weight"] = _np(shortcut.plain_weight())
-                if syn.binary_scale and layer.name in model.empf and not isinstance(shortcut, nn.Identity):
-                    _fold_channel_scale(entry)  # an identity shortcut has no weight to divide by κ_k
+                if _folds_kappa(layer):
+                    if isinstance(shortcut, (nn.Identity, ChannelScale)):
+                        channels = entry["weight"].shape[0]
+                        entry["shortcut_scale"] = _np(shortcut.scale) if isinstance(shortcut, ChannelScale) \
+                            else np.ones(channels, np.float32)
+                    _fold_channel_scale(entry)
                 out[layer.name] = entry
             if layer.name in model.scales:
                 scale_in = model.scales[layer.name]
@@ -255,6 +279,8 @@ def _fold_channel_scale(entry: dict[str, np.ndarray]) -> None:
         entry["bias"] = (entry["bias"] / kappa).astype(np.float32)
     if "shortcut_weight" in entry:
         entry["shortcut_weight"] = (entry["shortcut_weight"] / kappa[:, None, None, None]).astype(np.float32)
+    if "shortcut_scale" in entry:
+        entry["shortcut_scale"] = (entry["shortcut_scale"] / kappa).astype(np.float32)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -264,8 +290,12 @@ def _np(t: torch.Tensor) -> np.ndarray:
 def plain_spec(spec: NetworkSpec) -> NetworkSpec:
     """The spec without the options ``plain_parameters`` folds away (weight_std, scale); EM-PF layers become the
     ``folded`` variant. ``binary`` stays (sign of ±1 is itself: it tells export the weights fit in 1 bit)."""
+    shapes = dict(zip((la.name for la in spec.layers), spec.shapes(), strict=True))
+
     def options(la: LayerSpec) -> dict:
         opts = {k: v for k, v in la.options.items() if k not in FOLDED_OPTIONS}
+        if _folds_kappa(la) and "shortcut" in la.options and shapes[la.options["shortcut"]] == shapes[la.name]:
+            opts["shortcut_scale"] = True  # the identity shortcut of a layer whose κ_k moves out (1/κ_k)
         return {**opts, "empf": "folded"} if la.neuron is not None and la.neuron.kind == "empf" else opts
 
     return dataclasses.replace(spec, layers=tuple(dataclasses.replace(la, options=options(la)) for la in spec.layers))
@@ -278,7 +308,9 @@ def from_plain(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]]) -> S
     for name, entry in params.items():
         for k, v in entry.items():
             key = f"empf.{name}.{k}" if k in FOLDED_KEYS else f"{name}.{k}"
-            state["shortcuts." + name + ".weight" if k == "shortcut_weight" else key] = torch.from_numpy(np.asarray(v))
+            key = {"shortcut_weight": f"shortcuts.{name}.weight",
+                   "shortcut_scale": f"shortcuts.{name}.scale"}.get(k, key)
+            state[key] = torch.from_numpy(np.asarray(v))
     model.load_state_dict(state, strict=True)
     return model
 
