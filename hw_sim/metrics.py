@@ -51,38 +51,65 @@ def _dense(w: Any) -> int:
     return int(np.prod(w.shape))
 
 
+@dataclass
+class MetricSums:
+    """The run-dependent metrics as sums over samples, so that batches add up to exactly the whole set's values:
+    ``add`` one batch's connections, spiking layers' outputs and potentials at a time, ``result`` for the metrics."""
+
+    macs: float = 0.0
+    acs: float = 0.0
+    dense: float = 0.0
+    zeros: int = 0  # zero outputs of the spiking layers
+    outputs: int = 0  # all outputs of the spiking layers
+    updates: int = 0  # membrane updates
+    samples: int = 0
+
+    def add(self, connections: list[Connection], spikes: list[np.ndarray] = (),
+            potentials: list[np.ndarray] = ()) -> MetricSums:
+        """One batch: ``connections`` (inputs [T, B, n_in]), ``spikes`` and ``potentials`` [T, B, ...] per layer."""
+        batch = next((a.shape[1] for a in [*(c.inputs for c in connections), *spikes, *potentials]), 0)
+        for c in connections:
+            nz, total = _nonzero(c.weight), _dense(c.weight)
+            for x in c.inputs:
+                x = np.asarray(x).reshape(batch, -1)
+                ops = float(np.asarray(nz @ (x != 0).T.astype(np.float64)).sum())
+                if np.isin(x, (-1, 0, 1)).all():
+                    self.acs += ops
+                else:
+                    self.macs += ops
+                self.dense += total * batch
+        self.outputs += sum(a.size for a in spikes)
+        self.zeros += sum(a.size - np.count_nonzero(a) for a in spikes)
+        self.updates += sum(v[0].size + int(np.count_nonzero(np.diff(v, axis=0))) for v in potentials)
+        self.samples += batch
+        return self
+
+    def operations(self) -> dict[str, float]:
+        b = self.samples or 1
+        return {"Effective_MACs": self.macs / b, "Effective_ACs": self.acs / b, "Dense": self.dense / b}
+
+    def result(self, weights: list[Any], footprint: int) -> dict[str, float]:
+        """The metrics (module docstring) of what was added, with the static ones of ``weights``."""
+        return {"footprint": footprint, "connection_sparsity": connection_sparsity(weights),
+                "activation_sparsity": 0.0 if self.outputs == 0 else float(self.zeros / self.outputs),
+                **self.operations(), "membrane_updates": self.updates / (self.samples or 1)}
+
+
 def synaptic_operations(connections: list[Connection]) -> dict[str, float]:
     """Effective_MACs, Effective_ACs and Dense per sample (module docstring)."""
-    macs = acs = dense = 0.0
-    batch = None
-    for c in connections:
-        nz, total = _nonzero(c.weight), _dense(c.weight)
-        batch = c.inputs.shape[1]
-        for x in c.inputs:
-            x = np.asarray(x).reshape(batch, -1)
-            ops = float(np.asarray(nz @ (x != 0).T.astype(np.float64)).sum())
-            if np.isin(x, (-1, 0, 1)).all():
-                acs += ops
-            else:
-                macs += ops
-            dense += total * batch
-    b = batch or 1
-    return {"Effective_MACs": macs / b, "Effective_ACs": acs / b, "Dense": dense / b}
+    return MetricSums().add(connections).operations()
 
 
 def activation_sparsity(spikes: list[np.ndarray]) -> float:
     """Zero outputs / all outputs of the spiking layers (each [T, B, ...])."""
-    total = sum(s.size for s in spikes)
-    return 0.0 if total == 0 else float(sum(s.size - np.count_nonzero(s) for s in spikes) / total)
+    sums = MetricSums().add([], spikes)
+    return 0.0 if sums.outputs == 0 else float(sums.zeros / sums.outputs)
 
 
 def membrane_updates(potentials: list[np.ndarray]) -> float:
     """Per sample: all neurons at the first step, then those whose potential changed (each [T, B, ...])."""
-    updates, batch = 0, 1
-    for v in potentials:
-        batch = v.shape[1]
-        updates += v[0].size + int(np.count_nonzero(np.diff(v, axis=0)))
-    return updates / batch
+    sums = MetricSums().add([], [], potentials)
+    return sums.updates / (sums.samples or 1)
 
 
 def connection_sparsity(weights: list[Any]) -> float:
@@ -99,40 +126,46 @@ def connection_sparsity(weights: list[Any]) -> float:
 
 def metrics(connections: list[Connection], spikes: list[np.ndarray], potentials: list[np.ndarray],
             footprint: int) -> dict[str, float]:
-    return {"footprint": footprint, "connection_sparsity": connection_sparsity([c.weight for c in connections]),
-            "activation_sparsity": activation_sparsity(spikes), **synaptic_operations(connections),
-            "membrane_updates": membrane_updates(potentials)}
+    """The metrics of one run (module docstring)."""
+    return MetricSums().add(connections, spikes, potentials).result([c.weight for c in connections], footprint)
 
 
 def _delayed(x: np.ndarray, d: int) -> np.ndarray:
     return x if d == 0 else np.concatenate([np.zeros_like(x[:d]), x[:-d]])
 
 
-def float_metrics(graph: object, xs: np.ndarray, interpretation: object = None) -> dict[str, float]:
+def float_metrics(graph: object, xs: np.ndarray, interpretation: object = None, batch_size: int = 64
+                  ) -> dict[str, float]:
     """The metrics of a NIR graph's float run on ``xs`` [T, B, *input_shape] (the NIR executor, foreign neurons read
-    with ``interpretation``; the connection layers are the lowered projections, one per source and delay)."""
+    with ``interpretation``; the connection layers are the lowered projections, one per source and delay), run
+    ``batch_size`` samples at a time."""
     import torch
 
     from snnchip.export.lowering import INPUT, lower
     from snnchip.export.nir_exec import NIRExecutor
 
-    net = lower(graph, interpretation, T=xs.shape[0])
-    res = NIRExecutor(graph, interpretation, T=xs.shape[0]).run(torch.as_tensor(xs, dtype=torch.float64))
-    spk = {k: np.asarray(v, dtype=np.float64) for k, v in res.spikes.items()}
-    states = {k: np.asarray(v) for k, v in res.states.items()}
-    flat = xs.reshape(xs.shape[0], xs.shape[1], -1)
-    connections, spiking, potentials = [], [], []
-    for st in net.stages:
-        for p in st.inputs:
-            src = flat if p.source == INPUT else spk[p.source].reshape(flat.shape[0], flat.shape[1], -1)
-            connections.append(Connection(p.weight, _delayed(src, p.delay)))
-        if st.spiking:
-            spiking.append(spk[st.name])
-            node = next(n for n in (st.name, f"{st.name}_neuron") if n in states)
-            potentials.append(states[node])
+    T = xs.shape[0]
+    net = lower(graph, interpretation, T=T)
+    executor = NIRExecutor(graph, interpretation, T=T)
+    sums = MetricSums()
+    for start in range(0, xs.shape[1], max(1, batch_size)):
+        xb = xs[:, start:start + max(1, batch_size)]
+        res = executor.run(torch.as_tensor(xb, dtype=torch.float64))
+        spk = {k: np.asarray(v, dtype=np.float64) for k, v in res.spikes.items()}
+        flat = xb.reshape(T, xb.shape[1], -1)
+        connections, spiking, potentials = [], [], []
+        for st in net.stages:
+            for p in st.inputs:
+                src = flat if p.source == INPUT else spk[p.source].reshape(T, xb.shape[1], -1)
+                connections.append(Connection(p.weight, _delayed(src, p.delay)))
+            if st.spiking:
+                spiking.append(spk[st.name])
+                node = next(n for n in (st.name, f"{st.name}_neuron") if n in res.states)
+                potentials.append(np.asarray(res.states[node]))
+        sums.add(connections, spiking, potentials)
     params = sum(np.asarray(getattr(node, k)).size for node in graph.nodes.values()
                  for k in ("weight", "bias") if getattr(node, k, None) is not None)
-    return metrics(connections, spiking, potentials, footprint=4 * int(params))
+    return sums.result([p.weight for st in net.stages for p in st.inputs], footprint=4 * int(params))
 
 
 def chip_metrics(cfg: object, x: np.ndarray, record: object) -> dict[str, float]:
@@ -150,19 +183,28 @@ def chip_metrics(cfg: object, x: np.ndarray, record: object) -> dict[str, float]
     return metrics(connections, [spikes], [record.vmem.transpose(1, 0, 2)], footprint=int(footprint))
 
 
-def loihi_chip_metrics(qnet: object, xs: np.ndarray, spikes: dict[str, np.ndarray],
-                       potentials: dict[str, np.ndarray]) -> dict[str, float]:
-    """The metrics of a bit-exact Loihi 2 run (``hw_sim.chip``, software timing): the quantized projections (each
-    Dense/Sparse of a wide-weight projection counts as a connection layer) fed by the input ``xs`` [T, B, ...] or
-    the stages' ``spikes`` [T, B, ...], and the spiking stages' v. The footprint is the synaptic memory: one byte
-    per stored 8-bit mantissa (every entry of a Dense, the non-zero ones of a Sparse)."""
-    flat = xs.reshape(xs.shape[0], xs.shape[1], -1)
-    connections, stored = [], 0
-    for q in qnet.stages:
-        for p in q.inputs:
-            src = flat if p.source == "input" else spikes[p.source].reshape(flat.shape[0], flat.shape[1], -1)
-            for w, _ in p.parts:
-                connections.append(Connection(w, _delayed(src.astype(np.float64), p.delay)))
-                stored += w.nnz if sp.issparse(w) else (w.kernel.size if _kernel(w) else w.size)
-    spiking = [q.name for q in qnet.stages if q.spiking]
-    return metrics(connections, [spikes[k] for k in spiking], [potentials[k] for k in spiking], footprint=int(stored))
+class LoihiChipMetrics:
+    """The metrics of a bit-exact Loihi 2 run (``hw_sim.chip``, software timing), batch by batch (``add``): the
+    quantized projections (each Dense/Sparse of a wide-weight projection counts as a connection layer) fed by the
+    input [T, B, ...] or the stages' spikes [T, B, ...], and the spiking stages' v. The footprint is the synaptic
+    memory: one byte per stored 8-bit mantissa (every entry of a Dense, the non-zero ones of a Sparse, a kernel's
+    entries once)."""
+
+    def __init__(self, qnet: object) -> None:
+        self.qnet = qnet
+        self.sums = MetricSums()
+
+    def add(self, xs: np.ndarray, spikes: dict[str, np.ndarray], potentials: dict[str, np.ndarray]) -> None:
+        flat = xs.reshape(xs.shape[0], xs.shape[1], -1)
+        connections = []
+        for q in self.qnet.stages:
+            for p in q.inputs:
+                src = flat if p.source == "input" else spikes[p.source].reshape(flat.shape[0], flat.shape[1], -1)
+                connections += [Connection(w, _delayed(src.astype(np.float64), p.delay)) for w, _ in p.parts]
+        spiking = [q.name for q in self.qnet.stages if q.spiking]
+        self.sums.add(connections, [spikes[k] for k in spiking], [potentials[k] for k in spiking])
+
+    def result(self) -> dict[str, float]:
+        weights = [w for q in self.qnet.stages for p in q.inputs for w, _ in p.parts]
+        stored = sum(w.nnz if sp.issparse(w) else (w.kernel.size if _kernel(w) else w.size) for w in weights)
+        return self.sums.result(weights, footprint=int(stored))

@@ -232,3 +232,28 @@ def test_rung_1_tolerates_spikes_flipped_at_the_threshold_and_nothing_more():
     assert not g["passed"] and "fraction of spike values that differ" in g["meaning"]
     _, g = nir_equals_float(ref(out + 0.03, {"fc2": spikes["fc1"]}), xs)
     assert not g["passed"] and "their spiking layers differ" in g["meaning"]
+
+
+def test_neurobench_metrics_batch_by_batch_equal_the_whole_set():
+    """snn-validate adds the metrics batch by batch (no whole-set arrays): sums over samples, so any split gives the
+    whole set's values; a per-batch average of averages would not (the batches here are 3 and 7 samples)."""
+    from nir_nets import conv_graph
+
+    from snnchip.export.loihi import deployment_from_graph
+    from snnchip.hw_sim.chip import ChipSimulator
+    from snnchip.hw_sim.metrics import LoihiChipMetrics, float_metrics
+
+    g = conv_graph(T=4, seed=5)
+    x = np.random.default_rng(6).uniform(0, 1, (4, 10, 1, 8, 8)) * (np.arange(10) < 4)[None, :, None, None, None]
+    whole = float_metrics(g, x, batch_size=10)
+    assert float_metrics(g, x, batch_size=3) == pytest.approx(whole, rel=1e-12)
+    dep = deployment_from_graph(g)
+    sim = ChipSimulator(dep)
+    one, split = LoihiChipMetrics(dep.qnet), LoihiChipMetrics(dep.qnet)
+    res = sim.run(x)
+    one.add(x, res.spikes, {k: res.states[k]["v"] for k in res.spikes})
+    for sl in (slice(0, 3), slice(3, 10)):
+        part = sim.run(x[:, sl])
+        split.add(x[:, sl], part.spikes, {k: part.states[k]["v"] for k in part.spikes})
+    assert split.result() == pytest.approx(one.result(), rel=1e-12)
+    assert 0 < one.result()["activation_sparsity"] < 1 and one.result()["Effective_ACs"] > 0
