@@ -209,9 +209,9 @@ def mul12(x: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndarray, th: np.ndarray,
                     r: np.ndarray, shift: int, active: bool = True, cap: int = V_MAX
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One fixed-point EM-PF step with the tables' row of this step; returns (m, v, msg, clipped) as int64 (clipped:
-    the messages the cap cut, bool).
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """One fixed-point EM-PF step with the tables' row of this step; returns (m, v, msg) as int64 and the counts
+    (membranes clipped at the top, at the bottom, messages the cap cut).
 
         u   = mul12(a << 6, aq[t])                       (input scale a[t] = aq[t]/4096 · 2^ka, 2^ka in the weights)
         m   = clip(mul12(v, lq[t]) + u, ±(2^23 − 1))     (λ̂[t] = lq[t]/4096)
@@ -224,11 +224,13 @@ def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndar
     v = np.asarray(v, dtype=np.int64)
     if not active:
         z = np.zeros(np.broadcast_shapes(v.shape, np.shape(a_in)), dtype=np.int64)
-        return z, v + z, z, z.astype(bool)
+        return z, v + z, z, (0, 0, 0)
     u = mul12(np.asarray(a_in, dtype=np.int64) << ACT_SHIFT, aq)
-    m = clip24(mul12(v, lq) + u)
+    pre = mul12(v, lq) + u
+    m = clip24(pre)
     s = np.where(m >= th, m - th, 0)
     v = clip24(m - s + np.asarray(r, dtype=np.int64))
     msg = s >> shift if shift >= 0 else s << -shift
-    clipped = msg > cap
-    return m, v, np.minimum(msg, cap), clipped
+    counts = (int(np.count_nonzero(pre > V_MAX)), int(np.count_nonzero(pre < -V_MAX)),
+              int(np.count_nonzero(msg > cap)))
+    return m, v, np.minimum(msg, cap), counts

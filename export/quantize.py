@@ -409,10 +409,15 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
     return q, report
 
 
-def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: bool = False) -> tuple[QStage, dict]:
+def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: bool = False,
+                        peak: tuple[float, float] | None = None, margin: float = DATA_MARGIN
+                        ) -> tuple[QStage, dict]:
     """Quantize an EM-PF stage (docs/loihi-fixed-point.md §2): c = 2^k (so that graded messages are shifts),
     weights W·2^ka with 2^ka ≥ max|a| (binary ±1 weights stay exact), per-step integer tables
-    lq = round(4096·λ̂), aq = round(4096·a/2^ka), th = round(64·c·θ̂), r = round(64·c·r̂)."""
+    lq = round(4096·λ̂), aq = round(4096·a/2^ka), th = round(64·c·θ̂), r = round(64·c·r̂). The membrane bound B
+    is the T-step worst case, or with ``peak`` = (I, M) (the data headroom: the largest |a·x| and |m| of the float
+    stage on calibration inputs, ``export.stage_peaks``) min(B, max(``margin``·I, M, max θ̂)); beyond it m clips at
+    24 bits, identically in Lava and the simulator, which counts it."""
     tab = stage.tables
     lam, a, theta, off = (np.asarray(tab[k], np.float64) for k in EMPF_FLOAT_TABLES)
     a_max = float(np.abs(a).max(initial=0.0)) or 1.0
@@ -421,12 +426,15 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: boo
     rows = sum(row_abs_sum(p.weight) * x_max[p.source] for p in stage.inputs) + np.abs(stage.bias)
     drive = float(np.max(np.abs(a).max(axis=0, initial=0.0) * rows, initial=0.0))
     lam_max = float(np.abs(lam).max(initial=0.0))
-    bound = float(np.abs(theta).max(initial=0.0)) + (drive + float(np.abs(off).max(initial=0.0))) * \
-        geometric_sum(lam_max, T)
+    theta_max = float(np.abs(theta).max(initial=0.0))
+    bound = theta_max + (drive + float(np.abs(off).max(initial=0.0))) * geometric_sum(lam_max, T)
     if not math.isfinite(bound):
         raise QuantizationError(f"stage {stage.name!r}: the membrane bound over T={T} steps overflows (max λ̂ = "
                                 f"{lam_max:.4g} > 1 compounds); lower T or λ̂")
-    c_head = V_MAX / (ACT_SHIFT_SCALE * bound) if bound > 0 else 1.0
+    room = bound
+    if peak is not None and sum(peak) > 0:  # a stage never driven keeps the guaranteed bound
+        room = min(bound, max(margin * peak[0], peak[1], theta_max))
+    c_head = V_MAX / (ACT_SHIFT_SCALE * room) if room > 0 else 1.0
     c = 2.0 ** math.floor(math.log2(c_head))
     # graded spike bound for the stages it feeds: after any step v ≤ max(θ̂ + r) (fired: v = θ̂ + r; else
     # v = m + r < θ̂ + r), so with λ̂ ≥ 0, s = m − θ̂ ≤ λ̂_max·max(θ̂ + r, 0) + drive − min θ̂
@@ -456,8 +464,11 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: boo
         max_abs_reset_offset_error=err(off, ints["offset"] / (ACT_SHIFT_SCALE * c)),
         max_abs_bias_error=float(np.abs(stage.bias * 2.0**ka - best["bq"] / c).max(initial=0.0)) / 2.0**ka,
         projections=_projection_reports(projs, best, 2.0**ka),
-        state_bound_int=float(ACT_SHIFT_SCALE * c * bound), state_bound_T_int=float(ACT_SHIFT_SCALE * c * bound),
-        may_saturate=False, graded_spike_bound=spike_bound,
+        state_bound_int=float(ACT_SHIFT_SCALE * c * room), state_bound_T_int=float(ACT_SHIFT_SCALE * c * bound),
+        may_saturate=bool(ACT_SHIFT_SCALE * c * bound > V_MAX * (1 + 1e-9)), graded_spike_bound=spike_bound,
+        headroom="T" if peak is None else "data",
+        **({"observed_current": float(peak[0]), "observed_membrane": float(peak[1]), "margin": float(margin)}
+           if peak is not None else {}),
     )
     return q, report
 
@@ -554,7 +565,8 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
     simulator; the report flags it). Readouts get the T-step bound. "data": each LIF-family stage (readouts too) is
     scaled for max(``margin`` × I, V) of ``peaks[stage]`` = (I, V), the largest |current| and membrane its float
     stage reached on calibration inputs (``export.stage_peaks``), never beyond the one-step bound (readouts: T-step);
-    inputs that drive a state past it saturate (counted by ``hw_sim.chip``). EM-PF stages keep their own bounds.
+    inputs that drive a state past it saturate (counted by ``hw_sim.chip``); EM-PF stages likewise, for their
+    input term and membrane m (``quantize_empf_stage``); "step" leaves EM-PF stages at their T-step bound.
     ``input_frac_bits``: q of the input's payloads x·2^q (None: the largest ≤ 16 that fits, see ``_message_bits``).
     ``weight_exp`` (None: chosen per projection) fixes every Dense exponent (see ``quantize_stage``; it needs an
     explicit ``input_frac_bits``).
@@ -584,10 +596,14 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
                                         f"{p.source!r} is not supported on the chip")
             worst.setdefault(p.source, 1.0)  # binary spikes
             message_max.setdefault(p.source, 1.0)
+        if headroom == "data" and st.name not in (peaks or {}):
+            raise QuantizationError(f"stage {st.name!r}: the data headroom needs its observed peak (calibration "
+                                    "inputs)")
         if st.kind == "empf":
             if steps is None:
                 raise QuantizationError(f"stage {st.name!r}: an EM-PF stage needs T")
-            q, r = quantize_empf_stage(st, steps, message_max, wide_weights)
+            q, r = quantize_empf_stage(st, steps, message_max, wide_weights,
+                                       (peaks or {}).get(st.name) if headroom == "data" else None, margin)
             worst[st.name] = float(r["graded_spike_bound"])
             measured = (spike_bounds or {}).get(st.name)
             if measured is not None and measured < worst[st.name]:
@@ -595,9 +611,6 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
             # a stage silent on the data (0) keeps the worst case for the scales of the stages it feeds
             message_max[st.name] = seen[st.name] if seen.get(st.name, 0) > 0 else worst[st.name]
         else:
-            if headroom == "data" and st.name not in (peaks or {}):
-                raise QuantizationError(f"stage {st.name!r}: the data headroom needs its observed peak (calibration "
-                                        "inputs)")
             q, r = quantize_stage(st, steps, message_max, weight_exp, input_frac_bits or 0, wide_weights, headroom,
                                   (peaks or {}).get(st.name), margin)
         stages[st.name], reports[st.name] = q, r

@@ -6,9 +6,9 @@ neurons of |i| (the current: the step's input a = Σ_p W_p·x_p[t − d_p] + b, 
 keeps one) and V = max of λ·v + i (the membrane before its reset, from above), the two states the chip holds in 24
 bits (u wraps, v clips: ``deploy.fixed_point``). The membrane's negative excursions are not measured: an IF
 integrating inhibition drifts far below zero, and sizing the scale for that would cost resolution where spikes
-are decided; below −B the chip's membrane clips (counted by ``hw_sim.chip``). The neuron steps are
-``snnchip.neurons``'s equations; EM-PF stages run too (their graded spikes feed later stages) but keep their own
-bounds.
+are decided; below −B the chip's membrane clips (counted by ``hw_sim.chip``). An EM-PF stage's (I, V) are its
+input term's largest |a[t]·x| and its membrane's largest |m| (EM-PF Eq. 7, folded: m = λ̂ v + a x; its graded spike
+m − θ̂ depends on m in both directions, so both count). The neuron steps are ``snnchip.neurons``'s equations.
 """
 
 from __future__ import annotations
@@ -79,8 +79,11 @@ def _peaks_of_chunk(net: LoweredNet, x: np.ndarray, peaks: dict[str, list[float]
             a, z = _drive(st, out, t, batch), state[st.name]
             if st.graded:
                 tab = {k: v[t] for k, v in st.tables.items()}
-                _, s, z["v"] = empf_step(z["v"], a, lam=tab["lam"], scale=tab["input_scale"], theta=tab["theta"],
+                m, s, z["v"] = empf_step(z["v"], a, lam=tab["lam"], scale=tab["input_scale"], theta=tab["theta"],
                                          offset=tab["reset_offset"])
+                peak = peaks[st.name]
+                peak[0] = max(peak[0], float(np.abs(tab["input_scale"] * a).max(initial=0.0)))
+                peak[1] = max(peak[1], float(np.abs(m).max(initial=0.0)))
                 out[st.name].append(s)
                 continue
             i = current_step(z["i"], a, a_syn=st.lam_syn, b_syn=1.0) if st.current else a
@@ -99,10 +102,10 @@ def _peaks_of_chunk(net: LoweredNet, x: np.ndarray, peaks: dict[str, list[float]
 
 
 def stage_peaks(net: LoweredNet, x: np.ndarray, chunk: int = CHUNK) -> dict[str, tuple[float, float]]:
-    """(I, V) per LIF-family stage of ``net`` (module docstring: I the largest |current|, V the largest membrane
-    before its reset) on checked inputs ``x`` [T, B, *input_shape] (float64)."""
+    """(I, V) per stage of ``net`` (module docstring: I the largest |current|, V the largest membrane before its
+    reset; an EM-PF stage's largest |input term| and |m|) on checked inputs ``x`` [T, B, *input_shape] (float64)."""
     x = x.reshape(x.shape[0], x.shape[1], -1)
     peaks = {st.name: [0.0, 0.0] for st in net.stages}
     for b in range(0, x.shape[1], chunk):
         _peaks_of_chunk(net, x[:, b:b + chunk], peaks)
-    return {st.name: (peaks[st.name][0], peaks[st.name][1]) for st in net.stages if not st.graded}
+    return {st.name: (peaks[st.name][0], peaks[st.name][1]) for st in net.stages}

@@ -36,14 +36,15 @@ from snnchip.export.quantize import QStage, encode_input
 
 CHUNK = 1024  # samples simulated at a time
 OVERFLOWS = ("u_wrapped", "v_clipped_top", "v_clipped_bottom")  # meta["saturation"]'s counts (``state_overflow``)
-MESSAGE_OVERFLOWS = ("message_capped",)  # an EM-PF stage's: graded messages cut at its message cap
+GRADED_OVERFLOWS = ("v_clipped_top", "v_clipped_bottom", "message_capped")  # an EM-PF stage's: its membrane m
+# clipped (only where the data headroom sized it below the worst case) and graded messages cut at its message cap
 OVERFLOW_WORDS = {"u_wrapped": "current wrapped", "v_clipped_top": "membrane clipped at the top",
                   "v_clipped_bottom": "at the bottom", "message_capped": "graded messages capped"}
 
 
 def overflows(q: QStage) -> tuple[str, ...]:
-    """The saturation counts of a stage: its messages' for an EM-PF stage, its state's otherwise."""
-    return MESSAGE_OVERFLOWS if q.graded else OVERFLOWS
+    """The saturation counts of a stage: its membrane's and messages' for an EM-PF stage, its state's otherwise."""
+    return GRADED_OVERFLOWS if q.graded else OVERFLOWS
 
 
 def to_lava_timing(a: np.ndarray, k: int, steps: int) -> np.ndarray:
@@ -140,11 +141,12 @@ class ChipSimulator:
                 u0, v0 = last[n]
                 if q.graded:  # row t of the tables; idle (v kept, nothing sent) after the stage's T steps
                     row = min(t, T - 1)
-                    u1, v1, sent, cut = empf_step_fixed(v0, a, *(q.tables[k][row] for k in EMPF_INT_TABLES),
-                                                        q.shift, t < T, q.message_cap)
+                    u1, v1, sent, counts = empf_step_fixed(v0, a, *(q.tables[k][row] for k in EMPF_INT_TABLES),
+                                                           q.shift, t < T, q.message_cap)
                     msgs[n][t % ring[n]] = sent
                     s[n][t] = sent != 0
-                    over[n]["message_capped"] += int(np.count_nonzero(cut))
+                    for key, count in zip(GRADED_OVERFLOWS, counts, strict=True):
+                        over[n][key] += count
                 else:
                     pre, u1, membrane, v1 = integrate_fixed(u0, v0, a, q.du, q.dv)
                     for key, count in zip(OVERFLOWS, state_overflow(pre, u1, membrane, v1), strict=True):

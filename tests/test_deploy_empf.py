@@ -393,37 +393,87 @@ def test_a_membrane_bound_that_leaves_no_message_shift_is_refused_by_name():
         deployment_from_graph(nir.NIRGraph(nodes=nodes, edges=list(g.edges), metadata=g.metadata))
 
 
-def test_an_empf_resnet_reaches_the_chip_with_one_bit_kernels_and_its_shortcut_as_a_channel_scale(tmp_path):
+@pytest.fixture(scope="module")
+def empf_resnet(tmp_path_factory):
+    """resnet-small (conv stem, one residual block with an identity shortcut) trained 20 steps with EM-PF (bn), its
+    deploy directory under the default T-step headroom, and 32 digits test samples as [T, B, 1, 8, 8]."""
+    from snnchip.cli import export
+    from snnchip.train.data import load_dataset
+    from snnchip.train.trainer import TrainConfig, fit
+
+    d = tmp_path_factory.mktemp("empf-resnet")
+    fit(TrainConfig(out=str(d / "m"), dataset="digits", model="resnet-small", method="empf", empf_variant="bn", T=4,
+                    epochs=1, max_steps=20, quiet=True))
+    assert export([str(d / "m" / "model.pt"), "--target", "loihi", "-o", str(d / "dep")]) == 0
+    x = load_dataset("digits", None, flat=False, T=4).x_test[:32]
+    return d, x.unsqueeze(0).expand(4, *x.shape).numpy()
+
+
+def _agreement(model_pt, chip, xs):
+    """Decision agreement and per-layer agreement of 'fired' (spike > 0) between the float model and the chip."""
+    import torch
+
+    from snnchip.train import load_model, simulate
+
+    model, _ = load_model(model_pt)
+    ref, res = simulate(model, torch.as_tensor(xs[0])), chip.run(xs)
+    decisions = float((ref.output[-1].argmax(-1).numpy() == res.output[-1].argmax(-1)).mean())
+    return decisions, {k: float(((ref.spikes[k].numpy() > 0) == (res.spikes[k] > 0)).mean()) for k in res.spikes}
+
+
+def test_an_empf_resnet_reaches_the_chip_with_one_bit_kernels_and_its_shortcut_as_a_channel_scale(empf_resnet):
     """κ_k of every binary layer moves into its input scale, the identity shortcut included: I = κ(S x + h/κ), so
     NIR holds exactly ±1 kernels and a Scale 1/κ_k on the shortcut; the chip stores one-bit mantissas for the kernel
     reading graded spikes; float and chip decide alike, and Lava equals the chip on every spike."""
     import nir
 
-    from snnchip.cli import export
     from snnchip.deploy import build
     from snnchip.export.nir_export import model_graph
     from snnchip.hw_sim.chip import ChipSimulator
-    from snnchip.train import load_model, simulate
-    from snnchip.train.data import load_dataset
-    from snnchip.train.trainer import TrainConfig, fit
+    from snnchip.train import load_model
 
-    fit(TrainConfig(out=str(tmp_path / "m"), dataset="digits", model="resnet-small", method="empf",
-                    empf_variant="bn", T=4, epochs=1, max_steps=20, quiet=True))
-    assert export([str(tmp_path / "m" / "model.pt"), "--target", "loihi", "-o", str(tmp_path / "dep")]) == 0
-    model, _ = load_model(tmp_path / "m" / "model.pt")
-    g = model_graph(tmp_path / "dep" / "model.nir")
+    d, xs = empf_resnet
+    model, _ = load_model(d / "m" / "model.pt")
+    g = model_graph(d / "dep" / "model.nir")
     kappa = model.conv3.plain_weight().detach().abs().amax(dim=(1, 2, 3)).numpy()
     assert isinstance(g.nodes["conv3_shortcut"], nir.Scale)
     np.testing.assert_allclose(g.nodes["conv3_shortcut"].scale[:, 0, 0], 1 / kappa, rtol=1e-6)
     for name in ("conv2", "conv3"):
         assert set(np.unique(np.abs(g.nodes[name].weight))) == {1.0}, name
-    chip = ChipSimulator(tmp_path / "dep")
+    chip = ChipSimulator(d / "dep")
     kernel = {p.source: p for p in chip.dep.qnet.stage("conv3").inputs}["conv2"]
     assert np.abs(kernel.parts[0][0].kernel).max() <= 2
-    x = load_dataset("digits", None, flat=False, T=4).x_test[:32]
-    ref = simulate(model, x)
-    xs = x.unsqueeze(0).expand(4, *x.shape).numpy()
-    res = chip.run(xs)
-    assert float((ref.output[-1].argmax(-1).numpy() == res.output[-1].argmax(-1)).mean()) >= 0.9
-    assert all(float(((ref.spikes[k].numpy() > 0) == (res.spikes[k] > 0)).mean()) >= 0.97 for k in res.spikes)
+    decisions, layers = _agreement(d / "m" / "model.pt", chip, xs)
+    assert decisions >= 0.9 and min(layers.values()) >= 0.97, (decisions, layers)
     assert_same_run(chip.run(xs[:, :2], timing="lava"), build(chip.dep).run(xs[:, :2], timing="lava"))
+
+
+def test_the_data_headroom_sizes_empf_stages_for_the_states_the_data_reaches(empf_resnet, tmp_path):
+    """--headroom data: each EM-PF stage's scale comes from the largest input term and membrane on the training
+    set (× 1.5), not the T-step worst case, so its tables and messages are finer: every layer agrees more with the
+    float model (measured: 99.7–99.8 % against 98.6–99.7 %). Inputs beyond the calibration clip m at 24 bits,
+    counted by the simulator and done alike by Lava."""
+    from snnchip.cli import export
+    from snnchip.deploy import build
+    from snnchip.export.loihi import deployment_from_graph
+    from snnchip.export.nir_export import model_graph
+    from snnchip.hw_sim.chip import ChipSimulator
+
+    d, xs = empf_resnet
+    assert export([str(d / "m" / "model.pt"), "--target", "loihi", "--headroom", "data", "-o",
+                   str(tmp_path / "dep")]) == 0
+    guaranteed, data = ChipSimulator(d / "dep"), ChipSimulator(tmp_path / "dep")
+    rows = {r["stage"]: r for r in data.dep.qnet.report}
+    for q, g in zip(data.dep.qnet.stages, guaranteed.dep.qnet.stages, strict=True):
+        if q.graded:
+            assert rows[q.name]["headroom"] == "data" and q.scale >= 64 * g.scale, (q.name, q.scale, g.scale)
+    _, before = _agreement(d / "m" / "model.pt", guaranteed, xs)
+    decisions, after = _agreement(d / "m" / "model.pt", data, xs)
+    assert decisions >= 0.9 and min(after.values()) >= 0.995 and after["conv3"] > before["conv3"], (before, after)
+    # calibrated on inputs a quarter as large, the full inputs clip the membranes: counted, and Lava clips alike
+    spikes = {name: r["graded_spike_measured"] for name, r in rows.items() if "graded_spike_measured" in r}
+    small = deployment_from_graph(model_graph(d / "dep" / "model.nir"), headroom="data", calibration_input=xs / 4,
+                                  spike_bounds=spikes)
+    res = ChipSimulator(small).run(xs[:, :2], timing="lava")
+    assert sum(res.meta["saturation"][q.name]["v_clipped_top"] for q in small.qnet.stages if q.graded) > 0
+    assert_same_run(res, build(small).run(xs[:, :2], timing="lava"))
