@@ -21,7 +21,7 @@ import numpy as np
 from snnchip.atomic import write_text_atomic
 from snnchip.export.loihi import deployment_from_graph
 from snnchip.export.nir_exec import NIRExecutor
-from snnchip.export.quantize import SaturationWarning
+from snnchip.export.qnet import SaturationWarning
 from snnchip.hw_sim.chip import ChipSimulator
 from snnchip.hw_sim.compare import spike_agreement
 from snnchip.spec import Interpretation

@@ -37,7 +37,7 @@ from snnchip.errors import DeployError
 from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.loihi2 import BUILTIN, EMPF_TABLES, V_MAX, neuron_process, synapse_process
 from snnchip.export.lowering import INPUT
-from snnchip.export.quantize import encode_input
+from snnchip.export.qnet import encode_input
 
 CFGS = ("fixed_pt", "floating_pt")
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from snnchip.atomic import atomic_path
 from snnchip.errors import DeployError, SpecError
-from snnchip.export.quantize import QStage, QuantizedNet
+from snnchip.export.qnet import QStage, QuantizedNet
 from snnchip.summary import result_repr
 
 TIMINGS = ("software", "lava")

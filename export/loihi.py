@@ -47,13 +47,9 @@ from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight
 from snnchip.export.nir_export import nir_bytes
 from snnchip.export.nir_meta import graph_meta, recorded_interpretation
 from snnchip.export.nir_read import read_graph
-from snnchip.export.quantize import (
-    DATA_MARGIN,
-    QProjection,
-    QStage,
-    QuantizedNet,
-    quantize,
-)
+from snnchip.export.qnet import QProjection, QStage, QuantizedNet
+from snnchip.export.quantize import quantize
+from snnchip.export.quantize_stages import DATA_MARGIN
 from snnchip.export.seal import (
     SealCheck,
     check_format,

@@ -39,7 +39,8 @@ from snnchip.export.loihi2 import (
     WEIGHT_EXP,
 )
 from snnchip.export.lowering import Stage, synapse_of
-from snnchip.export.quantize import SPIKE_FRAC_BITS, QStage, mantissa_range, weight_values
+from snnchip.export.qnet import SPIKE_FRAC_BITS, QStage
+from snnchip.export.weight_grid import mantissa_range, weight_values
 from snnchip.spec import ENCODINGS, SPIKE_CONDITIONS, T_MAX
 
 KINDS = ("lif", "cubalif", "srm", "empf", "readout")

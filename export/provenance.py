@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from snnchip.export.loihi import Deployment, deployment_from_graph, read_model_graph
 from snnchip.export.nir_meta import graph_meta
-from snnchip.export.quantize import SaturationWarning
+from snnchip.export.qnet import SaturationWarning
 from snnchip.spec import Interpretation
 
 NET_FIELDS = ("input_shape", "T", "encoding", "input_frac_bits", "input_range", "output")

@@ -32,7 +32,7 @@ from snnchip.errors import SpecError
 from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.loihi2 import EMPF_INT_TABLES
 from snnchip.export.lowering import INPUT
-from snnchip.export.quantize import QStage, encode_input
+from snnchip.export.qnet import QStage, encode_input
 
 CHUNK = 1024  # samples simulated at a time
 OVERFLOWS = ("u_wrapped", "v_clipped_top", "v_clipped_bottom")  # meta["saturation"]'s counts (``state_overflow``)

@@ -20,7 +20,8 @@ import torch
 
 from snnchip.errors import SpecError
 from snnchip.export.loihi import load_deploy
-from snnchip.export.quantize import dequantize_weight, frac_bits, mantissa_range
+from snnchip.export.qnet import dequantize_weight, frac_bits
+from snnchip.export.weight_grid import mantissa_range
 from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
 from snnchip.train import build_model, from_plain, load_model, plain_parameters, plain_spec
 from snnchip.train.inference import encoded_test_set

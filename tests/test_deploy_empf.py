@@ -278,7 +278,7 @@ def test_a_stage_silent_on_the_data_takes_its_message_bits_from_it_and_the_scale
     graph the worst case refuses deploys with the full SPIKE_FRAC_BITS; the stage it feeds keeps its worst-case scale
     (a scale from a bound of 0 would be unbounded)."""
     from snnchip.export.loihi import deployment_from_graph
-    from snnchip.export.quantize import SPIKE_FRAC_BITS
+    from snnchip.export.qnet import SPIKE_FRAC_BITS
 
     big = _loud_empf_graph()[1]
     silent = deployment_from_graph(big, spike_bounds={"fc1": 0.0, "fc2": 1.0})
@@ -355,7 +355,7 @@ def test_binary_weights_reading_graded_spikes_keep_one_bit_mantissas():
     fan-in × 2 instead of fan-in × 128; Lava computes the same spikes (the shift acts on the integer sum)."""
     from snnchip.deploy import build
     from snnchip.export.loihi import deployment_from_graph
-    from snnchip.export.quantize import dequantize_weight, frac_bits
+    from snnchip.export.qnet import dequantize_weight, frac_bits
     from snnchip.hw_sim.chip import ChipSimulator
 
     g = empf_mlp_graph((6, 9, 7, 3), T=4, seed=21, binary=True)

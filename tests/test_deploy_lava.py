@@ -104,7 +104,7 @@ def test_cubalif_floating_pt_equals_equations():
 @pytest.mark.parametrize("cfg", ["fixed_pt", "floating_pt"])
 def test_readout_is_lavas_lif_that_never_fires(cfg):
     """The readout runs on Lava's own LIF: dv = 0, no current memory, vth = 2^17 (vth << 6 = 2^23 > any state)."""
-    from snnchip.export.quantize import NEVER_FIRES
+    from snnchip.export.loihi2 import NEVER_FIRES
 
     LIF = lava_compat.lava_module("proc.lif.process").LIF
     rng = np.random.default_rng(3)

@@ -17,7 +17,7 @@ from snnchip.export.loihi import deployment_from_graph
 from snnchip.export.lowering import INPUT, lower, schedule
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_graph import check_graph
-from snnchip.export.quantize import SaturationWarning
+from snnchip.export.qnet import SaturationWarning
 from snnchip.hw_sim.chip import ChipSimulator
 from snnchip.spec import Interpretation
 

@@ -13,7 +13,7 @@ from nir_nets import conv_graph, mlp_graph, neuron_node
 from snnchip import lava_compat
 from snnchip.errors import LavaUnavailableError, UnsupportedNodeError
 from snnchip.export.netx import INPUT_MESSAGE_BITS, NEVER_FIRES, netx_deployment, write_netx
-from snnchip.export.quantize import encode_input
+from snnchip.export.qnet import encode_input
 from snnchip.hw_sim.chip import ChipSimulator
 
 
@@ -190,7 +190,9 @@ def test_missing_lava_dl_error_names_the_install_command(monkeypatch):
 def test_netx_quantization_is_the_loihi_quantizer_with_exponent_zero():
     """Same scale search and error bound as --target loihi; only the Dense exponent is pinned (netx stores m·2^0)."""
     from snnchip.export.lowering import lower
-    from snnchip.export.quantize import dequantize_weight, mantissa_range, quantize_stage
+    from snnchip.export.qnet import dequantize_weight
+    from snnchip.export.quantize_stages import quantize_stage
+    from snnchip.export.weight_grid import mantissa_range
 
     g = _mlp(T=6)
     dep = netx_deployment(g)

@@ -148,7 +148,7 @@ def test_deliberate_errors_are_snnchip_errors_naming_the_fix():
     from snnchip.deploy.result import check_timing
     from snnchip.export.loihi import deployment_from_graph
     from snnchip.export.nir_read import read_graph
-    from snnchip.export.quantize import quantize_stage
+    from snnchip.export.quantize_stages import quantize_stage
     from snnchip.hw_sim.chip import ChipSimulator
     from snnchip.spec import Interpretation
 

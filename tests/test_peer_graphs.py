@@ -15,7 +15,7 @@ from snnchip.errors import NIRFormatError
 from snnchip.export.loihi import deployment_from_graph
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_read import read_graph
-from snnchip.export.quantize import SaturationWarning
+from snnchip.export.qnet import SaturationWarning
 from snnchip.hw_sim.chip import ChipSimulator
 from snnchip.spec import Interpretation
 

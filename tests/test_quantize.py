@@ -18,15 +18,11 @@ from nir_nets import conv_graph, mlp_graph, neuron_node, readout_node
 
 from snnchip.errors import NIRFormatError, QuantizationError, SpecError, UnsupportedNodeError
 from snnchip.export.lowering import INPUT, SPARSE_MAX_DENSITY, Projection, Stage, as_matrix, lower
-from snnchip.export.quantize import (
-    SaturationWarning,
-    dequantize_weight,
-    encode_input,
-    format_report,
-    mantissa_range,
-    quantize,
-    quantize_stage,
-)
+from snnchip.export.qnet import SaturationWarning, dequantize_weight, encode_input
+from snnchip.export.quantize import quantize
+from snnchip.export.quantize_report import format_report
+from snnchip.export.quantize_stages import quantize_stage
+from snnchip.export.weight_grid import mantissa_range
 from snnchip.spec import Interpretation
 
 

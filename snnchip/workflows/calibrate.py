@@ -163,7 +163,7 @@ def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfi
 def calibrate_and_export(export_cfg: Any, cfg: CalibrationConfig, log=print) -> list[str]:
     """``snn-export MODEL.pt --target loihi --calibrate -o DIR``: calibrate, export, and the report lines."""
     from snnchip.export.loihi import load_deploy
-    from snnchip.export.quantize import format_report
+    from snnchip.export.quantize_report import format_report
 
     if export_cfg.target != "loihi":
         raise SnnchipError(f"--calibrate fine-tunes for the Loihi quantizer; it needs --target loihi, not "

@@ -13,15 +13,8 @@ import numpy as np
 
 from snnchip.export.loihi import Deployment, deployment_from_graph
 from snnchip.export.lowering import Weight
-from snnchip.export.quantize import (
-    QStage,
-    SaturationWarning,
-    dequantize_weight,
-    frac_bits,
-    mantissa_range,
-    residual_mantissas,
-    to_mantissa,
-)
+from snnchip.export.qnet import QStage, SaturationWarning, dequantize_weight, frac_bits
+from snnchip.export.weight_grid import mantissa_range, residual_mantissas, to_mantissa
 from snnchip.spec import NetworkSpec
 
 

@@ -96,7 +96,7 @@ def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
     from snnchip.arrayfile import load_input
     from snnchip.export.loihi import export_loihi, load_deploy, read_model_graph
     from snnchip.export.nir_meta import recorded_interpretation
-    from snnchip.export.quantize import format_report
+    from snnchip.export.quantize_report import format_report
     from snnchip.export.writers import resolve
 
     graph = read_model_graph(cfg.model)
@@ -167,7 +167,7 @@ def _netx(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
     from snnchip.export.loihi import read_model_graph
     from snnchip.export.netx import INPUT_MESSAGE_BITS, export_netx
     from snnchip.export.nir_meta import recorded_interpretation
-    from snnchip.export.quantize import format_report
+    from snnchip.export.quantize_report import format_report
 
     graph = read_model_graph(cfg.model)
     dep = export_netx(graph, cfg.out, Interpretation.overriding(recorded_interpretation(graph), **given), cfg.T)
