@@ -25,6 +25,8 @@ The floating_pt process models run the float steps of ``snnchip.neurons`` instea
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -82,23 +84,40 @@ def dense_fixed(w_eff: np.ndarray | sp.csr_matrix, weight_exp: int, s: np.ndarra
     return a << weight_exp if weight_exp > 0 else a >> -weight_exp if weight_exp < 0 else a
 
 
+FLOAT32_EXACT = 2.0**24  # every integer below it is a float32, so are the partial sums of a float32 convolution
+MAX_DIGITS = 4  # float32 passes a convolution may be split into (each about a tenth of one float64 pass on a CPU)
+
+
 def conv_fixed(k: Kernel, s: np.ndarray) -> np.ndarray:
     """The integer convolution Σ m·s of a kernel, batched, exact: by torch in float32 where every partial sum is an
-    integer below 2^24 (Σ|m|·|s| < 2^24 bounds them), in float64 below 2^53, else in int64 (``conv_numpy``); a
-    pooling composed into the kernel is summed first (``Kernel.apply``'s ``pool_first``: the same integers, and
-    every partial sum still within the bound); only the samples that receive a message this step are computed."""
+    integer below 2^24 (Σ|m|·|s| < 2^24 bounds them); else as a sum over base-2^b digits of s, s = Σ_i d_i·2^(b·i)
+    (d_i = (s >> b·i) mod 2^b, the last one signed), Σ m·s = Σ_i 2^(b·i)·Σ m·d_i, each digit's convolution in
+    float32 with (2^b − 1)·Σ|m| < 2^24, when at most ``MAX_DIGITS`` digits do; else in float64 below 2^53, else
+    in int64 (``conv_numpy``). A pooling composed into the kernel is summed first (``Kernel.apply``'s
+    ``pool_first``: the same integers, and every partial sum still within the bound); only the samples that receive
+    a message this step are computed."""
+    import torch
+
     flat = s.reshape(-1, s.shape[-1])
     live = np.flatnonzero(flat.any(axis=1))  # a sample with no message this step gets 0 (most, in a deep pipeline)
     if live.size == 0:
         return np.zeros((*s.shape[:-1], k.shape[0]), dtype=np.int64)
     x = flat if live.size == flat.shape[0] else flat[live]
-    bound = float(np.abs(x).max()) * k.abs_sum_bound
-    if bound >= 2.0**53:
-        a = conv_numpy(k, x)
+    top, weights = float(np.abs(x).max()), k.abs_sum_bound
+    bits = math.floor(math.log2((FLOAT32_EXACT - 1) / weights)) if 0 < weights < FLOAT32_EXACT / 2 else 0
+    if top * weights < FLOAT32_EXACT:
+        a = k.apply(x, torch.float32, pool_first=True).astype(np.int64)
+    elif bits >= 1 and top < 2.0 ** (bits * MAX_DIGITS - 1):
+        a, rest, shift = 0, np.asarray(x, np.int64), 0
+        while float(np.abs(rest).max()) * weights >= FLOAT32_EXACT:
+            digit = rest & ((1 << bits) - 1)
+            a = a + (k.apply(digit, torch.float32, pool_first=True).astype(np.int64) << shift)
+            rest, shift = rest >> bits, shift + bits
+        a = a + (k.apply(rest, torch.float32, pool_first=True).astype(np.int64) << shift)
+    elif top * weights < 2.0**53:
+        a = k.apply(x, torch.float64, pool_first=True).astype(np.int64)
     else:
-        import torch
-
-        a = k.apply(x, torch.float32 if bound < 2.0**24 else torch.float64, pool_first=True).astype(np.int64)
+        a = conv_numpy(k, x)
     if live.size < flat.shape[0]:
         out = np.zeros((flat.shape[0], k.shape[0]), dtype=np.int64)
         out[live] = a
@@ -227,10 +246,11 @@ def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndar
         return z, v + z, z, (0, 0, 0)
     u = mul12(np.asarray(a_in, dtype=np.int64) << ACT_SHIFT, aq)
     pre = mul12(v, lq) + u
-    m = clip24(pre)
+    inside = in_range(pre, -V_MAX, V_MAX)  # the common case: two reductions instead of two compares and counts
+    m = pre if inside else np.clip(pre, -V_MAX, V_MAX)
     s = np.where(m >= th, m - th, 0)
     v = clip24(m - s + np.asarray(r, dtype=np.int64))
     msg = s >> shift if shift >= 0 else s << -shift
-    counts = (int(np.count_nonzero(pre > V_MAX)), int(np.count_nonzero(pre < -V_MAX)),
-              int(np.count_nonzero(msg > cap)))
-    return m, v, np.minimum(msg, cap), counts
+    capped = msg.size > 0 and int(msg.max()) > cap
+    counts = (0, 0) if inside else (int(np.count_nonzero(pre > V_MAX)), int(np.count_nonzero(pre < -V_MAX)))
+    return m, v, np.minimum(msg, cap) if capped else msg, (*counts, int(np.count_nonzero(msg > cap)) if capped else 0)

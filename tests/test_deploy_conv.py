@@ -194,6 +194,39 @@ def test_a_composed_pooling_summed_first_gives_the_expanded_matrix_integers(repe
         np.testing.assert_array_equal(k.apply(s, dtype, pool_first=True), ref)
 
 
+@pytest.mark.parametrize("top,digits,path", [(2**10, 4, ["float32"]), (2**20, 4, ["float32"] * 2),
+                                             (2**26, 4, ["float32"] * 3), (2**26, 2, ["float64"]),
+                                             (2**52, 4, ["int64"])])
+@pytest.mark.parametrize("signed", [False, True])
+def test_the_simulators_convolution_is_exact_on_every_path(monkeypatch, top, digits, path, signed):
+    """conv_fixed against the CSR product on graded inputs of every size: one float32 pass where every partial sum
+    stays below 2^24, base-2^b digits of the input as float32 passes (EM-PF's graded messages: a tenth of a float64
+    pass each), float64 where more digits than allowed would be needed, int64; signed inputs too (the last digit
+    carries the sign); a composed pooling summed first."""
+    import torch
+
+    from snnchip.deploy import fixed_point
+
+    rng = np.random.default_rng(top.bit_length() + signed)
+    compact = rng.integers(-255, 256, (4, 3, 3, 3))
+    k = Kernel(np.repeat(np.repeat(compact, 2, axis=2), 2, axis=3), (3, 10, 10), (4, 5, 5), (2, 2), (2, 2), (2, 2),
+               (1, 1))
+    s = rng.integers(-top if signed else 0, top, (6, k.shape[1]))
+    s[:, 0] = top - 1
+    s[2] = 0  # a sample without messages
+    monkeypatch.setattr(fixed_point, "MAX_DIGITS", digits)
+    passes = []
+    apply = Kernel.apply
+    monkeypatch.setattr(Kernel, "apply", lambda self, x, dtype=None, pool_first=False: passes.append(dtype)
+                        or apply(self, x, dtype, pool_first))
+    numpy_conv = fixed_point.conv_numpy
+    monkeypatch.setattr(fixed_point, "conv_numpy", lambda k, x: passes.append("int64") or numpy_conv(k, x))
+    out = fixed_point.conv_fixed(k, s)
+    assert [str(p).replace("torch.", "") for p in passes] == path
+    np.testing.assert_array_equal(out, (k.to_csr() @ s.T).T)
+    assert out.dtype == np.int64 and torch.get_default_dtype() == torch.float32
+
+
 def test_connection_sparsity_of_a_large_sparse_matrix_without_expanding_it():
     """A 65536 × 65536 identity shortcut (32 GiB dense) counts its zeros from the stored entries: 1 − 1/65536 (an
     explicitly stored zero counts as zero); a dense matrix and a kernel as before."""
