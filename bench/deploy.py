@@ -1,9 +1,9 @@
 """``snn-bench deploy``: the seeds' networks at CIFAR-10 size on the way to the chip.
 
 Per model (``--model``, default ``vgg,resnet18,empf-resnet18``: OTTT's VGG-11, SLTT's ResNet-18, EM-PF's ResNet-18
-with binary weights and membrane BN): train ``--max-steps`` optimizer steps (default 2) on CIFAR-10-format files
-(``--data-dir``; without it, class-structured synthetic images written in the CIFAR-10 python-pickle layout to a
-temporary directory), then
+with binary weights and membrane BN): train ``--max-steps`` optimizer steps (default 2; EM-PF's ResNet 40) on
+CIFAR-10-format files (``--data-dir``; without it, class-structured synthetic images written in the CIFAR-10
+python-pickle layout to a temporary directory), then
 
 - ``snn-export model.pt --target loihi`` as its own process: wall seconds and peak RSS (``os.wait4``), the deploy
   directory's size beside the model's float32 parameters, connections, stored weights, Loihi 2 cores and chips,
@@ -34,7 +34,8 @@ from snnchip.atomic import write_text_atomic
 from . import measure, options
 from .options import BenchConfig
 
-MODELS = {"vgg": ("vgg", "ottt-a"), "resnet18": ("resnet18", "sltt"), "empf-resnet18": ("resnet18", "empf")}
+# name: (zoo model, rule, default optimizer steps before the export)
+MODELS = {"vgg": ("vgg", "ottt-a", 2), "resnet18": ("resnet18", "sltt", 2), "empf-resnet18": ("resnet18", "empf", 40)}
 SYNTHETIC_PER_BATCH = 64  # images per CIFAR-10 batch file of the synthetic set (6 files: 320 train, 64 test)
 
 
@@ -94,13 +95,13 @@ def bench_model(name: str, data_dir: Path, work: Path, cfg: BenchConfig, T: int)
     from snnchip.train import fit, load_model, simulate
     from snnchip.train.config import TrainConfig
 
-    model, method = MODELS[name]
+    model, method, default_steps = MODELS[name]
+    steps = cfg.max_steps or default_steps
     run_dir = work / f"run-{name}"
     started = time.perf_counter()
     fit(TrainConfig(dataset="cifar10", data_dir=str(data_dir), model=model, method=method, T=T,
-                    batch_size=min(cfg.batch_size, 16), max_steps=cfg.max_steps, seed=0, out=str(run_dir),
-                    quiet=True))
-    row: dict[str, Any] = {"model": name, "method": method, "T": T, "train_steps": cfg.max_steps,
+                    batch_size=min(cfg.batch_size, 16), max_steps=steps, seed=0, out=str(run_dir), quiet=True))
+    row: dict[str, Any] = {"model": name, "method": method, "T": T, "train_steps": steps,
                            "train_s": time.perf_counter() - started}
     net, _ = load_model(run_dir / "model.pt")
     row["float32_parameter_bytes"] = 4 * sum(p.numel() for p in net.state_dict().values() if p.is_floating_point())

@@ -49,7 +49,9 @@ class BenchConfig:
                           "single timings can be 10-100x off)")
     compile: bool = option(True, help="peers: our rules with eager LIF kernels (default: torch.compile'd, as "
                            "snn-train --compile)", flag="--no-compile")
-    max_steps: int = option(2, help="deploy: optimizer steps of training before the export")
+    max_steps: int | None = option(None, help="deploy: optimizer steps of training before the export (default: 2; "
+                                   "empf-resnet18: 40, since after 2 its folded λ̂ reach 2.15 and the export refuses "
+                                   "it by name)")
     data_dir: str | None = option(None, help="deploy: CIFAR-10 python-pickle batches (default: synthetic images in "
                                   "that layout)", path="input")
     lava_samples: int = option(0, help="deploy: samples run in Lava fixed_pt beside the chip simulator (0: none; "
