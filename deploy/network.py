@@ -5,7 +5,7 @@ kept through the spike, and every readout as a LIF that never fires; our ``CubaL
 or a current reset; our ``EMPF`` for graded neurons) → ``io.sink.RingBuffer`` recording its spikes, and per
 projection a ``Dense`` (``Sparse`` for CSR weights) from its source (the input ``io.source.RingBuffer`` of graded
 spikes, or a stage's spikes, recurrent ones included) into the neuron, a ``DelayDense``/``DelaySparse`` when the
-projection needs extra delay to stay aligned (``snnchip.export.lowering.schedule``; on the CPU these two run on
+projection needs extra delay to stay aligned (``snnchip.export.schedule``; on the CPU these two run on
 our models of them, ``snnchip.deploy.procs.delay``, which build Lava's per-delay matrices once); with wide weights
 two of them side by side, the mantissas' and their residual's (floating_pt: one, of the float weights). Every hop
 takes one Lava step: software step t of a stage with latency k is Lava step t + k; a sample runs T + depth steps.

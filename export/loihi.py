@@ -43,13 +43,14 @@ from snnchip.errors import DataError, DeployError, OutputError, SnnchipError, Un
 from snnchip.export.kernel import Kernel
 from snnchip.export.loihi2 import EMPF_TABLES, NEVER_FIRES, V_MAX, neuron_process, synapse_process
 from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
-from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower, schedule
+from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower
 from snnchip.export.nir_export import nir_bytes
 from snnchip.export.nir_meta import graph_meta, recorded_interpretation
 from snnchip.export.nir_read import read_graph
 from snnchip.export.qnet import QProjection, QStage, QuantizedNet
 from snnchip.export.quantize import quantize
 from snnchip.export.quantize_stages import DATA_MARGIN
+from snnchip.export.schedule import schedule
 from snnchip.export.seal import (
     SealCheck,
     check_format,

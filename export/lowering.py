@@ -19,7 +19,7 @@ based: i = a_syn·i + b_syn·x): λ = a, the per-neuron input gain (b, or b·b_s
 c into b_n (non-current neurons only). Kinds: ``lif`` (spiking, no current state), ``cubalif`` (a current kept
 through the spike: NIR's CubaLIF; Lava's own LIF), ``srm`` (snnchip's event-driven-BP neuron: current and voltage
 reset), ``empf`` (graded, per-step tables [T, n]: λ̂, a, θ̂, r) and ``readout`` (the non-spiking neuron feeding the
-Output: I, LI or CubaLI; its v is the output). ``schedule`` gives each stage its Lava latency and each projection
+Output: I, LI or CubaLI; its v is the output). ``export.schedule`` gives each stage its Lava latency and each projection
 the extra delay that re-aligns inputs arriving along paths of different depth.
 """
 
@@ -36,7 +36,7 @@ import torch
 
 from snnchip.errors import UnsupportedNodeError
 from snnchip.export.kernel import Kernel, compose
-from snnchip.export.loihi2 import EMPF_FLOAT_TABLES, MAX_LAVA_DELAY
+from snnchip.export.loihi2 import EMPF_FLOAT_TABLES
 from snnchip.export.nir_exec import compile_neuron
 from snnchip.export.nir_graph import CheckedGraph, check_graph, window
 from snnchip.export.nir_meta import graph_meta, recorded_interpretation, snnchip_semantics
@@ -489,49 +489,3 @@ def _run_order(stages: list[Stage]) -> list[Stage]:
         done += ready
         left = [s for s in left if s not in ready]
     return done
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Lava timing of a lowered net: stage n's software step t runs at Lava step t + latency[n]; projection i of
-    stage n gets ``extra[n][i]`` steps of synaptic delay on top of the one step every Dense/Sparse hop takes."""
-
-    latency: dict[str, int]
-    extra: dict[str, tuple[int, ...]]
-
-    @property
-    def depth(self) -> int:
-        return max(self.latency.values())
-
-
-def schedule(net: LoweredNet) -> Schedule:
-    """Latencies from the longest path, k_n = max(1, max_p k_src + 1 − d_p) (k_input = 0), and extra delays
-    e_p = k_n − k_src − 1 + d_p ≥ 0. A cycle whose float delays sum to fewer steps than its hops cannot be met
-    (each Lava hop takes a step) and is refused naming it."""
-    latency = {INPUT: 0}
-    for st in net.stages:  # run order: same-step sources first; recurrent sources may come later
-        latency[st.name] = max([1] + [latency[p.source] + 1 - p.delay for p in st.inputs if p.source in latency])
-    for _ in range(len(net.stages)):  # recurrent sources raise later stages' latencies only through cycles
-        changed = False
-        for st in net.stages:
-            k = max([1] + [latency[p.source] + 1 - p.delay for p in st.inputs])
-            if k > latency[st.name]:
-                latency[st.name], changed = k, True
-        if not changed:
-            break
-    extra = {}
-    for st in net.stages:
-        e = tuple(latency[st.name] - latency[p.source] - 1 + p.delay for p in st.inputs)
-        bad = [(p, x) for p, x in zip(st.inputs, e, strict=True) if x < 0]
-        if bad:
-            p, _ = bad[0]
-            raise UnsupportedNodeError(
-                f"stage {st.name!r}: its input from {p.source!r} (delay {p.delay}) closes a cycle with fewer steps of "
-                f"delay than synaptic hops; on Lava every hop takes one step, so a feedback loop over k layers needs "
-                f"a delay of at least k steps (only self-recurrence, one layer and one step, is exact)")
-        if max(e, default=0) > MAX_LAVA_DELAY:
-            raise UnsupportedNodeError(f"stage {st.name!r}: an input needs {max(e)} steps of synaptic delay to stay "
-                                       f"aligned; Loihi 2 delays have 6 bits (≤ {MAX_LAVA_DELAY})")
-        extra[st.name] = e
-    latency.pop(INPUT)
-    return Schedule(latency, extra)

@@ -8,7 +8,7 @@ network's messages are fixed:
   and every Dense reading it keeps its worst-case sum inside Lava's int32 accumulator; an EM-PF stage's q_s ≤ 8 is
   the largest for which every Dense it feeds does.
 - projections reading graded spikes keep the smallest mantissas of the same weights (``weight_grid.halved``);
-- every projection gets the latency and extra Lava delay of the schedule (``lowering.schedule``).
+- every projection gets the latency and extra Lava delay of the schedule (``export.schedule``).
 
 The modules: ``qnet`` (the integers), ``weight_grid`` (grid arithmetic), ``quantize_stages`` (one stage),
 ``quantize_report`` (the report); docs/loihi-fixed-point.md has the derivation.
@@ -31,9 +31,10 @@ from snnchip.export.loihi2 import (
     MESSAGE_SHIFT,
     V_MAX,
 )
-from snnchip.export.lowering import INPUT, LoweredNet, Schedule, schedule
+from snnchip.export.lowering import INPUT, LoweredNet
 from snnchip.export.qnet import INPUT_FRAC_BITS, SPIKE_FRAC_BITS, QProjection, QStage, QuantizedNet
 from snnchip.export.quantize_stages import DATA_MARGIN, quantize_empf_stage, quantize_stage
+from snnchip.export.schedule import Schedule, schedule
 from snnchip.export.weight_grid import halved, row_abs_sum
 
 

@@ -14,10 +14,11 @@ from nir_nets import neuron_node, readout_node
 
 from snnchip.errors import NIRFormatError, UnsupportedNodeError
 from snnchip.export.loihi import deployment_from_graph
-from snnchip.export.lowering import INPUT, lower, schedule
+from snnchip.export.lowering import INPUT, lower
 from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_graph import check_graph
 from snnchip.export.qnet import SaturationWarning
+from snnchip.export.schedule import schedule
 from snnchip.hw_sim.chip import ChipSimulator
 from snnchip.spec import Interpretation
 
