@@ -194,7 +194,7 @@ def test_deploy_bench_trains_exports_and_times_a_conv_net_on_cifar_files(tmp_pat
     CIFAR-10-format files, the export as its own process, sizes, the chip/float ratio, Lava = chip on one sample."""
     from snnchip.bench import deploy
 
-    monkeypatch.setattr(deploy, "MODELS", {"vgg": ("convnet", "ottt-a")})
+    monkeypatch.setattr(deploy, "MODELS", {"vgg": ("convnet", "ottt-a", 2)})
     out = tmp_path / "deploy.json"
     assert bench(["deploy", "--model", "vgg", "--T", "2", "--batch-size", "4", "--max-steps", "1", "--repeats", "1",
                   "--lava-samples", "1", "--json", str(out)]) == 0
