@@ -88,7 +88,8 @@ def bench_model(name: str, data_dir: Path, work: Path, cfg: BenchConfig, T: int)
     """Train, export, time and (optionally) run in Lava one model (module docstring)."""
     import torch
 
-    from snnchip.export.loihi import load_deploy, training_inputs
+    from snnchip.export.loihi import load_deploy
+    from snnchip.export.model_data import training_inputs
     from snnchip.export.nir_export import model_graph
     from snnchip.export.sizing import deployment_size
     from snnchip.hw_sim.chip import ChipSimulator

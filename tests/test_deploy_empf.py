@@ -314,14 +314,14 @@ def test_graded_spike_peaks_are_the_float_executors_maxima_whatever_the_batch_me
     to fit PEAKS_BATCH_BYTES (one sample per batch here) without changing it."""
     import torch
 
-    from snnchip.export import loihi
+    from snnchip.export import model_data
     from snnchip.export.nir_exec import NIRExecutor
 
     graph = empf_mlp_graph((6, 9, 7, 3), T=4, seed=21)
     x = np.random.default_rng(23).uniform(0, 1, (5, 6))
     whole = NIRExecutor(graph, dtype=torch.float64).run(np.broadcast_to(x, (4, 5, 6)).copy()).spikes
-    monkeypatch.setattr(loihi, "PEAKS_BATCH_BYTES", 1)
-    peaks = loihi.graded_spike_peaks(graph, x)
+    monkeypatch.setattr(model_data, "PEAKS_BATCH_BYTES", 1)
+    peaks = model_data.graded_spike_peaks(graph, x)
     assert set(peaks) == {"fc1", "fc2"} and all(peaks[k] > 0 for k in peaks)
     assert peaks == pytest.approx({k: float(whole[k].max()) for k in peaks}, rel=1e-12)  # BLAS blocks by batch
 

@@ -95,7 +95,7 @@ def calibrate(model_path: str | Path, out_dir: str | Path, cfg: CalibrationConfi
               samples: int | None = None, snap: bool = True, log=print, wide_weights: bool | None = None,
               headroom: str | None = None) -> dict[str, Any]:
     """Calibrate ``model_path``, export it to ``out_dir`` and record the accuracies before and after (for the
-    chip with ``wide_weights`` and ``headroom``, None: a snnchip model's default, ``export.loihi.precision_of``).
+    chip with ``wide_weights`` and ``headroom``, None: a snnchip model's default, ``export.precision.precision_of``).
 
     ``snap``: the exported (and saved) weights of the layers the chip quantizes entry by entry are their chip
     values Q(W) (``after``); ``after_unsnapped`` records the calibrated float weights themselves.

@@ -233,7 +233,8 @@ class Reference:
         """The deployment of an in-memory model or a graph (graded-spike bounds measured on the training set
         ``data``, ``graded_spike_bounds``); a foreign graph's for the evaluated inputs ``xs``: their T and their
         range max |x|."""
-        from snnchip.export.loihi import deployment_from_graph, export_loihi, graded_spike_bounds, load_deploy
+        from snnchip.export.loihi import deployment_from_graph, export_loihi, load_deploy
+        from snnchip.export.model_data import graded_spike_bounds
 
         if self.deployment is not None:
             return
