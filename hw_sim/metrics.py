@@ -27,10 +27,12 @@ import scipy.sparse as sp
 @dataclass
 class Connection:
     """A connection layer: ``weight`` [n_out, n_in] (a matrix, or a weight-shared convolution ``export.kernel.Kernel``)
-    and what it received, ``inputs`` [T, B, n_in]."""
+    and what it received, ``inputs`` [T, B, n_in]; ``graded``: its source sends graded values (EM-PF), so its
+    operations are MACs whatever values a step holds (the chip's record keeps only whether a message was sent)."""
 
     weight: Any
     inputs: np.ndarray
+    graded: bool = False
 
 
 def _kernel(w: Any) -> bool:
@@ -73,7 +75,7 @@ class MetricSums:
             for x in c.inputs:
                 x = np.asarray(x).reshape(batch, -1)
                 ops = float(np.asarray(nz @ (x != 0).T.astype(np.float64)).sum())
-                if np.isin(x, (-1, 0, 1)).all():
+                if not c.graded and np.isin(x, (-1, 0, 1)).all():
                     self.acs += ops
                 else:
                     self.macs += ops
@@ -200,7 +202,8 @@ class LoihiChipMetrics:
         for q in self.qnet.stages:
             for p in q.inputs:
                 src = flat if p.source == "input" else spikes[p.source].reshape(flat.shape[0], flat.shape[1], -1)
-                connections += [Connection(w, _delayed(src.astype(np.float64), p.delay)) for w, _ in p.parts]
+                graded = p.source != "input" and self.qnet.stage(p.source).graded
+                connections += [Connection(w, _delayed(src.astype(np.float64), p.delay), graded) for w, _ in p.parts]
         spiking = [q.name for q in self.qnet.stages if q.spiking]
         self.sums.add(connections, [spikes[k] for k in spiking], [potentials[k] for k in spiking])
 

@@ -477,3 +477,22 @@ def test_the_data_headroom_sizes_empf_stages_for_the_states_the_data_reaches(emp
     res = ChipSimulator(small).run(xs[:, :2], timing="lava")
     assert sum(res.meta["saturation"][q.name]["v_clipped_top"] for q in small.qnet.stages if q.graded) > 0
     assert_same_run(res, build(small).run(xs[:, :2], timing="lava"))
+
+
+def test_neurobench_counts_the_chips_graded_messages_as_macs():
+    """NeuroBench counts a connection's operations as MACs when its inputs are not all in {−1, 0, 1}: EM-PF's
+    graded spikes are, in the float run and on the chip alike, though the chip's record keeps only whether a
+    message was sent (without the graded flag the chip would report those operations as ACs)."""
+    from snnchip.export.loihi import deployment_from_graph
+    from snnchip.hw_sim.chip import ChipSimulator
+    from snnchip.hw_sim.metrics import LoihiChipMetrics, float_metrics
+
+    g = empf_mlp_graph((6, 9, 7, 3), T=4, seed=21)
+    x = np.random.default_rng(24).uniform(0, 1, (4, 8, 6))
+    dep = deployment_from_graph(g)
+    res = ChipSimulator(dep).run(x)
+    chip = LoihiChipMetrics(dep.qnet)
+    chip.add(x, res.spikes, {k: res.states[k]["v"] for k in res.spikes})
+    ours, ref = chip.result(), float_metrics(g, x)
+    assert ref["Effective_ACs"] == ours["Effective_ACs"] == 0
+    assert ours["Effective_MACs"] == pytest.approx(ref["Effective_MACs"], rel=0.05) and ours["Effective_MACs"] > 0

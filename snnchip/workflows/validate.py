@@ -520,7 +520,7 @@ def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool, x: np.ndarray |
         f_spks.append(fs)
         c_outs.append(np.asarray(cres.output, dtype=np.float64))
         c_spks.append({k: np.asarray(v).astype(bool) for k, v in cres.spikes.items()})
-        chip_metrics.add(xb.numpy(), cres.spikes, {k: cres.states[k]["v"] for k in cres.spikes})  # graded: MACs
+        chip_metrics.add(xb.numpy(), c_spks[-1], {k: cres.states[k]["v"] for k in cres.spikes})
     f_out, c_out = np.concatenate(f_outs, axis=1), np.concatenate(c_outs, axis=1)
     f_spk, c_spk = _stack(f_spks), _stack(c_spks)
     f_pred, c_pred = decisions(f_out, foreign), decisions(c_out, foreign)
