@@ -156,12 +156,18 @@ class Kernel:
         padded input, then c at stride / r: Σ_k K[k]·x[s·o + k] = Σ_j c[j]·Σ_{i<r} x[s·o + r·j + i], the same sum
         with 1/r² of the products (the same value for integers; floats may round differently)."""
         import torch
+
+        x = np.asarray(x)
+        t = torch.as_tensor(x.reshape(-1, x.shape[-1])).to(dtype or torch.float64)
+        return self.apply_torch(t, pool_first=pool_first).reshape(*x.shape[:-1], self.shape[0]).numpy()
+
+    def apply_torch(self, x: Any, pool_first: bool = False) -> Any:
+        """``apply`` on a torch tensor x [N, n_in] -> [N, n_out] in x's dtype and device (differentiable in x: the
+        convolution with the kernel held constant)."""
+        import torch
         import torch.nn.functional as F
 
-        dtype = dtype or torch.float64
-        x = np.asarray(x)
-        lead = x.shape[:-1]
-        t = torch.as_tensor(x.reshape(-1, *self.in_shape)).to(dtype)
+        t = x.reshape(-1, *self.in_shape)
         pads = [p for d in reversed(range(len(self.stride))) for p in (self.pad_before[d], self.pad_after[d])]
         if any(pads):
             t = F.pad(t, pads)
@@ -172,8 +178,9 @@ class Kernel:
             t = F.avg_pool2d(t, repeat, stride=repeat, divisor_override=1)  # the window's sum
             kernel, stride = compact, tuple(s // r for s, r in zip(stride, repeat, strict=True))
         conv = F.conv1d if len(stride) == 1 else F.conv2d
-        y = conv(t, torch.as_tensor(kernel).to(dtype), stride=stride, dilation=self.dilation, groups=self.groups)
-        return y.reshape(*lead, self.shape[0]).numpy()
+        y = conv(t, torch.as_tensor(kernel).to(dtype=x.dtype, device=x.device), stride=stride,
+                 dilation=self.dilation, groups=self.groups)
+        return y.reshape(x.shape[0], self.shape[0])
 
     @functools.cached_property
     def compact(self) -> tuple[np.ndarray, tuple[int, ...]]:

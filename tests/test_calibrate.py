@@ -287,3 +287,24 @@ def test_cli_refuses_calibration_for_other_targets(trained: Path, tmp_path: Path
 
     assert export([str(trained), "--target", "nir", "--calibrate", "-o", str(tmp_path / "m.nir")]) == 2
     assert "--target loihi" in capsys.readouterr().err
+
+
+def test_a_weight_shared_projections_error_is_applied_as_its_convolution():
+    """Calibration applies the chip's error of a conv stage as a convolution with the error kernel (a CIFAR ResNet-18's
+    errors as matrices are 4.5·10⁸ entries: 11 GiB and no epoch finished in 6 minutes; as kernels an epoch takes a
+    minute): the same values as the matrix it spans, pooling composed, and the gradient reaches the source."""
+    from snnchip.export.kernel import Kernel
+    from snnchip.workflows.calibrate import _torch
+
+    rng = np.random.default_rng(3)
+    compact = rng.normal(0, 1e-3, (4, 3, 3, 3))
+    k = Kernel(np.repeat(np.repeat(compact, 2, axis=2), 2, axis=3), (3, 10, 10), (4, 5, 5), (2, 2), (2, 2), (2, 2),
+               (1, 1))
+    op = _torch(k)
+    assert callable(op) and not isinstance(op, torch.Tensor)
+    x = (torch.rand(5, k.shape[1]) < 0.3).float().requires_grad_()
+    y = op(x)
+    np.testing.assert_allclose(y.detach().numpy(), (k.to_csr() @ x.detach().numpy().T).T, rtol=1e-5, atol=1e-9)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.broadcast_to(np.asarray(k.to_csr().sum(axis=0)), x.shape),
+                               rtol=1e-5, atol=1e-9)

@@ -34,7 +34,9 @@ from .rules import get_rule, run_iteration
 
 @dataclass
 class StageError:
-    """The chip's error of one stage: (source, delay, ΔA [n_out, n_source]) per projection, and Δb [n_out]."""
+    """The chip's error of one stage: (source, delay, ΔA) per projection and Δb [n_out]; ΔA is a matrix [n_out,
+    n_source] (dense or sparse) or, for a weight-shared projection, a function x [B, n_source] -> ΔA·x [B, n_out]
+    (its convolution: a CIFAR ResNet's errors as matrices would be 4.5·10⁸ entries)."""
 
     projections: list[tuple[str, int, torch.Tensor]]
     bias: torch.Tensor
@@ -81,7 +83,8 @@ class ChipCorrection:
                 if value is None:
                     continue
                 value = _spikes(value)
-            delta = delta + (m @ value.flatten(1).to(m.dtype).T).T
+            flat = value.flatten(1)
+            delta = delta + (m(flat) if callable(m) else (m @ flat.to(m.dtype).T).T)
         return delta.view(shape).to(x.dtype)
 
     def attach(self) -> ChipCorrection:

@@ -59,20 +59,23 @@ def accuracies(model: nn.Module, dep: Any, xs: torch.Tensor, y: np.ndarray, batc
     for i in range(0, xs.shape[1], batch_size):
         xb = xs[:, i:i + batch_size]
         f_pred.append(simulate(model, xb).output[-1].argmax(-1).cpu().numpy())
-        c_pred.append(np.asarray(chip.run(xb.numpy()).output)[-1].argmax(-1))
+        c_pred.append(np.asarray(chip.run(xb.numpy(), states=False).output)[-1].argmax(-1))  # decisions only
     f, c = np.concatenate(f_pred), np.concatenate(c_pred)
     fa, ca = float(np.mean(f == y)), float(np.mean(c == y))
     return {"float_accuracy": fa, "chip_accuracy": ca, "gap_points": 100.0 * (fa - ca),
             "decision_agreement": float(np.mean(f == c)), "samples": int(len(y))}
 
 
-def _torch(m: Any) -> torch.Tensor:
+def _torch(m: Any) -> torch.Tensor | Any:
+    """An error matrix as torch: dense or sparse COO (float32); a weight-shared projection's error stays a kernel,
+    applied as its convolution (``Kernel.apply_torch``) instead of the matrix it spans."""
     import scipy.sparse as sp
 
     from snnchip.export.kernel import Kernel
 
-    if isinstance(m, Kernel):  # the error of a weight-shared projection, as the matrix it applies
-        m = m.to_csr()
+    if isinstance(m, Kernel):
+        k = m.with_kernel(np.asarray(m.kernel, np.float32))
+        return lambda x: k.apply_torch(x.to(torch.float32), pool_first=True)
     if sp.issparse(m):
         m = sp.coo_matrix(m, dtype=np.float32)
         return torch.sparse_coo_tensor(np.vstack([m.row, m.col]).astype(np.int64), m.data, size=m.shape,
