@@ -182,13 +182,11 @@ class Run:
         if self.watcher is not None:
             self.watcher.join()
             self.watcher = None
-        if self.armed and self.stop_reason is not None:
-            self.armed = False
-            raise DeployError(self.stop_reason)
+        self.woken()
         self.armed = False
 
-    def woken(self, signum: int, frame: object) -> None:
-        """``WAKE_SIGNAL``'s handler: the watcher found a dead worker."""
+    def woken(self, signum: int = 0, frame: object = None) -> None:
+        """``WAKE_SIGNAL``'s handler: while armed, a dead worker found by the watcher raises (once)."""
         if self.armed and self.stop_reason is not None:
             self.armed = False
             raise DeployError(self.stop_reason)
