@@ -52,7 +52,9 @@ from snnchip.errors import DeployError, SnnchipError
 
 GRACE_S = 2.0  # seconds a terminated worker gets to exit before SIGKILL
 WATCH_S = 0.5  # seconds between two looks at the workers
-WAKE_SIGNAL = signal.SIGRTMIN + 4  # the watcher's signal to the main thread (unused by Python, glibc and Lava)
+# the watcher's signal to the main thread: a real-time signal unused by Python, glibc and Lava (None where the
+# platform has none: no watcher there)
+WAKE_SIGNAL = signal.SIGRTMIN + 4 if hasattr(signal, "SIGRTMIN") else None
 STOP_WAIT_S = 10.0  # seconds the program's exit waits for a run off the main thread to stop by itself
 REGISTRY = Path(tempfile.gettempdir()) / f"snnchip-lava-{os.getuid()}"
 SEGMENT = re.compile(r"psm_[0-9a-f]{4,64}")  # what Python's shared_memory names a segment
@@ -160,7 +162,7 @@ class Run:
         with interrupts.held():
             process.create_runtime(executable=executable)
             self._record()
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() and WAKE_SIGNAL is not None:
             self.armed = True
             self.watcher = threading.Thread(target=self._watch, args=(threading.get_ident(),), daemon=True,
                                             name="snnchip-lava-watcher")
@@ -278,7 +280,7 @@ def supervised() -> Iterator[Run]:
     main = threading.current_thread() is threading.main_thread()
     if not main:
         _watch_off_main(run)
-    previous_wake = signal.signal(WAKE_SIGNAL, run.woken) if main else None
+    previous_wake = signal.signal(WAKE_SIGNAL, run.woken) if main and WAKE_SIGNAL is not None else None
     _supervising = True
     try:
         with interrupts.termination_raises():

@@ -81,7 +81,8 @@ class ChipSimulator:
 
         Samples run ``chunk`` at a time (they are independent), so the per-step buffers stay bounded; u and v of
         every stage are kept only with ``states`` (for B samples they are 2·(T + depth)·B·Σn int64 values).
-        ``meta["saturation"]`` counts, per LIF-family stage, the (step, sample, neuron) updates whose current wrapped
+        ``meta["saturation"]`` counts, per LIF-family stage, the (step, sample, neuron) updates of the steps the timing
+        shows (software: T per stage; lava: T + depth) whose current wrapped
         or whose membrane clipped at the top or the bottom (``state_overflow``; Lava does the same): 0 under the
         T-step headroom; under a one-step or data headroom, where inputs went beyond what it was sized for (a
         membrane driven far below zero clips at the bottom, which changes a spike only if it climbs back).
@@ -125,7 +126,9 @@ class ChipSimulator:
             ring[q.name] = ring.get(q.name, 1) if graded else steps
             msgs[q.name] = np.zeros((ring[q.name], B, q.size), dtype=np.int64) if graded else s[q.name]
         over = {q.name: dict.fromkeys(overflows(q), 0) for q in qnet.stages}
-        for t in range(steps):
+        # software timing shows each stage's steps 0 .. T − 1 only, and no step depends on a later one: a deep net
+        # would otherwise run every stage T + depth − latency steps (ResNet-18 at T = 4: up to 21 for 4 shown)
+        for t in range(T if timing == "software" else steps):
             for q in qnet.stages:
                 if t >= steps - q.latency:  # past the run on Lava's clock (t + latency ≥ steps): never read
                     continue
