@@ -180,7 +180,7 @@ class LavaNetwork:
     def run(self, x: np.ndarray, cfg: str = "fixed_pt", timing: str = "software", states: bool = True,
             deadline: float | None = None, clip: bool = False, progress: bool = False) -> RunResult:
         """Run inputs ``x`` [T, B, *input_shape]; ``states=False`` skips the per-step u/v reads (faster);
-        ``progress``: a progress bar per sample on stderr.
+        ``progress``: a progress bar of Lava steps on stderr.
         ``deadline`` (a ``time.monotonic()`` value): start no sample after it (at least one runs); the result then
         holds the samples that ran, the first ones of ``x``. Inputs outside the deployment's range are refused, or
         with ``clip`` clipped (``accept_input``; ``meta["clipped_inputs"]``)."""
@@ -222,21 +222,23 @@ class LavaNetwork:
         with supervised() as lava_run:
             graph = _Graph(dep, fixed, sample(0))
             lava_run.start(graph.source, run_cfg)
-            for b in tqdm(range(B), desc=f"Lava {cfg}", unit="sample", disable=not progress, leave=False):
-                if b and deadline is not None and time.monotonic() > deadline:
-                    done = b
-                    break
-                if b:
-                    graph.reset(sample(b))
-                for t in range(0, steps, chunk):
-                    lava_run.check()
-                    graph.source.run(condition=RunSteps(num_steps=chunk))
-                    for i in read:
-                        u[names[i]][t, b] = graph.neurons[i].u.get()
-                        v[names[i]][t, b] = graph.neurons[i].v.get()
-                for name, sink in zip(names, graph.sinks, strict=True):
-                    if sink is not None:
-                        s[name][:, b] = sink.data.get().T != 0
+            with tqdm(total=B * steps, desc=f"Lava {cfg}", unit="step", disable=not progress, leave=False) as bar:
+                for b in range(B):  # a bar of Lava steps: one ResNet-18 sample is 22 steps and minutes
+                    if b and deadline is not None and time.monotonic() > deadline:
+                        done = b
+                        break
+                    if b:
+                        graph.reset(sample(b))
+                    for t in range(0, steps, chunk):
+                        lava_run.check()
+                        graph.source.run(condition=RunSteps(num_steps=chunk))
+                        for i in read:
+                            u[names[i]][t, b] = graph.neurons[i].u.get()
+                            v[names[i]][t, b] = graph.neurons[i].v.get()
+                        bar.update(chunk)
+                    for name, sink in zip(names, graph.sinks, strict=True):
+                        if sink is not None:
+                            s[name][:, b] = sink.data.get().T != 0
         u, v, s = ({k: a[:, :done] for k, a in arrays.items()} for arrays in (u, v, s))
         res = assemble(qnet, u, v, s, timing, fixed, keep_states=states)
         res.meta["clipped_inputs"] = clipped

@@ -326,3 +326,12 @@ def test_our_delay_models_send_what_lavas_own_send(kind, cfg, messages):
     ours = _delayed_projection_run(kind, cfg, ours=True, messages=messages)
     assert np.count_nonzero(lava) > lava.size // 2
     np.testing.assert_array_equal(ours, lava)
+
+
+def test_lavas_progress_bar_counts_lava_steps(capfd):
+    """One sample of a CIFAR ResNet is 22 Lava steps and minutes: the bar counts steps (B·(T + depth)), not samples."""
+    dep = deployment_from_graph(mlp_graph((4, 6, 3), T=4))
+    build(dep).run(np.random.default_rng(0).uniform(0, 1, (4, 2, 4)), states=False, progress=True)
+    err = capfd.readouterr().err
+    steps = 2 * (4 + dep.depth)
+    assert f"0/{steps} " in err and "step/s" in err and "sample" not in err, err
