@@ -246,11 +246,10 @@ def empf_step_fixed(v: np.ndarray, a_in: np.ndarray, lq: np.ndarray, aq: np.ndar
         return z, v + z, z, (0, 0, 0)
     u = mul12(np.asarray(a_in, dtype=np.int64) << ACT_SHIFT, aq)
     pre = mul12(v, lq) + u
-    inside = in_range(pre, -V_MAX, V_MAX)  # the common case: two reductions instead of two compares and counts
-    m = pre if inside else np.clip(pre, -V_MAX, V_MAX)
+    m = clip24(pre)  # ``pre`` itself when nothing left the 24 bits: the counts below are then 0 without a pass
     s = np.where(m >= th, m - th, 0)
     v = clip24(m - s + np.asarray(r, dtype=np.int64))
     msg = s >> shift if shift >= 0 else s << -shift
     capped = msg.size > 0 and int(msg.max()) > cap
-    counts = (0, 0) if inside else (int(np.count_nonzero(pre > V_MAX)), int(np.count_nonzero(pre < -V_MAX)))
+    counts = (0, 0) if m is pre else (int(np.count_nonzero(pre > V_MAX)), int(np.count_nonzero(pre < -V_MAX)))
     return m, v, np.minimum(msg, cap) if capped else msg, (*counts, int(np.count_nonzero(msg > cap)) if capped else 0)

@@ -140,6 +140,12 @@ HEADROOMS = ("T", "step", "data")
 
 DATA_MARGIN = 1.5  # μ of the data headroom: half again the largest current seen on the calibration inputs
 
+def data_bound(guaranteed: float, peak: tuple[float, float], margin: float, floor: float) -> float:
+    """The data headroom's membrane bound: min(guaranteed, max(μ·I, V, floor)) for the peaks (I, V) a stage reached
+    on calibration inputs (``export.stage_peaks``) and its threshold as the floor."""
+    return min(guaranteed, max(margin * peak[0], peak[1], floor))
+
+
 def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_exp: int | None = None,
                    input_frac_bits: int = 0, wide: bool = False, headroom: str = "T",
                    peak: tuple[float, float] | None = None,
@@ -170,7 +176,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
     if stage.spiking and (headroom != "T" or V_MAX / (ACT_SHIFT_SCALE * full) * stage.theta < 1):
         bound = one_step  # asked for, or the T-step worst case does not fit (warned below)
     if headroom == "data" and sum(peak) + theta0 > 0:  # a state never driven keeps the guaranteed bound
-        bound = min(bound, max(margin * peak[0], peak[1], theta0))
+        bound = data_bound(bound, peak, margin, theta0)
     c_head = V_MAX / (ACT_SHIFT_SCALE * bound) if bound > 0 else float(VTH_MAX)
     if stage.spiking and c_head * stage.theta < 1:
         raise QuantizationError(
@@ -237,7 +243,7 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: boo
                                 f"{lam_max:.4g} > 1 compounds); lower T or λ̂")
     room = bound
     if peak is not None and sum(peak) > 0:  # a stage never driven keeps the guaranteed bound
-        room = min(bound, max(margin * peak[0], peak[1], theta_max))
+        room = data_bound(bound, peak, margin, theta_max)
     c_head = V_MAX / (ACT_SHIFT_SCALE * room) if room > 0 else 1.0
     c = 2.0 ** math.floor(math.log2(c_head))
     # graded spike bound for the stages it feeds: after any step v ≤ max(θ̂ + r) (fired: v = θ̂ + r; else
