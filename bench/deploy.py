@@ -71,15 +71,6 @@ def _export(model_pt: Path, out: Path) -> dict[str, Any]:
     return row
 
 
-def stored_weights(qnet: Any) -> int:
-    """Weight values the deployment stores: a kernel's entries once, a sparse matrix's non-zeros, a dense matrix's
-    entries (each synapse set of a wide projection)."""
-    import scipy.sparse as sp
-
-    return int(sum(w.kernel.size if hasattr(w, "kernel") else (w.nnz if sp.issparse(w) else w.size)
-                   for q in qnet.stages for p in q.inputs for w, _ in p.parts))
-
-
 def _directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
@@ -93,6 +84,7 @@ def bench_model(name: str, data_dir: Path, work: Path, cfg: BenchConfig, T: int)
     from snnchip.export.nir_export import model_graph
     from snnchip.export.sizing import deployment_size
     from snnchip.hw_sim.chip import ChipSimulator
+    from snnchip.hw_sim.metrics import stored_weights
     from snnchip.train import fit, load_model, simulate
     from snnchip.train.config import TrainConfig
 

@@ -90,11 +90,17 @@ class MetricSums:
         b = self.samples or 1
         return {"Effective_MACs": self.macs / b, "Effective_ACs": self.acs / b, "Dense": self.dense / b}
 
+    def activation_sparsity(self) -> float:
+        return 0.0 if self.outputs == 0 else float(self.zeros / self.outputs)
+
+    def membrane_updates(self) -> float:
+        return self.updates / (self.samples or 1)
+
     def result(self, weights: list[Any], footprint: int) -> dict[str, float]:
         """The metrics (module docstring) of what was added, with the static ones of ``weights``."""
         return {"footprint": footprint, "connection_sparsity": connection_sparsity(weights),
-                "activation_sparsity": 0.0 if self.outputs == 0 else float(self.zeros / self.outputs),
-                **self.operations(), "membrane_updates": self.updates / (self.samples or 1)}
+                "activation_sparsity": self.activation_sparsity(), **self.operations(),
+                "membrane_updates": self.membrane_updates()}
 
 
 def synaptic_operations(connections: list[Connection]) -> dict[str, float]:
@@ -104,14 +110,12 @@ def synaptic_operations(connections: list[Connection]) -> dict[str, float]:
 
 def activation_sparsity(spikes: list[np.ndarray]) -> float:
     """Zero outputs / all outputs of the spiking layers (each [T, B, ...])."""
-    sums = MetricSums().add([], spikes)
-    return 0.0 if sums.outputs == 0 else float(sums.zeros / sums.outputs)
+    return MetricSums().add([], spikes).activation_sparsity()
 
 
 def membrane_updates(potentials: list[np.ndarray]) -> float:
     """Per sample: all neurons at the first step, then those whose potential changed (each [T, B, ...])."""
-    sums = MetricSums().add([], [], potentials)
-    return sums.updates / (sums.samples or 1)
+    return MetricSums().add([], [], potentials).membrane_updates()
 
 
 def connection_sparsity(weights: list[Any]) -> float:
@@ -149,9 +153,9 @@ def float_metrics(graph: object, xs: np.ndarray, interpretation: object = None, 
     T = xs.shape[0]
     net = lower(graph, interpretation, T=T)
     executor = NIRExecutor(graph, interpretation, T=T)
-    sums = MetricSums()
-    for start in range(0, xs.shape[1], max(1, batch_size)):
-        xb = xs[:, start:start + max(1, batch_size)]
+    sums, step = MetricSums(), max(1, batch_size)
+    for start in range(0, xs.shape[1], step):
+        xb = xs[:, start:start + step]
         res = executor.run(torch.as_tensor(xb, dtype=torch.float64))
         spk = {k: np.asarray(v, dtype=np.float64) for k, v in res.spikes.items()}
         flat = xb.reshape(T, xb.shape[1], -1)
@@ -208,6 +212,12 @@ class LoihiChipMetrics:
         self.sums.add(connections, [spikes[k] for k in spiking], [potentials[k] for k in spiking])
 
     def result(self) -> dict[str, float]:
-        weights = [w for q in self.qnet.stages for p in q.inputs for w, _ in p.parts]
-        stored = sum(w.nnz if sp.issparse(w) else (w.kernel.size if _kernel(w) else w.size) for w in weights)
-        return self.sums.result(weights, footprint=int(stored))
+        return self.sums.result([w for q in self.qnet.stages for p in q.inputs for w, _ in p.parts],
+                                footprint=stored_weights(self.qnet))
+
+
+def stored_weights(qnet: object) -> int:
+    """Weight values a Loihi deployment stores: a kernel's entries once, a sparse matrix's non-zeros, a dense
+    matrix's entries (each synapse set of a wide projection)."""
+    return int(sum(w.nnz if sp.issparse(w) else (w.kernel.size if _kernel(w) else w.size)
+                   for q in qnet.stages for p in q.inputs for w, _ in p.parts))
