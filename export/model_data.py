@@ -16,8 +16,8 @@ from snnchip.export.nir_meta import graph_meta
 from snnchip.export.quantize_stages import DATA_MARGIN
 
 PEAKS_BATCH_BYTES = 2**29  # memory of one batch of ``graded_spike_peaks`` (a ResNet-18 at T = 4: 10 samples)
-
 CALIBRATION_SAMPLES = 512  # training samples that size a snnchip model's data headroom and its graded spikes
+
 
 def graded_spike_peaks(graph: nir.NIRGraph, x: Any) -> dict[str, float] | None:
     """Max graded (EM-PF) spike per layer of ``graph``'s float executor on static inputs ``x`` [N, *input_shape]
@@ -41,12 +41,14 @@ def graded_spike_peaks(graph: nir.NIRGraph, x: Any) -> dict[str, float] | None:
             peak[k] = max(peak.get(k, 0.0), float(s.max()))
     return peak
 
+
 def graded_spike_bounds(graph: nir.NIRGraph, x_train: Any) -> dict[str, float] | None:
     """The graded-spike bounds of a model's deployment: ``graded_spike_peaks`` on the first ``CALIBRATION_SAMPLES``
     training inputs ``x_train`` times the data margin ``DATA_MARGIN`` (a sample, not the whole set: CIFAR-10's
     50 000 images through a float64 ResNet would take hours); None when the graph has no graded layer."""
     peaks = graded_spike_peaks(graph, x_train[:CALIBRATION_SAMPLES])
     return None if peaks is None else {k: DATA_MARGIN * v for k, v in peaks.items()}
+
 
 def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, float] | None:
     """``graded_spike_bounds`` on the training set a ``model.pt`` records (None for other sources)."""
@@ -62,6 +64,7 @@ def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, floa
     T = graph_meta(graph).T or 1
     flat = len(graph.nodes["input"].input_type["input"]) == 1
     return graded_spike_bounds(graph, load_dataset(cfg["dataset"], cfg.get("data_dir"), flat=flat, T=T).x_train)
+
 
 def training_inputs(source: object, graph: nir.NIRGraph, samples: int = CALIBRATION_SAMPLES) -> np.ndarray | None:
     """The first ``samples`` training inputs [T, samples, *input_shape] of the dataset a ``model.pt`` records,

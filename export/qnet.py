@@ -14,11 +14,12 @@ from snnchip.export.lowering import INPUT, StageTraits, Weight, synapse_of
 from snnchip.export.weight_grid import weight_values
 
 SPIKE_FRAC_BITS = 8  # graded EM-PF messages: s_real·2^8 (fewer where a Dense's int32 sum needs it)
-
 INPUT_FRAC_BITS = 16  # the real-valued input: x·2^16 (fewer where its 24-bit payload or a Dense's int32 sum needs it)
+
 
 class SaturationWarning(UserWarning):
     """A stage's worst-case membrane over T steps exceeds the 24-bit state (it may saturate)."""
+
 
 @dataclass(frozen=True)
 class QProjection:
@@ -48,6 +49,7 @@ class QProjection:
         return sum(m.connections() if isinstance(m, Kernel) else int(np.count_nonzero(weight_values(m)))
                    for m, _ in self.parts)
 
+
 @dataclass(frozen=True)
 class QStage(StageTraits):
     """Integer parameters of one stage, exactly as deploy hands them to Lava."""
@@ -76,6 +78,7 @@ class QStage(StageTraits):
     def size(self) -> int:
         return math.prod(self.out_shape)
 
+
 @dataclass(frozen=True)
 class QuantizedNet:
     input_shape: tuple[int, ...]
@@ -94,13 +97,16 @@ class QuantizedNet:
     def stage(self, name: str) -> QStage:
         return next(q for q in self.stages if q.name == name)
 
+
 def frac_bits(qnet: QuantizedNet, source: str) -> int:
     """q of a source's messages: the input's frac bits, an EM-PF stage's spike frac bits, 0 for binary spikes."""
     return qnet.input_frac_bits if source == INPUT else qnet.stage(source).spike_frac_bits
 
+
 def dequantize_weight(q: QProjection, frac: int, scale: float) -> Weight:
     """Real weights the chip applies: Ŵ = Σ_parts m·2^(e + q)/c (``frac`` = q of the projection's source)."""
     return sum(m.astype(np.float64) * 2.0 ** (e + frac) for m, e in q.parts) / scale
+
 
 def encode_input(x: np.ndarray, frac: int) -> np.ndarray:
     """Real-valued input -> graded-spike payload xq = clip(round(x·2^q), ±(2^23 − 1)) (int64)."""

@@ -42,6 +42,7 @@ def _largest_bits(cap: int, *limits: tuple[float, float]) -> int:
     """The largest q ≤ ``cap`` with value·2^q ≤ limit for every (value, limit) (values of 0 bound nothing)."""
     return min([cap] + [math.floor(math.log2(limit / value)) for value, limit in limits if value > 0])
 
+
 def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, float], input_frac_bits: int | None,
                   measured: dict[str, float] | None = None) -> tuple[dict[str, int], dict[str, int]]:
     """(q, cap): q per graded source: the input's ``input_frac_bits`` (an error if some Dense could overflow; None:
@@ -91,6 +92,7 @@ def _message_bits(net: LoweredNet, stages: dict[str, QStage], worst: dict[str, f
         q[source] = bits
     return q, caps
 
+
 def _fewest_bits(p: QProjection) -> QProjection:
     """``p`` with each part's mantissas ``halved``: the row sums Σ|m| that bound a graded source's int32 sums (its
     message bits and cap, ``_message_bits``) shrink by the same factor; ±1 weights (EM-PF's binary layers, their
@@ -98,6 +100,7 @@ def _fewest_bits(p: QProjection) -> QProjection:
     weight, weight_exp = halved(p.weight, p.weight_exp)
     low, low_exp = (None, p.low_exp) if p.low is None else halved(p.low, p.low_exp)
     return dataclasses.replace(p, weight=weight, weight_exp=weight_exp, low=low, low_exp=low_exp)
+
 
 def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, input_frac_bits: int | None = None,
              weight_exp: int | None = None, spike_bounds: dict[str, float] | None = None, wide_weights: bool = False,

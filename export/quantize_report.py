@@ -15,9 +15,11 @@ def warnings_of(r: dict) -> str:
         out.append(f"coarse: weight step {r['weight_step_theta']:.3g}θ (vth {r['vth']})")
     return ", ".join(out) or "none"
 
+
 def _exponents(p: dict) -> str:
     """A projection's grid exponent, and its residual's after a comma with wide weights."""
     return str(p["grid_exp"]) + ("" if p.get("low_exp") is None else f",{p['low_exp']}")
+
 
 def format_report(report: list[dict]) -> str:
     """The quantization report as a fixed-width table: a row per stage, a row per projection beneath it."""

@@ -104,6 +104,7 @@ def _candidate(stage: Stage, weights: list[Weight], c: float, exps: list[int] | 
         score = max(score, projs[-1]["werr_max"])
     return score, dict(c=c, vth=vth, vsub=vsub, bq=bq, projections=projs)
 
+
 def _scale_candidates(stage: Stage, weights: list[Weight], c_head: float, exps: list[int] | None) -> list[float]:
     if exps is not None:  # netx: exponents fixed; the largest c ≤ c_head whose mantissas fit them
         c_top = min([c_head] + [fit_scale(weight_values(w), *mantissa_range(weight_values(w))[:2]) * 2.0**e
@@ -117,11 +118,13 @@ def _scale_candidates(stage: Stage, weights: list[Weight], c_head: float, exps: 
         cands.append(c_fit * 2.0 ** math.floor(math.log2(c_head / c_fit)))
     return cands
 
+
 def _projections(stage: Stage, best: dict) -> tuple[QProjection, ...]:
     """The integer projections of a chosen candidate (exponents before the −q of graded sources)."""
     return tuple(QProjection(p.source, int32_mantissas(b["m"]), int(b["e"]), 0, p.delay,
                              low=None if b["low"] is None else int32_mantissas(b["low"]), low_exp=int(b["low_exp"]))
                  for p, b in zip(stage.inputs, best["projections"], strict=True))
+
 
 def _projection_reports(projs: tuple[QProjection, ...], best: dict, unit: float = 1.0) -> list[dict]:
     """Per projection: layout, exponents, synapses and its weight errors over all n = n_out·n_in entries (a CSR
@@ -136,9 +139,10 @@ def _projection_reports(projs: tuple[QProjection, ...], best: dict, unit: float 
                         mean_abs_weight_error=b["werr_sum"] / n / unit if n else 0.0))
     return out
 
-HEADROOMS = ("T", "step", "data")
 
+HEADROOMS = ("T", "step", "data")
 DATA_MARGIN = 1.5  # μ of the data headroom: half again the largest current seen on the calibration inputs
+
 
 def data_bound(guaranteed: float, peak: tuple[float, float], margin: float, floor: float) -> float:
     """The data headroom's membrane bound: min(guaranteed, max(μ·I, V, floor)) for the peaks (I, V) a stage reached
@@ -218,6 +222,7 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
         weight_step_theta=step_int / vth if stage.spiking else None, coarse=bool(stage.spiking and step_int >= vth),
     )
     return q, report
+
 
 def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: bool = False,
                         peak: tuple[float, float] | None = None, margin: float = DATA_MARGIN

@@ -26,12 +26,14 @@ def geometric_sum(lam: float, T: int) -> float:
     except OverflowError:
         return math.inf
 
+
 def weight_values(weight: Weight) -> np.ndarray:
     """The entries that may be non-zero: the whole of a dense matrix, the stored entries of a CSR one, the entries
     of a kernel (each shared by many synapses)."""
     if isinstance(weight, Kernel):
         return weight.kernel
     return weight.data if sp.issparse(weight) else np.asarray(weight)
+
 
 def with_values(weight: Weight, values: np.ndarray) -> Weight:
     """A projection of ``weight``'s layout (dense, CSR with its sparsity pattern, a kernel) holding ``values``."""
@@ -40,12 +42,14 @@ def with_values(weight: Weight, values: np.ndarray) -> Weight:
     return sp.csr_matrix((values, weight.indices, weight.indptr), shape=weight.shape) if sp.issparse(weight) \
         else values
 
+
 def synapse_sum(weight: Weight, values: np.ndarray) -> float:
     """Σ over the synapses of per-entry ``values`` (``weight_values``' layout): a kernel entry counts once per
     synapse that shares it."""
     if isinstance(weight, Kernel):
         return float(weight.with_kernel(values.astype(np.float64)).apply(np.ones(weight.shape[1])).sum())
     return float(np.sum(values))
+
 
 def row_abs_sum(weight: Weight) -> np.ndarray:
     """Σ_j |W_ij| per row [n_out] (float64)."""
@@ -56,9 +60,11 @@ def row_abs_sum(weight: Weight) -> np.ndarray:
         return np.bincount(rows, weights=np.abs(weight.data.astype(np.float64)), minlength=weight.shape[0])
     return np.abs(np.asarray(weight, np.float64)).sum(axis=1)
 
+
 def mantissa_range(weight: Weight) -> tuple[int, int, int]:
     """(lowest, highest, step) of the 8-bit mantissa grid for this weight matrix's sign mode (``loihi2``)."""
     return mantissa_grid(weight_values(weight))
+
 
 def grid_exponent(w: np.ndarray, c: float, lo: int, hi: int) -> int:
     """The smallest e with every c·W/2^e inside [lo, hi] (0 for an all-zero matrix)."""
@@ -66,10 +72,12 @@ def grid_exponent(w: np.ndarray, c: float, lo: int, hi: int) -> int:
     need += [math.log2(c * float(-w.min()) / -lo)] if lo < 0 and w.min(initial=0) < 0 else []
     return math.ceil(max(need)) if need else 0
 
+
 def to_mantissa(y: np.ndarray, lo: int, hi: int, step: int) -> tuple[np.ndarray, np.ndarray]:
     """Round ``y`` to the mantissa grid (multiples of ``step`` in [lo, hi]); also return the clipped mask."""
     m = step * np.round(y / step)
     return np.clip(m, lo, hi).astype(np.int64), (m < lo) | (m > hi)
+
 
 def int32_mantissas(m: Weight) -> Weight:
     """The mantissas as int32 (CSR: explicit zeros dropped, so nnz counts the synapses)."""
@@ -78,11 +86,13 @@ def int32_mantissas(m: Weight) -> Weight:
         m.eliminate_zeros()
     return m
 
+
 def fit_scale(w: np.ndarray, lo: int, hi: int) -> float:
     """The largest c with every c·W inside the mantissa grid [lo, hi] at exponent 0 (inf for W = 0)."""
     fits = ([hi / float(w.max())] if w.max(initial=0) > 0 else []) + \
         ([lo / float(w.min())] if w.min(initial=0) < 0 else [])
     return min(fits, default=math.inf)
+
 
 def residual_mantissas(r: np.ndarray, f: int | None = None) -> tuple[np.ndarray, int, int] | None:
     """Wide weights' second part: the residual r = c·W − m·2^e (activation units) on its own 8-bit grid, (mantissas,
@@ -95,6 +105,7 @@ def residual_mantissas(r: np.ndarray, f: int | None = None) -> tuple[np.ndarray,
     f = max(grid_exponent(r, 1.0, lo, hi), -(step // 2)) if f is None else f
     m, _ = to_mantissa(r / 2.0**f, lo, hi, step)
     return m, f, step
+
 
 def halved(m: Weight, e: int) -> tuple[Weight, int]:
     """The same applied weights with the smallest mantissas: while every mantissa is a multiple of twice its sign
