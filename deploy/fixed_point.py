@@ -32,6 +32,7 @@ import scipy.sparse as sp
 
 from snnchip.export.kernel import Kernel, conv_numpy
 from snnchip.export.loihi2 import ACT_SHIFT, DECAY_BITS, DECAY_UNITY, V_MAX, WEIGHT_BITS, WRAP, sign_mode
+from snnchip.export.weight_grid import with_values
 
 
 def effective_weights(weight: np.ndarray | sp.spmatrix | Kernel, num_weight_bits: int = WEIGHT_BITS
@@ -55,7 +56,7 @@ def effective_weights(weight: np.ndarray | sp.spmatrix | Kernel, num_weight_bits
     w = mode_sign * ((w >> drop) << drop)
     if not sparse:
         return w
-    out = sp.csr_matrix((w, weight.indices.copy(), weight.indptr.copy()), shape=weight.shape)
+    out = with_values(weight, w)
     out.eliminate_zeros()
     return out
 

@@ -28,7 +28,7 @@ import warnings
 from typing import Any
 
 import numpy as np
-from scipy.sparse import SparseEfficiencyWarning, csr_matrix, issparse
+from scipy.sparse import SparseEfficiencyWarning, issparse
 
 from snnchip import lava_compat
 from snnchip.deploy.result import RunResult, accept_input, assemble, check_timing
@@ -38,6 +38,7 @@ from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.loihi2 import BUILTIN, EMPF_TABLES, V_MAX, neuron_process, synapse_process
 from snnchip.export.lowering import INPUT
 from snnchip.export.qnet import encode_input
+from snnchip.export.weight_grid import with_values
 
 CFGS = ("fixed_pt", "floating_pt")
 
@@ -63,10 +64,7 @@ def hardware_processes(dep: Deployment) -> dict[str, Any]:
 def _delays(weights: Any, delay: int) -> Any:
     """A projection's delay matrix: ``delay`` at every synapse, CSR on a CSR matrix's entries (an integer would make
     Lava's ``DelaySparse`` hold a dense [n_out, n_in] matrix of it)."""
-    if not issparse(weights):
-        return delay
-    w = csr_matrix(weights)
-    return csr_matrix((np.full(w.nnz, delay, dtype=int), w.indices.copy(), w.indptr.copy()), shape=w.shape)
+    return with_values(weights, np.full(weights.nnz, delay, dtype=int)) if issparse(weights) else delay
 
 
 class _Graph:

@@ -5,13 +5,16 @@ mantissas of the same weights (docs/loihi-fixed-point.md §2)."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from snnchip.export.kernel import Kernel
 from snnchip.export.loihi2 import WEIGHT_EXP, mantissa_grid
-from snnchip.export.lowering import Weight
+
+if TYPE_CHECKING:  # annotations only: the fixed-point arithmetic imports this module without the NIR lowering
+    from snnchip.export.lowering import Weight
 
 
 def geometric_sum(lam: float, T: int) -> float:
@@ -36,11 +39,12 @@ def weight_values(weight: Weight) -> np.ndarray:
 
 
 def with_values(weight: Weight, values: np.ndarray) -> Weight:
-    """A projection of ``weight``'s layout (dense, CSR with its sparsity pattern, a kernel) holding ``values``."""
+    """A projection of ``weight``'s layout (dense, CSR with its sparsity pattern, a kernel) holding ``values``; a
+    CSR matrix gets its own index arrays, so that editing it (``eliminate_zeros``) leaves ``weight`` as it was."""
     if isinstance(weight, Kernel):
         return weight.with_kernel(values)
-    return sp.csr_matrix((values, weight.indices, weight.indptr), shape=weight.shape) if sp.issparse(weight) \
-        else values
+    return sp.csr_matrix((values, weight.indices.copy(), weight.indptr.copy()), shape=weight.shape) \
+        if sp.issparse(weight) else values
 
 
 def synapse_sum(weight: Weight, values: np.ndarray) -> float:

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from snnchip import lava_compat
 from snnchip.deploy.fixed_point import effective_weights
+from snnchip.export.weight_grid import with_values
 
 _dense = lava_compat.lava_module("proc.dense.models")
 _sparse = lava_compat.lava_module("proc.sparse.models")
@@ -37,7 +38,7 @@ def _per_delay(weights: np.ndarray | sp.spmatrix, delays: np.ndarray | sp.spmatr
     d = np.asarray(sp.csr_matrix(delays)[rows, w.indices]).ravel() if sp.issparse(delays) else np.full(w.nnz, delays)
     out = []
     for k in range(depth):
-        m = sp.csr_matrix((np.where(d == k, w.data, 0), w.indices.copy(), w.indptr.copy()), shape=w.shape)
+        m = with_values(w, np.where(d == k, w.data, 0))
         m.eliminate_zeros()
         out.append(m)
     return out
