@@ -19,11 +19,27 @@ PEAKS_BATCH_BYTES = 2**29  # memory of one batch of ``graded_spike_peaks`` (a Re
 CALIBRATION_SAMPLES = 512  # training samples that size a snnchip model's data headroom and its graded spikes
 
 
+def _graded(graph: nir.NIRGraph) -> bool:
+    """Whether ``graph`` has a graded (EM-PF) layer."""
+    return any(((getattr(n, "metadata", None) or {}).get("snnchip") or {}).get("kind") == "empf"
+               for n in graph.nodes.values())
+
+
+def _recorded_training(source: object) -> tuple[Any, dict[str, Any]] | None:
+    """(checkpoint, its training config) of a ``model.pt`` that records its dataset; None for other sources."""
+    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix != ".pt":
+        return None
+    from snnchip.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(source)
+    cfg = (ckpt.metrics or {}).get("config") or {}
+    return (ckpt, cfg) if "dataset" in cfg else None
+
+
 def graded_spike_peaks(graph: nir.NIRGraph, x: Any) -> dict[str, float] | None:
     """Max graded (EM-PF) spike per layer of ``graph``'s float executor on static inputs ``x`` [N, *input_shape]
     (each presented for the graph's T steps); None when the graph has no graded layer."""
-    kinds = [((getattr(n, "metadata", None) or {}).get("snnchip") or {}).get("kind") for n in graph.nodes.values()]
-    if "empf" not in kinds:
+    if not _graded(graph):
         return None
     import torch
 
@@ -52,15 +68,12 @@ def graded_spike_bounds(graph: nir.NIRGraph, x_train: Any) -> dict[str, float] |
 
 def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, float] | None:
     """``graded_spike_bounds`` on the training set a ``model.pt`` records (None for other sources)."""
-    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix != ".pt" or \
-            graded_spike_peaks(graph, []) is None:
+    recorded = _recorded_training(source) if _graded(graph) else None
+    if recorded is None:
         return None
-    from snnchip.checkpoint import load_checkpoint
     from snnchip.train.data import load_dataset
 
-    cfg = (load_checkpoint(source).metrics or {}).get("config") or {}
-    if "dataset" not in cfg:
-        return None
+    cfg = recorded[1]
     T = graph_meta(graph).T or 1
     flat = len(graph.nodes["input"].input_type["input"]) == 1
     return graded_spike_bounds(graph, load_dataset(cfg["dataset"], cfg.get("data_dir"), flat=flat, T=T).x_train)
@@ -69,18 +82,15 @@ def measured_spike_bounds(source: object, graph: nir.NIRGraph) -> dict[str, floa
 def training_inputs(source: object, graph: nir.NIRGraph, samples: int = CALIBRATION_SAMPLES) -> np.ndarray | None:
     """The first ``samples`` training inputs [T, samples, *input_shape] of the dataset a ``model.pt`` records,
     encoded as it trains (rate codes from seed 0); None for other sources."""
-    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix != ".pt":
+    recorded = _recorded_training(source)
+    if recorded is None:
         return None
     import torch
 
-    from snnchip.checkpoint import load_checkpoint
     from snnchip.train.data import load_dataset
     from snnchip.train.rules import time_major
 
-    ckpt = load_checkpoint(source)
-    cfg = (ckpt.metrics or {}).get("config") or {}
-    if "dataset" not in cfg:
-        return None
+    ckpt, cfg = recorded
     data = load_dataset(cfg["dataset"], cfg.get("data_dir"), spec=ckpt.spec)
     x = data.x_train[:samples]
     with torch.random.fork_rng():
