@@ -141,9 +141,10 @@ def join_batches(parts: Sequence[RunResult]) -> RunResult:
 
 
 def assemble(qnet: QuantizedNet, u: dict[str, np.ndarray], v: dict[str, np.ndarray], s: dict[str, np.ndarray],
-             timing: str, fixed: bool, keep_states: bool = True) -> RunResult:
+             timing: str, fixed: bool, keep_states: bool = True, clock: str = "lava") -> RunResult:
     """A ``RunResult`` from per-stage arrays on Lava's clock ([T + depth, B, n]; stage n's software step t is Lava
-    step t + latency(n)).
+    step t + latency(n)), or with ``clock`` "software" (``timing`` "software" only) from arrays that hold each
+    stage's software steps 0 .. T − 1 already ([T, B, n]: the chip simulator computes no more).
 
     ``u``/``v`` must hold the output stage (and every stage when ``keep_states``), ``s`` every spiking stage. The
     output is the readout's v (/ (64·c) in fixed point) or, when the output stage spikes, its spikes.
@@ -152,7 +153,7 @@ def assemble(qnet: QuantizedNet, u: dict[str, np.ndarray], v: dict[str, np.ndarr
     latency = {q.name: q.latency for q in qnet.stages}
 
     def view(a: np.ndarray, q: QStage) -> np.ndarray:
-        a = a[latency[q.name]:latency[q.name] + T] if timing == "software" else a
+        a = a[latency[q.name]:latency[q.name] + T] if timing == "software" and clock == "lava" else a
         return a.reshape(a.shape[0], a.shape[1], *q.out_shape)
 
     spikes = {q.name: view(s[q.name], q) for q in qnet.stages if q.spiking}

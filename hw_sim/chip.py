@@ -80,7 +80,8 @@ class ChipSimulator:
         deployment's range are refused, or with ``clip`` clipped (``accept_input``; ``meta["clipped_inputs"]``).
 
         Samples run ``chunk`` at a time (they are independent), so the per-step buffers stay bounded; u and v of
-        every stage are kept only with ``states`` (for B samples they are 2·(T + depth)·B·Σn int64 values).
+        every stage are kept only with ``states`` (for B samples they are 2·T·B·Σn int64 values, 2·(T + depth)·B·Σn in
+        Lava timing).
         ``meta["saturation"]`` counts, per LIF-family stage, the (step, sample, neuron) updates of the steps the timing
         shows (software: T per stage; lava: T + depth) whose current wrapped
         or whose membrane clipped at the top or the bottom (``state_overflow``; Lava does the same): 0 under the
@@ -109,11 +110,14 @@ class ChipSimulator:
         B = xs.shape[1]
         msgs = {INPUT: np.zeros((steps, B, xs.shape[2]), dtype=np.int64)}
         msgs[INPUT][:T] = encode_input(xs, qnet.input_frac_bits)
+        # software timing shows each stage's steps 0 .. T − 1 only, and no step depends on a later one: a deep net
+        # would otherwise run every stage T + depth − latency steps (ResNet-18 at T = 4: up to 21 for 4 shown)
+        shown = T if timing == "software" else steps
         kept = [q for q in qnet.stages if states or q.name == qnet.output]  # the readout's v is the output
-        u = {q.name: np.zeros((steps, B, q.size), dtype=np.int64) for q in kept}
+        u = {q.name: np.zeros((shown, B, q.size), dtype=np.int64) for q in kept}
         v = {k: np.zeros_like(a) for k, a in u.items()}
         last = {q.name: (np.zeros((B, q.size), np.int64),) * 2 for q in qnet.stages}  # u, v of the step before
-        s = {q.name: np.zeros((steps, B, q.size), dtype=bool) for q in qnet.stages}
+        s = {q.name: np.zeros((shown, B, q.size), dtype=bool) for q in qnet.stages}
         # a spiking stage's messages are its spikes (the same array); an EM-PF stage's are graded, a stage sending
         # several spikes per step sends their count: those are kept only as long as a projection reads them, in a
         # ring of 1 + the longest delay of the projections from it (step t in row t mod that)
@@ -123,12 +127,10 @@ class ChipSimulator:
                 ring[p.source] = max(ring.get(p.source, 1), p.delay + 1)
         for q in qnet.stages:
             graded = q.graded or q.max_spikes > 1
-            ring[q.name] = ring.get(q.name, 1) if graded else steps
+            ring[q.name] = ring.get(q.name, 1) if graded else shown
             msgs[q.name] = np.zeros((ring[q.name], B, q.size), dtype=np.int64) if graded else s[q.name]
         over = {q.name: dict.fromkeys(overflows(q), 0) for q in qnet.stages}
-        # software timing shows each stage's steps 0 .. T − 1 only, and no step depends on a later one: a deep net
-        # would otherwise run every stage T + depth − latency steps (ResNet-18 at T = 4: up to 21 for 4 shown)
-        for t in range(T if timing == "software" else steps):
+        for t in range(shown):
             for q in qnet.stages:
                 if t >= steps - q.latency:  # past the run on Lava's clock (t + latency ≥ steps): never read
                     continue
@@ -163,10 +165,11 @@ class ChipSimulator:
                 if n in u:
                     u[n][t], v[n][t] = u1, v1
 
-        def on_lava_clock(arrays: dict[str, np.ndarray], stages: list) -> dict[str, np.ndarray]:
-            return {q.name: to_lava_timing(arrays[q.name], q.latency, steps) for q in stages}
-
-        res = assemble(qnet, on_lava_clock(u, kept), on_lava_clock(v, kept), on_lava_clock(s, list(qnet.stages)),
-                       timing, fixed=True, keep_states=states)
+        if timing == "software":  # each stage's steps 0 .. T − 1 already
+            res = assemble(qnet, u, v, s, timing, fixed=True, keep_states=states, clock="software")
+        else:
+            res = assemble(qnet, *({q.name: to_lava_timing(a[q.name], q.latency, steps) for q in stages}
+                                   for a, stages in ((u, kept), (v, kept), (s, qnet.stages))),
+                           timing, fixed=True, keep_states=states)
         res.meta["saturation"] = over
         return res
