@@ -84,6 +84,28 @@ def mantissa_grid(values: Any) -> tuple[int, int, int]:
     return MANTISSA_GRID[sign_mode(values)]
 
 
+def voltage_decay(lam: Any) -> Any:
+    """dv, the 12-bit register of a membrane decay λ: the factor (4096 − dv)/4096 nearest λ (dv ≤ 4095, so λ = 0
+    is held as 1/4096). Scalars or arrays (NumPy's rounding, half to even, as Python's ``round``)."""
+    return np.minimum(DECAY_UNITY - 1, np.round(DECAY_UNITY * (1 - np.asarray(lam, np.float64)))).astype(np.int64)
+
+
+def current_decay(lam_syn: Any) -> Any:
+    """du, the register of a current decay λ_syn: Lava's LIF multiplies the current by (4096 − (du + 1))/4096, so
+    du = round(4096·(1 − λ_syn)) − 1 (−1, outside the register, where λ_syn rounds to no decay at all)."""
+    return (np.round(DECAY_UNITY * (1 - np.asarray(lam_syn, np.float64))) - 1).astype(np.int64)
+
+
+def held_voltage_decay(dv: Any) -> Any:
+    """The membrane decay the chip applies for register dv: (4096 − dv)/4096."""
+    return 1 - np.asarray(dv, np.float64) / DECAY_UNITY
+
+
+def held_current_decay(du: Any) -> Any:
+    """The current decay the chip applies for register du: (4096 − (du + 1))/4096."""
+    return (NO_CURRENT - np.asarray(du, np.float64)) / DECAY_UNITY
+
+
 # ------------------------------------------------------------------------------------- which process runs a stage
 BUILTIN = {"lava.Dense", "lava.Sparse", "lava.DelayDense", "lava.DelaySparse", "lava.Conv", "lava.LIF",
            "lava.RingBuffer"}

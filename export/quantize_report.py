@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from snnchip.export.chip_decays import HELD_TOLERANCE
+from snnchip.export.loihi2 import NO_CURRENT
+
 
 def warnings_of(r: dict) -> str:
     """A stage's report row in words: the membrane may saturate (its T-step bound exceeds 2^23 − 1; with the
@@ -35,4 +38,22 @@ def format_report(report: list[dict]) -> str:
             lines.append(f"{'  <- ' + p['source']:<23}{p['synapse']:>8}{p['synapses']:>10}{_exponents(p):>7}"
                          f"{p['delay']:>6}{p.get('lava_delay', 0):>6}{p['clipped_fraction']:>9.2%}"
                          f"{p['max_abs_weight_error']:>10.3g}{p['mean_abs_weight_error']:>10.3g}")
-    return "\n".join(lines)
+    return "\n".join(lines + decay_lines(report))
+
+
+def decay_lines(report: list[dict]) -> list[str]:
+    """The decays the chip holds other than the graph's (Lava's 12-bit dv and du: ``export.chip_decays``), stages
+    with the same pair listed together; none when every decay is exact."""
+    held: dict[str, list[str]] = {}
+    for r in report:
+        pairs = [("λ", r.get("lam"), r.get("lam_q"))]
+        if r.get("du", NO_CURRENT) < NO_CURRENT:  # a stage with a current state
+            pairs.append(("λ_syn", r.get("lam_syn"), r.get("lam_syn_q")))
+        for name, exact, chip in pairs:
+            if exact is not None and chip is not None and abs(exact - chip) > HELD_TOLERANCE:
+                held.setdefault(f"{name} {exact:.6g} → {chip:.6g}", []).append(r["stage"])
+    if not held:
+        return []
+    listed = "; ".join(f"{', '.join(stages)}: {pair}" for pair, stages in held.items())
+    return [f"decays the chip holds off the graph's (12-bit registers; no precision setting changes them, the "
+            f"difference compounds over deep layers, and λ = 1 − k/4096 is held exactly): {listed}"]

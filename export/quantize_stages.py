@@ -56,6 +56,10 @@ from snnchip.export.loihi2 import (
     NO_CURRENT,
     V_MAX,
     VTH_MAX,
+    current_decay,
+    held_current_decay,
+    held_voltage_decay,
+    voltage_decay,
 )
 from snnchip.export.lowering import INPUT, Stage, Weight
 from snnchip.export.qnet import SPIKE_FRAC_BITS, QProjection, QStage, SaturationWarning
@@ -192,8 +196,8 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
     _, best = min((_candidate(stage, weights, c, exps, wide)
                    for c in _scale_candidates(stage, weights, c_head, exps)), key=lambda sc: sc[0])
     c, vth, bq = best["c"], best["vth"], best["bq"]
-    dv = min(DECAY_UNITY - 1, round(DECAY_UNITY * (1 - stage.lam)))
-    du = round(DECAY_UNITY * (1 - stage.lam_syn)) - 1 if stage.current else NO_CURRENT
+    dv = int(voltage_decay(stage.lam))
+    du = int(current_decay(stage.lam_syn)) if stage.current else NO_CURRENT
     if not 0 <= du <= NO_CURRENT:
         raise QuantizationError(f"stage {stage.name!r}: current decay λ_syn = {stage.lam_syn} rounds to no decay "
                                 "at all, which Lava's 12-bit du cannot express")
@@ -209,8 +213,8 @@ def quantize_stage(stage: Stage, T: int | None, x_max: dict[str, float], weight_
     step_int = max((b["grid"] for b in best["projections"]), default=0.0)  # one weight step, c units
     report = dict(
         stage=stage.name, kind=stage.kind, neurons=stage.size, synapses=sum(p.synapses for p in projs),
-        scale=float(c), vth=int(vth), dv=int(dv), lam=float(stage.lam), lam_q=1 - dv / DECAY_UNITY, du=int(du),
-        lam_syn=float(stage.lam_syn), lam_syn_q=(NO_CURRENT - du) / DECAY_UNITY,
+        scale=float(c), vth=int(vth), dv=int(dv), lam=float(stage.lam), lam_q=float(held_voltage_decay(dv)),
+        du=int(du), lam_syn=float(stage.lam_syn), lam_syn_q=float(held_current_decay(du)),
         theta=float(stage.theta) if stage.spiking else None, theta_q=vth / c if stage.spiking else None,
         max_abs_bias_error=float(np.abs(stage.bias - bq / c).max(initial=0.0)),
         projections=_projection_reports(projs, best),

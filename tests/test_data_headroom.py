@@ -22,6 +22,7 @@ from snnchip.bench.deep_nets import (
     snntorch_braille,
     snntorch_cnn,
     sparse_events,
+    train_on_digits,
 )
 from snnchip.bench.headroom import headroom_agreement
 from snnchip.cli import snn_export, snn_run
@@ -217,3 +218,24 @@ def test_lava_equals_the_chip_on_a_data_headroom_deployment_that_saturates():
     chip = ChipSimulator(dep).run(x, timing="lava")
     assert sum(sum(c.values()) for c in chip.meta["saturation"].values()) > 0
     assert_same_run(chip, build(dep).run(x, cfg="fixed_pt", timing="lava"))
+
+
+def test_train_on_digits_trains_the_graph_the_reference_executor_runs():
+    """The bench's trained graphs: same nodes and shapes, new weights, and the reference executor (not the trainer)
+    classifies held-out digits as events well above chance (measured: 7 % before, 75 % after 6 epochs of 512)."""
+    from sklearn.datasets import load_digits
+
+    graph = sinabs_cnn()
+    trained, last_epoch = train_on_digits(graph, SINABS, epochs=6, samples=512)
+    assert {k: type(n) for k, n in trained.nodes.items()} == {k: type(n) for k, n in graph.nodes.items()}
+    assert trained.edges == graph.edges
+    weighted = [k for k, n in graph.nodes.items() if hasattr(n, "weight")]
+    assert all(trained.nodes[k].weight.shape == graph.nodes[k].weight.shape for k in weighted)
+    assert not any(np.array_equal(trained.nodes[k].weight, graph.nodes[k].weight) for k in weighted)
+    x = digit_events(7, 20, 256)
+    labels = load_digits().target[np.random.default_rng(7).choice(1797, 256, replace=False)]  # digit_events' draw
+
+    def accuracy(g):
+        return float(np.mean(NIRExecutor(g, SINABS).run(x).output.sum(0).argmax(-1).numpy() == labels))
+
+    assert accuracy(graph) < 0.2 and accuracy(trained) >= 0.5 and last_epoch >= 0.5

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from snnchip.spec import LayerSpec, NeuronSpec
-from snnchip.train.neuron import LIF, lif_step, lif_trace_step, saf_step
+from snnchip.train.neuron import LIF, Sigmoid, lif_step, lif_trace_step, saf_step, surrogate_fire
 from snnchip.train.synapse import Synapse
 from snnchip.train.views import TraceView
 
@@ -154,3 +154,13 @@ def test_trace_synapse_forward_uses_spikes_and_gradient_uses_trace(op):
     ref = torch.autograd.grad((fn(a, w, b) * g).sum(), (a, w, b))
     for x, y in zip(mine, ref, strict=True):
         torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_surrogate_fire_is_the_heaviside_forward_and_the_surrogate_backward(strict):
+    u = torch.tensor([0.2, 0.99, 1.0, 1.01, 3.0], dtype=torch.float64, requires_grad=True)
+    s = surrogate_fire(Sigmoid(4.0, 1.0), strict)(u, torch.tensor(1.0, dtype=torch.float64))
+    assert s.tolist() == [0.0, 0.0, 0.0 if strict else 1.0, 1.0, 1.0]
+    s.backward(torch.arange(1.0, 6.0, dtype=torch.float64))
+    sg = torch.sigmoid(4 * (u.detach() - 1))
+    torch.testing.assert_close(u.grad, torch.arange(1.0, 6.0, dtype=torch.float64) * 4 * sg * (1 - sg))

@@ -60,7 +60,7 @@ from snnchip.errors import SpecError
 from snnchip.neurons import cuba_lif_step
 from snnchip.spec import LayerSpec, NetworkSpec, NeuronSpec
 
-from .neuron import SURROGATES, _Heaviside
+from .neuron import SURROGATES, surrogate_fire
 
 CLAMP = 4.0  # |−1/(∂u/∂t)| ≤ 4, the authors' code
 GRAD_CLIP = 1.0  # supplement Sec. G: the L2 norm of the gradient is clipped to 1
@@ -121,7 +121,7 @@ def srm_step(current: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | N
     i, v = (0.0, 0.0) if state is None else state
     _, s, i, v = cuba_lif_step(i, v, current, a_syn=p.lam_syn, b_syn=p.input_scale, a=p.lam_mem, theta=p.theta,
                                reset="zero", reset_current=True,
-                               fire=lambda u, theta: _Heaviside.apply(u - theta, p.surrogate, p.strict))
+                               fire=surrogate_fire(p.surrogate, p.strict))
     return s, (i, v)
 
 

@@ -79,6 +79,13 @@ class _Heaviside(torch.autograd.Function):
         return grad * ctx.surrogate(x), None, None
 
 
+def surrogate_fire(surrogate: Callable[[torch.Tensor], torch.Tensor], strict: bool = False
+                   ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The ``fire`` of ``snnchip.neurons``' steps with a surrogate gradient: s = H(u − θ) forward (u > θ when
+    ``strict``), ``surrogate``(u − θ) as dH/du backward."""
+    return lambda u, theta: _Heaviside.apply(u - theta, surrogate, strict)
+
+
 @dataclass(frozen=True)
 class LIF:
     """The parameters and strategies of one LIF layer, built from a ``NeuronSpec``."""
