@@ -35,10 +35,11 @@ from snnchip.deploy.result import RunResult, accept_input, assemble, check_timin
 from snnchip.deploy.supervise import supervised
 from snnchip.errors import DeployError
 from snnchip.export.loihi import Deployment, load_deploy
-from snnchip.export.loihi2 import BUILTIN, EMPF_TABLES, V_MAX, neuron_process, synapse_process
+from snnchip.export.loihi2 import BUILTIN, EMPF_TABLES, V_MAX, LavaProcess, neuron_process, synapse_process
 from snnchip.export.lowering import INPUT
 from snnchip.export.qnet import encode_input
 from snnchip.export.weight_grid import with_values
+from snnchip.spec import NeuronKind
 
 CFGS = ("fixed_pt", "floating_pt")
 
@@ -46,14 +47,14 @@ CFGS = ("fixed_pt", "floating_pt")
 def hardware_processes(dep: Deployment) -> dict[str, Any]:
     """The Lava processes a deployment runs on, each marked Lava built-in (Intel's lava-loihi extension has Loihi 2
     models for them) or snnchip custom (Python models only: on hardware it needs custom neuron microcode)."""
-    rows = [{"stage": "input", "process": "lava.RingBuffer", "role": "graded input spikes"}]
+    rows = [{"stage": "input", "process": LavaProcess.RING_BUFFER, "role": "graded input spikes"}]
     for q in dep.qnet.stages:
         rows += [{"stage": q.name, "process": synapse_process(p),
                   "role": f"synapses from {p.source}" + (" (wide weights' residual)" if part else "")}
                  for p in q.inputs for part in range(len(p.parts))]
         rows.append({"stage": q.name, "process": neuron_process(q), "role": "neurons" if q.spiking else "readout"})
         if np.any(np.asarray(q.bias) != 0):
-            rows.append({"stage": q.name, "process": "lava.RingBuffer", "role": "bias, injected from the stage's "
+            rows.append({"stage": q.name, "process": LavaProcess.RING_BUFFER, "role": "bias, injected from the stage's "
                          "first input step (a host-side source on hardware)"})
     for r in rows:
         r["builtin"] = r["process"] in BUILTIN
@@ -90,17 +91,17 @@ class _Graph:
                 bias, dv, du, vth = q.bias.astype(np.int64), q.dv, q.du, q.vth
             else:
                 bias, dv, du, vth = st.bias, 1.0 - st.lam, 1.0 - st.lam_syn, st.theta if q.spiking else np.inf
-            if kind == "lava.LIF":
+            if kind == LavaProcess.LIF:
                 neuron = LIF(shape=(n,), du=du, dv=dv, vth=vth, bias_mant=0 if fixed else 0.0, bias_exp=0,
                              name=q.name)
-            elif kind == "snnchip.EMPF":
+            elif kind == LavaProcess.OUR_EMPF:
                 tabs = {qk: q.tables[qk] if fixed else st.tables[fk] for fk, qk in EMPF_TABLES}
                 neuron = EMPF(shape=(n,), delay=q.latency, shift=q.shift if fixed else 0,
                               cap=q.message_cap if fixed else V_MAX, name=q.name, **tabs)
             else:
                 vsub = (q.vsub if fixed else st.reset_by) if q.vsub is not None else vth
                 neuron = CubaLIF(shape=(n,), du=du, dv=dv, vth=vth, vsub=vsub, reset=q.reset, spike=q.spike,
-                                 reset_current=q.kind == "srm", max_spikes=q.max_spikes, name=q.name)
+                                 reset_current=q.kind == NeuronKind.SRM, max_spikes=q.max_spikes, name=q.name)
             if np.any(bias != 0):
                 schedule = np.zeros((n, steps), dtype=np.int64 if fixed else np.float64)
                 schedule[:, q.latency:q.latency + T] = bias[:, None]
@@ -136,7 +137,7 @@ class _Graph:
         adapted to Lava's (W, H, C) layout by transposes; our ``Conv`` otherwise and for floating_pt."""
         from snnchip.deploy.procs.conv.process import Conv
 
-        if fixed and synapse_process(p) == "lava.Conv":
+        if fixed and synapse_process(p) == LavaProcess.CONV:
             LavaConv = lava_compat.lava_module("proc.conv.process").Conv
             for m, _ in p.parts:
                 k = m.kernel

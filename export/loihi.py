@@ -65,7 +65,7 @@ from snnchip.export.seal import (
 from snnchip.export.sizing import check_feasible, deployment_size
 from snnchip.export.stage_peaks import check_calibration_input, describe, stage_peaks
 from snnchip.identity import sha256_file
-from snnchip.spec import Interpretation
+from snnchip.spec import Interpretation, NeuronKind
 
 FORMAT = {"name": "snnchip-loihi-deploy", "version": 8}
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)  # 1, 2: chains (version 1: every stage dense); 3: no wide weights; 4:
@@ -387,7 +387,7 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
     """One manifest entry and its arrays as (float ``Stage``, integer ``QStage``); the float stage is ``lowered``
     (version ≥ 7, checked against the entry) or read from the arrays; a version 1/2 entry is the chain stage it was:
     one dense/sparse input from the stage before, latency index + 1."""
-    name, graded = s["name"], s["kind"] == "empf"
+    name, graded = s["name"], s["kind"] == NeuronKind.EMPF
     if version >= 3:
         entries = [(e, f"{name}/in{i}") for i, e in enumerate(s["inputs"])]
         fields = {k: s[k] for k in _STAGE_KEYS}
@@ -396,9 +396,9 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
                      "delay": 0, "lava_delay": 0, "synapse": s.get("synapse", "dense")}, name)]
         fields = {k: s[k] for k in _STAGE_KEYS if k in s}
         fields.update(latency=index + 1, lam_syn=s.get("lam_syn", 0.0))
-        if s["kind"] == "srm":  # versions 1/2 stored the current's factor as 4096 − du
+        if s["kind"] == NeuronKind.SRM:  # versions 1/2 stored the current's factor as 4096 − du
             fields.update(reset="zero", du=int(s["du"]) - 1)
-        if s["kind"] == "readout":  # versions 1/2 stored vth 0 (their readout process had none); Lava's LIF fires
+        if s["kind"] == NeuronKind.READOUT:  # versions 1/2 stored vth 0 (their readout process had none); a LIF fires
             fields.update(vth=NEVER_FIRES)
     if version < 6 and any(e["synapse"] == "conv" for e, _ in entries):
         raise ValueError(f"synapse 'conv' needs format version 6, the directory says {version}")

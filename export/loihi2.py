@@ -17,9 +17,12 @@ Resources (``NEURONS_PER_CORE`` …): ``CORE_LIMITS`` gives each number and wher
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
+
+from snnchip.spec import NeuronKind
 
 STATE_BITS = 24
 V_MAX = 2 ** (STATE_BITS - 1) - 1  # |v| of the 24-bit signed state
@@ -107,20 +110,37 @@ def held_current_decay(du: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------- which process runs a stage
-BUILTIN = {"lava.Dense", "lava.Sparse", "lava.DelayDense", "lava.DelaySparse", "lava.Conv", "lava.LIF",
-           "lava.RingBuffer"}
+class LavaProcess(StrEnum):
+    """The process a stage or projection runs on, as the hardware-readiness table names it: Lava's own (``lava.``)
+    wherever it is exact, ours (``snnchip.``, a CPU model of the same arithmetic) otherwise."""
+
+    DENSE = "lava.Dense"
+    SPARSE = "lava.Sparse"
+    DELAY_DENSE = "lava.DelayDense"
+    DELAY_SPARSE = "lava.DelaySparse"
+    CONV = "lava.Conv"
+    LIF = "lava.LIF"
+    RING_BUFFER = "lava.RingBuffer"
+    OUR_CONV = "snnchip.Conv"
+    OUR_CUBALIF = "snnchip.CubaLIF"
+    OUR_EMPF = "snnchip.EMPF"
 
 
-def neuron_process(q: Any) -> str:
+BUILTIN = frozenset(p for p in LavaProcess if p.startswith("lava."))
+_SYNAPSE_PROCESS = {(False, "dense"): LavaProcess.DENSE, (False, "sparse"): LavaProcess.SPARSE,
+                    (True, "dense"): LavaProcess.DELAY_DENSE, (True, "sparse"): LavaProcess.DELAY_SPARSE}
+
+
+def neuron_process(q: Any) -> LavaProcess:
     """The Lava process a stage's neurons run on (``q``: a stage with kind, spiking, reset, spike): Lava's own LIF
     wherever it is exact (reset to zero, ``>``, the current kept through a spike; every readout, as a LIF that never
     fires), our processes otherwise."""
-    if q.kind == "empf":
-        return "snnchip.EMPF"
-    if not q.spiking or (q.kind in ("lif", "cubalif") and (q.reset, q.spike) == ("zero", "gt")
+    if q.kind == NeuronKind.EMPF:
+        return LavaProcess.OUR_EMPF
+    if not q.spiking or (q.kind in (NeuronKind.LIF, NeuronKind.CUBALIF) and (q.reset, q.spike) == ("zero", "gt")
                          and q.max_spikes == 1):
-        return "lava.LIF"
-    return "snnchip.CubaLIF"
+        return LavaProcess.LIF
+    return LavaProcess.OUR_CUBALIF
 
 
 def conv_on_lava(weight: Any, exponents: tuple[int, ...], num_message_bits: int, lava_delay: int) -> bool:
@@ -135,10 +155,10 @@ def conv_on_lava(weight: Any, exponents: tuple[int, ...], num_message_bits: int,
             and weight.abs_sum_bound < WRAP)
 
 
-def synapse_process(p: Any) -> str:
+def synapse_process(p: Any) -> LavaProcess:
     """The Lava process of a projection (``p``: a QProjection): Dense or Sparse (their Delay variants when it needs
     extra delay), Lava's Conv for a weight-shared kernel where it is exact (``conv_on_lava``), else ours."""
     if p.synapse == "conv":
         exact = conv_on_lava(p.weight, tuple(e for _, e in p.parts), p.num_message_bits, p.lava_delay)
-        return "lava.Conv" if exact else "snnchip.Conv"
-    return f"lava.{'Delay' if p.lava_delay else ''}{'Sparse' if p.synapse == 'sparse' else 'Dense'}"
+        return LavaProcess.CONV if exact else LavaProcess.OUR_CONV
+    return _SYNAPSE_PROCESS[bool(p.lava_delay), p.synapse]

@@ -41,7 +41,7 @@ from snnchip.export.loihi2 import (
 from snnchip.export.lowering import Stage, synapse_of
 from snnchip.export.qnet import SPIKE_FRAC_BITS, QStage
 from snnchip.export.weight_grid import mantissa_range, weight_values
-from snnchip.spec import ENCODINGS, SPIKE_CONDITIONS, T_MAX
+from snnchip.spec import ENCODINGS, SPIKE_CONDITIONS, T_MAX, NeuronKind
 
 KINDS = ("lif", "cubalif", "srm", "empf", "readout")
 RESETS = ("subtract", "zero", "zero_next")
@@ -129,10 +129,10 @@ def check_neuron(at: str, q: QStage, st: Stage) -> None:
     _int(at, "du", q.du, 0, DECAY_UNITY - 1, "12-bit current decay register")
     _int(at, "latency", q.latency, 1, T_MAX, "Lava steps from the input")
     _real(at, "scale", q.scale, positive=True)
-    spiking = kind in ("lif", "cubalif", "srm")
+    spiking = kind in (NeuronKind.LIF, NeuronKind.CUBALIF, NeuronKind.SRM)
     if spiking:
         _int(at, "vth", q.vth, 1, VTH_MAX, "threshold mantissa")
-    elif kind == "readout" and q.vth != NEVER_FIRES:
+    elif kind == NeuronKind.READOUT and q.vth != NEVER_FIRES:
         _fail(at, "vth", q.vth, f"{NEVER_FIRES}: a readout runs on Lava's LIF and must never fire")
     if q.vsub is not None:
         _int(at, "vsub", q.vsub, 1, V_MAX, "the mantissa a subtractive reset removes")
@@ -142,10 +142,10 @@ def check_neuron(at: str, q: QStage, st: Stage) -> None:
     _real(at, "theta", st.theta, positive=spiking)
     if q.max_spikes != 1:
         _int(at, "max_spikes", q.max_spikes, 1, MAX_SPIKES, "spikes per step, sent as one graded count")
-        if kind not in ("lif", "cubalif") or (q.reset, q.spike) != ("subtract", "ge"):
+        if kind not in (NeuronKind.LIF, NeuronKind.CUBALIF) or (q.reset, q.spike) != ("subtract", "ge"):
             _fail(at, "max_spikes", q.max_spikes, "1 unless the stage is a LIF or CubaLIF with reset subtract and "
                   "compare ge (the neuron that sends several spikes per step)")
-    if kind == "empf":
+    if kind == NeuronKind.EMPF:
         _int(at, "shift", q.shift, *MESSAGE_SHIFT, "graded message shift")
         _int(at, "spike_frac_bits", q.spike_frac_bits, 0, SPIKE_FRAC_BITS, "graded message fraction bits")
         _int(at, "message_cap", q.message_cap, 1, V_MAX, "the largest graded message")

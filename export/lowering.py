@@ -41,7 +41,7 @@ from snnchip.export.nir_exec import compile_neuron
 from snnchip.export.nir_graph import CheckedGraph, check_graph, window
 from snnchip.export.nir_meta import graph_meta, recorded_interpretation, snnchip_semantics
 from snnchip.export.writers import leak_hint, resolve
-from snnchip.spec import Interpretation, check_T
+from snnchip.spec import NEURON_KINDS, Interpretation, NeuronKind, check_T
 
 LINEAR_TYPES = (nir.Affine, nir.Linear, nir.Scale, nir.Conv1d, nir.Conv2d, nir.AvgPool2d, nir.SumPool2d,
                 nir.Flatten, nir.Delay)
@@ -64,11 +64,11 @@ class StageTraits:
 
     @property
     def spiking(self) -> bool:
-        return self.kind != "readout"
+        return self.kind != NeuronKind.READOUT
 
     @property
     def graded(self) -> bool:
-        return self.kind == "empf"
+        return self.kind == NeuronKind.EMPF
 
     @property
     def current(self) -> bool:
@@ -124,7 +124,7 @@ class LoweredNet:
 
     @property
     def has_readout(self) -> bool:
-        return self.stage(self.output).kind == "readout"
+        return self.stage(self.output).kind == NeuronKind.READOUT
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
@@ -334,7 +334,7 @@ def _check_kind(name: str, node: object) -> None:
     meta = (getattr(node, "metadata", None) or {}).get("snnchip")
     kind = meta.get("kind") if isinstance(meta, dict) else None
     kind = kind.decode() if isinstance(kind, bytes) else kind
-    if kind is not None and kind not in ("lif", "readout", "srm", "empf", "xylo"):
+    if kind is not None and kind not in NEURON_KINDS:
         raise _unsupported(name, node, f"snnchip neuron kind {kind!r} is not supported")
 
 
@@ -364,7 +364,7 @@ def _neuron(name: str, node: object, interp: Interpretation, is_output: bool, sh
         shape = np.shape(node.v_threshold)
         tables = {key: np.broadcast_to(val.numpy(), (p.steps, *shape)).reshape(p.steps, -1).astype(np.float64)
                   for key, val in zip(EMPF_FLOAT_TABLES, (p.a, p.b, p.theta, p.offset), strict=True)}
-        return dict(name=layer, kind="empf", tables=tables), np.ones(1), np.zeros(1)
+        return dict(name=layer, kind=NeuronKind.EMPF, tables=tables), np.ones(1), np.zeros(1)
     gain, offset = _per_neuron(name, node, p.b.numpy(), shape), _per_neuron(name, node, p.c.numpy(), shape)
     lam = _uniform(name, node, p.a.numpy(), "the leak λ")
     extra = {}
@@ -382,7 +382,7 @@ def _neuron(name: str, node: object, interp: Interpretation, is_output: bool, sh
         if not is_output:
             raise _unsupported(name, node, "a non-spiking neuron (I, LI, CubaLI) sends its membrane, not spikes; on "
                                            "the chip it can only be the readout feeding the Output")
-        return dict(name=layer, kind="readout", lam=lam, **extra), gain, offset
+        return dict(name=layer, kind=NeuronKind.READOUT, lam=lam, **extra), gain, offset
     theta = _uniform(name, node, p.theta.numpy(), "the threshold")
     if theta <= 0:
         raise _unsupported(name, node, f"threshold θ = {theta} (needs > 0)")

@@ -14,6 +14,7 @@ import numpy as np
 
 from snnchip.export.nir_meta import graph_meta
 from snnchip.export.quantize_stages import DATA_MARGIN
+from snnchip.spec import NeuronKind
 
 PEAKS_BATCH_BYTES = 2**29  # memory of one batch of ``graded_spike_peaks`` (a ResNet-18 at T = 4: 10 samples)
 CALIBRATION_SAMPLES = 512  # training samples that size a snnchip model's data headroom and its graded spikes
@@ -21,7 +22,7 @@ CALIBRATION_SAMPLES = 512  # training samples that size a snnchip model's data h
 
 def _graded(graph: nir.NIRGraph) -> bool:
     """Whether ``graph`` has a graded (EM-PF) layer."""
-    return any(((getattr(n, "metadata", None) or {}).get("snnchip") or {}).get("kind") == "empf"
+    return any(((getattr(n, "metadata", None) or {}).get("snnchip") or {}).get("kind") == NeuronKind.EMPF
                for n in graph.nodes.values())
 
 

@@ -43,7 +43,7 @@ from snnchip.errors import UnsupportedNodeError
 from snnchip.export.loihi import Deployment, deployment_from_graph, read_model_graph
 from snnchip.export.loihi2 import NEVER_FIRES
 from snnchip.export.lowering import INPUT
-from snnchip.spec import Interpretation
+from snnchip.spec import Interpretation, NeuronKind
 
 FORMAT = {"name": "snnchip-netx", "version": 1}
 INPUT_MESSAGE_BITS = 24
@@ -63,7 +63,7 @@ def check_expressible(dep: Deployment) -> None:
                                    "chain of layers, each fed by the one before (no recurrence, skips, merges or "
                                    "delays)", "use `--target loihi`")
         previous = st.name
-        if st.kind not in ("lif", "cubalif", "readout"):
+        if st.kind not in (NeuronKind.LIF, NeuronKind.CUBALIF, NeuronKind.READOUT):
             raise _refuse(st.name, f"its neuron kind {st.kind!r} (graded spikes, per-step tables or a current reset) "
                                    "has no netx neuron", "use `--target loihi`")
         if st.spiking and (st.reset, st.spike, st.reset_by) != ("zero", "gt", None):

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from snnchip.discretize import current_coefficients, if_coefficients, lif_coefficients
 from snnchip.errors import DataError, UnsupportedNodeError
 from snnchip.neurons import NeuronParams, heaviside, neuron_step
-from snnchip.spec import Interpretation
+from snnchip.spec import Interpretation, NeuronKind
 from snnchip.summary import result_repr
 
 from .nir_graph import CheckedGraph, check_graph, window
@@ -54,22 +54,22 @@ def compile_neuron(name: str, node: nir.NIRNode, interpretation: Interpretation,
     t = lambda v: _tensor(v, dtype, device)  # noqa: E731
     if meta is not None:
         kind = meta["kind"]
-        wanted = "exact" if kind == "srm" else "euler"
+        wanted = "exact" if kind == NeuronKind.SRM else "euler"
         if meta["discretization"] != wanted or float(meta["dt"]) != 1.0:
             raise UnsupportedNodeError(f"node {name!r}: snnchip metadata asks for {meta['discretization']} with "
                                        f"dt={meta['dt']}; this executor honours {kind} only with {wanted}, dt=1 "
                                        "(schema v1)")
-        if kind == "srm" and isinstance(node, nir.CubaLIF):
+        if kind == NeuronKind.SRM and isinstance(node, nir.CubaLIF):
             return NeuronParams(t(meta["lam"]), t(1.0), t(0.0), t(meta["theta"]), "zero", meta["spike"],
                                 syn=(t(meta["lam_syn"]), t(meta["input_scale"])), reset_syn=True)
-        if kind == "xylo" and isinstance(node, nir.CubaLIF):
+        if kind == NeuronKind.XYLO and isinstance(node, nir.CubaLIF):
             return NeuronParams(t(meta["lam"]), t(1.0), t(0.0), t(meta["theta"]), "subtract", "ge",
                                 syn=(t(meta["lam_syn"]), t(1.0)), max_spikes=int(meta["max_spikes"]))
-        if kind == "lif" and isinstance(node, (nir.LIF, nir.IF)):
+        if kind == NeuronKind.LIF and isinstance(node, (nir.LIF, nir.IF)):
             return NeuronParams(t(meta["lam"]), t(1.0), t(0.0), t(meta["theta"]), meta["reset"], meta["spike"])
-        if kind == "readout" and isinstance(node, nir.I):
+        if kind == NeuronKind.READOUT and isinstance(node, nir.I):
             return NeuronParams(t(1.0), t(1.0), t(0.0), None)
-        if kind == "empf" and isinstance(node, (nir.LIF, nir.IF)):
+        if kind == NeuronKind.EMPF and isinstance(node, (nir.LIF, nir.IF)):
             return _empf_params(node, meta, dtype, device)
         raise UnsupportedNodeError(f"node {name!r}: snnchip neuron kind {kind!r} on a {type(node).__name__} node "
                                    "cannot be executed by this reference executor yet (supported: lif on LIF/IF, "

@@ -37,7 +37,7 @@ import numpy as np
 from snnchip.atomic import write_bytes_atomic
 from snnchip.discretize import decay, euler_lif_fields, lif_coefficients, srm_cubalif_fields, srm_decays
 from snnchip.errors import SpecError, UnsupportedNodeError
-from snnchip.spec import XYLO_MAX_SPIKES, Interpretation, LayerSpec, NetworkSpec, NeuronSpec
+from snnchip.spec import XYLO_MAX_SPIKES, Interpretation, LayerSpec, NetworkSpec, NeuronKind, NeuronSpec
 
 from .nir_graph import check_graph
 from .nir_meta import EMPF_ARRAYS, SCHEMA_VERSION, graph_meta, recorded_interpretation, snnchip_semantics
@@ -81,15 +81,15 @@ def _neuron(layer: LayerSpec, shape: tuple[int, ...], params: Params, T: int) ->
                         "theta": neuron.theta, "reset": neuron.reset, "spike": neuron.spike,
                         "discretization": "euler", "dt": 1.0}}
     ones = np.ones(shape, np.float32)
-    if neuron.kind == "readout":
+    if neuron.kind == NeuronKind.READOUT:
         return nir.I(r=ones, metadata=meta)
-    if neuron.kind == "srm":
+    if neuron.kind == NeuronKind.SRM:
         return _srm(neuron, meta, ones)
-    if neuron.kind == "xylo":
+    if neuron.kind == NeuronKind.XYLO:
         return _xylo(neuron, meta, ones)
-    if neuron.kind == "empf":
+    if neuron.kind == NeuronKind.EMPF:
         return _empf(layer, shape, params, T)
-    if neuron.kind != "lif":
+    if neuron.kind != NeuronKind.LIF:
         raise UnsupportedNodeError(f"layer {layer.name!r}: NIR export of neuron kind {neuron.kind!r} is not "
                                    "defined yet (docs/nir-schema.md); it lands with its issue")
     if neuron.lam == 1.0:
@@ -124,7 +124,7 @@ def _empf(layer: LayerSpec, shape: tuple[int, ...], params: Params, T: int) -> n
         raise SpecError(f"layer {layer.name!r}: export takes the folded EM-PF form; pass plain_spec(spec) and "
                         f"plain_parameters(model) (got empf={layer.options.get('empf')!r})")
     tables = {k: _param(params, layer.name, k, (T, shape[0])) for k in EMPF_ARRAYS}
-    meta = {"snnchip": {"version": SCHEMA_VERSION, "layer": layer.name, "kind": "empf", "T": T, "graded": True,
+    meta = {"snnchip": {"version": SCHEMA_VERSION, "layer": layer.name, "kind": NeuronKind.EMPF, "T": T, "graded": True,
                         "reset": "subtract", "spike": "ge", "discretization": "euler", "dt": 1.0, **tables}}
     first = {k: np.broadcast_to(v[0].reshape((-1,) + (1,) * (len(shape) - 1)), shape).astype(np.float32)
              for k, v in tables.items()}
@@ -286,15 +286,15 @@ def interpretation_report(graph: nir.NIRGraph) -> list[str]:
 
 
 def _issues(meta: dict[str, Any]) -> list[str]:
-    if meta["kind"] == "readout":
+    if meta["kind"] == NeuronKind.READOUT:
         return ["integrator state = cumulative readout Σ o[t]; a reader wanting o[t] must difference it; "
                 "exact under Euler with dt = 1 (r = 1)"]
-    if meta["kind"] == "empf":
+    if meta["kind"] == NeuronKind.EMPF:
         return _empf_issues(meta)
-    if meta["kind"] == "xylo":
+    if meta["kind"] == NeuronKind.XYLO:
         return [f"up to {meta['max_spikes']} spikes per step (Xylo's neuron) stored only in metadata: a plain NIR "
                 "reader fires once per step", "subtractive reset (v -= θ per spike) stored only in metadata"]
-    if meta["kind"] == "srm":
+    if meta["kind"] == NeuronKind.SRM:
         return ["SRM (event-driven BP) as CubaLIF in the exact mapping: read it with --discretization exact; an "
                 "Euler reader decays by 1 − 1/τ instead of e^(−1/τ) and misses ε",
                 "the synaptic current is reset with v at a spike (reset_current) only in metadata: a plain NIR "

@@ -17,7 +17,7 @@ import nir
 import numpy as np
 
 from snnchip.errors import NIRFormatError, SpecError, UnsupportedNodeError
-from snnchip.spec import Interpretation, NetworkSpec, check_T
+from snnchip.spec import Interpretation, NetworkSpec, NeuronKind, check_T
 
 SCHEMA_VERSION = 1
 NEURON_TYPES = (nir.LIF, nir.IF, nir.LI, nir.I, nir.CubaLIF, nir.CubaLI)
@@ -46,14 +46,14 @@ def snnchip_semantics(node: nir.NIRNode, name: str) -> dict[str, Any] | None:
         for key, options in (("reset", ("subtract", "zero")), ("spike", ("ge", "gt"))):
             if meta[key] not in options:
                 raise UnsupportedNodeError(f"node {name!r}: snnchip metadata {key}={meta[key]!r}; known: {options}")
-        if meta["kind"] == "empf":
+        if meta["kind"] == NeuronKind.EMPF:
             return _empf_semantics(node, name, meta)
         numbers = ("lam", "theta", "dt") + {"srm": ("lam_syn", "input_scale"), "xylo": ("lam_syn", "max_spikes")
                                             }.get(meta["kind"], ())
         for key in numbers:
             if not isinstance(meta.get(key), (int, float)) or not math.isfinite(meta[key]):
                 raise NIRFormatError(f"node {name!r}: snnchip metadata {key}={meta.get(key)!r} is not a finite number")
-        if meta["kind"] == "srm" and (meta.get("reset_current") is not True or meta["reset"] != "zero"):
+        if meta["kind"] == NeuronKind.SRM and (meta.get("reset_current") is not True or meta["reset"] != "zero"):
             raise UnsupportedNodeError(f"node {name!r}: an srm node resets current and voltage to zero "
                                        f"(reset='zero', reset_current=True), got reset={meta['reset']!r}, "
                                        f"reset_current={meta.get('reset_current')!r}")

@@ -18,7 +18,7 @@ from typing import Any
 import nir
 
 from snnchip.errors import NIRFormatError, UnsupportedNodeError
-from snnchip.filekind import describe, identify
+from snnchip.filekind import FileKind, describe, identify
 
 from .nir_graph import KNOWN_TYPES, check_graph
 
@@ -91,11 +91,11 @@ def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
 
     path = Path(path)
     kind = identify(path)
-    if kind == "missing":
+    if kind == FileKind.MISSING:
         raise NIRFormatError(f"{path}: no such NIR file")
-    if kind != "hdf5":
+    if kind != FileKind.HDF5:
         inside = next((f for f in ("model.nir", "model.pt") if (path / f).is_file()), None) \
-            if kind == "directory" else None
+            if kind == FileKind.DIRECTORY else None
         raise NIRFormatError(f"{describe(path, kind)}; expected a NIR graph (an HDF5 .nir file)"
                              + (f": pass {path / inside}" if inside else ""))
     _parse_in_child(path)

@@ -36,6 +36,7 @@ from snnchip.export.qnet import INPUT_FRAC_BITS, SPIKE_FRAC_BITS, QProjection, Q
 from snnchip.export.quantize_stages import DATA_MARGIN, quantize_empf_stage, quantize_stage
 from snnchip.export.schedule import Schedule, schedule
 from snnchip.export.weight_grid import halved, row_abs_sum
+from snnchip.spec import NeuronKind
 
 
 def _largest_bits(cap: int, *limits: tuple[float, float]) -> int:
@@ -151,7 +152,7 @@ def quantize(net: LoweredNet, T: int | None = None, input_range: float = 1.0, in
         if headroom == "data" and st.name not in (peaks or {}):
             raise QuantizationError(f"stage {st.name!r}: the data headroom needs its observed peak (calibration "
                                     "inputs)")
-        if st.kind == "empf":
+        if st.kind == NeuronKind.EMPF:
             if steps is None:
                 raise QuantizationError(f"stage {st.name!r}: an EM-PF stage needs T")
             q, r = quantize_empf_stage(st, steps, message_max, wide_weights,

@@ -76,6 +76,7 @@ from snnchip.export.weight_grid import (
     weight_values,
     with_values,
 )
+from snnchip.spec import NeuronKind
 
 
 def _candidate(stage: Stage, weights: list[Weight], c: float, exps: list[int] | None, wide: bool = False
@@ -83,13 +84,13 @@ def _candidate(stage: Stage, weights: list[Weight], c: float, exps: list[int] | 
     """Quantize at scale c: (score = the largest weight/bias/threshold error, parameters and error summaries);
     ``wide``: each projection also gets the residual's mantissas (``residual_mantissas``)."""
     vth = NEVER_FIRES
-    if stage.spiking and stage.kind != "empf":
+    if stage.spiking and stage.kind != NeuronKind.EMPF:
         vth = min(VTH_MAX, max(1, math.floor(c * stage.theta * (1 + 1e-12))))
         c = vth / stage.theta
     bq = np.round(stage.bias * c)
     score = float(np.abs(stage.bias - bq / c).max(initial=0.0))
     vsub = None if stage.reset_by is None else int(round(stage.reset_by * c))
-    if stage.spiking and stage.kind != "empf":
+    if stage.spiking and stage.kind != NeuronKind.EMPF:
         score = max(score, abs(stage.theta - vth / c), 0.0 if vsub is None else abs(stage.reset_by - vsub / c))
     projs = []
     for i, w in enumerate(weights):
@@ -261,7 +262,7 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: boo
     if lam.min(initial=0.0) >= 0:
         v_up = max(float((theta + off).max(initial=0.0)), 0.0)
         spike_bound = min(bound, max(0.0, lam_max * v_up + drive - float(theta.min(initial=0.0))))
-    proxy = Stage(name=stage.name, kind="readout", inputs=stage.inputs, bias=stage.bias * 2.0**ka,
+    proxy = Stage(name=stage.name, kind=NeuronKind.READOUT, inputs=stage.inputs, bias=stage.bias * 2.0**ka,
                   out_shape=stage.out_shape)
     _, best = _candidate(proxy, [p.weight * 2.0**ka for p in stage.inputs], c, None, wide)
     ints = dict(zip(EMPF_INT_TABLES, (np.round(DECAY_UNITY * lam), np.round(DECAY_UNITY * a / 2.0**ka),
@@ -269,13 +270,14 @@ def quantize_empf_stage(stage: Stage, T: int, x_max: dict[str, float], wide: boo
                     strict=True))
     ints = {k: np.clip(v, -V_MAX, V_MAX + 1).astype(np.int64) for k, v in ints.items()}
     projs = _projections(stage, best)
-    q = QStage(name=stage.name, kind="empf", inputs=projs, out_shape=stage.out_shape,
+    q = QStage(name=stage.name, kind=NeuronKind.EMPF, inputs=projs, out_shape=stage.out_shape,
                bias=best["bq"].astype(np.int32), dv=0, vth=0, scale=float(c), reset="subtract", spike="ge",
                shift=int(ACT_SHIFT + round(math.log2(c)) - SPIKE_FRAC_BITS), spike_frac_bits=SPIKE_FRAC_BITS,
                tables=ints)
     err = lambda x, xq: float(np.abs(x - xq).max(initial=0.0))  # noqa: E731
     report = dict(
-        stage=stage.name, kind="empf", neurons=stage.size, synapses=sum(p.synapses for p in projs), scale=float(c),
+        stage=stage.name, kind=NeuronKind.EMPF, neurons=stage.size, synapses=sum(p.synapses for p in projs),
+        scale=float(c),
         vth=0, dv=0, lam=None, lam_q=None, theta=None, theta_q=None, input_scale_exp=ka,
         max_abs_lam_error=err(lam, ints["lam"] / DECAY_UNITY),
         max_abs_input_scale_error=err(a, ints["scale"] * 2.0**ka / DECAY_UNITY),

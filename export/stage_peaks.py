@@ -21,6 +21,7 @@ from snnchip.errors import DataError
 from snnchip.export.lowering import INPUT, LoweredNet, Stage
 from snnchip.identity import sha256_arrays
 from snnchip.neurons import current_step, empf_step, li_step, lif_step
+from snnchip.spec import NeuronKind
 
 CHUNK = 256  # samples run at a time
 
@@ -97,7 +98,7 @@ def _peaks_of_chunk(net: LoweredNet, x: np.ndarray, peaks: dict[str, list[float]
                 continue
             _, s, z["v"] = lif_step(z["v"], i, a=st.lam, theta=st.theta, reset=st.reset, compare=st.spike,
                                     s_prev=z["s"], reset_by=st.reset_by)
-            z["i"], z["s"] = (i * (1 - s) if st.kind == "srm" else i), s
+            z["i"], z["s"] = (i * (1 - s) if st.kind == NeuronKind.SRM else i), s
             out[st.name].append(s)
 
 

@@ -59,7 +59,7 @@ from snnchip.export.seal import (
 )
 from snnchip.export.xylo_config import XyloConfig
 from snnchip.identity import sha256_file
-from snnchip.spec import Interpretation
+from snnchip.spec import Interpretation, NeuronKind
 from snnchip.xylo_limits import LIMITS, STATE_MAX, WEIGHT_MAX, check_sizes, limits_table
 
 FORMAT = {"name": "snnchip-xylo-deploy", "version": 1}
@@ -122,14 +122,14 @@ def _projections(st: Stage, allowed: dict[tuple[str, int], str]) -> dict[str, np
 
 
 def _structure(net: LoweredNet) -> tuple[Stage, Stage]:
-    spiking = [s for s in net.stages if s.kind != "readout"]
-    readouts = [s for s in net.stages if s.kind == "readout"]
+    spiking = [s for s in net.stages if s.kind != NeuronKind.READOUT]
+    readouts = [s for s in net.stages if s.kind == NeuronKind.READOUT]
     if len(spiking) != 1 or len(readouts) != 1 or readouts[0].name != net.output:
         raise _refuse(f"the graph has {len(spiking)} spiking population(s) and {len(readouts)} readout(s) "
                       f"({', '.join(f'{s.name}: {s.kind}' for s in net.stages)}); Xylo holds one hidden population "
                       "(LIF/CubaLIF, recurrence allowed) and one readout fed by it")
     hid, out = spiking[0], readouts[0]
-    if hid.kind not in ("lif", "cubalif"):
+    if hid.kind not in (NeuronKind.LIF, NeuronKind.CUBALIF):
         raise _refuse(f"layer {hid.name!r} is a {hid.kind} neuron; Xylo's neurons are LIF/CubaLIF")
     if hid.reset != "subtract" or hid.reset_by is not None:
         raise _refuse(f"layer {hid.name!r} resets by {hid.reset if hid.reset_by is None else 'a delayed amount'}; "

@@ -33,6 +33,7 @@ from snnchip.export.loihi import Deployment, load_deploy
 from snnchip.export.loihi2 import EMPF_INT_TABLES
 from snnchip.export.lowering import INPUT
 from snnchip.export.qnet import QStage, encode_input
+from snnchip.spec import NeuronKind
 
 CHUNK = 1024  # samples simulated at a time
 OVERFLOWS = ("u_wrapped", "v_clipped_top", "v_clipped_bottom")  # meta["saturation"]'s counts (``state_overflow``)
@@ -156,7 +157,8 @@ class ChipSimulator:
                     pre, u1, membrane, v1 = integrate_fixed(u0, v0, a, q.du, q.dv)
                     for key, count in zip(OVERFLOWS, state_overflow(pre, u1, membrane, v1), strict=True):
                         over[n][key] += count
-                    u1, v1, fired = fire_fixed(u1, v1, q.vth, q.reset, q.spike, q.spiking, q.kind == "srm", q.vsub,
+                    srm = q.kind == NeuronKind.SRM
+                    u1, v1, fired = fire_fixed(u1, v1, q.vth, q.reset, q.spike, q.spiking, srm, q.vsub,
                                                s[n][t - 1] if t else None, q.max_spikes)
                     s[n][t] = fired
                     if q.max_spikes > 1:

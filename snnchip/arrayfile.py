@@ -75,9 +75,9 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def load_input(path: str | os.PathLike) -> np.ndarray:
     """A network input: a ``.npy`` array [T, batch, *features] of finite real numbers (identified by content
     first), or a ``DataError`` saying what is wrong."""
-    from snnchip.filekind import expect
+    from snnchip.filekind import FileKind, expect
 
-    expect(path, "a .npy array [T, batch, *features] (np.save)", ("npy",))
+    expect(path, "a .npy array [T, batch, *features] (np.save)", (FileKind.NPY,))
     try:
         x = load_npy(path)
     except (OSError, ValueError, EOFError) as exc:
@@ -105,9 +105,9 @@ def check_time_axis(x: np.ndarray, T: int | None, where: str) -> None:
 
 def load_labels(path: str | os.PathLike, n: int) -> np.ndarray:
     """Integer class labels [n] from a ``.npy`` file (identified by content first), or a ``DataError``."""
-    from snnchip.filekind import expect
+    from snnchip.filekind import FileKind, expect
 
-    expect(path, "a .npy array of integer class labels [batch]", ("npy",))
+    expect(path, "a .npy array of integer class labels [batch]", (FileKind.NPY,))
     try:
         y = load_npy(path)
     except (OSError, ValueError, EOFError) as exc:

@@ -16,12 +16,26 @@ import json
 import math
 import numbers
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypedDict, get_type_hints
 
 from snnchip.errors import SpecError
 from snnchip.options import option
 
-NEURON_KINDS = ("lif", "empf", "srm", "xylo", "readout")
+
+class NeuronKind(StrEnum):
+    """What a neuron computes, named as files write it (a layer's ``NeuronSpec.kind``, a NIR node's snnchip
+    metadata, a lowered or quantized stage's ``kind``); members equal their strings, so fields keep the file's."""
+
+    LIF = "lif"  # leaky integrate-and-fire (IF at λ = 1)
+    CUBALIF = "cubalif"  # current-based LIF: a foreign CubaLIF's stage
+    SRM = "srm"  # event-driven BP's spike response model (a current-based LIF that resets both traces)
+    EMPF = "empf"  # EM-PF: graded spikes, per-step tables
+    XYLO = "xylo"  # Xylo's neuron: bit-shift decays, several spikes per step
+    READOUT = "readout"  # non-spiking integrator
+
+
+NEURON_KINDS = (NeuronKind.LIF, NeuronKind.EMPF, NeuronKind.SRM, NeuronKind.XYLO, NeuronKind.READOUT)  # of a layer
 XYLO_MAX_SPIKES = 31  # spikes a Xylo hidden neuron emits per step (xylosim MAX_NUM_SPIKES)
 RESET_MODES = ("subtract", "zero")
 SPIKE_CONDITIONS = ("ge", "gt")
@@ -123,17 +137,17 @@ class NeuronSpec:
             _check(math.isfinite(getattr(self, name)), f"neuron {name} must be finite, got {getattr(self, name)}")
         _check(0.0 <= self.lam <= 1.0, f"neuron leak λ must be in [0, 1], got {self.lam}")
         _check(self.theta > 0, f"neuron threshold θ must be > 0, got {self.theta}")
-        if self.kind == "xylo":
+        if self.kind == NeuronKind.XYLO:
             _check(self.tau_s >= 2 and self.reset == "subtract" and self.spike == "ge",
                    f"a Xylo neuron needs τs ≥ 2 (λ_syn ≥ 1/2), reset subtract and spike ge; got τs={self.tau_s}, "
                    f"reset {self.reset}, spike {self.spike}")
-        if self.kind == "srm":
+        if self.kind == NeuronKind.SRM:
             _check(self.tau_m > 1 and self.tau_s > 1 and self.tau_m != self.tau_s,
                    f"SRM needs τm, τs > 1 and τm ≠ τs, got τm={self.tau_m}, τs={self.tau_s}")
 
     @property
     def spiking(self) -> bool:
-        return self.kind != "readout"
+        return self.kind != NeuronKind.READOUT
 
     @property
     def lam_syn(self) -> float:
@@ -177,7 +191,7 @@ class LayerSpec:
                    f"layer {self.name!r} ({self.op}) needs kernel_size > 0")
             _check(self.padding >= 0, f"layer {self.name!r}: padding must be >= 0")
         if self.neuron is not None:
-            _check(self.op in SYNAPTIC_OPS or self.neuron.kind != "readout",
+            _check(self.op in SYNAPTIC_OPS or self.neuron.kind != NeuronKind.READOUT,
                    f"layer {self.name!r}: a readout must follow a synaptic op")
 
     @property
@@ -247,7 +261,7 @@ class NetworkSpec:
         names = [layer.name for layer in self.layers]
         _check(len(set(names)) == len(names), f"layer names must be unique, got {names}")
         last = self.layers[-1]
-        _check(last.neuron is not None and last.neuron.kind == "readout" and last.synaptic,
+        _check(last.neuron is not None and last.neuron.kind == NeuronKind.READOUT and last.synaptic,
                f"the last layer ({last.name!r}) must be a synaptic layer with a readout neuron")
         shapes = self.shapes()
         _check(shapes[-1] == (self.num_classes,),

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from snnchip.spec import NetworkSpec
+from snnchip.spec import NetworkSpec, NeuronKind
 
 SILENT_RATE = 1e-3
 SATURATED_RATE = 0.99
-BINARY_SPIKES = ("lif", "srm")
+BINARY_SPIKES = (NeuronKind.LIF, NeuronKind.SRM)
 
 
 class LayerActivityWarning(UserWarning):

@@ -13,7 +13,7 @@ import torch
 from snnchip.discretize import dash_of, lam_of
 from snnchip.errors import SpecError
 from snnchip.options import option
-from snnchip.spec import NetworkSpec, NeuronSpec, check_T
+from snnchip.spec import NetworkSpec, NeuronKind, NeuronSpec, check_T
 from snnchip.xylo_limits import check_sizes
 
 from .data import DATASETS, Dataset
@@ -124,7 +124,8 @@ def neuron_for(cfg: TrainConfig) -> NeuronSpec:
     surrogate = cfg.surrogate or ("triangle" if sltt else "sigmoid")
     if cfg.profile == "xylo":
         tau_s = 1.0 / (1.0 - lam_of(max(dash_of(1.0 - 1.0 / (cfg.tau_s or 2.0)), 1)))
-        return NeuronSpec(kind="xylo", lam=lam_of(dash_of(lam)), theta=cfg.theta, surrogate=surrogate, tau_s=tau_s)
+        return NeuronSpec(kind=NeuronKind.XYLO, lam=lam_of(dash_of(lam)), theta=cfg.theta, surrogate=surrogate,
+                          tau_s=tau_s)
     return NeuronSpec(lam=lam, theta=cfg.theta, reset=cfg.reset, spike=cfg.spike, surrogate=surrogate)
 
 
@@ -200,7 +201,7 @@ def build_spec(cfg: TrainConfig, ds: Dataset) -> NetworkSpec:
 def _check_xylo_sizes(spec: NetworkSpec) -> None:
     """--profile xylo: the net fits Xylo (``snnchip.xylo_limits``) before any training."""
     spiking = [la for la in spec.layers if la.neuron is not None and la.neuron.spiking]
-    if len(spiking) != 1 or spec.layers[-1].neuron is None or spec.layers[-1].neuron.kind != "readout":
+    if len(spiking) != 1 or spec.layers[-1].neuron is None or spec.layers[-1].neuron.kind != NeuronKind.READOUT:
         raise SpecError(f"--profile xylo: Xylo holds one hidden layer and a readout; model {spec.model!r} has "
                         f"{len(spiking)} spiking layers (use --model mlp or mlp-feedback with one --hidden width)")
     check_sizes("--profile xylo", math.prod(spec.input_shape), spiking[0].out_features, spec.num_classes)

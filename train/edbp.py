@@ -58,7 +58,7 @@ import torch
 from snnchip.discretize import srm_decays
 from snnchip.errors import SpecError
 from snnchip.neurons import cuba_lif_step
-from snnchip.spec import LayerSpec, NetworkSpec, NeuronSpec
+from snnchip.spec import LayerSpec, NetworkSpec, NeuronKind, NeuronSpec
 
 from .neuron import SURROGATES, surrogate_fire
 
@@ -203,12 +203,12 @@ def configure_edbp(spec: NetworkSpec, tau_m: float, tau_s: float, tau_grad: floa
     ``spec.options``."""
     if spec.feedback or any("shortcut" in la.options for la in spec.layers):
         raise SpecError("edbp trains feed-forward networks (no feedback edges or residual shortcuts)")
-    srm = NeuronSpec(kind="srm", theta=theta, spike=spike, tau_m=tau_m, tau_s=tau_s)
+    srm = NeuronSpec(kind=NeuronKind.SRM, theta=theta, spike=spike, tau_m=tau_m, tau_s=tau_s)
     layers = [dataclasses.replace(la, neuron=srm, bias=False, options={**_without_vgg_scaling(la.options),
                                                                        "weight_norm": True})
               if la.synaptic else la for la in spec.layers]
     count = LayerSpec("count", "linear", out_features=spec.num_classes, bias=False,
-                      neuron=NeuronSpec(kind="readout"), options={"identity": True})
+                      neuron=NeuronSpec(kind=NeuronKind.READOUT), options={"identity": True})
     options = {**spec.options, "tau_grad": float(tau_grad), "targets": [int(targets[0]), int(targets[1])],
                "revive": True}
     return dataclasses.replace(spec, layers=(*layers, count), options=options)
@@ -252,7 +252,7 @@ def forward_layers(model, xs: torch.Tensor) -> tuple[dict[str, torch.Tensor], to
         if not layer.synaptic:
             h = op(h)
             continue
-        if layer.neuron.kind == "readout":
+        if layer.neuron.kind == NeuronKind.READOUT:
             return spikes, op(h).view(T, B, -1)
         w = op.plain_weight()
         cur_w = op.with_weight(h.detach(), w, op.bias)

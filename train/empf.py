@@ -50,7 +50,7 @@ from torch import nn
 
 from snnchip.errors import SpecError
 from snnchip.neurons import empf_step
-from snnchip.spec import LayerSpec, NetworkSpec, NeuronSpec
+from snnchip.spec import LayerSpec, NetworkSpec, NeuronKind, NeuronSpec
 
 VARIANTS = ("vanilla", "learnable", "bn", "parallel", "mixed")
 NEURON_VARIANTS = ("vanilla", "learnable", "bn", "parallel", "folded")
@@ -213,7 +213,7 @@ def configure_empf(spec: NetworkSpec, variant: str = "bn", binary_first_last: bo
             if variant in SCALED_BINARY:
                 options["binary_scale"] = True
         if neuron is not None and neuron.spiking:
-            neuron = NeuronSpec(kind="empf", lam=neuron.lam, theta=neuron.theta)
+            neuron = NeuronSpec(kind=NeuronKind.EMPF, lam=neuron.lam, theta=neuron.theta)
             options["empf"] = variant if variant != "mixed" else (
                 "parallel" if la.options.get("block") == "first" else "bn")
             if seca != "none" and la.op == "conv2d" and la.name != convs[0]:

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from snnchip.errors import SpecError
-from snnchip.spec import LayerSpec, NetworkSpec
+from snnchip.spec import LayerSpec, NetworkSpec, NeuronKind
 
 from .edbp import SRM
 from .empf import EMPF, FOLDED_KEYS, layer_variant
@@ -46,6 +46,7 @@ from .xylo_neuron import XyloNeuron
 
 FOLDED_OPTIONS = ("weight_std", "scale", "weight_norm")
 RESERVED_NAMES = ("feedback", "empf", "shortcuts")
+_NEURON_FROM_SPEC = {NeuronKind.SRM: SRM.from_spec, NeuronKind.XYLO: XyloNeuron.from_spec}  # other spiking kinds: LIF
 State = dict
 
 
@@ -68,12 +69,12 @@ class SpikingNet(nn.Module):
             if "shortcut" in layer.options:
                 self.shortcuts[layer.name] = _shortcut(layer, shape_of, shape)
             self.add_module(layer.name, Synapse(layer, in_shape) if layer.synaptic else shape_op(layer))
-            if layer.neuron is not None and layer.neuron.kind == "empf":
+            if layer.neuron is not None and layer.neuron.kind == NeuronKind.EMPF:
                 self.empf[layer.name] = EMPF(layer.neuron, layer_variant(layer), spec.T, shape)
                 self.neurons[layer.name] = self.empf[layer.name]
                 self.scales[layer.name] = float(layer.options.get("scale", 1.0))
             elif layer.neuron is not None and layer.neuron.spiking:
-                make = {"srm": SRM.from_spec, "xylo": XyloNeuron.from_spec}.get(layer.neuron.kind, LIF.from_spec)
+                make = _NEURON_FROM_SPEC.get(layer.neuron.kind, LIF.from_spec)
                 self.neurons[layer.name] = make(layer.neuron)
                 self.scales[layer.name] = float(layer.options.get("scale", 1.0))
         index = {layer.name: i for i, layer in enumerate(spec.layers)}
@@ -111,7 +112,7 @@ class SpikingNet(nn.Module):
         s = self.spec
         neurons = [f"{la.name}: {la.neuron.kind}" + (f"(λ={la.neuron.lam:g}, θ={la.neuron.theta:g}, "
                                                      f"reset={la.neuron.reset}, spike={la.neuron.spike})"
-                                                     if la.neuron.kind == "lif" else "")
+                                                     if la.neuron.kind == NeuronKind.LIF else "")
                    for la in s.layers if la.neuron is not None]
         return (f"model={s.model!r}, input_shape={s.input_shape}, classes={s.num_classes}, T={s.T}, "
                 f"method={s.method!r}, encoding={s.encoding!r}\nneurons: " + "; ".join(neurons))
@@ -140,7 +141,7 @@ class SpikingNet(nn.Module):
             if self.correction is not None:  # quantization-aware fine-tuning (qat.ChipCorrection)
                 delta = self.correction(layer.name, x, outs, state, current.shape)
                 current = current if delta is None else current + delta
-            if layer.neuron.kind == "readout":
+            if layer.neuron.kind == NeuronKind.READOUT:
                 out = view.readout(current, state, new, layer.name)
                 view.end_step(state, new)
                 return out, new, spikes
@@ -186,7 +187,7 @@ def _folds_kappa(layer: LayerSpec) -> bool:
     """Whether ``plain_parameters`` moves a layer's κ_k into its EM-PF input scale: binary weights with
     ``binary_scale`` into an EM-PF neuron."""
     return (bool(layer.options.get("binary") and layer.options.get("binary_scale"))
-            and layer.neuron is not None and layer.neuron.kind == "empf")
+            and layer.neuron is not None and layer.neuron.kind == NeuronKind.EMPF)
 
 
 def _check_supported(layer: LayerSpec) -> None:
@@ -195,9 +196,6 @@ def _check_supported(layer: LayerSpec) -> None:
     if layer.synaptic and layer.neuron is None:
         raise SpecError(f"layer {layer.name!r}: snnchip.train needs a neuron (lif, empf, srm, xylo or readout) after "
                         f"every synaptic layer")
-    if layer.neuron is not None and layer.neuron.kind not in ("lif", "empf", "srm", "xylo", "readout"):
-        raise SpecError(f"layer {layer.name!r}: neuron kind {layer.neuron.kind!r} is not supported by "
-                        f"snnchip.train yet; supported: lif, empf, srm, xylo, readout")
 
 
 def detach_state(state: State) -> State:
@@ -296,7 +294,7 @@ def plain_spec(spec: NetworkSpec) -> NetworkSpec:
         opts = {k: v for k, v in la.options.items() if k not in FOLDED_OPTIONS}
         if _folds_kappa(la) and "shortcut" in la.options and shapes[la.options["shortcut"]] == shapes[la.name]:
             opts["shortcut_scale"] = True  # the identity shortcut of a layer whose κ_k moves out (1/κ_k)
-        return {**opts, "empf": "folded"} if la.neuron is not None and la.neuron.kind == "empf" else opts
+        return {**opts, "empf": "folded"} if la.neuron is not None and la.neuron.kind == NeuronKind.EMPF else opts
 
     return dataclasses.replace(spec, layers=tuple(dataclasses.replace(la, options=options(la)) for la in spec.layers))
 
@@ -322,7 +320,7 @@ def fold_empf_bn(model: SpikingNet) -> SpikingNet:
     spikes and outputs as ``model.eval()``."""
     spec = model.spec
     layers = tuple(dataclasses.replace(la, options={**la.options, "empf": "folded"})
-                   if la.neuron is not None and la.neuron.kind == "empf" else la for la in spec.layers)
+                   if la.neuron is not None and la.neuron.kind == NeuronKind.EMPF else la for la in spec.layers)
     ref = next(model.parameters())
     folded = build_model(dataclasses.replace(spec, layers=layers)).to(ref.device, ref.dtype)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("empf.")}

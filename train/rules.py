@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from snnchip.errors import SpecError
-from snnchip.spec import NetworkSpec
+from snnchip.spec import NetworkSpec, NeuronKind
 
 from .edbp import iteration as edbp_iteration
 from .encoding import time_major
@@ -90,16 +90,16 @@ def shared_lambda(spec: NetworkSpec) -> float:
 
 def make_view(rule: Rule, spec: NetworkSpec):
     kinds = {la.neuron.kind for la in spec.layers if la.neuron is not None and la.neuron.spiking}
-    if rule.name.startswith("empf") and kinds != {"empf"}:
+    if rule.name.startswith("empf") and kinds != {NeuronKind.EMPF}:
         raise SpecError(f"{rule.name} trains EM-PF neurons; this network has {sorted(kinds)}")
-    if rule.name == "edbp" and kinds != {"srm"}:
+    if rule.name == "edbp" and kinds != {NeuronKind.SRM}:
         raise SpecError(f"edbp trains SRM neurons (edbp.configure_edbp); this network has {sorted(kinds)}")
-    if "srm" in kinds and rule.name not in ("edbp", "bptt"):
+    if NeuronKind.SRM in kinds and rule.name not in ("edbp", "bptt"):
         raise SpecError(f"{rule.name} does not train SRM neurons; use edbp (or bptt)")
-    if "xylo" in kinds and rule.name != "bptt":
+    if NeuronKind.XYLO in kinds and rule.name != "bptt":
         raise SpecError(f"{rule.name} does not train Xylo neurons yet (its traces assume a LIF without a synaptic "
                         "current); use --method bptt with --profile xylo")
-    if rule.view != "spike" and "empf" in kinds:
+    if rule.view != "spike" and NeuronKind.EMPF in kinds:
         raise SpecError(f"{rule.name} needs LIF neurons; train EM-PF networks with empf (or bptt)")
     if rule.view == "spike":
         return SpikeView()

@@ -19,12 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from snnchip.errors import SpecError
-from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronSpec
+from snnchip.spec import FeedbackSpec, LayerSpec, NetworkSpec, NeuronKind, NeuronSpec
 
 VGG_A = (64, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512)
 VGG_SCALE = 2.74
 RESNET18_WIDTHS = (64, 128, 256, 512)
-READOUT = NeuronSpec(kind="readout")
+READOUT = NeuronSpec(kind=NeuronKind.READOUT)
 LIF = NeuronSpec()  # λ = 0.5, θ = 1, subtractive reset, u ≥ θ, sigmoid surrogate
 
 

@@ -84,7 +84,7 @@ def interpretation_overrides(args: argparse.Namespace) -> dict[str, Any]:
     import tomllib
 
     from snnchip.errors import SpecError
-    from snnchip.filekind import expect
+    from snnchip.filekind import FileKind, expect
     from snnchip.options import from_mapping
     from snnchip.spec import Interpretation
 
@@ -92,7 +92,7 @@ def interpretation_overrides(args: argparse.Namespace) -> dict[str, Any]:
     path = getattr(args, "interpretation_file", None)
     if not path:
         return given
-    expect(path, "a TOML interpretation table", ("toml", "text"))
+    expect(path, "a TOML interpretation table", (FileKind.TOML, FileKind.TEXT))
     try:
         with open(path, "rb") as fh:
             table = tomllib.load(fh)

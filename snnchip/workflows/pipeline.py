@@ -48,7 +48,7 @@ TABLES = ("run", "train", "export", "validate")
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """The TOML config at ``path``, its tables checked."""
-    from snnchip.filekind import expect
+    from snnchip.filekind import FileKind, expect
 
     p = Path(path)
     if not p.exists():
@@ -57,7 +57,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         found = sorted(q.name for q in p.glob("*.toml"))
         raise SnnchipError(f"{p} is a directory; expected a TOML pipeline config file"
                            + (f": one of {', '.join(found)} in it" if found else " (see configs/ for examples)"))
-    expect(p, "a TOML pipeline config (see configs/ for examples)", ("toml", "text"))
+    expect(p, "a TOML pipeline config (see configs/ for examples)", (FileKind.TOML, FileKind.TEXT))
     try:
         config = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -146,7 +146,7 @@ class Reference:
         from snnchip.export.nir_export import model_graph
         from snnchip.export.nir_meta import graph_meta
         from snnchip.export.nir_read import read_graph
-        from snnchip.filekind import expect
+        from snnchip.filekind import FileKind, expect
         from snnchip.train import SpikingNet, load_model
 
         self.model, self.model_path, self.deploy_path, self.deployment = None, None, None, None
@@ -169,14 +169,14 @@ class Reference:
             if not path.exists():
                 raise SnnchipError(f"{path}: no such model.pt, .nir graph or deploy directory")
             kind = expect(path, "a model.pt (a zip archive), a .nir graph (HDF5) or a deploy directory",
-                          ("directory", "hdf5", "zip"))
-            if kind == "hdf5":
+                          (FileKind.DIRECTORY, FileKind.HDF5, FileKind.ZIP))
+            if kind == FileKind.HDF5:
                 if cfg.model is not None:
                     raise SnnchipError("--model names the model.pt of a deploy directory, not of a .nir graph")
                 self.graph_path, self.graph = path, read_graph(path)
                 self.spec = graph_meta(self.graph).spec
                 self._stage(Path(cfg.deploy_out) if cfg.deploy_out else path.parent / CERTIFIED_DIR)
-            elif kind == "directory":
+            elif kind == FileKind.DIRECTORY:
                 if cfg.deploy_out is not None:
                     raise SnnchipError("--deploy-out applies to a model.pt; a deploy directory is validated as it is")
                 self.deploy_path, self.deployment = path, load_deploy(path, allow_edited=cfg.allow_edited)
