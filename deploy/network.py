@@ -35,7 +35,15 @@ from snnchip.deploy.result import RunResult, accept_input, assemble, check_timin
 from snnchip.deploy.supervise import supervised
 from snnchip.errors import DeployError
 from snnchip.export.loihi import Deployment, load_deploy
-from snnchip.export.loihi2 import BUILTIN, EMPF_TABLES, V_MAX, LavaProcess, neuron_process, synapse_process
+from snnchip.export.loihi2 import (
+    BUILTIN,
+    EMPF_TABLES,
+    V_MAX,
+    LavaProcess,
+    SynapseLayout,
+    neuron_process,
+    synapse_process,
+)
 from snnchip.export.lowering import INPUT
 from snnchip.export.qnet import encode_input
 from snnchip.export.weight_grid import with_values
@@ -117,11 +125,11 @@ class _Graph:
         out_port[INPUT] = self.source.s_out
         for st, q, neuron in zip(dep.net.stages, dep.qnet.stages, self.neurons, strict=True):
             for p, pf in zip(q.inputs, st.inputs, strict=True):
-                if p.synapse == "conv":
+                if p.synapse == SynapseLayout.CONV:
                     self._conv(p, pf, fixed, out_port[p.source], neuron.a_in)
                     continue
-                module = sparse if p.synapse == "sparse" else dense
-                process = ("Delay" if p.lava_delay else "") + ("Sparse" if p.synapse == "sparse" else "Dense")
+                module = sparse if p.synapse == SynapseLayout.SPARSE else dense
+                process = synapse_process(p).removeprefix("lava.")  # Dense, Sparse, DelayDense or DelaySparse
                 for weights, exp in p.parts if fixed else ((pf.weight, None),):
                     w = weights.astype(np.int32) if fixed else weights
                     kw = dict(weights=w, num_message_bits=p.num_message_bits,

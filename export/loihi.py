@@ -41,7 +41,7 @@ from snnchip import lava_compat
 from snnchip.atomic import atomic_dir
 from snnchip.errors import DataError, DeployError, OutputError, SnnchipError, UnsupportedNodeError
 from snnchip.export.kernel import Kernel
-from snnchip.export.loihi2 import EMPF_TABLES, NEVER_FIRES, V_MAX, neuron_process, synapse_process
+from snnchip.export.loihi2 import EMPF_TABLES, NEVER_FIRES, V_MAX, SynapseLayout, neuron_process, synapse_process
 from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
 from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower
 from snnchip.export.model_data import measured_spike_bounds, training_inputs
@@ -121,9 +121,9 @@ def _unpack_table(table: np.ndarray, n: int) -> np.ndarray:
 def _unpack_weight(arrays: dict[str, np.ndarray], key: str, synapse: str, geometry: dict | None = None) -> Weight:
     """The projection ``_pack_weight`` stored under ``key`` (``synapse``: "dense", "sparse" or "conv", whose
     ``geometry`` the manifest holds)."""
-    if synapse == "dense":
+    if synapse == SynapseLayout.DENSE:
         return arrays[key]
-    if synapse == "conv":
+    if synapse == SynapseLayout.CONV:
         if not isinstance(geometry, dict):
             raise ValueError("a conv projection needs its geometry")
         kernel = arrays[f"{key}/kernel"]
@@ -132,7 +132,7 @@ def _unpack_weight(arrays: dict[str, np.ndarray], key: str, synapse: str, geomet
                 raise ValueError(f"kernel_repeat {int(r)} outside 1..64")
             kernel = np.repeat(kernel, int(r), axis=axis)
         return Kernel.from_geometry(kernel, geometry)
-    if synapse != "sparse":
+    if synapse != SynapseLayout.SPARSE:
         raise ValueError(f"unknown synapse type {synapse!r} (valid: dense, sparse, conv)")
     data, indices, indptr, shape = (arrays[f"{key}/{part}"] for part in CSR_PARTS)
     return sp.csr_matrix((data, indices, indptr), shape=tuple(int(n) for n in shape))
@@ -174,7 +174,7 @@ def _manifest(net: LoweredNet, qnet: QuantizedNet, interp: Interpretation | None
                      reset_by=st.reset_by, max_spikes=q.max_spikes, message_cap=q.message_cap,
                      inputs=[{**{k: getattr(p, k) for k in _INPUT_KEYS}, "synapse": p.synapse,
                               "process": synapse_process(p), "low_exp": None if p.low is None else p.low_exp,
-                              **({"geometry": p.weight.geometry()} if p.synapse == "conv" else {})}
+                              **({"geometry": p.weight.geometry()} if p.synapse == SynapseLayout.CONV else {})}
                              for p in q.inputs])
         stages.append(entry)
     report = qnet.report
@@ -393,14 +393,14 @@ def _read_stage(s: dict[str, Any], arrays: dict[str, np.ndarray], version: int, 
         fields = {k: s[k] for k in _STAGE_KEYS}
     else:
         entries = [({"source": previous, "weight_exp": s["weight_exp"], "num_message_bits": s["num_message_bits"],
-                     "delay": 0, "lava_delay": 0, "synapse": s.get("synapse", "dense")}, name)]
+                     "delay": 0, "lava_delay": 0, "synapse": s.get("synapse", SynapseLayout.DENSE)}, name)]
         fields = {k: s[k] for k in _STAGE_KEYS if k in s}
         fields.update(latency=index + 1, lam_syn=s.get("lam_syn", 0.0))
         if s["kind"] == NeuronKind.SRM:  # versions 1/2 stored the current's factor as 4096 − du
             fields.update(reset="zero", du=int(s["du"]) - 1)
         if s["kind"] == NeuronKind.READOUT:  # versions 1/2 stored vth 0 (their readout process had none); a LIF fires
             fields.update(vth=NEVER_FIRES)
-    if version < 6 and any(e["synapse"] == "conv" for e, _ in entries):
+    if version < 6 and any(e["synapse"] == SynapseLayout.CONV for e, _ in entries):
         raise ValueError(f"synapse 'conv' needs format version 6, the directory says {version}")
     q_inputs = tuple(QProjection(e["source"], _unpack_weight(arrays, f"{key}/weight", e["synapse"], e.get("geometry")),
                                  e["weight_exp"], e["num_message_bits"], e["delay"], e["lava_delay"],

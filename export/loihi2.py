@@ -17,12 +17,11 @@ Resources (``NEURONS_PER_CORE`` …): ``CORE_LIMITS`` gives each number and wher
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
-from snnchip.spec import NeuronKind
+from snnchip.spec import Named, NeuronKind
 
 STATE_BITS = 24
 V_MAX = 2 ** (STATE_BITS - 1) - 1  # |v| of the 24-bit signed state
@@ -110,7 +109,7 @@ def held_current_decay(du: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------- which process runs a stage
-class LavaProcess(StrEnum):
+class LavaProcess(Named):
     """The process a stage or projection runs on, as the hardware-readiness table names it: Lava's own (``lava.``)
     wherever it is exact, ours (``snnchip.``, a CPU model of the same arithmetic) otherwise."""
 
@@ -126,9 +125,18 @@ class LavaProcess(StrEnum):
     OUR_EMPF = "snnchip.EMPF"
 
 
+class SynapseLayout(Named):
+    """How a projection's weights are held, named as the deploy directory writes it."""
+
+    DENSE = "dense"  # a matrix: a Lava Dense
+    SPARSE = "sparse"  # CSR weights: a Lava Sparse
+    CONV = "conv"  # a weight-shared kernel: Lava's Conv or ours
+
+
 BUILTIN = frozenset(p for p in LavaProcess if p.startswith("lava."))
-_SYNAPSE_PROCESS = {(False, "dense"): LavaProcess.DENSE, (False, "sparse"): LavaProcess.SPARSE,
-                    (True, "dense"): LavaProcess.DELAY_DENSE, (True, "sparse"): LavaProcess.DELAY_SPARSE}
+_SYNAPSE_PROCESS = {  # (needs Lava's extra delay, layout) -> process
+    (False, SynapseLayout.DENSE): LavaProcess.DENSE, (False, SynapseLayout.SPARSE): LavaProcess.SPARSE,
+    (True, SynapseLayout.DENSE): LavaProcess.DELAY_DENSE, (True, SynapseLayout.SPARSE): LavaProcess.DELAY_SPARSE}
 
 
 def neuron_process(q: Any) -> LavaProcess:
@@ -158,7 +166,7 @@ def conv_on_lava(weight: Any, exponents: tuple[int, ...], num_message_bits: int,
 def synapse_process(p: Any) -> LavaProcess:
     """The Lava process of a projection (``p``: a QProjection): Dense or Sparse (their Delay variants when it needs
     extra delay), Lava's Conv for a weight-shared kernel where it is exact (``conv_on_lava``), else ours."""
-    if p.synapse == "conv":
+    if p.synapse == SynapseLayout.CONV:
         exact = conv_on_lava(p.weight, tuple(e for _, e in p.parts), p.num_message_bits, p.lava_delay)
         return LavaProcess.CONV if exact else LavaProcess.OUR_CONV
     return _SYNAPSE_PROCESS[bool(p.lava_delay), p.synapse]

@@ -36,7 +36,7 @@ import torch
 
 from snnchip.errors import UnsupportedNodeError
 from snnchip.export.kernel import Kernel, compose
-from snnchip.export.loihi2 import EMPF_FLOAT_TABLES
+from snnchip.export.loihi2 import EMPF_FLOAT_TABLES, SynapseLayout
 from snnchip.export.nir_exec import compile_neuron
 from snnchip.export.nir_graph import CheckedGraph, check_graph, window
 from snnchip.export.nir_meta import graph_meta, recorded_interpretation, snnchip_semantics
@@ -54,9 +54,10 @@ INPUT = "input"  # the source name of projections from the network input
 Weight = np.ndarray | sp.csr_matrix | Kernel  # a projection's [n_out, n_in] map: dense, CSR when sparse, or a kernel
 
 
-def synapse_of(weight: Weight) -> str:
-    """"conv" (a weight-shared kernel), "sparse" (CSR weights, a Lava Sparse) or "dense" (a Lava Dense)."""
-    return "conv" if isinstance(weight, Kernel) else "sparse" if sp.issparse(weight) else "dense"
+def synapse_of(weight: Weight) -> SynapseLayout:
+    """The layout of a projection's weights (``SynapseLayout``)."""
+    return SynapseLayout.CONV if isinstance(weight, Kernel) else \
+        SynapseLayout.SPARSE if sp.issparse(weight) else SynapseLayout.DENSE
 
 
 class StageTraits:

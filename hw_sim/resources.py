@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from snnchip.export.loihi2 import CORES_PER_CHIP, WEIGHT_BITS
+from snnchip.export.loihi2 import CORES_PER_CHIP, WEIGHT_BITS, SynapseLayout
 from snnchip.export.sizing import layer_cores
 
 E_SYNOP_PJ = 23.6
@@ -43,8 +43,9 @@ def layer_resources(deployment: Any) -> list[dict[str, Any]]:
         inputs = [{"source": p.source, "synapse": p.synapse, "sources": int(p.weight.shape[1]),
                    "connections": p.synapses} for p in q.inputs]
         nonzero = sum(p["connections"] for p in inputs)
-        kernels = [(m.out_shape[0], m.kernel[0].size) for p in q.inputs if p.synapse == "conv" for m, _ in p.parts]
-        expanded = sum(i["connections"] for i in inputs if i["synapse"] != "conv")
+        kernels = [(m.out_shape[0], m.kernel[0].size) for p in q.inputs if p.synapse == SynapseLayout.CONV
+                   for m, _ in p.parts]
+        expanded = sum(i["connections"] for i in inputs if i["synapse"] != SynapseLayout.CONV)
         layers.append({"layer": q.name, "neurons": q.size, "inputs": inputs, "connections": nonzero,
                        "weights": expanded + sum(c * b for c, b in kernels), "expanded": expanded,
                        "kernels": kernels})

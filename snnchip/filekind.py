@@ -4,13 +4,13 @@ named for what it is ("a PNG image", "a directory", "a zip archive") instead of 
 from __future__ import annotations
 
 import os
-from enum import StrEnum
 from pathlib import Path
 
 from snnchip.errors import DataError
+from snnchip.spec import Named
 
 
-class FileKind(StrEnum):
+class FileKind(Named):
     """What ``identify`` finds a path to be (members equal their names as strings)."""
 
     MISSING = "missing"

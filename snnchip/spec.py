@@ -23,7 +23,14 @@ from snnchip.errors import SpecError
 from snnchip.options import option
 
 
-class NeuronKind(StrEnum):
+class Named(StrEnum):
+    """The base of the project's kinds: members equal their strings and print as them, ``repr`` included, so files,
+    hashes and messages read as if the plain strings were used."""
+
+    __repr__ = str.__repr__
+
+
+class NeuronKind(Named):
     """What a neuron computes, named as files write it (a layer's ``NeuronSpec.kind``, a NIR node's snnchip
     metadata, a lowered or quantized stage's ``kind``); members equal their strings, so fields keep the file's."""
 
