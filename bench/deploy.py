@@ -80,13 +80,13 @@ def bench_model(name: str, data_dir: Path, work: Path, cfg: BenchConfig, T: int)
     import torch
 
     from snnchip.export.loihi import load_deploy
-    from snnchip.export.model_data import training_inputs
     from snnchip.export.nir_export import model_graph
     from snnchip.export.sizing import deployment_size
     from snnchip.hw_sim.chip import ChipSimulator
     from snnchip.hw_sim.metrics import stored_weights
     from snnchip.train import fit, load_model, simulate
     from snnchip.train.config import TrainConfig
+    from snnchip.workflows.model_data import training_inputs
 
     model, method, default_steps = MODELS[name]
     steps = cfg.max_steps or default_steps
@@ -109,7 +109,7 @@ def bench_model(name: str, data_dir: Path, work: Path, cfg: BenchConfig, T: int)
     row.update(connections=res["synapses"], neurons=res["neurons"], stored_weights=stored_weights(dep.qnet),
                cores=size.cores, chips=size.chips, deploy_dir_bytes=_directory_bytes(dep_dir))
     row["deploy_dir_over_weights"] = row["deploy_dir_bytes"] / row["float32_parameter_bytes"]
-    xs = training_inputs(run_dir / "model.pt", graph, samples=cfg.batch_size)
+    xs = training_inputs(run_dir / "model.pt", samples=cfg.batch_size)
     sim = ChipSimulator(dep)
     chip_s = measure.time_calls(lambda: sim.run(xs, states=False), cfg.repeats, warmup=cfg.warmup)["min_time_s"]
     x_t = torch.as_tensor(xs, dtype=torch.float32)

@@ -44,7 +44,6 @@ from snnchip.export.kernel import Kernel
 from snnchip.export.loihi2 import EMPF_TABLES, NEVER_FIRES, V_MAX, SynapseLayout, neuron_process, synapse_process
 from snnchip.export.loihi_limits import check_manifest, check_neuron, check_synapses
 from snnchip.export.lowering import INPUT, LoweredNet, Projection, Stage, Weight, lower
-from snnchip.export.model_data import measured_spike_bounds, training_inputs
 from snnchip.export.nir_export import nir_bytes
 from snnchip.export.nir_meta import graph_meta, recorded_interpretation
 from snnchip.export.nir_read import read_graph
@@ -253,33 +252,39 @@ def check_replaceable(out_dir: str | os.PathLike) -> None:
                           f"replaces its destination whole, so name a new or empty directory")
 
 
+def check_size(graph: nir.NIRGraph, interpretation: Interpretation | None = None, wide_weights: bool | None = None,
+               max_memory: float | None = None) -> None:
+    """Refuse, with its numbers, a deployment of ``graph`` that would need more than ``max_memory`` bytes (default:
+    the memory available now); callers check this before they measure anything on data."""
+    check_feasible(deployment_size(graph, interpretation, precision_of(graph, wide_weights)["synapse_sets"]),
+                   max_memory)
+
+
 def export_loihi(graph_or_path: Any, out_dir: str | os.PathLike, interpretation: Interpretation | None = None,
                  T: int | None = None, source: str | os.PathLike | None = None,
                  spike_bounds: dict[str, float] | None = None, max_memory: float | None = None,
                  wide_weights: bool | None = None, headroom: str | None = None, input_range: float = 1.0,
-                 calibration_input: Any = None, margin: float = DATA_MARGIN) -> Path:
+                 calibration_input: Any = None, margin: float = DATA_MARGIN,
+                 calibration_source: str | None = None, sized: bool = False) -> Path:
     """Write the deploy directory for a NIR graph, a ``SpikingNet``, a ``.nir`` file or a ``model.pt``; return its
-    path. ``source``: the ``model.pt`` a given graph came from: its training set sizes graded spikes (unless
-    ``spike_bounds`` are given) and, with ``headroom="data"`` and no ``calibration_input``, the data headroom; the
-    manifest records its path and sha256. ``wide_weights``, ``headroom``, ``input_range`` (the largest |x| the
-    deployment takes), ``calibration_input`` (x [T, batch, *input_shape]), ``margin``: see
-    ``deployment_from_graph``. The manifest seals the files and its own values (``export.seal``)."""
+    path. ``source``: the file a given graph came from (the manifest records its path and sha256).
+    ``spike_bounds`` (the largest graded spike per EM-PF layer; None: their worst case), ``wide_weights``,
+    ``headroom``, ``input_range`` (the largest |x| the deployment takes), ``calibration_input`` (x [T, batch,
+    *input_shape]), ``margin``, ``sized`` (``check_size`` was called): see ``deployment_from_graph``;
+    ``calibration_source``: what the calibration inputs are, for the manifest. Nothing here loads a dataset:
+    ``snnchip.workflows.model_data`` measures a model.pt's bounds and inputs on its training set
+    (``snnchip.export_loihi`` measures, then calls this). The manifest seals the files and its own values
+    (``export.seal``)."""
     check_replaceable(out_dir)
     graph = read_model_graph(graph_or_path)
     origin = source or graph_or_path
-    sets = precision_of(graph, wide_weights)["synapse_sets"]
-    check_feasible(deployment_size(graph, interpretation, sets), max_memory)  # before measuring spikes on data
-    training = headroom == "data" and calibration_input is None
-    if training:
-        calibration_input = training_inputs(origin, graph)
-    dep = deployment_from_graph(graph, interpretation, T, spike_bounds=spike_bounds if spike_bounds is not None
-                                else measured_spike_bounds(origin, graph), max_memory=max_memory,
+    dep = deployment_from_graph(graph, interpretation, T, spike_bounds=spike_bounds, max_memory=max_memory,
                                 wide_weights=wide_weights, headroom=headroom, input_range=input_range,
-                                calibration_input=calibration_input, margin=margin, sized=True)
+                                calibration_input=calibration_input, margin=margin, sized=sized)
     if isinstance(origin, (str, os.PathLike)) and Path(origin).is_file():
         dep.manifest["source"] = {"path": str(origin), "sha256": sha256_file(origin)}
-    if training and "calibration" in dep.manifest:
-        dep.manifest["calibration"]["data"] = "the model's training set (its first samples, encoded as in training)"
+    if calibration_source is not None and "calibration" in dep.manifest:
+        dep.manifest["calibration"]["data"] = calibration_source
     arrays = {}
     for q in dep.qnet.stages:
         arrays[f"{q.name}/bias"] = q.bias

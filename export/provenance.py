@@ -119,14 +119,15 @@ def differences(dep: Deployment, derived: Deployment) -> list[str]:
     return out
 
 
-def xylo_differences(dep: Any, model: Any) -> list[str]:
+def xylo_differences(dep: Any, model: Any, bounds: dict[str, float] | None) -> list[str]:
     """Every value in which a Xylo deployment ``dep`` (``export.xylo.XyloDeployment``) differs from the mapping
-    ``model`` (a model.pt) gives, its scales sized on the training set the model records as ``export_xylo`` does:
-    weights, shifts, dashes, thresholds, biases, T, the readout and its scale; empty when the same bit for bit."""
-    from snnchip.export.xylo import map_graph, measured_bounds
+    ``model`` (a model.pt) gives with its scales sized for ``bounds`` (the states its training set reaches, as the
+    export measured them: ``snnchip.workflows.model_data.xylo_bounds``): weights, shifts, dashes, thresholds,
+    biases, T, the readout and its scale; empty when the same bit for bit."""
+    from snnchip.export.xylo import map_graph
 
     graph = read_model_graph(model if not isinstance(model, os.PathLike) else os.fspath(model))
-    derived = map_graph(graph, None, None, measured_bounds(model, graph))
+    derived = map_graph(graph, None, None, bounds)
     out: list[str] = []
     _walk(dep.mapping.config.arrays(), derived.config.arrays(), "params", out)
     for name in ("T", "readout", "readout_scale", "hidden_scale"):

@@ -46,7 +46,7 @@ from snnchip.errors import DeployError, UnsupportedNodeError
 from snnchip.export.loihi import check_replaceable, read_model_graph
 from snnchip.export.lowering import INPUT, LoweredNet, Stage, lower
 from snnchip.export.nir_export import nir_bytes
-from snnchip.export.nir_meta import graph_meta, multi_spike_nodes
+from snnchip.export.nir_meta import multi_spike_nodes
 from snnchip.export.seal import (
     FIRST_SEALED_VERSION,
     SealCheck,
@@ -267,25 +267,6 @@ def state_bounds(graph: nir.NIRGraph, xs: np.ndarray, interpretation: Interpreta
     return {"hidden": hidden, "readout": readout}
 
 
-def measured_bounds(source: object, graph: nir.NIRGraph) -> dict[str, float] | None:
-    """``state_bounds`` on the training set a ``model.pt`` records (its inputs must be spike counts); None for other
-    sources or when the training data is not counts."""
-    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix != ".pt":
-        return None
-    from snnchip.checkpoint import load_checkpoint
-    from snnchip.train.data import load_dataset
-
-    cfg = (load_checkpoint(source).metrics or {}).get("config") or {}
-    if "dataset" not in cfg:
-        return None
-    T = graph_meta(graph).T or 1
-    ds = load_dataset(cfg["dataset"], cfg.get("data_dir"), T=T)
-    x = ds.x_train.numpy()
-    if not ds.temporal or not np.array_equal(x, np.round(x)):
-        return None
-    return state_bounds(graph, x.transpose(1, 0, *range(2, x.ndim)))
-
-
 def chip_input(x: np.ndarray, mapping: XyloMapping) -> np.ndarray:
     """The Xylo run's input [B, T + 1, n_in] from spike counts ``x`` [T, B, *input_shape] (the float executor's
     layout): integers 0..255 (xylosim's uint8; the chip clips each to 15 per step), one empty step appended."""
@@ -326,13 +307,15 @@ def _manifest(mapping: XyloMapping, graph: nir.NIRGraph) -> dict[str, Any]:
 
 
 def export_xylo(graph_or_path: Any, out_dir: str | os.PathLike, interpretation: Interpretation | None = None,
-                T: int | None = None, source: str | os.PathLike | None = None) -> Path:
+                T: int | None = None, source: str | os.PathLike | None = None,
+                bounds: dict[str, float] | None = None) -> Path:
     """Write the Xylo deploy directory of a NIR graph, a ``SpikingNet``, a ``.nir`` file or a ``model.pt`` (module
-    docstring), atomically and sealed; return its path."""
+    docstring), atomically and sealed; return its path. ``bounds``: the states measured on data that size the
+    scales (``state_bounds``; a model.pt's: ``snnchip.workflows.model_data.xylo_bounds``), else the worst case."""
     check_replaceable(out_dir)
     graph = read_model_graph(graph_or_path)
     origin = source or graph_or_path
-    mapping = map_graph(graph, interpretation, T, measured_bounds(origin, graph))
+    mapping = map_graph(graph, interpretation, T, bounds)
     manifest = _manifest(mapping, graph)
     if isinstance(origin, (str, os.PathLike)) and Path(origin).is_file():
         manifest["source"] = {"path": str(origin), "sha256": sha256_file(origin)}

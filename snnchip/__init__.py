@@ -34,11 +34,11 @@ _ENTRY_POINTS = {
     "model_spec": "snnchip.train", "build_model": "snnchip.train", "load_model": "snnchip.train",
     "simulate": "snnchip.train", "fit": "snnchip.train.trainer", "TrainConfig": "snnchip.train.trainer",
     "export_to_nir": "snnchip.export.nir_export", "read_nir": "snnchip.export.nir_read",
-    "export_loihi": "snnchip.export.loihi", "load_deploy": "snnchip.export.loihi",
+    "export_loihi": "snnchip.workflows.model_data", "load_deploy": "snnchip.export.loihi",
     "ChipSimulator": "snnchip.hw_sim.chip",
     "validate": "snnchip.workflows.validate", "ValidateConfig": "snnchip.workflows.validate",
 }
-_RENAMED = {"read_nir": "read_graph"}
+_RENAMED = {"read_nir": "read_graph", "export_loihi": "export_measured"}
 __all__ = sorted(_ENTRY_POINTS)
 
 

@@ -67,6 +67,14 @@ def test_no_stage_imports_the_face():
     assert not offenders
 
 
+def test_no_stage_below_the_workflows_loads_a_dataset():
+    """Exporting, deploying and simulating take numbers (spike bounds, calibration inputs); the workflows measure
+    them on a model's training set (``snnchip.workflows.model_data``)."""
+    offenders = [m for m, p in modules() if layer_of(m) in ("export", "deploy", "hw_sim")
+                 and any(n.startswith("snnchip.train.data") for n in imported(m, p))]
+    assert not offenders
+
+
 def test_lava_is_imported_only_through_lava_compat():
     offenders = []
     for module, path in modules():

@@ -314,8 +314,8 @@ def test_graded_spike_peaks_are_the_float_executors_maxima_whatever_the_batch_me
     to fit PEAKS_BATCH_BYTES (one sample per batch here) without changing it."""
     import torch
 
-    from snnchip.export import model_data
     from snnchip.export.nir_exec import NIRExecutor
+    from snnchip.workflows import model_data
 
     graph = empf_mlp_graph((6, 9, 7, 3), T=4, seed=21)
     x = np.random.default_rng(23).uniform(0, 1, (5, 6))

@@ -12,7 +12,9 @@ import pytest
 
 from snnchip.errors import DeployError
 from snnchip.export import xylo as X
+from snnchip.export.loihi import read_model_graph
 from snnchip.export.nir_export import write_nir
+from snnchip.workflows.model_data import xylo_bounds
 from snnchip.workflows.targets import TARGETS, table, target_of
 from snnchip.workflows.validate import ValidateConfig, validate
 
@@ -153,7 +155,7 @@ def test_a_xylo_directory_is_checked_against_its_model(tmp_path):
     """snn-validate DEPLOY --model model.pt on Xylo: the mapping derived again from the model equals the directory
     (gate deployment_from_model); the same directory checked against another model fails it, naming the array."""
     mine, other = _xylo_model(tmp_path / "a", 0), _xylo_model(tmp_path / "b", 1)
-    dep = X.export_xylo(mine, tmp_path / "deploy-xylo")
+    dep = X.export_xylo(mine, tmp_path / "deploy-xylo", bounds=xylo_bounds(mine, read_model_graph(mine)))
     cfg = ValidateConfig(dataset="digits-rows", samples=32, lava_samples=0, model=str(mine), min_agreement=0.0,
                          min_accuracy=0.0)
     report = validate(str(dep), cfg, progress=False)

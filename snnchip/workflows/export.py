@@ -27,6 +27,8 @@ def precision_args(weights: str, headroom: str) -> dict[str, Any]:
     decided per graph by ``precision_of``)."""
     return {"wide_weights": WIDE_WEIGHTS[weights],
             "headroom": None if headroom == "auto" else headroom}
+
+
 HEADROOM_WORDS = {"T": "T steps", "step": "one step", "data": "the calibration inputs' states (current × margin)"}
 DEFAULT_NAMES = {"nir": "model.nir", "loihi": "deploy", "onnx": "model.onnx", "netx": "model.net",
                  "xylo": "deploy-xylo"}
@@ -94,20 +96,22 @@ def _nir(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
 
 def _loihi(cfg: ExportConfig, given: dict[str, Any]) -> list[str]:
     from snnchip.arrayfile import load_input
-    from snnchip.export.loihi import export_loihi, load_deploy, read_model_graph
+    from snnchip.export.loihi import load_deploy, read_model_graph
     from snnchip.export.nir_meta import recorded_interpretation
     from snnchip.export.quantize_report import format_report
     from snnchip.export.writers import resolve
+    from snnchip.workflows.model_data import export_measured
 
     graph = read_model_graph(cfg.model)
     interpretation = resolve(graph, Interpretation.overriding(recorded_interpretation(graph), **given))
     calibration = None
     try:
         calibration = None if cfg.calibration_input is None else load_input(cfg.calibration_input)
-        out = export_loihi(graph, cfg.out, interpretation, cfg.T, source=cfg.model, max_memory=_bytes(cfg.max_memory),
-                           input_range=1.0 if cfg.input_range is None else cfg.input_range,
-                           calibration_input=calibration, margin=cfg.margin,
-                           **precision_args(cfg.weights, cfg.headroom))
+        out = export_measured(graph, cfg.out, interpretation=interpretation, T=cfg.T, source=cfg.model,
+                              max_memory=_bytes(cfg.max_memory),
+                              input_range=1.0 if cfg.input_range is None else cfg.input_range,
+                              calibration_input=calibration, margin=cfg.margin,
+                              **precision_args(cfg.weights, cfg.headroom))
     except DataError as exc:
         if cfg.calibration_input is None:
             raise

@@ -142,12 +142,13 @@ class Reference:
     def __init__(self, source: Any, cfg: ValidateConfig, interpretation: dict[str, Any] | None = None) -> None:
         import nir
 
-        from snnchip.export.loihi import export_loihi, load_deploy
+        from snnchip.export.loihi import load_deploy
         from snnchip.export.nir_export import model_graph
         from snnchip.export.nir_meta import graph_meta
         from snnchip.export.nir_read import read_graph
         from snnchip.filekind import FileKind, expect
         from snnchip.train import SpikingNet, load_model
+        from snnchip.workflows.model_data import export_measured
 
         self.model, self.model_path, self.deploy_path, self.deployment = None, None, None, None
         self.graph_path: Path | None = None
@@ -199,7 +200,7 @@ class Reference:
                 self.graph = model_graph(path)
                 self._stage(Path(cfg.deploy_out) if cfg.deploy_out else path.parent / CERTIFIED_DIR)
                 with self.staged.discarded_on_failure():
-                    export_loihi(self.graph, self.staged.path, source=path, **self.precision)
+                    export_measured(self.graph, self.staged.path, source=path, **self.precision)
                     self.deployment = load_deploy(self.staged.path)  # certify the files, not an in-memory copy
         self.interpretation = None
         if not graph_meta(self.graph).own:  # a foreign graph: read as the user or its manifest says
@@ -234,7 +235,7 @@ class Reference:
         ``data``, ``graded_spike_bounds``); a foreign graph's for the evaluated inputs ``xs``: their T and their
         range max |x|."""
         from snnchip.export.loihi import deployment_from_graph, export_loihi, load_deploy
-        from snnchip.export.model_data import graded_spike_bounds
+        from snnchip.workflows.model_data import graded_spike_bounds
 
         if self.deployment is not None:
             return

@@ -34,11 +34,12 @@ def export_lines(model: str, out: str, given: dict[str, Any], T: int | None) -> 
     from snnchip.export.loihi import read_model_graph
     from snnchip.export.nir_meta import graph_meta, recorded_interpretation
     from snnchip.export.xylo import export_xylo, load_xylo
+    from snnchip.workflows.model_data import xylo_bounds
 
     graph = read_model_graph(model)
     interp = None if graph_meta(graph).own else \
         Interpretation.overriding(recorded_interpretation(graph), **given)
-    path = export_xylo(graph, out, interp, T, source=model)
+    path = export_xylo(graph, out, interp, T, source=model, bounds=xylo_bounds(model, graph))
     return describe(load_xylo(path))
 
 
@@ -72,6 +73,7 @@ class XyloReference:
         from snnchip.export.nir_meta import graph_meta
         from snnchip.export.xylo import export_xylo, load_xylo
         from snnchip.train import load_model
+        from snnchip.workflows.model_data import xylo_bounds
 
         path = Path(source)
         self.name, self.model, self.model_path, self.staged = str(path), None, None, None
@@ -95,7 +97,7 @@ class XyloReference:
             check_replaceable(self.deploy_path)
             self.staged = StagedDir(self.deploy_path)
             with self.staged.discarded_on_failure():
-                export_xylo(self.graph, self.staged.path, source=path)
+                export_xylo(self.graph, self.staged.path, source=path, bounds=xylo_bounds(path, self.graph))
                 self.deployment = load_xylo(self.staged.path)
         self.spec = graph_meta(self.graph).spec
         if self.spec is None:
@@ -130,6 +132,7 @@ def xylo_ladder(ref: XyloReference, cfg: Any, progress: bool) -> dict[str, Any]:
     target and commits the certified directory when every gate passed."""
     from tqdm import tqdm
 
+    from snnchip.export.loihi import read_model_graph
     from snnchip.export.provenance import xylo_differences
     from snnchip.export.xylo import chip_input, readout_of
     from snnchip.hw_sim import xylo as sim
@@ -137,6 +140,7 @@ def xylo_ladder(ref: XyloReference, cfg: Any, progress: bool) -> dict[str, Any]:
     from snnchip.hw_sim.metrics import chip_metrics, float_metrics
     from snnchip.train.data import load_dataset
     from snnchip.train.inference import encoded_test_set
+    from snnchip.workflows.model_data import xylo_bounds
     from snnchip.workflows.validate import _liveness, deployment_gates, gate, nir_equals_float
 
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, spec=ref.spec)
@@ -151,7 +155,8 @@ def xylo_ladder(ref: XyloReference, cfg: Any, progress: bool) -> dict[str, Any]:
                               "samples": int(n), "config": asdict(cfg), "identity": identity, "gates": {},
                               "mapping": ref.deployment.manifest["mapping"]}
     gates = report["gates"]
-    entries, integrity = deployment_gates(ref, identity, lambda: xylo_differences(ref.deployment, ref.model_path))
+    entries, integrity = deployment_gates(ref, identity, lambda: xylo_differences(
+        ref.deployment, ref.model_path, xylo_bounds(ref.model_path, read_model_graph(ref.model_path))))
     report.update(entries)
     gates.update(integrity)
     if ref.model is not None:
