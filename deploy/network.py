@@ -124,13 +124,13 @@ class _Graph:
         out_port = {q.name: neuron.s_out for q, neuron in zip(dep.qnet.stages, self.neurons, strict=True)}
         out_port[INPUT] = self.source.s_out
         for st, q, neuron in zip(dep.net.stages, dep.qnet.stages, self.neurons, strict=True):
-            for p, pf in zip(q.inputs, st.inputs, strict=True):
+            for p, real in zip(q.inputs, st.inputs, strict=True):
                 if p.synapse == SynapseLayout.CONV:
-                    self._conv(p, pf, fixed, out_port[p.source], neuron.a_in)
+                    self._conv(p, real, fixed, out_port[p.source], neuron.a_in)
                     continue
                 module = sparse if p.synapse == SynapseLayout.SPARSE else dense
                 process = synapse_process(p).removeprefix("lava.")  # Dense, Sparse, DelayDense or DelaySparse
-                for weights, exp in p.parts if fixed else ((pf.weight, None),):
+                for weights, exp in p.parts if fixed else ((real.weight, None),):
                     w = weights.astype(np.int32) if fixed else weights
                     kw = dict(weights=w, num_message_bits=p.num_message_bits,
                               **({"weight_exp": exp} if fixed else {}),
@@ -140,7 +140,7 @@ class _Graph:
                     conn.a_out.connect(neuron.a_in)
                     self.synapses.append(conn)
 
-    def _conv(self, p: Any, pf: Any, fixed: bool, source: Any, target: Any) -> None:
+    def _conv(self, p: Any, real: Any, fixed: bool, source: Any, target: Any) -> None:
         """A weight-shared projection: Lava's own ``Conv`` where it is exact (``loihi2.synapse_process``), its ports
         adapted to Lava's (W, H, C) layout by transposes; our ``Conv`` otherwise and for floating_pt."""
         from snnchip.deploy.procs.conv.process import Conv
@@ -157,7 +157,7 @@ class _Graph:
                 conn.a_out.transpose([2, 1, 0]).reshape((m.shape[0],)).connect(target)
                 self.synapses.append(conn)
             return
-        for m, e in p.parts if fixed else ((pf.weight, 0),):
+        for m, e in p.parts if fixed else ((real.weight, 0),):
             conn = Conv(kernel=m.kernel.astype(np.int32) if fixed else m.kernel, geometry=m.geometry(),
                         weight_exp=e, num_message_bits=p.num_message_bits, delay=p.lava_delay)
             source.connect(conn.s_in)

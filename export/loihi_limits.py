@@ -158,9 +158,9 @@ def check_synapses(at: str, arrays_at: str, q: QStage, st: Stage, T: int, sizes:
     n_out = math.prod(q.out_shape)
     if not q.inputs or len(q.inputs) != len(st.inputs):
         _fail(at, "inputs", len(q.inputs), f"one or more projections, as many as the float stage ({len(st.inputs)})")
-    for i, (p, pf) in enumerate(zip(q.inputs, st.inputs, strict=True)):
+    for i, (p, real) in enumerate(zip(q.inputs, st.inputs, strict=True)):
         where, arrays_where = f"{at}, input {i}", f"{arrays_at}, input {i}"
-        if p.source not in sizes or pf.source != p.source:
+        if p.source not in sizes or real.source != p.source:
             _fail(where, "source", p.source, f"one of {', '.join(sizes)}")
         _int(where, "weight_exp", p.weight_exp, *WEIGHT_EXP, "Dense/Sparse weight exponent")
         if p.low is not None:
@@ -168,10 +168,10 @@ def check_synapses(at: str, arrays_at: str, q: QStage, st: Stage, T: int, sizes:
         _int(where, "num_message_bits", p.num_message_bits, 0, MESSAGE_BITS, "0: binary spikes, else graded")
         _int(where, "delay", p.delay, 0, T_MAX, "steps of delay in the float graph")
         _int(where, "lava_delay", p.lava_delay, 0, MAX_LAVA_DELAY, "extra Lava synaptic delay")
-        if pf.delay != p.delay:
-            _fail(where, "delay", pf.delay, f"{p.delay}, as the integer projection")
+        if real.delay != p.delay:
+            _fail(where, "delay", real.delay, f"{p.delay}, as the integer projection")
         shape = (n_out, sizes[p.source])
-        matrices = (("weight", p.weight, True), ("weight_float", pf.weight, False)) + \
+        matrices = (("weight", p.weight, True), ("weight_float", real.weight, False)) + \
             ((("weight_low", p.low, True),) if p.low is not None else ())
         for field, w, integer in matrices:
             if w.shape != shape or synapse_of(w) != p.synapse:

@@ -74,10 +74,10 @@ def chip_weights(spec: NetworkSpec, params: dict[str, dict[str, np.ndarray]], de
         st, q = stages[name]
         if q.graded:  # EM-PF: binary weights are exact; its tables are not weights
             continue
-        (p,), (pf,) = q.inputs, st.inputs
+        (p,), (real,) = q.inputs, st.inputs
         frac = frac_bits(dep.qnet, p.source)
         cw = np.asarray(params[name]["weight"], np.float64) * q.scale
-        lo, hi, step = mantissa_range(pf.weight)
+        lo, hi, step = mantissa_range(real.weight)
         m, _ = to_mantissa(cw / 2.0 ** (p.weight_exp + frac), lo, hi, step)
         applied = m * 2.0 ** (p.weight_exp + frac)
         if p.low is not None:
