@@ -14,7 +14,8 @@ from snnchip.export.nir_exec import NIRExecutor
 from snnchip.export.nir_export import model_graph
 from snnchip.neurons import cuba_lif_step, lif_step, spike_count
 from snnchip.spec import NeuronSpec
-from snnchip.train import SpikingNet, mlp_feedback, simulate
+from snnchip.train import SpikingNet, mlp, mlp_feedback, simulate
+from snnchip.train.rules import gradients
 from snnchip.train.xylo_neuron import XyloNeuron
 
 XYLO = NeuronSpec(kind="xylo", lam=0.5, tau_s=2.0)
@@ -119,7 +120,8 @@ def test_a_count_of_spikes_per_step_by_hand():
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--method", "ottt-a"], "ottt-a does not train Xylo neurons yet"),
+    (["--method", "ottt-a"], "ottt-a does not train Xylo neurons"),
+    (["--method", "saf-f"], "saf-f does not train Xylo neurons"),
     (["--dataset", "digits"], "64 input channels do not fit Xylo"),
     (["--model", "mlp", "--hidden", "16,16"], "Xylo holds one hidden layer and a readout"),
 ])
@@ -166,3 +168,38 @@ def test_a_net_trained_for_xylo_is_certified_on_xylo(tmp_path):
     assert abs(chip["float_accuracy"] - chip["chip_accuracy"]) <= 0.01
     assert report["xylosim"]["total_differences"] == 0
     assert (tmp_path / "certified-xylo" / "manifest.json").is_file()
+
+
+def test_sltt_trains_xylo_neurons_with_the_papers_spatial_gradient():
+    """SLTT (arXiv:2302.14311, Eqs. 12–13) on Xylo's neuron, by hand: e_o[t] = ∂(CE(o[t], y)/T)/∂o[t],
+    ∇W_out = Σ_t e_o[t]ᵀ s[t], e_u[t] = (e_o[t] W_out) ⊙ σ'(u[t] − θ) and ∇W_in = Σ_t e_u[t]ᵀ x[t]: the step's input
+    reaches u[t] through the current with factor 1 and nothing older is differentiated. BPTT differs (it also
+    follows the current and the membrane back in time); SLTT-K with K = T is SLTT."""
+    torch.manual_seed(3)
+    spec = mlp((8,), 4, 5, neuron=XYLO, hidden=(6,))
+    model = SpikingNet(dataclasses.replace(spec, layers=tuple(dataclasses.replace(la, bias=False)
+                                                              for la in spec.layers))).double()
+    x, y = (torch.rand(5, 7, 8, dtype=torch.float64) < 0.6).double() * 2.0, torch.randint(0, 4, (7,))  # [T, B, n]
+    w_in, w_out = (p.detach() for p in model.parameters())
+    assert w_in.shape == (6, 8) and w_out.shape == (4, 6)
+    i = v = torch.zeros(7, 6, dtype=torch.float64)
+    g_in, g_out, k = torch.zeros_like(w_in), torch.zeros_like(w_out), 4.0  # k: the sigmoid surrogate's slope
+    for t in range(5):
+        i = 0.5 * i + x[t] @ w_in.T
+        u = 0.5 * v + i
+        s = spike_count(u, 1.0, 31)
+        v = u - s
+        o = s @ w_out.T
+        e_o = (torch.softmax(o, -1) - torch.nn.functional.one_hot(y, 4)) / (5 * 7)
+        g_out += e_o.T @ s
+        sg = torch.sigmoid(k * (u - 1.0))
+        g_in += ((e_o @ w_out) * k * sg * (1 - sg)).T @ x[t]
+    names = [n for n, _ in model.named_parameters()]
+    sltt = gradients(model, x, y, "sltt")
+    torch.testing.assert_close(sltt[names[0]], g_in)
+    torch.testing.assert_close(sltt[names[1]], g_out)
+    assert s.max() > 1 and g_in.abs().sum() > 0  # several spikes per step, and a gradient that reaches W_in
+    bptt = gradients(model, x, y, "bptt")
+    assert not torch.allclose(bptt[names[0]], g_in)
+    sltt_k = gradients(model, x, y, "sltt-k", k=5)
+    torch.testing.assert_close(sltt_k[names[0]], g_in)

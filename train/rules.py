@@ -96,9 +96,9 @@ def make_view(rule: Rule, spec: NetworkSpec):
         raise SpecError(f"edbp trains SRM neurons (edbp.configure_edbp); this network has {sorted(kinds)}")
     if NeuronKind.SRM in kinds and rule.name not in ("edbp", "bptt"):
         raise SpecError(f"{rule.name} does not train SRM neurons; use edbp (or bptt)")
-    if NeuronKind.XYLO in kinds and rule.name != "bptt":
-        raise SpecError(f"{rule.name} does not train Xylo neurons yet (its traces assume a LIF without a synaptic "
-                        "current); use --method bptt with --profile xylo")
+    if NeuronKind.XYLO in kinds and rule.view != "spike":
+        raise SpecError(f"{rule.name} does not train Xylo neurons (its presynaptic traces follow a LIF without a "
+                        "synaptic current); use sltt, sltt-k or bptt with --profile xylo")
     if rule.view != "spike" and NeuronKind.EMPF in kinds:
         raise SpecError(f"{rule.name} needs LIF neurons; train EM-PF networks with empf (or bptt)")
     if rule.view == "spike":
