@@ -95,7 +95,8 @@ def _refuse(what: str) -> UnsupportedNodeError:
     return UnsupportedNodeError(f"Xylo: {what}")
 
 
-def _dense(w: Any) -> np.ndarray:
+def dense_weight(w: Any) -> np.ndarray:
+    """A projection's weights as a dense float64 matrix."""
     return np.asarray(w.toarray() if sp.issparse(w) else w, np.float64)
 
 
@@ -117,7 +118,7 @@ def _projections(st: Stage, allowed: dict[tuple[str, int], str]) -> dict[str, np
             raise _refuse(f"layer {st.name!r} takes {src} with a delay of {p.delay} step(s); Xylo's hidden neurons "
                           "take the input in the same step and themselves one step later, its outputs the hidden "
                           "spikes only")
-        out[allowed[key]] = _dense(p.weight)
+        out[allowed[key]] = dense_weight(p.weight)
     return out
 
 

@@ -286,7 +286,7 @@ def test_cli_refuses_calibration_for_other_targets(trained: Path, tmp_path: Path
     from snnchip.cli import export
 
     assert export([str(trained), "--target", "nir", "--calibrate", "-o", str(tmp_path / "m.nir")]) == 2
-    assert "--target loihi" in capsys.readouterr().err
+    assert "--target loihi or xylo" in capsys.readouterr().err
 
 
 def test_a_weight_shared_projections_error_is_applied_as_its_convolution():
@@ -308,3 +308,81 @@ def test_a_weight_shared_projections_error_is_applied_as_its_convolution():
     y.sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), np.broadcast_to(np.asarray(k.to_csr().sum(axis=0)), x.shape),
                                rtol=1e-5, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def xylo_trained(tmp_path_factory) -> Path:
+    """A Xylo-profile net (one recurrent hidden layer of Xylo neurons, spike-count inputs) trained with SLTT."""
+    from snnchip.train.trainer import TrainConfig, fit
+
+    out = tmp_path_factory.mktemp("xylo")
+    fit(TrainConfig(out=str(out), dataset="digits-rows", model="mlp-feedback", hidden="24", method="sltt",
+                    profile="xylo", T=8, epochs=3, quiet=True, device="cpu"))
+    return out / "model.pt"
+
+
+def test_xylo_correction_is_xylos_weights_applied_to_the_spikes(xylo_trained: Path):
+    """With Xylo's correction attached, the hidden and readout currents are the int8 weights Xylo holds, decoded by
+    hand from its config (W·2^shift·λ̂_syn/σ; a readout bias would be the bias neuron's output weights), applied to the
+    input and the hidden spikes (the recurrent ones a step late); every error is within half a grid step."""
+    from snnchip.discretize import lam_of
+    from snnchip.train.data import load_dataset
+    from snnchip.workflows.xylo_values import xylo_chip, xylo_errors
+
+    model, ckpt = load_model(xylo_trained)
+    plain = from_plain(ckpt.spec, plain_parameters(model)).eval()
+    data = load_dataset("digits-rows", spec=plain.spec)
+    chip = xylo_chip(plain.spec, plain_parameters(plain), data)
+    cfg, rep = chip.mapping.config, chip.mapping.report
+    hid, out = rep["hidden"], rep["readout"]
+    n_h, unit_h = hid["neurons"], hid["lam_syn_hat"] / hid["scale"]
+    unit_o = lam_of(out["dash_syn_out"]) / out["scale"]
+    w_in = cfg.w_in[:, :n_h, 0].T * 2.0 ** cfg.shift_in * unit_h
+    w_rec = cfg.w_rec[:n_h, :n_h, 0].T * 2.0 ** cfg.shift_rec * unit_h
+    w_out = cfg.w_out[:n_h].T * 2.0 ** cfg.shift_out * unit_o
+    b_out = cfg.w_out[n_h] * 2.0 ** cfg.shift_out * unit_o if hid["bias_neuron"] else 0.0  # profile xylo: none
+    errors = xylo_errors(chip)
+    steps = {("fc1", "input", 0): 2.0 ** cfg.shift_in * unit_h, ("fc1", "fc1", 1): 2.0 ** cfg.shift_rec * unit_h,
+             ("out", "fc1", 0): 2.0 ** cfg.shift_out * unit_o}  # (stage, source, delay): one step of its grid
+    found = [(name, source, delay) for name, (projections, _) in errors.items() for source, delay, _ in projections]
+    assert sorted(found) == sorted(steps)
+    for name, (projections, _) in errors.items():
+        for source, delay, delta in projections:
+            assert np.abs(delta).max() <= steps[name, source, delay] / 2 * (1 + 1e-9), (name, source)
+    ChipCorrection(plain, lambda m: C.chip_errors(m, quantizer=C.xylo_quantizer(data))).attach()
+    x = data.x_test[:6].transpose(0, 1).float()
+    view, state = RecordingView(), {}
+    with torch.no_grad():
+        for t in range(plain.spec.T):
+            _, state, _ = plain.step(x[t], state, view)
+    for t in range(plain.spec.T):
+        spikes_before = view.spikes[t - 1]["fc1"].double().numpy() if t else 0.0
+        expected = x[t].double().numpy() @ w_in.T + (spikes_before @ w_rec.T if t else 0.0)
+        assert np.allclose(view.currents[t]["fc1"].double().numpy(), expected, atol=1e-5), t
+        expected_out = view.spikes[t]["fc1"].double().numpy() @ w_out.T + b_out
+        assert np.allclose(view.currents[t]["out"].double().numpy(), expected_out, atol=1e-5), t
+    assert sum(view.spikes[t]["fc1"].sum() for t in range(plain.spec.T)) > 0
+
+
+def test_cli_calibrates_for_xylo_and_the_directory_is_its_calibrated_models(xylo_trained: Path, tmp_path: Path,
+                                                                           capsys):
+    """snn-export --target xylo --calibrate: the Xylo deploy directory, the calibrated checkpoint (recording its
+    calibration data as its training set) and the record; snn-validate DIR --model the checkpoint derives the same
+    mapping bit for bit."""
+    from snnchip.cli import export
+    from snnchip.workflows.validate import ValidateConfig, validate
+
+    out = tmp_path / "deploy-xylo"
+    assert export([str(xylo_trained), "--target", "xylo", "--calibrate", "--dataset", "digits-rows",
+                   "--calibrate-epochs", "1", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "before calibration" in printed and "after calibration" in printed and "Xylo" in printed
+    rec = json.loads((out / C.RECORD_NAME).read_text())
+    assert rec["target"] == "xylo" and rec["snapped"] == [] and rec["quantizer_refreshes"] >= 2
+    _, ckpt = load_model(out / C.CALIBRATED_NAME)
+    assert ckpt.metrics["config"]["dataset"] == "digits-rows"
+    report = validate(str(out), ValidateConfig(dataset="digits-rows", samples=64, lava_samples=0,
+                                               model=str(out / C.CALIBRATED_NAME), min_agreement=0.0,
+                                               min_accuracy=0.0), progress=False)
+    assert report["gates"]["deployment_from_model"]["passed"], report["gates"]["deployment_from_model"]
+    assert report["chip"]["decision_agreement"] == pytest.approx(rec["after"]["decision_agreement"], abs=0.1)

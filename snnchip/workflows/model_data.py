@@ -133,8 +133,8 @@ def export_measured(model: Any, out_dir: str | os.PathLike, **kw: Any) -> Path:
 
 
 def xylo_bounds(source: object, graph: nir.NIRGraph) -> dict[str, float] | None:
-    """What a ``model.pt``'s Xylo deployment is sized for: ``export.xylo.state_bounds`` on the training set it
-    records (its inputs must be spike counts); None for other sources or when the training data is not counts."""
+    """What a ``model.pt``'s Xylo deployment is sized for: ``dataset_state_bounds`` on the training set it records;
+    None for other sources."""
     if not isinstance(source, (str, os.PathLike)) or Path(source).suffix != ".pt":
         return None
     from snnchip.checkpoint import load_checkpoint
@@ -143,11 +143,15 @@ def xylo_bounds(source: object, graph: nir.NIRGraph) -> dict[str, float] | None:
     cfg = (load_checkpoint(source).metrics or {}).get("config") or {}
     if "dataset" not in cfg:
         return None
-    T = graph_meta(graph).T or 1
-    ds = load_dataset(cfg["dataset"], cfg.get("data_dir"), T=T)
-    x = ds.x_train.numpy()
-    if not ds.temporal or not np.array_equal(x, np.round(x)):
-        return None
+    return dataset_state_bounds(graph, load_dataset(cfg["dataset"], cfg.get("data_dir"), T=graph_meta(graph).T or 1))
+
+
+def dataset_state_bounds(graph: nir.NIRGraph, ds: Any) -> dict[str, float] | None:
+    """``export.xylo.state_bounds`` of ``graph`` on the training inputs of ``ds``; None unless they are spike counts
+    over time (what Xylo takes)."""
     from snnchip.export.xylo import state_bounds
 
+    x = np.asarray(ds.x_train)
+    if not ds.temporal or not np.array_equal(x, np.round(x)):
+        return None
     return state_bounds(graph, x.transpose(1, 0, *range(2, x.ndim)))
