@@ -88,6 +88,14 @@ def shared_lambda(spec: NetworkSpec) -> float:
     return lams.pop() if lams else 0.0
 
 
+def xylo_lambda_syn(spec: NetworkSpec) -> float:
+    """The λ_syn of the traces of a Xylo network's current-based kernel: all its layers must share it."""
+    lams = {la.neuron.lam_syn for la in spec.layers if la.neuron is not None and la.neuron.spiking}
+    if len(lams) > 1:
+        raise SpecError(f"OTTT's traces need one λ_syn for all Xylo layers, got {sorted(lams)}")
+    return lams.pop()
+
+
 def make_view(rule: Rule, spec: NetworkSpec):
     kinds = {la.neuron.kind for la in spec.layers if la.neuron is not None and la.neuron.spiking}
     if rule.name.startswith("empf") and kinds != {NeuronKind.EMPF}:
@@ -96,9 +104,10 @@ def make_view(rule: Rule, spec: NetworkSpec):
         raise SpecError(f"edbp trains SRM neurons (edbp.configure_edbp); this network has {sorted(kinds)}")
     if NeuronKind.SRM in kinds and rule.name not in ("edbp", "bptt"):
         raise SpecError(f"{rule.name} does not train SRM neurons; use edbp (or bptt)")
-    if NeuronKind.XYLO in kinds and rule.view != "spike":
-        raise SpecError(f"{rule.name} does not train Xylo neurons (its presynaptic traces follow a LIF without a "
-                        "synaptic current); use sltt, sltt-k or bptt with --profile xylo")
+    if NeuronKind.XYLO in kinds and (rule.view == "saf" or kinds != {NeuronKind.XYLO}):
+        raise SpecError(f"{rule.name} does not train Xylo neurons" + (
+            " (SAF's accumulations equal a LIF without a synaptic current); use ottt-o, ottt-a, sltt, sltt-k or "
+            "bptt with --profile xylo" if rule.view == "saf" else " beside other kinds; give every layer one kind"))
     if rule.view != "spike" and NeuronKind.EMPF in kinds:
         raise SpecError(f"{rule.name} needs LIF neurons; train EM-PF networks with empf (or bptt)")
     if rule.view == "spike":
@@ -107,7 +116,7 @@ def make_view(rule: Rule, spec: NetworkSpec):
         raise SpecError(f"{rule.name} does not support residual shortcuts; use a spike-view rule (bptt, sltt, empf)")
     lam = shared_lambda(spec)
     if rule.view == "trace":
-        return TraceView(lam)
+        return TraceView(lam, xylo_lambda_syn(spec) if NeuronKind.XYLO in kinds else 0.0)
     bad = [la.name for la in spec.layers if la.neuron is not None and la.neuron.spiking
            and la.neuron.reset != "subtract"]
     if bad:

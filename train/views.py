@@ -96,14 +96,25 @@ class _TraceSynapse(torch.autograd.Function):
 
 
 class TraceView(SpikeView):
-    """OTTT: (s, â) pairs flow; forward uses s, the weight gradient uses â."""
+    """OTTT: (s, â) pairs flow; forward uses s, the weight gradient uses â.
 
-    def __init__(self, lam: float):
-        self.lam = lam
+    With ``lam_syn`` > 0 (Xylo's current-based neurons, ``xylo_neuron``) the trace follows their kernel: the input of
+    step τ reaches u[t] as κ[t − τ] = Σ_{k=τ}^{t} λ^{t−k}·λ_syn^{k−τ} (the reset ignored, as OTTT ignores it), so
+    ĉ[t] = λ_syn·ĉ[t−1] + s[t] and â[t] = λ·â[t−1] + ĉ[t]: ∂u[t]/∂W = â[t], OTTT's Eq. 8 for that neuron.
+    """
+
+    def __init__(self, lam: float, lam_syn: float = 0.0):
+        self.lam, self.lam_syn = lam, lam_syn
+
+    def _trace(self, s, state, new, name):
+        """â of ``name``'s outputs s (and ĉ, with a current)."""
+        if self.lam_syn:
+            s = new["c:" + name] = _decay(self.lam_syn, state.pop("c:" + name, None), s)
+        new["a:" + name] = _decay(self.lam, state.pop("a:" + name, None), s)
+        return new["a:" + name]
 
     def source(self, x, state, new):
-        new["a:input"] = _decay(self.lam, state.pop("a:input", None), x)
-        return x, new["a:input"]
+        return x, self._trace(x, state, new, "input")
 
     def synapse(self, op, h, state):
         s, a = h
@@ -121,7 +132,10 @@ class TraceView(SpikeView):
     def scale(self, h, c: float):
         return h if c == 1.0 else (h[0] * c, h[1] * c)
 
-    def neuron(self, p: LIF, current, state, new, name):
+    def neuron(self, p, current, state, new, name):
+        if self.lam_syn:  # a Xylo neuron: its own step, then the current-based trace, whose gradient goes to s
+            s, new["v:" + name] = p.step(current, state.pop("v:" + name, None), state.get("t", 0))
+            return s, (s, self._trace(s.detach(), state, new, name) + (s - s.detach()))
         s, new["v:" + name], new["a:" + name] = lif_trace_step(current, state.pop("v:" + name, None),
                                                               state.pop("a:" + name, None), p, self.lam)
         return s, (s, new["a:" + name])

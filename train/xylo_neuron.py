@@ -2,11 +2,12 @@
 neuron, ``snnchip.neurons.cuba_lif_step`` with a_syn = λ_syn, b_syn = 1, a = λ, subtractive reset and up to
 ``XYLO_MAX_SPIKES`` spikes per step (``snnchip.neurons.spike_count``). The count's gradient is the spec's
 surrogate of H(u − θ) (straight-through for the count above one spike); the reset is not differentiated through,
-as in BPTT's LIF. Trained with BPTT or the spike-view online rules, SLTT and SLTT-K (Meng et al., "Towards
-Memory- and Time-Efficient Backpropagation for Training Spiking Neural Networks", arXiv:2302.14311): they cut the
-state (i, v) every step, so that the input of step t reaches u[t] through the current with factor 1 (the
-spatial path of Eqs. 12–13) and nothing older is differentiated. OTTT and SAF are refused: their traces are a
-LIF's kernel."""
+as in BPTT's LIF. Trained with BPTT and the online rules but SAF: SLTT and SLTT-K (Meng et al., "Towards Memory- and
+Time-Efficient Backpropagation for Training Spiking Neural Networks", arXiv:2302.14311) cut the state (i, v) every
+step, so that the input of step t reaches u[t] through the current with factor 1 (the spatial path of Eqs. 12–13);
+OTTT_O/A (Xiao et al., "Online Training Through Time for Spiking Neural Networks", arXiv:2210.04195) weight it by
+the presynaptic trace of this neuron's kernel (``views.TraceView`` with λ_syn). SAF is refused: its accumulations
+equal a LIF without a current."""
 
 from __future__ import annotations
 
