@@ -1,8 +1,9 @@
-"""What exporting a ``model.pt`` measures on the training set its checkpoint records, loaded once: the largest graded
-(EM-PF) spike per layer, which sizes the message bits and scales of the stages it feeds, and the encoded training
-inputs, which size the data headroom. The export itself (``snnchip.export.loihi.export_loihi``) loads no dataset: its
-callers (``snn-export``, ``snn-validate``, the pipeline, ``snnchip.export_loihi``) measure here and pass the
-numbers; the manifest records them, so a deployment is derived again without the data (``export.provenance``)."""
+"""What exporting a ``model.pt`` measures on the training set its checkpoint records: for Loihi 2 (loaded once for
+both) the largest graded (EM-PF) spike per layer, which sizes the message bits and scales of the stages it feeds,
+and the encoded training inputs, which size the data headroom; for Xylo the largest states (``xylo_bounds``). The
+exports themselves (``export.loihi.export_loihi``, ``export.xylo.export_xylo``) load no dataset: their callers
+(``snn-export``, ``snn-validate``, the pipeline, calibration, ``snnchip.export_loihi``) measure here and pass the
+numbers."""
 
 from __future__ import annotations
 
