@@ -65,11 +65,18 @@ def at_chip_decays(graph: nir.NIRGraph, interpretation: Interpretation) -> nir.N
     return out
 
 
-def _hold_decays(graph: nir.NIRGraph, interpretation: Interpretation, prefix: str) -> None:
-    """Rewrite ``graph``'s nodes in place; a nested graph's nodes are read as ``<graph>.<node>``."""
+def held_off(graph: nir.NIRGraph, interpretation: Interpretation) -> list[str]:
+    """The neuron nodes (nested ones as ``<graph>.<node>``) whose decays the chip holds other than the graph's."""
+    return _hold_decays(copy.deepcopy(graph), interpretation, "")
+
+
+def _hold_decays(graph: nir.NIRGraph, interpretation: Interpretation, prefix: str) -> list[str]:
+    """Rewrite ``graph``'s nodes in place; a nested graph's nodes are read as ``<graph>.<node>``; returns the names
+    rewritten."""
+    moved: list[str] = []
     for name, node in graph.nodes.items():
         if isinstance(node, nir.NIRGraph):
-            _hold_decays(node, interpretation, f"{prefix}{name}.")
+            moved += _hold_decays(node, interpretation, f"{prefix}{name}.")
             continue
         if not isinstance(node, (nir.LIF, nir.LI, nir.CubaLIF, nir.CubaLI)) or \
                 snnchip_semantics(node, name) is not None:
@@ -84,7 +91,11 @@ def _hold_decays(graph: nir.NIRGraph, interpretation: Interpretation, prefix: st
                 node.tau_mem = tau
             else:
                 node.tau = tau
-        if current and (syn := _retimed(node.tau_syn, chip_current_decay, at)) is not None:
+        syn = _retimed(node.tau_syn, chip_current_decay, at) if current else None
+        if syn is not None:
             node.tau_syn, gain = syn
             if at.current_input != "unit":  # b_syn = (1 − d_syn)·w_in; "unit" adds w_in whole
                 node.w_in = np.asarray(node.w_in, np.float64) * gain
+        if membrane is not None or syn is not None:
+            moved.append(f"{prefix}{name}")
+    return moved

@@ -122,3 +122,37 @@ def test_export_names_the_decays_the_chip_holds_off_the_graphs(tmp_path, capsys)
     assert snn_export.main([str(on_grid), "--target", "loihi", "--from", "snntorch", "--reset", "zero", "--T", "10",
                             "-o", str(tmp_path / "dep2")]) == 0
     assert "decays the chip holds" not in capsys.readouterr().out
+
+
+def test_the_certificate_of_a_foreign_graph_shows_its_decay_floor(tmp_path, capsys):
+    """snn-validate on a foreign graph whose decays are off the grid (the Braille-class RSynaptic, T = 256) reports,
+    per layer, the float graph at the chip's decays against the graph (the reference executor on both, the same
+    inputs) and prints it beside the chip's agreement; a graph on the grid has none."""
+    from snnchip.bench.deep_nets import sparse_events
+    from snnchip.cli import snn_validate
+    from snnchip.export.nir_exec import NIRExecutor
+    from snnchip.hw_sim.compare import spike_agreement
+    from snnchip.workflows.validate import ValidateConfig, validate
+
+    graph, interp = snntorch_braille(), SNNTORCH_SUBTRACT
+    read = {"dt": interp.dt, "discretization": interp.discretization, "reset": interp.reset,
+            "compare": interp.compare}
+    x = sparse_events(0, 256, 16, (12,))
+    cfg = ValidateConfig(lava_samples=0, min_agreement=0.0)
+    floor = validate(graph, cfg, progress=False, interpretation=read, x=x)["chip"]["decay_floor"]
+    ref, held = (NIRExecutor(g, interp).run(x).spikes for g in (graph, at_chip_decays(graph, interp)))
+    expected = spike_agreement({k: np.asarray(ref[k]) for k in floor}, {k: np.asarray(held[k]) for k in floor})
+    assert floor == pytest.approx(expected) and set(floor) == {"lif1.lif", "lif2"}
+    assert min(floor.values()) < 0.999  # measured 0.988: the held decays move spikes in this chaotic layer
+    nir.write(tmp_path / "braille.nir", graph)
+    np.save(tmp_path / "x.npy", x)
+    snn_validate.main([str(tmp_path / "braille.nir"), "--dt", str(interp.dt), "--discretization", "euler",
+                       "--reset", "subtract_next", "--spike-compare", "gt", "--input", str(tmp_path / "x.npy"),
+                       "--lava-samples", "0", "--deploy-out", str(tmp_path / "d")])
+    assert "decay floor" in capsys.readouterr().out
+    peer, peer_interp = _peer("snntorch_leaky_zero")
+    for node in peer.nodes.values():
+        if isinstance(node, nir.LIF):
+            node.tau, node.r = np.full_like(node.tau, 1e-4 * DECAY_UNITY / 410), np.full_like(node.r, DECAY_UNITY / 410)
+    report = validate(peer, cfg, progress=False, interpretation={"writer": "snntorch", "reset": "zero"}, x=x[:30])
+    assert report["chip"]["decay_floor"] is None

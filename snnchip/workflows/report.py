@@ -60,9 +60,15 @@ def print_table(report: dict[str, Any], file: Any = None) -> None:
         lines.append("  (a foreign graph: its NIR reference executor, read with this interpretation, is the reference)")
     elif "nir" not in report:
         lines.append("  (a deploy directory without --model: the NIR executor of its model.nir is the float reference)")
-    lines.append(f"     {'layer':<14}{'spike agree':>12}{'rate float':>12}{'rate chip':>12}")
+    floor = chip.get("decay_floor")
+    lines.append(f"     {'layer':<14}{'spike agree':>12}{'rate float':>12}{'rate chip':>12}"
+                 + (f"{'decay floor':>13}" if floor else ""))
     for k, a in chip["spike_agreement"].items():
-        lines.append(f"     {k:<14}{a:>12.4f}{chip['float_firing_rate'][k]:>12.4f}{chip['chip_firing_rate'][k]:>12.4f}")
+        lines.append(f"     {k:<14}{a:>12.4f}{chip['float_firing_rate'][k]:>12.4f}{chip['chip_firing_rate'][k]:>12.4f}"
+                     + (f"{floor[k]:>13.4f}" if floor else ""))
+    if floor:
+        lines.append("     decay floor: the graph with the decays the chip holds (12-bit registers) against the graph; "
+                     "no precision setting wins it back (informative)")
     if chip["first_differing_layer"]:
         lines.append(f"     first layer whose spikes differ between float and chip (quantization; informative, gated "
                      f"only through decision agreement): {chip['first_differing_layer']}")

@@ -476,6 +476,21 @@ def decisions(out: np.ndarray, foreign: bool) -> np.ndarray:
     return (out.sum(0) if foreign else out[-1]).argmax(-1)
 
 
+def decay_floor(ref: Reference, xs: torch.Tensor, batch_size: int, f_spk: dict[str, np.ndarray]
+                ) -> dict[str, float] | None:
+    """Per layer, the spike agreement of the foreign graph with the decays Loihi 2 holds against the graph itself
+    (``export.chip_decays``, both run by the reference executor on ``xs``): what the chip loses before any quantizer
+    choice, and no precision setting wins back; None when the chip holds every decay of the graph exactly."""
+    from snnchip.export.chip_decays import at_chip_decays, held_off
+    from snnchip.export.nir_exec import NIRExecutor
+
+    if not held_off(ref.graph, ref.interpretation):
+        return None
+    executor = NIRExecutor(at_chip_decays(ref.graph, ref.interpretation), ref.interpretation)
+    held = [executor.run(xs[:, sl]).spikes for sl in _batches(xs.shape[1], batch_size)]
+    return spike_agreement(f_spk, _stack([{k: np.asarray(h[k]).astype(bool) for k in f_spk} for h in held]))
+
+
 def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool, x: np.ndarray | None = None,
             labels: np.ndarray | None = None) -> dict[str, Any]:
     from tqdm import tqdm
@@ -540,6 +555,7 @@ def _ladder(ref: Reference, cfg: ValidateConfig, progress: bool, x: np.ndarray |
         "float_firing_rate": f_rate,
         "chip_firing_rate": c_rate,
         "first_differing_layer": next((k for k in f_spk if agree[k] < 1.0), None),
+        "decay_floor": decay_floor(ref, xs, cfg.batch_size, f_spk) if foreign else None,
     }
     if y is not None:
         gates["float_accuracy"] = gate(report["chip"]["float_accuracy"], min_accuracy, ">=",
