@@ -10,6 +10,7 @@ deploy directory and the record; unsupported rules are refused by name.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -386,3 +387,29 @@ def test_cli_calibrates_for_xylo_and_the_directory_is_its_calibrated_models(xylo
                                                min_accuracy=0.0), progress=False)
     assert report["gates"]["deployment_from_model"]["passed"], report["gates"]["deployment_from_model"]
     assert report["chip"]["decision_agreement"] == pytest.approx(rec["after"]["decision_agreement"], abs=0.1)
+
+
+def test_xylo_errors_decode_the_readout_bias_from_the_bias_neuron():
+    """A readout bias reaches Xylo as the output weights of a hidden neuron that fires every step; its error is those
+    weights decoded (W·2^shift·λ̂/σ) minus the bias, within half a grid step, and the readout's weights likewise."""
+    from snnchip.discretize import lam_of
+    from snnchip.train import mlp
+    from snnchip.train.data import load_dataset
+    from snnchip.workflows.xylo_values import xylo_chip, xylo_errors
+
+    spec = mlp((8,), 8, 8, neuron=NeuronSpec(kind="xylo", lam=0.5, tau_s=2.0), hidden=(12,))
+    spec = dataclasses.replace(spec, layers=tuple(dataclasses.replace(la, bias=la.name == "out") for la in spec.layers))
+    torch.manual_seed(1)
+    model = build_model(spec)
+    with torch.no_grad():
+        model.out.bias.copy_(torch.linspace(-0.7, 0.9, 8))
+    chip = xylo_chip(spec, plain_parameters(model), load_dataset("digits-rows", spec=spec))
+    cfg, rep = chip.mapping.config, chip.mapping.report
+    assert rep["hidden"]["bias_neuron"] and cfg.w_out.shape[0] == 13
+    step = 2.0 ** cfg.shift_out * lam_of(rep["readout"]["dash_syn_out"]) / rep["readout"]["scale"]
+    (projections, d_bias) = xylo_errors(chip)["out"]
+    bias = plain_parameters(model)["out"]["bias"].astype(np.float64)
+    np.testing.assert_allclose(d_bias, cfg.w_out[12] * step - bias, atol=1e-12)
+    assert 0 < np.abs(d_bias).max() <= step / 2 * (1 + 1e-9)
+    (_, _, d_w), = projections
+    assert np.abs(d_w).max() <= step / 2 * (1 + 1e-9)
