@@ -60,14 +60,14 @@ def _retimed(tau: Any, held_of: Any, interpretation: Interpretation) -> tuple[np
 def at_chip_decays(graph: nir.NIRGraph, interpretation: Interpretation) -> nir.NIRGraph:
     """A copy of ``graph`` whose foreign neuron nodes run the decays Loihi 2 holds (module docstring); the input
     gains, leak terms and everything else are unchanged."""
+    return held_decays(graph, interpretation)[0]
+
+
+def held_decays(graph: nir.NIRGraph, interpretation: Interpretation) -> tuple[nir.NIRGraph, list[str]]:
+    """``at_chip_decays``'s graph and the neuron nodes it rewrote (nested ones as ``<graph>.<node>``): those whose
+    decays the chip holds other than the graph's."""
     out = copy.deepcopy(graph)
-    _hold_decays(out, interpretation, "")
-    return out
-
-
-def held_off(graph: nir.NIRGraph, interpretation: Interpretation) -> list[str]:
-    """The neuron nodes (nested ones as ``<graph>.<node>``) whose decays the chip holds other than the graph's."""
-    return _hold_decays(copy.deepcopy(graph), interpretation, "")
+    return out, _hold_decays(out, interpretation, "")
 
 
 def _hold_decays(graph: nir.NIRGraph, interpretation: Interpretation, prefix: str) -> list[str]:

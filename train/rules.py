@@ -80,20 +80,14 @@ def mixed_loss(out: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor
     return (1 - alpha) * ce + alpha * F.mse_loss(out, F.one_hot(y, out.shape[-1]).to(out.dtype))
 
 
-def shared_lambda(spec: NetworkSpec) -> float:
-    """The λ of the traces (OTTT) and accumulations (SAF): all LIF layers must share it."""
-    lams = {la.neuron.lam for la in spec.layers if la.neuron is not None and la.neuron.spiking}
+def shared_lambda(spec: NetworkSpec, field: str = "lam") -> float:
+    """The λ of the traces (OTTT) and accumulations (SAF), or with ``field="lam_syn"`` the λ_syn of a Xylo
+    network's current-based traces: all spiking layers must share it (0 without any)."""
+    lams = {getattr(la.neuron, field) for la in spec.layers if la.neuron is not None and la.neuron.spiking}
     if len(lams) > 1:
-        raise SpecError(f"OTTT/SAF traces need one λ for all LIF layers, got {sorted(lams)}")
+        raise SpecError(f"OTTT/SAF traces need one {'λ' if field == 'lam' else 'λ_syn'} for all spiking layers, got "
+                        f"{sorted(lams)}")
     return lams.pop() if lams else 0.0
-
-
-def xylo_lambda_syn(spec: NetworkSpec) -> float:
-    """The λ_syn of the traces of a Xylo network's current-based kernel: all its layers must share it."""
-    lams = {la.neuron.lam_syn for la in spec.layers if la.neuron is not None and la.neuron.spiking}
-    if len(lams) > 1:
-        raise SpecError(f"OTTT's traces need one λ_syn for all Xylo layers, got {sorted(lams)}")
-    return lams.pop()
 
 
 def make_view(rule: Rule, spec: NetworkSpec):
@@ -116,7 +110,7 @@ def make_view(rule: Rule, spec: NetworkSpec):
         raise SpecError(f"{rule.name} does not support residual shortcuts; use a spike-view rule (bptt, sltt, empf)")
     lam = shared_lambda(spec)
     if rule.view == "trace":
-        return TraceView(lam, xylo_lambda_syn(spec) if NeuronKind.XYLO in kinds else 0.0)
+        return TraceView(lam, shared_lambda(spec, "lam_syn") if NeuronKind.XYLO in kinds else 0.0)
     bad = [la.name for la in spec.layers if la.neuron is not None and la.neuron.spiking
            and la.neuron.reset != "subtract"]
     if bad:

@@ -55,13 +55,14 @@ class CalibrationConfig:
 @dataclass(frozen=True)
 class Quantizer:
     """What calibration needs of a chip target: its deployment of (spec, plain parameters) in memory, that
-    deployment's error per stage ({stage: ([(source, delay, ΔA)], Δb)}, float64), the chip's decisions on
-    time-major inputs, the export of the calibrated model to a directory, and (None: nothing to snap) the chip
-    values of the layers it quantizes entry by entry."""
+    deployment's error per stage ({stage: ([(source, delay, ΔA)], Δb)}, float64), the chip's decisions (``decider``:
+    a deployment's bit-exact simulator, built once, as a function of time-major inputs), the export of the
+    calibrated model to a directory, and (None: nothing to snap) the chip values of the layers it quantizes entry
+    by entry."""
 
     deployment: Callable[[Any, dict], Any]
     errors: Callable[[Any], dict]
-    decisions: Callable[[Any, torch.Tensor], np.ndarray]
+    decider: Callable[[Any], Callable[[torch.Tensor], np.ndarray]]
     export: Callable[[Any, dict, Path], Any]
     chip_weights: Callable[[Any, dict, Any], dict] | None = None
 
@@ -73,11 +74,13 @@ def loihi_quantizer(wide_weights: bool | None = None, headroom: str | None = Non
     from snnchip.hw_sim.chip import ChipSimulator
     from snnchip.workflows.chip_values import chip_deployment, chip_weights, quantization_errors
 
+    def decider(dep: Any) -> Callable[[torch.Tensor], np.ndarray]:
+        chip = ChipSimulator(dep)
+        return lambda xb: np.asarray(chip.run(xb.numpy(), states=False).output)[-1].argmax(-1)  # decisions only
+
     return Quantizer(
         deployment=lambda spec, params: chip_deployment(spec, params, wide_weights, headroom),
-        errors=quantization_errors,
-        decisions=lambda dep, xb: np.asarray(ChipSimulator(dep).run(xb.numpy(), states=False).output)[-1]
-        .argmax(-1),  # decisions only
+        errors=quantization_errors, decider=decider,
         export=lambda spec, params, out: export_loihi(spec_to_nir(spec, params), out, wide_weights=wide_weights,
                                                       headroom=headroom),
         chip_weights=chip_weights)
@@ -88,14 +91,14 @@ def xylo_quantizer(data: Any) -> Quantizer:
     from snnchip.export.nir_export import spec_to_nir
     from snnchip.export.xylo import export_xylo
     from snnchip.workflows.model_data import dataset_state_bounds
-    from snnchip.workflows.xylo_values import xylo_chip, xylo_decisions, xylo_errors
+    from snnchip.workflows.xylo_values import xylo_chip, xylo_decider, xylo_errors
 
     def export(spec: Any, params: dict, out: Path) -> Any:
         graph = spec_to_nir(spec, params)
         return export_xylo(graph, out, bounds=dataset_state_bounds(graph, data))
 
     return Quantizer(deployment=lambda spec, params: xylo_chip(spec, params, data), errors=xylo_errors,
-                     decisions=xylo_decisions, export=export)
+                     decider=xylo_decider, export=export)
 
 
 def accuracies(model: nn.Module, dep: Any, xs: torch.Tensor, y: np.ndarray, batch_size: int = 256,
@@ -104,12 +107,12 @@ def accuracies(model: nn.Module, dep: Any, xs: torch.Tensor, y: np.ndarray, batc
     accuracy on time-major inputs, and the gap."""
     from snnchip.train import simulate
 
-    quantizer = quantizer or loihi_quantizer()
+    decide = (quantizer or loihi_quantizer()).decider(dep)
     f_pred, c_pred = [], []
     for i in range(0, xs.shape[1], batch_size):
         xb = xs[:, i:i + batch_size]
         f_pred.append(simulate(model, xb).output[-1].argmax(-1).cpu().numpy())
-        c_pred.append(quantizer.decisions(dep, xb))
+        c_pred.append(decide(xb))
     f, c = np.concatenate(f_pred), np.concatenate(c_pred)
     fa, ca = float(np.mean(f == y)), float(np.mean(c == y))
     return {"float_accuracy": fa, "chip_accuracy": ca, "gap_points": 100.0 * (fa - ca),

@@ -136,15 +136,8 @@ def export_measured(model: Any, out_dir: str | os.PathLike, **kw: Any) -> Path:
 def xylo_bounds(source: object, graph: nir.NIRGraph) -> dict[str, float] | None:
     """What a ``model.pt``'s Xylo deployment is sized for: ``dataset_state_bounds`` on the training set it records;
     None for other sources."""
-    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix != ".pt":
-        return None
-    from snnchip.checkpoint import load_checkpoint
-    from snnchip.train.data import load_dataset
-
-    cfg = (load_checkpoint(source).metrics or {}).get("config") or {}
-    if "dataset" not in cfg:
-        return None
-    return dataset_state_bounds(graph, load_dataset(cfg["dataset"], cfg.get("data_dir"), T=graph_meta(graph).T or 1))
+    recorded = _recorded_training(source)
+    return None if recorded is None else dataset_state_bounds(graph, _training_set(*recorded))
 
 
 def dataset_state_bounds(graph: nir.NIRGraph, ds: Any) -> dict[str, float] | None:

@@ -481,12 +481,13 @@ def decay_floor(ref: Reference, xs: torch.Tensor, batch_size: int, f_spk: dict[s
     """Per layer, the spike agreement of the foreign graph with the decays Loihi 2 holds against the graph itself
     (``export.chip_decays``, both run by the reference executor on ``xs``): what the chip loses before any quantizer
     choice, and no precision setting wins back; None when the chip holds every decay of the graph exactly."""
-    from snnchip.export.chip_decays import at_chip_decays, held_off
+    from snnchip.export.chip_decays import held_decays
     from snnchip.export.nir_exec import NIRExecutor
 
-    if not held_off(ref.graph, ref.interpretation):
+    graph, moved = held_decays(ref.graph, ref.interpretation)
+    if not moved:
         return None
-    executor = NIRExecutor(at_chip_decays(ref.graph, ref.interpretation), ref.interpretation)
+    executor = NIRExecutor(graph, ref.interpretation)
     held = [executor.run(xs[:, sl]).spikes for sl in _batches(xs.shape[1], batch_size)]
     return spike_agreement(f_spk, _stack([{k: np.asarray(h[k]).astype(bool) for k in f_spk} for h in held]))
 

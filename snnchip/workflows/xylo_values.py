@@ -9,6 +9,7 @@ quantization error of a stage is Q(A) − A per projection (input, recurrent, re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,10 +64,11 @@ def xylo_errors(chip: XyloChip) -> dict[str, tuple[list[tuple[str, int, np.ndarr
     return errors
 
 
-def xylo_decisions(chip: XyloChip, xs: torch.Tensor) -> np.ndarray:
-    """Xylo's class per sample (``hw_sim.xylo``; the readout's argmax at the last step) of spike counts ``xs``
-    [T, B, *input_shape]."""
+def xylo_decider(chip: XyloChip) -> Callable[[torch.Tensor], np.ndarray]:
+    """Xylo's class per sample (``hw_sim.xylo``; the readout's argmax at the last step) as a function of spike
+    counts xs [T, B, *input_shape]."""
     from snnchip.export.xylo import chip_input, readout_of
     from snnchip.hw_sim import xylo as sim
 
-    return readout_of(sim.run(chip.mapping.config, chip_input(xs.numpy(), chip.mapping)), chip.mapping).argmax(-1)
+    mapping = chip.mapping
+    return lambda xs: readout_of(sim.run(mapping.config, chip_input(xs.numpy(), mapping)), mapping).argmax(-1)
